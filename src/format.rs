@@ -1,0 +1,611 @@
+//! The `format` layer: byte layout of segment headers and frames. Pure functions over
+//! byte slices; decoding never panics, whatever the input (fuzzed in `fuzz/`).
+//!
+//! The layout is specified byte by byte in `docs/format.md`; change both together.
+//! All integers are little-endian.
+
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
+use std::fmt;
+
+/// Magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
+/// Current on-disk format version written into segment headers.
+pub const FORMAT_VERSION: u32 = 1;
+/// Segment file kind: a segment of the event log.
+pub const SEGMENT_KIND_EVENTS: u32 = 1;
+/// Size of the segment header in bytes.
+pub const SEGMENT_HEADER_LEN: usize = 32;
+
+/// Magic at the start of every frame: the bytes `SLFR`.
+pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"SLFR");
+/// Size of the frame header in bytes.
+pub const FRAME_HEADER_LEN: usize = 32;
+/// Offset of the first header byte covered by the CRC.
+const FRAME_CRC_START: usize = 12;
+
+/// Size of the fixed part of an events body (stream length, first version, count).
+const EVENTS_BODY_FIXED: usize = 2 + 8 + 4;
+/// Size of the fixed part of one event record.
+const EVENT_FIXED: usize = 16 + 8 + 2 + 4 + 4;
+
+/// Why bytes could not be decoded. Displayed as the `reason` of `Error::Corrupted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Fewer bytes than the structure needs.
+    Truncated {
+        /// Bytes needed.
+        needed: u64,
+        /// Bytes available.
+        available: u64,
+    },
+    /// A magic number does not match.
+    BadMagic,
+    /// A format version this build does not read.
+    UnsupportedVersion(u32),
+    /// The checksum does not match the bytes.
+    ChecksumMismatch {
+        /// CRC stored in the data.
+        stored: u32,
+        /// CRC computed over the data.
+        computed: u32,
+    },
+    /// The frame says it lives at another position than where it was found
+    /// (misdirected or stale bytes).
+    MisplacedFrame {
+        /// Position stored in the frame header.
+        stored: u64,
+        /// Position where the frame was read.
+        actual: u64,
+    },
+    /// A field holds a value outside its domain.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Truncated { needed, available } => {
+                write!(f, "truncated: needed {needed} bytes, {available} available")
+            }
+            DecodeError::BadMagic => write!(f, "bad magic number"),
+            DecodeError::UnsupportedVersion(v) => write!(f, "unsupported format version {v}"),
+            DecodeError::ChecksumMismatch { stored, computed } => write!(
+                f,
+                "checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            DecodeError::MisplacedFrame { stored, actual } => write!(
+                f,
+                "frame claims position {stored} but was found at position {actual}"
+            ),
+            DecodeError::Invalid(what) => write!(f, "invalid field: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// A little-endian cursor over a byte slice that reports truncation instead of panicking.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let rest = self.bytes.get(self.at..).unwrap_or_default();
+        match rest.get(..n) {
+            Some(s) => {
+                self.at = self.at.saturating_add(n);
+                Ok(s)
+            }
+            None => Err(DecodeError::Truncated {
+                needed: n as u64,
+                available: rest.len() as u64,
+            }),
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let s = self.take(N)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(s);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(u8::from_le_bytes(self.array()?))
+    }
+    fn u16(&mut self) -> Result<u16, DecodeError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn i64(&mut self) -> Result<i64, DecodeError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+    fn str(&mut self, len: usize, what: &'static str) -> Result<&'a str, DecodeError> {
+        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::Invalid(what))
+    }
+    fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.at)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Segment header
+// ---------------------------------------------------------------------------------------
+
+/// The header at the start of every segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// File kind ([`SEGMENT_KIND_EVENTS`]).
+    pub kind: u32,
+    /// Logical position of the segment's first byte (its header). Everything below it was
+    /// durable when the segment was created.
+    pub base_position: u64,
+}
+
+/// Encodes a segment header.
+pub fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut out = [0u8; SEGMENT_HEADER_LEN];
+    let mut body = Vec::with_capacity(SEGMENT_HEADER_LEN);
+    body.extend_from_slice(&SEGMENT_MAGIC);
+    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&header.kind.to_le_bytes());
+    body.extend_from_slice(&header.base_position.to_le_bytes());
+    body.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&body);
+    body.extend_from_slice(&crc.to_le_bytes());
+    out.copy_from_slice(&body);
+    out
+}
+
+/// Decodes and checks a segment header from the first bytes of a file.
+///
+/// # Errors
+/// [`DecodeError`] when the bytes are short, the magic, version or CRC is wrong.
+pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, DecodeError> {
+    let mut r = Reader::new(bytes);
+    let covered = r.take(SEGMENT_HEADER_LEN - 4)?;
+    let stored = r.u32()?;
+    let mut r = Reader::new(covered);
+    if r.array::<8>()? != SEGMENT_MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let computed = crc32fast::hash(covered);
+    if stored != computed {
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    }
+    let version = r.u32()?;
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let kind = r.u32()?;
+    let base_position = r.u64()?;
+    if r.u32()? != 0 {
+        return Err(DecodeError::Invalid("segment header reserved bytes"));
+    }
+    Ok(SegmentHeader {
+        kind,
+        base_position,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------------------
+
+/// What a frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameKind {
+    /// One atomic append: 1..N events of one stream.
+    Events,
+    /// A body-less marker written at clean close; its watermark attests the whole log.
+    Checkpoint,
+}
+
+impl FrameKind {
+    fn to_byte(self) -> u8 {
+        match self {
+            FrameKind::Events => 1,
+            FrameKind::Checkpoint => 2,
+        }
+    }
+    fn from_byte(b: u8) -> Result<Self, DecodeError> {
+        match b {
+            1 => Ok(FrameKind::Events),
+            2 => Ok(FrameKind::Checkpoint),
+            _ => Err(DecodeError::Invalid("frame kind")),
+        }
+    }
+}
+
+/// A decoded frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Length of the body following the header.
+    pub body_len: u32,
+    /// Stored CRC over header bytes 12..32 and the body.
+    pub crc: u32,
+    /// What the body holds.
+    pub kind: FrameKind,
+    /// The frame's own logical position.
+    pub position: u64,
+    /// Everything below this position was durable when the frame was written.
+    pub watermark: u64,
+}
+
+impl FrameHeader {
+    /// Total frame length: header plus body.
+    pub fn frame_len(&self) -> u64 {
+        FRAME_HEADER_LEN as u64 + u64::from(self.body_len)
+    }
+}
+
+/// Decodes a frame header and checks its magic and reserved fields (not yet the CRC,
+/// which covers the body too: see [`check_frame`]).
+///
+/// # Errors
+/// [`DecodeError`] when the bytes are short or a field is out of its domain.
+pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, DecodeError> {
+    let mut r = Reader::new(bytes);
+    if r.u32()? != FRAME_MAGIC {
+        return Err(DecodeError::BadMagic);
+    }
+    let body_len = r.u32()?;
+    let crc = r.u32()?;
+    let kind = FrameKind::from_byte(r.u8()?)?;
+    if r.u8()? != 0 || r.u16()? != 0 {
+        return Err(DecodeError::Invalid("frame header reserved bytes"));
+    }
+    let position = r.u64()?;
+    let watermark = r.u64()?;
+    if watermark > position {
+        return Err(DecodeError::Invalid("watermark above the frame's own position"));
+    }
+    Ok(FrameHeader {
+        body_len,
+        crc,
+        kind,
+        position,
+        watermark,
+    })
+}
+
+/// Checks a whole frame (`frame` = header bytes followed by the body) found at logical
+/// position `at`: CRC and self-position.
+///
+/// # Errors
+/// [`DecodeError::ChecksumMismatch`], [`DecodeError::MisplacedFrame`], or truncation.
+pub fn check_frame(header: &FrameHeader, frame: &[u8], at: u64) -> Result<(), DecodeError> {
+    let len = usize::try_from(header.frame_len()).map_err(|_| DecodeError::Invalid("length"))?;
+    let covered = frame
+        .get(FRAME_CRC_START..len)
+        .ok_or(DecodeError::Truncated {
+            needed: header.frame_len(),
+            available: frame.len() as u64,
+        })?;
+    let computed = crc32fast::hash(covered);
+    if computed != header.crc {
+        return Err(DecodeError::ChecksumMismatch {
+            stored: header.crc,
+            computed,
+        });
+    }
+    if header.position != at {
+        return Err(DecodeError::MisplacedFrame {
+            stored: header.position,
+            actual: at,
+        });
+    }
+    Ok(())
+}
+
+/// Appends a frame to `out`: header with a placeholder CRC, then the body written by
+/// `write_body`, then the CRC is filled in. Returns the frame's length.
+fn encode_frame(
+    out: &mut Vec<u8>,
+    kind: FrameKind,
+    position: u64,
+    watermark: u64,
+    write_body: impl FnOnce(&mut Vec<u8>),
+) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes()); // body length, filled below
+    out.extend_from_slice(&0u32.to_le_bytes()); // crc, filled below
+    out.push(kind.to_byte());
+    out.push(0);
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&position.to_le_bytes());
+    out.extend_from_slice(&watermark.to_le_bytes());
+    write_body(out);
+    let frame_len = out.len().saturating_sub(start);
+    let body_len = u32::try_from(frame_len.saturating_sub(FRAME_HEADER_LEN)).unwrap_or(u32::MAX);
+    let frame = out.get_mut(start..).unwrap_or_default();
+    if let Some(b) = frame.get_mut(4..8) {
+        b.copy_from_slice(&body_len.to_le_bytes());
+    }
+    let crc = crc32fast::hash(frame.get(FRAME_CRC_START..).unwrap_or_default());
+    if let Some(b) = frame.get_mut(8..12) {
+        b.copy_from_slice(&crc.to_le_bytes());
+    }
+    frame_len
+}
+
+/// One event as it is laid out in a frame body (borrowed, for encoding and decoding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRecord<'a> {
+    /// 16-byte event id.
+    pub id: [u8; 16],
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: i64,
+    /// Event type name.
+    pub event_type: &'a str,
+    /// Opaque metadata bytes.
+    pub metadata: &'a [u8],
+    /// Opaque payload bytes.
+    pub data: &'a [u8],
+}
+
+impl EventRecord<'_> {
+    /// Encoded size of this record inside a frame body.
+    pub fn encoded_len(&self) -> u64 {
+        EVENT_FIXED as u64
+            + self.event_type.len() as u64
+            + self.metadata.len() as u64
+            + self.data.len() as u64
+    }
+}
+
+/// Encoded body length of an events frame for `stream` holding `events`.
+pub fn events_body_len(stream: &str, events: &[EventRecord<'_>]) -> u64 {
+    events.iter().fold(
+        EVENTS_BODY_FIXED as u64 + stream.len() as u64,
+        |acc, e| acc.saturating_add(e.encoded_len()),
+    )
+}
+
+/// Appends an events frame to `out` and returns its length. The caller has checked the
+/// limits: `stream` fits in a `u16` length, each type in a `u16`, each payload in a `u32`,
+/// and the body in a `u32` (see `events_body_len`).
+pub fn encode_events_frame(
+    out: &mut Vec<u8>,
+    position: u64,
+    watermark: u64,
+    stream: &str,
+    first_version: u64,
+    events: &[EventRecord<'_>],
+) -> usize {
+    encode_frame(out, FrameKind::Events, position, watermark, |b| {
+        b.extend_from_slice(&(stream.len() as u16).to_le_bytes());
+        b.extend_from_slice(stream.as_bytes());
+        b.extend_from_slice(&first_version.to_le_bytes());
+        b.extend_from_slice(&(events.len() as u32).to_le_bytes());
+        for e in events {
+            b.extend_from_slice(&e.id);
+            b.extend_from_slice(&e.timestamp_us.to_le_bytes());
+            b.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
+            b.extend_from_slice(e.event_type.as_bytes());
+            b.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
+            b.extend_from_slice(e.metadata);
+            b.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+            b.extend_from_slice(e.data);
+        }
+    })
+}
+
+/// Appends a checkpoint frame (no body) to `out` and returns its length.
+pub fn encode_checkpoint_frame(out: &mut Vec<u8>, position: u64, watermark: u64) -> usize {
+    encode_frame(out, FrameKind::Checkpoint, position, watermark, |_| {})
+}
+
+/// The decoded body of an events frame, borrowing from the frame bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventsBody<'a> {
+    /// The stream all events belong to.
+    pub stream: &'a str,
+    /// Version of the first event; event `i` has version `first_version + i`.
+    pub first_version: u64,
+    /// The events, in version order.
+    pub events: Vec<EventRecord<'a>>,
+}
+
+/// Decodes just the stream name and version range of an events body, without the events.
+///
+/// # Errors
+/// [`DecodeError`] when the body is malformed.
+pub fn decode_events_summary(body: &[u8]) -> Result<(&str, u64, u32), DecodeError> {
+    let mut r = Reader::new(body);
+    let stream_len = usize::from(r.u16()?);
+    let stream = r.str(stream_len, "stream name is not UTF-8")?;
+    let first_version = r.u64()?;
+    let count = r.u32()?;
+    if count == 0 {
+        return Err(DecodeError::Invalid("events frame with no events"));
+    }
+    if first_version.checked_add(u64::from(count)).is_none() {
+        return Err(DecodeError::Invalid("version overflow"));
+    }
+    Ok((stream, first_version, count))
+}
+
+/// Decodes a whole events body. Allocation is bounded by the body's length.
+///
+/// # Errors
+/// [`DecodeError`] when the body is malformed or has trailing bytes.
+pub fn decode_events_body(body: &[u8]) -> Result<EventsBody<'_>, DecodeError> {
+    let (stream, first_version, count) = decode_events_summary(body)?;
+    let mut r = Reader::new(body);
+    r.take(EVENTS_BODY_FIXED.saturating_add(stream.len()))?;
+    // Each event takes at least EVENT_FIXED bytes, so a lying count cannot make us
+    // allocate more than the body can hold.
+    if (count as usize) > r.remaining() / EVENT_FIXED {
+        return Err(DecodeError::Invalid("event count larger than the body"));
+    }
+    let mut events = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let id = r.array::<16>()?;
+        let timestamp_us = r.i64()?;
+        let type_len = usize::from(r.u16()?);
+        let event_type = r.str(type_len, "event type is not UTF-8")?;
+        let meta_len = r.u32()? as usize;
+        let metadata = r.take(meta_len)?;
+        let data_len = r.u32()? as usize;
+        let data = r.take(data_len)?;
+        events.push(EventRecord {
+            id,
+            timestamp_us,
+            event_type,
+            metadata,
+            data,
+        });
+    }
+    if r.remaining() != 0 {
+        return Err(DecodeError::Invalid("trailing bytes after the last event"));
+    }
+    Ok(EventsBody {
+        stream,
+        first_version,
+        events,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn record<'a>(t: &'a str, data: &'a [u8]) -> EventRecord<'a> {
+        EventRecord {
+            id: [7; 16],
+            timestamp_us: 1_700_000_000_000_000,
+            event_type: t,
+            metadata: b"{}",
+            data,
+        }
+    }
+
+    #[test]
+    fn segment_header_round_trips_and_detects_damage() {
+        let h = SegmentHeader {
+            kind: SEGMENT_KIND_EVENTS,
+            base_position: 268_435_456,
+        };
+        let bytes = encode_segment_header(&h);
+        assert_eq!(decode_segment_header(&bytes), Ok(h));
+        for i in 0..bytes.len() {
+            let mut bad = bytes;
+            bad[i] ^= 0x10;
+            assert!(decode_segment_header(&bad).is_err(), "flip at byte {i} undetected");
+        }
+        assert!(matches!(
+            decode_segment_header(&bytes[..10]),
+            Err(DecodeError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn events_frame_round_trips() {
+        let events = [record("Deposited", b"{\"amount\":100}"), record("Withdrawn", b"")];
+        let mut buf = vec![0xAA; 5];
+        let len = encode_events_frame(&mut buf, 1000, 500, "account-42", 3, &events);
+        assert_eq!(len, buf.len() - 5);
+        let frame = &buf[5..];
+        let header = decode_frame_header(frame).unwrap();
+        assert_eq!(header.position, 1000);
+        assert_eq!(header.watermark, 500);
+        assert_eq!(header.kind, FrameKind::Events);
+        assert_eq!(header.frame_len(), len as u64);
+        assert_eq!(
+            header.body_len as u64,
+            events_body_len("account-42", &events)
+        );
+        check_frame(&header, frame, 1000).unwrap();
+        let body = decode_events_body(&frame[FRAME_HEADER_LEN..]).unwrap();
+        assert_eq!(body.stream, "account-42");
+        assert_eq!(body.first_version, 3);
+        assert_eq!(body.events, events);
+    }
+
+    #[test]
+    fn frame_found_at_wrong_position_is_misplaced() {
+        let mut buf = Vec::new();
+        encode_checkpoint_frame(&mut buf, 64, 64);
+        let header = decode_frame_header(&buf).unwrap();
+        assert_eq!(
+            check_frame(&header, &buf, 96),
+            Err(DecodeError::MisplacedFrame {
+                stored: 64,
+                actual: 96
+            })
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_in_a_frame_is_detected() {
+        let mut buf = Vec::new();
+        encode_events_frame(&mut buf, 32, 32, "s", 0, &[record("T", b"payload")]);
+        for bit in 0..buf.len() * 8 {
+            let mut bad = buf.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let ok = decode_frame_header(&bad)
+                .and_then(|h| check_frame(&h, &bad, 32).map(|_| h))
+                .and_then(|h| {
+                    decode_events_body(&bad[FRAME_HEADER_LEN..h.frame_len() as usize])
+                });
+            assert!(ok.is_err(), "bit flip {bit} was not detected");
+        }
+    }
+
+    #[test]
+    fn lying_event_count_does_not_allocate_or_panic() {
+        let mut body = Vec::new();
+        body.extend_from_slice(&1u16.to_le_bytes());
+        body.push(b's');
+        body.extend_from_slice(&0u64.to_le_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            decode_events_body(&body),
+            Err(DecodeError::Invalid("event count larger than the body"))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_segment_header(&bytes);
+            if let Ok(h) = decode_frame_header(&bytes) {
+                let _ = check_frame(&h, &bytes, 0);
+            }
+            let _ = decode_events_body(&bytes);
+        }
+
+        #[test]
+        fn any_events_frame_round_trips(
+            stream in "[a-z0-9-]{1,20}",
+            first in 0u64..1_000_000,
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8),
+        ) {
+            let events: Vec<_> = payloads.iter().map(|p| record("E", p)).collect();
+            let mut buf = Vec::new();
+            encode_events_frame(&mut buf, 4096, 0, &stream, first, &events);
+            let h = decode_frame_header(&buf).unwrap();
+            check_frame(&h, &buf, 4096).unwrap();
+            let body = decode_events_body(&buf[FRAME_HEADER_LEN..]).unwrap();
+            prop_assert_eq!(body.stream, stream.as_str());
+            prop_assert_eq!(body.first_version, first);
+            prop_assert_eq!(body.events, events);
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Read-only inspection of a store directory: [`verify_dir`] and [`dump`]. Neither ever
+//! writes, and both go on past damage, decoding as much of a damaged file as they can.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::{self, FRAME_HEADER_LEN, FrameHeader, FrameKind, SEGMENT_HEADER_LEN};
+use crate::io::{FsStorage, Storage};
+use crate::log::{VerifyReport, open_segments, verify_segments};
+use crate::segment::{ScanEnd, Segment, parse_segment_file_name};
+use crate::store::{EventId, LOCK_FILE, Position, RecordedEvent, SEGMENTS_DIR};
+
+/// Checks every frame of every segment in the store at `dir` without opening it for
+/// writing (a shared lock keeps writers out meanwhile). Damage is classified by the
+/// recovery rule: corruption of attested data, or a torn tail that recovery would cut.
+/// `progress` is called with the size of each frame checked.
+///
+/// # Errors
+/// [`Error::Locked`] while a writer has the store open; [`Error::Corrupted`] when the
+/// segment files do not line up; [`Error::InvalidArgument`] when `dir` holds no store;
+/// [`Error::Io`] on read failure.
+pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
+    let storage = FsStorage;
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    if !segments_dir.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "no streamlog store in {}",
+            dir.display()
+        )));
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    let _lock = storage
+        .try_lock(&lock_path, true)
+        .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
+        .ok_or(Error::Locked { path: lock_path })?;
+    let segments = open_segments(&storage, &segments_dir, true)?;
+    for seg in segments.iter().take(segments.len().saturating_sub(1)) {
+        seg.seal()?;
+    }
+    verify_segments(&segments, u64::MAX, &mut progress, &crate::store::events_in_frame)
+}
+
+/// One item of a [`dump`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DumpItem {
+    /// A segment file's header.
+    Segment {
+        /// The file.
+        file: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The base position from the header, or why the header is bad.
+        header: std::result::Result<u64, String>,
+    },
+    /// A valid frame.
+    Frame {
+        /// The file.
+        file: PathBuf,
+        /// File offset.
+        offset: u64,
+        /// The frame header.
+        header: FrameHeader,
+        /// Its events (empty for a checkpoint).
+        events: Vec<RecordedEvent>,
+    },
+    /// A damaged frame: what could be decoded of it.
+    Damaged {
+        /// The file.
+        file: PathBuf,
+        /// File offset.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+        /// The header, if its fields decode.
+        header: Option<FrameHeader>,
+        /// Bytes skipped until the next valid frame (or the end of the file).
+        skipped: u64,
+    },
+    /// Zeros from `offset` to the end of the file.
+    ZeroTail {
+        /// The file.
+        file: PathBuf,
+        /// File offset where the zeros start.
+        offset: u64,
+        /// How many.
+        bytes: u64,
+    },
+}
+
+/// Decodes the frames of every segment of the store at `dir` (or of the one segment file
+/// `segment`, a path or a name in `DIR/segments`), including damaged ones, and hands each
+/// to `visit`. Takes no lock and never writes: it can look at a store in use.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when there is nothing to dump; [`Error::Io`] on read
+/// failure; any error of `visit`.
+pub fn dump(
+    dir: &Path,
+    segment: Option<&Path>,
+    mut visit: impl FnMut(DumpItem) -> Result<()>,
+) -> Result<()> {
+    let storage = FsStorage;
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    let segments: Vec<Arc<Segment>> = match segment {
+        Some(p) => {
+            let path = if p.exists() { p.to_path_buf() } else { segments_dir.join(p) };
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let base = parse_segment_file_name(name).unwrap_or(0);
+            vec![Arc::new(Segment::open(&storage, &path, base, true)?)]
+        }
+        None => {
+            if !segments_dir.is_dir() {
+                return Err(Error::InvalidArgument(format!(
+                    "no streamlog store in {}",
+                    dir.display()
+                )));
+            }
+            let mut names: Vec<(u64, String)> = storage
+                .list(&segments_dir)
+                .map_err(|e| Error::io(format!("list {}", segments_dir.display()), e))?
+                .into_iter()
+                .filter_map(|n| parse_segment_file_name(&n).map(|b| (b, n)))
+                .collect();
+            names.sort();
+            names
+                .into_iter()
+                .map(|(base, n)| Segment::open(&storage, &segments_dir.join(n), base, true).map(Arc::new))
+                .collect::<Result<_>>()?
+        }
+    };
+    for seg in segments {
+        dump_segment(&seg, &mut visit)?;
+    }
+    Ok(())
+}
+
+fn dump_segment(seg: &Arc<Segment>, visit: &mut impl FnMut(DumpItem) -> Result<()>) -> Result<()> {
+    let file = seg.path().to_path_buf();
+    let len = seg.file_len()?;
+    let header = seg
+        .check_header()?
+        .map(|h| h.base_position)
+        .map_err(|e| e.to_string());
+    visit(DumpItem::Segment {
+        file: file.clone(),
+        len,
+        header,
+    })?;
+    let mut reader = seg.reader();
+    let mut from = SEGMENT_HEADER_LEN as u64;
+    while from < len {
+        let how = reader.scan(from, len, |h, bytes| {
+            let mut events = Vec::new();
+            if h.kind == FrameKind::Events
+                && let Ok(body) = format::decode_events_body(bytes.body())
+            {
+                let stream: Arc<str> = Arc::from(body.stream);
+                for (i, e) in body.events.iter().enumerate() {
+                    events.push(RecordedEvent {
+                        stream: Arc::clone(&stream),
+                        version: body.first_version.saturating_add(i as u64),
+                        position: Position(h.position),
+                        id: EventId(e.id),
+                        event_type: e.event_type.to_string(),
+                        timestamp_us: e.timestamp_us,
+                        metadata: e.metadata.to_vec(),
+                        data: e.data.to_vec(),
+                    });
+                }
+            }
+            visit(DumpItem::Frame {
+                file: file.clone(),
+                offset: h.position.saturating_sub(seg.base()),
+                header: *h,
+                events,
+            })
+        })?;
+        match how {
+            ScanEnd::Clean { .. } => break,
+            ScanEnd::ZeroTail { offset, bytes } => {
+                visit(DumpItem::ZeroTail {
+                    file: file.clone(),
+                    offset,
+                    bytes,
+                })?;
+                break;
+            }
+            ScanEnd::Damaged { offset, reason } => {
+                let raw = reader.raw(offset, FRAME_HEADER_LEN)?;
+                let next = reader.resync(offset.saturating_add(1), len)?;
+                visit(DumpItem::Damaged {
+                    file: file.clone(),
+                    offset,
+                    reason: reason.to_string(),
+                    header: format::decode_frame_header(&raw).ok(),
+                    skipped: next.unwrap_or(len).saturating_sub(offset),
+                })?;
+                match next {
+                    Some(n) => from = n,
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}

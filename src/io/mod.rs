@@ -1,0 +1,168 @@
+//! The `io` layer: the small file API the engine uses, behind the [`Storage`] trait.
+//!
+//! Every byte the engine reads or writes goes through this trait, so a test can swap the
+//! real file system ([`FsStorage`]) for a backend that loses unsynced data, tears writes or
+//! fails syncs. The trait knows nothing of records or streams.
+//!
+//! Paths handed to a backend are always the full paths the engine built from the store's
+//! directory; directory listings return plain file names.
+
+mod fs;
+
+pub use fs::FsStorage;
+
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::path::Path;
+use std::sync::Arc;
+
+/// A file opened through a [`Storage`] backend.
+///
+/// All offsets are absolute byte offsets in the file. Implementations must be usable from
+/// several threads at once (reads concurrent with one writer).
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at end of file).
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Writes all of `buf` at `offset`, extending the file if needed.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend (`ENOSPC`, `EIO`, …). After an error the bytes in the
+    /// written range are unspecified.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+
+    /// Makes the file's data durable (`fdatasync`).
+    ///
+    /// # Errors
+    /// A failed sync. The engine never retries a failed sync: it poisons the store.
+    fn sync_data(&self) -> io::Result<()>;
+
+    /// Cuts or extends the file to `len` bytes.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn truncate(&self, len: u64) -> io::Result<()>;
+
+    /// The file's current length in bytes.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn len(&self) -> io::Result<u64>;
+
+    /// Whether the file is empty.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A read-only view of the whole file, for files that will never change again
+    /// (sealed segments). The real backend memory-maps the file.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn map(&self) -> io::Result<Mapping>;
+}
+
+/// A shared, read-only view of a whole immutable file.
+#[derive(Clone)]
+pub struct Mapping(Arc<dyn Deref<Target = [u8]> + Send + Sync>);
+
+impl Mapping {
+    /// Wraps any owned byte container (used by in-memory backends).
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Mapping(Arc::new(bytes))
+    }
+
+    pub(crate) fn from_arc(inner: Arc<dyn Deref<Target = [u8]> + Send + Sync>) -> Self {
+        Mapping(inner)
+    }
+}
+
+impl Deref for Mapping {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping").field("len", &self.len()).finish()
+    }
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait LockGuard: Send + Sync + fmt::Debug {}
+
+/// The file system as the engine sees it.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates `path` and its parents if missing. The new directory entries are durable
+    /// only after [`Storage::sync_dir`] of each parent.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+
+    /// Opens an existing file for reading and writing.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist; any other I/O error of the backend.
+    fn open(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+
+    /// Opens an existing file for reading only.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist; any other I/O error of the backend.
+    fn open_read_only(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+
+    /// Creates a new empty file; fails if it exists. The directory entry is durable only
+    /// after [`Storage::sync_dir`].
+    ///
+    /// # Errors
+    /// `AlreadyExists`, or any other I/O error of the backend.
+    fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>>;
+
+    /// Names (not paths) of the entries in `dir`, in no particular order.
+    ///
+    /// # Errors
+    /// `NotFound` when `dir` does not exist; any other I/O error of the backend.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+
+    /// Atomically renames `from` to `to`, replacing `to`.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Removes a file.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// Makes the entries of directory `dir` (creations, renames, removals) durable.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Whether `path` exists.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend other than "not found".
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+
+    /// Takes an exclusive (`shared == false`) or shared lock on the file at `path`, creating
+    /// it if needed, without waiting. `Ok(None)` means another holder has a conflicting lock,
+    /// in this process or another.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend.
+    fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<Box<dyn LockGuard>>>;
+}

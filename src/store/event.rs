@@ -1,0 +1,252 @@
+//! The user-facing model: events, ids, positions, expected versions.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::Error;
+
+/// A logical position in `$all`: the byte offset of an append's frame in the log. Opaque and
+/// monotonically increasing; all events of one append share it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Position(pub u64);
+
+impl Position {
+    /// The start of the log.
+    pub const START: Position = Position(0);
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// What an append expects of the stream's current state; checked atomically with the write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExpectedVersion {
+    /// No expectation.
+    Any,
+    /// The stream must not exist (have no events).
+    NoStream,
+    /// The stream must exist.
+    StreamExists,
+    /// The stream's last version must be exactly this.
+    Exact(u64),
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExpectedVersion::Any => write!(f, "any"),
+            ExpectedVersion::NoStream => write!(f, "no-stream"),
+            ExpectedVersion::StreamExists => write!(f, "exists"),
+            ExpectedVersion::Exact(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+impl FromStr for ExpectedVersion {
+    type Err = Error;
+
+    /// Parses `any`, `no-stream`, `exists` or a version number.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "any" => Ok(ExpectedVersion::Any),
+            "no-stream" => Ok(ExpectedVersion::NoStream),
+            "exists" => Ok(ExpectedVersion::StreamExists),
+            n => n.parse().map(ExpectedVersion::Exact).map_err(|_| {
+                Error::InvalidArgument(format!(
+                    "expected version must be any, no-stream, exists or a number, not {n:?}"
+                ))
+            }),
+        }
+    }
+}
+
+/// A 16-byte event id (a UUID). Generated ids are UUIDv7: time-ordered and random.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId(pub [u8; 16]);
+
+impl EventId {
+    /// A fresh, unique id.
+    pub fn new() -> Self {
+        EventId(*uuid::Uuid::now_v7().as_bytes())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl Default for EventId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        uuid::Uuid::from_bytes(self.0).hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = Error;
+
+    /// Parses a UUID in any of its usual text forms.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        uuid::Uuid::parse_str(s)
+            .map(|u| EventId(*u.as_bytes()))
+            .map_err(|e| Error::InvalidArgument(format!("event id {s:?} is not a UUID: {e}")))
+    }
+}
+
+/// An event to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Unique id; retrying an append with the same ids is idempotent.
+    pub id: EventId,
+    /// Event type name, e.g. `"Deposited"`.
+    pub event_type: String,
+    /// Payload.
+    pub data: Vec<u8>,
+    /// Metadata (opaque to the store).
+    pub metadata: Vec<u8>,
+    /// When the event happened; `None` takes the time of the append.
+    pub timestamp: Option<SystemTime>,
+}
+
+impl NewEvent {
+    /// An event with a fresh id, no metadata and the append's time.
+    pub fn new(event_type: impl Into<String>, data: impl AsRef<[u8]>) -> Self {
+        NewEvent {
+            id: EventId::new(),
+            event_type: event_type.into(),
+            data: data.as_ref().to_vec(),
+            metadata: Vec::new(),
+            timestamp: None,
+        }
+    }
+
+    /// Sets the id (to make retries idempotent).
+    pub fn with_id(mut self, id: EventId) -> Self {
+        self.id = id;
+        self
+    }
+
+    /// Sets the metadata.
+    pub fn with_metadata(mut self, metadata: impl AsRef<[u8]>) -> Self {
+        self.metadata = metadata.as_ref().to_vec();
+        self
+    }
+
+    /// Sets the timestamp.
+    pub fn with_timestamp(mut self, timestamp: SystemTime) -> Self {
+        self.timestamp = Some(timestamp);
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedEvent {
+    /// The stream it belongs to.
+    pub stream: Arc<str>,
+    /// 0-based, gap-free version within the stream.
+    pub version: u64,
+    /// Position of the append (frame) that wrote it.
+    pub position: Position,
+    /// Its id.
+    pub id: EventId,
+    /// Its type name.
+    pub event_type: String,
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: i64,
+    /// Metadata.
+    pub metadata: Vec<u8>,
+    /// Payload.
+    pub data: Vec<u8>,
+}
+
+impl RecordedEvent {
+    /// The timestamp as a `SystemTime`.
+    pub fn timestamp(&self) -> SystemTime {
+        let micros = self.timestamp_us.unsigned_abs();
+        let d = std::time::Duration::from_micros(micros);
+        if self.timestamp_us >= 0 {
+            UNIX_EPOCH.checked_add(d).unwrap_or(UNIX_EPOCH)
+        } else {
+            UNIX_EPOCH.checked_sub(d).unwrap_or(UNIX_EPOCH)
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch (negative before it), saturating.
+pub(crate) fn timestamp_us(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_micros())
+            .map(|m| -m)
+            .unwrap_or(i64::MIN),
+    }
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// Version of the first appended event.
+    pub first_version: u64,
+    /// Version of the last appended event.
+    pub last_version: u64,
+    /// Position of the append's frame.
+    pub position: Position,
+    /// `true` when this call was a retry of an append already stored: nothing new was
+    /// written and the original result is returned.
+    pub deduplicated: bool,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_version_parses_its_display() {
+        for e in [
+            ExpectedVersion::Any,
+            ExpectedVersion::NoStream,
+            ExpectedVersion::StreamExists,
+            ExpectedVersion::Exact(42),
+        ] {
+            assert_eq!(e.to_string().parse::<ExpectedVersion>().unwrap(), e);
+        }
+        assert!("latest".parse::<ExpectedVersion>().is_err());
+    }
+
+    #[test]
+    fn event_ids_are_unique_and_round_trip_as_uuid_text() {
+        let a = EventId::new();
+        assert_ne!(a, EventId::new());
+        assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
+        assert!("not-a-uuid".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn timestamps_round_trip_through_micros() {
+        let t = UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_123_456);
+        let e = RecordedEvent {
+            stream: Arc::from("s"),
+            version: 0,
+            position: Position(0),
+            id: EventId([0; 16]),
+            event_type: "T".into(),
+            timestamp_us: timestamp_us(t),
+            metadata: vec![],
+            data: vec![],
+        };
+        assert_eq!(e.timestamp(), t);
+    }
+}

@@ -1,0 +1,229 @@
+//! Options of a [`Store`](crate::Store): durability and every size limit, with checked bounds.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::io::{FsStorage, Storage};
+
+/// When an append is acknowledged relative to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `append` returns only after its frame is on disk (`fdatasync`). Concurrent appenders
+    /// share one write and one sync (group commit). A returned append survives any crash.
+    Sync,
+    /// `append` returns once the frame is handed to the OS; a background thread syncs every
+    /// `interval`. A crash of the machine may lose the appends of the last interval (whole
+    /// appends, never part of one); a crash of the process alone loses nothing.
+    Periodic(Duration),
+    /// `append` returns once the frame is handed to the OS; the OS decides when it reaches
+    /// the disk, or [`Store::sync`](crate::Store::sync) forces it. Same crash guarantees as
+    /// `Periodic`, over an unbounded window.
+    Buffered,
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::Sync => write!(f, "sync"),
+            Durability::Periodic(d) => write!(f, "periodic({}ms)", d.as_millis()),
+            Durability::Buffered => write!(f, "buffered"),
+        }
+    }
+}
+
+/// Smallest allowed segment size.
+pub const MIN_SEGMENT_SIZE_BYTES: u64 = 4096;
+/// Largest allowed segment size (1 TiB).
+pub const MAX_SEGMENT_SIZE_BYTES: u64 = 1 << 40;
+
+/// How to open a store. Start from [`Options::default`] and adjust with the `with_*` methods.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Options {
+    /// Durability of appends. Default: [`Durability::Sync`].
+    pub durability: Durability,
+    /// Size at which a new segment file is started. Default 256 MiB; bounds
+    /// [`MIN_SEGMENT_SIZE_BYTES`]..=[`MAX_SEGMENT_SIZE_BYTES`].
+    pub segment_size_bytes: u64,
+    /// Longest stream name in bytes. Default 256; at most 65,535.
+    pub max_stream_name_bytes: usize,
+    /// Longest event type name in bytes. Default 256; at most 65,535.
+    pub max_event_type_bytes: usize,
+    /// Largest event (data plus metadata) in bytes. Default 16 MiB; at most the frame limit.
+    pub max_event_bytes: u64,
+    /// Most events in one append. Default 10,000.
+    pub max_events_per_append: usize,
+    /// Largest frame (one append, encoded) in bytes. Default 64 MiB; at most the segment
+    /// size less the segment and frame headers, and at most 4 GiB.
+    pub max_frame_bytes: u64,
+    /// Open without writing anything: no truncation of a torn tail, a shared lock, and
+    /// every write returns [`Error::ReadOnly`]. Default false.
+    pub read_only: bool,
+    /// The file system. Default: the real one ([`FsStorage`]).
+    pub storage: Arc<dyn Storage>,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("durability", &self.durability)
+            .field("segment_size_bytes", &self.segment_size_bytes)
+            .field("max_stream_name_bytes", &self.max_stream_name_bytes)
+            .field("max_event_type_bytes", &self.max_event_type_bytes)
+            .field("max_event_bytes", &self.max_event_bytes)
+            .field("max_events_per_append", &self.max_events_per_append)
+            .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("read_only", &self.read_only)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            durability: Durability::Sync,
+            segment_size_bytes: 256 << 20,
+            max_stream_name_bytes: 256,
+            max_event_type_bytes: 256,
+            max_event_bytes: 16 << 20,
+            max_events_per_append: 10_000,
+            max_frame_bytes: 64 << 20,
+            read_only: false,
+            storage: Arc::new(FsStorage),
+        }
+    }
+}
+
+impl Options {
+    /// Sets [`Options::durability`].
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// Sets [`Options::segment_size_bytes`], lowering `max_frame_bytes` and
+    /// `max_event_bytes` to fit when needed.
+    pub fn with_segment_size_bytes(mut self, bytes: u64) -> Self {
+        self.segment_size_bytes = bytes;
+        let fit = bytes.saturating_sub((SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64);
+        self.max_frame_bytes = self.max_frame_bytes.min(fit);
+        self.max_event_bytes = self.max_event_bytes.min(self.max_frame_bytes);
+        self
+    }
+
+    /// Sets [`Options::max_stream_name_bytes`].
+    pub fn with_max_stream_name_bytes(mut self, bytes: usize) -> Self {
+        self.max_stream_name_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::max_event_bytes`].
+    pub fn with_max_event_bytes(mut self, bytes: u64) -> Self {
+        self.max_event_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::max_events_per_append`].
+    pub fn with_max_events_per_append(mut self, n: usize) -> Self {
+        self.max_events_per_append = n;
+        self
+    }
+
+    /// Sets [`Options::max_frame_bytes`].
+    pub fn with_max_frame_bytes(mut self, bytes: u64) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::read_only`].
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Sets [`Options::storage`].
+    pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// Checks every bound.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming the first option out of bounds.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |msg: String| Err(Error::InvalidArgument(msg));
+        if !(MIN_SEGMENT_SIZE_BYTES..=MAX_SEGMENT_SIZE_BYTES).contains(&self.segment_size_bytes) {
+            return bad(format!(
+                "segment_size_bytes must be within {MIN_SEGMENT_SIZE_BYTES}..={MAX_SEGMENT_SIZE_BYTES}, not {}",
+                self.segment_size_bytes
+            ));
+        }
+        let frame_fit = self
+            .segment_size_bytes
+            .saturating_sub((SEGMENT_HEADER_LEN + FRAME_HEADER_LEN) as u64)
+            .min(u64::from(u32::MAX));
+        if self.max_frame_bytes < 64 || self.max_frame_bytes > frame_fit {
+            return bad(format!(
+                "max_frame_bytes must be within 64..={frame_fit} for this segment size, not {}",
+                self.max_frame_bytes
+            ));
+        }
+        if self.max_event_bytes == 0 || self.max_event_bytes > self.max_frame_bytes {
+            return bad(format!(
+                "max_event_bytes must be within 1..=max_frame_bytes ({}), not {}",
+                self.max_frame_bytes, self.max_event_bytes
+            ));
+        }
+        if self.max_stream_name_bytes == 0 || self.max_stream_name_bytes > usize::from(u16::MAX) {
+            return bad(format!(
+                "max_stream_name_bytes must be within 1..=65535, not {}",
+                self.max_stream_name_bytes
+            ));
+        }
+        if self.max_event_type_bytes == 0 || self.max_event_type_bytes > usize::from(u16::MAX) {
+            return bad(format!(
+                "max_event_type_bytes must be within 1..=65535, not {}",
+                self.max_event_type_bytes
+            ));
+        }
+        if self.max_events_per_append == 0 || self.max_events_per_append > u32::MAX as usize {
+            return bad(format!(
+                "max_events_per_append must be within 1..={}, not {}",
+                u32::MAX,
+                self.max_events_per_append
+            ));
+        }
+        if let Durability::Periodic(d) = self.durability
+            && d.is_zero()
+        {
+            return bad("a periodic durability interval must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bounds_are_checked() {
+        assert!(Options::default().validate().is_ok());
+        assert!(Options::default().with_segment_size_bytes(4096).validate().is_ok());
+        assert!(Options::default().with_segment_size_bytes(100).validate().is_err());
+        assert!(Options::default().with_max_frame_bytes(1 << 40).validate().is_err());
+        assert!(Options::default().with_max_events_per_append(0).validate().is_err());
+        assert!(Options::default().with_max_stream_name_bytes(70_000).validate().is_err());
+        assert!(
+            Options::default()
+                .with_durability(Durability::Periodic(Duration::ZERO))
+                .validate()
+                .is_err()
+        );
+    }
+}
