@@ -1,0 +1,405 @@
+//! The store's public API, as a user sees it.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use streamlog::{
+    Durability, Error, EventId, ExpectedVersion, NewEvent, Options, Position, RecordedEvent, Store,
+};
+
+fn ev(t: &str, data: &str) -> NewEvent {
+    NewEvent::new(t, data)
+}
+
+fn versions(events: impl Iterator<Item = streamlog::Result<RecordedEvent>>) -> Vec<u64> {
+    events.map(|e| e.unwrap().version).collect()
+}
+
+fn small() -> Options {
+    Options::default().with_segment_size_bytes(4096)
+}
+
+#[test]
+fn open_creates_the_directory_and_appends_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/data");
+    let store = Store::open(&dir).unwrap();
+    assert!(dir.join("LOCK").exists());
+    assert!(dir.join("segments/00000000000000000000.seg").exists());
+    let r = store
+        .append(
+            "account-42",
+            ExpectedVersion::NoStream,
+            [ev("Deposited", r#"{"amount":100}"#).with_metadata("m")],
+        )
+        .unwrap();
+    assert_eq!((r.first_version, r.last_version, r.deduplicated), (0, 0, false));
+    let events: Vec<_> = store
+        .read_stream("account-42", 0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(events.len(), 1);
+    let e = &events[0];
+    assert_eq!(&*e.stream, "account-42");
+    assert_eq!(e.event_type, "Deposited");
+    assert_eq!(e.data, br#"{"amount":100}"#);
+    assert_eq!(e.metadata, b"m");
+    assert_eq!(e.position, r.position);
+    assert!(e.timestamp_us > 0);
+}
+
+#[test]
+fn versions_are_gap_free_per_stream_and_batches_are_contiguous() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
+    let a = store
+        .append("s", ExpectedVersion::Any, (0..3).map(|i| ev("E", &i.to_string())))
+        .unwrap();
+    let b = store.append("t", ExpectedVersion::Any, [ev("E", "x")]).unwrap();
+    let c = store
+        .append("s", ExpectedVersion::Exact(2), [ev("E", "3"), ev("E", "4")])
+        .unwrap();
+    assert_eq!((a.first_version, a.last_version), (0, 2));
+    assert_eq!((b.first_version, b.last_version), (0, 0));
+    assert_eq!((c.first_version, c.last_version), (3, 4));
+    assert!(a.position < b.position && b.position < c.position);
+    assert_eq!(versions(store.read_stream("s", 0).unwrap()), vec![0, 1, 2, 3, 4]);
+    assert_eq!(versions(store.read_stream("s", 2).unwrap()), vec![2, 3, 4]);
+    assert_eq!(versions(store.read_stream("s", 9).unwrap()), Vec::<u64>::new());
+    assert_eq!(store.stream_version("s"), Some(4));
+    assert_eq!(store.stream_version("nope"), None);
+}
+
+#[test]
+fn expected_version_is_checked_for_every_variant() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let wrong = |r: streamlog::Result<_>, want: Option<u64>| match r {
+        Err(Error::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, want),
+        other => panic!("expected WrongExpectedVersion, got {other:?}"),
+    };
+    wrong(store.append("s", ExpectedVersion::StreamExists, [ev("E", "")]), None);
+    wrong(store.append("s", ExpectedVersion::Exact(0), [ev("E", "")]), None);
+    store.append("s", ExpectedVersion::NoStream, [ev("E", "")]).unwrap();
+    wrong(store.append("s", ExpectedVersion::NoStream, [ev("E", "")]), Some(0));
+    wrong(store.append("s", ExpectedVersion::Exact(5), [ev("E", "")]), Some(0));
+    store.append("s", ExpectedVersion::StreamExists, [ev("E", "")]).unwrap();
+    store.append("s", ExpectedVersion::Exact(1), [ev("E", "")]).unwrap();
+    store.append("s", ExpectedVersion::Any, [ev("E", "")]).unwrap();
+    assert_eq!(store.stream_version("s"), Some(3));
+}
+
+#[test]
+fn retrying_an_append_returns_the_original_result_without_duplicating() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let batch = vec![ev("A", "1"), ev("B", "2")];
+    let first = store
+        .append("s", ExpectedVersion::NoStream, batch.clone())
+        .unwrap();
+    store.append("s", ExpectedVersion::Any, [ev("C", "3")]).unwrap();
+    // Same ids, same expected version: the original result.
+    let again = store
+        .append("s", ExpectedVersion::NoStream, batch.clone())
+        .unwrap();
+    assert!(again.deduplicated);
+    assert_eq!(
+        (again.first_version, again.last_version, again.position),
+        (first.first_version, first.last_version, first.position)
+    );
+    // The last append retried with Any is recognised too.
+    let last = vec![ev("D", "4")];
+    let r1 = store.append("s", ExpectedVersion::Any, last.clone()).unwrap();
+    let r2 = store.append("s", ExpectedVersion::Any, last).unwrap();
+    assert!(r2.deduplicated && r2.first_version == r1.first_version);
+    assert_eq!(versions(store.read_stream("s", 0).unwrap()), vec![0, 1, 2, 3]);
+    // After a reopen, too.
+    drop(store);
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let again = store.append("s", ExpectedVersion::NoStream, batch).unwrap();
+    assert!(again.deduplicated && again.first_version == 0);
+    assert_eq!(store.stream_version("s"), Some(3));
+}
+
+#[test]
+fn a_partly_matching_retry_is_an_idempotency_conflict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let a = ev("A", "1");
+    let b = ev("B", "2");
+    store
+        .append("s", ExpectedVersion::NoStream, [a.clone(), b])
+        .unwrap();
+    let r = store.append("s", ExpectedVersion::NoStream, [a, ev("X", "other")]);
+    assert!(matches!(r, Err(Error::IdempotencyConflict { .. })), "{r:?}");
+    assert_eq!(store.stream_version("s"), Some(1));
+}
+
+#[test]
+fn limits_are_typed_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = small()
+        .with_max_event_bytes(100)
+        .with_max_events_per_append(3)
+        .with_max_stream_name_bytes(8);
+    let store = Store::open_with(tmp.path(), opts).unwrap();
+    let too_large = |r: streamlog::Result<_>, what: &str| match r {
+        Err(Error::TooLarge { what: w, .. }) => assert_eq!(w, what),
+        other => panic!("expected TooLarge {what}, got {other:?}"),
+    };
+    too_large(
+        store.append("s", ExpectedVersion::Any, [ev("E", &"x".repeat(101))]),
+        "max_event_bytes",
+    );
+    too_large(
+        store.append("s", ExpectedVersion::Any, (0..4).map(|_| ev("E", ""))),
+        "max_events_per_append",
+    );
+    too_large(
+        store.append("nine-char", ExpectedVersion::Any, [ev("E", "")]),
+        "max_stream_name_bytes",
+    );
+    too_large(
+        store.append("s", ExpectedVersion::Any, [ev(&"t".repeat(300), "")]),
+        "max_event_type_bytes",
+    );
+    let invalid = |r: streamlog::Result<_>| assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    invalid(store.append("", ExpectedVersion::Any, [ev("E", "")]));
+    invalid(store.append("$all", ExpectedVersion::Any, [ev("E", "")]));
+    invalid(store.append("s", ExpectedVersion::Any, [ev("", "")]));
+    invalid(store.append("s", ExpectedVersion::Any, Vec::new()));
+    // A frame larger than a segment cannot be configured.
+    let bad = Store::open_with(
+        tempfile::tempdir().unwrap().path(),
+        Options::default().with_segment_size_bytes(4096).with_max_frame_bytes(8192),
+    );
+    assert!(matches!(bad, Err(Error::InvalidArgument(_))));
+    assert_eq!(store.info().unwrap().events, 0);
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_is_locked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    assert!(matches!(Store::open(tmp.path()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Store::open_with(tmp.path(), Options::default().with_read_only(true)),
+        Err(Error::Locked { .. })
+    ));
+    drop(store);
+    Store::open(tmp.path()).unwrap();
+}
+
+#[test]
+fn rollover_spreads_the_log_over_segments_and_reads_cross_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
+    for i in 0..200u32 {
+        let stream = format!("s-{}", i % 7);
+        store
+            .append(&stream, ExpectedVersion::Any, [ev("E", &"p".repeat(100 + i as usize))])
+            .unwrap();
+    }
+    let info = store.info().unwrap();
+    assert!(info.segments > 5, "{info:?}");
+    assert_eq!(info.events, 200);
+    assert_eq!(info.streams, 7);
+    let all: Vec<_> = store.read_all(Position::START).unwrap().map(Result::unwrap).collect();
+    assert_eq!(all.len(), 200);
+    assert!(all.windows(2).all(|w| w[0].position < w[1].position));
+    for (i, e) in all.iter().enumerate() {
+        assert_eq!(e.data.len(), 100 + i);
+    }
+    // Backward across segments.
+    let back = versions(store.read_stream_backward("s-3", None).unwrap());
+    let expected: Vec<u64> = (0..store.stream_version("s-3").unwrap() + 1).rev().collect();
+    assert_eq!(back, expected);
+    assert_eq!(
+        versions(store.read_stream_backward("s-3", Some(4)).unwrap()),
+        vec![4, 3, 2, 1, 0]
+    );
+    // Every segment file is named by its base position and they line up.
+    let mut names: Vec<_> = std::fs::read_dir(tmp.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let mut expect_base = 0u64;
+    for n in &names {
+        assert_eq!(n, &format!("{expect_base:020}.seg"));
+        expect_base += std::fs::metadata(tmp.path().join("segments").join(n)).unwrap().len();
+    }
+    drop(store);
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    assert_eq!(store.read_all(Position::START).unwrap().count(), 200);
+    assert!(store.recovery_report().clean_shutdown);
+    assert!(store.recovery_report().is_clean());
+}
+
+#[test]
+fn read_all_resumes_from_an_append_position_and_rejects_other_positions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let mut positions = Vec::new();
+    for i in 0..30 {
+        positions.push(
+            store
+                .append("s", ExpectedVersion::Any, [ev("E", &i.to_string())])
+                .unwrap()
+                .position,
+        );
+    }
+    let from = positions[17];
+    let rest: Vec<_> = store.read_all(from).unwrap().map(|e| e.unwrap().version).collect();
+    assert_eq!(rest, (17..30).collect::<Vec<u64>>());
+    assert!(matches!(
+        store.read_all(Position(from.0 + 1)),
+        Err(Error::InvalidArgument(_))
+    ));
+    // Past the end: nothing.
+    assert_eq!(store.read_all(Position(u64::MAX)).unwrap().count(), 0);
+    // next_position continues where a reader stopped.
+    let mut it = store.read_all(Position::START).unwrap();
+    for _ in 0..5 {
+        it.next().unwrap().unwrap();
+    }
+    let resumed: Vec<_> = store
+        .read_all(it.next_position())
+        .unwrap()
+        .map(|e| e.unwrap().version)
+        .collect();
+    assert_eq!(resumed, (5..30).collect::<Vec<u64>>());
+}
+
+#[test]
+fn concurrent_sync_appenders_share_commits_and_lose_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(tmp.path()).unwrap());
+    let threads: Vec<_> = (0..16)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let r = store
+                        .append(&format!("w-{t}"), ExpectedVersion::Any, [ev("E", &format!("{t}/{i}"))])
+                        .unwrap();
+                    assert_eq!(r.first_version, i);
+                    // Acknowledged under Sync: durable, hence visible.
+                    assert!(store.info().unwrap().durable.0 > r.position.0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let store = Arc::into_inner(store).unwrap();
+    store.close().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    for t in 0..16 {
+        let data: Vec<_> = store
+            .read_stream(&format!("w-{t}"), 0)
+            .unwrap()
+            .map(|e| String::from_utf8(e.unwrap().data).unwrap())
+            .collect();
+        assert_eq!(data, (0..25).map(|i| format!("{t}/{i}")).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn readers_see_only_committed_appends_and_never_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap(),
+    );
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::spawn(move || {
+            for i in 0..500u64 {
+                let expected = match i {
+                    0 => ExpectedVersion::NoStream,
+                    n => ExpectedVersion::Exact(n - 1),
+                };
+                store.append("s", expected, [ev("E", &i.to_string())]).unwrap();
+            }
+        })
+    };
+    // Whatever a reader sees is a gap-free prefix of whole appends.
+    for _ in 0..50 {
+        let seen = versions(store.read_stream("s", 0).unwrap());
+        assert_eq!(seen, (0..seen.len() as u64).collect::<Vec<_>>());
+        let all = store.read_all(Position::START).unwrap().count();
+        assert!(all >= seen.len());
+    }
+    writer.join().unwrap();
+    assert_eq!(store.read_stream("s", 0).unwrap().count(), 500);
+}
+
+#[test]
+fn periodic_durability_syncs_in_the_background() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        tmp.path(),
+        small().with_durability(Durability::Periodic(std::time::Duration::from_millis(10))),
+    )
+    .unwrap();
+    let r = store.append("s", ExpectedVersion::Any, [ev("E", "x")]).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while store.info().unwrap().durable.0 <= r.position.0 {
+        assert!(std::time::Instant::now() < deadline, "background sync never ran");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // Acknowledged before sync: readable at once.
+    assert_eq!(store.read_stream("s", 0).unwrap().count(), 1);
+}
+
+#[test]
+fn read_only_open_reads_but_refuses_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(tmp.path()).unwrap();
+        store.append("s", ExpectedVersion::Any, [ev("E", "x")]).unwrap();
+    }
+    let ro = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
+    let ro2 = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
+    assert_eq!(ro.read_stream("s", 0).unwrap().count(), 1);
+    assert_eq!(ro2.read_all(Position::START).unwrap().count(), 1);
+    assert!(matches!(
+        ro.append("s", ExpectedVersion::Any, [ev("E", "y")]),
+        Err(Error::ReadOnly)
+    ));
+    let missing = Store::open_with(tmp.path().join("nothing"), Options::default().with_read_only(true));
+    assert!(matches!(missing, Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn verify_of_a_healthy_store_finds_no_damage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    for i in 0..50 {
+        store
+            .append("s", ExpectedVersion::Any, [ev("E", &"v".repeat(i * 3))])
+            .unwrap();
+    }
+    let mut progressed = 0;
+    let report = store.verify(|n| progressed += n).unwrap();
+    assert_eq!(report.events, 50);
+    assert_eq!(report.frames, 50);
+    assert!(report.damage.is_empty());
+    assert!(progressed > 0);
+}
+
+#[test]
+fn explicit_ids_and_timestamps_are_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let id: EventId = "0191e2b4-8f9a-7c3d-9e4f-0123456789ab".parse().unwrap();
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    store
+        .append("s", ExpectedVersion::Any, [ev("E", "x").with_id(id).with_timestamp(t)])
+        .unwrap();
+    let e = store.read_stream("s", 0).unwrap().next().unwrap().unwrap();
+    assert_eq!(e.id, id);
+    assert_eq!(e.timestamp(), t);
+}
