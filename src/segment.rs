@@ -277,6 +277,7 @@ impl Segment {
             map: self.map.read().clone(),
             buf: Vec::new(),
             buf_offset: 0,
+            read_ahead: READ_AHEAD_BYTES,
         }
     }
 
@@ -285,8 +286,15 @@ impl Segment {
     ///
     /// # Errors
     /// [`Error::Io`] on read failure, [`Error::Corrupted`] when the frame does not check.
-    pub fn read_frame(self: &Arc<Self>, position: u64, limit: u64) -> Result<(FrameHeader, FrameBytes)> {
-        self.reader().frame_at(position, limit)
+    pub fn read_frame(
+        self: &Arc<Self>,
+        position: u64,
+        limit: u64,
+    ) -> Result<(FrameHeader, FrameBytes)> {
+        // A point read: read exactly the header, then exactly the frame.
+        let mut reader = self.reader();
+        reader.read_ahead = 0;
+        reader.frame_at(position, limit)
     }
 }
 
@@ -297,6 +305,8 @@ pub struct SegmentReader {
     map: Option<Mapping>,
     buf: Vec<u8>,
     buf_offset: u64,
+    /// Bytes read at once when the buffer misses; 0 reads exactly what is asked.
+    read_ahead: usize,
 }
 
 impl SegmentReader {
@@ -310,13 +320,13 @@ impl SegmentReader {
         let buf_end = self.buf_offset.saturating_add(self.buf.len() as u64);
         let want_end = offset.saturating_add(len as u64);
         if offset < self.buf_offset || want_end > buf_end {
-            if len > READ_AHEAD_BYTES {
+            if len > self.read_ahead {
                 let mut out = vec![0u8; len];
                 let n = self.segment.read_exact_or_eof(&mut out, offset)?;
                 out.truncate(n);
                 return Ok(Cow::Owned(out));
             }
-            self.buf.resize(READ_AHEAD_BYTES, 0);
+            self.buf.resize(self.read_ahead, 0);
             let n = self.segment.read_exact_or_eof(&mut self.buf, offset)?;
             self.buf.truncate(n);
             self.buf_offset = offset;
