@@ -1,5 +1,5 @@
 //! The `index` layer: stream → frames. For now an in-memory map rebuilt from the log at
-//! open; it holds one small entry per frame (16 bytes) and per stream, never event bytes.
+//! open; it holds one small entry per frame (24 bytes) and per stream, never event bytes.
 //! The persistent, bounded-memory index of ARCHITECTURE.md replaces it (issue 3).
 
 use std::collections::HashMap;
