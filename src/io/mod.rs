@@ -8,6 +8,7 @@
 //! directory; directory listings return plain file names.
 
 mod fs;
+pub mod sim;
 
 pub use fs::FsStorage;
 
