@@ -1,1 +1,500 @@
-fn main(){}
+//! `streamlog`: the command-line tool of the streamlog event store, a thin layer over the
+//! library's public API.
+//!
+//! Machine-readable output is one JSON object per line on stdout; errors go to stderr.
+//! Exit codes: 0 ok, 1 other error, 2 usage, 3 wrong expected version, 4 locked,
+//! 5 corruption.
+
+mod bench;
+mod output;
+
+use std::ffi::OsString;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use streamlog::inspect::DumpItem;
+use streamlog::{EventId, ExpectedVersion, NewEvent, Options, Position, Store};
+
+use crate::output::{Obj, line};
+
+/// Command-line tool for streamlog stores.
+#[derive(Debug, Parser)]
+#[command(name = "streamlog", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Append events to a stream (one atomic append), durably.
+    Append(AppendArgs),
+    /// Read one stream's events, one JSON object per line.
+    Read(ReadArgs),
+    /// Read every stream's events in commit order, one JSON object per line.
+    ReadAll(ReadAllArgs),
+    /// Summary of a store and of what recovery finds (read-only).
+    Info {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Check every frame of every segment; exit 5 on corruption (never writes).
+    Verify {
+        /// Store directory.
+        dir: PathBuf,
+    },
+    /// Decode every frame of the store, damaged ones included (never writes).
+    Dump {
+        /// Store directory.
+        dir: PathBuf,
+        /// Only this segment file (a path, or a name in DIR/segments).
+        #[arg(long)]
+        segment: Option<PathBuf>,
+    },
+    /// Measure append and read throughput and latency against a plain-file baseline.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["data", "stdin"])))]
+struct AppendArgs {
+    /// Store directory (created if needed).
+    dir: PathBuf,
+    /// Stream name.
+    stream: String,
+    /// Expected state of the stream: any, no-stream, exists or a version number.
+    #[arg(long, default_value = "any", value_parser = parse_expected)]
+    expected: ExpectedVersion,
+    /// Event type (with --stdin: the default for lines without "type").
+    #[arg(long = "type", value_name = "T", required_unless_present = "stdin")]
+    event_type: Option<String>,
+    /// Event data, stored as these bytes.
+    #[arg(long, value_name = "TEXT")]
+    data: Option<OsString>,
+    /// Read NDJSON events from stdin ({"type","data","metadata","id"} per line) and append
+    /// them all as one atomic batch.
+    #[arg(long, conflicts_with_all = ["metadata", "id"])]
+    stdin: bool,
+    /// Event metadata, stored as these bytes.
+    #[arg(long, value_name = "TEXT")]
+    metadata: Option<OsString>,
+    /// Event id (a UUID), to make a retry idempotent.
+    #[arg(long, value_name = "UUID", value_parser = parse_id)]
+    id: Option<EventId>,
+}
+
+#[derive(Debug, Args)]
+struct ReadArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Stream name.
+    stream: String,
+    /// First version to read (default: the first, or the last with --backward).
+    #[arg(long, value_name = "V")]
+    from: Option<u64>,
+    /// Read from newest to oldest.
+    #[arg(long)]
+    backward: bool,
+    /// Read at most N events.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct ReadAllArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Position of an append to start from (default: the start of the log).
+    #[arg(long, value_name = "POSITION")]
+    from: Option<u64>,
+    /// Read at most N events.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+}
+
+fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
+    s.parse::<ExpectedVersion>().map_err(|e| e.to_string())
+}
+
+fn parse_id(s: &str) -> Result<EventId, String> {
+    s.parse::<EventId>().map_err(|e| e.to_string())
+}
+
+/// Why a command failed; decides the exit code.
+#[derive(Debug)]
+pub enum CliError {
+    /// An error of the library.
+    Store(streamlog::Error),
+    /// Bad command-line arguments (exit 2).
+    Usage(String),
+    /// Anything else (exit 1).
+    Other(String),
+    /// `verify` found corruption (exit 5); the details are already on stdout.
+    CorruptionFound(usize),
+    /// Writing to stdout failed.
+    Output(std::io::Error),
+}
+
+impl From<streamlog::Error> for CliError {
+    fn from(e: streamlog::Error) -> Self {
+        CliError::Store(e)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(e: std::io::Error) -> Self {
+        CliError::Output(e)
+    }
+}
+
+impl CliError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Store(streamlog::Error::WrongExpectedVersion { .. }) => 3,
+            CliError::Store(streamlog::Error::Locked { .. }) => 4,
+            CliError::Store(streamlog::Error::Corrupted { .. }) | CliError::CorruptionFound(_) => 5,
+            CliError::Usage(_) => 2,
+            CliError::Store(_) | CliError::Other(_) | CliError::Output(_) => 1,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            CliError::Store(e) => e.to_string(),
+            CliError::Usage(m) | CliError::Other(m) => m.clone(),
+            CliError::CorruptionFound(n) => format!("verify found {n} corrupted place(s)"),
+            CliError::Output(e) => format!("cannot write output: {e}"),
+        }
+    }
+}
+
+type CliResult<T = ()> = Result<T, CliError>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (e.g. `| head`): stop quietly.
+        Err(CliError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("streamlog: error: {}", e.message());
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(command: Command) -> CliResult {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match command {
+        Command::Append(a) => append(a, &mut out)?,
+        Command::Read(a) => read(a, &mut out)?,
+        Command::ReadAll(a) => read_all(a, &mut out)?,
+        Command::Info { dir } => info(&dir, &mut out)?,
+        Command::Verify { dir } => verify(&dir, &mut out)?,
+        Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
+        Command::Bench(a) => bench::run(a, &mut out)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn open_read_only(dir: &Path) -> CliResult<Store> {
+    Ok(Store::open_with(
+        dir,
+        Options::default().with_read_only(true),
+    )?)
+}
+
+/// A payload given in NDJSON: a JSON string is its UTF-8 text, anything else its compact
+/// JSON serialization.
+fn json_payload(v: &Value) -> Vec<u8> {
+    match v {
+        Value::String(s) => s.as_bytes().to_vec(),
+        other => other.to_string().into_bytes(),
+    }
+}
+
+/// Parses NDJSON events from `input`; blank lines are skipped.
+fn parse_ndjson(input: impl BufRead, default_type: Option<&str>) -> CliResult<Vec<NewEvent>> {
+    let mut events = Vec::new();
+    for (i, raw) in input.split(b'\n').enumerate() {
+        let n = i + 1;
+        let raw = raw.map_err(|e| CliError::Other(format!("cannot read stdin: {e}")))?;
+        let raw = raw.strip_suffix(b"\r").unwrap_or(&raw);
+        if raw.iter().all(|b| b.is_ascii_whitespace()) {
+            continue;
+        }
+        let bad = |why: String| CliError::Other(format!("stdin line {n}: {why}; nothing appended"));
+        let value: Value =
+            serde_json::from_slice(raw).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(bad("expected a JSON object".into()));
+        };
+        if let Some(k) = map
+            .keys()
+            .find(|k| !matches!(k.as_str(), "type" | "data" | "metadata" | "id"))
+        {
+            return Err(bad(format!(
+                "unknown field {k:?} (expected type, data, metadata, id)"
+            )));
+        }
+        let event_type = match (map.get("type"), default_type) {
+            (Some(Value::String(t)), _) => t.clone(),
+            (Some(_), _) => return Err(bad("\"type\" must be a string".into())),
+            (None, Some(t)) => t.to_string(),
+            (None, None) => return Err(bad("missing \"type\" (or pass --type)".into())),
+        };
+        let data = map
+            .get("data")
+            .ok_or_else(|| bad("missing \"data\"".into()))?;
+        let mut event = NewEvent::new(event_type, json_payload(data));
+        if let Some(m) = map.get("metadata") {
+            event = event.with_metadata(json_payload(m));
+        }
+        match map.get("id") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) => {
+                event = event.with_id(s.parse::<EventId>().map_err(|e| bad(e.to_string()))?);
+            }
+            Some(_) => return Err(bad("\"id\" must be a UUID string".into())),
+        }
+        events.push(event);
+    }
+    if events.is_empty() {
+        return Err(CliError::Other(
+            "no events on stdin; nothing appended".into(),
+        ));
+    }
+    Ok(events)
+}
+
+fn append(a: AppendArgs, out: &mut impl Write) -> CliResult {
+    // Read and check all input before opening the store, so that bad input appends
+    // nothing and the lock is not held while waiting for stdin.
+    let events = if a.stdin {
+        parse_ndjson(std::io::stdin().lock(), a.event_type.as_deref())?
+    } else {
+        let event_type = a
+            .event_type
+            .ok_or_else(|| CliError::Usage("--type is required with --data".into()))?;
+        let data = a
+            .data
+            .ok_or_else(|| CliError::Usage("--data or --stdin is required".into()))?;
+        let mut e = NewEvent::new(event_type, data.into_encoded_bytes());
+        if let Some(m) = a.metadata {
+            e = e.with_metadata(m.into_encoded_bytes());
+        }
+        if let Some(id) = a.id {
+            e = e.with_id(id);
+        }
+        vec![e]
+    };
+    let store = Store::open(&a.dir)?;
+    let r = store.append(&a.stream, a.expected, events)?;
+    // Under `Durability::Sync` the append is on disk now; a failure of the clean close
+    // (its checkpoint) does not undo it, so it is only a warning.
+    if let Err(e) = store.close() {
+        eprintln!("streamlog: warning: the append is durable, but closing the store failed: {e}");
+    }
+    line(
+        out,
+        Obj::new()
+            .field("stream", a.stream.as_str())
+            .field("first_version", r.first_version)
+            .field("last_version", r.last_version)
+            .field("position", r.position.0)
+            .field("deduplicated", r.deduplicated),
+    )?;
+    Ok(())
+}
+
+fn emit_events(
+    events: impl Iterator<Item = streamlog::Result<streamlog::RecordedEvent>>,
+    limit: Option<u64>,
+    out: &mut impl Write,
+) -> CliResult {
+    let limit = limit.unwrap_or(u64::MAX);
+    for e in events.take(usize::try_from(limit).unwrap_or(usize::MAX)) {
+        line(out, output::event(&e?))?;
+    }
+    Ok(())
+}
+
+fn read(a: ReadArgs, out: &mut impl Write) -> CliResult {
+    let store = open_read_only(&a.dir)?;
+    let events = if a.backward {
+        store.read_stream_backward(&a.stream, a.from)?
+    } else {
+        store.read_stream(&a.stream, a.from.unwrap_or(0))?
+    };
+    emit_events(events, a.limit, out)
+}
+
+fn read_all(a: ReadAllArgs, out: &mut impl Write) -> CliResult {
+    let store = open_read_only(&a.dir)?;
+    let events = store.read_all(Position(a.from.unwrap_or(0)))?;
+    emit_events(events, a.limit, out)
+}
+
+fn info(dir: &Path, out: &mut impl Write) -> CliResult {
+    let store = open_read_only(dir)?;
+    let i = store.info()?;
+    line(
+        out,
+        Obj::new()
+            .field("dir", dir.display().to_string())
+            .field("segments", i.segments)
+            .field("bytes", i.bytes)
+            .field("events", i.events)
+            .field("streams", i.streams)
+            .field("appends", i.appends)
+            .field("head", i.head.0)
+            .field("durable", i.durable.0)
+            .field("durability", i.durability.to_string())
+            .field("read_only", true)
+            .obj("recovery", output::recovery(store.recovery_report())),
+    )?;
+    Ok(())
+}
+
+/// Total size of the segment files of the store at `dir` (0 when unknown).
+fn segment_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir.join(streamlog::SEGMENTS_DIR)) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| streamlog::segment::parse_segment_file_name(n).is_some())
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// A progress bar on stderr counting bytes, or a hidden one when stderr is not a terminal.
+pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    let template = format!("{what} [{{bar:40}}] {{percent:>3}}% {{msg}} eta {{eta}}");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
+    let bar = progress_bar(segment_bytes(dir), "verify");
+    let result = streamlog::inspect::verify_dir(dir, |n| bar.inc(n));
+    bar.finish_and_clear();
+    let report = result?;
+    for d in &report.damage {
+        line(
+            out,
+            Obj::new()
+                .field("file", d.file.display().to_string())
+                .field("offset", d.offset)
+                .field("reason", d.reason.as_str())
+                .field("torn_tail", d.torn_tail),
+        )?;
+    }
+    let corrupted = report.corruption().count();
+    let torn = report.damage.len().saturating_sub(corrupted);
+    line(
+        out,
+        Obj::new()
+            .field("segments", report.segments)
+            .field("frames", report.frames)
+            .field("events", report.events)
+            .field("bytes", report.bytes)
+            .field("corrupted", corrupted)
+            .field("torn_tail", torn)
+            .field("ok", corrupted == 0),
+    )?;
+    if corrupted > 0 {
+        out.flush()?;
+        return Err(CliError::CorruptionFound(corrupted));
+    }
+    Ok(())
+}
+
+fn dump_item(item: &DumpItem) -> Obj {
+    match item {
+        DumpItem::Segment { file, len, header } => {
+            let obj = Obj::new()
+                .field("item", "segment")
+                .field("file", file.display().to_string())
+                .field("len", *len);
+            match header {
+                Ok(base) => obj.field("base_position", *base),
+                Err(why) => obj.field("header_error", why.as_str()),
+            }
+        }
+        DumpItem::Frame {
+            file,
+            offset,
+            header,
+            events,
+        } => Obj::new()
+            .field("item", "frame")
+            .field("file", file.display().to_string())
+            .field("offset", *offset)
+            .obj("header", output::frame_header(header))
+            .raw(
+                "events",
+                &output::array(events.iter().map(|e| output::event(e).finish())),
+            ),
+        DumpItem::Damaged {
+            file,
+            offset,
+            reason,
+            header,
+            skipped,
+        } => Obj::new()
+            .field("item", "damaged")
+            .field("file", file.display().to_string())
+            .field("offset", *offset)
+            .field("reason", reason.as_str())
+            .opt_obj("header", header.as_ref().map(output::frame_header))
+            .field("skipped", *skipped),
+        DumpItem::ZeroTail {
+            file,
+            offset,
+            bytes,
+        } => Obj::new()
+            .field("item", "zero_tail")
+            .field("file", file.display().to_string())
+            .field("offset", *offset)
+            .field("bytes", *bytes),
+        other => Obj::new()
+            .field("item", "unknown")
+            .field("debug", format!("{other:?}")),
+    }
+}
+
+fn dump(dir: &Path, segment: Option<&Path>, out: &mut impl Write) -> CliResult {
+    let mut write_error = None;
+    let result = streamlog::inspect::dump(dir, segment, |item| {
+        line(out, dump_item(&item)).map_err(|e| {
+            let kind = e.kind();
+            write_error = Some(e);
+            streamlog::Error::Io {
+                context: "write to stdout".into(),
+                source: kind.into(),
+            }
+        })
+    });
+    if let Some(e) = write_error {
+        return Err(CliError::Output(e));
+    }
+    Ok(result?)
+}
