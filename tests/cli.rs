@@ -1,0 +1,624 @@
+//! End-to-end tests of the `streamlog` command-line tool: exit codes, JSON output, and that
+//! it is a faithful layer over the store.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use streamlog::Store;
+
+fn streamlog(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn streamlog_with_stdin(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every stdout line parsed as JSON.
+fn lines(o: &Output) -> Vec<Value> {
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect()
+}
+
+fn ok_lines(o: &Output) -> Vec<Value> {
+    assert_eq!(code(o), 0, "stderr: {}", stderr(o));
+    lines(o)
+}
+
+struct TestStore {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+}
+
+impl TestStore {
+    fn new() -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        TestStore { _tmp: tmp, dir }
+    }
+
+    fn path(&self) -> &str {
+        self.dir.to_str().unwrap()
+    }
+
+    fn append(&self, stream: &str, ty: &str, data: &str) -> Value {
+        let o = streamlog(&["append", self.path(), stream, "--type", ty, "--data", data]);
+        ok_lines(&o).remove(0)
+    }
+
+    fn read(&self, stream: &str) -> Vec<Value> {
+        ok_lines(&streamlog(&["read", self.path(), stream]))
+    }
+}
+
+fn first_segment(dir: &Path) -> PathBuf {
+    dir.join(streamlog::SEGMENTS_DIR)
+        .join(streamlog::segment::segment_file_name(0))
+}
+
+#[test]
+fn append_then_read_round_trips_json_data_as_json() {
+    let s = TestStore::new();
+    let r = s.append(
+        "account-1",
+        "Deposited",
+        r#"{"amount": 100, "big": 123456789012345678901234567890}"#,
+    );
+    assert_eq!(r["stream"], "account-1");
+    assert_eq!(r["first_version"], 0);
+    assert_eq!(r["last_version"], 0);
+    assert_eq!(r["deduplicated"], false);
+    assert!(r["position"].is_u64());
+
+    let o = streamlog(&[
+        "append",
+        s.path(),
+        "account-1",
+        "--type",
+        "Noted",
+        "--data",
+        "plain text",
+        "--metadata",
+        r#"{"user":"ann"}"#,
+    ]);
+    ok_lines(&o);
+
+    let events = s.read("account-1");
+    assert_eq!(events.len(), 2);
+    let e = &events[0];
+    assert_eq!(e["stream"], "account-1");
+    assert_eq!(e["version"], 0);
+    assert_eq!(e["type"], "Deposited");
+    assert_eq!(e["data"]["amount"], 100);
+    assert_eq!(e["position"], r["position"]);
+    assert!(e["id"].as_str().unwrap().len() == 36);
+    assert!(e["timestamp_us"].is_i64());
+    let ts = e["timestamp"].as_str().unwrap();
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2024-01-01T00:00:00.000000Z".len(),
+        "{ts}"
+    );
+    // Big integers are not squeezed through a float.
+    let line =
+        String::from_utf8(streamlog(&["read", s.path(), "account-1", "--limit", "1"]).stdout)
+            .unwrap();
+    assert!(line.contains("123456789012345678901234567890"), "{line}");
+
+    assert_eq!(events[1]["data"], "plain text");
+    assert_eq!(events[1]["metadata"]["user"], "ann");
+    assert_eq!(events[1]["version"], 1);
+}
+
+#[cfg(unix)]
+#[test]
+fn non_utf8_data_reads_back_as_data_base64() {
+    use std::os::unix::ffi::OsStrExt;
+    let s = TestStore::new();
+    let o = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .args(["append", s.path(), "bin", "--type", "Blob", "--data"])
+        .arg(std::ffi::OsStr::from_bytes(&[0xff, 0xfe, 0x80, 0x01]))
+        .output()
+        .unwrap();
+    ok_lines(&o);
+    let e = &s.read("bin")[0];
+    assert!(e.get("data").is_none(), "{e}");
+    assert_eq!(e["data_base64"], "//6AAQ==");
+    assert_eq!(e["metadata"], "");
+}
+
+#[test]
+fn an_append_with_an_id_is_idempotent_when_retried() {
+    let s = TestStore::new();
+    let id = "0191e4b2-7c3a-7cde-8f00-000000000001";
+    let args = [
+        "append",
+        s.path(),
+        "s",
+        "--type",
+        "T",
+        "--data",
+        "x",
+        "--id",
+        id,
+    ];
+    let first = ok_lines(&streamlog(&args)).remove(0);
+    let again = ok_lines(&streamlog(&args)).remove(0);
+    assert_eq!(first["deduplicated"], false);
+    assert_eq!(again["deduplicated"], true);
+    assert_eq!(again["position"], first["position"]);
+    let events = s.read("s");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["id"], id);
+}
+
+#[test]
+fn stdin_batch_is_appended_as_one_atomic_append() {
+    let s = TestStore::new();
+    s.append("s", "First", "0");
+    let input = concat!(
+        r#"{"type":"A","data":{"x":1}}"#,
+        "\n",
+        r#"{"type":"B","data":"text","metadata":{"m":true}}"#,
+        "\n\n",
+        r#"{"type":"C","data":[1,2,3],"id":"0191e4b2-7c3a-7cde-8f00-0000000000aa"}"#,
+        "\n",
+    );
+    let o = streamlog_with_stdin(
+        &["append", s.path(), "s", "--stdin", "--expected", "0"],
+        input.as_bytes(),
+    );
+    let r = ok_lines(&o).remove(0);
+    assert_eq!(
+        (r["first_version"].as_u64(), r["last_version"].as_u64()),
+        (Some(1), Some(3))
+    );
+
+    let events = s.read("s");
+    assert_eq!(events.len(), 4);
+    // One append: every event of the batch shares its position.
+    for e in &events[1..] {
+        assert_eq!(e["position"], r["position"]);
+    }
+    assert_ne!(events[0]["position"], r["position"]);
+    assert_eq!(events[1]["type"], "A");
+    assert_eq!(events[1]["data"]["x"], 1);
+    assert_eq!(events[2]["data"], "text");
+    assert_eq!(events[2]["metadata"]["m"], true);
+    assert_eq!(events[3]["data"], serde_json::json!([1, 2, 3]));
+    assert_eq!(events[3]["id"], "0191e4b2-7c3a-7cde-8f00-0000000000aa");
+}
+
+#[test]
+fn stdin_batch_with_a_bad_line_appends_nothing_and_names_the_line() {
+    let s = TestStore::new();
+    s.append("s", "First", "0");
+    let input =
+        b"{\"type\":\"A\",\"data\":1}\n{\"type\":\"B\",\"data\":\n{\"type\":\"C\",\"data\":3}\n";
+    let o = streamlog_with_stdin(&["append", s.path(), "s", "--stdin"], input);
+    assert!(matches!(code(&o), 1 | 2), "exit {}", code(&o));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+    assert_eq!(s.read("s").len(), 1);
+
+    // A line that is JSON but not an event is refused as well.
+    let o = streamlog_with_stdin(&["append", s.path(), "s", "--stdin"], b"{\"data\":1}\n");
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
+    assert_eq!(s.read("s").len(), 1);
+}
+
+#[test]
+fn append_with_wrong_expected_version_exits_3() {
+    let s = TestStore::new();
+    s.append("s", "T", "a");
+    for expected in ["no-stream", "5"] {
+        let o = streamlog(&[
+            "append",
+            s.path(),
+            "s",
+            "--expected",
+            expected,
+            "--type",
+            "T",
+            "--data",
+            "b",
+        ]);
+        assert_eq!(code(&o), 3, "{}", stderr(&o));
+        assert!(o.stdout.is_empty());
+        assert!(
+            stderr(&o).contains("wrong expected version"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = streamlog(&[
+        "append",
+        s.path(),
+        "other",
+        "--expected",
+        "exists",
+        "--type",
+        "T",
+        "--data",
+        "b",
+    ]);
+    assert_eq!(code(&o), 3);
+    let o = streamlog(&[
+        "append",
+        s.path(),
+        "s",
+        "--expected",
+        "0",
+        "--type",
+        "T",
+        "--data",
+        "b",
+    ]);
+    assert_eq!(ok_lines(&o)[0]["first_version"], 1);
+}
+
+#[test]
+fn commands_on_a_store_held_open_by_a_writer_exit_4() {
+    let s = TestStore::new();
+    s.append("s", "T", "a");
+    let store = Store::open(&s.dir).unwrap();
+    for args in [
+        vec!["append", s.path(), "s", "--type", "T", "--data", "b"],
+        vec!["read", s.path(), "s"],
+        vec!["read-all", s.path()],
+        vec!["info", s.path()],
+        vec!["verify", s.path()],
+    ] {
+        let o = streamlog(&args);
+        assert_eq!(code(&o), 4, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("locked"), "{}", stderr(&o));
+    }
+    store.close().unwrap();
+    assert_eq!(s.read("s").len(), 1);
+}
+
+#[test]
+fn verify_on_a_clean_store_exits_0() {
+    let s = TestStore::new();
+    for i in 0..5 {
+        s.append(&format!("s-{}", i % 2), "T", &format!("{{\"i\":{i}}}"));
+    }
+    let out = ok_lines(&streamlog(&["verify", s.path()]));
+    assert_eq!(out.len(), 1);
+    let summary = &out[0];
+    assert_eq!(summary["ok"], true);
+    assert_eq!(summary["corrupted"], 0);
+    assert_eq!(summary["torn_tail"], 0);
+    assert_eq!(summary["events"], 5);
+    assert_eq!(summary["segments"], 1);
+}
+
+#[test]
+fn verify_with_a_flipped_byte_in_an_attested_frame_exits_5() {
+    let s = TestStore::new();
+    for i in 0..6 {
+        s.append("s", "T", &format!("{{\"payload\":\"event number {i}\"}}"));
+    }
+    // Every CLI append closes the store cleanly: the final checkpoint attests everything.
+    let seg = first_segment(&s.dir);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x5a;
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let o = streamlog(&["verify", s.path()]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    let out = lines(&o);
+    let summary = out.last().unwrap();
+    assert_eq!(summary["ok"], false);
+    assert_eq!(summary["corrupted"], 1);
+    let damage = &out[0];
+    assert_eq!(damage["torn_tail"], false);
+    assert!(damage["file"].as_str().unwrap().ends_with(".seg"));
+    assert!(damage["offset"].as_u64().unwrap() <= mid as u64);
+    assert!(!damage["reason"].as_str().unwrap().is_empty());
+    // Opening refuses too: reading is corruption, exit 5.
+    assert_eq!(code(&streamlog(&["read", s.path(), "s"])), 5);
+}
+
+#[test]
+fn verify_with_only_a_torn_tail_exits_0_and_reports_it() {
+    let s = TestStore::new();
+    s.append("s", "T", "a");
+    let seg = first_segment(&s.dir);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    f.write_all(b"half a frame, then the power went out")
+        .unwrap();
+    drop(f);
+
+    let out = ok_lines(&streamlog(&["verify", s.path()]));
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0]["torn_tail"], true);
+    assert_eq!(out[1]["torn_tail"], 1);
+    assert_eq!(out[1]["corrupted"], 0);
+    assert_eq!(out[1]["ok"], true);
+
+    // info (read-only) says what recovery would cut, and cuts nothing.
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let info = ok_lines(&streamlog(&["info", s.path()])).remove(0);
+    let t = &info["recovery"]["truncated"];
+    assert!(t.is_object(), "{info}");
+    assert!(t["bytes_dropped"].as_u64().unwrap() > 0);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+}
+
+#[test]
+fn info_reports_counts_and_the_recovery_of_this_open() {
+    let s = TestStore::new();
+    s.append("a", "T", "1");
+    s.append("b", "T", "2");
+    s.append("a", "T", "3");
+    let info = ok_lines(&streamlog(&["info", s.path()])).remove(0);
+    assert_eq!(info["events"], 3);
+    assert_eq!(info["streams"], 2);
+    assert_eq!(info["appends"], 3);
+    assert_eq!(info["segments"], 1);
+    assert_eq!(info["durability"], "sync");
+    assert!(info["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(info["head"], info["durable"]);
+    let r = &info["recovery"];
+    assert_eq!(r["clean_shutdown"], true);
+    assert!(r["truncated"].is_null());
+    assert_eq!(r["removed_segments"], serde_json::json!([]));
+}
+
+#[test]
+fn dump_prints_the_segment_header_and_every_frame_with_its_events() {
+    let s = TestStore::new();
+    s.append("s", "Created", r#"{"n":1}"#);
+    s.append("s", "Renamed", r#"{"n":2}"#);
+    let out = ok_lines(&streamlog(&["dump", s.path()]));
+    assert_eq!(out[0]["item"], "segment");
+    assert_eq!(out[0]["base_position"], 0);
+    let frames: Vec<&Value> = out.iter().filter(|v| v["item"] == "frame").collect();
+    let with_events: Vec<&Value> = frames
+        .iter()
+        .copied()
+        .filter(|f| f["header"]["kind"] == "events")
+        .collect();
+    assert_eq!(with_events.len(), 2);
+    assert!(frames.iter().any(|f| f["header"]["kind"] == "checkpoint"));
+    let f = with_events[1];
+    assert!(f["header"]["frame_len"].as_u64().unwrap() > 32);
+    assert_eq!(f["events"][0]["type"], "Renamed");
+    assert_eq!(f["events"][0]["data"]["n"], 2);
+    assert_eq!(f["events"][0]["version"], 1);
+
+    // One segment by name gives the same.
+    let name = streamlog::segment::segment_file_name(0);
+    let one = ok_lines(&streamlog(&["dump", s.path(), "--segment", &name]));
+    assert_eq!(one, out);
+}
+
+#[test]
+fn read_all_with_limit_stops_after_n_events_in_commit_order() {
+    let s = TestStore::new();
+    for (stream, data) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4")] {
+        s.append(stream, "T", data);
+    }
+    let all = ok_lines(&streamlog(&["read-all", s.path()]));
+    let data: Vec<i64> = all.iter().map(|e| e["data"].as_i64().unwrap()).collect();
+    assert_eq!(data, [1, 2, 3, 4]);
+    let two = ok_lines(&streamlog(&["read-all", s.path(), "--limit", "2"]));
+    assert_eq!(two, all[..2]);
+    // From the position of the third append.
+    let pos = all[2]["position"].as_u64().unwrap().to_string();
+    let rest = ok_lines(&streamlog(&["read-all", s.path(), "--from", &pos]));
+    assert_eq!(rest, all[2..]);
+}
+
+#[test]
+fn read_backward_starts_from_the_last_event() {
+    let s = TestStore::new();
+    for i in 0..4 {
+        s.append("s", "T", &i.to_string());
+    }
+    let back = ok_lines(&streamlog(&["read", s.path(), "s", "--backward"]));
+    let versions: Vec<u64> = back
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [3, 2, 1, 0]);
+    let some = ok_lines(&streamlog(&[
+        "read",
+        s.path(),
+        "s",
+        "--backward",
+        "--from",
+        "2",
+        "--limit",
+        "2",
+    ]));
+    let versions: Vec<u64> = some
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [2, 1]);
+    let fwd = ok_lines(&streamlog(&["read", s.path(), "s", "--from", "3"]));
+    assert_eq!(fwd.len(), 1);
+    assert!(ok_lines(&streamlog(&["read", s.path(), "missing"])).is_empty());
+}
+
+#[test]
+fn reading_never_creates_a_store() {
+    let s = TestStore::new();
+    let o = streamlog(&["read", s.path(), "s"]);
+    assert_eq!(code(&o), 1);
+    assert!(!s.dir.exists());
+    assert_eq!(code(&streamlog(&["verify", s.path()])), 1);
+    assert!(!s.dir.exists());
+}
+
+#[test]
+fn bench_json_reports_every_field_with_a_positive_ratio() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bench");
+    let o = streamlog(&[
+        "bench",
+        "--events",
+        "2000",
+        "--json",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--writers",
+        "2",
+    ]);
+    let out = ok_lines(&o);
+    assert_eq!(out.len(), 1);
+    let b = &out[0];
+    for field in [
+        "workload",
+        "durability",
+        "events",
+        "bytes",
+        "seconds",
+        "events_per_s",
+        "mb_per_s",
+        "latency_p50_us",
+        "latency_p99_us",
+        "latency_p999_us",
+        "baseline_mb_per_s",
+        "ratio",
+        "read_stream_events",
+        "read_stream_us",
+        "read_all_events_per_s",
+        "read_all_mb_per_s",
+    ] {
+        assert!(b.get(field).is_some(), "missing {field}: {b}");
+    }
+    assert_eq!(b["events"], 2000);
+    assert_eq!(b["durability"], "buffered");
+    assert!(b["ratio"].as_f64().unwrap() > 0.0, "{b}");
+    assert!(b["bytes"].as_u64().unwrap() > 2000 * 150);
+    assert!(b["latency_p50_us"].as_f64().unwrap() > 0.0);
+    // 2000 events, batch 100, 1000 streams: 20 appends to streams bench-0..bench-19.
+    assert_eq!(b["read_stream_events"], 100);
+    assert_eq!(b["read_all_events"], 2000);
+    // The store it wrote is a valid store holding exactly those events.
+    let info = ok_lines(&streamlog(&["info", dir.to_str().unwrap()])).remove(0);
+    assert_eq!(info["events"], 2000);
+}
+
+#[test]
+fn bench_sync_reports_baseline_syncs() {
+    let o = streamlog(&[
+        "bench",
+        "--events",
+        "40",
+        "--batch",
+        "1",
+        "--writers",
+        "4",
+        "--durability",
+        "sync",
+        "--json",
+    ]);
+    let b = ok_lines(&o).remove(0);
+    assert_eq!(b["durability"], "sync");
+    assert!(b["baseline_syncs_per_s"].as_f64().unwrap() > 0.0, "{b}");
+    assert_eq!(b["baseline_writes"], 40);
+}
+
+#[test]
+fn bench_human_output_is_a_few_aligned_lines() {
+    let o = streamlog(&["bench", "--events", "500", "--batch", "50"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout.clone()).unwrap();
+    assert!(
+        text.starts_with("workload     append buffered, 150 B events, batch 50"),
+        "{text}"
+    );
+    assert!(text.contains("ratio"));
+    // No progress bar in a pipe.
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+}
+
+#[test]
+fn zero_sized_bench_arguments_are_usage_errors_exit_2() {
+    for arg in ["--events", "--batch", "--writers", "--streams"] {
+        let o = streamlog(&["bench", arg, "0"]);
+        assert_eq!(code(&o), 2, "{arg}: {}", stderr(&o));
+        assert!(stderr(&o).contains(arg), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let s = TestStore::new();
+    for args in [
+        vec![],
+        vec!["frobnicate"],
+        vec!["append", s.path(), "s", "--type", "T"],
+        vec!["append", s.path(), "s", "--data", "x"],
+        vec![
+            "append",
+            s.path(),
+            "s",
+            "--type",
+            "T",
+            "--data",
+            "x",
+            "--stdin",
+        ],
+        vec![
+            "append",
+            s.path(),
+            "s",
+            "--type",
+            "T",
+            "--data",
+            "x",
+            "--expected",
+            "latest",
+        ],
+        vec![
+            "append",
+            s.path(),
+            "s",
+            "--type",
+            "T",
+            "--data",
+            "x",
+            "--id",
+            "not-a-uuid",
+        ],
+        vec!["read", s.path()],
+        vec!["read-all", s.path(), "--limit", "-1"],
+        vec!["bench", "--durability", "sometimes"],
+    ] {
+        let o = streamlog(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+    assert!(!s.dir.exists());
+}
