@@ -346,6 +346,17 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
     let h = &run.latency_ns;
     let q = |quantile: f64| h.value_at_quantile(quantile) as f64 / 1000.0;
     let (p50, p99, p999, max) = (q(0.5), q(0.99), q(0.999), h.max() as f64 / 1000.0);
+    let mean = h.mean() / 1000.0;
+    // Share of the writers' wall time spent inside `store.append`; the rest is building
+    // the events (`NewEvent::new`: a UUIDv7 id and a copy of the payload each).
+    let in_append_share = {
+        let busy = a.writers as f64 * run.seconds * 1e6;
+        if busy > 0.0 {
+            (mean * run.appends as f64 / busy).min(1.0)
+        } else {
+            0.0
+        }
+    };
     let mb_per_s = per_s(mb(bytes), run.seconds);
     let baseline_mb_per_s = per_s(mb(bytes), baseline.seconds);
     let ratio = if baseline_mb_per_s > 0.0 {
@@ -382,6 +393,8 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
             .field("latency_p99_us", r3(p99))
             .field("latency_p999_us", r3(p999))
             .field("latency_max_us", r3(max))
+            .field("latency_mean_us", r3(mean))
+            .field("in_append_share", r3(in_append_share))
             .field("final_sync_ms", r3(final_sync_seconds * 1e3))
             .field("baseline_writes", baseline.writes)
             .field("baseline_syncs", baseline.syncs)
@@ -432,7 +445,12 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
         )?;
         writeln!(
             out,
-            "latency      p50 {p50:.1} µs, p99 {p99:.1} µs, p99.9 {p999:.1} µs, max {max:.1} µs"
+            "latency      p50 {p50:.1} µs, p99 {p99:.1} µs, p99.9 {p999:.1} µs, max {max:.1} µs per append"
+        )?;
+        writeln!(
+            out,
+            "in append    {:.0}% of the writers' time (the rest builds the NewEvents)",
+            in_append_share * 100.0
         )?;
         writeln!(
             out,
