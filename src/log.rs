@@ -142,7 +142,7 @@ impl Appender {
             self.chunks.push(Chunk {
                 segment_base: active_base,
                 start: position,
-                bytes: Vec::new(),
+                bytes: Vec::with_capacity(usize::try_from(len).unwrap_or(0)),
             });
         }
         match self.chunks.last_mut() {

@@ -70,15 +70,77 @@ impl FromStr for ExpectedVersion {
 pub struct EventId(pub [u8; 16]);
 
 impl EventId {
-    /// A fresh, unique id.
+    /// A fresh, unique id: a UUIDv7 (RFC 9562) with the Unix time in milliseconds, a 12-bit
+    /// counter that orders ids made in the same millisecond by the same thread, and 62
+    /// random bits from a per-thread generator seeded from the OS's CSPRNG. The clock is
+    /// read for every 32nd id of a thread (reading it costs more than the rest of the id);
+    /// the counter keeps ids unique and increasing in between.
     pub fn new() -> Self {
-        EventId(*uuid::Uuid::now_v7().as_bytes())
+        ID_GENERATOR.with(|g| {
+            let mut g = g.borrow_mut();
+            g.calls = g.calls.wrapping_add(1);
+            let ms = if g.calls % 32 == 1 {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
+            } else {
+                g.last_ms
+            };
+            if ms > g.last_ms {
+                g.last_ms = ms;
+                g.counter = g.next_random() & 0x1FF; // random start, room to count up
+            } else {
+                g.counter += 1;
+                if g.counter > 0xFFF {
+                    // Counter exhausted within one millisecond: borrow the next one.
+                    g.last_ms += 1;
+                    g.counter = 0;
+                }
+            }
+            let rand_b = g.next_random();
+            let hi = (g.last_ms << 16) | 0x7000 | g.counter;
+            let lo = (rand_b & 0x3FFF_FFFF_FFFF_FFFF) | 0x8000_0000_0000_0000;
+            EventId(*uuid::Uuid::from_u64_pair(hi, lo).as_bytes())
+        })
     }
 
     /// The raw bytes.
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }
+}
+
+/// Per-thread state of [`EventId::new`].
+struct IdGenerator {
+    calls: u64,
+    last_ms: u64,
+    counter: u64,
+    /// SplitMix64 state.
+    state: u64,
+}
+
+impl IdGenerator {
+    fn seeded() -> Self {
+        let seed = uuid::Uuid::new_v4().as_u64_pair();
+        IdGenerator {
+            calls: 0,
+            last_ms: 0,
+            counter: 0,
+            state: seed.0 ^ seed.1.rotate_left(32),
+        }
+    }
+
+    fn next_random(&mut self) -> u64 {
+        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+thread_local! {
+    static ID_GENERATOR: std::cell::RefCell<IdGenerator> = std::cell::RefCell::new(IdGenerator::seeded());
 }
 
 impl Default for EventId {
@@ -186,11 +248,15 @@ impl RecordedEvent {
 
 /// Microseconds since the Unix epoch (negative before it), saturating.
 pub(crate) fn timestamp_us(t: SystemTime) -> i64 {
+    let micros = |d: std::time::Duration| {
+        i64::try_from(d.as_secs())
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(d.subsec_micros()))
+    };
     match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_micros()).unwrap_or(i64::MAX),
-        Err(e) => i64::try_from(e.duration().as_micros())
-            .map(|m| -m)
-            .unwrap_or(i64::MIN),
+        Ok(d) => micros(d),
+        Err(e) => micros(e.duration()).saturating_neg(),
     }
 }
 
@@ -227,9 +293,24 @@ mod tests {
     }
 
     #[test]
-    fn event_ids_are_unique_and_round_trip_as_uuid_text() {
+    fn event_ids_are_unique_ordered_uuid_v7s() {
+        let ids: Vec<EventId> = (0..100_000).map(|_| EventId::new()).collect();
+        for w in ids.windows(2) {
+            assert!(w[0] < w[1], "ids of one thread are strictly increasing");
+        }
+        let u = uuid::Uuid::from_bytes(ids[0].0);
+        assert_eq!(u.get_version_num(), 7);
+        assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
+        let (secs, _) = u.get_timestamp().unwrap().to_unix();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        assert!(now.abs_diff(secs) < 60);
+        let other: EventId = std::thread::spawn(EventId::new).join().unwrap();
+        assert!(!ids.contains(&other));
+    }
+
+    #[test]
+    fn event_ids_round_trip_as_uuid_text() {
         let a = EventId::new();
-        assert_ne!(a, EventId::new());
         assert_eq!(a.to_string().parse::<EventId>().unwrap(), a);
         assert!("not-a-uuid".parse::<EventId>().is_err());
     }

@@ -249,12 +249,12 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let events: Vec<NewEvent> = events.into_iter().collect();
-        let now = SystemTime::now();
+        let now_us = event::timestamp_us(SystemTime::now());
         let records: Vec<EventRecord<'_>> = events
             .iter()
             .map(|e| EventRecord {
                 id: e.id.0,
-                timestamp_us: event::timestamp_us(e.timestamp.unwrap_or(now)),
+                timestamp_us: e.timestamp.map_or(now_us, event::timestamp_us),
                 event_type: &e.event_type,
                 metadata: &e.metadata,
                 data: &e.data,
