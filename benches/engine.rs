@@ -43,7 +43,10 @@ fn codec(c: &mut Criterion) {
         b.iter(|| {
             let h = format::decode_frame_header(black_box(&frame)).unwrap();
             format::check_frame(&h, &frame, 4096).unwrap();
-            format::decode_events_body(&frame[FRAME_HEADER_LEN..]).unwrap().events.len()
+            format::decode_events_body(&frame[FRAME_HEADER_LEN..])
+                .unwrap()
+                .events
+                .len()
         })
     });
     g.finish();
@@ -76,7 +79,11 @@ fn append(c: &mut Criterion) {
     g.bench_function("sync, 1 x 150 B", |b| {
         b.iter(|| {
             store
-                .append("s", ExpectedVersion::Any, [NewEvent::new("E", [0u8; EVENT_BYTES])])
+                .append(
+                    "s",
+                    ExpectedVersion::Any,
+                    [NewEvent::new("E", [0u8; EVENT_BYTES])],
+                )
                 .unwrap()
         })
     });
@@ -96,19 +103,35 @@ fn reads(c: &mut Criterion) {
             .append(&format!("s-{i}"), ExpectedVersion::Any, batch(i))
             .unwrap();
         store
-            .append("long", ExpectedVersion::Any, [NewEvent::new("E", [1u8; EVENT_BYTES])])
+            .append(
+                "long",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", [1u8; EVENT_BYTES])],
+            )
             .unwrap();
     }
     store.sync().unwrap();
     let mut g = c.benchmark_group("read");
     g.throughput(Throughput::Elements(1000));
     g.bench_function("one 1,000-event stream (1,000 appends)", |b| {
-        b.iter(|| store.read_stream("long", 0).unwrap().map(|e| e.unwrap().data.len()).sum::<usize>())
+        b.iter(|| {
+            store
+                .read_stream("long", 0)
+                .unwrap()
+                .map(|e| e.unwrap().data.len())
+                .sum::<usize>()
+        })
     });
     g.throughput(Throughput::Elements(101_000));
     g.sample_size(10);
     g.bench_function("$all scan, 101,000 events", |b| {
-        b.iter(|| store.read_all(Position::START).unwrap().map(|e| e.unwrap().version).count())
+        b.iter(|| {
+            store
+                .read_all(Position::START)
+                .unwrap()
+                .map(|e| e.unwrap().version)
+                .sum::<u64>()
+        })
     });
     g.finish();
     drop(store);

@@ -30,7 +30,12 @@ fn amount_of(data: &[u8]) -> i64 {
     // Events carry `{"amount":N}`; this example keeps its parsing to the one field.
     std::str::from_utf8(data)
         .ok()
-        .and_then(|s| s.trim_start_matches("{\"amount\":").trim_end_matches('}').parse().ok())
+        .and_then(|s| {
+            s.trim_start_matches("{\"amount\":")
+                .trim_end_matches('}')
+                .parse()
+                .ok()
+        })
         .unwrap_or(0)
 }
 
@@ -46,7 +51,11 @@ fn load(store: &Store, stream: &str) -> streamlog::Result<Account> {
 
 fn deposit(store: &Store, stream: &str, amount: i64) -> streamlog::Result<()> {
     let data = format!("{{\"amount\":{amount}}}");
-    store.append(stream, ExpectedVersion::Any, [NewEvent::new("Deposited", data)])?;
+    store.append(
+        stream,
+        ExpectedVersion::Any,
+        [NewEvent::new("Deposited", data)],
+    )?;
     Ok(())
 }
 

@@ -77,7 +77,11 @@ impl Error {
         }
     }
 
-    pub(crate) fn corrupted(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn corrupted(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Corrupted {
             file: file.into(),
             offset,
@@ -127,7 +131,10 @@ impl fmt::Display for Error {
                 write!(f, "{what} exceeded: {size} > {limit}")
             }
             Error::IdempotencyConflict { stream, reason } => {
-                write!(f, "append to {stream:?} partly matches an earlier append: {reason}")
+                write!(
+                    f,
+                    "append to {stream:?} partly matches an earlier append: {reason}"
+                )
             }
             Error::ReadOnly => write!(f, "the store is open read-only"),
         }

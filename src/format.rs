@@ -247,7 +247,7 @@ pub struct FrameHeader {
 impl FrameHeader {
     /// Total frame length: header plus body.
     pub fn frame_len(&self) -> u64 {
-        FRAME_HEADER_LEN as u64 + u64::from(self.body_len)
+        (FRAME_HEADER_LEN as u64).saturating_add(u64::from(self.body_len))
     }
 }
 
@@ -270,7 +270,9 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, DecodeError> {
     let position = r.u64()?;
     let watermark = r.u64()?;
     if watermark > position {
-        return Err(DecodeError::Invalid("watermark above the frame's own position"));
+        return Err(DecodeError::Invalid(
+            "watermark above the frame's own position",
+        ));
     }
     Ok(FrameHeader {
         body_len,
@@ -360,17 +362,17 @@ pub struct EventRecord<'a> {
 impl EventRecord<'_> {
     /// Encoded size of this record inside a frame body.
     pub fn encoded_len(&self) -> u64 {
-        EVENT_FIXED as u64
-            + self.event_type.len() as u64
-            + self.metadata.len() as u64
-            + self.data.len() as u64
+        (EVENT_FIXED as u64)
+            .saturating_add(self.event_type.len() as u64)
+            .saturating_add(self.metadata.len() as u64)
+            .saturating_add(self.data.len() as u64)
     }
 }
 
 /// Encoded body length of an events frame for `stream` holding `events`.
 pub fn events_body_len(stream: &str, events: &[EventRecord<'_>]) -> u64 {
     events.iter().fold(
-        EVENTS_BODY_FIXED as u64 + stream.len() as u64,
+        (EVENTS_BODY_FIXED as u64).saturating_add(stream.len() as u64),
         |acc, e| acc.saturating_add(e.encoded_len()),
     )
 }
@@ -481,7 +483,11 @@ pub fn decode_events_body(body: &[u8]) -> Result<EventsBody<'_>, DecodeError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects, clippy::unwrap_used)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects,
+    clippy::unwrap_used
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -507,7 +513,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes;
             bad[i] ^= 0x10;
-            assert!(decode_segment_header(&bad).is_err(), "flip at byte {i} undetected");
+            assert!(
+                decode_segment_header(&bad).is_err(),
+                "flip at byte {i} undetected"
+            );
         }
         assert!(matches!(
             decode_segment_header(&bytes[..10]),
@@ -517,7 +526,10 @@ mod tests {
 
     #[test]
     fn events_frame_round_trips() {
-        let events = [record("Deposited", b"{\"amount\":100}"), record("Withdrawn", b"")];
+        let events = [
+            record("Deposited", b"{\"amount\":100}"),
+            record("Withdrawn", b""),
+        ];
         let mut buf = vec![0xAA; 5];
         let len = encode_events_frame(&mut buf, 1000, 500, "account-42", 3, &events);
         assert_eq!(len, buf.len() - 5);
@@ -561,9 +573,7 @@ mod tests {
             bad[bit / 8] ^= 1 << (bit % 8);
             let ok = decode_frame_header(&bad)
                 .and_then(|h| check_frame(&h, &bad, 32).map(|_| h))
-                .and_then(|h| {
-                    decode_events_body(&bad[FRAME_HEADER_LEN..h.frame_len() as usize])
-                });
+                .and_then(|h| decode_events_body(&bad[FRAME_HEADER_LEN..h.frame_len() as usize]));
             assert!(ok.is_err(), "bit flip {bit} was not detected");
         }
     }

@@ -77,7 +77,10 @@ impl StreamIndex {
     pub fn frame_of(&self, stream: &str, version: u64) -> Option<FrameRef> {
         let frames = &self.streams.get(stream)?.frames;
         let idx = frames.partition_point(|f| f.last_version() < version);
-        frames.get(idx).copied().filter(|f| f.first_version <= version)
+        frames
+            .get(idx)
+            .copied()
+            .filter(|f| f.first_version <= version)
     }
 
     /// Number of streams.

@@ -38,7 +38,12 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
     for seg in segments.iter().take(segments.len().saturating_sub(1)) {
         seg.seal()?;
     }
-    verify_segments(&segments, u64::MAX, &mut progress, &crate::store::events_in_frame)
+    verify_segments(
+        &segments,
+        u64::MAX,
+        &mut progress,
+        &crate::store::events_in_frame,
+    )
 }
 
 /// One item of a [`dump`].
@@ -105,8 +110,15 @@ pub fn dump(
     let segments_dir = dir.join(SEGMENTS_DIR);
     let segments: Vec<Arc<Segment>> = match segment {
         Some(p) => {
-            let path = if p.exists() { p.to_path_buf() } else { segments_dir.join(p) };
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            let path = if p.exists() {
+                p.to_path_buf()
+            } else {
+                segments_dir.join(p)
+            };
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default();
             let base = parse_segment_file_name(name).unwrap_or(0);
             vec![Arc::new(Segment::open(&storage, &path, base, true)?)]
         }
@@ -126,7 +138,9 @@ pub fn dump(
             names.sort();
             names
                 .into_iter()
-                .map(|(base, n)| Segment::open(&storage, &segments_dir.join(n), base, true).map(Arc::new))
+                .map(|(base, n)| {
+                    Segment::open(&storage, &segments_dir.join(n), base, true).map(Arc::new)
+                })
                 .collect::<Result<_>>()?
         }
     };

@@ -57,7 +57,7 @@ mod store;
 pub use error::{Error, Result};
 pub use log::{Damage, RecoveryReport, TruncatedTail, VerifyReport};
 pub use store::{
-    AllEvents, AppendResult, Durability, EventId, ExpectedVersion, LOCK_FILE, MAX_SEGMENT_SIZE_BYTES,
-    MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position, RecordedEvent, SEGMENTS_DIR, Store,
-    StoreInfo, StreamEvents,
+    AllEvents, AppendResult, Durability, EventId, ExpectedVersion, LOCK_FILE,
+    MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position, RecordedEvent,
+    SEGMENTS_DIR, Store, StoreInfo, StreamEvents,
 };

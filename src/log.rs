@@ -190,7 +190,8 @@ pub struct Log {
 
 impl Log {
     /// Opens (or creates) the log in `dir` and recovers its tail: checks every frame of
-    /// every segment, calling `visit` for each valid frame that is kept, in log order.
+    /// every segment, calling `visit` with each valid frame that is kept (and the segment
+    /// holding it), in log order.
     ///
     /// The recovery rule: a damaged frame below the highest attested watermark is
     /// corruption and fails the open; one above it is a torn tail, cut off (unless
@@ -204,7 +205,7 @@ impl Log {
         dir: &Path,
         segment_size: u64,
         read_only: bool,
-        mut visit: impl FnMut(&FrameHeader, &FrameBytes) -> Result<()>,
+        mut visit: impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
     ) -> Result<(Log, RecoveryReport)> {
         let mut report = RecoveryReport::default();
         let mut segments = open_segments(storage.as_ref(), dir, read_only)?;
@@ -234,15 +235,17 @@ impl Log {
                         return Err(Error::corrupted(
                             seg.path(),
                             0,
-                            format!("bad segment header ({reason}) before a valid frame at offset {at}"),
+                            format!(
+                                "bad segment header ({reason}) before a valid frame at offset {at}"
+                            ),
                         ));
                     }
                     report.removed_segments.push(seg.path().to_path_buf());
                     segments.pop();
                     if !read_only {
-                        storage
-                            .remove(seg.path())
-                            .map_err(|e| Error::io(format!("remove {}", seg.path().display()), e))?;
+                        storage.remove(seg.path()).map_err(|e| {
+                            Error::io(format!("remove {}", seg.path().display()), e)
+                        })?;
                         storage
                             .sync_dir(dir)
                             .map_err(|e| Error::io(format!("sync {}", dir.display()), e))?;
@@ -266,7 +269,7 @@ impl Log {
                 attested = attested.max(h.watermark);
                 report.frames += 1;
                 last_kind = Some(h.kind);
-                visit(h, bytes)
+                visit(seg, h, bytes)
             })?;
             end = seg.base().saturating_add(len);
             let (offset, reason) = match how {
@@ -493,7 +496,10 @@ impl Log {
     /// The file and file offset holding logical `position` (for error messages).
     pub fn locate(&self, position: u64) -> (PathBuf, u64) {
         match self.segment_for(position) {
-            Some(seg) => (seg.path().to_path_buf(), position.saturating_sub(seg.base())),
+            Some(seg) => (
+                seg.path().to_path_buf(),
+                position.saturating_sub(seg.base()),
+            ),
             None => (self.dir.clone(), position),
         }
     }
@@ -541,12 +547,12 @@ pub(crate) fn verify_segments(
     let mut attested = 0u64;
     let mut damage = Vec::new();
     for seg in segments {
-        let len = seg
-            .file_len()?
-            .min(limit.saturating_sub(seg.base()));
+        let len = seg.file_len()?.min(limit.saturating_sub(seg.base()));
         match seg.check_header()? {
             Ok(h) => attested = attested.max(h.base_position),
-            Err(reason) => damage.push((seg.path().to_path_buf(), seg.base(), 0, reason.to_string())),
+            Err(reason) => {
+                damage.push((seg.path().to_path_buf(), seg.base(), 0, reason.to_string()))
+            }
         }
         let mut reader = seg.reader();
         let mut from = SEGMENT_HEADER_LEN as u64;
@@ -571,7 +577,12 @@ pub(crate) fn verify_segments(
                     break;
                 }
                 ScanEnd::Damaged { offset, reason } => {
-                    damage.push((seg.path().to_path_buf(), seg.base(), offset, reason.to_string()));
+                    damage.push((
+                        seg.path().to_path_buf(),
+                        seg.base(),
+                        offset,
+                        reason.to_string(),
+                    ));
                     match reader.resync(offset.saturating_add(1), len)? {
                         Some(next) => from = next,
                         None => break,
@@ -616,7 +627,9 @@ pub(crate) fn open_segments(
                 return Err(Error::corrupted(
                     prev.path(),
                     prev.file_len()?,
-                    format!("segment ends at position {expected} but the next one starts at {base}"),
+                    format!(
+                        "segment ends at position {expected} but the next one starts at {base}"
+                    ),
                 ));
             }
         }

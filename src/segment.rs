@@ -541,7 +541,10 @@ mod tests {
     #[test]
     fn file_names_are_20_digit_base_positions() {
         assert_eq!(segment_file_name(268_435_456), "00000000000268435456.seg");
-        assert_eq!(parse_segment_file_name("00000000000268435456.seg"), Some(268_435_456));
+        assert_eq!(
+            parse_segment_file_name("00000000000268435456.seg"),
+            Some(268_435_456)
+        );
         assert_eq!(parse_segment_file_name("268435456.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000026843545x.seg"), None);
         assert_eq!(parse_segment_file_name("00000000000268435456.tmp"), None);
@@ -599,7 +602,10 @@ mod tests {
         // Damage frame a: the scan stops there, and resync finds frame b.
         seg.write_at(&[0xFF], 40).unwrap();
         let how = seg.reader().scan(32, end, |_, _| Ok(())).unwrap();
-        assert!(matches!(how, ScanEnd::Damaged { offset: 32, .. }), "{how:?}");
+        assert!(
+            matches!(how, ScanEnd::Damaged { offset: 32, .. }),
+            "{how:?}"
+        );
         assert_eq!(seg.reader().resync(33, end).unwrap(), Some(b_pos));
     }
 }

@@ -22,7 +22,10 @@ fn crash_image(n: usize) -> (tempfile::TempDir, Vec<u64>) {
                 .append(
                     &format!("s-{}", i % 3),
                     ExpectedVersion::Any,
-                    [NewEvent::new("E", format!("payload {i}")), NewEvent::new("F", "x")],
+                    [
+                        NewEvent::new("E", format!("payload {i}")),
+                        NewEvent::new("F", "x"),
+                    ],
                 )
                 .unwrap()
                 .position
@@ -50,7 +53,11 @@ fn fresh_copy(image: &Path) -> tempfile::TempDir {
 }
 
 fn event_count(store: &Store) -> usize {
-    store.read_all(Position::START).unwrap().map(|e| e.unwrap()).count()
+    store
+        .read_all(Position::START)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .count()
 }
 
 fn flip(path: &Path, offset: u64, bit: u8) {
@@ -67,12 +74,20 @@ fn torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported() 
     for cut in last..seg_len {
         let dir = fresh_copy(image.path());
         let file = dir.path().join(SEGMENT);
-        fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(cut).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_len(cut)
+            .unwrap();
         let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(event_count(&store), 10, "cut at {cut}");
         let report = store.recovery_report().clone();
         if cut == last {
-            assert!(report.is_clean(), "cut at a frame boundary is a clean end: {report:?}");
+            assert!(
+                report.is_clean(),
+                "cut at a frame boundary is a clean end: {report:?}"
+            );
         } else {
             let t = report.truncated.expect("a torn tail is reported");
             assert_eq!((t.offset, t.position, t.frames_dropped), (last, last, 1));
@@ -80,7 +95,9 @@ fn torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported() 
             assert_eq!(t.file, file);
         }
         // The log goes on from the cut, and a reopen is clean.
-        store.append("s-0", ExpectedVersion::Any, [NewEvent::new("G", "after")]).unwrap();
+        store
+            .append("s-0", ExpectedVersion::Any, [NewEvent::new("G", "after")])
+            .unwrap();
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         assert!(store.recovery_report().is_clean());
@@ -142,30 +159,45 @@ fn after_a_clean_close_a_flip_in_the_last_append_is_corruption() {
     let mut last = 0;
     for i in 0..3 {
         last = store
-            .append("s", ExpectedVersion::Any, [NewEvent::new("E", format!("{i}"))])
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
             .unwrap()
             .position
             .0;
     }
     store.close().unwrap();
     flip(&dir.path().join(SEGMENT), last + 40, 2);
-    assert!(matches!(Store::open(dir.path()), Err(Error::Corrupted { .. })));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(Error::Corrupted { .. })
+    ));
 }
 
 #[test]
 fn a_damaged_segment_header_of_an_older_segment_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096)).unwrap();
+        let store =
+            Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096)).unwrap();
         for _ in 0..20 {
             store
-                .append("s", ExpectedVersion::Any, [NewEvent::new("E", "x".repeat(500))])
+                .append(
+                    "s",
+                    ExpectedVersion::Any,
+                    [NewEvent::new("E", "x".repeat(500))],
+                )
                 .unwrap();
         }
     }
     flip(&dir.path().join(SEGMENT), 3, 0);
     let r = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096));
-    assert!(matches!(r, Err(Error::Corrupted { offset: 0, .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::Corrupted { offset: 0, .. })),
+        "{r:?}"
+    );
 }
 
 #[test]
@@ -174,14 +206,26 @@ fn a_zero_filled_tail_is_end_of_log() {
     let dir = fresh_copy(image.path());
     let file = dir.path().join(SEGMENT);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len + 8192).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len + 8192)
+        .unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(event_count(&store), 6);
     let t = store.recovery_report().truncated.clone().unwrap();
-    assert_eq!((t.offset, t.bytes_dropped, t.frames_dropped), (len, 8192, 0));
+    assert_eq!(
+        (t.offset, t.bytes_dropped, t.frames_dropped),
+        (len, 8192, 0)
+    );
     assert_eq!(t.reason, "zero-filled tail");
     drop(store);
-    assert_eq!(fs::metadata(&file).unwrap().len(), len + 32, "cut, then a checkpoint");
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        len + 32,
+        "cut, then a checkpoint"
+    );
 }
 
 #[test]
@@ -195,24 +239,36 @@ fn a_segment_whose_creation_did_not_complete_is_removed_and_reported() {
     assert_eq!(store.recovery_report().removed_segments, vec![torn.clone()]);
     assert!(!torn.exists());
     assert_eq!(event_count(&store), 6);
-    store.append("s-9", ExpectedVersion::Any, [NewEvent::new("E", "x")]).unwrap();
+    store
+        .append("s-9", ExpectedVersion::Any, [NewEvent::new("E", "x")])
+        .unwrap();
 }
 
 #[test]
 fn a_gap_between_segments_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let store = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096)).unwrap();
+        let store =
+            Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096)).unwrap();
         for _ in 0..20 {
             store
-                .append("s", ExpectedVersion::Any, [NewEvent::new("E", "x".repeat(500))])
+                .append(
+                    "s",
+                    ExpectedVersion::Any,
+                    [NewEvent::new("E", "x".repeat(500))],
+                )
                 .unwrap();
         }
     }
     // Cut the first (sealed) segment short: the next one no longer lines up.
     let file = dir.path().join(SEGMENT);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 10).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 10)
+        .unwrap();
     let r = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096));
     assert!(matches!(r, Err(Error::Corrupted { .. })), "{r:?}");
 }
@@ -223,13 +279,22 @@ fn read_only_open_reports_a_torn_tail_without_cutting_it() {
     let dir = fresh_copy(image.path());
     let file = dir.path().join(SEGMENT);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 5).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
     let store = Store::open_with(dir.path(), Options::default().with_read_only(true)).unwrap();
     assert_eq!(event_count(&store), 4);
     let t = store.recovery_report().truncated.clone().unwrap();
     assert_eq!(t.offset, *positions.last().unwrap());
     drop(store);
-    assert_eq!(fs::metadata(&file).unwrap().len(), len - 5, "read-only never writes");
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        len - 5,
+        "read-only never writes"
+    );
 }
 
 #[test]
@@ -239,11 +304,24 @@ fn verify_of_a_directory_classifies_corruption_and_torn_tails() {
     let file = dir.path().join(SEGMENT);
     flip(&file, positions[1] + 35, 1);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new().write(true).open(&file).unwrap().set_len(len - 3).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_len(len - 3)
+        .unwrap();
     let report = streamlog::inspect::verify_dir(dir.path(), |_| {}).unwrap();
-    let found: Vec<_> = report.damage.iter().map(|d| (d.offset, d.torn_tail)).collect();
+    let found: Vec<_> = report
+        .damage
+        .iter()
+        .map(|d| (d.offset, d.torn_tail))
+        .collect();
     assert_eq!(found, vec![(positions[1], false), (positions[3], true)]);
     assert_eq!(report.corruption().count(), 1);
     assert_eq!(report.frames, 2, "frames 0 and 2 are intact");
-    assert_eq!(fs::metadata(&file).unwrap().len(), len - 3, "verify never writes");
+    assert_eq!(
+        fs::metadata(&file).unwrap().len(),
+        len - 3,
+        "verify never writes"
+    );
 }

@@ -33,7 +33,10 @@ fn open_creates_the_directory_and_appends_read_back() {
             [ev("Deposited", r#"{"amount":100}"#).with_metadata("m")],
         )
         .unwrap();
-    assert_eq!((r.first_version, r.last_version, r.deduplicated), (0, 0, false));
+    assert_eq!(
+        (r.first_version, r.last_version, r.deduplicated),
+        (0, 0, false)
+    );
     let events: Vec<_> = store
         .read_stream("account-42", 0)
         .unwrap()
@@ -52,11 +55,18 @@ fn open_creates_the_directory_and_appends_read_back() {
 #[test]
 fn versions_are_gap_free_per_stream_and_batches_are_contiguous() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
+    let store =
+        Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
     let a = store
-        .append("s", ExpectedVersion::Any, (0..3).map(|i| ev("E", &i.to_string())))
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            (0..3).map(|i| ev("E", &i.to_string())),
+        )
         .unwrap();
-    let b = store.append("t", ExpectedVersion::Any, [ev("E", "x")]).unwrap();
+    let b = store
+        .append("t", ExpectedVersion::Any, [ev("E", "x")])
+        .unwrap();
     let c = store
         .append("s", ExpectedVersion::Exact(2), [ev("E", "3"), ev("E", "4")])
         .unwrap();
@@ -64,9 +74,15 @@ fn versions_are_gap_free_per_stream_and_batches_are_contiguous() {
     assert_eq!((b.first_version, b.last_version), (0, 0));
     assert_eq!((c.first_version, c.last_version), (3, 4));
     assert!(a.position < b.position && b.position < c.position);
-    assert_eq!(versions(store.read_stream("s", 0).unwrap()), vec![0, 1, 2, 3, 4]);
+    assert_eq!(
+        versions(store.read_stream("s", 0).unwrap()),
+        vec![0, 1, 2, 3, 4]
+    );
     assert_eq!(versions(store.read_stream("s", 2).unwrap()), vec![2, 3, 4]);
-    assert_eq!(versions(store.read_stream("s", 9).unwrap()), Vec::<u64>::new());
+    assert_eq!(
+        versions(store.read_stream("s", 9).unwrap()),
+        Vec::<u64>::new()
+    );
     assert_eq!(store.stream_version("s"), Some(4));
     assert_eq!(store.stream_version("nope"), None);
 }
@@ -79,14 +95,34 @@ fn expected_version_is_checked_for_every_variant() {
         Err(Error::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, want),
         other => panic!("expected WrongExpectedVersion, got {other:?}"),
     };
-    wrong(store.append("s", ExpectedVersion::StreamExists, [ev("E", "")]), None);
-    wrong(store.append("s", ExpectedVersion::Exact(0), [ev("E", "")]), None);
-    store.append("s", ExpectedVersion::NoStream, [ev("E", "")]).unwrap();
-    wrong(store.append("s", ExpectedVersion::NoStream, [ev("E", "")]), Some(0));
-    wrong(store.append("s", ExpectedVersion::Exact(5), [ev("E", "")]), Some(0));
-    store.append("s", ExpectedVersion::StreamExists, [ev("E", "")]).unwrap();
-    store.append("s", ExpectedVersion::Exact(1), [ev("E", "")]).unwrap();
-    store.append("s", ExpectedVersion::Any, [ev("E", "")]).unwrap();
+    wrong(
+        store.append("s", ExpectedVersion::StreamExists, [ev("E", "")]),
+        None,
+    );
+    wrong(
+        store.append("s", ExpectedVersion::Exact(0), [ev("E", "")]),
+        None,
+    );
+    store
+        .append("s", ExpectedVersion::NoStream, [ev("E", "")])
+        .unwrap();
+    wrong(
+        store.append("s", ExpectedVersion::NoStream, [ev("E", "")]),
+        Some(0),
+    );
+    wrong(
+        store.append("s", ExpectedVersion::Exact(5), [ev("E", "")]),
+        Some(0),
+    );
+    store
+        .append("s", ExpectedVersion::StreamExists, [ev("E", "")])
+        .unwrap();
+    store
+        .append("s", ExpectedVersion::Exact(1), [ev("E", "")])
+        .unwrap();
+    store
+        .append("s", ExpectedVersion::Any, [ev("E", "")])
+        .unwrap();
     assert_eq!(store.stream_version("s"), Some(3));
 }
 
@@ -98,7 +134,9 @@ fn retrying_an_append_returns_the_original_result_without_duplicating() {
     let first = store
         .append("s", ExpectedVersion::NoStream, batch.clone())
         .unwrap();
-    store.append("s", ExpectedVersion::Any, [ev("C", "3")]).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, [ev("C", "3")])
+        .unwrap();
     // Same ids, same expected version: the original result.
     let again = store
         .append("s", ExpectedVersion::NoStream, batch.clone())
@@ -110,10 +148,15 @@ fn retrying_an_append_returns_the_original_result_without_duplicating() {
     );
     // The last append retried with Any is recognised too.
     let last = vec![ev("D", "4")];
-    let r1 = store.append("s", ExpectedVersion::Any, last.clone()).unwrap();
+    let r1 = store
+        .append("s", ExpectedVersion::Any, last.clone())
+        .unwrap();
     let r2 = store.append("s", ExpectedVersion::Any, last).unwrap();
     assert!(r2.deduplicated && r2.first_version == r1.first_version);
-    assert_eq!(versions(store.read_stream("s", 0).unwrap()), vec![0, 1, 2, 3]);
+    assert_eq!(
+        versions(store.read_stream("s", 0).unwrap()),
+        vec![0, 1, 2, 3]
+    );
     // After a reopen, too.
     drop(store);
     let store = Store::open_with(tmp.path(), small()).unwrap();
@@ -164,7 +207,8 @@ fn limits_are_typed_errors() {
         store.append("s", ExpectedVersion::Any, [ev(&"t".repeat(300), "")]),
         "max_event_type_bytes",
     );
-    let invalid = |r: streamlog::Result<_>| assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    let invalid =
+        |r: streamlog::Result<_>| assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
     invalid(store.append("", ExpectedVersion::Any, [ev("E", "")]));
     invalid(store.append("$all", ExpectedVersion::Any, [ev("E", "")]));
     invalid(store.append("s", ExpectedVersion::Any, [ev("", "")]));
@@ -172,7 +216,9 @@ fn limits_are_typed_errors() {
     // A frame larger than a segment cannot be configured.
     let bad = Store::open_with(
         tempfile::tempdir().unwrap().path(),
-        Options::default().with_segment_size_bytes(4096).with_max_frame_bytes(8192),
+        Options::default()
+            .with_segment_size_bytes(4096)
+            .with_max_frame_bytes(8192),
     );
     assert!(matches!(bad, Err(Error::InvalidArgument(_))));
     assert_eq!(store.info().unwrap().events, 0);
@@ -194,18 +240,27 @@ fn a_second_open_of_the_same_directory_is_locked() {
 #[test]
 fn rollover_spreads_the_log_over_segments_and_reads_cross_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
+    let store =
+        Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
     for i in 0..200u32 {
         let stream = format!("s-{}", i % 7);
         store
-            .append(&stream, ExpectedVersion::Any, [ev("E", &"p".repeat(100 + i as usize))])
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                [ev("E", &"p".repeat(100 + i as usize))],
+            )
             .unwrap();
     }
     let info = store.info().unwrap();
     assert!(info.segments > 5, "{info:?}");
     assert_eq!(info.events, 200);
     assert_eq!(info.streams, 7);
-    let all: Vec<_> = store.read_all(Position::START).unwrap().map(Result::unwrap).collect();
+    let all: Vec<_> = store
+        .read_all(Position::START)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(all.len(), 200);
     assert!(all.windows(2).all(|w| w[0].position < w[1].position));
     for (i, e) in all.iter().enumerate() {
@@ -213,7 +268,9 @@ fn rollover_spreads_the_log_over_segments_and_reads_cross_them() {
     }
     // Backward across segments.
     let back = versions(store.read_stream_backward("s-3", None).unwrap());
-    let expected: Vec<u64> = (0..store.stream_version("s-3").unwrap() + 1).rev().collect();
+    let expected: Vec<u64> = (0..store.stream_version("s-3").unwrap() + 1)
+        .rev()
+        .collect();
     assert_eq!(back, expected);
     assert_eq!(
         versions(store.read_stream_backward("s-3", Some(4)).unwrap()),
@@ -228,7 +285,9 @@ fn rollover_spreads_the_log_over_segments_and_reads_cross_them() {
     let mut expect_base = 0u64;
     for n in &names {
         assert_eq!(n, &format!("{expect_base:020}.seg"));
-        expect_base += std::fs::metadata(tmp.path().join("segments").join(n)).unwrap().len();
+        expect_base += std::fs::metadata(tmp.path().join("segments").join(n))
+            .unwrap()
+            .len();
     }
     drop(store);
     let store = Store::open_with(tmp.path(), small()).unwrap();
@@ -251,7 +310,11 @@ fn read_all_resumes_from_an_append_position_and_rejects_other_positions() {
         );
     }
     let from = positions[17];
-    let rest: Vec<_> = store.read_all(from).unwrap().map(|e| e.unwrap().version).collect();
+    let rest: Vec<_> = store
+        .read_all(from)
+        .unwrap()
+        .map(|e| e.unwrap().version)
+        .collect();
     assert_eq!(rest, (17..30).collect::<Vec<u64>>());
     assert!(matches!(
         store.read_all(Position(from.0 + 1)),
@@ -282,7 +345,11 @@ fn concurrent_sync_appenders_share_commits_and_lose_nothing() {
             std::thread::spawn(move || {
                 for i in 0..25 {
                     let r = store
-                        .append(&format!("w-{t}"), ExpectedVersion::Any, [ev("E", &format!("{t}/{i}"))])
+                        .append(
+                            &format!("w-{t}"),
+                            ExpectedVersion::Any,
+                            [ev("E", &format!("{t}/{i}"))],
+                        )
                         .unwrap();
                     assert_eq!(r.first_version, i);
                     // Acknowledged under Sync: durable, hence visible.
@@ -303,7 +370,10 @@ fn concurrent_sync_appenders_share_commits_and_lose_nothing() {
             .unwrap()
             .map(|e| String::from_utf8(e.unwrap().data).unwrap())
             .collect();
-        assert_eq!(data, (0..25).map(|i| format!("{t}/{i}")).collect::<Vec<_>>());
+        assert_eq!(
+            data,
+            (0..25).map(|i| format!("{t}/{i}")).collect::<Vec<_>>()
+        );
     }
 }
 
@@ -321,7 +391,9 @@ fn readers_see_only_committed_appends_and_never_block() {
                     0 => ExpectedVersion::NoStream,
                     n => ExpectedVersion::Exact(n - 1),
                 };
-                store.append("s", expected, [ev("E", &i.to_string())]).unwrap();
+                store
+                    .append("s", expected, [ev("E", &i.to_string())])
+                    .unwrap();
             }
         })
     };
@@ -344,10 +416,15 @@ fn periodic_durability_syncs_in_the_background() {
         small().with_durability(Durability::Periodic(std::time::Duration::from_millis(10))),
     )
     .unwrap();
-    let r = store.append("s", ExpectedVersion::Any, [ev("E", "x")]).unwrap();
+    let r = store
+        .append("s", ExpectedVersion::Any, [ev("E", "x")])
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while store.info().unwrap().durable.0 <= r.position.0 {
-        assert!(std::time::Instant::now() < deadline, "background sync never ran");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background sync never ran"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     // Acknowledged before sync: readable at once.
@@ -359,7 +436,9 @@ fn read_only_open_reads_but_refuses_writes() {
     let tmp = tempfile::tempdir().unwrap();
     {
         let store = Store::open(tmp.path()).unwrap();
-        store.append("s", ExpectedVersion::Any, [ev("E", "x")]).unwrap();
+        store
+            .append("s", ExpectedVersion::Any, [ev("E", "x")])
+            .unwrap();
     }
     let ro = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
     let ro2 = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
@@ -369,7 +448,10 @@ fn read_only_open_reads_but_refuses_writes() {
         ro.append("s", ExpectedVersion::Any, [ev("E", "y")]),
         Err(Error::ReadOnly)
     ));
-    let missing = Store::open_with(tmp.path().join("nothing"), Options::default().with_read_only(true));
+    let missing = Store::open_with(
+        tmp.path().join("nothing"),
+        Options::default().with_read_only(true),
+    );
     assert!(matches!(missing, Err(Error::InvalidArgument(_))));
 }
 
@@ -397,7 +479,11 @@ fn explicit_ids_and_timestamps_are_stored() {
     let id: EventId = "0191e2b4-8f9a-7c3d-9e4f-0123456789ab".parse().unwrap();
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
     store
-        .append("s", ExpectedVersion::Any, [ev("E", "x").with_id(id).with_timestamp(t)])
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            [ev("E", "x").with_id(id).with_timestamp(t)],
+        )
         .unwrap();
     let e = store.read_stream("s", 0).unwrap().next().unwrap().unwrap();
     assert_eq!(e.id, id);

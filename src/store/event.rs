@@ -302,7 +302,10 @@ mod tests {
         assert_eq!(u.get_version_num(), 7);
         assert_eq!(u.get_variant(), uuid::Variant::RFC4122);
         let (secs, _) = u.get_timestamp().unwrap().to_unix();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(now.abs_diff(secs) < 60);
         let other: EventId = std::thread::spawn(EventId::new).join().unwrap();
         assert!(!ids.contains(&other));

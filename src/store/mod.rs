@@ -7,8 +7,8 @@ mod read;
 
 pub use event::{AppendResult, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent};
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
-pub use read::{AllEvents, StreamEvents};
 pub(crate) use read::events_in_frame;
+pub use read::{AllEvents, StreamEvents};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -50,9 +50,12 @@ struct Inner {
     committed: Condvar,
     recovery: RecoveryReport,
     closed: AtomicBool,
-    background: Mutex<Option<(JoinHandle<()>, Arc<(Mutex<bool>, Condvar)>)>>,
+    background: Mutex<Option<BackgroundSync>>,
     _lock: Box<dyn LockGuard>,
 }
+
+/// The `Periodic` durability thread and its stop flag.
+type BackgroundSync = (JoinHandle<()>, Arc<(Mutex<bool>, Condvar)>);
 
 /// A summary of an open store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,33 +141,31 @@ impl Store {
             &segments_dir,
             options.segment_size_bytes,
             options.read_only,
-            |header, bytes| {
+            |segment, header, bytes| {
                 if header.kind != FrameKind::Events {
                     return Ok(());
                 }
-                let body = format::decode_events_body(bytes.body()).map_err(|e| {
-                    Error::corrupted(&segments_dir, header.position, e.to_string())
-                })?;
+                let corrupted = |reason: String| {
+                    let offset = header.position.saturating_sub(segment.base());
+                    Error::corrupted(segment.path(), offset, reason)
+                };
+                let body = format::decode_events_body(bytes.body())
+                    .map_err(|e| corrupted(e.to_string()))?;
                 let first_id = body.events.first().map(|e| e.id).unwrap_or_default();
                 let count = body.events.len() as u32;
                 if let Some(last) = index.last_version(body.stream)
                     && last.checked_add(1) != Some(body.first_version)
                 {
-                    return Err(Error::corrupted(
-                        &segments_dir,
-                        header.position,
-                        format!(
-                            "stream {:?} jumps from version {last} to {}",
-                            body.stream, body.first_version
-                        ),
-                    ));
+                    return Err(corrupted(format!(
+                        "stream {:?} jumps from version {last} to {}",
+                        body.stream, body.first_version
+                    )));
                 }
                 if index.last_version(body.stream).is_none() && body.first_version != 0 {
-                    return Err(Error::corrupted(
-                        &segments_dir,
-                        header.position,
-                        format!("stream {:?} starts at version {}", body.stream, body.first_version),
-                    ));
+                    return Err(corrupted(format!(
+                        "stream {:?} starts at version {}",
+                        body.stream, body.first_version
+                    )));
                 }
                 index.record(
                     body.stream,
@@ -284,12 +285,20 @@ impl Store {
                         actual: last,
                     });
                 }
-                let first_version = last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
-                    Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
-                })?;
+                let first_version =
+                    last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
+                        Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
+                    })?;
                 let watermark = inner.log.durable();
                 let (position, buf) = writer.reserve(frame_len);
-                format::encode_events_frame(buf, position, watermark, stream, first_version, &records);
+                format::encode_events_frame(
+                    buf,
+                    position,
+                    watermark,
+                    stream,
+                    first_version,
+                    &records,
+                );
                 let count = records.len() as u32;
                 inner.index.write().record(
                     stream,
@@ -486,7 +495,9 @@ impl Inner {
             });
         }
         if records.is_empty() {
-            return Err(Error::InvalidArgument("an append needs at least one event".into()));
+            return Err(Error::InvalidArgument(
+                "an append needs at least one event".into(),
+            ));
         }
         if records.len() > o.max_events_per_append {
             return Err(Error::TooLarge {
@@ -497,7 +508,9 @@ impl Inner {
         }
         for r in records {
             if r.event_type.is_empty() {
-                return Err(Error::InvalidArgument("an event type must not be empty".into()));
+                return Err(Error::InvalidArgument(
+                    "an event type must not be empty".into(),
+                ));
             }
             if r.event_type.len() > o.max_event_type_bytes {
                 return Err(Error::TooLarge {
@@ -558,7 +571,11 @@ impl Inner {
         // Read the stored append: from the log, or from the writer's unwritten bytes.
         let stored: Vec<u8> = match writer.pending_frame(frame.position) {
             Some(bytes) => bytes.to_vec(),
-            None => self.log.read_frame(frame.position, self.log.written())?.1.to_vec(),
+            None => self
+                .log
+                .read_frame(frame.position, self.log.written())?
+                .1
+                .to_vec(),
         };
         let header = format::decode_frame_header(&stored)
             .map_err(|e| Error::corrupted(&self.dir, frame.position, e.to_string()))?;
@@ -574,7 +591,8 @@ impl Inner {
             ExpectedVersion::NoStream => 0,
             _ => frame.first_version,
         };
-        let skip = usize::try_from(start_version.saturating_sub(body.first_version)).unwrap_or(usize::MAX);
+        let skip =
+            usize::try_from(start_version.saturating_sub(body.first_version)).unwrap_or(usize::MAX);
         let stored_ids: Vec<[u8; 16]> = body.events.iter().skip(skip).map(|e| e.id).collect();
         let new_ids: Vec<[u8; 16]> = records.iter().map(|r| r.id).collect();
         if stored_ids.first() != Some(&first_id) {
@@ -598,7 +616,10 @@ impl Inner {
             position: Position(frame.position),
             deduplicated: true,
         };
-        Ok(Some((result, frame.position.saturating_add(header.frame_len()))))
+        Ok(Some((
+            result,
+            frame.position.saturating_add(header.frame_len()),
+        )))
     }
 
     /// Group commit: returns once everything below `end` is durable. The first waiter to

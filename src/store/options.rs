@@ -214,11 +214,36 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bounds_are_checked() {
         assert!(Options::default().validate().is_ok());
-        assert!(Options::default().with_segment_size_bytes(4096).validate().is_ok());
-        assert!(Options::default().with_segment_size_bytes(100).validate().is_err());
-        assert!(Options::default().with_max_frame_bytes(1 << 40).validate().is_err());
-        assert!(Options::default().with_max_events_per_append(0).validate().is_err());
-        assert!(Options::default().with_max_stream_name_bytes(70_000).validate().is_err());
+        assert!(
+            Options::default()
+                .with_segment_size_bytes(4096)
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            Options::default()
+                .with_segment_size_bytes(100)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Options::default()
+                .with_max_frame_bytes(1 << 40)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Options::default()
+                .with_max_events_per_append(0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Options::default()
+                .with_max_stream_name_bytes(70_000)
+                .validate()
+                .is_err()
+        );
         assert!(
             Options::default()
                 .with_durability(Durability::Periodic(Duration::ZERO))

@@ -22,7 +22,9 @@ pub(crate) struct IndexHandle(pub(crate) Arc<dyn FrameLookup>);
 
 pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
     if stream.is_empty() {
-        return Err(Error::InvalidArgument("a stream name must not be empty".into()));
+        return Err(Error::InvalidArgument(
+            "a stream name must not be empty".into(),
+        ));
     }
     Ok(())
 }
@@ -244,7 +246,14 @@ impl Iterator for AllEvents {
                 continue;
             }
             let mut events = Vec::new();
-            if let Err(e) = decode_into(self.frames.log(), &header, &bytes, None, |_| true, &mut events) {
+            if let Err(e) = decode_into(
+                self.frames.log(),
+                &header,
+                &bytes,
+                None,
+                |_| true,
+                &mut events,
+            ) {
                 self.failed = true;
                 return Some(Err(e));
             }
