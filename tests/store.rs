@@ -489,3 +489,23 @@ fn explicit_ids_and_timestamps_are_stored() {
     assert_eq!(e.id, id);
     assert_eq!(e.timestamp(), t);
 }
+
+#[test]
+fn reopening_without_appending_does_not_grow_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(tmp.path()).unwrap();
+        store
+            .append("s", ExpectedVersion::Any, [ev("E", "x")])
+            .unwrap();
+    }
+    let seg = tmp.path().join("segments/00000000000000000000.seg");
+    let len = std::fs::metadata(&seg).unwrap().len();
+    for _ in 0..3 {
+        let store = Store::open(tmp.path()).unwrap();
+        assert!(store.recovery_report().clean_shutdown);
+        let r = store.append("s", ExpectedVersion::Exact(5), [ev("E", "y")]);
+        assert!(matches!(r, Err(Error::WrongExpectedVersion { .. })));
+    }
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+}

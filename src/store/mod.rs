@@ -49,6 +49,8 @@ struct Inner {
     committing: Mutex<bool>,
     committed: Condvar,
     recovery: RecoveryReport,
+    /// End of the log when it was opened.
+    opened_at: u64,
     closed: AtomicBool,
     background: Mutex<Option<BackgroundSync>>,
     _lock: Box<dyn LockGuard>,
@@ -182,6 +184,7 @@ impl Store {
         )?;
         let log = Arc::new(log);
         let inner = Arc::new(Inner {
+            opened_at: log.written(),
             writer: Mutex::new(log.appender()),
             log,
             dir,
@@ -667,6 +670,11 @@ impl Inner {
             return Err(Error::Poisoned);
         }
         let head = self.writer.lock().head();
+        if self.recovery.clean_shutdown && head == self.opened_at {
+            // Nothing appended since a clean open: the checkpoint already on disk still
+            // attests the whole log.
+            return Ok(());
+        }
         self.commit(head)?;
         let end = {
             let mut writer = self.writer.lock();
