@@ -113,7 +113,12 @@ pub struct Appender {
     active_base: u64,
     head: u64,
     chunks: Vec<Chunk>,
+    /// A written chunk's buffer, kept to encode the next one into.
+    spare: Vec<u8>,
 }
+
+/// Largest buffer [`Appender::recycle`] keeps.
+const MAX_SPARE_BYTES: usize = 4 << 20;
 
 impl Appender {
     /// The position the next frame would get (if it fits the active segment).
@@ -139,10 +144,13 @@ impl Appender {
                 && c.start.saturating_add(c.bytes.len() as u64) == position
         });
         if !contiguous {
+            let mut bytes = std::mem::take(&mut self.spare);
+            bytes.clear();
+            bytes.reserve(usize::try_from(len).unwrap_or(0));
             self.chunks.push(Chunk {
                 segment_base: active_base,
                 start: position,
-                bytes: Vec::with_capacity(usize::try_from(len).unwrap_or(0)),
+                bytes,
             });
         }
         match self.chunks.last_mut() {
@@ -154,6 +162,16 @@ impl Appender {
     /// Takes the encoded bytes, to be written with [`Log::write`].
     pub fn take(&mut self) -> Vec<Chunk> {
         std::mem::take(&mut self.chunks)
+    }
+
+    /// Gives back written chunks so their memory is reused for the next frames.
+    pub fn recycle(&mut self, chunks: Vec<Chunk>) {
+        if let Some(c) = chunks.into_iter().max_by_key(|c| c.bytes.capacity())
+            && c.bytes.capacity() <= MAX_SPARE_BYTES
+            && c.bytes.capacity() > self.spare.capacity()
+        {
+            self.spare = c.bytes;
+        }
     }
 
     /// Whether encoded bytes are waiting to be written.
@@ -359,6 +377,7 @@ impl Log {
             active_base,
             head: self.written.load(Ordering::Acquire),
             chunks: Vec::new(),
+            spare: Vec::new(),
         }
     }
 
@@ -389,7 +408,7 @@ impl Log {
     ///
     /// # Errors
     /// [`Error::Poisoned`] if the log already is; otherwise the I/O error, which poisons it.
-    pub fn write(&self, chunks: Vec<Chunk>) -> Result<()> {
+    pub fn write(&self, chunks: &[Chunk]) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
         }

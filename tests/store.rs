@@ -8,7 +8,7 @@ use streamlog::{
 };
 
 fn ev(t: &str, data: &str) -> NewEvent {
-    NewEvent::new(t, data)
+    NewEvent::new(t.to_string(), data)
 }
 
 fn versions(events: impl Iterator<Item = streamlog::Result<RecordedEvent>>) -> Vec<u64> {

@@ -1,5 +1,6 @@
 //! The user-facing model: events, ids, positions, expected versions.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -171,8 +172,8 @@ impl FromStr for EventId {
 pub struct NewEvent {
     /// Unique id; retrying an append with the same ids is idempotent.
     pub id: EventId,
-    /// Event type name, e.g. `"Deposited"`.
-    pub event_type: String,
+    /// Event type name, e.g. `"Deposited"` (a `&'static str` costs no allocation).
+    pub event_type: Cow<'static, str>,
     /// Payload.
     pub data: Vec<u8>,
     /// Metadata (opaque to the store).
@@ -183,7 +184,7 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// An event with a fresh id, no metadata and the append's time.
-    pub fn new(event_type: impl Into<String>, data: impl AsRef<[u8]>) -> Self {
+    pub fn new(event_type: impl Into<Cow<'static, str>>, data: impl AsRef<[u8]>) -> Self {
         NewEvent {
             id: EventId::new(),
             event_type: event_type.into(),

@@ -315,7 +315,8 @@ impl Store {
                 inner.events.fetch_add(u64::from(count), Ordering::Relaxed);
                 if inner.options.durability != Durability::Sync {
                     let chunks = writer.take();
-                    inner.log.write(chunks)?;
+                    inner.log.write(&chunks)?;
+                    writer.recycle(chunks);
                 }
                 let result = AppendResult {
                     first_version,
@@ -645,7 +646,8 @@ impl Inner {
             *committing = true;
             let res = parking_lot::MutexGuard::unlocked(&mut committing, || {
                 let chunks = self.writer.lock().take();
-                self.log.write(chunks)?;
+                self.log.write(&chunks)?;
+                self.writer.lock().recycle(chunks);
                 self.log.sync()
             });
             *committing = false;
