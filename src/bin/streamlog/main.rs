@@ -6,6 +6,7 @@
 //! 5 corruption.
 
 mod bench;
+mod crashtest;
 mod output;
 
 use std::ffi::OsString;
@@ -57,6 +58,11 @@ enum Command {
     },
     /// Measure append and read throughput and latency against a plain-file baseline.
     Bench(bench::BenchArgs),
+    /// Kill -9 a writer process at random moments; check no acknowledged event is lost.
+    Crashtest(crashtest::CrashtestArgs),
+    /// The writer process of `crashtest` (appends until killed).
+    #[command(hide = true)]
+    CrashtestWriter(crashtest::WriterArgs),
 }
 
 #[derive(Debug, Args)]
@@ -198,6 +204,8 @@ fn run(command: Command) -> CliResult {
         Command::Verify { dir } => verify(&dir, &mut out)?,
         Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
         Command::Bench(a) => bench::run(a, &mut out)?,
+        Command::Crashtest(a) => crashtest::run(a, &mut out)?,
+        Command::CrashtestWriter(a) => crashtest::writer(a, &mut out)?,
     }
     out.flush()?;
     Ok(())
