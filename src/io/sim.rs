@@ -26,7 +26,12 @@
 //!   independently becomes one of (chosen by the seeded generator): the new bytes
 //!   (kept), zeros, the old durable bytes, or garbage (random bytes). When the length
 //!   changed since the last sync, the new length is the live one, the durable one, or a
-//!   sector boundary in between, and the sectors in range get the same treatment. Torn
+//!   sector boundary in between, and the sectors in range get the same treatment.
+//!   Exception: a sector that already held synced bytes (such as the partly filled last
+//!   sector of an append-only file that was synced, then appended to) is written
+//!   atomically by default: it comes back old or new, never zeroed or garbled, as most
+//!   disks promise; [`SimStorage::set_tear_synced_sectors`] turns on the harsher model in
+//!   which it may come back zeroed or garbled too, destroying the synced bytes. Torn
 //!   writes fall out of this model: a multi-sector write may survive in part. After the
 //!   crash the surviving bytes are both live and durable, every lock is released, and
 //!   every file handle and lock guard from before the crash is *stale*: each call on it
@@ -160,6 +165,8 @@ struct State {
     dead: bool,
     mutating_ops: u64,
     crashes: u64,
+    /// Whether an overwritten sector that held synced bytes may come back zeroed or garbled.
+    tear_synced_sectors: bool,
 }
 
 fn normalize(path: &Path) -> PathBuf {
@@ -439,6 +446,9 @@ impl State {
             let chosen = if live == old || live == clean {
                 // Unchanged, or dropped by a failed sync: the medium has the old bytes.
                 old
+            } else if at < inode.durable.len() && !self.tear_synced_sectors {
+                // The sector holds synced bytes: its rewrite is atomic (old or new).
+                if self.rng.below(2) == 0 { live } else { old }
             } else {
                 match self.rng.below(4) {
                     0 => live,
@@ -501,6 +511,7 @@ impl SimStorage {
                 dead: false,
                 mutating_ops: 0,
                 crashes: 0,
+                tear_synced_sectors: false,
             })),
         }
     }
@@ -511,6 +522,19 @@ impl SimStorage {
     /// Other faults (read errors, `ENOSPC`, a pending sync failure) stay armed.
     pub fn crash(&self) {
         self.state.lock().crash();
+    }
+
+    /// Chooses the fate of an overwritten sector that already held synced bytes (e.g. the
+    /// partly filled last sector of a log that is appended to after a sync) when a crash
+    /// interrupts its rewrite.
+    ///
+    /// - `false` (the default): sector writes are atomic, as most disks promise: such a
+    ///   sector comes back either with its old durable bytes or with the new ones.
+    /// - `true`: the harshest model: it may also come back zeroed or garbled, destroying
+    ///   the synced bytes it held. Sectors holding no synced bytes get every outcome in
+    ///   both models.
+    pub fn set_tear_synced_sectors(&self, tear: bool) {
+        self.state.lock().tear_synced_sectors = tear;
     }
 
     /// Flips bit `bit` (0..8) of the byte at `offset` of the file at `path`, on the medium
