@@ -1,0 +1,96 @@
+//! fjall (LSM): one partition of stream keys and commit-order keys.
+
+use std::path::Path;
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMode};
+
+use crate::engine::{
+    Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
+    value_data, version_of_key,
+};
+
+pub const PEER: Peer = Peer {
+    name: "fjall",
+    open,
+    buffered_label: "buffered (journal to OS buffers)",
+    durable_label: "durable (batch durability PersistMode::SyncData)",
+    stream_read_note: None,
+    scan_note: Some("commit-order keys, one lookup per event"),
+    crash_copy: true,
+};
+
+struct Fjall {
+    keyspace: Keyspace,
+    events: PartitionHandle,
+    mode: Mode,
+    seq: Sequencer,
+}
+
+fn open(dir: &Path, mode: Mode) -> anyhow::Result<Box<dyn Engine>> {
+    let keyspace = Config::new(dir).open()?;
+    let events = keyspace.open_partition("events", PartitionCreateOptions::default())?;
+    Ok(Box::new(Fjall {
+        keyspace,
+        events,
+        mode,
+        seq: Sequencer::default(),
+    }))
+}
+
+impl Engine for Fjall {
+    fn append(&self, stream: &str, events: &[&[u8]]) -> anyhow::Result<()> {
+        let mut batch = self.keyspace.batch().durability(match self.mode {
+            Mode::Buffered => None,
+            Mode::Durable => Some(PersistMode::SyncData),
+        });
+        let (version, position) = self.seq.assign(stream, events.len() as u64);
+        for (i, d) in events.iter().enumerate() {
+            let i = i as u64;
+            let key = stream_key(stream, version + i);
+            batch.insert(&self.events, key.clone(), encode_value(position + i, d));
+            batch.insert(&self.events, position_key(position + i), key);
+        }
+        batch.commit()?;
+        Ok(())
+    }
+
+    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for kv in self.events.prefix(stream_prefix(stream)) {
+            let (k, v) = kv?;
+            f(Seen {
+                version: version_of_key(&k)?,
+                data: value_data(&v)?,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for kv in self.events.prefix(b"P") {
+            let (_, key) = kv?;
+            let v = self
+                .events
+                .get(&key)?
+                .ok_or_else(|| anyhow::anyhow!("dangling position key"))?;
+            f(Seen {
+                version: version_of_key(&key)?,
+                data: value_data(&v)?,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn sync(&self) -> anyhow::Result<()> {
+        Ok(self.keyspace.persist(PersistMode::SyncData)?)
+    }
+
+    fn close(self: Box<Self>) -> anyhow::Result<()> {
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        drop(self);
+        Ok(())
+    }
+}

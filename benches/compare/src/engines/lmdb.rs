@@ -1,0 +1,114 @@
+//! LMDB through heed: one database of stream keys and commit-order keys.
+
+use std::path::Path;
+
+use heed::types::Bytes;
+use heed::{Database, Env, EnvFlags, EnvOpenOptions};
+
+use crate::engine::{
+    Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
+    value_data, version_of_key,
+};
+
+pub const PEER: Peer = Peer {
+    name: "LMDB (heed)",
+    open,
+    buffered_label: "buffered (MDB_NOSYNC)",
+    durable_label: "durable (default: sync on commit)",
+    stream_read_note: None,
+    scan_note: Some("commit-order keys, one lookup per event"),
+    crash_copy: true,
+};
+
+/// Upper bound of the memory map (sparse; only what is written takes disk space).
+const MAP_SIZE_BYTES: usize = 32 << 30;
+
+struct Lmdb {
+    env: Env,
+    db: Database<Bytes, Bytes>,
+    seq: Sequencer,
+}
+
+#[allow(unsafe_code)]
+fn open(dir: &Path, mode: Mode) -> anyhow::Result<Box<dyn Engine>> {
+    std::fs::create_dir_all(dir)?;
+    let mut options = EnvOpenOptions::new();
+    options.map_size(MAP_SIZE_BYTES);
+    if mode == Mode::Buffered {
+        // SAFETY: MDB_NOSYNC only weakens durability (a machine crash may lose the last
+        // commits); the harness syncs with `force_sync` before it counts anything as done.
+        unsafe {
+            options.flags(EnvFlags::NO_SYNC);
+        }
+    }
+    // SAFETY: each directory is opened by one Env at a time in this process, and no other
+    // process touches it while the benchmark runs.
+    let env = unsafe { options.open(dir)? };
+    let mut wtxn = env.write_txn()?;
+    let db: Database<Bytes, Bytes> = env.create_database(&mut wtxn, None)?;
+    wtxn.commit()?;
+    Ok(Box::new(Lmdb {
+        env,
+        db,
+        seq: Sequencer::default(),
+    }))
+}
+
+impl Engine for Lmdb {
+    fn append(&self, stream: &str, events: &[&[u8]]) -> anyhow::Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        let (version, position) = self.seq.assign(stream, events.len() as u64);
+        for (i, d) in events.iter().enumerate() {
+            let i = i as u64;
+            let key = stream_key(stream, version + i);
+            self.db
+                .put(&mut wtxn, &key, &encode_value(position + i, d))?;
+            self.db.put(&mut wtxn, &position_key(position + i), &key)?;
+        }
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+        let rtxn = self.env.read_txn()?;
+        let mut n = 0;
+        for kv in self.db.prefix_iter(&rtxn, &stream_prefix(stream))? {
+            let (k, v) = kv?;
+            f(Seen {
+                version: version_of_key(k)?,
+                data: value_data(v)?,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+        let rtxn = self.env.read_txn()?;
+        let mut n = 0;
+        for kv in self.db.prefix_iter(&rtxn, b"P")? {
+            let (_, key) = kv?;
+            let v = self
+                .db
+                .get(&rtxn, key)?
+                .ok_or_else(|| anyhow::anyhow!("dangling position key"))?;
+            f(Seen {
+                version: version_of_key(key)?,
+                data: value_data(v)?,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn sync(&self) -> anyhow::Result<()> {
+        Ok(self.env.force_sync()?)
+    }
+
+    fn close(self: Box<Self>) -> anyhow::Result<()> {
+        let Lmdb { env, .. } = *self;
+        env.force_sync()?;
+        env.prepare_for_closing().wait();
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! sled 0.34: one tree of stream keys and commit-order keys, one batch per append.
+
+use std::path::Path;
+
+use crate::engine::{
+    Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
+    value_data, version_of_key,
+};
+
+pub const PEER: Peer = Peer {
+    name: "sled",
+    open,
+    buffered_label: "buffered (apply_batch)",
+    durable_label: "not durable (apply_batch + Db::flush per append; sled 0.34 beta, no crash guarantee)",
+    stream_read_note: None,
+    scan_note: Some("commit-order keys, one lookup per event"),
+    crash_copy: true,
+};
+
+struct Sled {
+    db: sled::Db,
+    mode: Mode,
+    seq: Sequencer,
+}
+
+fn open(dir: &Path, mode: Mode) -> anyhow::Result<Box<dyn Engine>> {
+    let db = sled::Config::new().path(dir).open()?;
+    Ok(Box::new(Sled {
+        db,
+        mode,
+        seq: Sequencer::default(),
+    }))
+}
+
+impl Engine for Sled {
+    fn append(&self, stream: &str, events: &[&[u8]]) -> anyhow::Result<()> {
+        let mut batch = sled::Batch::default();
+        let (version, position) = self.seq.assign(stream, events.len() as u64);
+        for (i, d) in events.iter().enumerate() {
+            let i = i as u64;
+            let key = stream_key(stream, version + i);
+            batch.insert(key.clone(), encode_value(position + i, d));
+            batch.insert(&position_key(position + i)[..], key);
+        }
+        self.db.apply_batch(batch)?;
+        if self.mode == Mode::Durable {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for kv in self.db.scan_prefix(stream_prefix(stream)) {
+            let (k, v) = kv?;
+            f(Seen {
+                version: version_of_key(&k)?,
+                data: value_data(&v)?,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+        let mut n = 0;
+        for kv in self.db.scan_prefix(b"P") {
+            let (_, key) = kv?;
+            let v = self
+                .db
+                .get(&key)?
+                .ok_or_else(|| anyhow::anyhow!("dangling position key"))?;
+            f(Seen {
+                version: version_of_key(&key)?,
+                data: value_data(&v)?,
+            });
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn sync(&self) -> anyhow::Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    fn close(self: Box<Self>) -> anyhow::Result<()> {
+        self.db.flush()?;
+        drop(self);
+        Ok(())
+    }
+}

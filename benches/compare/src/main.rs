@@ -1,0 +1,644 @@
+//! `streamlog-compare`: streamlog against peer embedded stores and the raw-file baseline.
+//!
+//! `cargo run --release -p streamlog-compare -- --out docs` runs every workload against
+//! every peer and writes `benchmarks-compare.md` and `compare.svg` into `--out`.
+
+mod engine;
+mod engines;
+mod raw;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::engine::{Engine, Mode, Peer, Seen};
+use crate::report::{Cell, Report, Table};
+
+/// Benchmarks streamlog against peer embedded stores and the raw file baseline.
+#[derive(Parser, Debug, Clone)]
+#[command(version)]
+pub struct Args {
+    /// Where to write benchmarks-compare.md and compare.svg.
+    #[arg(long, default_value = "docs")]
+    out: PathBuf,
+    /// Scratch directory for the stores (default: a temporary directory under /tmp).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// W1: events appended (buffered), spread over --streams streams.
+    #[arg(long, default_value_t = 500_000)]
+    events: u64,
+    /// W1: streams.
+    #[arg(long, default_value_t = 1_000)]
+    streams: u64,
+    /// W1: events per append.
+    #[arg(long, default_value_t = 100)]
+    batch: u64,
+    /// Bytes of data per event.
+    #[arg(long, default_value_t = 150)]
+    event_size: usize,
+    /// W3: events of the stream read back; appended during W1 in batches of 10, spread
+    /// evenly through the log.
+    #[arg(long, default_value_t = 1_000)]
+    target_events: u64,
+    /// W3: timed warm reads (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    reads: u32,
+    /// W2: durable appends (batch 1) with one writer.
+    #[arg(long, default_value_t = 500)]
+    durable_appends: u64,
+    /// W2: durable appends (batch 1) in total with --writers concurrent writers.
+    #[arg(long, default_value_t = 2_000)]
+    concurrent_appends: u64,
+    /// W2: concurrent writers.
+    #[arg(long, default_value_t = 64)]
+    writers: u64,
+    /// Only these peers (comma-separated names, case-insensitive).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Skip the cold-cache measurement even when caches can be dropped.
+    #[arg(long)]
+    no_cold: bool,
+}
+
+/// The stream W3 reads.
+const TARGET_STREAM: &str = "target";
+/// Events per append to the W3 stream.
+const TARGET_BATCH: u64 = 10;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.batch >= 1 && args.streams >= 1 && args.writers >= 1,
+        "sizes must be at least 1"
+    );
+    anyhow::ensure!(
+        args.target_events % TARGET_BATCH == 0,
+        "--target-events must be a multiple of {TARGET_BATCH}"
+    );
+    let temp;
+    let scratch = match &args.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            temp = tempfile::Builder::new()
+                .prefix("streamlog-compare")
+                .tempdir()?;
+            temp.path().to_path_buf()
+        }
+    };
+    let cold = if args.no_cold {
+        Err("skipped (--no-cold)".to_string())
+    } else {
+        drop_caches().map_err(|e| format!("cold not measurable here: {e}"))
+    };
+    let peers: Vec<Peer> = engines::all()
+        .into_iter()
+        .filter(|p| {
+            args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(p.name))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut report = Report::new(&args, &scratch, cold.is_ok());
+
+    eprintln!("raw baseline …");
+    let raw = run_raw(&args, &scratch, cold.is_ok())?;
+    let mut results = Vec::new();
+    for peer in &peers {
+        eprintln!("{} …", peer.name);
+        let dir = scratch.join(peer.name.replace([' ', '(', ')'], ""));
+        let r = run_peer(peer, &args, &dir, cold.is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+        results.push((peer, r));
+    }
+
+    let cell = |peer: &Peer, label: &str, m: &Result<f64, String>| Cell {
+        peer: peer.name.to_string(),
+        label: label.to_string(),
+        durable: peer.is_durable(),
+        value: m.clone(),
+    };
+    let total_events = args.events + args.target_events;
+    let mut t = Table::new(
+        "W1",
+        "buffered append",
+        format!(
+            "{} events of {} B in appends of {} over {} streams (plus the {}-event W3 stream in appends of {TARGET_BATCH}), then one sync; events/s",
+            args.events, args.event_size, args.batch, args.streams, args.target_events
+        ),
+        "events/s",
+        true,
+        (
+            "plain write of the same data bytes in writes of one batch, then fdatasync",
+            raw.w1,
+        ),
+    );
+    for (p, r) in &results {
+        t.cells.push(cell(p, p.buffered_label, &r.w1));
+    }
+    report.tables.push(t);
+
+    let mut t = Table::new(
+        "W2×1",
+        "durable append, 1 writer",
+        format!(
+            "{} appends of one {} B event, one writer; appends/s",
+            args.durable_appends, args.event_size
+        ),
+        "appends/s",
+        true,
+        (
+            "plain write + fdatasync per event, preallocated file",
+            raw.w2.clone(),
+        ),
+    );
+    for (p, r) in &results {
+        t.cells.push(cell(p, p.durable_label, &r.w2_1));
+    }
+    report.tables.push(t);
+    let mut t = Table::new(
+        "W2×64",
+        "durable append, concurrent writers",
+        format!(
+            "{} appends of one {} B event by {} concurrent writers, each to its own stream; appends/s",
+            args.concurrent_appends, args.event_size, args.writers
+        ),
+        "appends/s",
+        true,
+        (
+            "plain write + fdatasync per event, preallocated file, one thread",
+            raw.w2,
+        ),
+    );
+    for (p, r) in &results {
+        t.cells.push(cell(p, p.durable_label, &r.w2_n));
+    }
+    report.tables.push(t);
+
+    let mut t = Table::new(
+        "W3 warm",
+        "read one stream, warm",
+        format!(
+            "read the {}-event stream from the W1 store ({} events), warm, median of {}; µs",
+            args.target_events, total_events, args.reads
+        ),
+        "µs",
+        false,
+        (
+            "pread of the stream's bytes stored contiguously, warm",
+            raw.w3_warm,
+        ),
+    );
+    for (p, r) in &results {
+        t.cells
+            .push(cell(p, p.stream_read_note.unwrap_or(""), &r.w3_warm));
+    }
+    report.tables.push(t);
+    let mut t = Table::new(
+        "W3 cold",
+        "read one stream, cold",
+        "as W3 warm, once, after close, drop_caches, reopen, drop_caches (engine caches empty, page cache dropped; memory maps kept by open may stay); µs".to_string(),
+        "µs",
+        false,
+        (
+            "pread of the stream's bytes after drop_caches",
+            raw.w3_cold.clone(),
+        ),
+    );
+    for (p, r) in &results {
+        t.cells
+            .push(cell(p, p.stream_read_note.unwrap_or(""), &r.w3_cold));
+    }
+    report.tables.push(t);
+
+    let mut t = Table::new(
+        "W4",
+        "full scan in commit order",
+        format!(
+            "every event of the W1 store ({total_events}) in commit order, warm (second scan); events/s"
+        ),
+        "events/s",
+        true,
+        (
+            "sequential read (1 MiB reads) of a file of the events' data bytes, warm",
+            raw.w4,
+        ),
+    );
+    for (p, r) in &results {
+        t.cells.push(cell(p, p.scan_note.unwrap_or(""), &r.w4));
+    }
+    report.tables.push(t);
+
+    let mut t = Table::new(
+        "W5 clean",
+        "open after clean close",
+        "open the W1 store after a clean close, page cache warm; ms".to_string(),
+        "ms",
+        false,
+        ("open(2) + read of 4 KiB", raw.w5.clone()),
+    );
+    for (p, r) in &results {
+        t.cells.push(cell(p, "", &r.w5_clean));
+    }
+    report.tables.push(t);
+    let mut t = Table::new(
+        "W5 crash",
+        "open after a crash",
+        "open a copy of the W1 store's files taken while it was open (after its final sync), page cache warm; ms".to_string(),
+        "ms",
+        false,
+        ("open(2) + read of 4 KiB", raw.w5),
+    );
+    for (p, r) in &results {
+        t.cells.push(cell(p, "", &r.w5_crash));
+    }
+    report.tables.push(t);
+
+    for (p, r) in &results {
+        report
+            .sizes
+            .push((p.name.to_string(), r.bytes_on_disk.clone()));
+    }
+    report.elapsed = started.elapsed();
+    report.write(&args.out)?;
+    eprintln!(
+        "wrote {} in {:.0} s",
+        args.out.display(),
+        report.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// What the raw baseline measured; figures in each table's unit.
+struct Raw {
+    w1: Result<f64, String>,
+    w2: Result<f64, String>,
+    w3_warm: Result<f64, String>,
+    w3_cold: Result<f64, String>,
+    w4: Result<f64, String>,
+    w5: Result<f64, String>,
+}
+
+fn run_raw(args: &Args, scratch: &Path, cold: bool) -> anyhow::Result<Raw> {
+    let path = scratch.join("raw.bin");
+    let events = args.events + args.target_events;
+    let bytes = events * args.event_size as u64;
+    let write_bytes = (args.batch as usize) * args.event_size;
+    let w1 = per_s(events, raw::write_then_sync(&path, bytes, write_bytes)?);
+    let (w4_time, read) = {
+        raw::read_sequential(&path)?;
+        raw::read_sequential(&path)?
+    };
+    anyhow::ensure!(read == bytes, "raw read {read} of {bytes} bytes");
+    let w4 = per_s(events, w4_time);
+    let stream_bytes = (args.target_events as usize) * args.event_size;
+    let offset = (bytes / 2).min(bytes.saturating_sub(stream_bytes as u64));
+    raw::read_range(&path, offset, stream_bytes)?;
+    let mut warm = (0..args.reads.max(1))
+        .map(|_| raw::read_range(&path, offset, stream_bytes).map(us))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    let w3_warm = median(&mut warm);
+    let w3_cold = if cold {
+        drop_caches()?;
+        Ok(us(raw::read_range(&path, offset, stream_bytes)?))
+    } else {
+        Err("cold not measurable here".to_string())
+    };
+    let w5 = raw::open_file(&path)?.as_secs_f64() * 1e3;
+    std::fs::remove_file(&path)?;
+    let sync_path = scratch.join("raw-sync.bin");
+    let w2 = per_s(
+        args.durable_appends,
+        raw::write_sync_each(&sync_path, args.durable_appends, args.event_size)?,
+    );
+    std::fs::remove_file(&sync_path)?;
+    Ok(Raw {
+        w1: Ok(w1),
+        w2: Ok(w2),
+        w3_warm: Ok(w3_warm),
+        w3_cold,
+        w4: Ok(w4),
+        w5: Ok(w5),
+    })
+}
+
+/// What one peer measured; `Err` holds why a figure is missing.
+pub struct PeerResult {
+    w1: Result<f64, String>,
+    w2_1: Result<f64, String>,
+    w2_n: Result<f64, String>,
+    w3_warm: Result<f64, String>,
+    w3_cold: Result<f64, String>,
+    w4: Result<f64, String>,
+    w5_clean: Result<f64, String>,
+    w5_crash: Result<f64, String>,
+    bytes_on_disk: Result<u64, String>,
+}
+
+fn failed(e: anyhow::Error) -> String {
+    format!("failed: {e:#}")
+}
+
+fn run_peer(peer: &Peer, args: &Args, dir: &Path, cold: bool) -> PeerResult {
+    let mut r = PeerResult {
+        w1: Err("not run".into()),
+        w2_1: Err("not run".into()),
+        w2_n: Err("not run".into()),
+        w3_warm: Err("not run".into()),
+        w3_cold: Err("not run".into()),
+        w4: Err("not run".into()),
+        w5_clean: Err("not run".into()),
+        w5_crash: Err("not run".into()),
+        bytes_on_disk: Err("not run".into()),
+    };
+    if let Err(e) = load_and_read(peer, args, dir, cold, &mut r) {
+        eprintln!("  {}: {e:#}", peer.name);
+    }
+    r.w2_1 = durable_appends(
+        peer,
+        &dir.join("w2-1"),
+        args.event_size,
+        args.durable_appends,
+        1,
+    )
+    .map_err(failed);
+    r.w2_n = durable_appends(
+        peer,
+        &dir.join("w2-n"),
+        args.event_size,
+        args.concurrent_appends,
+        args.writers,
+    )
+    .map_err(failed);
+    r
+}
+
+/// W1, then W5, W3 and W4 on the store W1 built.
+fn load_and_read(
+    peer: &Peer,
+    args: &Args,
+    dir: &Path,
+    cold: bool,
+    r: &mut PeerResult,
+) -> anyhow::Result<()> {
+    let store_dir = dir.join("w1");
+    let crash_dir = dir.join("w1-crash");
+    let total = args.events + args.target_events;
+    let payload = payload(args.event_size);
+
+    // W1: the W3 stream's appends are spread evenly among the others.
+    let engine = (peer.open)(&store_dir, Mode::Buffered).map_err(|e| {
+        r.w1 = Err(failed(anyhow::anyhow!("{e:#}")));
+        e
+    })?;
+    let appends = args.events.div_ceil(args.batch);
+    let target_appends = args.target_events / TARGET_BATCH;
+    let every = (appends / target_appends.max(1)).max(1);
+    let start = Instant::now();
+    let w1 = (|| -> anyhow::Result<()> {
+        let mut batch: Vec<&[u8]> = Vec::new();
+        let mut target_done = 0;
+        for i in 0..appends {
+            let n = args.batch.min(args.events - i * args.batch);
+            batch.clear();
+            batch.extend((0..n).map(|_| payload.as_slice()));
+            engine.append(&format!("stream-{}", i % args.streams), &batch)?;
+            if i % every == 0 && target_done < target_appends {
+                batch.clear();
+                batch.extend((0..TARGET_BATCH).map(|_| payload.as_slice()));
+                engine.append(TARGET_STREAM, &batch)?;
+                target_done += 1;
+            }
+        }
+        batch.clear();
+        batch.extend((0..TARGET_BATCH).map(|_| payload.as_slice()));
+        for _ in target_done..target_appends {
+            engine.append(TARGET_STREAM, &batch)?;
+        }
+        engine.sync()
+    })();
+    let elapsed = start.elapsed();
+    if let Err(e) = w1 {
+        r.w1 = Err(failed(e));
+        return Ok(());
+    }
+    r.w1 = Ok(per_s(total, elapsed));
+    // A crash image: the files as they are while the store is open.
+    r.w5_crash = if peer.crash_copy {
+        copy_dir(&store_dir, &crash_dir)
+            .map(|()| 0.0)
+            .map_err(failed)
+    } else {
+        Err("n/a".into())
+    };
+    engine.close()?;
+    r.bytes_on_disk = dir_size(&store_dir).map_err(failed);
+
+    // W5 clean, then W3 warm and W4 on that instance.
+    let start = Instant::now();
+    let engine = (peer.open)(&store_dir, Mode::Buffered)?;
+    r.w5_clean = Ok(ms(start.elapsed()));
+    r.w3_warm = if peer.stream_read_note.is_some_and(|n| n.starts_with("n/a")) {
+        Err(peer.stream_read_note.unwrap_or("n/a").to_string())
+    } else {
+        (|| {
+            read_target(&*engine, args)?;
+            let mut times = (0..args.reads.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    read_target(&*engine, args)?;
+                    Ok(us(t.elapsed()))
+                })
+                .collect::<anyhow::Result<Vec<f64>>>()?;
+            Ok(median(&mut times))
+        })()
+        .map_err(failed)
+    };
+    let can_scan = !peer.scan_note.is_some_and(|n| n.starts_with("n/a"));
+    r.w4 = if !can_scan {
+        Err(peer.scan_note.unwrap_or("n/a").to_string())
+    } else {
+        (|| {
+            scan_all(&*engine, total)?;
+            let t = Instant::now();
+            scan_all(&*engine, total)?;
+            Ok(per_s(total, t.elapsed()))
+        })()
+        .map_err(failed)
+    };
+    engine.close()?;
+
+    // W3 cold.
+    r.w3_cold = if r.w3_warm.is_err() {
+        r.w3_warm.clone()
+    } else if !cold {
+        Err("cold not measurable here".into())
+    } else {
+        (|| {
+            drop_caches()?;
+            let engine = (peer.open)(&store_dir, Mode::Buffered)?;
+            drop_caches()?;
+            let t = Instant::now();
+            read_target(&*engine, args)?;
+            let took = us(t.elapsed());
+            engine.close()?;
+            Ok(took)
+        })()
+        .map_err(failed)
+    };
+
+    // W5 crash.
+    if r.w5_crash.is_ok() {
+        r.w5_crash = (|| {
+            let start = Instant::now();
+            let engine = (peer.open)(&crash_dir, Mode::Buffered)?;
+            let took = ms(start.elapsed());
+            // The image must hold everything synced before it was taken.
+            if can_scan {
+                scan_all(&*engine, total)?;
+            }
+            engine.close()?;
+            Ok(took)
+        })()
+        .map_err(failed);
+    }
+    Ok(())
+}
+
+fn read_target(engine: &dyn Engine, args: &Args) -> anyhow::Result<()> {
+    let mut expect = 0u64;
+    let mut ok = true;
+    let n = engine.read_stream(TARGET_STREAM, &mut |e: Seen<'_>| {
+        ok &= e.version == expect && e.data.len() == args.event_size;
+        expect += 1;
+        std::hint::black_box(e.data);
+    })?;
+    anyhow::ensure!(
+        ok && n == args.target_events,
+        "read {n} events of {TARGET_STREAM}, expected {} in order",
+        args.target_events
+    );
+    Ok(())
+}
+
+fn scan_all(engine: &dyn Engine, total: u64) -> anyhow::Result<()> {
+    let mut bytes = 0u64;
+    let n = engine.scan(&mut |e: Seen<'_>| {
+        bytes += e.data.len() as u64;
+        std::hint::black_box(e.data);
+    })?;
+    anyhow::ensure!(n == total, "scan saw {n} events, expected {total}");
+    std::hint::black_box(bytes);
+    Ok(())
+}
+
+/// W2: `appends` single-event durable appends by `writers` threads, writer `w` appending
+/// to stream `writer-w`; appends/s.
+fn durable_appends(
+    peer: &Peer,
+    dir: &Path,
+    event_size: usize,
+    appends: u64,
+    writers: u64,
+) -> anyhow::Result<f64> {
+    let engine = (peer.open)(dir, Mode::Durable)?;
+    let data = payload(event_size);
+    let next = AtomicU64::new(0);
+    let start = Instant::now();
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                let (engine, data, next) = (&*engine, &data, &next);
+                s.spawn(move || -> anyhow::Result<()> {
+                    let stream = format!("writer-{w}");
+                    while next.fetch_add(1, Ordering::Relaxed) < appends {
+                        engine.append(&stream, &[data.as_slice()])?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+        }
+        Ok(())
+    })?;
+    let elapsed = start.elapsed();
+    engine.close()?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(per_s(appends, elapsed))
+}
+
+/// Incompressible event data (xorshift bytes), so engines that compress (fjall) store and
+/// read as many bytes as the others.
+fn payload(len: usize) -> Vec<u8> {
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()[0]
+        })
+        .collect()
+}
+
+fn per_s(n: u64, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64().max(1e-9)
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Drops the page cache (needs root and a writable /proc/sys).
+fn drop_caches() -> anyhow::Result<()> {
+    let status = std::process::Command::new("sync").status()?;
+    anyhow::ensure!(status.success(), "sync failed");
+    std::fs::write("/proc/sys/vm/drop_caches", "3")?;
+    Ok(())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_dir(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes allocated on disk (sparse files count what they use).
+fn dir_size(dir: &Path) -> anyhow::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        total += if m.is_dir() {
+            dir_size(&e.path())?
+        } else {
+            m.blocks() * 512
+        };
+    }
+    Ok(total)
+}
