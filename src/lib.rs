@@ -34,7 +34,7 @@
 //! ## Layers
 //! One module per layer, bottom up: [`io`] (the [`Storage`](io::Storage) trait and the real
 //! file backend), [`format`] (byte layout, pure codecs), [`segment`] (one segment file),
-//! [`log`] (the ordered segments, rollover, recovery), `index` (stream → frames), and the
+//! [`log`] (the ordered segments, rollover, recovery), [`index`] (stream → frames), and the
 //! store (this crate's root API). A lower layer never calls up; recovery is the read path.
 //!
 //! ## Durability
@@ -47,7 +47,7 @@
 
 mod error;
 pub mod format;
-mod index;
+pub mod index;
 pub mod inspect;
 pub mod io;
 pub mod log;
@@ -57,7 +57,7 @@ mod store;
 pub use error::{Error, Result};
 pub use log::{Damage, RecoveryReport, TruncatedTail, VerifyReport};
 pub use store::{
-    AllEvents, AppendResult, Durability, EventId, ExpectedVersion, LOCK_FILE,
+    AllEvents, AppendResult, Durability, EventId, ExpectedVersion, INDEX_DIR, LOCK_FILE,
     MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position, RecordedEvent,
     SEGMENTS_DIR, Store, StoreInfo, StreamEvents,
 };

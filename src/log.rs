@@ -32,6 +32,11 @@ pub struct RecoveryReport {
     /// Segment files removed because their creation never completed (bad header, nothing
     /// attested in them).
     pub removed_segments: Vec<PathBuf>,
+    /// The log was scanned from this position on; what lies before was covered by the
+    /// index and not scanned (verify checks it).
+    pub replayed_from: u64,
+    /// What opening the index found (tables, covered position, rebuilds).
+    pub index: crate::index::IndexReport,
 }
 
 impl RecoveryReport {
@@ -88,6 +93,8 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Every damaged place, corruption and torn tail alike.
     pub damage: Vec<Damage>,
+    /// Disagreements between the index and the log (fixed by rebuilding the index).
+    pub index_problems: Vec<String>,
 }
 
 impl VerifyReport {
@@ -223,6 +230,7 @@ impl Log {
         dir: &Path,
         segment_size: u64,
         read_only: bool,
+        replay_from: impl FnOnce(&[Arc<Segment>]) -> u64,
         mut visit: impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
     ) -> Result<(Log, RecoveryReport)> {
         let mut report = RecoveryReport::default();
@@ -236,13 +244,18 @@ impl Log {
             }
             segments.push(Arc::new(Segment::create(storage.as_ref(), dir, 0)?));
         }
-        let mut attested = 0u64;
+        // Everything below `replay_from` is known to the caller (indexed and durable): its
+        // segments are not scanned, and it counts as attested.
+        let replay_from = replay_from(&segments);
+        report.replayed_from = replay_from;
+        let mut attested = replay_from;
         let mut last_kind = None;
         let count = segments.len();
         let mut end = 0u64;
         for (i, seg) in segments.clone().iter().enumerate() {
             let is_last = i + 1 == count;
             let len = seg.file_len()?;
+            let skip_frames = !is_last && seg.base().saturating_add(len) <= replay_from;
             match seg.check_header()? {
                 Ok(h) => attested = attested.max(h.base_position),
                 Err(reason) if is_last => {
@@ -282,8 +295,16 @@ impl Log {
                     ));
                 }
             }
+            if skip_frames {
+                end = seg.base().saturating_add(len);
+                continue;
+            }
             let mut reader = seg.reader();
-            let how = reader.scan(SEGMENT_HEADER_LEN as u64, len, |h, bytes| {
+            let scan_from = replay_from.saturating_sub(seg.base()).clamp(
+                SEGMENT_HEADER_LEN as u64,
+                len.max(SEGMENT_HEADER_LEN as u64),
+            );
+            let how = reader.scan(scan_from, len, |h, bytes| {
                 attested = attested.max(h.watermark);
                 report.frames += 1;
                 last_kind = Some(h.kind);

@@ -67,6 +67,13 @@ impl std::ops::Deref for FrameBytes {
 }
 
 impl FrameBytes {
+    /// Wraps frame bytes that are not in a segment yet (encoded, not yet written).
+    pub fn from_vec(bytes: Vec<u8>) -> Self {
+        FrameBytes {
+            bytes: FrameStorage::Owned(bytes),
+        }
+    }
+
     /// The frame's body (after the header).
     pub fn body(&self) -> &[u8] {
         self.get(FRAME_HEADER_LEN..).unwrap_or_default()

@@ -343,8 +343,9 @@ fn verify_with_a_flipped_byte_in_an_attested_frame_exits_5() {
     assert!(damage["file"].as_str().unwrap().ends_with(".seg"));
     assert!(damage["offset"].as_u64().unwrap() <= mid as u64);
     assert!(!damage["reason"].as_str().unwrap().is_empty());
-    // Opening refuses too: reading is corruption, exit 5.
-    assert_eq!(code(&streamlog(&["read", s.path(), "s"])), 5);
+    // Reading the damaged frame is corruption too, exit 5. (Open does not scan the part
+    // of the log the index covers, so this is found by reads and by verify.)
+    assert_eq!(code(&streamlog(&["read-all", s.path()])), 5);
 }
 
 #[test]

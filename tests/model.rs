@@ -82,7 +82,7 @@ fn check(store: &Store, model: &Model) {
             .collect();
         assert_eq!(back, (0..events.len() as u64).rev().collect::<Vec<_>>());
         assert_eq!(
-            store.stream_version(name),
+            store.stream_version(name).unwrap(),
             (events.len() as u64).checked_sub(1)
         );
     }

@@ -1,127 +1,613 @@
-//! The `index` layer: stream → frames. For now an in-memory map rebuilt from the log at
-//! open; it holds one small entry per frame (24 bytes) and per stream, never event bytes.
-//! The persistent, bounded-memory index of ARCHITECTURE.md replaces it (issue 3).
+//! The `index` layer: `(stream hash, version) → position`, persistent and bounded in memory.
+//!
+//! One entry per append (frame): `(stream_hash, first_version, position) → (count, check)`.
+//! Recent entries live in a memtable; a full memtable is frozen and flushed to an immutable
+//! sorted table file under `index/`; tables are merged so their number stays logarithmic in
+//! the number of entries; a manifest (replaced atomically) names the live tables and the log
+//! position they cover. The index knows nothing of frame bytes: lookups return candidate
+//! entries and the store confirms each by the stream name in the frame it points at, so
+//! hash collisions cost an extra frame read, never a wrong answer.
 
-use std::collections::HashMap;
+mod cache;
+mod manifest;
+mod table;
+
+pub use cache::{StreamCache, StreamState};
+pub use manifest::{MANIFEST_FILE, Manifest};
+pub use table::{Entry, Table, parse_table_file_name, table_file_name, write_table};
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where one append of a stream lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameRef {
-    /// Version of the frame's first event.
-    pub first_version: u64,
-    /// Number of events in the frame.
-    pub count: u32,
-    /// Position of the frame.
-    pub position: u64,
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::io::Storage;
+
+/// The stream hash stored in the index: 64-bit FNV-1a of the stream name's UTF-8 bytes
+/// (offset basis `0xcbf29ce484222325`, prime `0x100000001b3`). Part of the on-disk format.
+pub fn stream_hash(stream: &str) -> u64 {
+    stream.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
-impl FrameRef {
-    /// Version of the frame's last event.
-    pub fn last_version(&self) -> u64 {
-        self.first_version
-            .saturating_add(u64::from(self.count))
-            .saturating_sub(1)
+/// The check stored beside the hash: CRC-32 (IEEE) of the stream name. Part of the
+/// on-disk format.
+pub fn stream_check(stream: &str) -> u32 {
+    crc32fast::hash(stream.as_bytes())
+}
+
+/// How keys are derived from stream names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Hashing {
+    /// [`stream_hash`] and [`stream_check`].
+    #[default]
+    Standard,
+    /// Every stream gets hash 0 and check 0: for tests of collision handling only.
+    ForcedCollisions,
+}
+
+impl Hashing {
+    /// The `(hash, check)` of a stream.
+    pub fn keys(self, stream: &str) -> (u64, u32) {
+        match self {
+            Hashing::Standard => (stream_hash(stream), stream_check(stream)),
+            Hashing::ForcedCollisions => (0, 0),
+        }
     }
 }
 
-#[derive(Debug, Default)]
-struct StreamEntry {
-    frames: Vec<FrameRef>,
-    /// Id of the first event of the latest frame: lets an append tell cheaply whether it
-    /// may be a retry of the stream's last append.
-    last_first_id: [u8; 16],
+type Memtable = BTreeMap<(u64, u64, u64), (u32, u32)>;
+
+/// A manifest and the tables it names, as loaded at open.
+type Loaded = (Manifest, Vec<Arc<Table>>);
+
+/// Running totals of what the index covers (for `info` without scanning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Events.
+    pub events: u64,
+    /// Appends (event frames).
+    pub appends: u64,
+    /// Streams (appends with first version 0).
+    pub streams: u64,
+}
+
+#[derive(Debug)]
+struct Frozen {
+    entries: Memtable,
+    covered: u64,
+    totals: Totals,
+    last_frame: (u64, u32),
+}
+
+#[derive(Debug)]
+struct State {
+    memtable: Memtable,
+    frozen: Option<Arc<Frozen>>,
+    tables: Vec<Arc<Table>>,
+    manifest: Manifest,
+    totals: Totals,
+    /// Position and CRC of the last frame recorded.
+    last_frame: (u64, u32),
+}
+
+/// What opening the index found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct IndexReport {
+    /// Live tables loaded.
+    pub tables: usize,
+    /// Entries in them.
+    pub table_entries: u64,
+    /// Log position the tables cover; the log is replayed from here.
+    pub covered_position: u64,
+    /// Frames replayed from the log into the memtable.
+    pub replayed_frames: u64,
+    /// Why the index was rebuilt from the segments, if it was.
+    pub rebuilt: Option<String>,
+    /// Index files removed because no manifest names them (debris of a crash).
+    pub removed_files: Vec<PathBuf>,
 }
 
 /// The stream index.
-#[derive(Debug, Default)]
-pub struct StreamIndex {
-    streams: HashMap<Arc<str>, StreamEntry>,
-    frames: u64,
+#[derive(Debug)]
+pub struct Index {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    hashing: Hashing,
+    memtable_entries: usize,
+    state: RwLock<State>,
+    /// Serializes manifest writes (flushes and merges build on the latest manifest).
+    manifest_lock: Mutex<()>,
+    /// Serializes merges.
+    merge_lock: Mutex<()>,
 }
 
-impl StreamIndex {
-    /// Records a frame of `stream`. Frames of a stream are recorded in version order.
-    pub fn record(&mut self, stream: &str, frame: FrameRef, first_id: [u8; 16]) {
-        let entry = match self.streams.get_mut(stream) {
-            Some(e) => e,
-            None => self.streams.entry(Arc::from(stream)).or_default(),
+impl Index {
+    /// Opens the index in `dir` (creating the directory). A missing, damaged or
+    /// inconsistent index is discarded (its files removed unless `read_only`) and reported;
+    /// the caller then replays the log from the covered position, 0 after a discard.
+    ///
+    /// # Errors
+    /// I/O errors only: damage is never a reason to fail.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        hashing: Hashing,
+        memtable_entries: usize,
+        read_only: bool,
+    ) -> Result<(Index, IndexReport)> {
+        let mut report = IndexReport::default();
+        if !read_only {
+            storage
+                .create_dir_all(dir)
+                .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+        }
+        let exists = storage
+            .exists(dir)
+            .map_err(|e| Error::io(format!("stat {}", dir.display()), e))?;
+        let (manifest, tables) = if exists {
+            match Self::load(storage.as_ref(), dir)? {
+                Ok(found) => found,
+                Err(reason) => {
+                    report.rebuilt = Some(reason);
+                    (Manifest::default(), Vec::new())
+                }
+            }
+        } else {
+            (Manifest::default(), Vec::new())
         };
-        debug_assert!(
-            entry
-                .frames
-                .last()
-                .is_none_or(|f| f.last_version() + 1 == frame.first_version),
-            "frames of a stream must be recorded gap-free"
-        );
-        entry.frames.push(frame);
-        entry.last_first_id = first_id;
-        self.frames += 1;
+        let index = Index {
+            storage,
+            dir: dir.to_path_buf(),
+            hashing,
+            memtable_entries: memtable_entries.max(1),
+            state: RwLock::new(State {
+                memtable: Memtable::new(),
+                frozen: None,
+                tables,
+                totals: Totals {
+                    events: manifest.events,
+                    appends: manifest.appends,
+                    streams: manifest.streams,
+                },
+                last_frame: (manifest.last_frame_position, manifest.last_frame_crc),
+                manifest,
+            }),
+            manifest_lock: Mutex::new(()),
+            merge_lock: Mutex::new(()),
+        };
+        if exists && !read_only {
+            report.removed_files = index.remove_unlisted()?;
+        }
+        let state = index.state.read();
+        report.tables = state.tables.len();
+        report.table_entries = state.tables.iter().map(|t| t.len()).sum();
+        report.covered_position = state.manifest.covered_position;
+        drop(state);
+        Ok((index, report))
     }
 
-    /// The stream's last version, `None` when it has no events.
-    pub fn last_version(&self, stream: &str) -> Option<u64> {
-        self.streams
-            .get(stream)
-            .and_then(|e| e.frames.last())
-            .map(FrameRef::last_version)
+    /// Loads the manifest and its tables; `Ok(Err(reason))` when they cannot be trusted.
+    fn load(storage: &dyn Storage, dir: &Path) -> Result<std::result::Result<Loaded, String>> {
+        let manifest = match Manifest::load(storage, dir)? {
+            None => return Ok(Ok((Manifest::default(), Vec::new()))),
+            Some(Err(reason)) => return Ok(Err(format!("index manifest: {reason}"))),
+            Some(Ok(m)) => m,
+        };
+        let mut tables = Vec::with_capacity(manifest.tables.len());
+        for &id in &manifest.tables {
+            match Table::open(storage, dir, id) {
+                Ok(t) => tables.push(Arc::new(t)),
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Err(format!(
+                        "index table {} is missing",
+                        table_file_name(id)
+                    )));
+                }
+                Err(Error::Corrupted { reason, .. }) => {
+                    return Ok(Err(format!(
+                        "index table {}: {reason}",
+                        table_file_name(id)
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Ok((manifest, tables)))
     }
 
-    /// The stream's latest frame and the id of its first event.
-    pub fn last_frame(&self, stream: &str) -> Option<(FrameRef, [u8; 16])> {
-        let e = self.streams.get(stream)?;
-        Some((*e.frames.last()?, e.last_first_id))
+    /// Removes index files that the manifest does not name.
+    fn remove_unlisted(&self) -> Result<Vec<PathBuf>> {
+        let live: Vec<u64> = self.state.read().manifest.tables.clone();
+        let mut removed = Vec::new();
+        for name in self
+            .storage
+            .list(&self.dir)
+            .map_err(|e| Error::io(format!("list {}", self.dir.display()), e))?
+        {
+            let unlisted = match parse_table_file_name(&name) {
+                Some(id) => !live.contains(&id),
+                None => name == manifest::MANIFEST_TMP_FILE,
+            };
+            if unlisted {
+                let path = self.dir.join(&name);
+                self.storage
+                    .remove(&path)
+                    .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+                removed.push(path);
+            }
+        }
+        if !removed.is_empty() {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(format!("sync {}", self.dir.display()), e))?;
+        }
+        Ok(removed)
     }
 
-    /// The frame holding `version` of `stream`.
-    pub fn frame_of(&self, stream: &str, version: u64) -> Option<FrameRef> {
-        let frames = &self.streams.get(stream)?.frames;
-        let idx = frames.partition_point(|f| f.last_version() < version);
-        frames
-            .get(idx)
-            .copied()
-            .filter(|f| f.first_version <= version)
+    /// Forgets every table and starts empty (covering nothing). The files are replaced at
+    /// the next flush; until then the old manifest is left in place but no longer used.
+    pub fn reset(&self) {
+        let mut s = self.state.write();
+        s.memtable.clear();
+        s.frozen = None;
+        s.tables.clear();
+        s.totals = Totals::default();
+        s.last_frame = (0, 0);
+        let next = s.manifest.next_table_id;
+        s.manifest = Manifest {
+            next_table_id: next,
+            ..Manifest::default()
+        };
     }
 
-    /// Number of streams.
-    pub fn stream_count(&self) -> u64 {
-        self.streams.len() as u64
+    /// The manifest in force: covered position and last frame identity.
+    pub fn manifest(&self) -> Manifest {
+        self.state.read().manifest.clone()
     }
 
-    /// Number of frames recorded.
-    pub fn frame_count(&self) -> u64 {
-        self.frames
+    /// The keys of a stream.
+    pub fn keys(&self, stream: &str) -> (u64, u32) {
+        self.hashing.keys(stream)
     }
+
+    /// Records an append: `count` events of `stream` from `first_version` in the frame at
+    /// `position`, whose stored CRC is `frame_crc`.
+    pub fn record(
+        &self,
+        stream: &str,
+        first_version: u64,
+        count: u32,
+        position: u64,
+        frame_crc: u32,
+    ) {
+        let (hash, check) = self.keys(stream);
+        let mut s = self.state.write();
+        s.memtable
+            .insert((hash, first_version, position), (count, check));
+        s.totals.events = s.totals.events.saturating_add(u64::from(count));
+        s.totals.appends = s.totals.appends.saturating_add(1);
+        if first_version == 0 {
+            s.totals.streams = s.totals.streams.saturating_add(1);
+        }
+        s.last_frame = (position, frame_crc);
+    }
+
+    /// Whether the memtable is full.
+    pub fn memtable_full(&self) -> bool {
+        self.state.read().memtable.len() >= self.memtable_entries
+    }
+
+    /// Entries in the memtable.
+    pub fn memtable_len(&self) -> usize {
+        self.state.read().memtable.len()
+    }
+
+    /// The covered position of the frozen memtable waiting to be flushed, if any.
+    pub fn frozen_covered(&self) -> Option<u64> {
+        self.state.read().frozen.as_ref().map(|f| f.covered)
+    }
+
+    /// Whether a frozen memtable is waiting to be flushed.
+    pub fn has_frozen(&self) -> bool {
+        self.state.read().frozen.is_some()
+    }
+
+    /// Freezes the memtable, which covers every frame below `covered`. Returns `false`
+    /// (and does nothing) when the memtable is empty or a frozen one is still unflushed.
+    pub fn freeze(&self, covered: u64) -> bool {
+        let mut s = self.state.write();
+        if s.frozen.is_some() || (s.memtable.is_empty() && covered <= s.manifest.covered_position) {
+            return false;
+        }
+        let entries = std::mem::take(&mut s.memtable);
+        s.frozen = Some(Arc::new(Frozen {
+            entries,
+            covered,
+            totals: s.totals,
+            last_frame: s.last_frame,
+        }));
+        true
+    }
+
+    /// Writes the frozen memtable to a table and a new manifest naming it. The caller
+    /// makes sure the log is durable through the frozen memtable's covered position first:
+    /// the manifest attests it.
+    ///
+    /// # Errors
+    /// I/O errors; the frozen memtable stays in place (and readable) on failure.
+    pub fn flush_frozen(&self) -> Result<bool> {
+        let Some(frozen) = self.state.read().frozen.clone() else {
+            return Ok(false);
+        };
+        let _m = self.manifest_lock.lock();
+        let id = self.next_table_id();
+        let entries =
+            frozen
+                .entries
+                .iter()
+                .map(
+                    |(&(hash, first_version, position), &(count, check))| Entry {
+                        hash,
+                        first_version,
+                        position,
+                        count,
+                        check,
+                    },
+                );
+        write_table(self.storage.as_ref(), &self.dir, id, entries)?;
+        let table = Arc::new(Table::open(self.storage.as_ref(), &self.dir, id)?);
+        let mut manifest = self.state.read().manifest.clone();
+        manifest.tables.push(id);
+        manifest.next_table_id = id + 1;
+        manifest.covered_position = frozen.covered;
+        manifest.last_frame_position = frozen.last_frame.0;
+        manifest.last_frame_crc = frozen.last_frame.1;
+        manifest.events = frozen.totals.events;
+        manifest.appends = frozen.totals.appends;
+        manifest.streams = frozen.totals.streams;
+        manifest.store(self.storage.as_ref(), &self.dir)?;
+        let mut s = self.state.write();
+        s.tables.push(table);
+        s.manifest = manifest;
+        s.frozen = None;
+        Ok(true)
+    }
+
+    fn next_table_id(&self) -> u64 {
+        self.state.read().manifest.next_table_id
+    }
+
+    /// Merges the two newest tables when the newer is at least half the size of the older
+    /// (so sizes grow geometrically and the table count stays logarithmic). Returns whether
+    /// it merged. Readers keep using the old tables until the new one is in place.
+    ///
+    /// # Errors
+    /// I/O errors and damaged table blocks.
+    pub fn merge_once(&self) -> Result<bool> {
+        let _merging = self.merge_lock.lock();
+        let (older, newer) = {
+            let s = self.state.read();
+            let n = s.tables.len();
+            match (
+                n.checked_sub(2).and_then(|i| s.tables.get(i)),
+                s.tables.last(),
+            ) {
+                (Some(a), Some(b)) if n >= 2 && b.len().saturating_mul(2) >= a.len() => {
+                    (Arc::clone(a), Arc::clone(b))
+                }
+                _ => return Ok(false),
+            }
+        };
+        let id = {
+            let _m = self.manifest_lock.lock();
+            let mut s = self.state.write();
+            let id = s.manifest.next_table_id;
+            s.manifest.next_table_id = id + 1;
+            id
+        };
+        let mut a = older.iter();
+        let mut b = newer.iter();
+        let (mut x, mut y) = (a.next(), b.next());
+        let merged = std::iter::from_fn(|| match (x, y) {
+            (Some(p), Some(q)) if p.key() <= q.key() => {
+                x = a.next();
+                Some(p)
+            }
+            (_, Some(q)) => {
+                y = b.next();
+                Some(q)
+            }
+            (Some(p), None) => {
+                x = a.next();
+                Some(p)
+            }
+            (None, None) => None,
+        });
+        let written = write_table(self.storage.as_ref(), &self.dir, id, merged);
+        if let Some(e) = a.failed.take().or_else(|| b.failed.take()) {
+            let _ = self.storage.remove(&self.dir.join(table_file_name(id)));
+            return Err(e);
+        }
+        written?;
+        let table = Arc::new(Table::open(self.storage.as_ref(), &self.dir, id)?);
+        {
+            let _m = self.manifest_lock.lock();
+            let mut manifest = self.state.read().manifest.clone();
+            let Some(pos) = manifest.tables.iter().position(|&t| t == older.id()) else {
+                return Ok(false);
+            };
+            manifest
+                .tables
+                .retain(|&t| t != older.id() && t != newer.id());
+            manifest.tables.insert(pos, id);
+            manifest.store(self.storage.as_ref(), &self.dir)?;
+            let mut s = self.state.write();
+            s.tables
+                .retain(|t| t.id() != older.id() && t.id() != newer.id());
+            s.tables.insert(pos, table);
+            s.manifest.tables = manifest.tables;
+        }
+        for old in [older, newer] {
+            // The manifest no longer names them; a crash before this leaves debris that the
+            // next open removes.
+            let _ = self.storage.remove(old.path());
+        }
+        Ok(true)
+    }
+
+    /// The candidate entry for `version` of the stream with keys `(hash, check)`: the entry
+    /// with the greatest first version at or below `version` whose check matches, skipping
+    /// positions in `exclude` (entries already found to belong to a colliding stream).
+    ///
+    /// # Errors
+    /// A damaged table block.
+    pub fn floor(
+        &self,
+        hash: u64,
+        check: u32,
+        version: u64,
+        exclude: &[u64],
+    ) -> Result<Option<Entry>> {
+        let wanted = |e: &Entry| e.check == check && !exclude.contains(&e.position);
+        let (tables, frozen, mut best) = {
+            let s = self.state.read();
+            let best = memtable_floor(&s.memtable, hash, version, &wanted);
+            (s.tables.clone(), s.frozen.clone(), best)
+        };
+        if let Some(f) = frozen {
+            best = best.max(memtable_floor(&f.entries, hash, version, &wanted));
+        }
+        for t in tables.iter().rev() {
+            let mut found = None;
+            t.floor(hash, version, |e| {
+                if wanted(&e) {
+                    found = Some(e);
+                    false
+                } else {
+                    true
+                }
+            })?;
+            best = best.max(found);
+        }
+        Ok(best)
+    }
+
+    /// Totals of what the index holds.
+    pub fn totals(&self) -> Totals {
+        self.state.read().totals
+    }
+
+    /// Number of live tables.
+    pub fn table_count(&self) -> usize {
+        self.state.read().tables.len()
+    }
+
+    /// Every entry of every source (memtable, frozen memtable, tables), in no particular
+    /// order (for verification).
+    ///
+    /// # Errors
+    /// A damaged table block, or any error of `visit`.
+    pub fn for_each_entry(&self, mut visit: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+        let (mem, frozen, tables) = {
+            let s = self.state.read();
+            (s.memtable.clone(), s.frozen.clone(), s.tables.clone())
+        };
+        let frozen_entries = frozen.map(|f| f.entries.clone()).unwrap_or_default();
+        for m in [&mem, &frozen_entries] {
+            for (&(hash, first_version, position), &(count, check)) in m {
+                visit(Entry {
+                    hash,
+                    first_version,
+                    position,
+                    count,
+                    check,
+                })?;
+            }
+        }
+        for t in &tables {
+            t.for_each(&mut visit)?;
+        }
+        Ok(())
+    }
+}
+
+fn memtable_floor(
+    m: &Memtable,
+    hash: u64,
+    version: u64,
+    wanted: &impl Fn(&Entry) -> bool,
+) -> Option<Entry> {
+    m.range((hash, 0, 0)..=(hash, version, u64::MAX))
+        .rev()
+        .map(
+            |(&(hash, first_version, position), &(count, check))| Entry {
+                hash,
+                first_version,
+                position,
+                count,
+                check,
+            },
+        )
+        .find(|e| wanted(e))
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::io::FsStorage;
 
-    fn f(first_version: u64, count: u32, position: u64) -> FrameRef {
-        FrameRef {
-            first_version,
-            count,
-            position,
-        }
+    #[test]
+    fn stream_hash_is_stable() {
+        // Part of the on-disk format: these values must never change.
+        assert_eq!(stream_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stream_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stream_check("account-42"), crc32fast::hash(b"account-42"));
     }
 
     #[test]
-    fn finds_the_frame_holding_each_version() {
-        let mut idx = StreamIndex::default();
-        idx.record("a", f(0, 3, 32), [1; 16]);
-        idx.record("b", f(0, 1, 100), [2; 16]);
-        idx.record("a", f(3, 2, 200), [3; 16]);
-        assert_eq!(idx.last_version("a"), Some(4));
-        assert_eq!(idx.last_version("b"), Some(0));
-        assert_eq!(idx.last_version("c"), None);
-        assert_eq!(idx.frame_of("a", 0), Some(f(0, 3, 32)));
-        assert_eq!(idx.frame_of("a", 2), Some(f(0, 3, 32)));
-        assert_eq!(idx.frame_of("a", 3), Some(f(3, 2, 200)));
-        assert_eq!(idx.frame_of("a", 4), Some(f(3, 2, 200)));
-        assert_eq!(idx.frame_of("a", 5), None);
-        assert_eq!(idx.last_frame("a"), Some((f(3, 2, 200), [3; 16])));
-        assert_eq!(idx.stream_count(), 2);
-        assert_eq!(idx.frame_count(), 3);
+    fn lookups_see_memtable_frozen_and_tables_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(FsStorage);
+        let (idx, report) = Index::open(
+            Arc::clone(&storage),
+            dir.path(),
+            Hashing::Standard,
+            4,
+            false,
+        )
+        .unwrap();
+        assert_eq!(report.covered_position, 0);
+        let (h, c) = idx.keys("s");
+        let mut pos = 100;
+        for v in (0..40).step_by(2) {
+            idx.record("s", v, 2, pos, v as u32);
+            pos += 10;
+            if idx.memtable_full() {
+                assert!(idx.freeze(pos));
+                idx.flush_frozen().unwrap();
+                while idx.merge_once().unwrap() {}
+            }
+        }
+        assert!(idx.table_count() <= 4, "tables: {}", idx.table_count());
+        for v in 0..40u64 {
+            let e = idx.floor(h, c, v, &[]).unwrap().unwrap();
+            assert_eq!(e.first_version, v / 2 * 2);
+        }
+        assert_eq!(idx.floor(h, c ^ 1, 5, &[]).unwrap(), None);
+        let last = idx.floor(h, c, u64::MAX, &[]).unwrap().unwrap();
+        assert_eq!(last.first_version, 38);
+        assert_eq!(idx.totals().events, 40);
+        let covered = idx.manifest().covered_position;
+        drop(idx);
+        let (idx, report) = Index::open(storage, dir.path(), Hashing::Standard, 4, false).unwrap();
+        assert_eq!(report.covered_position, covered);
+        assert!(report.rebuilt.is_none());
+        assert_eq!(idx.floor(h, c, 7, &[]).unwrap().unwrap().first_version, 6);
     }
 }

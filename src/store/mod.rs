@@ -11,23 +11,26 @@ pub(crate) use read::events_in_frame;
 pub use read::{AllEvents, StreamEvents};
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex};
 
 use crate::error::{Error, Result};
-use crate::format::{self, EventRecord, FRAME_HEADER_LEN, FrameKind};
-use crate::index::{FrameRef, StreamIndex};
+use crate::format::{self, EventRecord, FRAME_HEADER_LEN, FrameHeader, FrameKind};
+use crate::index::{Entry, Hashing, Index, StreamCache, StreamState};
 use crate::io::LockGuard;
 use crate::log::{Appender, Log, RecoveryReport, VerifyReport};
+use crate::segment::{FrameBytes, Segment};
 
 /// Name of the lock file in the store directory.
 pub const LOCK_FILE: &str = "LOCK";
 /// Name of the directory holding the segment files.
 pub const SEGMENTS_DIR: &str = "segments";
+/// Name of the directory holding the index files.
+pub const INDEX_DIR: &str = "index";
 
 /// An open event store. Share it between threads with `Arc<Store>`; every method takes
 /// `&self`. Dropping it closes it cleanly (see [`Store::close`] to see errors).
@@ -41,10 +44,10 @@ struct Inner {
     dir: PathBuf,
     options: Options,
     log: Arc<Log>,
-    /// The writer's side: position assignment, encoded-but-unwritten frames.
-    writer: Mutex<Appender>,
-    index: RwLock<StreamIndex>,
-    events: AtomicU64,
+    /// The writer's side: position assignment, encoded-but-unwritten frames, and the
+    /// per-stream state it needs.
+    writer: Mutex<Writer>,
+    index: Index,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
     committed: Condvar,
@@ -52,12 +55,67 @@ struct Inner {
     /// End of the log when it was opened.
     opened_at: u64,
     closed: AtomicBool,
-    background: Mutex<Option<BackgroundSync>>,
+    /// Background threads: the `Periodic` syncer and the index maintainer.
+    background: Mutex<Vec<Background>>,
+    /// Wakes the index maintainer (the flag says it has work).
+    maintenance: Arc<Signal>,
+    /// Signalled when the maintainer has flushed a memtable (for backpressure).
+    maintenance_done: Condvar,
+    maintenance_lock: Mutex<()>,
+    /// The last error of the index maintainer (index files are derived data: a failure to
+    /// write them loses nothing and is retried).
+    index_error: Mutex<Option<String>>,
     _lock: Box<dyn LockGuard>,
 }
 
-/// The `Periodic` durability thread and its stop flag.
-type BackgroundSync = (JoinHandle<()>, Arc<(Mutex<bool>, Condvar)>);
+/// The writer's state, under one mutex.
+#[derive(Debug)]
+struct Writer {
+    appender: Appender,
+    streams: StreamCache,
+}
+
+/// A stop flag and a condition variable to wake a background thread.
+#[derive(Debug, Default)]
+struct Signal {
+    state: Mutex<(bool, bool)>, // (stop, work to do)
+    cond: Condvar,
+}
+
+impl Signal {
+    fn notify_work(&self) {
+        self.state.lock().1 = true;
+        self.cond.notify_all();
+    }
+    fn stop(&self) {
+        self.state.lock().0 = true;
+        self.cond.notify_all();
+    }
+    /// Waits for work, a stop or `timeout`; returns `false` on stop.
+    fn wait(&self, timeout: Duration) -> bool {
+        let mut st = self.state.lock();
+        if !st.0 && !st.1 {
+            self.cond.wait_for(&mut st, timeout);
+        }
+        st.1 = false;
+        !st.0
+    }
+}
+
+/// A background thread and the signal that stops it.
+#[derive(Debug)]
+struct Background {
+    handle: JoinHandle<()>,
+    signal: Arc<Signal>,
+}
+
+/// A frame of a stream, found through the index and confirmed by its stream name.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) entry: Entry,
+    pub(crate) header: FrameHeader,
+    pub(crate) bytes: FrameBytes,
+}
 
 /// A summary of an open store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +137,12 @@ pub struct StoreInfo {
     pub durable: Position,
     /// The durability mode in force.
     pub durability: Durability,
+    /// Live index table files.
+    pub index_tables: usize,
+    /// Log position the index files cover (the log after it is replayed at open).
+    pub index_covered: Position,
+    /// The last error writing index files, if any (retried; no data is at risk).
+    pub index_error: Option<String>,
 }
 
 impl Store {
@@ -101,24 +165,28 @@ impl Store {
     /// - [`Error::Corrupted`] when data attested as durable is damaged;
     /// - [`Error::Io`] on I/O failure.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Store::open_inner(dir.as_ref(), options, false)
+    }
+
+    fn open_inner(dir: &Path, options: Options, rebuild_index: bool) -> Result<Store> {
         options.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        let dir = dir.to_path_buf();
         let storage = Arc::clone(&options.storage);
         let segments_dir = dir.join(SEGMENTS_DIR);
+        let stat = |p: &Path| {
+            storage
+                .exists(p)
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))
+        };
         if options.read_only {
-            if !storage
-                .exists(&segments_dir)
-                .map_err(|e| Error::io(format!("stat {}", segments_dir.display()), e))?
-            {
+            if !stat(&segments_dir)? {
                 return Err(Error::InvalidArgument(format!(
                     "no streamlog store in {}",
                     dir.display()
                 )));
             }
         } else {
-            let created = !storage
-                .exists(&segments_dir)
-                .map_err(|e| Error::io(format!("stat {}", segments_dir.display()), e))?;
+            let created = !stat(&segments_dir)?;
             storage
                 .create_dir_all(&segments_dir)
                 .map_err(|e| Error::io(format!("create {}", segments_dir.display()), e))?;
@@ -136,72 +204,107 @@ impl Store {
                 path: lock_path.clone(),
             })?;
 
-        let mut index = StreamIndex::default();
-        let mut events = 0u64;
-        let (log, recovery) = Log::open(
+        let hashing = if options.forced_hash_collisions {
+            Hashing::ForcedCollisions
+        } else {
+            Hashing::Standard
+        };
+        let (index, mut index_report) = Index::open(
+            Arc::clone(&storage),
+            &dir.join(INDEX_DIR),
+            hashing,
+            options.memtable_entries,
+            options.read_only,
+        )?;
+        if rebuild_index {
+            index.reset();
+            index_report.rebuilt = Some("rebuild requested".into());
+        }
+        let manifest = index.manifest();
+        let mut replayed = 0u64;
+        let mut stale = None;
+        let (log, mut recovery) = Log::open(
             storage,
             &segments_dir,
             options.segment_size_bytes,
             options.read_only,
-            |segment, header, bytes| {
-                if header.kind != FrameKind::Events {
-                    return Ok(());
+            |segments| match check_manifest(segments, &manifest) {
+                Ok(()) => manifest.covered_position,
+                Err(reason) => {
+                    // Entries of these tables may point anywhere: rebuild from the start.
+                    index.reset();
+                    stale = Some(reason);
+                    0
                 }
-                let corrupted = |reason: String| {
-                    let offset = header.position.saturating_sub(segment.base());
-                    Error::corrupted(segment.path(), offset, reason)
-                };
-                let body = format::decode_events_body(bytes.body())
-                    .map_err(|e| corrupted(e.to_string()))?;
-                let first_id = body.events.first().map(|e| e.id).unwrap_or_default();
-                let count = body.events.len() as u32;
-                if let Some(last) = index.last_version(body.stream)
-                    && last.checked_add(1) != Some(body.first_version)
+            },
+            |_segment, header, bytes| {
+                if header.kind == FrameKind::Events
+                    && let Ok((stream, first_version, count)) =
+                        format::decode_events_summary(bytes.body())
                 {
-                    return Err(corrupted(format!(
-                        "stream {:?} jumps from version {last} to {}",
-                        body.stream, body.first_version
-                    )));
+                    index.record(stream, first_version, count, header.position, header.crc);
+                    replayed += 1;
                 }
-                if index.last_version(body.stream).is_none() && body.first_version != 0 {
-                    return Err(corrupted(format!(
-                        "stream {:?} starts at version {}",
-                        body.stream, body.first_version
-                    )));
-                }
-                index.record(
-                    body.stream,
-                    FrameRef {
-                        first_version: body.first_version,
-                        count,
-                        position: header.position,
-                    },
-                    first_id,
-                );
-                events += u64::from(count);
                 Ok(())
             },
         )?;
+        if let Some(reason) = stale {
+            index_report.rebuilt = Some(reason);
+        }
+        index_report.replayed_frames = replayed;
+        recovery.index = index_report;
         let log = Arc::new(log);
         let inner = Arc::new(Inner {
             opened_at: log.written(),
-            writer: Mutex::new(log.appender()),
+            writer: Mutex::new(Writer {
+                appender: log.appender(),
+                streams: StreamCache::new(options.stream_cache_entries),
+            }),
             log,
             dir,
-            options,
-            index: RwLock::new(index),
-            events: AtomicU64::new(events),
+            index,
             committing: Mutex::new(false),
             committed: Condvar::new(),
             recovery,
             closed: AtomicBool::new(false),
-            background: Mutex::new(None),
+            background: Mutex::new(Vec::new()),
+            maintenance: Arc::new(Signal::default()),
+            maintenance_done: Condvar::new(),
+            maintenance_lock: Mutex::new(()),
+            index_error: Mutex::new(None),
+            options,
             _lock: lock,
         });
-        if let (Durability::Periodic(interval), false) =
-            (inner.options.durability, inner.options.read_only)
-        {
-            start_periodic_sync(&inner, interval);
+        if !inner.options.read_only {
+            if let Durability::Periodic(interval) = inner.options.durability {
+                spawn_background(
+                    &inner,
+                    "streamlog-sync",
+                    Arc::new(Signal::default()),
+                    interval,
+                    |inner| {
+                        // A failure poisons the log; appends report it from then on.
+                        let _ = inner.log.sync();
+                    },
+                )?;
+            }
+            if inner.options.background_index_maintenance {
+                let signal = Arc::clone(&inner.maintenance);
+                spawn_background(
+                    &inner,
+                    "streamlog-index",
+                    signal,
+                    Duration::from_secs(1),
+                    |inner| {
+                        inner.maintain_index(false);
+                    },
+                )?;
+                if inner.index.memtable_full() {
+                    inner.maintenance.notify_work();
+                }
+            } else if inner.index.memtable_full() {
+                inner.maintain_index(false);
+            }
         }
         Ok(Store { inner })
     }
@@ -271,10 +374,11 @@ impl Store {
             if inner.log.is_poisoned() {
                 return Err(Error::Poisoned);
             }
-            if let Some(found) = inner.find_retry(&writer, stream, expected, &records)? {
+            let state = inner.stream_state(&mut writer, stream)?;
+            if let Some(found) = inner.find_retry(&writer, state, stream, expected, &records)? {
                 found
             } else {
-                let last = inner.index.read().last_version(stream);
+                let last = state.map(|s| s.last_version());
                 let ok = match expected {
                     ExpectedVersion::Any => true,
                     ExpectedVersion::NoStream => last.is_none(),
@@ -293,7 +397,8 @@ impl Store {
                         Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
                     })?;
                 let watermark = inner.log.durable();
-                let (position, buf) = writer.reserve(frame_len);
+                let (position, buf) = writer.appender.reserve(frame_len);
+                let at = buf.len();
                 format::encode_events_frame(
                     buf,
                     position,
@@ -302,21 +407,30 @@ impl Store {
                     first_version,
                     &records,
                 );
+                let crc = buf
+                    .get(at + 8..at + 12)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes);
                 let count = records.len() as u32;
-                inner.index.write().record(
+                inner
+                    .index
+                    .record(stream, first_version, count, position, crc);
+                writer.streams.insert(
                     stream,
-                    FrameRef {
+                    StreamState {
                         first_version,
                         count,
                         position,
+                        first_id: records.first().map(|r| r.id).unwrap_or_default(),
                     },
-                    records.first().map(|r| r.id).unwrap_or_default(),
                 );
-                inner.events.fetch_add(u64::from(count), Ordering::Relaxed);
                 if inner.options.durability != Durability::Sync {
-                    let chunks = writer.take();
+                    let chunks = writer.appender.take();
                     inner.log.write(&chunks)?;
-                    writer.recycle(chunks);
+                    writer.appender.recycle(chunks);
+                }
+                if inner.index.memtable_full() {
+                    inner.maintenance.notify_work();
                 }
                 let result = AppendResult {
                     first_version,
@@ -330,6 +444,11 @@ impl Store {
         if inner.options.durability == Durability::Sync {
             inner.commit(end)?;
         }
+        if inner.options.background_index_maintenance {
+            inner.index_backpressure();
+        } else if inner.index.memtable_full() {
+            inner.maintain_index(false);
+        }
         Ok(result)
     }
 
@@ -342,7 +461,7 @@ impl Store {
         if self.inner.options.read_only {
             return Ok(());
         }
-        let head = self.inner.writer.lock().head();
+        let head = self.inner.writer.lock().appender.head();
         self.inner.commit(head)
     }
 
@@ -355,13 +474,7 @@ impl Store {
     /// items of the iterator.
     pub fn read_stream(&self, stream: &str, from: u64) -> Result<StreamEvents> {
         read::check_stream_name(stream)?;
-        Ok(StreamEvents::forward(
-            Arc::clone(&self.inner.log),
-            self.index_reader(),
-            stream,
-            from,
-            self.visible(),
-        ))
+        Ok(StreamEvents::forward(self.lookup(), stream, from))
     }
 
     /// Reads `stream` backward from version `from` (inclusive), or from its last event when
@@ -371,13 +484,7 @@ impl Store {
     /// As [`Store::read_stream`].
     pub fn read_stream_backward(&self, stream: &str, from: Option<u64>) -> Result<StreamEvents> {
         read::check_stream_name(stream)?;
-        Ok(StreamEvents::backward(
-            Arc::clone(&self.inner.log),
-            self.index_reader(),
-            stream,
-            from,
-            self.visible(),
-        ))
+        Ok(StreamEvents::backward(self.lookup(), stream, from))
     }
 
     /// Reads every stream's events in commit order, from `from` (inclusive): the start of
@@ -402,11 +509,15 @@ impl Store {
         Ok(AllEvents::new(self.inner.log.frames(from.0, visible)))
     }
 
-    /// The stream's last version, `None` if it has no events.
-    pub fn stream_version(&self, stream: &str) -> Option<u64> {
-        let idx = self.inner.index.read();
-        let frame = idx.last_frame(stream)?.0;
-        (frame.position < self.visible()).then(|| frame.last_version())
+    /// The stream's last committed version, `None` if it has no events.
+    ///
+    /// # Errors
+    /// I/O errors and damage met while looking it up.
+    pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        let found = self
+            .inner
+            .resolve_visible(stream, u64::MAX, self.visible())?;
+        Ok(found.map(|f| f.entry.first_version + u64::from(f.entry.count) - 1))
     }
 
     /// A summary of the store.
@@ -415,28 +526,76 @@ impl Store {
     /// I/O errors reading file sizes.
     pub fn info(&self) -> Result<StoreInfo> {
         let files = self.inner.log.segment_files()?;
-        let idx = self.inner.index.read();
+        let totals = self.inner.index.totals();
+        let manifest = self.inner.index.manifest();
         Ok(StoreInfo {
             segments: files.len(),
             bytes: files.iter().map(|(_, len)| len).sum(),
-            events: self.inner.events.load(Ordering::Relaxed),
-            streams: idx.stream_count(),
-            appends: idx.frame_count(),
+            events: totals.events,
+            streams: totals.streams,
+            appends: totals.appends,
             head: Position(self.inner.log.written()),
             durable: Position(self.inner.log.durable()),
             durability: self.inner.options.durability,
+            index_tables: self.inner.index.table_count(),
+            index_covered: Position(manifest.covered_position),
+            index_error: self.inner.index_error.lock().clone(),
         })
     }
 
-    /// Checks every frame of every segment (CRC, position, structure) and reports what it
-    /// found; never writes. `progress` is called with the bytes checked so far, as they go.
+    /// Checks every frame of every segment (CRC, position, structure), and the index
+    /// against the log: every append must be found through the index at its position, and
+    /// the index must hold no other entries. Reports what it found; never writes.
+    /// `progress` is called with the bytes checked, as they go.
     ///
     /// # Errors
     /// I/O errors.
     pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport> {
-        self.inner
+        let visible = self.visible();
+        let mut report = self
+            .inner
             .log
-            .verify(self.visible(), progress, read::events_in_frame)
+            .verify(visible, progress, read::events_in_frame)?;
+        let mut frames = 0u64;
+        for item in self.inner.log.frames(0, visible) {
+            let Ok((header, bytes)) = item else { break };
+            if header.kind != FrameKind::Events {
+                continue;
+            }
+            let Ok((stream, first_version, _)) = format::decode_events_summary(bytes.body()) else {
+                continue;
+            };
+            frames += 1;
+            match self.inner.resolve_visible(stream, first_version, visible) {
+                Ok(Some(f)) if f.entry.position == header.position => {}
+                Ok(other) => report.index_problems.push(format!(
+                    "append of {stream:?} at version {first_version} (position {}) is found at {:?} through the index",
+                    header.position,
+                    other.map(|f| f.entry.position)
+                )),
+                Err(e) => report.index_problems.push(format!("index lookup failed: {e}")),
+            }
+        }
+        let mut entries = 0u64;
+        self.inner
+            .index
+            .for_each_entry(|e| {
+                if e.position < visible {
+                    entries += 1;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| {
+                report
+                    .index_problems
+                    .push(format!("index table damaged: {e}"))
+            });
+        if entries != frames {
+            report.index_problems.push(format!(
+                "the index holds {entries} entries for {frames} appends in the log"
+            ));
+        }
+        Ok(report)
     }
 
     /// Closes the store: makes everything durable and writes a checkpoint frame that
@@ -452,8 +611,52 @@ impl Store {
         self.inner.visible()
     }
 
-    fn index_reader(&self) -> read::IndexHandle {
-        read::IndexHandle(Arc::clone(&self.inner) as Arc<dyn read::FrameLookup>)
+    fn lookup(&self) -> read::Lookup {
+        read::Lookup {
+            inner: Arc::clone(&self.inner) as Arc<dyn read::FrameLookup>,
+            visible: self.visible(),
+        }
+    }
+}
+
+/// Checks that the index manifest describes this log: what it covers exists, and the last
+/// frame it indexed is still the same frame.
+fn check_manifest(
+    segments: &[Arc<Segment>],
+    manifest: &crate::index::Manifest,
+) -> std::result::Result<(), String> {
+    if manifest.covered_position == 0 {
+        return Ok(());
+    }
+    let end = match segments.last() {
+        Some(seg) => seg
+            .base()
+            .saturating_add(seg.file_len().map_err(|e| e.to_string())?),
+        None => 0,
+    };
+    if manifest.covered_position > end {
+        return Err(format!(
+            "the index covers the log up to position {} but the log ends at {end}",
+            manifest.covered_position
+        ));
+    }
+    if manifest.last_frame_position == 0 {
+        return Ok(());
+    }
+    let pos = manifest.last_frame_position;
+    let seg = segments
+        .iter()
+        .rev()
+        .find(|s| s.base() <= pos)
+        .ok_or_else(|| format!("the index's last frame at {pos} is not in the log"))?;
+    match seg.read_frame(pos, u64::MAX) {
+        Ok((h, _)) if h.crc == manifest.last_frame_crc => Ok(()),
+        Ok(_) => Err(format!(
+            "the frame at {pos} is not the one the index was built from"
+        )),
+        Err(e) => Err(format!(
+            "the index's last frame at {pos} does not read: {e}"
+        )),
     }
 }
 
@@ -465,11 +668,8 @@ impl Drop for Store {
 }
 
 impl read::FrameLookup for Inner {
-    fn frame_of(&self, stream: &str, version: u64) -> Option<FrameRef> {
-        self.index.read().frame_of(stream, version)
-    }
-    fn last_version(&self, stream: &str) -> Option<u64> {
-        self.index.read().last_version(stream)
+    fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
+        self.resolve_visible(stream, version, visible)
     }
 }
 
@@ -544,59 +744,148 @@ impl Inner {
         Ok(frame_len)
     }
 
+    /// Finds the frame of `stream` holding `version` (or, for `u64::MAX`, its last frame)
+    /// through the index, confirming each candidate by the stream name in the frame that
+    /// `read` returns (`None` for a frame that is not to be seen). Candidates of colliding
+    /// streams are skipped. The caller checks that the frame really holds `version`.
+    fn resolve(
+        &self,
+        stream: &str,
+        version: u64,
+        read: impl Fn(u64) -> Result<Option<(FrameHeader, FrameBytes)>>,
+    ) -> Result<Option<Found>> {
+        let (hash, check) = self.index.keys(stream);
+        let mut exclude = Vec::new();
+        while let Some(entry) = self.index.floor(hash, check, version, &exclude)? {
+            if let Some((header, bytes)) = read(entry.position)? {
+                let name = format::decode_events_summary(bytes.body())
+                    .map(|(name, _, _)| name)
+                    .map_err(|e| {
+                        let (file, offset) = self.log.locate(entry.position);
+                        Error::Corrupted {
+                            file,
+                            offset,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                if name == stream {
+                    return Ok(Some(Found {
+                        entry,
+                        header,
+                        bytes,
+                    }));
+                }
+            }
+            exclude.push(entry.position);
+        }
+        Ok(None)
+    }
+
+    /// [`Inner::resolve`] for readers: only frames below `visible`, and only if the frame
+    /// holds `version` (any version for `u64::MAX`).
+    fn resolve_visible(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
+        let found = self.resolve(stream, version, |pos| {
+            if pos >= visible {
+                return Ok(None);
+            }
+            self.log.read_frame(pos, visible).map(Some)
+        })?;
+        Ok(found.filter(|f| {
+            version == u64::MAX
+                || version
+                    < f.entry
+                        .first_version
+                        .saturating_add(u64::from(f.entry.count))
+        }))
+    }
+
+    /// [`Inner::resolve`] for the writer: frames written or still in its buffer.
+    fn resolve_for_writer(
+        &self,
+        appender: &Appender,
+        stream: &str,
+        version: u64,
+    ) -> Result<Option<Found>> {
+        let found = self.resolve(stream, version, |pos| {
+            if let Some(pending) = appender.pending_frame(pos) {
+                let header = format::decode_frame_header(pending).map_err(|e| {
+                    Error::InvalidArgument(format!("unreadable pending frame at {pos}: {e}"))
+                })?;
+                let len = usize::try_from(header.frame_len()).unwrap_or(usize::MAX);
+                let bytes = pending.get(..len).unwrap_or_default().to_vec();
+                return Ok(Some((header, FrameBytes::from_vec(bytes))));
+            }
+            self.log.read_frame(pos, self.log.written()).map(Some)
+        })?;
+        Ok(found.filter(|f| {
+            version == u64::MAX
+                || version
+                    < f.entry
+                        .first_version
+                        .saturating_add(u64::from(f.entry.count))
+        }))
+    }
+
+    /// The stream's latest append as the writer sees it (including unwritten frames):
+    /// from the bounded cache, or looked up in the index on a miss.
+    fn stream_state(&self, writer: &mut Writer, stream: &str) -> Result<Option<StreamState>> {
+        if let Some(s) = writer.streams.get(stream) {
+            return Ok(Some(s));
+        }
+        let Some(found) = self.resolve_for_writer(&writer.appender, stream, u64::MAX)? else {
+            return Ok(None);
+        };
+        let first_id = format::decode_events_body(found.bytes.body())
+            .ok()
+            .and_then(|b| b.events.first().map(|e| e.id))
+            .unwrap_or_default();
+        let state = StreamState {
+            first_version: found.entry.first_version,
+            count: found.entry.count,
+            position: found.entry.position,
+            first_id,
+        };
+        writer.streams.insert(stream, state);
+        Ok(Some(state))
+    }
+
     /// Whether this append repeats one already stored at the place `expected` names. Returns
     /// the original result and the end of its frame (to wait for its durability).
     fn find_retry(
         &self,
-        writer: &Appender,
+        writer: &Writer,
+        state: Option<StreamState>,
         stream: &str,
         expected: ExpectedVersion,
         records: &[EventRecord<'_>],
     ) -> Result<Option<(AppendResult, u64)>> {
-        let Some(first_id) = records.first().map(|r| r.id) else {
+        let (Some(first_id), Some(state)) = (records.first().map(|r| r.id), state) else {
             return Ok(None);
         };
-        let candidate = {
-            let idx = self.index.read();
-            match expected {
-                ExpectedVersion::Any | ExpectedVersion::StreamExists => {
-                    match idx.last_frame(stream) {
-                        Some((frame, id)) if id == first_id => Some(frame),
-                        _ => None,
-                    }
-                }
-                ExpectedVersion::NoStream => idx.frame_of(stream, 0),
-                ExpectedVersion::Exact(v) => v.checked_add(1).and_then(|n| idx.frame_of(stream, n)),
+        let version = match expected {
+            ExpectedVersion::Any | ExpectedVersion::StreamExists if state.first_id == first_id => {
+                state.first_version
             }
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) if v < state.last_version() => v.saturating_add(1),
+            ExpectedVersion::Exact(_) => return Ok(None),
         };
-        let Some(frame) = candidate else {
+        let Some(found) = self.resolve_for_writer(&writer.appender, stream, version)? else {
             return Ok(None);
         };
-        // Read the stored append: from the log, or from the writer's unwritten bytes.
-        let stored: Vec<u8> = match writer.pending_frame(frame.position) {
-            Some(bytes) => bytes.to_vec(),
-            None => self
-                .log
-                .read_frame(frame.position, self.log.written())?
-                .1
-                .to_vec(),
-        };
-        let header = format::decode_frame_header(&stored)
-            .map_err(|e| Error::corrupted(&self.dir, frame.position, e.to_string()))?;
-        let len = usize::try_from(header.frame_len()).unwrap_or(usize::MAX);
-        let body = stored
-            .get(FRAME_HEADER_LEN..len)
-            .ok_or_else(|| Error::corrupted(&self.dir, frame.position, "short frame"))?;
-        let body = format::decode_events_body(body)
-            .map_err(|e| Error::corrupted(&self.dir, frame.position, e.to_string()))?;
+        let entry = found.entry;
+        let body = format::decode_events_body(found.bytes.body()).map_err(|e| {
+            let (file, offset) = self.log.locate(entry.position);
+            Error::Corrupted {
+                file,
+                offset,
+                reason: e.to_string(),
+            }
+        })?;
         // Within the stored append, where would this one start?
-        let start_version = match expected {
-            ExpectedVersion::Exact(v) => v.saturating_add(1),
-            ExpectedVersion::NoStream => 0,
-            _ => frame.first_version,
-        };
         let skip =
-            usize::try_from(start_version.saturating_sub(body.first_version)).unwrap_or(usize::MAX);
+            usize::try_from(version.saturating_sub(body.first_version)).unwrap_or(usize::MAX);
         let stored_ids: Vec<[u8; 16]> = body.events.iter().skip(skip).map(|e| e.id).collect();
         let new_ids: Vec<[u8; 16]> = records.iter().map(|r| r.id).collect();
         if stored_ids.first() != Some(&first_id) {
@@ -606,7 +895,7 @@ impl Inner {
             return Err(Error::IdempotencyConflict {
                 stream: stream.to_string(),
                 reason: format!(
-                    "event {} is already stored at version {start_version}, but the append's \
+                    "event {} is already stored at version {version}, but the append's \
                      events differ from the stored append of {} events at version {}",
                     EventId(first_id),
                     body.events.len(),
@@ -615,15 +904,48 @@ impl Inner {
             });
         }
         let result = AppendResult {
-            first_version: frame.first_version,
-            last_version: frame.last_version(),
-            position: Position(frame.position),
+            first_version: entry.first_version,
+            last_version: entry.first_version + u64::from(entry.count) - 1,
+            position: Position(entry.position),
             deduplicated: true,
         };
         Ok(Some((
             result,
-            frame.position.saturating_add(header.frame_len()),
+            entry.position.saturating_add(found.header.frame_len()),
         )))
+    }
+
+    /// One round of index maintenance: freeze a full memtable (or any, when `all`), make
+    /// the log durable through what it covers, flush it to a table, then merge tables.
+    /// Errors are kept for `info` and retried at the next round: index files are derived
+    /// data, and the entries stay in memory until written.
+    fn maintain_index(&self, all: bool) {
+        let result = (|| -> Result<()> {
+            if !self.index.has_frozen() && (all || self.index.memtable_full()) {
+                let writer = self.writer.lock();
+                self.index.freeze(writer.appender.head());
+            }
+            if let Some(covered) = self.index.frozen_covered() {
+                self.commit(covered)?;
+                self.index.flush_frozen()?;
+                self.maintenance_done.notify_all();
+            }
+            while !self.index.memtable_full() && self.index.merge_once()? {}
+            Ok(())
+        })();
+        *self.index_error.lock() = result.err().map(|e| e.to_string());
+    }
+
+    /// Appenders wait here when the index maintainer fell far behind, so that memory stays
+    /// bounded (four memtables' worth).
+    fn index_backpressure(&self) {
+        let limit = self.options.memtable_entries.saturating_mul(4);
+        let mut guard = self.maintenance_lock.lock();
+        while self.index.memtable_len() >= limit && !self.log.is_poisoned() {
+            self.maintenance.notify_work();
+            self.maintenance_done
+                .wait_for(&mut guard, Duration::from_millis(100));
+        }
     }
 
     /// Group commit: returns once everything below `end` is durable. The first waiter to
@@ -645,9 +967,9 @@ impl Inner {
             }
             *committing = true;
             let res = parking_lot::MutexGuard::unlocked(&mut committing, || {
-                let chunks = self.writer.lock().take();
+                let chunks = self.writer.lock().appender.take();
                 self.log.write(&chunks)?;
-                self.writer.lock().recycle(chunks);
+                self.writer.lock().appender.recycle(chunks);
                 self.log.sync()
             });
             *committing = false;
@@ -660,10 +982,9 @@ impl Inner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        if let Some((handle, stop)) = self.background.lock().take() {
-            *stop.0.lock() = true;
-            stop.1.notify_all();
-            let _ = handle.join();
+        for bg in std::mem::take(&mut *self.background.lock()) {
+            bg.signal.stop();
+            let _ = bg.handle.join();
         }
         if self.options.read_only {
             return Ok(());
@@ -671,52 +992,63 @@ impl Inner {
         if self.log.is_poisoned() {
             return Err(Error::Poisoned);
         }
-        let head = self.writer.lock().head();
-        if self.recovery.clean_shutdown && head == self.opened_at {
-            // Nothing appended since a clean open: the checkpoint already on disk still
-            // attests the whole log.
+        let head = self.writer.lock().appender.head();
+        if self.recovery.clean_shutdown
+            && head == self.opened_at
+            && self.index.manifest().covered_position < head
+        {
+            // Nothing appended since a clean open, and the index does not cover the
+            // checkpoint that ends the log: the next open will replay it and see the clean
+            // shutdown.
             return Ok(());
         }
         self.commit(head)?;
+        // Flush the index first, so that the next open replays only the checkpoint below
+        // (and so sees the clean shutdown).
+        self.maintain_index(true);
+        if self.index.has_frozen() {
+            self.maintain_index(true);
+        }
         let end = {
             let mut writer = self.writer.lock();
-            let (position, buf) = writer.reserve(FRAME_HEADER_LEN as u64);
+            let (position, buf) = writer.appender.reserve(FRAME_HEADER_LEN as u64);
             // Everything before the checkpoint is durable now, unless a new segment was
             // started for it, whose header attests everything before it.
             let watermark = self.log.durable().min(position);
             format::encode_checkpoint_frame(buf, position, watermark);
             position.saturating_add(FRAME_HEADER_LEN as u64)
         };
-        self.commit(end)
+        self.commit(end)?;
+        match self.index_error.lock().take() {
+            Some(e) => Err(Error::io(
+                "flushing the index at close",
+                std::io::Error::other(e),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
-fn start_periodic_sync(inner: &Arc<Inner>, interval: Duration) {
+/// Starts a background thread that runs `work` whenever `signal` says so, or every
+/// `interval`, until stopped. It holds only a weak reference to the store.
+fn spawn_background(
+    inner: &Arc<Inner>,
+    name: &str,
+    signal: Arc<Signal>,
+    interval: Duration,
+    work: impl Fn(&Inner) + Send + 'static,
+) -> Result<()> {
     let weak: Weak<Inner> = Arc::downgrade(inner);
-    let stop = Arc::new((Mutex::new(false), Condvar::new()));
-    let stop2 = Arc::clone(&stop);
+    let thread_signal = Arc::clone(&signal);
     let handle = std::thread::Builder::new()
-        .name("streamlog-sync".into())
+        .name(name.into())
         .spawn(move || {
-            loop {
-                {
-                    let mut stopped = stop2.0.lock();
-                    if *stopped {
-                        return;
-                    }
-                    stop2.1.wait_for(&mut stopped, interval);
-                    if *stopped {
-                        return;
-                    }
-                }
+            while thread_signal.wait(interval) {
                 let Some(inner) = weak.upgrade() else { return };
-                // A failure poisons the log; appends report it from then on.
-                if inner.log.sync().is_err() {
-                    return;
-                }
+                work(&inner);
             }
-        });
-    if let Ok(handle) = handle {
-        *inner.background.lock() = Some((handle, stop));
-    }
+        })
+        .map_err(|e| Error::io(format!("start thread {name}"), e))?;
+    inner.background.lock().push(Background { handle, signal });
+    Ok(())
 }

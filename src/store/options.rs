@@ -59,6 +59,19 @@ pub struct Options {
     /// Largest frame (one append, encoded) in bytes. Default 64 MiB; at most the segment
     /// size less the segment and frame headers, and at most 4 GiB.
     pub max_frame_bytes: u64,
+    /// Index entries (one per append) kept in memory before they are flushed to an index
+    /// table file. Default 65,536 (about 5 MiB); at least 16.
+    pub memtable_entries: usize,
+    /// Streams whose latest append the writer keeps in memory (a bounded cache backed by
+    /// the index). Default 65,536 (about 8 MiB); at least 2.
+    pub stream_cache_entries: usize,
+    /// Flush and merge index tables on a background thread (default `true`). With `false`,
+    /// the append that fills the memtable flushes it and runs the merges itself, and no
+    /// thread does I/O behind the caller's back: what deterministic simulation needs.
+    pub background_index_maintenance: bool,
+    /// Test-only: every stream gets the same index keys, to exercise collision handling.
+    #[doc(hidden)]
+    pub forced_hash_collisions: bool,
     /// Open without writing anything: no truncation of a torn tail, a shared lock, and
     /// every write returns [`Error::ReadOnly`]. Default false.
     pub read_only: bool,
@@ -76,6 +89,13 @@ impl fmt::Debug for Options {
             .field("max_event_bytes", &self.max_event_bytes)
             .field("max_events_per_append", &self.max_events_per_append)
             .field("max_frame_bytes", &self.max_frame_bytes)
+            .field("memtable_entries", &self.memtable_entries)
+            .field("stream_cache_entries", &self.stream_cache_entries)
+            .field(
+                "background_index_maintenance",
+                &self.background_index_maintenance,
+            )
+            .field("forced_hash_collisions", &self.forced_hash_collisions)
             .field("read_only", &self.read_only)
             .field("storage", &self.storage)
             .finish()
@@ -92,6 +112,10 @@ impl Default for Options {
             max_event_bytes: 16 << 20,
             max_events_per_append: 10_000,
             max_frame_bytes: 64 << 20,
+            memtable_entries: 65_536,
+            stream_cache_entries: 65_536,
+            background_index_maintenance: true,
+            forced_hash_collisions: false,
             read_only: false,
             storage: Arc::new(FsStorage),
         }
@@ -136,6 +160,31 @@ impl Options {
     /// Sets [`Options::max_frame_bytes`].
     pub fn with_max_frame_bytes(mut self, bytes: u64) -> Self {
         self.max_frame_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::memtable_entries`].
+    pub fn with_memtable_entries(mut self, n: usize) -> Self {
+        self.memtable_entries = n;
+        self
+    }
+
+    /// Sets [`Options::stream_cache_entries`].
+    pub fn with_stream_cache_entries(mut self, n: usize) -> Self {
+        self.stream_cache_entries = n;
+        self
+    }
+
+    /// Sets [`Options::background_index_maintenance`].
+    pub fn with_background_index_maintenance(mut self, background: bool) -> Self {
+        self.background_index_maintenance = background;
+        self
+    }
+
+    /// Test-only: gives every stream the same index keys.
+    #[doc(hidden)]
+    pub fn with_forced_hash_collisions(mut self) -> Self {
+        self.forced_hash_collisions = true;
         self
     }
 
@@ -196,6 +245,18 @@ impl Options {
                 "max_events_per_append must be within 1..={}, not {}",
                 u32::MAX,
                 self.max_events_per_append
+            ));
+        }
+        if self.memtable_entries < 16 {
+            return bad(format!(
+                "memtable_entries must be at least 16, not {}",
+                self.memtable_entries
+            ));
+        }
+        if self.stream_cache_entries < 2 {
+            return bad(format!(
+                "stream_cache_entries must be at least 2, not {}",
+                self.stream_cache_entries
             ));
         }
         if let Durability::Periodic(d) = self.durability

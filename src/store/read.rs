@@ -4,21 +4,25 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
+use super::Found;
 use super::event::{EventId, Position, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::format::{self, FrameHeader, FrameKind};
-use crate::index::FrameRef;
-use crate::log::{Log, LogFrames};
+use crate::log::LogFrames;
 use crate::segment::FrameBytes;
 
-/// What a stream reader needs of the index.
+/// What a stream reader needs: the frame of a stream holding a version, confirmed by its
+/// stream name, among the frames below `visible`.
 pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
-    fn frame_of(&self, stream: &str, version: u64) -> Option<FrameRef>;
-    fn last_version(&self, stream: &str) -> Option<u64>;
+    fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>>;
 }
 
+/// A reader's view: the store and the visibility bound at the reader's creation.
 #[derive(Debug, Clone)]
-pub(crate) struct IndexHandle(pub(crate) Arc<dyn FrameLookup>);
+pub(crate) struct Lookup {
+    pub(crate) inner: Arc<dyn FrameLookup>,
+    pub(crate) visible: u64,
+}
 
 pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
     if stream.is_empty() {
@@ -41,7 +45,7 @@ pub(crate) fn events_in_frame(header: &FrameHeader, bytes: &FrameBytes) -> u64 {
 
 /// Decodes the events of a frame into `out` (versions within `range` only).
 fn decode_into(
-    log: &Log,
+    locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
     header: &FrameHeader,
     bytes: &FrameBytes,
     expect_stream: Option<&str>,
@@ -49,7 +53,7 @@ fn decode_into(
     out: &mut Vec<RecordedEvent>,
 ) -> Result<()> {
     let corrupted = |reason: String| {
-        let (file, offset) = log.locate(header.position);
+        let (file, offset) = locate(header.position);
         Error::Corrupted {
             file,
             offset,
@@ -93,50 +97,31 @@ fn decode_into(
 /// append in the index and reads only that frame: reading a stream never scans the log.
 #[derive(Debug)]
 pub struct StreamEvents {
-    log: Arc<Log>,
-    index: IndexHandle,
+    lookup: Lookup,
     stream: String,
     /// Next version to look up; `None` when done.
     next: Option<u64>,
     backward: bool,
-    visible: u64,
     buffer: VecDeque<RecordedEvent>,
 }
 
 impl StreamEvents {
-    pub(crate) fn forward(
-        log: Arc<Log>,
-        index: IndexHandle,
-        stream: &str,
-        from: u64,
-        visible: u64,
-    ) -> Self {
+    pub(crate) fn forward(lookup: Lookup, stream: &str, from: u64) -> Self {
         StreamEvents {
-            log,
-            index,
+            lookup,
             stream: stream.to_string(),
             next: Some(from),
             backward: false,
-            visible,
             buffer: VecDeque::new(),
         }
     }
 
-    pub(crate) fn backward(
-        log: Arc<Log>,
-        index: IndexHandle,
-        stream: &str,
-        from: Option<u64>,
-        visible: u64,
-    ) -> Self {
-        let next = from.or_else(|| index.0.last_version(stream));
+    pub(crate) fn backward(lookup: Lookup, stream: &str, from: Option<u64>) -> Self {
         StreamEvents {
-            log,
-            index,
+            lookup,
             stream: stream.to_string(),
-            next,
+            next: Some(from.unwrap_or(u64::MAX)),
             backward: true,
-            visible,
             buffer: VecDeque::new(),
         }
     }
@@ -146,39 +131,35 @@ impl StreamEvents {
             let Some(version) = self.next else {
                 return Ok(());
             };
-            let Some(frame) = self.index.0.frame_of(&self.stream, version) else {
-                // Backward from past the end: start at the last version.
-                self.next = match self.index.0.last_version(&self.stream) {
-                    Some(last) if self.backward && last < version => Some(last),
-                    _ => None,
-                };
-                continue;
+            let visible = self.lookup.visible;
+            let found = self.lookup.inner.resolve(&self.stream, version, visible)?;
+            let Some(found) = found else {
+                self.next = None;
+                return Ok(());
             };
-            if frame.position >= self.visible {
-                // Not committed when this reader started.
-                self.next = if self.backward {
-                    frame.first_version.checked_sub(1)
-                } else {
-                    None
-                };
-                continue;
-            }
-            let (header, bytes) = self.log.read_frame(frame.position, self.visible)?;
-            let mut events = Vec::with_capacity(frame.count as usize);
+            let entry = found.entry;
+            let last = entry
+                .first_version
+                .saturating_add(u64::from(entry.count))
+                .saturating_sub(1);
+            // Backward from past the end starts at the last version.
+            let version = version.min(last);
+            let mut events = Vec::with_capacity(entry.count as usize);
             let backward = self.backward;
+            let no_file = |p: u64| (std::path::PathBuf::from(super::SEGMENTS_DIR), p);
             decode_into(
-                &self.log,
-                &header,
-                &bytes,
+                &no_file,
+                &found.header,
+                &found.bytes,
                 Some(&self.stream),
                 |v| if backward { v <= version } else { v >= version },
                 &mut events,
             )?;
             if backward {
                 events.reverse();
-                self.next = frame.first_version.checked_sub(1);
+                self.next = entry.first_version.checked_sub(1);
             } else {
-                self.next = frame.last_version().checked_add(1);
+                self.next = last.checked_add(1);
             }
             self.buffer.extend(events);
         }
@@ -246,8 +227,9 @@ impl Iterator for AllEvents {
                 continue;
             }
             let mut events = Vec::new();
+            let log = self.frames.log();
             if let Err(e) = decode_into(
-                self.frames.log(),
+                &|p| log.locate(p),
                 &header,
                 &bytes,
                 None,

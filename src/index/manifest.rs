@@ -1,0 +1,209 @@
+//! The index manifest (`index/MANIFEST`): names the live tables and the log position they
+//! cover. Replaced atomically: written to `MANIFEST.tmp`, synced, renamed, directory synced.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::io::Storage;
+
+/// Name of the manifest file.
+pub const MANIFEST_FILE: &str = "MANIFEST";
+/// Name of the manifest being written.
+pub const MANIFEST_TMP_FILE: &str = "MANIFEST.tmp";
+/// Magic at the start of the manifest.
+pub const MANIFEST_MAGIC: [u8; 8] = *b"SLOGMAN\0";
+/// Format version of the manifest.
+pub const MANIFEST_VERSION: u32 = 1;
+/// Most tables a manifest may name (far above what the merge policy produces).
+const MAX_TABLES: u32 = 4096;
+
+/// What the manifest says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Manifest {
+    /// Every frame below this position is in the listed tables; it was durable when the
+    /// manifest was written.
+    pub covered_position: u64,
+    /// Position of the last frame below `covered_position` (0 if none) and its stored CRC:
+    /// identifies the log the tables were built from, so a replaced log is detected.
+    pub last_frame_position: u64,
+    /// CRC field of that frame.
+    pub last_frame_crc: u32,
+    /// Events in the covered frames.
+    pub events: u64,
+    /// Event frames (appends) covered.
+    pub appends: u64,
+    /// Streams created in the covered frames (frames with first version 0).
+    pub streams: u64,
+    /// Id for the next table file.
+    pub next_table_id: u64,
+    /// Live tables, oldest first.
+    pub tables: Vec<u64>,
+}
+
+impl Manifest {
+    fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(80 + self.tables.len() * 8);
+        b.extend_from_slice(&MANIFEST_MAGIC);
+        b.extend_from_slice(&MANIFEST_VERSION.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        for v in [
+            self.covered_position,
+            self.last_frame_position,
+            u64::from(self.last_frame_crc),
+            self.events,
+            self.appends,
+            self.streams,
+            self.next_table_id,
+            self.tables.len() as u64,
+        ] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        for t in &self.tables {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes a manifest.
+    ///
+    /// # Errors
+    /// A description of what is wrong.
+    pub fn decode(b: &[u8]) -> std::result::Result<Manifest, String> {
+        let u64_at = |at: usize| -> Option<u64> {
+            Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+        };
+        if b.get(0..8) != Some(&MANIFEST_MAGIC[..]) {
+            return Err("bad manifest magic".into());
+        }
+        let body_len = b.len().checked_sub(4).ok_or("manifest too short")?;
+        let stored = u32::from_le_bytes(
+            b.get(body_len..)
+                .and_then(|s| s.try_into().ok())
+                .ok_or("manifest too short")?,
+        );
+        if crc32fast::hash(b.get(..body_len).unwrap_or_default()) != stored {
+            return Err("manifest checksum mismatch".into());
+        }
+        let version = u32::from_le_bytes(
+            b.get(8..12)
+                .and_then(|s| s.try_into().ok())
+                .ok_or("short")?,
+        );
+        if version != MANIFEST_VERSION {
+            return Err(format!("unsupported manifest version {version}"));
+        }
+        let field = |i: usize| u64_at(16 + i * 8).ok_or_else(|| "manifest too short".to_string());
+        let count = field(7)?;
+        if count > u64::from(MAX_TABLES) || body_len != 16 + 8 * 8 + count as usize * 8 {
+            return Err("manifest length does not match its table count".into());
+        }
+        let tables = (0..count as usize)
+            .map(|i| u64_at(80 + i * 8).ok_or_else(|| "manifest too short".to_string()))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Manifest {
+            covered_position: field(0)?,
+            last_frame_position: field(1)?,
+            last_frame_crc: u32::try_from(field(2)?).map_err(|_| "bad frame crc field")?,
+            events: field(3)?,
+            appends: field(4)?,
+            streams: field(5)?,
+            next_table_id: field(6)?,
+            tables,
+        })
+    }
+
+    /// Reads the manifest of `dir`: `Ok(None)` when there is none.
+    ///
+    /// # Errors
+    /// I/O errors; a damaged manifest is `Ok(Some(Err(reason)))`.
+    pub fn load(
+        storage: &dyn Storage,
+        dir: &Path,
+    ) -> Result<Option<std::result::Result<Manifest, String>>> {
+        let path = dir.join(MANIFEST_FILE);
+        let file = match storage.open_read_only(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+        };
+        let len = file
+            .len()
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+        if len > 1 << 20 {
+            return Ok(Some(Err("manifest larger than any valid one".into())));
+        }
+        let mut buf = vec![0u8; len as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = file
+                .read_at(buf.get_mut(done..).unwrap_or_default(), done as u64)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            if n == 0 {
+                break;
+            }
+            done += n;
+        }
+        buf.truncate(done);
+        Ok(Some(Manifest::decode(&buf)))
+    }
+
+    /// Replaces the manifest of `dir` atomically and durably.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn store(&self, storage: &dyn Storage, dir: &Path) -> Result<()> {
+        let tmp = dir.join(MANIFEST_TMP_FILE);
+        let path = dir.join(MANIFEST_FILE);
+        let ctx = |what: &str| format!("{what} {}", tmp.display());
+        if storage
+            .exists(&tmp)
+            .map_err(|e| Error::io(ctx("stat"), e))?
+        {
+            storage
+                .remove(&tmp)
+                .map_err(|e| Error::io(ctx("remove"), e))?;
+        }
+        let file = storage
+            .create(&tmp)
+            .map_err(|e| Error::io(ctx("create"), e))?;
+        file.write_at(&self.encode(), 0)
+            .map_err(|e| Error::io(ctx("write"), e))?;
+        file.sync_data().map_err(|e| Error::io(ctx("sync"), e))?;
+        storage
+            .rename(&tmp, &path)
+            .map_err(|e| Error::io(ctx("rename"), e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io(format!("sync {}", dir.display()), e))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trips_and_detects_damage() {
+        let m = Manifest {
+            covered_position: 4096,
+            last_frame_position: 4000,
+            last_frame_crc: 0xDEAD_BEEF,
+            events: 10,
+            appends: 4,
+            streams: 2,
+            next_table_id: 9,
+            tables: vec![3, 7, 8],
+        };
+        let b = m.encode();
+        assert_eq!(Manifest::decode(&b), Ok(m));
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 1;
+            assert!(Manifest::decode(&bad).is_err(), "flip at {i}");
+        }
+        assert!(Manifest::decode(&b[..b.len() - 1]).is_err());
+    }
+}

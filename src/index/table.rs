@@ -1,0 +1,511 @@
+//! Immutable sorted index table files (`index/<id>.idx`), read through a mapping.
+//!
+//! Layout (all little-endian; see docs/format.md):
+//! header (16 bytes) · blocks of up to 128 entries of 32 bytes, each block followed by the
+//! CRC of its entries · fences (the first key of each block, 24 bytes each) · footer (48
+//! bytes). Entries are sorted by `(stream_hash, first_version, position)`.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::io::{Mapping, Storage};
+
+/// Magic at the start of an index table.
+pub const TABLE_MAGIC: [u8; 8] = *b"SLOGIDX\0";
+/// Magic in the footer of an index table.
+pub const TABLE_FOOTER_MAGIC: [u8; 8] = *b"SLIDXEND";
+/// Format version of index tables.
+pub const TABLE_VERSION: u32 = 1;
+/// Bytes of the table header.
+pub const TABLE_HEADER_LEN: u64 = 16;
+/// Bytes of one entry.
+pub const ENTRY_LEN: usize = 32;
+/// Entries per full block.
+pub const BLOCK_ENTRIES: usize = 128;
+/// Bytes of a full block: its entries and their CRC.
+pub const BLOCK_LEN: u64 = (BLOCK_ENTRIES * ENTRY_LEN + 4) as u64;
+/// Bytes of one fence.
+pub const FENCE_LEN: usize = 24;
+/// Bytes of the footer.
+pub const FOOTER_LEN: u64 = 48;
+
+/// One index entry: an append (frame) of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Entry {
+    /// The stream hash ([`super::stream_hash`]).
+    pub hash: u64,
+    /// Version of the append's first event.
+    pub first_version: u64,
+    /// Position of the frame.
+    pub position: u64,
+    /// Events in the append.
+    pub count: u32,
+    /// A second, independent hash of the stream name ([`super::stream_check`]) that lets
+    /// lookups skip the entries of a colliding stream without reading its frame.
+    pub check: u32,
+}
+
+impl Entry {
+    /// The sort key.
+    pub fn key(&self) -> (u64, u64, u64) {
+        (self.hash, self.first_version, self.position)
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.hash.to_le_bytes());
+        out.extend_from_slice(&self.first_version.to_le_bytes());
+        out.extend_from_slice(&self.position.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.check.to_le_bytes());
+    }
+
+    fn decode(b: &[u8]) -> Option<Entry> {
+        Some(Entry {
+            hash: u64::from_le_bytes(b.get(0..8)?.try_into().ok()?),
+            first_version: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+            position: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
+            count: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
+            check: u32::from_le_bytes(b.get(28..32)?.try_into().ok()?),
+        })
+    }
+}
+
+/// File name of table `id`.
+pub fn table_file_name(id: u64) -> String {
+    format!("{id:020}.idx")
+}
+
+/// Parses a table file name back into its id.
+pub fn parse_table_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".idx")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Writes a table holding `entries` (sorted, as produced by a memtable or a merge) to
+/// `dir/<id>.idx`: create, write, sync. The caller syncs the directory (by writing the
+/// manifest that names it).
+///
+/// # Errors
+/// I/O errors.
+pub fn write_table(
+    storage: &dyn Storage,
+    dir: &Path,
+    id: u64,
+    entries: impl Iterator<Item = Entry>,
+) -> Result<PathBuf> {
+    let path = dir.join(table_file_name(id));
+    let ctx = |what: &str| format!("{what} index table {}", path.display());
+    let file = match storage.create(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Ids come from the manifest's next id, which no live table has: a file by this
+            // name is debris of a crash (a table written, its manifest not).
+            storage
+                .remove(&path)
+                .map_err(|e| Error::io(ctx("remove stale"), e))?;
+            storage.create(&path)
+        }
+        other => other,
+    }
+    .map_err(|e| Error::io(ctx("create"), e))?;
+    let mut buf = Vec::with_capacity(1 << 20);
+    let mut written = 0u64;
+    buf.extend_from_slice(&TABLE_MAGIC);
+    buf.extend_from_slice(&TABLE_VERSION.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    let mut fences = Vec::new();
+    let mut count = 0u64;
+    let mut blocks = 0u64;
+    let mut block_start = buf.len();
+    let mut in_block = 0usize;
+    let mut last_key = None;
+    let flush = |buf: &mut Vec<u8>, written: &mut u64| -> Result<()> {
+        file.write_at(buf, *written)
+            .map_err(|e| Error::io(ctx("write"), e))?;
+        *written = written.saturating_add(buf.len() as u64);
+        buf.clear();
+        Ok(())
+    };
+    for e in entries {
+        debug_assert!(
+            last_key < Some(e.key()),
+            "index table entries must be sorted and unique"
+        );
+        last_key = Some(e.key());
+        if in_block == 0 {
+            fences.extend_from_slice(&e.hash.to_le_bytes());
+            fences.extend_from_slice(&e.first_version.to_le_bytes());
+            fences.extend_from_slice(&e.position.to_le_bytes());
+            block_start = buf.len();
+            blocks += 1;
+        }
+        e.encode(&mut buf);
+        in_block += 1;
+        count += 1;
+        if in_block == BLOCK_ENTRIES {
+            let crc = crc32fast::hash(buf.get(block_start..).unwrap_or_default());
+            buf.extend_from_slice(&crc.to_le_bytes());
+            in_block = 0;
+            if buf.len() >= 1 << 20 {
+                flush(&mut buf, &mut written)?;
+                block_start = 0;
+            }
+        }
+    }
+    if in_block > 0 {
+        let crc = crc32fast::hash(buf.get(block_start..).unwrap_or_default());
+        buf.extend_from_slice(&crc.to_le_bytes());
+    }
+    let fences_offset = written.saturating_add(buf.len() as u64);
+    let fences_crc = crc32fast::hash(&fences);
+    buf.extend_from_slice(&fences);
+    let footer_start = buf.len();
+    buf.extend_from_slice(&count.to_le_bytes());
+    buf.extend_from_slice(&blocks.to_le_bytes());
+    buf.extend_from_slice(&fences_offset.to_le_bytes());
+    buf.extend_from_slice(&fences_crc.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&TABLE_FOOTER_MAGIC);
+    let crc = crc32fast::hash(buf.get(footer_start..).unwrap_or_default());
+    buf.extend_from_slice(&crc.to_le_bytes());
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    flush(&mut buf, &mut written)?;
+    file.sync_data().map_err(|e| Error::io(ctx("sync"), e))?;
+    Ok(path)
+}
+
+/// An open, immutable index table.
+#[derive(Debug)]
+pub struct Table {
+    id: u64,
+    path: PathBuf,
+    map: Mapping,
+    entries: u64,
+    blocks: u64,
+    fences_offset: u64,
+}
+
+impl Table {
+    /// Opens and checks a table: header, footer, fences and the file's length. Block CRCs
+    /// are checked when a block is read.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a check fails; I/O errors.
+    pub fn open(storage: &dyn Storage, dir: &Path, id: u64) -> Result<Table> {
+        let path = dir.join(table_file_name(id));
+        let file = storage
+            .open_read_only(&path)
+            .map_err(|e| Error::io(format!("open index table {}", path.display()), e))?;
+        let map = file
+            .map()
+            .map_err(|e| Error::io(format!("map index table {}", path.display()), e))?;
+        let bad = |offset: u64, reason: &str| Error::corrupted(&path, offset, reason.to_string());
+        let len = map.len() as u64;
+        if len < TABLE_HEADER_LEN + FOOTER_LEN {
+            return Err(bad(0, "index table too short"));
+        }
+        if map.get(0..8) != Some(&TABLE_MAGIC[..]) {
+            return Err(bad(0, "bad index table magic"));
+        }
+        if read_u32(&map, 8) != Some(TABLE_VERSION) {
+            return Err(bad(8, "unsupported index table version"));
+        }
+        if read_u32(&map, 12) != Some(0) {
+            return Err(bad(12, "index table header reserved bytes"));
+        }
+        let f = len - FOOTER_LEN;
+        let footer = map.get(f as usize..).unwrap_or_default();
+        if footer.get(32..40) != Some(&TABLE_FOOTER_MAGIC[..])
+            || read_u32(footer, 40) != Some(crc32fast::hash(footer.get(..40).unwrap_or_default()))
+            || read_u32(footer, 44) != Some(0)
+        {
+            return Err(bad(f, "bad index table footer"));
+        }
+        let entries = read_u64(footer, 0).unwrap_or(0);
+        let blocks = read_u64(footer, 8).unwrap_or(0);
+        let fences_offset = read_u64(footer, 16).unwrap_or(0);
+        let fences_crc = read_u32(footer, 24).unwrap_or(0);
+        let expect_blocks = entries.div_ceil(BLOCK_ENTRIES as u64);
+        let last = entries - (expect_blocks.saturating_sub(1)) * BLOCK_ENTRIES as u64;
+        let expect_fences = if entries == 0 {
+            TABLE_HEADER_LEN
+        } else {
+            TABLE_HEADER_LEN + (expect_blocks - 1) * BLOCK_LEN + last * ENTRY_LEN as u64 + 4
+        };
+        if blocks != expect_blocks
+            || fences_offset != expect_fences
+            || fences_offset + blocks * FENCE_LEN as u64 != f
+        {
+            return Err(bad(
+                f,
+                "index table footer does not match the file's length",
+            ));
+        }
+        let fences = map
+            .get(fences_offset as usize..f as usize)
+            .unwrap_or_default();
+        if crc32fast::hash(fences) != fences_crc {
+            return Err(bad(fences_offset, "index table fences checksum mismatch"));
+        }
+        Ok(Table {
+            id,
+            path,
+            map,
+            entries,
+            blocks,
+            fences_offset,
+        })
+    }
+
+    /// The table's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The table's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.entries
+    }
+
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries == 0
+    }
+
+    fn fence(&self, block: u64) -> (u64, u64, u64) {
+        let at = (self.fences_offset + block * FENCE_LEN as u64) as usize;
+        (
+            read_u64(&self.map, at).unwrap_or(0),
+            read_u64(&self.map, at + 8).unwrap_or(0),
+            read_u64(&self.map, at + 16).unwrap_or(0),
+        )
+    }
+
+    /// The entries of `block`, after checking its CRC.
+    fn block(&self, block: u64) -> Result<&[u8]> {
+        let start = TABLE_HEADER_LEN + block * BLOCK_LEN;
+        let n = if block + 1 == self.blocks {
+            self.entries - block * BLOCK_ENTRIES as u64
+        } else {
+            BLOCK_ENTRIES as u64
+        };
+        let end = start + n * ENTRY_LEN as u64;
+        let bytes = self
+            .map
+            .get(start as usize..end as usize)
+            .unwrap_or_default();
+        if read_u32(&self.map, end as usize) != Some(crc32fast::hash(bytes)) {
+            return Err(Error::corrupted(
+                &self.path,
+                start,
+                "index table block checksum mismatch",
+            ));
+        }
+        Ok(bytes)
+    }
+
+    /// Entries with `hash` and a key at or below `(hash, version, u64::MAX)`, greatest
+    /// first, passed to `visit` until it returns `false`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a block's checksum does not match.
+    pub fn floor(
+        &self,
+        hash: u64,
+        version: u64,
+        mut visit: impl FnMut(Entry) -> bool,
+    ) -> Result<()> {
+        if self.blocks == 0 {
+            return Ok(());
+        }
+        let key = (hash, version, u64::MAX);
+        // The last block whose first key is <= key.
+        let (mut lo, mut hi) = (0u64, self.blocks);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.fence(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let Some(mut block) = lo.checked_sub(1) else {
+            return Ok(());
+        };
+        loop {
+            let bytes = self.block(block)?;
+            let entries: Vec<Entry> = bytes
+                .chunks_exact(ENTRY_LEN)
+                .filter_map(Entry::decode)
+                .collect();
+            let start = entries.partition_point(|e| e.key() <= key);
+            for e in entries.iter().take(start).rev() {
+                if e.hash != hash || !visit(*e) {
+                    return Ok(());
+                }
+            }
+            match block.checked_sub(1) {
+                Some(b) => block = b,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Every entry in order (for merges and verification).
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a block's checksum does not match.
+    pub fn for_each(&self, mut visit: impl FnMut(Entry) -> Result<()>) -> Result<()> {
+        for block in 0..self.blocks {
+            for e in self
+                .block(block)?
+                .chunks_exact(ENTRY_LEN)
+                .filter_map(Entry::decode)
+            {
+                visit(e)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All entries in order, materialized block by block (for merges).
+    pub fn iter(&self) -> TableIter<'_> {
+        TableIter {
+            table: self,
+            block: 0,
+            buf: Vec::new(),
+            at: 0,
+            failed: None,
+        }
+    }
+}
+
+/// Iterator over a table's entries; a checksum failure ends it and is kept in `failed`.
+#[derive(Debug)]
+pub struct TableIter<'a> {
+    table: &'a Table,
+    block: u64,
+    buf: Vec<Entry>,
+    at: usize,
+    /// The error that ended the iteration early, if any.
+    pub failed: Option<Error>,
+}
+
+impl Iterator for TableIter<'_> {
+    type Item = Entry;
+    fn next(&mut self) -> Option<Entry> {
+        loop {
+            if let Some(e) = self.buf.get(self.at) {
+                self.at += 1;
+                return Some(*e);
+            }
+            if self.block >= self.table.blocks || self.failed.is_some() {
+                return None;
+            }
+            match self.table.block(self.block) {
+                Ok(bytes) => {
+                    self.buf = bytes
+                        .chunks_exact(ENTRY_LEN)
+                        .filter_map(Entry::decode)
+                        .collect();
+                    self.at = 0;
+                    self.block += 1;
+                }
+                Err(e) => {
+                    self.failed = Some(e);
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn read_u64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(
+        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
+}
+
+fn read_u32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::io::FsStorage;
+
+    fn entries(n: u64) -> Vec<Entry> {
+        let mut v: Vec<Entry> = (0..n)
+            .map(|i| Entry {
+                hash: i % 37,
+                first_version: i / 37 * 3,
+                position: 1000 + i,
+                count: 3,
+                check: (i % 37) as u32,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_written_table_answers_floor_queries_like_a_sorted_vec() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0u64, 1, 127, 128, 129, 1000] {
+            let all = entries(n);
+            write_table(&FsStorage, dir.path(), n, all.iter().copied()).unwrap();
+            let t = Table::open(&FsStorage, dir.path(), n).unwrap();
+            assert_eq!(t.len(), n);
+            assert_eq!(t.iter().collect::<Vec<_>>(), all);
+            for hash in [0u64, 5, 36, 99] {
+                for version in [0u64, 2, 3, 50, u64::MAX] {
+                    let mut got = Vec::new();
+                    t.floor(hash, version, |e| {
+                        got.push(e);
+                        true
+                    })
+                    .unwrap();
+                    let want: Vec<Entry> = all
+                        .iter()
+                        .rev()
+                        .filter(|e| e.hash == hash && e.first_version <= version)
+                        .copied()
+                        .collect();
+                    assert_eq!(got, want, "n {n} hash {hash} version {version}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn damage_is_detected_at_open_or_at_block_read() {
+        let dir = tempfile::tempdir().unwrap();
+        write_table(&FsStorage, dir.path(), 1, entries(300).into_iter()).unwrap();
+        let path = dir.path().join(table_file_name(1));
+        let good = std::fs::read(&path).unwrap();
+        for offset in (0..good.len()).step_by(7) {
+            let mut bad = good.clone();
+            bad[offset] ^= 0x40;
+            std::fs::write(&path, &bad).unwrap();
+            let detected = match Table::open(&FsStorage, dir.path(), 1) {
+                Err(Error::Corrupted { .. }) => true,
+                Err(e) => panic!("{e}"),
+                Ok(t) => t.for_each(|_| Ok(())).is_err(),
+            };
+            assert!(detected, "flip at {offset} undetected");
+        }
+        assert_eq!(parse_table_file_name(&table_file_name(42)), Some(42));
+        assert_eq!(parse_table_file_name("42.idx"), None);
+    }
+}
