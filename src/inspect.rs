@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::format::{self, FRAME_HEADER_LEN, FrameHeader, FrameKind, SEGMENT_HEADER_LEN};
+use crate::index::{Hashing, Index};
 use crate::io::{FsStorage, Storage};
 use crate::log::{VerifyReport, open_segments, verify_segments};
 use crate::segment::{ScanEnd, Segment, parse_segment_file_name};
-use crate::store::{EventId, LOCK_FILE, Position, RecordedEvent, SEGMENTS_DIR};
+use crate::store::{EventId, INDEX_DIR, LOCK_FILE, Position, RecordedEvent, SEGMENTS_DIR};
 
-/// Checks every frame of every segment in the store at `dir` without opening it for
-/// writing (a shared lock keeps writers out meanwhile). Damage is classified by the
+/// Checks every frame of every segment in the store at `dir`, and the index files against
+/// the log, without opening it for writing (a shared lock keeps writers out meanwhile). Damage is classified by the
 /// recovery rule: corruption of attested data, or a torn tail that recovery would cut.
 /// `progress` is called with the size of each frame checked.
 ///
@@ -38,12 +39,89 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
     for seg in segments.iter().take(segments.len().saturating_sub(1)) {
         seg.seal()?;
     }
-    verify_segments(
+    let mut report = verify_segments(
         &segments,
         u64::MAX,
         &mut progress,
         &crate::store::events_in_frame,
-    )
+    )?;
+    report.index_problems = check_index(dir, &segments)?;
+    Ok(report)
+}
+
+/// Checks the index files against the log: the manifest and every table block decode, the
+/// manifest describes this log, and every append below the covered position is found
+/// through the index at its position, with no other entries.
+fn check_index(dir: &Path, segments: &[Arc<Segment>]) -> Result<Vec<String>> {
+    let index_dir = dir.join(INDEX_DIR);
+    let mut problems = Vec::new();
+    if !index_dir.is_dir() {
+        return Ok(problems);
+    }
+    let (index, report) =
+        Index::open(Arc::new(FsStorage), &index_dir, Hashing::Standard, 16, true)?;
+    if let Some(why) = report.rebuilt {
+        problems.push(format!("index: {why}"));
+        return Ok(problems);
+    }
+    let manifest = index.manifest();
+    if let Err(why) = crate::store::check_manifest(segments, &manifest) {
+        problems.push(format!("index: {why}"));
+        return Ok(problems);
+    }
+    let covered = manifest.covered_position;
+    let mut frames = 0u64;
+    let mut log_damaged = false;
+    for seg in segments {
+        let end = seg.file_len()?.min(covered.saturating_sub(seg.base()));
+        if end <= SEGMENT_HEADER_LEN as u64 {
+            continue;
+        }
+        let how = seg.reader().scan(SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
+            if h.kind != FrameKind::Events {
+                return Ok(());
+            }
+            let Ok((stream, first_version, _)) = format::decode_events_summary(bytes.body()) else {
+                return Ok(());
+            };
+            frames += 1;
+            let (hash, check) = Hashing::Standard.keys(stream);
+            let mut exclude = Vec::new();
+            loop {
+                match index.floor(hash, check, first_version, &exclude) {
+                    Ok(Some(e)) if e.position == h.position => break,
+                    Ok(Some(e)) if e.first_version == first_version => exclude.push(e.position),
+                    Ok(_) => {
+                        problems.push(format!(
+                            "index: the append of {stream:?} at version {first_version} (position {}) is missing",
+                            h.position
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        problems.push(format!("index: {e}"));
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        // Damage in the log is reported by the segment check; the count below would
+        // only repeat it.
+        log_damaged |= !matches!(how, ScanEnd::Clean { .. });
+    }
+    let mut entries = 0u64;
+    if let Err(e) = index.for_each_entry(|_| {
+        entries += 1;
+        Ok(())
+    }) {
+        problems.push(format!("index: {e}"));
+    } else if entries != frames && !log_damaged {
+        problems.push(format!(
+            "index: {entries} entries for {frames} appends in the covered log"
+        ));
+    }
+    Ok(problems)
 }
 
 /// One item of a [`dump`].

@@ -53,17 +53,33 @@ struct Model {
     all: Vec<(String, u64)>,
 }
 
-fn options() -> Options {
-    Options::default()
+/// Small segments, a 16-entry memtable and a 4-stream cache, so that rollover, index
+/// flushes, merges and cache misses all happen within a few dozen appends.
+fn options(collide: bool) -> Options {
+    let o = Options::default()
         .with_segment_size_bytes(4096)
         .with_durability(Durability::Buffered)
+        .with_memtable_entries(16)
+        .with_stream_cache_entries(4)
+        .with_background_index_maintenance(false);
+    if collide {
+        o.with_forced_hash_collisions()
+    } else {
+        o
+    }
 }
 
+/// What a kill -9 leaves: the segment and index files as they are.
 fn copy_store(from: &Path, to: &Path) {
-    fs::create_dir_all(to.join("segments")).unwrap();
-    for e in fs::read_dir(from.join("segments")).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), to.join("segments").join(e.file_name())).unwrap();
+    for sub in ["segments", "index"] {
+        if !from.join(sub).exists() {
+            continue;
+        }
+        fs::create_dir_all(to.join(sub)).unwrap();
+        for e in fs::read_dir(from.join(sub)).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), to.join(sub).join(e.file_name())).unwrap();
+        }
     }
 }
 
@@ -97,9 +113,9 @@ fn check(store: &Store, model: &Model) {
     assert_eq!(all, model.all);
 }
 
-fn run(ops: Vec<Op>) {
+fn run(ops: Vec<Op>, collide: bool) {
     let mut dirs = vec![tempfile::tempdir().unwrap()];
-    let mut store = Store::open_with(dirs[0].path(), options()).unwrap();
+    let mut store = Store::open_with(dirs[0].path(), options(collide)).unwrap();
     let mut model = Model::default();
     let mut last_append: Option<(String, ExpectedVersion, Vec<NewEvent>, u64)> = None;
     for (step, op) in ops.into_iter().enumerate() {
@@ -157,14 +173,14 @@ fn run(ops: Vec<Op>) {
             Op::Reopen => {
                 let dir = dirs.last().unwrap().path().to_path_buf();
                 drop(store);
-                store = Store::open_with(&dir, options()).unwrap();
+                store = Store::open_with(&dir, options(collide)).unwrap();
                 assert!(store.recovery_report().clean_shutdown);
             }
             Op::Crash => {
                 let image = tempfile::tempdir().unwrap();
                 copy_store(dirs.last().unwrap().path(), image.path());
                 drop(store);
-                store = Store::open_with(image.path(), options()).unwrap();
+                store = Store::open_with(image.path(), options(collide)).unwrap();
                 assert!(
                     store.recovery_report().is_clean(),
                     "a process crash tears nothing"
@@ -181,6 +197,13 @@ proptest! {
 
     #[test]
     fn store_behaves_like_the_model(ops in proptest::collection::vec(op(), 1..40)) {
-        run(ops);
+        run(ops, false);
+    }
+
+    #[test]
+    fn store_behaves_like_the_model_when_every_stream_hash_collides(
+        ops in proptest::collection::vec(op(), 1..40),
+    ) {
+        run(ops, true);
     }
 }

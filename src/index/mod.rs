@@ -92,6 +92,9 @@ struct State {
     totals: Totals,
     /// Position and CRC of the last frame recorded.
     last_frame: (u64, u32),
+    /// Set by `reset`: the next flush removes every table file the new manifest does not
+    /// name.
+    reset: bool,
 }
 
 /// What opening the index found.
@@ -176,6 +179,7 @@ impl Index {
                 },
                 last_frame: (manifest.last_frame_position, manifest.last_frame_crc),
                 manifest,
+                reset: false,
             }),
             manifest_lock: Mutex::new(()),
             merge_lock: Mutex::new(()),
@@ -258,6 +262,7 @@ impl Index {
         s.tables.clear();
         s.totals = Totals::default();
         s.last_frame = (0, 0);
+        s.reset = true;
         let next = s.manifest.next_table_id;
         s.manifest = Manifest {
             next_table_id: next,
@@ -371,10 +376,16 @@ impl Index {
         manifest.appends = frozen.totals.appends;
         manifest.streams = frozen.totals.streams;
         manifest.store(self.storage.as_ref(), &self.dir)?;
-        let mut s = self.state.write();
-        s.tables.push(table);
-        s.manifest = manifest;
-        s.frozen = None;
+        let reset = {
+            let mut s = self.state.write();
+            s.tables.push(table);
+            s.manifest = manifest;
+            s.frozen = None;
+            std::mem::take(&mut s.reset)
+        };
+        if reset {
+            self.remove_unlisted()?;
+        }
         Ok(true)
     }
 

@@ -165,10 +165,36 @@ impl Store {
     /// - [`Error::Corrupted`] when data attested as durable is damaged;
     /// - [`Error::Io`] on I/O failure.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
-        Store::open_inner(dir.as_ref(), options, false)
+        Store::open_inner(dir.as_ref(), options, false, &mut |_| {})
     }
 
-    fn open_inner(dir: &Path, options: Options, rebuild_index: bool) -> Result<Store> {
+    /// Rebuilds the index of the store in `dir` from its segments: opens it, replays every
+    /// frame into a fresh index (reporting each frame's size to `progress`), writes the new
+    /// index files, removes the old ones, and closes the store. The index is derived data,
+    /// so this never loses events; use it after `verify` reports index problems.
+    ///
+    /// # Errors
+    /// As [`Store::open_with`], and I/O errors writing the index.
+    pub fn reindex(
+        dir: impl AsRef<Path>,
+        options: Options,
+        mut progress: impl FnMut(u64),
+    ) -> Result<RecoveryReport> {
+        if options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let store = Store::open_inner(dir.as_ref(), options, true, &mut progress)?;
+        let report = store.recovery_report().clone();
+        store.close()?;
+        Ok(report)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        options: Options,
+        rebuild_index: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Store> {
         options.validate()?;
         let dir = dir.to_path_buf();
         let storage = Arc::clone(&options.storage);
@@ -245,6 +271,7 @@ impl Store {
                     index.record(stream, first_version, count, header.position, header.crc);
                     replayed += 1;
                 }
+                progress(header.frame_len());
                 Ok(())
             },
         )?;
@@ -621,7 +648,7 @@ impl Store {
 
 /// Checks that the index manifest describes this log: what it covers exists, and the last
 /// frame it indexed is still the same frame.
-fn check_manifest(
+pub(crate) fn check_manifest(
     segments: &[Arc<Segment>],
     manifest: &crate::index::Manifest,
 ) -> std::result::Result<(), String> {

@@ -48,6 +48,11 @@ enum Command {
         /// Store directory.
         dir: PathBuf,
     },
+    /// Rebuild the index from the segments (the index is derived data; nothing is lost).
+    Reindex {
+        /// Store directory.
+        dir: PathBuf,
+    },
     /// Decode every frame of the store, damaged ones included (never writes).
     Dump {
         /// Store directory.
@@ -202,6 +207,7 @@ fn run(command: Command) -> CliResult {
         Command::ReadAll(a) => read_all(a, &mut out)?,
         Command::Info { dir } => info(&dir, &mut out)?,
         Command::Verify { dir } => verify(&dir, &mut out)?,
+        Command::Reindex { dir } => reindex(&dir, &mut out)?,
         Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
         Command::Bench(a) => bench::run(a, &mut out)?,
         Command::Crashtest(a) => crashtest::run(a, &mut out)?,
@@ -364,6 +370,8 @@ fn info(dir: &Path, out: &mut impl Write) -> CliResult {
             .field("head", i.head.0)
             .field("durable", i.durable.0)
             .field("durability", i.durability.to_string())
+            .field("index_tables", i.index_tables)
+            .field("index_covered", i.index_covered.0)
             .field("read_only", true)
             .obj("recovery", output::recovery(store.recovery_report())),
     )?;
@@ -415,8 +423,19 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
                 .field("torn_tail", d.torn_tail),
         )?;
     }
-    let corrupted = report.corruption().count();
-    let torn = report.damage.len().saturating_sub(corrupted);
+    for problem in &report.index_problems {
+        line(
+            out,
+            Obj::new()
+                .field("index_problem", problem.as_str())
+                .field("fix", "streamlog reindex"),
+        )?;
+    }
+    let corrupted = report.corruption().count() + report.index_problems.len();
+    let torn = report
+        .damage
+        .len()
+        .saturating_sub(report.corruption().count());
     line(
         out,
         Obj::new()
@@ -432,6 +451,27 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
         out.flush()?;
         return Err(CliError::CorruptionFound(corrupted));
     }
+    Ok(())
+}
+
+fn reindex(dir: &Path, out: &mut impl Write) -> CliResult {
+    let bar = progress_bar(segment_bytes(dir), "reindex");
+    let start = std::time::Instant::now();
+    let result = Store::reindex(dir, Options::default(), |n| bar.inc(n));
+    bar.finish_and_clear();
+    let report = result?;
+    let info = open_read_only(dir)?.info()?;
+    line(
+        out,
+        Obj::new()
+            .field("frames_replayed", report.index.replayed_frames)
+            .field("appends", info.appends)
+            .field("events", info.events)
+            .field("streams", info.streams)
+            .field("index_tables", info.index_tables)
+            .field("index_covered", info.index_covered.0)
+            .field("seconds", start.elapsed().as_secs_f64()),
+    )?;
     Ok(())
 }
 

@@ -184,6 +184,24 @@ pub fn recovery(r: &RecoveryReport) -> Obj {
                 .map(|p| Value::String(p.display().to_string()))
                 .collect::<Vec<_>>(),
         )
+        .field("replayed_from", r.replayed_from)
+        .obj(
+            "index",
+            Obj::new()
+                .field("tables", r.index.tables)
+                .field("table_entries", r.index.table_entries)
+                .field("covered_position", r.index.covered_position)
+                .field("replayed_frames", r.index.replayed_frames)
+                .field("rebuilt", r.index.rebuilt.as_deref())
+                .field(
+                    "removed_files",
+                    r.index
+                        .removed_files
+                        .iter()
+                        .map(|p| Value::String(p.display().to_string()))
+                        .collect::<Vec<_>>(),
+                ),
+        )
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar

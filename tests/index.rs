@@ -1,0 +1,286 @@
+//! The persistent stream index: rebuilds, damage, staleness, collisions.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use streamlog::{Durability, Error, ExpectedVersion, NewEvent, Options, Position, Store};
+
+fn options() -> Options {
+    Options::default()
+        .with_durability(Durability::Buffered)
+        .with_segment_size_bytes(64 * 1024)
+        .with_memtable_entries(16)
+        .with_background_index_maintenance(false)
+}
+
+/// 40 streams, 300 appends of 1..4 events; returns every stream's events as read.
+fn fill(dir: &Path, opts: Options) -> Vec<(String, Vec<Vec<u8>>)> {
+    let store = Store::open_with(dir, opts).unwrap();
+    for i in 0..300u32 {
+        let stream = format!("stream-{}", (i * 7) % 40);
+        let events = (0..1 + i % 4).map(|j| NewEvent::new("E", format!("{i}/{j}")));
+        store.append(&stream, ExpectedVersion::Any, events).unwrap();
+    }
+    let all = contents(&store);
+    store.close().unwrap();
+    all
+}
+
+fn contents(store: &Store) -> Vec<(String, Vec<Vec<u8>>)> {
+    (0..40)
+        .map(|s| {
+            let name = format!("stream-{s}");
+            let data = store
+                .read_stream(&name, 0)
+                .unwrap()
+                .map(|e| e.unwrap().data)
+                .collect();
+            (name, data)
+        })
+        .collect()
+}
+
+fn index_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir.join("index"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "idx"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn the_index_persists_and_open_replays_only_the_uncovered_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fill(dir.path(), options());
+    let tables = index_files(dir.path());
+    assert!(!tables.is_empty());
+    assert!(
+        tables.len() <= 8,
+        "merges keep the table count logarithmic: {tables:?}"
+    );
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let r = store.recovery_report();
+    assert!(r.clean_shutdown);
+    assert!(r.index.rebuilt.is_none());
+    assert_eq!(r.index.replayed_frames, 0, "{r:?}");
+    assert_eq!(r.frames, 1, "only the closing checkpoint is scanned");
+    assert_eq!(contents(&store), want);
+    let info = store.info().unwrap();
+    assert_eq!((info.appends, info.streams), (300, 40));
+    assert!(store.verify(|_| {}).unwrap().index_problems.is_empty());
+}
+
+#[test]
+fn rebuilding_the_index_gives_the_same_answers_as_building_it_incrementally() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fill(dir.path(), options());
+    let before = index_files(dir.path());
+    let report = Store::reindex(dir.path(), options(), |_| {}).unwrap();
+    assert_eq!(report.index.rebuilt.as_deref(), Some("rebuild requested"));
+    assert_eq!(report.index.replayed_frames, 300);
+    let after = index_files(dir.path());
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "old tables are removed"
+    );
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(contents(&store), want);
+    assert!(store.verify(|_| {}).unwrap().index_problems.is_empty());
+    assert!(
+        streamlog::inspect::verify_dir(dir.path(), |_| {}).is_err(),
+        "locked while open"
+    );
+    drop(store);
+    let report = streamlog::inspect::verify_dir(dir.path(), |_| {}).unwrap();
+    assert!(
+        report.index_problems.is_empty(),
+        "{:?}",
+        report.index_problems
+    );
+}
+
+#[test]
+fn a_missing_index_is_rebuilt_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fill(dir.path(), options());
+    fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.recovery_report().index.replayed_frames, 300);
+    assert_eq!(contents(&store), want);
+}
+
+#[test]
+fn damaged_or_missing_index_files_are_detected_and_rebuilt_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fill(dir.path(), options());
+    let image = tempfile::tempdir().unwrap();
+    let copy = |to: &Path| {
+        for sub in ["segments", "index"] {
+            fs::create_dir_all(to.join(sub)).unwrap();
+            for e in fs::read_dir(dir.path().join(sub)).unwrap() {
+                let e = e.unwrap();
+                fs::copy(e.path(), to.join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    };
+    copy(image.path());
+    type Damage = Box<dyn Fn(&Path)>;
+    let damage: Vec<(&str, Damage)> = vec![
+        (
+            "manifest flipped",
+            Box::new(|d: &Path| flip(&d.join("index/MANIFEST"), 20)),
+        ),
+        (
+            "manifest truncated",
+            Box::new(|d: &Path| truncate(&d.join("index/MANIFEST"), 10)),
+        ),
+        (
+            "table removed",
+            Box::new(|d: &Path| fs::remove_file(&index_files(d)[0]).unwrap()),
+        ),
+        (
+            "table header flipped",
+            Box::new(|d: &Path| flip(&index_files(d)[0], 3)),
+        ),
+        (
+            "table footer flipped",
+            Box::new(|d: &Path| {
+                let t = &index_files(d)[0];
+                flip(t, fs::metadata(t).unwrap().len() - 20)
+            }),
+        ),
+    ];
+    for (what, damage) in damage {
+        let d = tempfile::tempdir().unwrap();
+        copy(d.path());
+        damage(d.path());
+        let report = streamlog::inspect::verify_dir(d.path(), |_| {}).unwrap();
+        assert!(!report.index_problems.is_empty(), "{what}: verify sees it");
+        let store = Store::open_with(d.path(), options()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let r = store.recovery_report();
+        assert!(r.index.rebuilt.is_some(), "{what}: {r:?}");
+        assert_eq!(r.index.replayed_frames, 300, "{what}");
+        assert_eq!(contents(&store), want, "{what}");
+    }
+}
+
+#[test]
+fn a_damaged_table_block_fails_the_reads_that_touch_it_until_reindex() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = fill(dir.path(), options());
+    // The largest table: flip a byte inside its first block's entries.
+    let table = index_files(dir.path())
+        .into_iter()
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    flip(&table, 16 + 40);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let failed = (0..40).any(|s| {
+        store
+            .read_stream(&format!("stream-{s}"), 0)
+            .unwrap()
+            .any(|e| matches!(e, Err(Error::Corrupted { ref file, .. }) if *file == table))
+    });
+    assert!(failed, "block checksums are checked on use");
+    assert!(!store.verify(|_| {}).unwrap().index_problems.is_empty());
+    drop(store);
+    Store::reindex(dir.path(), options(), |_| {}).unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(contents(&store), want);
+}
+
+#[test]
+fn an_index_built_from_another_log_is_stale_and_rebuilt() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    fill(a.path(), options());
+    // Another log, the same size or longer, under a's index.
+    let store = Store::open_with(b.path(), options()).unwrap();
+    for i in 0..400 {
+        store
+            .append(
+                "other",
+                ExpectedVersion::Any,
+                [NewEvent::new("X", format!("{i:>8}"))],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    fs::remove_dir_all(a.path().join("segments")).unwrap();
+    fs::create_dir_all(a.path().join("segments")).unwrap();
+    for e in fs::read_dir(b.path().join("segments")).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), a.path().join("segments").join(e.file_name())).unwrap();
+    }
+    let store = Store::open_with(a.path(), options()).unwrap();
+    assert!(store.recovery_report().index.rebuilt.is_some());
+    assert_eq!(store.read_stream("stream-0", 0).unwrap().count(), 0);
+    assert_eq!(store.read_stream("other", 0).unwrap().count(), 400);
+    assert_eq!(store.read_all(Position::START).unwrap().count(), 400);
+}
+
+#[test]
+fn streams_sharing_a_hash_keep_their_own_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || {
+        options()
+            .with_forced_hash_collisions()
+            .with_stream_cache_entries(2)
+    };
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    for round in 0..30u64 {
+        for s in ["a", "b", "c"] {
+            let expected = if round == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(round - 1)
+            };
+            store
+                .append(s, expected, [NewEvent::new("E", format!("{s}{round}"))])
+                .unwrap();
+        }
+    }
+    let check = |store: &Store| {
+        for s in ["a", "b", "c"] {
+            assert_eq!(store.stream_version(s).unwrap(), Some(29));
+            let data: Vec<_> = store
+                .read_stream(s, 0)
+                .unwrap()
+                .map(|e| String::from_utf8(e.unwrap().data).unwrap())
+                .collect();
+            assert_eq!(data, (0..30).map(|r| format!("{s}{r}")).collect::<Vec<_>>());
+            let back = store.read_stream_backward(s, Some(10)).unwrap().count();
+            assert_eq!(back, 11);
+        }
+        assert_eq!(store.stream_version("d").unwrap(), None);
+        assert!(matches!(
+            store.append("a", ExpectedVersion::Exact(28), [NewEvent::new("E", "x")]),
+            Err(Error::WrongExpectedVersion {
+                actual: Some(29),
+                ..
+            })
+        ));
+    };
+    check(&store);
+    drop(store);
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    check(&store);
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut b = fs::read(path).unwrap();
+    b[offset as usize] ^= 0x20;
+    fs::write(path, b).unwrap();
+}
+
+fn truncate(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
