@@ -367,14 +367,22 @@ impl Log {
         if end < active.first_frame_position() {
             end = active.base().saturating_add(active.file_len()?);
         }
-        if !read_only {
-            // What survived the crash may still be only in the OS cache: make it durable
-            // before any new frame attests it.
-            active.sync()?;
-        }
         report.segments = segments.len();
         report.attested_position = attested;
         report.clean_shutdown = last_kind == Some(FrameKind::Checkpoint) && report.is_clean();
+        let durable = if read_only {
+            end
+        } else if report.clean_shutdown {
+            // Everything up to the closing checkpoint was synced before it was written (its
+            // watermark says so); only the checkpoint itself may not be. No sync needed:
+            // new frames attest no more than the checkpoint's watermark until the next one.
+            attested.min(end)
+        } else {
+            // What survived a crash may still be only in the OS cache: make it durable
+            // before any new frame attests it.
+            active.sync()?;
+            end
+        };
         let log = Log {
             storage,
             dir: dir.to_path_buf(),
@@ -383,7 +391,7 @@ impl Log {
             segments: RwLock::new(segments),
             write_lock: Mutex::new(()),
             written: AtomicU64::new(end),
-            durable: AtomicU64::new(end),
+            durable: AtomicU64::new(durable),
             poisoned: AtomicBool::new(false),
         };
         Ok((log, report))

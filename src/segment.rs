@@ -19,6 +19,8 @@ use crate::io::{Mapping, Storage, StorageFile};
 
 /// Read-ahead size of sequential scans of files that are not mapped.
 const READ_AHEAD_BYTES: usize = 1 << 20;
+/// Bytes read at once by a point read of one frame.
+const POINT_READ_BYTES: usize = 4096;
 
 /// File name of the segment starting at `base`: 20 zero-padded digits and `.seg`.
 pub fn segment_file_name(base: u64) -> String {
@@ -298,9 +300,13 @@ impl Segment {
         position: u64,
         limit: u64,
     ) -> Result<(FrameHeader, FrameBytes)> {
-        // A point read: read exactly the header, then exactly the frame.
+        // A point read: one pread of a page, which holds most frames whole (a second read
+        // fetches the rest of a longer one). Not through the mapping even when sealed:
+        // random reads through a mapping fault file pages into the process's resident set,
+        // so memory would grow with the part of the log read, not with what is in use.
         let mut reader = self.reader();
-        reader.read_ahead = 0;
+        reader.map = None;
+        reader.read_ahead = POINT_READ_BYTES;
         reader.frame_at(position, limit)
     }
 }
