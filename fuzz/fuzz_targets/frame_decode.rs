@@ -26,13 +26,19 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(h) = decode_segment_header(&bytes) {
         // A decodable header re-encodes to the same bytes.
         let enc = format::encode_segment_header(&h);
-        assert_eq!(&enc[..], &bytes[..SEGMENT_HEADER_LEN], "segment header round trip");
+        assert_eq!(
+            &enc[..],
+            &bytes[..SEGMENT_HEADER_LEN],
+            "segment header round trip"
+        );
     }
 
     // Frame header and whole frame.
     if let Ok(h) = decode_frame_header(&bytes) {
         if fix {
-            let end = usize::try_from(h.frame_len()).unwrap_or(usize::MAX).min(bytes.len());
+            let end = usize::try_from(h.frame_len())
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
             if end >= 12 {
                 let crc = crc32fast::hash(&bytes[12..end]);
                 bytes[8..12].copy_from_slice(&crc.to_le_bytes());
@@ -67,7 +73,11 @@ fn round_trip(body: &[u8], position: u64, watermark: u64) {
     let summary = decode_events_summary(body).expect("a decodable body has a summary");
     assert_eq!(
         summary,
-        (decoded.stream, decoded.first_version, decoded.events.len() as u32)
+        (
+            decoded.stream,
+            decoded.first_version,
+            decoded.events.len() as u32
+        )
     );
     let mut out = vec![0xEE; 3];
     let n = encode_events_frame(
@@ -80,13 +90,21 @@ fn round_trip(body: &[u8], position: u64, watermark: u64) {
     );
     let frame = &out[3..];
     assert_eq!(n, frame.len());
-    assert_eq!(frame.len(), FRAME_HEADER_LEN + body.len(), "re-encoded length");
+    assert_eq!(
+        frame.len(),
+        FRAME_HEADER_LEN + body.len(),
+        "re-encoded length"
+    );
     let h = decode_frame_header(frame).expect("re-encoded header decodes");
     assert_eq!(h.kind, FrameKind::Events);
     assert_eq!((h.position, h.watermark), (position, watermark));
     assert_eq!(u64::from(h.body_len), body.len() as u64);
     check_frame(&h, frame, position).expect("re-encoded frame checks");
-    assert_eq!(&frame[FRAME_HEADER_LEN..], body, "re-encoded body bytes differ");
+    assert_eq!(
+        &frame[FRAME_HEADER_LEN..],
+        body,
+        "re-encoded body bytes differ"
+    );
     let again = decode_events_body(&frame[FRAME_HEADER_LEN..]).expect("re-encoded body decodes");
     assert_eq!(again, decoded, "round trip changed the body");
 }

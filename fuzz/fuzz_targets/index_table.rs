@@ -95,7 +95,11 @@ fuzz_target!(|data: &[u8]| {
             "table 0 does not open, yet the index was not rebuilt"
         );
     }
-    let expect = if forged { Expect::Forged } else { Expect::Exactly(&t.events) };
+    let expect = if forged {
+        Expect::Forged
+    } else {
+        Expect::Exactly(&t.events)
+    };
     check_store(&store, expect);
     store.close().expect("close");
     let store = Store::open_with(DB, index_options(&storage))
@@ -117,7 +121,10 @@ fn direct(bytes: &[u8], hash: u64, version: u64) -> bool {
         seen.push(e);
         Ok(())
     });
-    assert!(seen.len() as u64 <= table.len(), "for_each yields more entries than the table holds");
+    assert!(
+        seen.len() as u64 <= table.len(),
+        "for_each yields more entries than the table holds"
+    );
     let iterated: Vec<Entry> = table.iter().collect();
     if walked.is_ok() {
         assert!(iterated == seen, "iter and for_each disagree");
@@ -130,11 +137,17 @@ fn direct(bytes: &[u8], hash: u64, version: u64) -> bool {
         let mut n = 0u64;
         let _ = table.floor(h, v, |e| {
             assert_eq!(e.hash, h, "floor visits another hash");
-            assert!(e.first_version <= v, "floor visits an entry above the version");
+            assert!(
+                e.first_version <= v,
+                "floor visits an entry above the version"
+            );
             n += 1;
             n <= table.len()
         });
-        assert!(n <= table.len(), "floor visits more entries than the table holds");
+        assert!(
+            n <= table.len(),
+            "floor visits more entries than the table holds"
+        );
     }
     true
 }
