@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{self, FRAME_HEADER_LEN, FrameHeader, FrameKind, SEGMENT_HEADER_LEN};
+use crate::format::{
+    self, FRAME_HEADER_LEN, FrameHeader, FrameKind, SEGMENT_HEADER_LEN, SEGMENT_KIND_EVENTS,
+};
 use crate::index::{Hashing, Index};
 use crate::io::{FsStorage, Storage};
 use crate::log::{VerifyReport, open_segments, verify_segments};
@@ -35,7 +37,7 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
         .try_lock(&lock_path, true)
         .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
         .ok_or(Error::Locked { path: lock_path })?;
-    let segments = open_segments(&storage, &segments_dir, true)?;
+    let segments = open_segments(&storage, &segments_dir, SEGMENT_KIND_EVENTS, true)?;
     for seg in segments.iter().take(segments.len().saturating_sub(1)) {
         seg.seal()?;
     }
@@ -198,7 +200,13 @@ pub fn dump(
                 .and_then(|n| n.to_str())
                 .unwrap_or_default();
             let base = parse_segment_file_name(name).unwrap_or(0);
-            vec![Arc::new(Segment::open(&storage, &path, base, true)?)]
+            vec![Arc::new(Segment::open(
+                &storage,
+                &path,
+                base,
+                SEGMENT_KIND_EVENTS,
+                true,
+            )?)]
         }
         None => {
             if !segments_dir.is_dir() {
@@ -217,7 +225,14 @@ pub fn dump(
             names
                 .into_iter()
                 .map(|(base, n)| {
-                    Segment::open(&storage, &segments_dir.join(n), base, true).map(Arc::new)
+                    Segment::open(
+                        &storage,
+                        &segments_dir.join(n),
+                        base,
+                        SEGMENT_KIND_EVENTS,
+                        true,
+                    )
+                    .map(Arc::new)
                 })
                 .collect::<Result<_>>()?
         }

@@ -52,12 +52,14 @@ pub mod inspect;
 pub mod io;
 pub mod log;
 pub mod segment;
+pub mod snapshot;
 mod store;
 
 pub use error::{Error, Result};
 pub use log::{Damage, RecoveryReport, TruncatedTail, VerifyReport};
 pub use store::{
-    AllEvents, AppendResult, Durability, EventId, ExpectedVersion, INDEX_DIR, LOCK_FILE,
-    MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position, RecordedEvent,
-    SEGMENTS_DIR, Store, StoreInfo, StreamEvents,
+    Aggregate, AllEvents, AppendResult, Durability, EventId, ExpectedVersion, INDEX_DIR, LOCK_FILE,
+    Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position,
+    RecordedEvent, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo,
+    StreamEvents,
 };

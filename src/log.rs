@@ -37,6 +37,8 @@ pub struct RecoveryReport {
     pub replayed_from: u64,
     /// What opening the index found (tables, covered position, rebuilds).
     pub index: crate::index::IndexReport,
+    /// What opening the snapshot files found.
+    pub snapshots: crate::snapshot::SnapshotReport,
 }
 
 impl RecoveryReport {
@@ -201,6 +203,8 @@ impl Appender {
 pub struct Log {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
+    /// Segment file kind of this log.
+    kind: u32,
     segment_size: u64,
     read_only: bool,
     segments: RwLock<Vec<Arc<Segment>>>,
@@ -228,13 +232,14 @@ impl Log {
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,
+        kind: u32,
         segment_size: u64,
         read_only: bool,
         replay_from: impl FnOnce(&[Arc<Segment>]) -> u64,
         mut visit: impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
     ) -> Result<(Log, RecoveryReport)> {
         let mut report = RecoveryReport::default();
-        let mut segments = open_segments(storage.as_ref(), dir, read_only)?;
+        let mut segments = open_segments(storage.as_ref(), dir, kind, read_only)?;
         if segments.is_empty() {
             if read_only {
                 return Err(Error::InvalidArgument(format!(
@@ -242,7 +247,7 @@ impl Log {
                     dir.display()
                 )));
             }
-            segments.push(Arc::new(Segment::create(storage.as_ref(), dir, 0)?));
+            segments.push(Arc::new(Segment::create(storage.as_ref(), dir, 0, kind)?));
         }
         // Everything below `replay_from` is known to the caller (indexed and durable): its
         // segments are not scanned, and it counts as attested.
@@ -281,7 +286,12 @@ impl Log {
                             .sync_dir(dir)
                             .map_err(|e| Error::io(format!("sync {}", dir.display()), e))?;
                         if segments.is_empty() {
-                            segments.push(Arc::new(Segment::create(storage.as_ref(), dir, 0)?));
+                            segments.push(Arc::new(Segment::create(
+                                storage.as_ref(),
+                                dir,
+                                0,
+                                kind,
+                            )?));
                             end = SEGMENT_HEADER_LEN as u64;
                         }
                     }
@@ -386,6 +396,7 @@ impl Log {
         let log = Log {
             storage,
             dir: dir.to_path_buf(),
+            kind,
             segment_size,
             read_only,
             segments: RwLock::new(segments),
@@ -469,7 +480,12 @@ impl Log {
         old.sync()?;
         self.durable.fetch_max(self.written(), Ordering::AcqRel);
         old.seal()?;
-        let new = Arc::new(Segment::create(self.storage.as_ref(), &self.dir, base)?);
+        let new = Arc::new(Segment::create(
+            self.storage.as_ref(),
+            &self.dir,
+            base,
+            self.kind,
+        )?);
         self.segments.write().push(Arc::clone(&new));
         Ok(new)
     }
@@ -656,6 +672,7 @@ pub(crate) fn verify_segments(
 pub(crate) fn open_segments(
     storage: &dyn Storage,
     dir: &Path,
+    kind: u32,
     read_only: bool,
 ) -> Result<Vec<Arc<Segment>>> {
     let mut bases: Vec<u64> = storage
@@ -668,7 +685,7 @@ pub(crate) fn open_segments(
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
     for base in bases {
         let path = dir.join(crate::segment::segment_file_name(base));
-        let seg = Arc::new(Segment::open(storage, &path, base, read_only)?);
+        let seg = Arc::new(Segment::open(storage, &path, base, kind, read_only)?);
         if let Some(prev) = segments.last() {
             let expected = prev.base().saturating_add(prev.file_len()?);
             if expected != base {

@@ -13,7 +13,7 @@ use parking_lot::RwLock;
 use crate::error::{Error, Result};
 use crate::format::{
     self, DecodeError, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN,
-    SEGMENT_KIND_EVENTS, SegmentHeader,
+    SegmentHeader,
 };
 use crate::io::{Mapping, Storage, StorageFile};
 
@@ -41,6 +41,8 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 pub struct Segment {
     path: PathBuf,
     base: u64,
+    /// The segment file kind (events or snapshots).
+    kind: u32,
     file: Arc<dyn StorageFile>,
     /// Set once the segment is sealed: a read-only view of the immutable file.
     map: RwLock<Option<Mapping>>,
@@ -113,14 +115,14 @@ impl Segment {
     ///
     /// # Errors
     /// Any I/O error.
-    pub fn create(storage: &dyn Storage, dir: &Path, base: u64) -> Result<Segment> {
+    pub fn create(storage: &dyn Storage, dir: &Path, base: u64, kind: u32) -> Result<Segment> {
         let path = dir.join(segment_file_name(base));
         let ctx = |what: &str| format!("{what} {}", path.display());
         let file = storage
             .create(&path)
             .map_err(|e| Error::io(ctx("create segment"), e))?;
         let header = format::encode_segment_header(&SegmentHeader {
-            kind: SEGMENT_KIND_EVENTS,
+            kind,
             base_position: base,
         });
         file.write_at(&header, 0)
@@ -133,6 +135,7 @@ impl Segment {
         Ok(Segment {
             path,
             base,
+            kind,
             file,
             map: RwLock::new(None),
         })
@@ -142,7 +145,13 @@ impl Segment {
     ///
     /// # Errors
     /// Any I/O error.
-    pub fn open(storage: &dyn Storage, path: &Path, base: u64, read_only: bool) -> Result<Segment> {
+    pub fn open(
+        storage: &dyn Storage,
+        path: &Path,
+        base: u64,
+        kind: u32,
+        read_only: bool,
+    ) -> Result<Segment> {
         let file = if read_only {
             storage.open_read_only(path)
         } else {
@@ -152,6 +161,7 @@ impl Segment {
         Ok(Segment {
             path: path.to_path_buf(),
             base,
+            kind,
             file,
             map: RwLock::new(None),
         })
@@ -197,7 +207,7 @@ impl Segment {
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
-        if header.kind != SEGMENT_KIND_EVENTS {
+        if header.kind != self.kind {
             return Ok(Err(DecodeError::Invalid("segment kind")));
         }
         if header.base_position != self.base {
@@ -566,7 +576,15 @@ mod tests {
     #[test]
     fn frames_written_are_read_back_sealed_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Arc::new(Segment::create(&FsStorage, dir.path(), 1000).unwrap());
+        let seg = Arc::new(
+            Segment::create(
+                &FsStorage,
+                dir.path(),
+                1000,
+                crate::format::SEGMENT_KIND_EVENTS,
+            )
+            .unwrap(),
+        );
         assert!(seg.check_header().unwrap().is_ok());
         let a = frame(1032, b"first");
         let b = frame(1032 + a.len() as u64, b"second");
@@ -596,7 +614,15 @@ mod tests {
     #[test]
     fn scan_tells_zero_tail_from_damage_and_resync_finds_the_next_frame() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Arc::new(Segment::create(&FsStorage, dir.path(), 0).unwrap());
+        let seg = Arc::new(
+            Segment::create(
+                &FsStorage,
+                dir.path(),
+                0,
+                crate::format::SEGMENT_KIND_EVENTS,
+            )
+            .unwrap(),
+        );
         let a = frame(32, b"aaaa");
         let b_pos = 32 + a.len() as u64;
         let b = frame(b_pos, b"bbbb");

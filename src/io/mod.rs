@@ -147,6 +147,12 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Any I/O error of the backend.
     fn remove(&self, path: &Path) -> io::Result<()>;
 
+    /// Removes an empty directory.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend (a directory that is not empty is an error).
+    fn remove_dir(&self, path: &Path) -> io::Result<()>;
+
     /// Makes the entries of directory `dir` (creations, renames, removals) durable.
     ///
     /// # Errors

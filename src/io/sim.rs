@@ -930,6 +930,23 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    fn remove_dir(&self, path: &Path) -> io::Result<()> {
+        let mut s = self.state.lock();
+        s.count_op()?;
+        let path = normalize(path);
+        if !s.dir_exists(&path) {
+            return Err(not_found(&path));
+        }
+        if s.live.keys().any(|p| p.parent() == Some(path.as_path())) {
+            return Err(io::Error::other(format!(
+                "directory {} is not empty",
+                path.display()
+            )));
+        }
+        s.live.remove(&path);
+        Ok(())
+    }
+
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.state.lock().sync_dir(&normalize(dir))
     }

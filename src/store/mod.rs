@@ -1,10 +1,13 @@
 //! The `store` layer: the public API. Options, appends with expected version and
 //! idempotency, group commit, reads, verification.
 
+mod aggregate;
 mod event;
 mod options;
 mod read;
 
+pub use crate::snapshot::Snapshot;
+pub use aggregate::{Aggregate, Loaded, SnapshotPolicy};
 pub use event::{AppendResult, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent};
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub(crate) use read::events_in_frame;
@@ -24,6 +27,7 @@ use crate::index::{Entry, Hashing, Index, StreamCache, StreamState};
 use crate::io::LockGuard;
 use crate::log::{Appender, Log, RecoveryReport, VerifyReport};
 use crate::segment::{FrameBytes, Segment};
+use crate::snapshot::SnapshotStore;
 
 /// Name of the lock file in the store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -31,6 +35,8 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const SEGMENTS_DIR: &str = "segments";
 /// Name of the directory holding the index files.
 pub const INDEX_DIR: &str = "index";
+/// Name of the directory holding the snapshot files.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
 
 /// An open event store. Share it between threads with `Arc<Store>`; every method takes
 /// `&self`. Dropping it closes it cleanly (see [`Store::close`] to see errors).
@@ -48,6 +54,7 @@ struct Inner {
     /// per-stream state it needs.
     writer: Mutex<Writer>,
     index: Index,
+    snapshots: SnapshotStore,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
     committed: Condvar,
@@ -143,6 +150,10 @@ pub struct StoreInfo {
     pub index_covered: Position,
     /// The last error writing index files, if any (retried; no data is at risk).
     pub index_error: Option<String>,
+    /// Snapshots stored.
+    pub snapshots: u64,
+    /// Bytes of the snapshot segment files.
+    pub snapshot_bytes: u64,
 }
 
 impl Store {
@@ -250,8 +261,9 @@ impl Store {
         let mut replayed = 0u64;
         let mut stale = None;
         let (log, mut recovery) = Log::open(
-            storage,
+            Arc::clone(&storage),
             &segments_dir,
+            format::SEGMENT_KIND_EVENTS,
             options.segment_size_bytes,
             options.read_only,
             |segments| match check_manifest(segments, &manifest) {
@@ -280,6 +292,14 @@ impl Store {
         }
         index_report.replayed_frames = replayed;
         recovery.index = index_report;
+        let (snapshots, snapshot_report) = SnapshotStore::open(
+            Arc::clone(&storage),
+            &dir.join(SNAPSHOTS_DIR),
+            hashing,
+            options.segment_size_bytes,
+            options.read_only,
+        )?;
+        recovery.snapshots = snapshot_report;
         let log = Arc::new(log);
         let inner = Arc::new(Inner {
             opened_at: log.written(),
@@ -290,6 +310,7 @@ impl Store {
             log,
             dir,
             index,
+            snapshots,
             committing: Mutex::new(false),
             committed: Condvar::new(),
             recovery,
@@ -553,6 +574,7 @@ impl Store {
     /// I/O errors reading file sizes.
     pub fn info(&self) -> Result<StoreInfo> {
         let files = self.inner.log.segment_files()?;
+        let (snapshots, snapshot_bytes) = self.inner.snapshots.stats()?;
         let totals = self.inner.index.totals();
         let manifest = self.inner.index.manifest();
         Ok(StoreInfo {
@@ -567,6 +589,8 @@ impl Store {
             index_tables: self.inner.index.table_count(),
             index_covered: Position(manifest.covered_position),
             index_error: self.inner.index_error.lock().clone(),
+            snapshots,
+            snapshot_bytes,
         })
     }
 
@@ -623,6 +647,160 @@ impl Store {
             ));
         }
         Ok(report)
+    }
+
+    /// Saves a snapshot of `stream`'s state at `version` (the last event the state
+    /// includes), tagged with `schema`. It is readable at once and durable after a clean
+    /// close (or [`Store::sync`]); after a crash the latest snapshots may be gone, which
+    /// only means a longer replay. Snapshots never change events.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the stream has no event at `version`, or the schema
+    /// tag is empty or longer than 65,535 bytes; [`Error::TooLarge`] beyond
+    /// `max_frame_bytes`; [`Error::ReadOnly`]; I/O errors.
+    pub fn save_snapshot(
+        &self,
+        stream: &str,
+        version: u64,
+        schema: &str,
+        data: &[u8],
+    ) -> Result<()> {
+        if self.inner.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        read::check_stream_name(stream)?;
+        if schema.is_empty()
+            || schema.len() > usize::from(u16::MAX)
+            || stream.len() > usize::from(u16::MAX)
+        {
+            return Err(Error::InvalidArgument(
+                "a snapshot needs a schema tag of 1..=65535 bytes".into(),
+            ));
+        }
+        match self.stream_version(stream)? {
+            Some(last) if last >= version => {}
+            last => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot snapshot {stream:?} at version {version}: its last version is {last:?}"
+                )));
+            }
+        }
+        let body = format::SnapshotBody {
+            stream,
+            version,
+            schema,
+            payload: data,
+        };
+        self.inner
+            .snapshots
+            .save(&body, self.inner.options.max_frame_bytes)?;
+        self.maybe_reclaim_snapshots();
+        Ok(())
+    }
+
+    /// The latest snapshot of `stream` that is intact and not newer than the stream.
+    ///
+    /// # Errors
+    /// I/O errors reading the stream's version; damaged snapshots are skipped, not errors.
+    pub fn latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
+        let Some(last) = self.stream_version(stream)? else {
+            return Ok(None);
+        };
+        Ok(self.inner.snapshots.latest(stream, last, |_| Ok(()))?.0)
+    }
+
+    /// Loads aggregate `A` of `stream`: its latest usable snapshot (intact, of schema
+    /// `A::SCHEMA`, decodable, not newer than the stream) plus the events after it, or a
+    /// full replay when there is none. Saves a snapshot afterwards when
+    /// [`Options::snapshot_policy`] says so.
+    ///
+    /// # Errors
+    /// Errors reading the events (snapshot problems are reported in [`Loaded`], never
+    /// errors).
+    pub fn load<A: Aggregate>(&self, stream: &str) -> Result<Loaded<A>> {
+        read::check_stream_name(stream)?;
+        let lookup = self.lookup();
+        let current = self
+            .inner
+            .resolve_visible(stream, u64::MAX, lookup.visible)?;
+        let current = current.map(|f| f.entry.first_version + u64::from(f.entry.count) - 1);
+        let (mut state, mut snapshot_version, mut ignored) = (A::default(), None, Vec::new());
+        if let Some(cur) = current {
+            let (snap, passed) = self.inner.snapshots.latest(stream, cur, |b| {
+                if b.schema != A::SCHEMA {
+                    Err(format!("schema {:?}, not {:?}", b.schema, A::SCHEMA))
+                } else if A::decode(b.payload).is_none() {
+                    Err("does not decode".into())
+                } else {
+                    Ok(())
+                }
+            })?;
+            ignored = passed;
+            if let Some(s) = snap
+                && let Some(decoded) = A::decode(&s.data)
+            {
+                state = decoded;
+                snapshot_version = Some(s.version);
+            }
+        }
+        let from = snapshot_version.map_or(0, |v| v + 1);
+        let mut version = snapshot_version;
+        let mut replayed = 0u64;
+        for e in StreamEvents::forward(lookup, stream, from) {
+            let e = e?;
+            state.apply(&e);
+            version = Some(e.version);
+            replayed += 1;
+        }
+        let mut loaded = Loaded {
+            state,
+            version,
+            snapshot_version,
+            replayed,
+            ignored_snapshots: ignored,
+            snapshot_saved: None,
+            snapshot_error: None,
+        };
+        let due = match (self.inner.options.snapshot_policy, version) {
+            (_, None) => false,
+            (SnapshotPolicy::Never, _) => false,
+            (SnapshotPolicy::EveryEvents(n), Some(v)) => {
+                v + 1 - snapshot_version.map_or(0, |s| s + 1) >= n.max(1)
+            }
+            (SnapshotPolicy::WhenReplayedMoreThan(n), _) => replayed > n,
+        };
+        if let (true, Some(v), false) = (due, version, self.inner.options.read_only) {
+            match self.save_snapshot(stream, v, A::SCHEMA, &loaded.state.encode()) {
+                Ok(()) => loaded.snapshot_saved = Some(v),
+                Err(e) => loaded.snapshot_error = Some(e.to_string()),
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Rewrites the snapshot files keeping the latest
+    /// [`Options::snapshots_kept_per_stream`] snapshots of each stream, crash-safely
+    /// (see [`crate::snapshot::SnapshotStore::reclaim`]). Appends and reads go on
+    /// meanwhile. Returns (snapshots kept, snapshots dropped).
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`], I/O errors (the old snapshot files stay in force).
+    pub fn reclaim_snapshots(&self) -> Result<(u64, u64)> {
+        self.inner
+            .snapshots
+            .reclaim(self.inner.options.snapshots_kept_per_stream)
+    }
+
+    /// Reclaims when the snapshot files hold many more snapshots than the policy keeps.
+    fn maybe_reclaim_snapshots(&self) {
+        let threshold = self.inner.options.snapshot_reclaim_threshold;
+        if let Ok((count, _)) = self.inner.snapshots.stats()
+            && threshold > 0
+            && count >= threshold
+        {
+            // A failure leaves the old files in force; it is retried at the next save.
+            let _ = self.reclaim_snapshots();
+        }
     }
 
     /// Closes the store: makes everything durable and writes a checkpoint frame that
@@ -1019,6 +1197,8 @@ impl Inner {
         if self.log.is_poisoned() {
             return Err(Error::Poisoned);
         }
+        // Snapshots are a cache: a failure to sync them loses nothing but time.
+        let snapshot_sync = self.snapshots.sync();
         let head = self.writer.lock().appender.head();
         if self.recovery.clean_shutdown
             && head == self.opened_at
@@ -1046,13 +1226,13 @@ impl Inner {
             position.saturating_add(FRAME_HEADER_LEN as u64)
         };
         self.commit(end)?;
-        match self.index_error.lock().take() {
-            Some(e) => Err(Error::io(
+        if let Some(e) = self.index_error.lock().take() {
+            return Err(Error::io(
                 "flushing the index at close",
                 std::io::Error::other(e),
-            )),
-            None => Ok(()),
+            ));
         }
+        snapshot_sync
     }
 }
 

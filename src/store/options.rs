@@ -65,6 +65,14 @@ pub struct Options {
     /// Streams whose latest append the writer keeps in memory (a bounded cache backed by
     /// the index). Default 65,536 (about 8 MiB); at least 2.
     pub stream_cache_entries: usize,
+    /// When [`Store::load`](crate::Store::load) saves snapshots by itself. Default: never.
+    pub snapshot_policy: crate::SnapshotPolicy,
+    /// Snapshots of each stream kept when old ones are reclaimed. Default 2; at least 1.
+    pub snapshots_kept_per_stream: usize,
+    /// Reclaim old snapshots when the snapshot files hold this many (0: only when
+    /// [`Store::reclaim_snapshots`](crate::Store::reclaim_snapshots) is called).
+    /// Default 100,000.
+    pub snapshot_reclaim_threshold: u64,
     /// Flush and merge index tables on a background thread (default `true`). With `false`,
     /// the append that fills the memtable flushes it and runs the merges itself, and no
     /// thread does I/O behind the caller's back: what deterministic simulation needs.
@@ -114,6 +122,9 @@ impl Default for Options {
             max_frame_bytes: 64 << 20,
             memtable_entries: 65_536,
             stream_cache_entries: 65_536,
+            snapshot_policy: crate::SnapshotPolicy::Never,
+            snapshots_kept_per_stream: 2,
+            snapshot_reclaim_threshold: 100_000,
             background_index_maintenance: true,
             forced_hash_collisions: false,
             read_only: false,
@@ -172,6 +183,24 @@ impl Options {
     /// Sets [`Options::stream_cache_entries`].
     pub fn with_stream_cache_entries(mut self, n: usize) -> Self {
         self.stream_cache_entries = n;
+        self
+    }
+
+    /// Sets [`Options::snapshot_policy`].
+    pub fn with_snapshot_policy(mut self, policy: crate::SnapshotPolicy) -> Self {
+        self.snapshot_policy = policy;
+        self
+    }
+
+    /// Sets [`Options::snapshots_kept_per_stream`].
+    pub fn with_snapshots_kept_per_stream(mut self, keep: usize) -> Self {
+        self.snapshots_kept_per_stream = keep;
+        self
+    }
+
+    /// Sets [`Options::snapshot_reclaim_threshold`].
+    pub fn with_snapshot_reclaim_threshold(mut self, snapshots: u64) -> Self {
+        self.snapshot_reclaim_threshold = snapshots;
         self
     }
 
@@ -252,6 +281,9 @@ impl Options {
                 "memtable_entries must be at least 16, not {}",
                 self.memtable_entries
             ));
+        }
+        if self.snapshots_kept_per_stream == 0 {
+            return bad("snapshots_kept_per_stream must be at least 1".into());
         }
         if self.stream_cache_entries < 2 {
             return bad(format!(

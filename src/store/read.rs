@@ -39,7 +39,7 @@ pub(crate) fn events_in_frame(header: &FrameHeader, bytes: &FrameBytes) -> u64 {
         FrameKind::Events => format::decode_events_summary(bytes.body())
             .map(|(_, _, n)| u64::from(n))
             .unwrap_or(0),
-        FrameKind::Checkpoint => 0,
+        FrameKind::Checkpoint | FrameKind::Snapshot => 0,
     }
 }
 

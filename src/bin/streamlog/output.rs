@@ -151,6 +151,7 @@ pub fn frame_header(h: &FrameHeader) -> Obj {
             match h.kind {
                 FrameKind::Events => "events",
                 FrameKind::Checkpoint => "checkpoint",
+                FrameKind::Snapshot => "snapshot",
             },
         )
         .field("position", h.position)

@@ -1,0 +1,502 @@
+//! The `snapshot` layer: snapshot segment files and lookup of the latest snapshot of a
+//! stream. Knows nothing of aggregates or replay policy (that is the store's).
+//!
+//! Layout: `snapshots/CURRENT` names the live generation; `snapshots/<generation>/` holds a
+//! log of snapshot frames (`segments/`, segment kind 2) and its index (`index/`), keyed by
+//! (stream hash, snapshot version) like the event index. Reclamation writes a new
+//! generation holding the latest K snapshots of each stream, then switches `CURRENT`
+//! atomically and removes the old generation.
+//!
+//! Snapshots are a cache: writes are not synced one by one (a clean close syncs them);
+//! after a crash the latest ones may be gone, and a damaged snapshot log is discarded and
+//! reported, never a reason to fail an open or a read.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::format::{self, FRAME_HEADER_LEN, FrameKind, SEGMENT_KIND_SNAPSHOTS, SnapshotBody};
+use crate::index::{Hashing, Index};
+use crate::io::Storage;
+use crate::log::{Appender, Log};
+
+/// Name of the file naming the live generation.
+pub const CURRENT_FILE: &str = "CURRENT";
+const CURRENT_TMP_FILE: &str = "CURRENT.tmp";
+/// Index entries kept in memory before a flush (snapshots are few).
+const MEMTABLE_ENTRIES: usize = 4096;
+/// Most candidate snapshots one lookup examines before giving up (bounded time).
+const MAX_CANDIDATES: usize = 16;
+
+/// A stored snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The stream.
+    pub stream: String,
+    /// The stream version the state includes.
+    pub version: u64,
+    /// Schema tag of the encoding.
+    pub schema: String,
+    /// The encoded state.
+    pub data: Vec<u8>,
+}
+
+/// What opening the snapshot store found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotReport {
+    /// The live generation.
+    pub generation: u64,
+    /// Snapshot frames found.
+    pub snapshots: u64,
+    /// Why the snapshot log was discarded, if it was (snapshots are a cache).
+    pub discarded: Option<String>,
+    /// Bytes of a torn tail cut off.
+    pub truncated_bytes: u64,
+}
+
+#[derive(Debug)]
+struct Generation {
+    id: u64,
+    log: Arc<Log>,
+    index: Index,
+    appender: Mutex<Appender>,
+    count: AtomicU64,
+}
+
+/// The snapshot files of a store.
+#[derive(Debug)]
+pub struct SnapshotStore {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    hashing: Hashing,
+    segment_size: u64,
+    read_only: bool,
+    live: RwLock<Option<Arc<Generation>>>,
+    /// Serializes saves and reclamation.
+    write: Mutex<()>,
+}
+
+impl SnapshotStore {
+    /// Opens the snapshot files in `dir` (creating them unless `read_only`). Damage is
+    /// reported, never returned: a snapshot log that does not open is discarded.
+    ///
+    /// # Errors
+    /// I/O errors that leave the directory unusable (creating a new generation).
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        hashing: Hashing,
+        segment_size: u64,
+        read_only: bool,
+    ) -> Result<(SnapshotStore, SnapshotReport)> {
+        let mut report = SnapshotReport::default();
+        let store = SnapshotStore {
+            storage,
+            dir: dir.to_path_buf(),
+            hashing,
+            segment_size,
+            read_only,
+            live: RwLock::new(None),
+            write: Mutex::new(()),
+        };
+        let current = store.read_current();
+        let generation = match current {
+            Some(id) => match store.open_generation(id, &mut report) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    report.discarded = Some(e.to_string());
+                    None
+                }
+            },
+            None => None,
+        };
+        let generation = match (generation, read_only) {
+            (Some(g), _) => Some(g),
+            (None, true) => None,
+            (None, false) => {
+                let id = current.map_or(1, |c| c + 1);
+                let g = store.open_generation(id, &mut report)?;
+                store.write_current(id)?;
+                Some(g)
+            }
+        };
+        if let Some(g) = &generation {
+            report.generation = g.id;
+            report.snapshots = g.count.load(Ordering::Relaxed);
+            if !read_only {
+                store.remove_other_generations(g.id)?;
+            }
+        }
+        *store.live.write() = generation.map(Arc::new);
+        Ok((store, report))
+    }
+
+    fn generation_dir(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}"))
+    }
+
+    fn read_current(&self) -> Option<u64> {
+        let path = self.dir.join(CURRENT_FILE);
+        let file = self.storage.open_read_only(&path).ok()?;
+        let mut buf = [0u8; 32];
+        let n = file.read_at(&mut buf, 0).ok()?;
+        std::str::from_utf8(buf.get(..n)?).ok()?.trim().parse().ok()
+    }
+
+    fn write_current(&self, id: u64) -> Result<()> {
+        let tmp = self.dir.join(CURRENT_TMP_FILE);
+        let ctx = |what: &str| format!("{what} {}", tmp.display());
+        if self
+            .storage
+            .exists(&tmp)
+            .map_err(|e| Error::io(ctx("stat"), e))?
+        {
+            self.storage
+                .remove(&tmp)
+                .map_err(|e| Error::io(ctx("remove"), e))?;
+        }
+        let f = self
+            .storage
+            .create(&tmp)
+            .map_err(|e| Error::io(ctx("create"), e))?;
+        f.write_at(format!("{id}\n").as_bytes(), 0)
+            .map_err(|e| Error::io(ctx("write"), e))?;
+        f.sync_data().map_err(|e| Error::io(ctx("sync"), e))?;
+        self.storage
+            .rename(&tmp, &self.dir.join(CURRENT_FILE))
+            .map_err(|e| Error::io(ctx("rename"), e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(format!("sync {}", self.dir.display()), e))
+    }
+
+    fn open_generation(&self, id: u64, report: &mut SnapshotReport) -> Result<Generation> {
+        let dir = self.generation_dir(id);
+        let segments = dir.join("segments");
+        if !self.read_only {
+            self.storage
+                .create_dir_all(&segments)
+                .map_err(|e| Error::io(format!("create {}", segments.display()), e))?;
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(|e| Error::io(format!("sync {}", self.dir.display()), e))?;
+        }
+        let (index, _) = Index::open(
+            Arc::clone(&self.storage),
+            &dir.join("index"),
+            self.hashing,
+            MEMTABLE_ENTRIES,
+            self.read_only,
+        )?;
+        let covered = index.manifest();
+        let mut replayed = 0u64;
+        let (log, recovery) = Log::open(
+            Arc::clone(&self.storage),
+            &segments,
+            SEGMENT_KIND_SNAPSHOTS,
+            self.segment_size,
+            self.read_only,
+            |segs| match crate::store::check_manifest(segs, &covered) {
+                Ok(()) => covered.covered_position,
+                Err(_) => {
+                    index.reset();
+                    0
+                }
+            },
+            |_, h, bytes| {
+                if h.kind == FrameKind::Snapshot
+                    && let Ok(b) = format::decode_snapshot_body(bytes.body())
+                {
+                    index.record(b.stream, b.version, 1, h.position, h.crc);
+                    replayed += 1;
+                }
+                Ok(())
+            },
+        )?;
+        report.truncated_bytes = recovery.truncated.map_or(0, |t| t.bytes_dropped);
+        // The index's totals count covered snapshots plus the replayed ones.
+        let count = index.totals().appends.max(replayed);
+        let log = Arc::new(log);
+        Ok(Generation {
+            id,
+            appender: Mutex::new(log.appender()),
+            log,
+            index,
+            count: AtomicU64::new(count),
+        })
+    }
+
+    fn remove_other_generations(&self, live: u64) -> Result<()> {
+        let names = self
+            .storage
+            .list(&self.dir)
+            .map_err(|e| Error::io(format!("list {}", self.dir.display()), e))?;
+        for name in names {
+            if name.len() == 20
+                && name.bytes().all(|b| b.is_ascii_digit())
+                && name.parse::<u64>().ok() != Some(live)
+            {
+                self.remove_tree(&self.dir.join(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_tree(&self, dir: &Path) -> Result<()> {
+        let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+        for sub in ["segments", "index"] {
+            let d = dir.join(sub);
+            if let Ok(names) = self.storage.list(&d) {
+                for n in names {
+                    let p = d.join(n);
+                    self.storage.remove(&p).map_err(|e| io("remove", &p, e))?;
+                }
+                self.storage
+                    .remove_dir(&d)
+                    .map_err(|e| io("remove", &d, e))?;
+            }
+        }
+        self.storage
+            .remove_dir(dir)
+            .map_err(|e| io("remove", dir, e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| io("sync", &self.dir, e))
+    }
+
+    fn live(&self) -> Option<Arc<Generation>> {
+        self.live.read().clone()
+    }
+
+    /// Stores a snapshot. It is readable at once and durable after the next
+    /// [`SnapshotStore::sync`] (a clean close syncs).
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`], [`Error::TooLarge`] beyond the frame limit, I/O errors.
+    pub fn save(&self, snapshot: &SnapshotBody<'_>, max_frame_bytes: u64) -> Result<()> {
+        let g = self.live().ok_or(Error::ReadOnly)?;
+        let _w = self.write.lock();
+        let len = format::snapshot_body_len(snapshot).saturating_add(FRAME_HEADER_LEN as u64);
+        if len > max_frame_bytes {
+            return Err(Error::TooLarge {
+                what: "max_frame_bytes",
+                size: len,
+                limit: max_frame_bytes,
+            });
+        }
+        Self::append(&g, snapshot, len)?;
+        if g.index.memtable_full() {
+            g.log.sync()?;
+            g.index.freeze(g.appender.lock().head());
+            g.index.flush_frozen()?;
+            while g.index.merge_once()? {}
+        }
+        Ok(())
+    }
+
+    fn append(g: &Generation, snapshot: &SnapshotBody<'_>, len: u64) -> Result<()> {
+        let mut appender = g.appender.lock();
+        let watermark = g.log.durable();
+        let (position, buf) = appender.reserve(len);
+        let at = buf.len();
+        format::encode_snapshot_frame(buf, position, watermark, snapshot);
+        let crc = buf
+            .get(at + 8..at + 12)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_le_bytes);
+        let chunks = appender.take();
+        g.log.write(&chunks)?;
+        appender.recycle(chunks);
+        g.index
+            .record(snapshot.stream, snapshot.version, 1, position, crc);
+        g.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The newest snapshot of `stream` at or below version `max_version` that `accept`
+    /// takes, looking at most at a bounded number of candidates. Candidates that are
+    /// damaged, newer than `max_version`, or refused are listed in the second value.
+    ///
+    /// # Errors
+    /// None for damage (it is reported); only a failure to even look (index I/O).
+    pub fn latest(
+        &self,
+        stream: &str,
+        max_version: u64,
+        accept: impl Fn(&SnapshotBody<'_>) -> std::result::Result<(), String>,
+    ) -> Result<(Option<Snapshot>, Vec<String>)> {
+        let mut ignored = Vec::new();
+        let Some(g) = self.live() else {
+            return Ok((None, ignored));
+        };
+        let (hash, check) = g.index.keys(stream);
+        let mut exclude = Vec::new();
+        let mut version = u64::MAX;
+        for _ in 0..MAX_CANDIDATES {
+            let entry = match g.index.floor(hash, check, version, &exclude) {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    ignored.push(format!("snapshot index: {e}"));
+                    break;
+                }
+            };
+            exclude.push(entry.position);
+            let frame = match g.log.read_frame(entry.position, g.log.written()) {
+                Ok((_, bytes)) => bytes,
+                Err(e) => {
+                    ignored.push(format!("snapshot at version {}: {e}", entry.first_version));
+                    continue;
+                }
+            };
+            let body = match format::decode_snapshot_body(frame.body()) {
+                Ok(b) if b.stream == stream => b,
+                Ok(_) => continue, // another stream sharing the keys
+                Err(e) => {
+                    ignored.push(format!("snapshot at version {}: {e}", entry.first_version));
+                    continue;
+                }
+            };
+            if body.version > max_version {
+                ignored.push(format!(
+                    "snapshot at version {} is newer than the stream (version {max_version})",
+                    body.version
+                ));
+                continue;
+            }
+            if let Err(why) = accept(&body) {
+                ignored.push(format!("snapshot at version {}: {why}", body.version));
+                version = body.version;
+                continue;
+            }
+            return Ok((
+                Some(Snapshot {
+                    stream: body.stream.to_string(),
+                    version: body.version,
+                    schema: body.schema.to_string(),
+                    data: body.payload.to_vec(),
+                }),
+                ignored,
+            ));
+        }
+        Ok((None, ignored))
+    }
+
+    /// Makes every saved snapshot durable and the index of them persistent.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn sync(&self) -> Result<()> {
+        let Some(g) = self.live() else {
+            return Ok(());
+        };
+        if self.read_only {
+            return Ok(());
+        }
+        let _w = self.write.lock();
+        g.log.sync()?;
+        if g.index.freeze(g.appender.lock().head()) {
+            g.index.flush_frozen()?;
+        }
+        Ok(())
+    }
+
+    /// Snapshots stored and the bytes of their segment files.
+    ///
+    /// # Errors
+    /// I/O errors reading file sizes.
+    pub fn stats(&self) -> Result<(u64, u64)> {
+        let Some(g) = self.live() else {
+            return Ok((0, 0));
+        };
+        let bytes = g.log.segment_files()?.iter().map(|(_, l)| l).sum();
+        Ok((g.count.load(Ordering::Relaxed), bytes))
+    }
+
+    /// Rewrites the snapshot files keeping only the latest `keep` snapshots of each
+    /// stream: a new generation is written and synced, `CURRENT` is switched to it
+    /// atomically, and the old generation is removed. A crash at any point leaves either
+    /// generation whole. Reads go on against the old generation until the switch; saves
+    /// wait. Returns (snapshots kept, snapshots dropped).
+    ///
+    /// # Errors
+    /// I/O errors (the old generation stays in force).
+    pub fn reclaim(&self, keep: usize) -> Result<(u64, u64)> {
+        let Some(old) = self.live() else {
+            return Ok((0, 0));
+        };
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _w = self.write.lock();
+        old.log.sync()?;
+        let id = old.id + 1;
+        let new_dir = self.generation_dir(id);
+        if self
+            .storage
+            .exists(&new_dir)
+            .map_err(|e| Error::io(format!("stat {}", new_dir.display()), e))?
+        {
+            self.remove_tree(&new_dir)?;
+        }
+        let new = self.open_generation(id, &mut SnapshotReport::default())?;
+        let (mut kept, mut dropped) = (0u64, 0u64);
+        for item in old.log.frames(0, old.log.written()) {
+            let (h, bytes) = item?;
+            if h.kind != FrameKind::Snapshot {
+                continue;
+            }
+            let Ok(body) = format::decode_snapshot_body(bytes.body()) else {
+                dropped += 1;
+                continue;
+            };
+            if Self::among_latest(&old, &body, h.position, keep)? {
+                let len = format::snapshot_body_len(&body).saturating_add(FRAME_HEADER_LEN as u64);
+                Self::append(&new, &body, len)?;
+                kept += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+        new.log.sync()?;
+        if new.index.freeze(new.appender.lock().head()) {
+            new.index.flush_frozen()?;
+        }
+        self.write_current(id)?;
+        *self.live.write() = Some(Arc::new(new));
+        drop(old);
+        self.remove_tree(&self.generation_dir(id - 1))?;
+        Ok((kept, dropped))
+    }
+
+    /// Whether the snapshot at `position` is among the `keep` latest of its stream.
+    fn among_latest(
+        g: &Generation,
+        body: &SnapshotBody<'_>,
+        position: u64,
+        keep: usize,
+    ) -> Result<bool> {
+        let (hash, check) = g.index.keys(body.stream);
+        let mut exclude = Vec::new();
+        let mut found = 0usize;
+        while found < keep {
+            let Some(e) = g.index.floor(hash, check, u64::MAX, &exclude)? else {
+                return Ok(false);
+            };
+            if e.position == position {
+                return Ok(true);
+            }
+            exclude.push(e.position);
+            // Entries of another stream sharing the keys do not count.
+            let (_, bytes) = g.log.read_frame(e.position, g.log.written())?;
+            if format::decode_snapshot_body(bytes.body()).is_ok_and(|b| b.stream == body.stream) {
+                found += 1;
+            }
+        }
+        Ok(false)
+    }
+}

@@ -1,0 +1,321 @@
+//! Snapshots and bounded replay: a snapshot is a cache, never the source of truth.
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use streamlog::{
+    Aggregate, Durability, ExpectedVersion, NewEvent, Options, RecordedEvent, SnapshotPolicy, Store,
+};
+
+/// A running sum and count of the events' numbers; encodes as 16 bytes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Sum {
+    total: i64,
+    events: u64,
+}
+
+impl Aggregate for Sum {
+    const SCHEMA: &'static str = "sum-v1";
+    fn apply(&mut self, e: &RecordedEvent) {
+        self.total += std::str::from_utf8(&e.data)
+            .unwrap()
+            .parse::<i64>()
+            .unwrap();
+        self.events += 1;
+    }
+    fn encode(&self) -> Vec<u8> {
+        let mut b = self.total.to_le_bytes().to_vec();
+        b.extend_from_slice(&self.events.to_le_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> Option<Self> {
+        Some(Sum {
+            total: i64::from_le_bytes(b.get(0..8)?.try_into().ok()?),
+            events: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// The same state under another schema tag: its snapshots must be ignored by `Sum`.
+#[derive(Debug, Default)]
+struct SumV2(Sum);
+impl Aggregate for SumV2 {
+    const SCHEMA: &'static str = "sum-v2";
+    fn apply(&mut self, e: &RecordedEvent) {
+        self.0.apply(e)
+    }
+    fn encode(&self) -> Vec<u8> {
+        // A different layout: events first.
+        let mut b = self.0.events.to_le_bytes().to_vec();
+        b.extend_from_slice(&self.0.total.to_le_bytes());
+        b
+    }
+    fn decode(_: &[u8]) -> Option<Self> {
+        None
+    }
+}
+
+fn options() -> Options {
+    Options::default()
+        .with_durability(Durability::Buffered)
+        .with_segment_size_bytes(8192)
+        .with_background_index_maintenance(false)
+}
+
+fn append_numbers(store: &Store, stream: &str, numbers: impl IntoIterator<Item = i64>) {
+    for n in numbers {
+        store
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                [NewEvent::new("N", n.to_string())],
+            )
+            .unwrap();
+    }
+}
+
+fn full_sum(n: i64) -> Sum {
+    Sum {
+        total: (0..n).sum(),
+        events: n as u64,
+    }
+}
+
+#[test]
+fn load_uses_the_latest_snapshot_and_replays_only_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    append_numbers(&store, "s", 0..100);
+    let at_59 = Sum {
+        total: (0..60).sum(),
+        events: 60,
+    };
+    store
+        .save_snapshot("s", 59, Sum::SCHEMA, &at_59.encode())
+        .unwrap();
+    let loaded = store.load::<Sum>("s").unwrap();
+    assert_eq!(loaded.state, full_sum(100));
+    assert_eq!(
+        (loaded.snapshot_version, loaded.replayed, loaded.version),
+        (Some(59), 40, Some(99))
+    );
+    assert!(loaded.ignored_snapshots.is_empty());
+    let snap = store.latest_snapshot("s").unwrap().unwrap();
+    assert_eq!((snap.version, snap.schema.as_str()), (59, "sum-v1"));
+    // A snapshot survives a clean close.
+    drop(store);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.load::<Sum>("s").unwrap().snapshot_version, Some(59));
+    assert_eq!(store.info().unwrap().snapshots, 1);
+}
+
+#[test]
+fn snapshots_of_another_schema_or_newer_than_the_stream_are_ignored_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    append_numbers(&store, "s", 0..10);
+    store
+        .save_snapshot("s", 4, Sum::SCHEMA, &full_sum(5).encode())
+        .unwrap();
+    store
+        .save_snapshot("s", 8, SumV2::SCHEMA, &SumV2(full_sum(9)).encode())
+        .unwrap();
+    // Undecodable bytes under the right tag.
+    store.save_snapshot("s", 9, Sum::SCHEMA, b"junk").unwrap();
+    let loaded = store.load::<Sum>("s").unwrap();
+    assert_eq!(loaded.state, full_sum(10));
+    assert_eq!(loaded.snapshot_version, Some(4));
+    assert_eq!(
+        loaded.ignored_snapshots.len(),
+        2,
+        "{:?}",
+        loaded.ignored_snapshots
+    );
+    // A snapshot cannot name a version the stream does not have.
+    assert!(store.save_snapshot("s", 10, Sum::SCHEMA, b"x").is_err());
+    assert!(store.save_snapshot("nope", 0, Sum::SCHEMA, b"x").is_err());
+}
+
+#[test]
+fn losing_or_damaging_snapshot_files_never_loses_events() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", 0..50);
+        for v in [9u64, 19, 29, 39, 49] {
+            store
+                .save_snapshot("s", v, Sum::SCHEMA, &full_sum(v as i64 + 1).encode())
+                .unwrap();
+        }
+    }
+    let snap_files = files_under(&dir.path().join("snapshots"), "seg");
+    assert!(!snap_files.is_empty());
+    // Damage every byte of the newest snapshot frames' region: the load falls back.
+    for f in &snap_files {
+        let mut b = fs::read(f).unwrap();
+        let n = b.len();
+        for x in &mut b[n - 40..] {
+            *x ^= 0xA5;
+        }
+        fs::write(f, b).unwrap();
+    }
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let loaded = store.load::<Sum>("s").unwrap();
+    assert_eq!(loaded.state, full_sum(50));
+    assert!(
+        loaded.snapshot_version.is_some_and(|v| v < 49),
+        "{loaded:?}"
+    );
+    drop(store);
+    // Removing the snapshot directory entirely: a full replay.
+    fs::remove_dir_all(dir.path().join("snapshots")).unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let loaded = store.load::<Sum>("s").unwrap();
+    assert_eq!(
+        (loaded.state, loaded.snapshot_version, loaded.replayed),
+        (full_sum(50), None, 50)
+    );
+}
+
+#[test]
+fn a_snapshot_newer_than_a_restored_stream_is_ignored() {
+    // A store's snapshot files put next to an older copy of its log.
+    let dir = tempfile::tempdir().unwrap();
+    let old_log = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", 0..10);
+        store.close().unwrap();
+        copy_tree(
+            &dir.path().join("segments"),
+            &old_log.path().join("segments"),
+        );
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", 10..20);
+        store
+            .save_snapshot("s", 19, Sum::SCHEMA, &full_sum(20).encode())
+            .unwrap();
+    }
+    fs::remove_dir_all(dir.path().join("segments")).unwrap();
+    fs::remove_dir_all(dir.path().join("index")).unwrap();
+    copy_tree(
+        &old_log.path().join("segments"),
+        &dir.path().join("segments"),
+    );
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let loaded = store.load::<Sum>("s").unwrap();
+    assert_eq!(
+        (&loaded.state, loaded.snapshot_version),
+        (&full_sum(10), None)
+    );
+    assert!(
+        loaded.ignored_snapshots[0].contains("newer than the stream"),
+        "{loaded:?}"
+    );
+}
+
+#[test]
+fn the_policy_saves_snapshots_so_loads_stay_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        options().with_snapshot_policy(SnapshotPolicy::EveryEvents(100)),
+    )
+    .unwrap();
+    append_numbers(&store, "s", 0..1000);
+    let first = store.load::<Sum>("s").unwrap();
+    assert_eq!((first.replayed, first.snapshot_saved), (1000, Some(999)));
+    append_numbers(&store, "s", 1000..1050);
+    let second = store.load::<Sum>("s").unwrap();
+    assert_eq!(second.state, full_sum(1050));
+    assert_eq!((second.replayed, second.snapshot_saved), (50, None));
+    append_numbers(&store, "s", 1050..1150);
+    let third = store.load::<Sum>("s").unwrap();
+    assert_eq!((third.replayed, third.snapshot_saved), (150, Some(1149)));
+}
+
+#[test]
+fn reclaiming_keeps_the_latest_snapshots_of_each_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options().with_snapshots_kept_per_stream(2)).unwrap();
+    for s in ["a", "b", "c"] {
+        append_numbers(&store, s, 0..30);
+        for v in (0..30).step_by(3) {
+            store
+                .save_snapshot(s, v, Sum::SCHEMA, &full_sum(v as i64 + 1).encode())
+                .unwrap();
+        }
+    }
+    let before = store.info().unwrap();
+    assert_eq!(before.snapshots, 30);
+    let (kept, dropped) = store.reclaim_snapshots().unwrap();
+    assert_eq!((kept, dropped), (6, 24));
+    let after = store.info().unwrap();
+    assert_eq!(after.snapshots, 6);
+    assert!(after.snapshot_bytes < before.snapshot_bytes);
+    for s in ["a", "b", "c"] {
+        let l = store.load::<Sum>(s).unwrap();
+        assert_eq!((l.state, l.snapshot_version), (full_sum(30), Some(27)));
+    }
+    drop(store);
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.info().unwrap().snapshots, 6);
+    assert_eq!(store.load::<Sum>("b").unwrap().snapshot_version, Some(27));
+    // Only one generation is left on disk.
+    let gens = fs::read_dir(dir.path().join("snapshots"))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().is_dir())
+        .count();
+    assert_eq!(gens, 1);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Snapshot + tail replay equals full replay, wherever the snapshots are.
+    #[test]
+    fn snapshot_plus_tail_equals_full_replay(
+        numbers in proptest::collection::vec(-1000i64..1000, 1..120),
+        points in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", numbers.iter().copied());
+        let mut at: Vec<usize> = points.iter().map(|i| i.index(numbers.len())).collect();
+        at.sort_unstable();
+        for v in at {
+            let state = Sum { total: numbers[..=v].iter().sum(), events: v as u64 + 1 };
+            store.save_snapshot("s", v as u64, Sum::SCHEMA, &state.encode()).unwrap();
+        }
+        let want = Sum { total: numbers.iter().sum(), events: numbers.len() as u64 };
+        let loaded = store.load::<Sum>("s").unwrap();
+        prop_assert_eq!(&loaded.state, &want);
+        prop_assert_eq!(loaded.version, Some(numbers.len() as u64 - 1));
+        drop(store);
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        prop_assert_eq!(store.load::<Sum>("s").unwrap().state, want);
+    }
+}
+
+fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p, ext));
+        } else if p.extension().is_some_and(|e| e == ext) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
