@@ -1,28 +1,44 @@
 //! A bank account as an event stream: deposits and withdrawals are events, the balance is
-//! found by replaying them. A withdrawal is checked against the replayed balance and
-//! appended with the version it was decided on, so two tellers can never overdraw the
-//! account: the second one's append fails with `WrongExpectedVersion` and it retries.
+//! an [`Aggregate`] loaded as the latest snapshot plus the events after it. A withdrawal is
+//! checked against the loaded balance and appended with the version it was decided on, so
+//! two tellers can never overdraw the account: the second one's append fails with
+//! `WrongExpectedVersion` and it retries. A snapshot policy keeps loads short however long
+//! the account's history grows.
 //!
 //! Run it with `cargo run --example bank [DIR]` (a temporary directory by default).
 
 use std::path::PathBuf;
 
-use streamlog::{Error, ExpectedVersion, NewEvent, Store};
+use streamlog::{
+    Aggregate, Error, ExpectedVersion, NewEvent, Options, RecordedEvent, SnapshotPolicy, Store,
+};
 
-/// The state of an account, rebuilt from its events.
+/// The state of an account, folded from its events.
 #[derive(Debug, Default)]
 struct Account {
     balance: i64,
-    version: Option<u64>,
 }
 
-impl Account {
-    fn apply(&mut self, event_type: &str, amount: i64) {
-        match event_type {
+impl Aggregate for Account {
+    const SCHEMA: &'static str = "account-v1";
+
+    fn apply(&mut self, e: &RecordedEvent) {
+        let amount = amount_of(&e.data);
+        match e.event_type.as_str() {
             "Deposited" => self.balance += amount,
             "Withdrawn" => self.balance -= amount,
             _ => {}
         }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        self.balance.to_le_bytes().to_vec()
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(Account {
+            balance: i64::from_le_bytes(bytes.try_into().ok()?),
+        })
     }
 }
 
@@ -39,16 +55,6 @@ fn amount_of(data: &[u8]) -> i64 {
         .unwrap_or(0)
 }
 
-fn load(store: &Store, stream: &str) -> streamlog::Result<Account> {
-    let mut account = Account::default();
-    for e in store.read_stream(stream, 0)? {
-        let e = e?;
-        account.apply(&e.event_type, amount_of(&e.data));
-        account.version = Some(e.version);
-    }
-    Ok(account)
-}
-
 fn deposit(store: &Store, stream: &str, amount: i64) -> streamlog::Result<()> {
     let data = format!("{{\"amount\":{amount}}}");
     store.append(
@@ -63,8 +69,8 @@ fn deposit(store: &Store, stream: &str, amount: i64) -> streamlog::Result<()> {
 /// writer got in between.
 fn withdraw(store: &Store, stream: &str, amount: i64) -> streamlog::Result<bool> {
     loop {
-        let account = load(store, stream)?;
-        if account.balance < amount {
+        let account = store.load::<Account>(stream)?;
+        if account.state.balance < amount {
             return Ok(false);
         }
         let expected = account
@@ -88,20 +94,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tmp.path().join("bank")
         }
     };
-    let store = Store::open(&dir)?;
+    // Save a snapshot whenever a load finds 100 or more events since the last one.
+    let options = Options::default().with_snapshot_policy(SnapshotPolicy::EveryEvents(100));
+    let store = Store::open_with(&dir, options)?;
     let stream = "account-42";
     deposit(&store, stream, 100)?;
     deposit(&store, stream, 50)?;
     println!("withdraw 120: {}", withdraw(&store, stream, 120)?);
     println!("withdraw 120 again: {}", withdraw(&store, stream, 120)?);
-    let account = load(&store, stream)?;
+
+    // A long history: each load replays at most ~100 events thanks to the policy.
+    for _ in 0..500 {
+        deposit(&store, stream, 1)?;
+        withdraw(&store, stream, 1)?;
+    }
+    let account = store.load::<Account>(stream)?;
     println!(
-        "balance of {stream}: {} after {} events (store in {})",
-        account.balance,
-        account.version.map_or(0, |v| v + 1),
+        "balance of {stream}: {} at version {:?}; loaded from the snapshot at version {:?} \
+         plus {} events (store in {})",
+        account.state.balance,
+        account.version,
+        account.snapshot_version,
+        account.replayed,
         dir.display()
     );
-    assert_eq!(account.balance, 30);
+    assert_eq!(account.state.balance, 30);
+    assert!(account.replayed <= 100);
     store.close()?;
     Ok(())
 }

@@ -623,3 +623,54 @@ fn usage_errors_exit_2() {
     }
     assert!(!s.dir.exists());
 }
+
+#[test]
+fn snapshot_save_then_load_prints_the_latest_snapshot_and_info_counts_it() {
+    let s = TestStore::new();
+    s.append("acct", "Deposited", r#"{"amount":5}"#);
+    s.append("acct", "Deposited", r#"{"amount":7}"#);
+    ok_lines(&streamlog(&[
+        "snapshot",
+        "save",
+        s.path(),
+        "acct",
+        "0",
+        "--schema",
+        "balance-v1",
+        "--data",
+        r#"{"balance":5}"#,
+    ]));
+    ok_lines(&streamlog(&[
+        "snapshot",
+        "save",
+        s.path(),
+        "acct",
+        "1",
+        "--schema",
+        "balance-v1",
+        "--data",
+        r#"{"balance":12}"#,
+    ]));
+    let snap = ok_lines(&streamlog(&["snapshot", "load", s.path(), "acct"])).remove(0);
+    assert_eq!(snap["stream"], "acct");
+    assert_eq!(snap["version"], 1);
+    assert_eq!(snap["schema"], "balance-v1");
+    assert_eq!(snap["data"]["balance"], 12);
+    let info = ok_lines(&streamlog(&["info", s.path()])).remove(0);
+    assert_eq!(info["snapshots"], 2);
+    assert!(info["snapshot_bytes"].as_u64().unwrap() > 0);
+    // A version the stream does not have, and a stream without snapshots: errors.
+    assert_eq!(
+        code(&streamlog(&[
+            "snapshot",
+            "save",
+            s.path(),
+            "acct",
+            "9",
+            "--data",
+            "x"
+        ])),
+        1
+    );
+    assert_eq!(code(&streamlog(&["snapshot", "load", s.path(), "nope"])), 1);
+}

@@ -10,7 +10,7 @@ mod crashtest;
 mod output;
 
 use std::ffi::OsString;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -48,6 +48,9 @@ enum Command {
         /// Store directory.
         dir: PathBuf,
     },
+    /// Save or load snapshots of a stream's state.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Rebuild the index from the segments (the index is derived data; nothing is lost).
     Reindex {
         /// Store directory.
@@ -68,6 +71,36 @@ enum Command {
     /// The writer process of `crashtest` (appends until killed).
     #[command(hide = true)]
     CrashtestWriter(crashtest::WriterArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Save a snapshot of STREAM's state at VERSION (the last event it includes).
+    #[command(group(clap::ArgGroup::new("input").required(true).args(["data", "stdin"])))]
+    Save {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+        /// The stream version the state includes.
+        version: u64,
+        /// Schema tag of the state's encoding.
+        #[arg(long, default_value = "raw")]
+        schema: String,
+        /// The encoded state, stored as these bytes.
+        #[arg(long, value_name = "TEXT")]
+        data: Option<OsString>,
+        /// Read the encoded state from stdin.
+        #[arg(long)]
+        stdin: bool,
+    },
+    /// Print STREAM's latest usable snapshot: {"stream","version","schema","data"}.
+    Load {
+        /// Store directory.
+        dir: PathBuf,
+        /// Stream name.
+        stream: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +241,7 @@ fn run(command: Command) -> CliResult {
         Command::Info { dir } => info(&dir, &mut out)?,
         Command::Verify { dir } => verify(&dir, &mut out)?,
         Command::Reindex { dir } => reindex(&dir, &mut out)?,
+        Command::Snapshot(c) => snapshot(c, &mut out)?,
         Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
         Command::Bench(a) => bench::run(a, &mut out)?,
         Command::Crashtest(a) => crashtest::run(a, &mut out)?,
@@ -370,6 +404,8 @@ fn info(dir: &Path, out: &mut impl Write) -> CliResult {
             .field("head", i.head.0)
             .field("durable", i.durable.0)
             .field("durability", i.durability.to_string())
+            .field("snapshots", i.snapshots)
+            .field("snapshot_bytes", i.snapshot_bytes)
             .field("index_tables", i.index_tables)
             .field("index_covered", i.index_covered.0)
             .field("read_only", true)
@@ -450,6 +486,54 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     if corrupted > 0 {
         out.flush()?;
         return Err(CliError::CorruptionFound(corrupted));
+    }
+    Ok(())
+}
+
+fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
+    match command {
+        SnapshotCommand::Save {
+            dir,
+            stream,
+            version,
+            schema,
+            data,
+            stdin,
+        } => {
+            let data = if stdin {
+                let mut buf = Vec::new();
+                std::io::stdin().lock().read_to_end(&mut buf)?;
+                buf
+            } else {
+                data.map(OsString::into_encoded_bytes).unwrap_or_default()
+            };
+            let store = Store::open(&dir)?;
+            store.save_snapshot(&stream, version, &schema, &data)?;
+            store.close()?;
+            line(
+                out,
+                Obj::new()
+                    .field("stream", stream.as_str())
+                    .field("version", version)
+                    .field("schema", schema.as_str())
+                    .field("bytes", data.len()),
+            )?;
+        }
+        SnapshotCommand::Load { dir, stream } => {
+            let store = open_read_only(&dir)?;
+            match store.latest_snapshot(&stream)? {
+                Some(s) => {
+                    let obj = Obj::new()
+                        .field("stream", s.stream.as_str())
+                        .field("version", s.version)
+                        .field("schema", s.schema.as_str());
+                    line(out, output::payload(obj, "data", &s.data))?;
+                }
+                None => {
+                    return Err(CliError::Other(format!("no snapshot of stream {stream:?}")));
+                }
+            }
+        }
     }
     Ok(())
 }
