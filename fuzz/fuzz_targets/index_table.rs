@@ -137,10 +137,7 @@ fn direct(bytes: &[u8], hash: u64, version: u64) -> bool {
         let mut n = 0u64;
         let _ = table.floor(h, v, |e| {
             assert_eq!(e.hash, h, "floor visits another hash");
-            assert!(
-                e.first_version <= v,
-                "floor visits an entry above the version"
-            );
+            // (No order assertion: a table with forged CRCs need not be sorted.)
             n += 1;
             n <= table.len()
         });
