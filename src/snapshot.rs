@@ -178,12 +178,8 @@ impl SnapshotStore {
         let dir = self.generation_dir(id);
         let segments = dir.join("segments");
         if !self.read_only {
-            self.storage
-                .create_dir_all(&segments)
+            crate::io::create_dir_durably(self.storage.as_ref(), &segments)
                 .map_err(|e| Error::io(format!("create {}", segments.display()), e))?;
-            self.storage
-                .sync_dir(&self.dir)
-                .map_err(|e| Error::io(format!("sync {}", self.dir.display()), e))?;
         }
         let (index, _) = Index::open(
             Arc::clone(&self.storage),

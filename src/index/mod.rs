@@ -145,8 +145,7 @@ impl Index {
     ) -> Result<(Index, IndexReport)> {
         let mut report = IndexReport::default();
         if !read_only {
-            storage
-                .create_dir_all(dir)
+            crate::io::create_dir_durably(storage.as_ref(), dir)
                 .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
         }
         let exists = storage

@@ -98,6 +98,35 @@ impl fmt::Debug for Mapping {
     }
 }
 
+/// Creates `path` and any missing ancestors, making each new directory entry durable by
+/// syncing its parent (a directory that was created but whose parent was never synced can
+/// vanish in a crash, with every file in it).
+///
+/// # Errors
+/// Any I/O error of the backend.
+pub fn create_dir_durably(storage: &dyn Storage, path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut cur = Some(path);
+    while let Some(p) = cur {
+        if p.as_os_str().is_empty() || storage.exists(p)? {
+            break;
+        }
+        missing.push(p);
+        cur = p.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    storage.create_dir_all(path)?;
+    for created in missing.iter().rev() {
+        match created.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => storage.sync_dir(parent)?,
+            _ => storage.sync_dir(Path::new("."))?,
+        }
+    }
+    Ok(())
+}
+
 /// A held directory lock; dropping it releases the lock.
 pub trait LockGuard: Send + Sync + fmt::Debug {}
 

@@ -223,15 +223,8 @@ impl Store {
                 )));
             }
         } else {
-            let created = !stat(&segments_dir)?;
-            storage
-                .create_dir_all(&segments_dir)
+            crate::io::create_dir_durably(storage.as_ref(), &segments_dir)
                 .map_err(|e| Error::io(format!("create {}", segments_dir.display()), e))?;
-            if created {
-                storage
-                    .sync_dir(&dir)
-                    .map_err(|e| Error::io(format!("sync {}", dir.display()), e))?;
-            }
         }
         let lock_path = dir.join(LOCK_FILE);
         let lock = storage
