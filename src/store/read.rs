@@ -144,7 +144,9 @@ impl StreamEvents {
                 .saturating_sub(1);
             // Backward from past the end starts at the last version.
             let version = version.min(last);
-            let mut events = Vec::with_capacity(entry.count as usize);
+            // Sized by what the frame holds (decode_into), never by the index entry's
+            // count, which comes from a file and is not trusted for allocation.
+            let mut events = Vec::new();
             let backward = self.backward;
             let no_file = |p: u64| (std::path::PathBuf::from(super::SEGMENTS_DIR), p);
             decode_into(
