@@ -1200,7 +1200,7 @@ impl Inner {
             // Nothing appended since a clean open, and the index does not cover the
             // checkpoint that ends the log: the next open will replay it and see the clean
             // shutdown.
-            return Ok(());
+            return snapshot_sync;
         }
         self.commit(head)?;
         // Flush the index first, so that the next open replays only the checkpoint below
