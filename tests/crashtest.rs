@@ -41,5 +41,8 @@ fn kill_9_at_random_moments_loses_no_acknowledged_event() {
     // The test did something: the writers got appends acknowledged, and the check read them.
     let acked = summary["acknowledged_events"].as_u64().unwrap();
     assert!(acked > 0, "{summary}");
-    assert!(summary["events_checked"].as_u64().unwrap() >= acked, "{summary}");
+    assert!(
+        summary["events_checked"].as_u64().unwrap() >= acked,
+        "{summary}"
+    );
 }

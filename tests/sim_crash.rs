@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use streamlog::io::Storage;
-use streamlog::io::sim::SimStorage;
+use streamlog::io::sim::{SimStorage, SplitMix64 as Rng};
 use streamlog::{Durability, Error, EventId, ExpectedVersion, NewEvent, Options, Position, Store};
 
 const DIR: &str = "/db";
@@ -38,30 +38,6 @@ const STREAMS: u64 = 5;
 const DEFAULT_CYCLES: u64 = if cfg!(debug_assertions) { 200 } else { 2_600 };
 /// Cycles of one seed before starting over with an empty store (keeps the log small).
 const CYCLES_PER_SEED: u64 = if cfg!(debug_assertions) { 20 } else { 40 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-    fn range(&mut self, lo: u64, hi_incl: u64) -> u64 {
-        lo + self.below(hi_incl - lo + 1)
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Ev {
@@ -143,7 +119,7 @@ impl Run {
         sim.sync_dir(Path::new("/")).unwrap();
         Run {
             durability,
-            rng: Rng(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x00C0_FFEE),
+            rng: Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x00C0_FFEE),
             sim,
             base: Vec::new(),
             pending: Vec::new(),

@@ -8,30 +8,12 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use streamlog::io::Storage;
-use streamlog::io::sim::SimStorage;
+use streamlog::io::sim::{SimStorage, SplitMix64 as Rng};
 use streamlog::{Durability, Error, EventId, ExpectedVersion, NewEvent, Options, Position, Store};
 
 const DIR: &str = "/db";
 /// Size of a checkpoint frame (a frame header with an empty body).
 const CHECKPOINT_FRAME_LEN: u64 = 32;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 { 0 } else { self.next() % n }
-    }
-    fn range(&mut self, lo: u64, hi_incl: u64) -> u64 {
-        lo + self.below(hi_incl - lo + 1)
-    }
-}
 
 fn new_sim(seed: u64) -> SimStorage {
     let sim = SimStorage::new(seed);
@@ -56,8 +38,8 @@ fn batch(rng: &mut Rng) -> (String, Vec<[u8; 16]>) {
     let ids = (0..n)
         .map(|_| {
             let mut id = [0u8; 16];
-            id[..8].copy_from_slice(&rng.next().to_le_bytes());
-            id[8..].copy_from_slice(&rng.next().to_le_bytes());
+            id[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+            id[8..].copy_from_slice(&rng.next_u64().to_le_bytes());
             id
         })
         .collect();
@@ -155,7 +137,7 @@ fn bit_flips_in_a_closed_log_are_never_silent() {
     let trials: u64 = if cfg!(debug_assertions) { 150 } else { 1_000 };
     let (mut corrupted, mut torn_checkpoint, mut by_verify) = (0u64, 0u64, 0u64);
     for seed in 0..trials {
-        let mut rng = Rng(seed ^ 0xF11B);
+        let mut rng = Rng::new(seed ^ 0xF11B);
         let sim = new_sim(seed);
         let store = Store::open_with(DIR, options(&sim, Durability::Sync)).unwrap();
         for _ in 0..rng.range(1, 25) {
@@ -226,7 +208,7 @@ fn eio_on_sync_poisons_and_loses_nothing_acknowledged() {
             Durability::Buffered
         };
         let ctx = format!("seed {seed} ({durability})");
-        let mut rng = Rng(seed ^ 0xE10);
+        let mut rng = Rng::new(seed ^ 0xE10);
         let sim = new_sim(seed);
         let store = Store::open_with(DIR, options(&sim, durability)).unwrap();
         let mut acked = Vec::new();
@@ -299,7 +281,7 @@ fn enospc_poisons_and_reopen_recovers_everything_acknowledged() {
         };
         let crash = seed % 4 >= 2;
         let ctx = format!("seed {seed} ({durability}, crash {crash})");
-        let mut rng = Rng(seed ^ 0xE05C);
+        let mut rng = Rng::new(seed ^ 0xE05C);
         let sim = new_sim(seed);
         let store = Store::open_with(DIR, options(&sim, durability)).unwrap();
         let mut acked = Vec::new();

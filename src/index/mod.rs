@@ -350,19 +350,7 @@ impl Index {
         };
         let _m = self.manifest_lock.lock();
         let id = self.next_table_id();
-        let entries =
-            frozen
-                .entries
-                .iter()
-                .map(
-                    |(&(hash, first_version, position), &(count, check))| Entry {
-                        hash,
-                        first_version,
-                        position,
-                        count,
-                        check,
-                    },
-                );
+        let entries = frozen.entries.iter().map(memtable_entry);
         write_table(self.storage.as_ref(), &self.dir, id, entries)?;
         let table = Arc::new(Table::open(self.storage.as_ref(), &self.dir, id)?);
         let mut manifest = self.state.read().manifest.clone();
@@ -529,20 +517,27 @@ impl Index {
         };
         let frozen_entries = frozen.map(|f| f.entries.clone()).unwrap_or_default();
         for m in [&mem, &frozen_entries] {
-            for (&(hash, first_version, position), &(count, check)) in m {
-                visit(Entry {
-                    hash,
-                    first_version,
-                    position,
-                    count,
-                    check,
-                })?;
+            for kv in m {
+                visit(memtable_entry(kv))?;
             }
         }
         for t in &tables {
             t.for_each(&mut visit)?;
         }
         Ok(())
+    }
+}
+
+/// A memtable item as an [`Entry`].
+fn memtable_entry(
+    (&(hash, first_version, position), &(count, check)): (&(u64, u64, u64), &(u32, u32)),
+) -> Entry {
+    Entry {
+        hash,
+        first_version,
+        position,
+        count,
+        check,
     }
 }
 
@@ -554,15 +549,7 @@ fn memtable_floor(
 ) -> Option<Entry> {
     m.range((hash, 0, 0)..=(hash, version, u64::MAX))
         .rev()
-        .map(
-            |(&(hash, first_version, position), &(count, check))| Entry {
-                hash,
-                first_version,
-                position,
-                count,
-                check,
-            },
-        )
+        .map(memtable_entry)
         .find(|e| wanted(e))
 }
 

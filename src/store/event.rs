@@ -116,8 +116,7 @@ struct IdGenerator {
     calls: u64,
     last_ms: u64,
     counter: u64,
-    /// SplitMix64 state.
-    state: u64,
+    random: crate::io::sim::SplitMix64,
 }
 
 impl IdGenerator {
@@ -127,16 +126,12 @@ impl IdGenerator {
             calls: 0,
             last_ms: 0,
             counter: 0,
-            state: seed.0 ^ seed.1.rotate_left(32),
+            random: crate::io::sim::SplitMix64::new(seed.0 ^ seed.1.rotate_left(32)),
         }
     }
 
     fn next_random(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.random.next_u64()
     }
 }
 

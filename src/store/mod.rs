@@ -942,6 +942,12 @@ impl Inner {
         Ok(frame_len)
     }
 
+    /// `Error::Corrupted` for the frame at `position`, naming its file and file offset.
+    fn corrupted_at(&self, position: u64, reason: impl std::fmt::Display) -> Error {
+        let (file, offset) = self.log.locate(position);
+        Error::corrupted(file, offset, reason.to_string())
+    }
+
     /// Finds the frame of `stream` holding `version` (or, for `u64::MAX`, its last frame)
     /// through the index, confirming each candidate by the stream name in the frame that
     /// `read` returns (`None` for a frame that is not to be seen). Candidates of colliding
@@ -958,14 +964,7 @@ impl Inner {
             if let Some((header, bytes)) = read(entry.position)? {
                 let name = format::decode_events_summary(bytes.body())
                     .map(|(name, _, _)| name)
-                    .map_err(|e| {
-                        let (file, offset) = self.log.locate(entry.position);
-                        Error::Corrupted {
-                            file,
-                            offset,
-                            reason: e.to_string(),
-                        }
-                    })?;
+                    .map_err(|e| self.corrupted_at(entry.position, e))?;
                 if name == stream {
                     return Ok(Some(Found {
                         entry,
@@ -1073,14 +1072,8 @@ impl Inner {
             return Ok(None);
         };
         let entry = found.entry;
-        let body = format::decode_events_body(found.bytes.body()).map_err(|e| {
-            let (file, offset) = self.log.locate(entry.position);
-            Error::Corrupted {
-                file,
-                offset,
-                reason: e.to_string(),
-            }
-        })?;
+        let body = format::decode_events_body(found.bytes.body())
+            .map_err(|e| self.corrupted_at(entry.position, e))?;
         // Within the stored append, where would this one start?
         let skip =
             usize::try_from(version.saturating_sub(body.first_version)).unwrap_or(usize::MAX);

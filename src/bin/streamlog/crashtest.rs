@@ -84,28 +84,11 @@ pub struct WriterArgs {
     segment_size: u64,
 }
 
-/// SplitMix64: small, fast, seedable, good enough for a workload.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (`n` > 0; modulo bias is irrelevant here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use streamlog::io::sim::SplitMix64 as Rng;
 
 /// Mixes two values into one well-distributed value.
 fn mix(a: u64, b: u64) -> u64 {
-    Rng(a ^ b.rotate_left(29).wrapping_mul(0xD6E8_FEB8_6659_FD93)).next()
+    Rng::new(a ^ b.rotate_left(29).wrapping_mul(0xD6E8_FEB8_6659_FD93)).next_u64()
 }
 
 fn stream_name(i: u64) -> String {
@@ -149,7 +132,7 @@ fn event_content(seed: u64, id: &EventId) -> (String, Vec<u8>) {
         w[..chunk.len()].copy_from_slice(chunk);
         h = mix(h, u64::from_le_bytes(w));
     }
-    let mut rng = Rng(h);
+    let mut rng = Rng::new(h);
     // Mostly small payloads, some medium, a few up to MAX_PAYLOAD.
     let len = match rng.below(100) {
         0..70 => rng.below(256),
@@ -159,7 +142,7 @@ fn event_content(seed: u64, id: &EventId) -> (String, Vec<u8>) {
     let event_type = format!("Crash{}", rng.below(7));
     let mut data = Vec::with_capacity(len as usize + 8);
     while (data.len() as u64) < len {
-        data.extend_from_slice(&rng.next().to_le_bytes());
+        data.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     data.truncate(len as usize);
     (event_type, data)
@@ -267,7 +250,7 @@ pub fn writer(a: WriterArgs, out: &mut impl Write) -> CliResult {
 }
 
 fn writer_thread(store: &Store, seed: u64, cycle: u32, writer: u16, tx: &mpsc::Sender<WriterMsg>) {
-    let mut rng = Rng(mix(mix(seed, u64::from(cycle)), u64::from(writer)));
+    let mut rng = Rng::new(mix(mix(seed, u64::from(cycle)), u64::from(writer)));
     let mut seq = 0u64;
     loop {
         let stream = stream_name(rng.below(STREAMS));
@@ -824,7 +807,7 @@ pub fn run(a: CrashtestArgs, out: &mut impl Write) -> CliResult {
         dir: dir.clone(),
         exe,
         seed,
-        rng: Rng(mix(seed, 0x6b69_6c6c)),
+        rng: Rng::new(mix(seed, 0x6b69_6c6c)),
         history: HashMap::new(),
         totals: Totals::default(),
     };
