@@ -227,6 +227,11 @@ impl Table {
         let blocks = read_u64(footer, 8).unwrap_or(0);
         let fences_offset = read_u64(footer, 16).unwrap_or(0);
         let fences_crc = read_u32(footer, 24).unwrap_or(0);
+        // Counts come from the file: bound them by its length before any arithmetic, so
+        // that a forged footer is an error, never an overflow.
+        if entries > len / ENTRY_LEN as u64 || blocks > len / FENCE_LEN as u64 {
+            return Err(bad(f, "index table footer counts exceed the file's length"));
+        }
         let expect_blocks = entries.div_ceil(BLOCK_ENTRIES as u64);
         let last = entries - (expect_blocks.saturating_sub(1)) * BLOCK_ENTRIES as u64;
         let expect_fences = if entries == 0 {
@@ -236,7 +241,7 @@ impl Table {
         };
         if blocks != expect_blocks
             || fences_offset != expect_fences
-            || fences_offset + blocks * FENCE_LEN as u64 != f
+            || fences_offset.checked_add(blocks * FENCE_LEN as u64) != Some(f)
         {
             return Err(bad(
                 f,
