@@ -68,6 +68,7 @@ use std::io;
 use std::ops::Range;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -499,9 +500,21 @@ impl State {
 
 /// The deterministic, fault-injecting, in-memory file system (see the module docs for the
 /// model). Cloning gives another handle on the same file system.
-#[derive(Clone)]
 pub struct SimStorage {
     state: Arc<Mutex<State>>,
+    /// The boot this handle belongs to: a handle from before a crash (a "process" that
+    /// should have died with the machine) fails every call, so it cannot write into the
+    /// next boot.
+    epoch: AtomicU64,
+}
+
+impl Clone for SimStorage {
+    fn clone(&self) -> Self {
+        SimStorage {
+            state: Arc::clone(&self.state),
+            epoch: AtomicU64::new(self.epoch.load(Ordering::Acquire)),
+        }
+    }
 }
 
 impl fmt::Debug for SimStorage {
@@ -538,6 +551,7 @@ impl SimStorage {
                 crashes: 0,
                 tear_synced_sectors: false,
             })),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -546,7 +560,21 @@ impl SimStorage {
     /// become stale, and a crash point set by [`SimStorage::fail_after_ops`] is cleared.
     /// Other faults (read errors, `ENOSPC`, a pending sync failure) stay armed.
     pub fn crash(&self) {
-        self.state.lock().crash();
+        let mut s = self.state.lock();
+        s.crash();
+        self.epoch.store(s.epoch, Ordering::Release);
+    }
+
+    /// The shared state, for a call through this handle; fails for a handle of an earlier
+    /// boot.
+    fn lock(&self) -> io::Result<parking_lot::MutexGuard<'_, State>> {
+        let s = self.state.lock();
+        if self.epoch.load(Ordering::Acquire) != s.epoch {
+            return Err(io::Error::other(SimError(
+                "this handle belongs to a boot before a crash".into(),
+            )));
+        }
+        Ok(s)
     }
 
     /// Chooses the fate of an overwritten sector that already held synced bytes (e.g. the
@@ -852,7 +880,7 @@ impl Drop for SimLock {
 
 impl Storage for SimStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.lock()?;
         s.count_op()?;
         let path = normalize(path);
         let mut todo = Vec::new();
@@ -888,7 +916,7 @@ impl Storage for SimStorage {
     }
 
     fn create(&self, path: &Path) -> io::Result<Arc<dyn StorageFile>> {
-        let mut s = self.state.lock();
+        let mut s = self.lock()?;
         s.count_op()?;
         let path = normalize(path);
         if is_root(&path) || s.live.contains_key(&path) {
@@ -914,7 +942,7 @@ impl Storage for SimStorage {
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        let s = self.state.lock();
+        let s = self.lock()?;
         s.alive()?;
         let dir = normalize(dir);
         if !s.dir_exists(&dir) {
@@ -928,7 +956,7 @@ impl Storage for SimStorage {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.lock()?;
         s.count_op()?;
         let (from, to) = (normalize(from), normalize(to));
         let ino = s.file_ino(&from)?;
@@ -947,7 +975,7 @@ impl Storage for SimStorage {
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.lock()?;
         s.count_op()?;
         let path = normalize(path);
         s.file_ino(&path)?;
@@ -956,7 +984,7 @@ impl Storage for SimStorage {
     }
 
     fn remove_dir(&self, path: &Path) -> io::Result<()> {
-        let mut s = self.state.lock();
+        let mut s = self.lock()?;
         s.count_op()?;
         let path = normalize(path);
         if !s.dir_exists(&path) {
@@ -973,18 +1001,18 @@ impl Storage for SimStorage {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.state.lock().sync_dir(&normalize(dir))
+        self.lock()?.sync_dir(&normalize(dir))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
-        let s = self.state.lock();
+        let s = self.lock()?;
         s.alive()?;
         let path = normalize(path);
         Ok(is_root(&path) || s.live.contains_key(&path))
     }
 
     fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let mut s = self.state.lock();
+        let mut s = self.lock()?;
         s.alive()?;
         let path = normalize(path);
         if !s.live.contains_key(&path) {
