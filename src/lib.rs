@@ -32,10 +32,13 @@
 //! ```
 //!
 //! ## Layers
-//! One module per layer, bottom up: [`io`] (the [`Storage`](io::Storage) trait and the real
-//! file backend), [`format`] (byte layout, pure codecs), [`segment`] (one segment file),
-//! [`log`] (the ordered segments, rollover, recovery), [`index`] (stream → frames), and the
-//! store (this crate's root API). A lower layer never calls up; recovery is the read path.
+//! One module per layer, bottom up: [`io`] (the [`Storage`](io::Storage) trait, the real
+//! file backend and the fault-injecting simulator), [`mod@format`] (byte layout, pure
+//! codecs), [`segment`] (one segment file), [`log`] (the ordered segments, rollover,
+//! recovery), [`index`] (stream → appends, persistent and bounded), [`snapshot`] (snapshot
+//! files), and the store (this crate's root API: [`Store`], [`Aggregate`]). A lower layer
+//! never calls up; recovery is the read path. [`inspect`] verifies and dumps a directory
+//! without writing.
 //!
 //! ## Durability
 //! See [`Durability`]: by default an append returns only once it is on disk, and concurrent
