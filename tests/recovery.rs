@@ -208,22 +208,24 @@ fn after_a_clean_close_a_flip_in_the_last_indexed_append_fails_the_open() {
     }
 }
 
+/// Twenty 500-byte appends in 4 KiB segments, closed cleanly.
+fn multi_segment_store(dir: &Path) {
+    let store = Store::open_with(dir, Options::default().with_segment_size_bytes(4096)).unwrap();
+    for _ in 0..20 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", "x".repeat(500))],
+            )
+            .unwrap();
+    }
+}
+
 #[test]
 fn a_damaged_segment_header_of_an_older_segment_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store =
-            Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096)).unwrap();
-        for _ in 0..20 {
-            store
-                .append(
-                    "s",
-                    ExpectedVersion::Any,
-                    [NewEvent::new("E", "x".repeat(500))],
-                )
-                .unwrap();
-        }
-    }
+    multi_segment_store(dir.path());
     flip(&dir.path().join(SEGMENT), 3, 0);
     let r = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096));
     assert!(
@@ -279,19 +281,7 @@ fn a_segment_whose_creation_did_not_complete_is_removed_and_reported() {
 #[test]
 fn a_gap_between_segments_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store =
-            Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096)).unwrap();
-        for _ in 0..20 {
-            store
-                .append(
-                    "s",
-                    ExpectedVersion::Any,
-                    [NewEvent::new("E", "x".repeat(500))],
-                )
-                .unwrap();
-        }
-    }
+    multi_segment_store(dir.path());
     // Cut the first (sealed) segment short: the next one no longer lines up.
     let file = dir.path().join(SEGMENT);
     let len = fs::metadata(&file).unwrap().len();

@@ -951,7 +951,8 @@ impl Inner {
     /// Finds the frame of `stream` holding `version` (or, for `u64::MAX`, its last frame)
     /// through the index, confirming each candidate by the stream name in the frame that
     /// `read` returns (`None` for a frame that is not to be seen). Candidates of colliding
-    /// streams are skipped. The caller checks that the frame really holds `version`.
+    /// streams are skipped. `None` when the stream has no frame holding `version` (for
+    /// `u64::MAX`: no frame at all).
     fn resolve(
         &self,
         stream: &str,
@@ -966,7 +967,11 @@ impl Inner {
                     .map(|(name, _, _)| name)
                     .map_err(|e| self.corrupted_at(entry.position, e))?;
                 if name == stream {
-                    return Ok(Some(Found {
+                    // The stream's frame at or below `version`: it holds `version` only if
+                    // the version is not past its last event.
+                    let holds = version == u64::MAX
+                        || version < entry.first_version.saturating_add(u64::from(entry.count));
+                    return Ok(holds.then_some(Found {
                         entry,
                         header,
                         bytes,
@@ -978,22 +983,14 @@ impl Inner {
         Ok(None)
     }
 
-    /// [`Inner::resolve`] for readers: only frames below `visible`, and only if the frame
-    /// holds `version` (any version for `u64::MAX`).
+    /// [`Inner::resolve`] for readers: only frames below `visible`.
     fn resolve_visible(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
-        let found = self.resolve(stream, version, |pos| {
+        self.resolve(stream, version, |pos| {
             if pos >= visible {
                 return Ok(None);
             }
             self.log.read_frame(pos, visible).map(Some)
-        })?;
-        Ok(found.filter(|f| {
-            version == u64::MAX
-                || version
-                    < f.entry
-                        .first_version
-                        .saturating_add(u64::from(f.entry.count))
-        }))
+        })
     }
 
     /// [`Inner::resolve`] for the writer: frames written or still in its buffer.
@@ -1003,7 +1000,7 @@ impl Inner {
         stream: &str,
         version: u64,
     ) -> Result<Option<Found>> {
-        let found = self.resolve(stream, version, |pos| {
+        self.resolve(stream, version, |pos| {
             if let Some(pending) = appender.pending_frame(pos) {
                 let header = format::decode_frame_header(pending).map_err(|e| {
                     Error::InvalidArgument(format!("unreadable pending frame at {pos}: {e}"))
@@ -1013,14 +1010,7 @@ impl Inner {
                 return Ok(Some((header, FrameBytes::from_vec(bytes))));
             }
             self.log.read_frame(pos, self.log.written()).map(Some)
-        })?;
-        Ok(found.filter(|f| {
-            version == u64::MAX
-                || version
-                    < f.entry
-                        .first_version
-                        .saturating_add(u64::from(f.entry.count))
-        }))
+        })
     }
 
     /// The stream's latest append as the writer sees it (including unwritten frames):
