@@ -6,6 +6,7 @@
 //! bytes). Entries are sorted by `(stream_hash, first_version, position)`.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::io::{Mapping, Storage};
@@ -185,6 +186,9 @@ pub struct Table {
     entries: u64,
     blocks: u64,
     fences_offset: u64,
+    /// One bit per block whose CRC has been checked (the file never changes once
+    /// written): lookups pay for a block's CRC once per open, not on every read.
+    verified: Vec<AtomicU64>,
 }
 
 impl Table {
@@ -261,6 +265,9 @@ impl Table {
             entries,
             blocks,
             fences_offset,
+            verified: (0..blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         })
     }
 
@@ -306,12 +313,22 @@ impl Table {
             .map
             .get(start as usize..end as usize)
             .unwrap_or_default();
-        if read_u32(&self.map, end as usize) != Some(crc32fast::hash(bytes)) {
-            return Err(Error::corrupted(
-                &self.path,
-                start,
-                "index table block checksum mismatch",
-            ));
+        let (word, bit) = ((block / 64) as usize, 1u64 << (block % 64));
+        let checked = self
+            .verified
+            .get(word)
+            .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0);
+        if !checked {
+            if read_u32(&self.map, end as usize) != Some(crc32fast::hash(bytes)) {
+                return Err(Error::corrupted(
+                    &self.path,
+                    start,
+                    "index table block checksum mismatch",
+                ));
+            }
+            if let Some(w) = self.verified.get(word) {
+                w.fetch_or(bit, Ordering::Relaxed);
+            }
         }
         Ok(bytes)
     }
@@ -346,14 +363,29 @@ impl Table {
         };
         loop {
             let bytes = self.block(block)?;
-            let entries: Vec<Entry> = bytes
-                .chunks_exact(ENTRY_LEN)
-                .filter_map(Entry::decode)
-                .collect();
-            let start = entries.partition_point(|e| e.key() <= key);
-            for e in entries.iter().take(start).rev() {
-                if e.hash != hash || !visit(*e) {
-                    return Ok(());
+            let entry = |i: usize| {
+                bytes
+                    .get(i * ENTRY_LEN..(i + 1) * ENTRY_LEN)
+                    .and_then(Entry::decode)
+            };
+            // Binary search in place: the number of entries with a key <= `key`.
+            let (mut lo, mut hi) = (0usize, bytes.len() / ENTRY_LEN);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if entry(mid).is_some_and(|e| e.key() <= key) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            for i in (0..lo).rev() {
+                match entry(i) {
+                    Some(e) if e.hash == hash => {
+                        if !visit(e) {
+                            return Ok(());
+                        }
+                    }
+                    _ => return Ok(()),
                 }
             }
             match block.checked_sub(1) {
