@@ -223,8 +223,9 @@ impl Report {
         }
         let _ = writeln!(
             m,
-            "\nW6 (aggregate load: snapshot + tail replay) is not measured: the aggregate API does \
-             not exist yet.\n"
+            "\nW6 (aggregate load: snapshot + tail replay) is not in this comparison yet; \
+             streamlog's own figures for it are in benchmarks.md (`cargo bench --bench \
+             snapshots`).\n"
         );
         m
     }
