@@ -557,7 +557,7 @@ fn bench_human_output_is_a_few_aligned_lines() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = String::from_utf8(o.stdout.clone()).unwrap();
     assert!(
-        text.starts_with("workload     append buffered, 150 B events, batch 50"),
+        text.starts_with("workload     append_refs buffered, 150 B events, batch 50"),
         "{text}"
     );
     assert!(text.contains("ratio"));

@@ -509,3 +509,48 @@ fn reopening_without_appending_does_not_grow_the_log() {
     }
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
 }
+
+#[test]
+fn borrowed_events_append_like_owned_ones_and_retry_idempotently() {
+    use streamlog::EventRef;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let payload = b"{\"amount\":7}";
+    let refs = [
+        EventRef::new("Deposited", payload),
+        EventRef {
+            metadata: b"m",
+            ..EventRef::new("Withdrawn", b"x")
+        },
+    ];
+    let r = store
+        .append_refs("s", ExpectedVersion::NoStream, &refs)
+        .unwrap();
+    assert_eq!(
+        (r.first_version, r.last_version, r.deduplicated),
+        (0, 1, false)
+    );
+    let again = store
+        .append_refs("s", ExpectedVersion::NoStream, &refs)
+        .unwrap();
+    assert!(again.deduplicated && again.position == r.position);
+    let owned = store
+        .append("s", ExpectedVersion::Exact(1), [ev("E", "owned")])
+        .unwrap();
+    assert_eq!(owned.first_version, 2);
+    let got: Vec<_> = store
+        .read_stream("s", 0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got[0].data, payload);
+    assert_eq!(
+        (got[1].event_type.as_str(), got[1].metadata.as_slice()),
+        ("Withdrawn", &b"m"[..])
+    );
+    assert_eq!(got[0].id, refs[0].id);
+    assert!(matches!(
+        store.append_refs("s", ExpectedVersion::Any, &[]),
+        Err(Error::InvalidArgument(_))
+    ));
+}

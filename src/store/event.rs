@@ -208,6 +208,47 @@ impl NewEvent {
     }
 }
 
+/// An event to append that borrows its bytes (see [`Store::append_refs`](crate::Store::append_refs)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventRef<'a> {
+    /// Unique id; retrying an append with the same ids is idempotent.
+    pub id: EventId,
+    /// Event type name.
+    pub event_type: &'a str,
+    /// Payload.
+    pub data: &'a [u8],
+    /// Metadata.
+    pub metadata: &'a [u8],
+    /// When the event happened; `None` takes the time of the append.
+    pub timestamp: Option<SystemTime>,
+}
+
+impl<'a> EventRef<'a> {
+    /// An event with a fresh id, no metadata and the append's time.
+    pub fn new(event_type: &'a str, data: &'a [u8]) -> Self {
+        EventRef {
+            id: EventId::new(),
+            event_type,
+            data,
+            metadata: &[],
+            timestamp: None,
+        }
+    }
+}
+
+impl NewEvent {
+    /// A borrowed view of this event.
+    pub fn as_ref(&self) -> EventRef<'_> {
+        EventRef {
+            id: self.id,
+            event_type: &self.event_type,
+            data: &self.data,
+            metadata: &self.metadata,
+            timestamp: self.timestamp,
+        }
+    }
+}
+
 /// An event as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {

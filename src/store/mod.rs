@@ -8,7 +8,9 @@ mod read;
 
 pub use crate::snapshot::Snapshot;
 pub use aggregate::{Aggregate, Loaded, SnapshotPolicy};
-pub use event::{AppendResult, EventId, ExpectedVersion, NewEvent, Position, RecordedEvent};
+pub use event::{
+    AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent,
+};
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub(crate) use read::events_in_frame;
 pub use read::{AllEvents, StreamEvents};
@@ -392,20 +394,35 @@ impl Store {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<AppendResult> {
+        let events: Vec<NewEvent> = events.into_iter().collect();
+        let refs: Vec<EventRef<'_>> = events.iter().map(NewEvent::as_ref).collect();
+        self.append_refs(stream, expected, &refs)
+    }
+
+    /// [`Store::append`] for events that borrow their bytes: the same append, with no
+    /// allocation per event (the fast path for callers that already hold the bytes).
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_refs(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventRef<'_>],
+    ) -> Result<AppendResult> {
         let inner = &*self.inner;
         if inner.options.read_only {
             return Err(Error::ReadOnly);
         }
-        let events: Vec<NewEvent> = events.into_iter().collect();
         let now_us = event::timestamp_us(SystemTime::now());
         let records: Vec<EventRecord<'_>> = events
             .iter()
             .map(|e| EventRecord {
                 id: e.id.0,
                 timestamp_us: e.timestamp.map_or(now_us, event::timestamp_us),
-                event_type: &e.event_type,
-                metadata: &e.metadata,
-                data: &e.data,
+                event_type: e.event_type,
+                metadata: e.metadata,
+                data: e.data,
             })
             .collect();
         let frame_len = inner.check_append(stream, &records)?;
