@@ -687,11 +687,12 @@ pub(crate) fn open_segments(
         let path = dir.join(crate::segment::segment_file_name(base));
         let seg = Arc::new(Segment::open(storage, &path, base, kind, read_only)?);
         if let Some(prev) = segments.last() {
-            let expected = prev.base().saturating_add(prev.file_len()?);
+            let prev_len = prev.file_len()?;
+            let expected = prev.base().saturating_add(prev_len);
             if expected != base {
                 return Err(Error::corrupted(
                     prev.path(),
-                    prev.file_len()?,
+                    prev_len,
                     format!(
                         "segment ends at position {expected} but the next one starts at {base}"
                     ),

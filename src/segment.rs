@@ -46,6 +46,10 @@ pub struct Segment {
     file: Arc<dyn StorageFile>,
     /// Set once the segment is sealed: a read-only view of the immutable file.
     map: RwLock<Option<Mapping>>,
+    /// Set once the segment is sealed: its (final) length. The mapping is made on first
+    /// sequential read, not at sealing, so that opening a log of many segments costs no
+    /// map per segment.
+    sealed_len: std::sync::OnceLock<u64>,
 }
 
 /// The bytes of one frame: borrowed from a mapping or read into a buffer.
@@ -138,6 +142,7 @@ impl Segment {
             kind,
             file,
             map: RwLock::new(None),
+            sealed_len: std::sync::OnceLock::new(),
         })
     }
 
@@ -164,6 +169,7 @@ impl Segment {
             kind,
             file,
             map: RwLock::new(None),
+            sealed_len: std::sync::OnceLock::new(),
         })
     }
 
@@ -187,8 +193,8 @@ impl Segment {
     /// # Errors
     /// Any I/O error.
     pub fn file_len(&self) -> Result<u64> {
-        if let Some(m) = self.map.read().as_ref() {
-            return Ok(m.len() as u64);
+        if let Some(len) = self.sealed_len.get() {
+            return Ok(*len);
         }
         self.file
             .len()
@@ -241,7 +247,7 @@ impl Segment {
     /// # Errors
     /// Any I/O error; the store is poisoned by its caller.
     pub fn write_at(&self, bytes: &[u8], offset: u64) -> Result<()> {
-        debug_assert!(self.map.read().is_none(), "write to a sealed segment");
+        debug_assert!(!self.is_sealed(), "write to a sealed segment");
         self.file
             .write_at(bytes, offset)
             .map_err(|e| Error::io(format!("write {}", self.path.display()), e))
@@ -262,38 +268,54 @@ impl Segment {
     /// # Errors
     /// Any I/O error.
     pub fn truncate(&self, len: u64) -> Result<()> {
-        debug_assert!(self.map.read().is_none(), "truncate of a sealed segment");
+        debug_assert!(!self.is_sealed(), "truncate of a sealed segment");
         self.file
             .truncate(len)
             .map_err(|e| Error::io(format!("truncate {}", self.path.display()), e))
     }
 
-    /// Marks the segment immutable and switches reads to a mapping of the file.
+    /// Marks the segment immutable: its length is fixed from now on, and sequential reads
+    /// go through a mapping of the file (made on first use).
     ///
     /// # Errors
-    /// Any I/O error while mapping.
+    /// Any I/O error reading the length.
     pub fn seal(&self) -> Result<()> {
-        let mut map = self.map.write();
-        if map.is_none() {
-            *map = Some(
-                self.file
-                    .map()
-                    .map_err(|e| Error::io(format!("map {}", self.path.display()), e))?,
-            );
+        if self.sealed_len.get().is_none() {
+            let len = self
+                .file
+                .len()
+                .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?;
+            let _ = self.sealed_len.set(len);
         }
         Ok(())
     }
 
     /// Whether the segment is sealed.
     pub fn is_sealed(&self) -> bool {
-        self.map.read().is_some()
+        self.sealed_len.get().is_some()
+    }
+
+    /// The mapping of a sealed segment, made on first use; `None` for the active segment
+    /// (or if mapping fails, in which case reads use `pread`).
+    fn mapping(&self) -> Option<Mapping> {
+        if !self.is_sealed() {
+            return None;
+        }
+        if let Some(m) = self.map.read().as_ref() {
+            return Some(m.clone());
+        }
+        let mut map = self.map.write();
+        if map.is_none() {
+            *map = self.file.map().ok();
+        }
+        map.clone()
     }
 
     /// A sequential reader over the file (mapping when sealed, read-ahead buffer if not).
     pub fn reader(self: &Arc<Self>) -> SegmentReader {
         SegmentReader {
             segment: Arc::clone(self),
-            map: self.map.read().clone(),
+            map: self.mapping(),
             buf: Vec::new(),
             buf_offset: 0,
             read_ahead: READ_AHEAD_BYTES,
@@ -314,10 +336,14 @@ impl Segment {
         // fetches the rest of a longer one). Not through the mapping even when sealed:
         // random reads through a mapping fault file pages into the process's resident set,
         // so memory would grow with the part of the log read, not with what is in use.
-        let mut reader = self.reader();
-        reader.map = None;
-        reader.read_ahead = POINT_READ_BYTES;
-        reader.frame_at(position, limit)
+        SegmentReader {
+            segment: Arc::clone(self),
+            map: None,
+            buf: Vec::new(),
+            buf_offset: 0,
+            read_ahead: POINT_READ_BYTES,
+        }
+        .frame_at(position, limit)
     }
 }
 
