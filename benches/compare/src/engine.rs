@@ -145,6 +145,55 @@ pub fn value_data(value: &[u8]) -> anyhow::Result<&[u8]> {
         .ok_or_else(|| anyhow::anyhow!("short value"))
 }
 
+/// Reads a stream from a key-value engine: `kvs` are the stream's (stream key, encoded
+/// value) pairs in key order. Returns how many events were seen.
+pub fn visit_stream<K, V, E>(
+    kvs: impl IntoIterator<Item = Result<(K, V), E>>,
+    f: &mut dyn FnMut(Seen<'_>),
+) -> anyhow::Result<u64>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+    E: Into<anyhow::Error>,
+{
+    let mut n = 0;
+    for kv in kvs {
+        let (k, v) = kv.map_err(Into::into)?;
+        f(Seen {
+            version: version_of_key(k.as_ref())?,
+            data: value_data(v.as_ref())?,
+        });
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Scans a key-value engine in commit order: `positions` are the (position key, stream
+/// key) pairs in key order, and `get` fetches a stream key's encoded value. Returns how
+/// many events were seen.
+pub fn visit_by_position<K, P, V, E>(
+    positions: impl IntoIterator<Item = Result<(P, K), E>>,
+    get: impl Fn(&[u8]) -> anyhow::Result<Option<V>>,
+    f: &mut dyn FnMut(Seen<'_>),
+) -> anyhow::Result<u64>
+where
+    K: AsRef<[u8]>,
+    V: AsRef<[u8]>,
+    E: Into<anyhow::Error>,
+{
+    let mut n = 0;
+    for kv in positions {
+        let (_, key) = kv.map_err(Into::into)?;
+        let v = get(key.as_ref())?.ok_or_else(|| anyhow::anyhow!("dangling position key"))?;
+        f(Seen {
+            version: version_of_key(key.as_ref())?,
+            data: value_data(v.as_ref())?,
+        });
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A self-contained record for log engines (okaywal, commitlog): stream length (u16),
 /// stream, version, position, type length, type, data.
 pub fn encode_record(out: &mut Vec<u8>, stream: &str, version: u64, position: u64, data: &[u8]) {

@@ -6,7 +6,7 @@ use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, PersistMo
 
 use crate::engine::{
     Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
-    value_data, version_of_key,
+    visit_by_position, visit_stream,
 };
 
 pub const PEER: Peer = Peer {
@@ -55,33 +55,11 @@ impl Engine for Fjall {
     }
 
     fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
-        let mut n = 0;
-        for kv in self.events.prefix(stream_prefix(stream)) {
-            let (k, v) = kv?;
-            f(Seen {
-                version: version_of_key(&k)?,
-                data: value_data(&v)?,
-            });
-            n += 1;
-        }
-        Ok(n)
+        visit_stream(self.events.prefix(stream_prefix(stream)), f)
     }
 
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
-        let mut n = 0;
-        for kv in self.events.prefix(b"P") {
-            let (_, key) = kv?;
-            let v = self
-                .events
-                .get(&key)?
-                .ok_or_else(|| anyhow::anyhow!("dangling position key"))?;
-            f(Seen {
-                version: version_of_key(&key)?,
-                data: value_data(&v)?,
-            });
-            n += 1;
-        }
-        Ok(n)
+        visit_by_position(self.events.prefix(b"P"), |key| Ok(self.events.get(key)?), f)
     }
 
     fn sync(&self) -> anyhow::Result<()> {
