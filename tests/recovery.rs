@@ -61,6 +61,16 @@ fn event_count(store: &Store) -> usize {
     n
 }
 
+/// Cuts or extends a file to `len` bytes, as a crash or another program might.
+fn set_len(path: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+}
+
 fn flip(path: &Path, offset: u64, bit: u8) {
     let mut bytes = fs::read(path).unwrap();
     bytes[offset as usize] ^= 1 << bit;
@@ -75,12 +85,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported() 
     for cut in last..seg_len {
         let dir = fresh_copy(image.path());
         let file = dir.path().join(SEGMENT);
-        fs::OpenOptions::new()
-            .write(true)
-            .open(&file)
-            .unwrap()
-            .set_len(cut)
-            .unwrap();
+        set_len(&file, cut);
         let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(event_count(&store), 10, "cut at {cut}");
         let report = store.recovery_report().clone();
@@ -240,12 +245,7 @@ fn a_zero_filled_tail_is_end_of_log() {
     let dir = fresh_copy(image.path());
     let file = dir.path().join(SEGMENT);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(len + 8192)
-        .unwrap();
+    set_len(&file, len + 8192);
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(event_count(&store), 6);
     let t = store.recovery_report().truncated.clone().unwrap();
@@ -285,12 +285,7 @@ fn a_gap_between_segments_is_corruption() {
     // Cut the first (sealed) segment short: the next one no longer lines up.
     let file = dir.path().join(SEGMENT);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    set_len(&file, len - 10);
     let r = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096));
     assert!(matches!(r, Err(Error::Corrupted { .. })), "{r:?}");
 }
@@ -301,12 +296,7 @@ fn read_only_open_reports_a_torn_tail_without_cutting_it() {
     let dir = fresh_copy(image.path());
     let file = dir.path().join(SEGMENT);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(len - 5)
-        .unwrap();
+    set_len(&file, len - 5);
     let store = Store::open_with(dir.path(), Options::default().with_read_only(true)).unwrap();
     assert_eq!(event_count(&store), 4);
     let t = store.recovery_report().truncated.clone().unwrap();
@@ -326,12 +316,7 @@ fn verify_of_a_directory_classifies_corruption_and_torn_tails() {
     let file = dir.path().join(SEGMENT);
     flip(&file, positions[1] + 35, 1);
     let len = fs::metadata(&file).unwrap().len();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&file)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    set_len(&file, len - 3);
     let report = streamlog::inspect::verify_dir(dir.path(), |_| {}).unwrap();
     let found: Vec<_> = report
         .damage
