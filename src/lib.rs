@@ -48,6 +48,7 @@
 
 #![deny(clippy::unwrap_used)]
 
+mod cache;
 mod error;
 pub mod format;
 pub mod index;

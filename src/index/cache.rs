@@ -1,8 +1,9 @@
 //! A bounded cache of the per-stream state the writer needs: the stream's latest append
 //! and the id of its first event. Backed by the index: a miss is answered by a lookup.
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use crate::cache::Generations;
 
 /// What the writer keeps about a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,59 +27,32 @@ impl StreamState {
     }
 }
 
-/// Two generations of at most `capacity / 2` streams each: a lookup in the older one
-/// promotes the entry; when the young generation is full, the old one is dropped. So the
-/// cache holds at most `capacity` streams and keeps the recently used ones.
+/// At most `capacity` streams in a [`Generations`] cache: it keeps the recently used ones.
 #[derive(Debug)]
-pub struct StreamCache {
-    half: usize,
-    young: HashMap<Arc<str>, StreamState>,
-    old: HashMap<Arc<str>, StreamState>,
-}
+pub struct StreamCache(Generations<Arc<str>, StreamState>);
 
 impl StreamCache {
     /// A cache of at most `capacity` streams (at least 2).
     pub fn new(capacity: usize) -> Self {
-        StreamCache {
-            half: (capacity / 2).max(1),
-            young: HashMap::new(),
-            old: HashMap::new(),
-        }
+        StreamCache(Generations::new(capacity.max(2)))
     }
 
     /// The cached state of `stream`.
     pub fn get(&mut self, stream: &str) -> Option<StreamState> {
-        if let Some(s) = self.young.get(stream) {
-            return Some(*s);
-        }
-        let (name, state) = self.old.remove_entry(stream)?;
-        self.insert_named(name, state);
-        Some(state)
+        self.0.get_mut(stream).copied()
     }
 
     /// Sets the state of `stream`.
     pub fn insert(&mut self, stream: &str, state: StreamState) {
-        if let Some(s) = self.young.get_mut(stream) {
-            *s = state;
-            return;
+        match self.0.get_mut(stream) {
+            Some(s) => *s = state,
+            None => self.0.insert(Arc::from(stream), state, 1),
         }
-        let name = self
-            .old
-            .remove_entry(stream)
-            .map_or_else(|| Arc::from(stream), |(n, _)| n);
-        self.insert_named(name, state);
-    }
-
-    fn insert_named(&mut self, name: Arc<str>, state: StreamState) {
-        if self.young.len() >= self.half {
-            self.old = std::mem::take(&mut self.young);
-        }
-        self.young.insert(name, state);
     }
 
     /// Streams cached now.
     pub fn len(&self) -> usize {
-        self.young.len() + self.old.len()
+        self.0.len()
     }
 
     /// Whether nothing is cached.
