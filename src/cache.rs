@@ -71,6 +71,7 @@ impl<K: Hash + Eq, V> Generations<K, V> {
     }
 
     /// Total weight cached now.
+    #[cfg(test)]
     pub(crate) fn weight(&self) -> usize {
         self.young_weight
             .saturating_add(self.old.values().map(|(_, w)| *w).sum::<usize>())

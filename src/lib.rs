@@ -62,8 +62,8 @@ mod store;
 pub use error::{Error, Result};
 pub use log::{Damage, RecoveryReport, TruncatedTail, VerifyReport};
 pub use store::{
-    Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, ExpectedVersion, INDEX_DIR,
-    LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position,
-    RecordedEvent, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo,
-    StreamEvents,
+    Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, EventView, ExpectedVersion,
+    INDEX_DIR, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent,
+    Options, Position, RecordedEvent, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store,
+    StoreInfo, StreamEvents,
 };

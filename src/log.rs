@@ -720,19 +720,21 @@ impl LogFrames {
         &self.log
     }
 
+    /// The log being read, shared.
+    pub fn log_arc(&self) -> &Arc<Log> {
+        &self.log
+    }
+
     /// Position of the next frame the iterator would read.
     pub fn next_position(&self) -> u64 {
         self.next
     }
 }
 
-impl Iterator for LogFrames {
-    type Item = Result<(FrameHeader, FrameBytes)>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
+impl LogFrames {
+    /// Moves to the segment holding the next frame; returns the frame's position and the
+    /// file offset its segment may be read to, or `None` at the end.
+    fn locate_next(&mut self) -> Option<(u64, u64)> {
         loop {
             let reader = match &mut self.reader {
                 Some(r) if self.next >= r.segment().base() => r,
@@ -748,13 +750,13 @@ impl Iterator for LogFrames {
             if self.next >= self.limit {
                 return None;
             }
-            let seg_end = match reader.segment().file_len() {
-                Ok(len) => base.saturating_add(len),
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
-            };
+            // A sealed segment's length is known; a segment that was not sealed when the
+            // reader was made was the active one, which holds everything below `limit`
+            // (the log's end when the iterator was made). No stat per frame.
+            let seg_end = reader
+                .segment()
+                .sealed_len()
+                .map_or(u64::MAX, |len| base.saturating_add(len));
             if self.next >= seg_end {
                 // Move on to the next segment, which starts where this one ends.
                 let next_seg = self.log.segment_for(self.next)?;
@@ -764,17 +766,56 @@ impl Iterator for LogFrames {
                 self.reader = Some(next_seg.reader());
                 continue;
             }
-            let limit = self.limit.min(seg_end).saturating_sub(base);
-            return match reader.frame_at(self.next, limit) {
-                Ok((h, bytes)) => {
-                    self.next = self.next.saturating_add(h.frame_len());
-                    Some(Ok((h, bytes)))
-                }
-                Err(e) => {
-                    self.failed = true;
-                    Some(Err(e))
-                }
-            };
+            return Some((self.next, self.limit.min(seg_end).saturating_sub(base)));
+        }
+    }
+
+    /// Reads the next frame and hands it to `visit` borrowed from the reader's buffer or
+    /// mapping (no allocation per frame); `None` at the end.
+    ///
+    /// # Errors
+    /// As the iterator: a frame that does not check or an I/O error, after which the
+    /// iterator ends.
+    pub fn next_with<R>(
+        &mut self,
+        visit: impl FnOnce(&FrameHeader, &[u8]) -> R,
+    ) -> Option<Result<R>> {
+        if self.failed {
+            return None;
+        }
+        let (position, limit) = self.locate_next()?;
+        let reader = self.reader.as_mut()?;
+        match reader.frame_ref_at(position, limit) {
+            Ok((h, bytes)) => {
+                self.next = position.saturating_add(h.frame_len());
+                Some(Ok(visit(&h, bytes)))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+impl Iterator for LogFrames {
+    type Item = Result<(FrameHeader, FrameBytes)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        let (position, limit) = self.locate_next()?;
+        let reader = self.reader.as_mut()?;
+        match reader.frame_at(position, limit) {
+            Ok((h, bytes)) => {
+                self.next = position.saturating_add(h.frame_len());
+                Some(Ok((h, bytes)))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
         }
     }
 }

@@ -4,7 +4,6 @@
 //! A segment named `<base>.seg` covers logical positions `base..base + file length`; its
 //! 32-byte header occupies `base..base + 32`, so a frame's position is `base + offset`.
 
-use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -61,7 +60,7 @@ pub struct FrameBytes {
 #[derive(Debug, Clone)]
 enum FrameStorage {
     Mapped(Mapping, usize, usize),
-    Owned(Vec<u8>),
+    Owned(Arc<[u8]>),
 }
 
 impl std::ops::Deref for FrameBytes {
@@ -78,7 +77,7 @@ impl FrameBytes {
     /// Wraps frame bytes that are not in a segment yet (encoded, not yet written).
     pub fn from_vec(bytes: Vec<u8>) -> Self {
         FrameBytes {
-            bytes: FrameStorage::Owned(bytes),
+            bytes: FrameStorage::Owned(Arc::from(bytes)),
         }
     }
 
@@ -290,6 +289,11 @@ impl Segment {
         Ok(())
     }
 
+    /// The final length of a sealed segment; `None` for the active one.
+    pub fn sealed_len(&self) -> Option<u64> {
+        self.sealed_len.get().copied()
+    }
+
     /// Whether the segment is sealed.
     pub fn is_sealed(&self) -> bool {
         self.sealed_len.get().is_some()
@@ -359,23 +363,23 @@ pub struct SegmentReader {
 }
 
 impl SegmentReader {
-    /// `len` bytes at file `offset`, or fewer at end of file.
-    fn bytes_at(&mut self, offset: u64, len: usize) -> Result<Cow<'_, [u8]>> {
+    /// `len` bytes at file `offset`, or fewer at end of file: borrowed from the mapping, or
+    /// from the reader's buffer, which is refilled (at least `read_ahead` bytes) on a miss.
+    fn bytes_at(&mut self, offset: u64, len: usize) -> Result<&[u8]> {
         if let Some(m) = &self.map {
             let start = usize::try_from(offset).unwrap_or(usize::MAX).min(m.len());
             let end = start.saturating_add(len).min(m.len());
-            return Ok(Cow::Borrowed(m.get(start..end).unwrap_or_default()));
+            return Ok(m.get(start..end).unwrap_or_default());
         }
         let buf_end = self.buf_offset.saturating_add(self.buf.len() as u64);
         let want_end = offset.saturating_add(len as u64);
         if offset < self.buf_offset || want_end > buf_end {
-            if len > self.read_ahead {
-                let mut out = vec![0u8; len];
-                let n = self.segment.read_exact_or_eof(&mut out, offset)?;
-                out.truncate(n);
-                return Ok(Cow::Owned(out));
+            let fill = len.max(self.read_ahead);
+            // Give back a buffer grown for one large frame.
+            if self.buf.capacity() > fill.saturating_mul(4) {
+                self.buf = Vec::new();
             }
-            self.buf.resize(self.read_ahead, 0);
+            self.buf.resize(fill, 0);
             let n = self.segment.read_exact_or_eof(&mut self.buf, offset)?;
             self.buf.truncate(n);
             self.buf_offset = offset;
@@ -383,7 +387,7 @@ impl SegmentReader {
         let start = usize::try_from(offset.saturating_sub(self.buf_offset)).unwrap_or(usize::MAX);
         let start = start.min(self.buf.len());
         let end = start.saturating_add(len).min(self.buf.len());
-        Ok(Cow::Borrowed(self.buf.get(start..end).unwrap_or_default()))
+        Ok(self.buf.get(start..end).unwrap_or_default())
     }
 
     fn file_offset(&self, position: u64) -> u64 {
@@ -412,12 +416,51 @@ impl SegmentReader {
         }
     }
 
+    /// Like [`SegmentReader::frame_at`], but the bytes are borrowed from the reader (no
+    /// allocation): for visiting frames one at a time.
+    ///
+    /// # Errors
+    /// As [`SegmentReader::frame_at`].
+    pub fn frame_ref_at(&mut self, position: u64, limit: u64) -> Result<(FrameHeader, &[u8])> {
+        let offset = self.file_offset(position);
+        let segment = Arc::clone(&self.segment);
+        match self.try_frame_ref_at(offset, limit)? {
+            Ok(found) => Ok(found),
+            Err(reason) => Err(Error::corrupted(
+                segment.path.clone(),
+                offset,
+                reason.to_string(),
+            )),
+        }
+    }
+
     /// Like [`SegmentReader::frame_at`] by file offset, with decode failures as values.
     fn try_frame_at(
         &mut self,
         offset: u64,
         limit: u64,
     ) -> Result<Result<(FrameHeader, FrameBytes), DecodeError>> {
+        let map = self.map.clone();
+        let (header, bytes) = match self.try_frame_ref_at(offset, limit)? {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e)),
+        };
+        let bytes = match map {
+            Some(m) => {
+                let start = usize::try_from(offset).unwrap_or(usize::MAX);
+                FrameStorage::Mapped(m, start, start.saturating_add(bytes.len()))
+            }
+            None => FrameStorage::Owned(Arc::from(bytes)),
+        };
+        Ok(Ok((header, FrameBytes { bytes })))
+    }
+
+    /// The checked frame at file `offset`, borrowed, with decode failures as values.
+    fn try_frame_ref_at(
+        &mut self,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Result<(FrameHeader, &[u8]), DecodeError>> {
         let position = self.segment.base.saturating_add(offset);
         let available = limit.saturating_sub(offset);
         let head = self.bytes_at(offset, FRAME_HEADER_LEN)?;
@@ -427,7 +470,7 @@ impl SegmentReader {
                 available: available.min(head.len() as u64),
             }));
         }
-        let header = match format::decode_frame_header(&head) {
+        let header = match format::decode_frame_header(head) {
             Ok(h) => h,
             Err(e) => return Ok(Err(e)),
         };
@@ -439,24 +482,14 @@ impl SegmentReader {
             }));
         }
         let len = usize::try_from(frame_len).unwrap_or(usize::MAX);
-        let bytes = match &self.map {
-            Some(m) => {
-                let start = usize::try_from(offset).unwrap_or(usize::MAX);
-                FrameBytes {
-                    bytes: FrameStorage::Mapped(m.clone(), start, start.saturating_add(len)),
-                }
-            }
-            None => FrameBytes {
-                bytes: FrameStorage::Owned(self.bytes_at(offset, len)?.into_owned()),
-            },
-        };
+        let bytes = self.bytes_at(offset, len)?;
         if bytes.len() != len {
             return Ok(Err(DecodeError::Truncated {
                 needed: frame_len,
                 available: bytes.len() as u64,
             }));
         }
-        if let Err(e) = format::check_frame(&header, &bytes, position) {
+        if let Err(e) = format::check_frame(&header, bytes, position) {
             return Ok(Err(e));
         }
         Ok(Ok((header, bytes)))
@@ -526,7 +559,7 @@ impl SegmentReader {
             let window = usize::try_from(end.saturating_sub(offset))
                 .unwrap_or(usize::MAX)
                 .min(READ_AHEAD_BYTES);
-            let chunk = self.bytes_at(offset, window)?.into_owned();
+            let chunk = self.bytes_at(offset, window)?.to_vec();
             if chunk.len() < magic.len() {
                 return Ok(None);
             }
@@ -563,7 +596,7 @@ impl SegmentReader {
     /// # Errors
     /// I/O errors.
     pub fn raw(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        Ok(self.bytes_at(offset, len)?.into_owned())
+        Ok(self.bytes_at(offset, len)?.to_vec())
     }
 }
 

@@ -5,10 +5,13 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use proptest::prelude::*;
-use streamlog::{Durability, Error, ExpectedVersion, NewEvent, Options, Position, Store};
+use streamlog::{
+    Durability, Error, ExpectedVersion, NewEvent, Options, Position, RecordedEvent, Store,
+};
 
 #[derive(Debug, Clone)]
 enum Expect {
@@ -53,14 +56,16 @@ struct Model {
     all: Vec<(String, u64)>,
 }
 
-/// Small segments, a 16-entry memtable and a 4-stream cache, so that rollover, index
-/// flushes, merges and cache misses all happen within a few dozen appends.
+/// Small segments, a 16-entry memtable, a 4-stream cache and a 2 KiB frame cache, so that
+/// rollover, index flushes, merges, cache misses and evictions all happen within a few
+/// dozen appends.
 fn options(collide: bool) -> Options {
     let o = Options::default()
         .with_segment_size_bytes(4096)
         .with_durability(Durability::Buffered)
         .with_memtable_entries(16)
         .with_stream_cache_entries(4)
+        .with_frame_cache_bytes(2048)
         .with_background_index_maintenance(false);
     if collide {
         o.with_forced_hash_collisions()
@@ -85,12 +90,23 @@ fn copy_store(from: &Path, to: &Path) {
 
 fn check(store: &Store, model: &Model) {
     for (name, events) in &model.streams {
-        let got: Vec<_> = store
+        let owned: Vec<RecordedEvent> = store
             .read_stream(name, 0)
             .unwrap()
-            .map(|e| e.unwrap().data)
+            .map(|e| e.unwrap())
             .collect();
+        let got: Vec<_> = owned.iter().map(|e| e.data.clone()).collect();
         assert_eq!(&got, events, "stream {name}");
+        // The borrowing reader hands over exactly what the iterator yields.
+        let mut viewed = Vec::new();
+        let n = store
+            .read_stream_with(name, 0, |e| {
+                viewed.push(e.to_recorded());
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert_eq!(n, owned.len() as u64);
+        assert_eq!(viewed, owned, "read_stream_with of {name}");
         let back: Vec<_> = store
             .read_stream_backward(name, None)
             .unwrap()
@@ -102,15 +118,24 @@ fn check(store: &Store, model: &Model) {
             (events.len() as u64).checked_sub(1)
         );
     }
-    let all: Vec<_> = store
+    let owned: Vec<RecordedEvent> = store
         .read_all(Position::START)
         .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (e.stream.to_string(), e.version)
-        })
+        .map(|e| e.unwrap())
+        .collect();
+    let all: Vec<_> = owned
+        .iter()
+        .map(|e| (e.stream.to_string(), e.version))
         .collect();
     assert_eq!(all, model.all);
+    let mut viewed = Vec::new();
+    store
+        .read_all_with(Position::START, |e| {
+            viewed.push(e.to_recorded());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(viewed, owned, "read_all_with");
 }
 
 fn run(ops: Vec<Op>, collide: bool) {

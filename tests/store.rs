@@ -1,6 +1,7 @@
 //! The store's public API, as a user sees it.
 #![allow(clippy::unwrap_used)]
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use streamlog::{
@@ -553,4 +554,85 @@ fn borrowed_events_append_like_owned_ones_and_retry_idempotently() {
         store.append_refs("s", ExpectedVersion::Any, &[]),
         Err(Error::InvalidArgument(_))
     ));
+}
+
+#[test]
+fn borrowed_readers_hand_over_what_the_iterators_yield_and_stop_on_break() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Small segments: sealed (mapped) segments and the active one are both read.
+    let store = Store::open_with(
+        tmp.path(),
+        small()
+            .with_durability(Durability::Buffered)
+            .with_frame_cache_bytes(1024),
+    )
+    .unwrap();
+    for i in 0..120u32 {
+        let stream = format!("s-{}", i % 3);
+        let batch: Vec<_> = (0..1 + i % 4)
+            .map(|j| ev("E", &format!("{i}.{j}")))
+            .collect();
+        store.append(&stream, ExpectedVersion::Any, batch).unwrap();
+    }
+    assert!(store.info().unwrap().segments > 3);
+    let owned = |it: &mut dyn Iterator<Item = streamlog::Result<RecordedEvent>>| {
+        it.map(Result::unwrap).collect::<Vec<_>>()
+    };
+    for _pass in 0..2 {
+        // Twice: the second pass reads through the frame cache.
+        for s in ["s-0", "s-1", "s-2"] {
+            let expect = owned(&mut store.read_stream(s, 5).unwrap());
+            let mut got = Vec::new();
+            let n = store
+                .read_stream_with(s, 5, |e| {
+                    got.push(e.to_recorded());
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!((n, &got), (expect.len() as u64, &expect));
+            let expect = owned(&mut store.read_stream_backward(s, Some(30)).unwrap());
+            let mut got = Vec::new();
+            store
+                .read_stream_backward(s, Some(30))
+                .unwrap()
+                .for_each_view(|e| {
+                    got.push(e.to_recorded());
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(got, expect);
+        }
+    }
+    let expect = owned(&mut store.read_all(Position::START).unwrap());
+    let mut got = Vec::new();
+    store
+        .read_all_with(Position::START, |e| {
+            got.push(e.to_recorded());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(got, expect);
+
+    // A break stops at once, and an iterator half read hands over the rest.
+    let mut seen = 0;
+    let n = store
+        .read_all_with(Position::START, |_| {
+            seen += 1;
+            if seen == 7 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!((n, seen), (7, 7));
+    let mut all = store.read_all(Position::START).unwrap();
+    let first: Vec<_> = all.by_ref().take(3).map(Result::unwrap).collect();
+    let mut rest = Vec::new();
+    all.for_each_view(|e| {
+        rest.push(e.to_recorded());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!([first, rest].concat(), expect);
 }

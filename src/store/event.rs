@@ -273,13 +273,80 @@ pub struct RecordedEvent {
 impl RecordedEvent {
     /// The timestamp as a `SystemTime`.
     pub fn timestamp(&self) -> SystemTime {
-        let micros = self.timestamp_us.unsigned_abs();
-        let d = std::time::Duration::from_micros(micros);
-        if self.timestamp_us >= 0 {
-            UNIX_EPOCH.checked_add(d).unwrap_or(UNIX_EPOCH)
-        } else {
-            UNIX_EPOCH.checked_sub(d).unwrap_or(UNIX_EPOCH)
+        system_time(self.timestamp_us)
+    }
+
+    /// The event as a borrowed view.
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            stream: &self.stream,
+            version: self.version,
+            position: self.position,
+            id: self.id,
+            event_type: &self.event_type,
+            timestamp_us: self.timestamp_us,
+            metadata: &self.metadata,
+            data: &self.data,
         }
+    }
+}
+
+/// An event as stored, borrowed from the store's buffers: what
+/// [`Store::read_stream_with`](crate::Store::read_stream_with) and
+/// [`Store::read_all_with`](crate::Store::read_all_with) hand to their callback, so that
+/// reading allocates nothing per event. [`EventView::to_recorded`] makes an owned copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventView<'a> {
+    /// The stream it belongs to.
+    pub stream: &'a str,
+    /// 0-based, gap-free version within the stream.
+    pub version: u64,
+    /// Position of the append (frame) that wrote it.
+    pub position: Position,
+    /// Its id.
+    pub id: EventId,
+    /// Its type name.
+    pub event_type: &'a str,
+    /// Microseconds since the Unix epoch.
+    pub timestamp_us: i64,
+    /// Metadata.
+    pub metadata: &'a [u8],
+    /// Payload.
+    pub data: &'a [u8],
+}
+
+impl EventView<'_> {
+    /// The timestamp as a `SystemTime`.
+    pub fn timestamp(&self) -> SystemTime {
+        system_time(self.timestamp_us)
+    }
+
+    /// An owned copy.
+    pub fn to_recorded(self) -> RecordedEvent {
+        self.to_recorded_in(Arc::from(self.stream))
+    }
+
+    /// An owned copy naming its stream by `stream` (shared by the events of one append).
+    pub(crate) fn to_recorded_in(self, stream: Arc<str>) -> RecordedEvent {
+        RecordedEvent {
+            stream,
+            version: self.version,
+            position: self.position,
+            id: self.id,
+            event_type: self.event_type.to_string(),
+            timestamp_us: self.timestamp_us,
+            metadata: self.metadata.to_vec(),
+            data: self.data.to_vec(),
+        }
+    }
+}
+
+fn system_time(timestamp_us: i64) -> SystemTime {
+    let d = std::time::Duration::from_micros(timestamp_us.unsigned_abs());
+    if timestamp_us >= 0 {
+        UNIX_EPOCH.checked_add(d).unwrap_or(UNIX_EPOCH)
+    } else {
+        UNIX_EPOCH.checked_sub(d).unwrap_or(UNIX_EPOCH)
     }
 }
 

@@ -9,12 +9,13 @@ mod read;
 pub use crate::snapshot::Snapshot;
 pub use aggregate::{Aggregate, Loaded, SnapshotPolicy};
 pub use event::{
-    AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    AppendResult, EventId, EventRef, EventView, ExpectedVersion, NewEvent, Position, RecordedEvent,
 };
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub(crate) use read::events_in_frame;
 pub use read::{AllEvents, StreamEvents};
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -23,6 +24,7 @@ use std::time::{Duration, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::cache::Generations;
 use crate::error::{Error, Result};
 use crate::format::{self, EventRecord, FRAME_HEADER_LEN, FrameHeader, FrameKind};
 use crate::index::{Entry, Hashing, Index, StreamCache, StreamState};
@@ -56,6 +58,10 @@ struct Inner {
     /// per-stream state it needs.
     writer: Mutex<Writer>,
     index: Index,
+    /// Checked frames read by stream readers, by position, bounded in bytes
+    /// ([`Options::frame_cache_bytes`]). Frames below the visible end never change, so
+    /// the cache needs no invalidation; it dies with the store.
+    frames: Mutex<Generations<u64, (FrameHeader, FrameBytes)>>,
     snapshots: SnapshotStore,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
@@ -305,6 +311,7 @@ impl Store {
             log,
             dir,
             index,
+            frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
             snapshots,
             committing: Mutex::new(false),
             committed: Condvar::new(),
@@ -543,6 +550,57 @@ impl Store {
     pub fn read_stream_backward(&self, stream: &str, from: Option<u64>) -> Result<StreamEvents> {
         read::check_stream_name(stream)?;
         Ok(StreamEvents::backward(self.lookup(), stream, from))
+    }
+
+    /// Hands `stream`'s events from version `from` (inclusive) to `visit`, in version
+    /// order, as borrowed [`EventView`]s, until `visit` returns [`ControlFlow::Break`] or
+    /// the stream ends; returns how many it handed over. Sees what
+    /// [`Store::read_stream`] sees, without allocating per event: the fastest way to
+    /// replay a stream.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use streamlog::{ExpectedVersion, NewEvent, Store};
+    ///
+    /// # fn main() -> streamlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| streamlog::Error::InvalidArgument(e.to_string()))?;
+    /// let store = Store::open(dir.path())?;
+    /// store.append("cart-7", ExpectedVersion::Any, [NewEvent::new("Added", b"3"), NewEvent::new("Added", b"4")])?;
+    /// let mut total = 0;
+    /// let n = store.read_stream_with("cart-7", 0, |e| {
+    ///     total += std::str::from_utf8(e.data).map_or(0, |s| s.parse::<u32>().unwrap_or(0));
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!((n, total), (2, 7));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty stream name; [`Error::Corrupted`] or
+    /// [`Error::Io`] when a frame cannot be read (events before it were handed over).
+    pub fn read_stream_with(
+        &self,
+        stream: &str,
+        from: u64,
+        visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        self.read_stream(stream, from)?.for_each_view(visit)
+    }
+
+    /// Hands every stream's events from `from` (as [`Store::read_all`]) to `visit` in
+    /// commit order, as borrowed [`EventView`]s read in place, until `visit` returns
+    /// [`ControlFlow::Break`] or the log ends; returns how many it handed over.
+    ///
+    /// # Errors
+    /// As [`Store::read_all`], and [`Error::Corrupted`] or [`Error::Io`] when a frame
+    /// cannot be read (events before it were handed over).
+    pub fn read_all_with(
+        &self,
+        from: Position,
+        visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        self.read_all(from)?.for_each_view(visit)
     }
 
     /// Reads every stream's events in commit order, from `from` (inclusive): the start of
@@ -1006,8 +1064,25 @@ impl Inner {
             if pos >= visible {
                 return Ok(None);
             }
-            self.log.read_frame(pos, visible).map(Some)
+            self.read_frame_cached(pos, visible).map(Some)
         })
+    }
+
+    /// [`Log::read_frame`] through the frame cache.
+    fn read_frame_cached(&self, position: u64, limit: u64) -> Result<(FrameHeader, FrameBytes)> {
+        if self.options.frame_cache_bytes == 0 {
+            return self.log.read_frame(position, limit);
+        }
+        if let Some(hit) = self.frames.lock().get_mut(&position)
+            && position.saturating_add(hit.0.frame_len()) <= limit
+        {
+            return Ok(hit.clone());
+        }
+        let frame = self.log.read_frame(position, limit)?;
+        // What a frame costs to keep: its bytes and about a hash map slot.
+        let weight = frame.1.len().saturating_add(64);
+        self.frames.lock().insert(position, frame.clone(), weight);
+        Ok(frame)
     }
 
     /// [`Inner::resolve`] for the writer: frames written or still in its buffer.
@@ -1026,7 +1101,7 @@ impl Inner {
                 let bytes = pending.get(..len).unwrap_or_default().to_vec();
                 return Ok(Some((header, FrameBytes::from_vec(bytes))));
             }
-            self.log.read_frame(pos, self.log.written()).map(Some)
+            self.read_frame_cached(pos, self.log.written()).map(Some)
         })
     }
 

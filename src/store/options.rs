@@ -65,6 +65,9 @@ pub struct Options {
     /// Streams whose latest append the writer keeps in memory (a bounded cache backed by
     /// the index). Default 65,536 (about 8 MiB); at least 2.
     pub stream_cache_entries: usize,
+    /// Bytes of checked frames that stream readers keep in memory, so that a stream read
+    /// again costs no read of the file and no checksum. Default 32 MiB; 0 turns it off.
+    pub frame_cache_bytes: usize,
     /// When [`Store::load`](crate::Store::load) saves snapshots by itself. Default: never.
     pub snapshot_policy: crate::SnapshotPolicy,
     /// Snapshots of each stream kept when old ones are reclaimed. Default 2; at least 1.
@@ -99,6 +102,7 @@ impl fmt::Debug for Options {
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("memtable_entries", &self.memtable_entries)
             .field("stream_cache_entries", &self.stream_cache_entries)
+            .field("frame_cache_bytes", &self.frame_cache_bytes)
             .field(
                 "background_index_maintenance",
                 &self.background_index_maintenance,
@@ -122,6 +126,7 @@ impl Default for Options {
             max_frame_bytes: 64 << 20,
             memtable_entries: 65_536,
             stream_cache_entries: 65_536,
+            frame_cache_bytes: 32 << 20,
             snapshot_policy: crate::SnapshotPolicy::Never,
             snapshots_kept_per_stream: 2,
             snapshot_reclaim_threshold: 100_000,
@@ -183,6 +188,12 @@ impl Options {
     /// Sets [`Options::stream_cache_entries`].
     pub fn with_stream_cache_entries(mut self, n: usize) -> Self {
         self.stream_cache_entries = n;
+        self
+    }
+
+    /// Sets [`Options::frame_cache_bytes`].
+    pub fn with_frame_cache_bytes(mut self, bytes: usize) -> Self {
+        self.frame_cache_bytes = bytes;
         self
     }
 

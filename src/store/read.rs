@@ -2,10 +2,11 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::Found;
-use super::event::{EventId, Position, RecordedEvent};
+use super::event::{EventId, EventView, Position, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::format::{self, FrameHeader, FrameKind};
 use crate::log::LogFrames;
@@ -43,24 +44,30 @@ pub(crate) fn events_in_frame(header: &FrameHeader, bytes: &FrameBytes) -> u64 {
     }
 }
 
-/// Decodes the events of a frame into `out` (versions within `range` only).
-fn decode_into(
+/// Hands the events of an events frame at `position` to `visit` as borrowed views, in
+/// version order or (`backward`) in reverse, skipping versions `keep` rejects; stops when
+/// `visit` breaks. `expect_stream` confirms the frame's stream (a lookup through the
+/// index). `locate` names the file and offset for errors.
+#[allow(clippy::too_many_arguments)]
+fn visit_frame(
     locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
-    header: &FrameHeader,
-    bytes: &FrameBytes,
+    position: u64,
+    frame: &[u8],
     expect_stream: Option<&str>,
     keep: impl Fn(u64) -> bool,
-    out: &mut Vec<RecordedEvent>,
-) -> Result<()> {
+    backward: bool,
+    mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>> {
     let corrupted = |reason: String| {
-        let (file, offset) = locate(header.position);
+        let (file, offset) = locate(position);
         Error::Corrupted {
             file,
             offset,
             reason,
         }
     };
-    let body = format::decode_events_body(bytes.body()).map_err(|e| corrupted(e.to_string()))?;
+    let body = frame.get(format::FRAME_HEADER_LEN..).unwrap_or_default();
+    let body = format::decode_events_body(body).map_err(|e| corrupted(e.to_string()))?;
     if let Some(s) = expect_stream
         && body.stream != s
     {
@@ -69,24 +76,139 @@ fn decode_into(
             body.stream
         )));
     }
-    let stream: Arc<str> = Arc::from(body.stream);
-    for (i, e) in body.events.iter().enumerate() {
+    let mut step = |i: usize, e: &format::EventRecord<'_>| {
         let version = body.first_version.saturating_add(i as u64);
         if !keep(version) {
-            continue;
+            return ControlFlow::Continue(());
         }
-        out.push(RecordedEvent {
-            stream: Arc::clone(&stream),
+        visit(EventView {
+            stream: body.stream,
             version,
-            position: Position(header.position),
+            position: Position(position),
             id: EventId(e.id),
-            event_type: e.event_type.to_string(),
+            event_type: e.event_type,
             timestamp_us: e.timestamp_us,
-            metadata: e.metadata.to_vec(),
-            data: e.data.to_vec(),
-        });
+            metadata: e.metadata,
+            data: e.data,
+        })
+    };
+    let flow = if backward {
+        body.events
+            .iter()
+            .enumerate()
+            .rev()
+            .try_for_each(|(i, e)| step(i, e))
+    } else {
+        body.events
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, e)| step(i, e))
+    };
+    Ok(flow)
+}
+
+/// Appends the events of a frame to `out` as owned events sharing one stream name.
+fn decode_into(
+    locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
+    position: u64,
+    frame: &[u8],
+    expect_stream: Option<&str>,
+    keep: impl Fn(u64) -> bool,
+    backward: bool,
+    out: &mut VecDeque<RecordedEvent>,
+) -> Result<()> {
+    let mut stream: Option<Arc<str>> = None;
+    visit_frame(
+        locate,
+        position,
+        frame,
+        expect_stream,
+        keep,
+        backward,
+        |v| {
+            let name = stream.get_or_insert_with(|| Arc::from(v.stream));
+            out.push_back(v.to_recorded_in(Arc::clone(name)));
+            ControlFlow::Continue(())
+        },
+    )
+    .map(|_always_continue| ())
+}
+
+/// Error locations of stream reads: the index gives positions, not files.
+fn no_file(position: u64) -> (std::path::PathBuf, u64) {
+    (std::path::PathBuf::from(super::SEGMENTS_DIR), position)
+}
+
+/// Walks a stream's appends through the index, one frame at a time.
+#[derive(Debug)]
+struct StreamCursor {
+    lookup: Lookup,
+    stream: String,
+    /// Next version to look up; `None` when done.
+    next: Option<u64>,
+    backward: bool,
+}
+
+impl StreamCursor {
+    /// The next frame of the stream and the version to start at within it (forward: the
+    /// first to keep; backward: the last).
+    fn next_frame(&mut self) -> Result<Option<(Found, u64)>> {
+        let Some(version) = self.next else {
+            return Ok(None);
+        };
+        let found = self
+            .lookup
+            .inner
+            .resolve(&self.stream, version, self.lookup.visible);
+        let found = match found {
+            Ok(Some(f)) => f,
+            Ok(None) => {
+                self.next = None;
+                return Ok(None);
+            }
+            Err(e) => {
+                self.next = None;
+                return Err(e);
+            }
+        };
+        let entry = found.entry;
+        let last = entry
+            .first_version
+            .saturating_add(u64::from(entry.count))
+            .saturating_sub(1);
+        // Backward from past the end starts at the last version.
+        let version = version.min(last);
+        self.next = if self.backward {
+            entry.first_version.checked_sub(1)
+        } else {
+            last.checked_add(1)
+        };
+        Ok(Some((found, version)))
     }
-    Ok(())
+
+    /// Hands every remaining event to `visit` until it breaks; returns how many it saw.
+    fn visit(&mut self, mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>) -> Result<u64> {
+        let mut seen = 0u64;
+        while let Some((found, from)) = self.next_frame()? {
+            let backward = self.backward;
+            let flow = visit_frame(
+                &no_file,
+                found.header.position,
+                &found.bytes,
+                Some(&self.stream),
+                |v| if backward { v <= from } else { v >= from },
+                backward,
+                |e| {
+                    seen += 1;
+                    visit(e)
+                },
+            );
+            if flow.inspect_err(|_| self.next = None)?.is_break() {
+                break;
+            }
+        }
+        Ok(seen)
+    }
 }
 
 /// The events of one stream, in version order (forward or backward). Created by
@@ -97,73 +219,67 @@ fn decode_into(
 /// append in the index and reads only that frame: reading a stream never scans the log.
 #[derive(Debug)]
 pub struct StreamEvents {
-    lookup: Lookup,
-    stream: String,
-    /// Next version to look up; `None` when done.
-    next: Option<u64>,
-    backward: bool,
+    cursor: StreamCursor,
     buffer: VecDeque<RecordedEvent>,
 }
 
 impl StreamEvents {
     pub(crate) fn forward(lookup: Lookup, stream: &str, from: u64) -> Self {
+        Self::new(lookup, stream, from, false)
+    }
+
+    pub(crate) fn backward(lookup: Lookup, stream: &str, from: Option<u64>) -> Self {
+        Self::new(lookup, stream, from.unwrap_or(u64::MAX), true)
+    }
+
+    fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
         StreamEvents {
-            lookup,
-            stream: stream.to_string(),
-            next: Some(from),
-            backward: false,
+            cursor: StreamCursor {
+                lookup,
+                stream: stream.to_string(),
+                next: Some(from),
+                backward,
+            },
             buffer: VecDeque::new(),
         }
     }
 
-    pub(crate) fn backward(lookup: Lookup, stream: &str, from: Option<u64>) -> Self {
-        StreamEvents {
-            lookup,
-            stream: stream.to_string(),
-            next: Some(from.unwrap_or(u64::MAX)),
-            backward: true,
-            buffer: VecDeque::new(),
+    /// Hands the remaining events to `visit` as borrowed views (no allocation per event)
+    /// until it returns [`ControlFlow::Break`]; returns how many it was given. Events
+    /// already buffered by [`Iterator::next`] come first.
+    ///
+    /// # Errors
+    /// A damaged frame or an I/O error, after which the reader ends.
+    pub fn for_each_view(
+        mut self,
+        mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        let mut seen = 0;
+        while let Some(e) = self.buffer.pop_front() {
+            seen += 1;
+            if visit(e.view()).is_break() {
+                return Ok(seen);
+            }
         }
+        Ok(seen + self.cursor.visit(visit)?)
     }
 
     fn fill(&mut self) -> Result<()> {
         while self.buffer.is_empty() {
-            let Some(version) = self.next else {
+            let Some((found, from)) = self.cursor.next_frame()? else {
                 return Ok(());
             };
-            let visible = self.lookup.visible;
-            let found = self.lookup.inner.resolve(&self.stream, version, visible)?;
-            let Some(found) = found else {
-                self.next = None;
-                return Ok(());
-            };
-            let entry = found.entry;
-            let last = entry
-                .first_version
-                .saturating_add(u64::from(entry.count))
-                .saturating_sub(1);
-            // Backward from past the end starts at the last version.
-            let version = version.min(last);
-            // Sized by what the frame holds (decode_into), never by the index entry's
-            // count, which comes from a file and is not trusted for allocation.
-            let mut events = Vec::new();
-            let backward = self.backward;
-            let no_file = |p: u64| (std::path::PathBuf::from(super::SEGMENTS_DIR), p);
+            let backward = self.cursor.backward;
             decode_into(
                 &no_file,
-                &found.header,
+                found.header.position,
                 &found.bytes,
-                Some(&self.stream),
-                |v| if backward { v <= version } else { v >= version },
-                &mut events,
-            )?;
-            if backward {
-                events.reverse();
-                self.next = entry.first_version.checked_sub(1);
-            } else {
-                self.next = last.checked_add(1);
-            }
-            self.buffer.extend(events);
+                Some(&self.cursor.stream),
+                |v| if backward { v <= from } else { v >= from },
+                backward,
+                &mut self.buffer,
+            )
+            .inspect_err(|_| self.cursor.next = None)?;
         }
         Ok(())
     }
@@ -174,7 +290,7 @@ impl Iterator for StreamEvents {
 
     fn next(&mut self) -> Option<Self::Item> {
         if let Err(e) = self.fill() {
-            self.next = None;
+            self.cursor.next = None;
             self.buffer.clear();
             return Some(Err(e));
         }
@@ -205,6 +321,58 @@ impl AllEvents {
     pub fn next_position(&self) -> Position {
         Position(self.frames.next_position())
     }
+
+    /// Hands the remaining events to `visit` as borrowed views, reading each frame in place
+    /// (no allocation per event or frame), until it returns [`ControlFlow::Break`];
+    /// returns how many it was given. Events already buffered by [`Iterator::next`] come
+    /// first.
+    ///
+    /// # Errors
+    /// A damaged frame or an I/O error, after which the reader ends.
+    pub fn for_each_view(
+        &mut self,
+        mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
+    ) -> Result<u64> {
+        let mut seen = 0u64;
+        while let Some(e) = self.buffer.pop_front() {
+            seen += 1;
+            if visit(e.view()).is_break() {
+                return Ok(seen);
+            }
+        }
+        if self.failed {
+            return Ok(seen);
+        }
+        let log = Arc::clone(self.frames.log_arc());
+        loop {
+            let step = self.frames.next_with(|header, frame| {
+                if header.kind != FrameKind::Events {
+                    return Ok(ControlFlow::Continue(()));
+                }
+                visit_frame(
+                    &|p| log.locate(p),
+                    header.position,
+                    frame,
+                    None,
+                    |_| true,
+                    false,
+                    |e| {
+                        seen += 1;
+                        visit(e)
+                    },
+                )
+            });
+            match step {
+                None => return Ok(seen),
+                Some(Ok(Ok(ControlFlow::Continue(())))) => {}
+                Some(Ok(Ok(ControlFlow::Break(())))) => return Ok(seen),
+                Some(Err(e) | Ok(Err(e))) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            }
+        }
+    }
 }
 
 impl Iterator for AllEvents {
@@ -228,20 +396,19 @@ impl Iterator for AllEvents {
             if header.kind != FrameKind::Events {
                 continue;
             }
-            let mut events = Vec::new();
             let log = self.frames.log();
             if let Err(e) = decode_into(
                 &|p| log.locate(p),
-                &header,
+                header.position,
                 &bytes,
                 None,
                 |_| true,
-                &mut events,
+                false,
+                &mut self.buffer,
             ) {
                 self.failed = true;
                 return Some(Err(e));
             }
-            self.buffer.extend(events);
         }
     }
 }
