@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use streamlog::{
-    Aggregate, Durability, ExpectedVersion, NewEvent, Options, RecordedEvent, SnapshotPolicy, Store,
+    Aggregate, Durability, EventView, ExpectedVersion, NewEvent, Options, SnapshotPolicy, Store,
 };
 
 #[derive(Default)]
@@ -22,7 +22,7 @@ struct Count {
 
 impl Aggregate for Count {
     const SCHEMA: &'static str = "count-v1";
-    fn apply(&mut self, e: &RecordedEvent) {
+    fn apply(&mut self, e: &EventView<'_>) {
         self.events += 1;
         self.bytes += e.data.len() as u64;
     }

@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use streamlog::{
-    Aggregate, Error, ExpectedVersion, NewEvent, Options, RecordedEvent, SnapshotPolicy, Store,
+    Aggregate, Error, EventView, ExpectedVersion, NewEvent, Options, SnapshotPolicy, Store,
 };
 
 /// The state of an account, folded from its events.
@@ -22,9 +22,9 @@ struct Account {
 impl Aggregate for Account {
     const SCHEMA: &'static str = "account-v1";
 
-    fn apply(&mut self, e: &RecordedEvent) {
-        let amount = amount_of(&e.data);
-        match e.event_type.as_str() {
+    fn apply(&mut self, e: &EventView<'_>) {
+        let amount = amount_of(e.data);
+        match e.event_type {
             "Deposited" => self.balance += amount,
             "Withdrawn" => self.balance -= amount,
             _ => {}

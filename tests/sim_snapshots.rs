@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use streamlog::io::sim::SimStorage;
-use streamlog::{Aggregate, Durability, ExpectedVersion, NewEvent, Options, RecordedEvent, Store};
+use streamlog::{Aggregate, Durability, EventView, ExpectedVersion, NewEvent, Options, Store};
 
 const DIR: &str = "/db";
 
@@ -15,11 +15,8 @@ struct Sum(i64);
 
 impl Aggregate for Sum {
     const SCHEMA: &'static str = "sum-v1";
-    fn apply(&mut self, e: &RecordedEvent) {
-        self.0 += std::str::from_utf8(&e.data)
-            .unwrap()
-            .parse::<i64>()
-            .unwrap();
+    fn apply(&mut self, e: &EventView<'_>) {
+        self.0 += std::str::from_utf8(e.data).unwrap().parse::<i64>().unwrap();
     }
     fn encode(&self) -> Vec<u8> {
         self.0.to_le_bytes().to_vec()

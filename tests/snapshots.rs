@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use streamlog::{
-    Aggregate, Durability, ExpectedVersion, NewEvent, Options, RecordedEvent, SnapshotPolicy, Store,
+    Aggregate, Durability, EventView, ExpectedVersion, NewEvent, Options, SnapshotPolicy, Store,
 };
 
 /// A running sum and count of the events' numbers; encodes as 16 bytes.
@@ -18,11 +18,8 @@ struct Sum {
 
 impl Aggregate for Sum {
     const SCHEMA: &'static str = "sum-v1";
-    fn apply(&mut self, e: &RecordedEvent) {
-        self.total += std::str::from_utf8(&e.data)
-            .unwrap()
-            .parse::<i64>()
-            .unwrap();
+    fn apply(&mut self, e: &EventView<'_>) {
+        self.total += std::str::from_utf8(e.data).unwrap().parse::<i64>().unwrap();
         self.events += 1;
     }
     fn encode(&self) -> Vec<u8> {
@@ -43,7 +40,7 @@ impl Aggregate for Sum {
 struct SumV2(Sum);
 impl Aggregate for SumV2 {
     const SCHEMA: &'static str = "sum-v2";
-    fn apply(&mut self, e: &RecordedEvent) {
+    fn apply(&mut self, e: &EventView<'_>) {
         self.0.apply(e)
     }
     fn encode(&self) -> Vec<u8> {

@@ -1,21 +1,21 @@
 //! Aggregates: state rebuilt from a stream's events, loaded as the latest snapshot plus the
 //! events after it.
 
-use super::event::RecordedEvent;
+use super::event::EventView;
 
 /// State folded from the events of one stream, that can be saved as a snapshot.
 ///
 /// ```
-/// use streamlog::{Aggregate, RecordedEvent};
+/// use streamlog::{Aggregate, EventView};
 ///
 /// #[derive(Default)]
 /// struct Balance(i64);
 ///
 /// impl Aggregate for Balance {
 ///     const SCHEMA: &'static str = "balance-v1";
-///     fn apply(&mut self, e: &RecordedEvent) {
-///         let amount: i64 = std::str::from_utf8(&e.data).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
-///         match e.event_type.as_str() {
+///     fn apply(&mut self, e: &EventView<'_>) {
+///         let amount: i64 = std::str::from_utf8(e.data).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+///         match e.event_type {
 ///             "Deposited" => self.0 += amount,
 ///             "Withdrawn" => self.0 -= amount,
 ///             _ => {}
@@ -32,7 +32,7 @@ pub trait Aggregate: Default {
     const SCHEMA: &'static str;
 
     /// Folds one event into the state.
-    fn apply(&mut self, event: &RecordedEvent);
+    fn apply(&mut self, event: &EventView<'_>);
 
     /// Encodes the state for a snapshot.
     fn encode(&self) -> Vec<u8>;

@@ -814,12 +814,12 @@ impl Store {
         let from = snapshot_version.map_or(0, |v| v + 1);
         let mut version = snapshot_version;
         let mut replayed = 0u64;
-        for e in StreamEvents::forward(lookup, stream, from) {
-            let e = e?;
+        StreamEvents::forward(lookup, stream, from).for_each_view(|e| {
             state.apply(&e);
             version = Some(e.version);
             replayed += 1;
-        }
+            ControlFlow::Continue(())
+        })?;
         let mut loaded = Loaded {
             state,
             version,
