@@ -30,8 +30,23 @@ pub trait Engine: Send + Sync {
     /// Appends `events` (their data) as one atomic batch to `stream`, with the versions
     /// following the stream's last one.
     fn append(&self, stream: &str, events: &[&[u8]]) -> anyhow::Result<()>;
-    /// Calls `f` for every event of `stream` in version order; returns how many.
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64>;
+    /// Calls `f` for every event of `stream` from version `from` on, in version order;
+    /// returns how many.
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64>;
+    /// W6: keeps `state` as the snapshot of `stream` at `version`. Engines without
+    /// snapshots keep it the way an application would: one record per stream, replaced.
+    fn save_snapshot(&self, _stream: &str, _version: u64, _state: &[u8]) -> anyhow::Result<()> {
+        anyhow::bail!("n/a: no place for a snapshot next to a plain log")
+    }
+    /// W6: the latest snapshot of `stream`: (version, state).
+    fn latest_snapshot(&self, _stream: &str) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        anyhow::bail!("n/a: no place for a snapshot next to a plain log")
+    }
     /// Calls `f` for every event of every stream in commit order; returns how many.
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64>;
     /// Makes everything appended so far durable (as far as the engine can).
@@ -95,6 +110,44 @@ pub fn stream_key(stream: &str, version: u64) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(&version.to_be_bytes());
     k
+}
+
+/// Key range of the events of `stream` from version `from` on: [start, end).
+pub fn stream_range(stream: &str, from: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut end = stream_prefix(stream);
+    if let Some(last) = end.last_mut() {
+        *last = 1;
+    }
+    (stream_key(stream, from), end)
+}
+
+/// Key of a stream's snapshot record in key-value engines: `N` + stream.
+pub fn snapshot_key(stream: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(stream.len() + 1);
+    k.push(b'N');
+    k.extend_from_slice(stream.as_bytes());
+    k
+}
+
+/// Value of a snapshot record: version (LE u64), state.
+pub fn encode_snapshot(version: u64, state: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + state.len());
+    v.extend_from_slice(&version.to_le_bytes());
+    v.extend_from_slice(state);
+    v
+}
+
+/// The (version, state) of a snapshot record.
+pub fn decode_snapshot(value: &[u8]) -> anyhow::Result<(u64, Vec<u8>)> {
+    let head = value
+        .get(..8)
+        .ok_or_else(|| anyhow::anyhow!("short snapshot record"))?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(head);
+    Ok((
+        u64::from_le_bytes(b),
+        value.get(8..).unwrap_or_default().to_vec(),
+    ))
 }
 
 /// Prefix of every key of `stream`.

@@ -55,6 +55,12 @@ pub struct Args {
     /// W2: concurrent writers.
     #[arg(long, default_value_t = 64)]
     writers: u64,
+    /// W6: events of the aggregate's stream, appended in appends of --batch.
+    #[arg(long, default_value_t = 100_500)]
+    aggregate_events: u64,
+    /// W6: a snapshot of the aggregate is saved every this many events.
+    #[arg(long, default_value_t = 1_000)]
+    snapshot_every: u64,
     /// Only these peers (comma-separated names, case-insensitive).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -77,6 +83,10 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(
         args.target_events % TARGET_BATCH == 0,
         "--target-events must be a multiple of {TARGET_BATCH}"
+    );
+    anyhow::ensure!(
+        args.snapshot_every >= 1 && args.snapshot_every.is_multiple_of(args.batch),
+        "--snapshot-every must be a multiple of --batch"
     );
     let temp;
     let scratch = match &args.dir {
@@ -258,6 +268,27 @@ fn main() -> anyhow::Result<()> {
     }
     report.tables.push(t);
 
+    let tail = args.aggregate_events % args.snapshot_every;
+    let mut t = Table::new(
+        "W6",
+        "load an aggregate",
+        format!(
+            "fold a {}-event stream into a 16-byte state, starting from its latest snapshot (one saved every {} events, so the load reads it and the {tail} events after it), store reopened, warm, median of {}; µs. Peers keep the snapshot as an application would: one record per stream, replaced",
+            args.aggregate_events, args.snapshot_every, args.reads
+        ),
+        "µs",
+        false,
+        (
+            "pread of the snapshot and the tail's bytes stored contiguously, warm",
+            raw.w6,
+        ),
+    );
+    for (p, r) in &results {
+        t.cells
+            .push(cell(p, p.stream_read_note.unwrap_or(""), &r.w6));
+    }
+    report.tables.push(t);
+
     for (p, r) in &results {
         report
             .sizes
@@ -281,6 +312,7 @@ struct Raw {
     w3_cold: Result<f64, String>,
     w4: Result<f64, String>,
     w5: Result<f64, String>,
+    w6: Result<f64, String>,
 }
 
 fn run_raw(args: &Args, scratch: &Path, cold: bool) -> anyhow::Result<Raw> {
@@ -302,6 +334,13 @@ fn run_raw(args: &Args, scratch: &Path, cold: bool) -> anyhow::Result<Raw> {
         .map(|_| raw::read_range(&path, offset, stream_bytes).map(us))
         .collect::<anyhow::Result<Vec<f64>>>()?;
     let w3_warm = median(&mut warm);
+    let tail_bytes =
+        16 + ((args.aggregate_events % args.snapshot_every) as usize) * args.event_size;
+    raw::read_range(&path, offset, tail_bytes)?;
+    let mut w6 = (0..args.reads.max(1))
+        .map(|_| raw::read_range(&path, offset, tail_bytes).map(us))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    let w6 = median(&mut w6);
     let w3_cold = if cold {
         drop_caches()?;
         Ok(us(raw::read_range(&path, offset, stream_bytes)?))
@@ -323,6 +362,7 @@ fn run_raw(args: &Args, scratch: &Path, cold: bool) -> anyhow::Result<Raw> {
         w3_cold,
         w4: Ok(w4),
         w5: Ok(w5),
+        w6: Ok(w6),
     })
 }
 
@@ -336,6 +376,7 @@ pub struct PeerResult {
     w4: Result<f64, String>,
     w5_clean: Result<f64, String>,
     w5_crash: Result<f64, String>,
+    w6: Result<f64, String>,
     bytes_on_disk: Result<u64, String>,
 }
 
@@ -353,11 +394,24 @@ fn run_peer(peer: &Peer, args: &Args, dir: &Path, cold: bool) -> PeerResult {
         w4: Err("not run".into()),
         w5_clean: Err("not run".into()),
         w5_crash: Err("not run".into()),
+        w6: Err("not run".into()),
         bytes_on_disk: Err("not run".into()),
     };
     if let Err(e) = load_and_read(peer, args, dir, cold, &mut r) {
         eprintln!("  {}: {e:#}", peer.name);
     }
+    r.w6 = if peer.stream_read_note.is_some_and(|n| n.starts_with("n/a")) {
+        Err(peer.stream_read_note.unwrap_or("n/a").to_string())
+    } else {
+        aggregate(peer, args, &dir.join("w6")).map_err(|e| {
+            let why = format!("{e:#}");
+            if why.starts_with("n/a") {
+                why
+            } else {
+                failed(e)
+            }
+        })
+    };
     r.w2_1 = durable_appends(
         peer,
         &dir.join("w2-1"),
@@ -509,10 +563,99 @@ fn load_and_read(
     Ok(())
 }
 
+/// The W6 stream.
+const AGGREGATE_STREAM: &str = "aggregate";
+
+/// The W6 state: events folded and the sum of their versions, 8 bytes each (LE).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Folded {
+    events: u64,
+    version_sum: u64,
+}
+
+impl Folded {
+    fn apply(&mut self, e: Seen<'_>) {
+        self.events += 1;
+        self.version_sum = self.version_sum.wrapping_add(e.version);
+        std::hint::black_box(e.data);
+    }
+    fn encode(self) -> [u8; 16] {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&self.events.to_le_bytes());
+        b[8..].copy_from_slice(&self.version_sum.to_le_bytes());
+        b
+    }
+    fn decode(b: &[u8]) -> anyhow::Result<Folded> {
+        let word = |at: usize| -> anyhow::Result<u64> {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(
+                b.get(at..at + 8)
+                    .ok_or_else(|| anyhow::anyhow!("short W6 state"))?,
+            );
+            Ok(u64::from_le_bytes(w))
+        };
+        Ok(Folded {
+            events: word(0)?,
+            version_sum: word(8)?,
+        })
+    }
+}
+
+/// W6: builds a stream of --aggregate-events events with a snapshot every
+/// --snapshot-every, reopens, and times loads (latest snapshot + the events after it); µs.
+fn aggregate(peer: &Peer, args: &Args, dir: &Path) -> anyhow::Result<f64> {
+    let payload = payload(args.event_size);
+    let engine = (peer.open)(dir, Mode::Buffered)?;
+    let mut state = Folded::default();
+    let mut version = 0u64;
+    let mut batch: Vec<&[u8]> = Vec::new();
+    while version < args.aggregate_events {
+        let n = args.batch.min(args.aggregate_events - version);
+        batch.clear();
+        batch.extend((0..n).map(|_| payload.as_slice()));
+        engine.append(AGGREGATE_STREAM, &batch)?;
+        for v in version..version + n {
+            state.apply(Seen {
+                version: v,
+                data: &payload,
+            });
+        }
+        version += n;
+        if version.is_multiple_of(args.snapshot_every) {
+            engine.save_snapshot(AGGREGATE_STREAM, version - 1, &state.encode())?;
+        }
+    }
+    engine.sync()?;
+    engine.close()?;
+    let engine = (peer.open)(dir, Mode::Buffered)?;
+    let load = || -> anyhow::Result<Folded> {
+        let (from, mut folded) = match engine.latest_snapshot(AGGREGATE_STREAM)? {
+            Some((v, s)) => (v + 1, Folded::decode(&s)?),
+            None => (0, Folded::default()),
+        };
+        engine.read_stream(AGGREGATE_STREAM, from, &mut |e| folded.apply(e))?;
+        Ok(folded)
+    };
+    anyhow::ensure!(
+        load()? == state,
+        "the loaded aggregate differs from the one built"
+    );
+    let mut times = (0..args.reads.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(load()?);
+            Ok(us(t.elapsed()))
+        })
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    engine.close()?;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(median(&mut times))
+}
+
 fn read_target(engine: &dyn Engine, args: &Args) -> anyhow::Result<()> {
     let mut expect = 0u64;
     let mut ok = true;
-    let n = engine.read_stream(TARGET_STREAM, &mut |e: Seen<'_>| {
+    let n = engine.read_stream(TARGET_STREAM, 0, &mut |e: Seen<'_>| {
         ok &= e.version == expect && e.data.len() == args.event_size;
         expect += 1;
         std::hint::black_box(e.data);

@@ -283,6 +283,40 @@ impl Report {
                 _ => "- W3 warm within 1.5× of LMDB: **not measured**".into(),
             });
         }
+        // Reads: ahead of every peer (durable or not), LMDB aside for W3.
+        for (id, goal, skip) in [
+            (
+                "W3 warm",
+                "W3 warm ahead of every peer but LMDB",
+                Some("LMDB (heed)"),
+            ),
+            (
+                "W6",
+                "W6 ahead of every peer (the issue sets no figure)",
+                None,
+            ),
+        ] {
+            let Some(t) = table(id) else { continue };
+            let Some(ours) = t.value_of("streamlog") else {
+                lines.push(format!("- {goal}: **not measured**"));
+                continue;
+            };
+            let behind: Vec<String> = t
+                .cells
+                .iter()
+                .filter(|c| c.peer != "streamlog" && Some(c.peer.as_str()) != skip)
+                .filter_map(|c| {
+                    let v = c.value.as_ref().ok()?;
+                    (t.speedup(ours, *v) < 1.0)
+                        .then(|| format!("{} ({:.2}×)", c.peer, t.speedup(*v, ours)))
+                })
+                .collect();
+            lines.push(if behind.is_empty() {
+                format!("- {goal}: **met**")
+            } else {
+                format!("- {goal}: **missed**, behind {}", behind.join(", "))
+            });
+        }
         if let Some(t) = table("W4")
             && let Some(c) = t.cells.iter().find(|c| c.peer == "streamlog")
         {

@@ -88,10 +88,15 @@ impl Engine for Commitlog {
         Ok(())
     }
 
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
         let mut n = 0;
         self.each(&mut |s, version, data| {
-            if s == stream.as_bytes() {
+            if s == stream.as_bytes() && version >= from {
                 f(Seen { version, data });
                 n += 1;
             }

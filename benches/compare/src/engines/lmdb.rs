@@ -1,13 +1,14 @@
 //! LMDB through heed: one database of stream keys and commit-order keys.
 
+use std::ops::Bound;
 use std::path::Path;
 
 use heed::types::Bytes;
 use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::engine::{
-    Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
-    value_data, version_of_key,
+    Engine, Mode, Peer, Seen, Sequencer, decode_snapshot, encode_snapshot, encode_value,
+    position_key, snapshot_key, stream_key, stream_range, value_data, version_of_key,
 };
 
 pub const PEER: Peer = Peer {
@@ -69,10 +70,20 @@ impl Engine for Lmdb {
         Ok(())
     }
 
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
         let rtxn = self.env.read_txn()?;
         let mut n = 0;
-        for kv in self.db.prefix_iter(&rtxn, &stream_prefix(stream))? {
+        let (start, end) = stream_range(stream, from);
+        let range = (
+            Bound::Included(start.as_slice()),
+            Bound::Excluded(end.as_slice()),
+        );
+        for kv in self.db.range(&rtxn, &range)? {
             let (k, v) = kv?;
             f(Seen {
                 version: version_of_key(k)?,
@@ -81,6 +92,23 @@ impl Engine for Lmdb {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn save_snapshot(&self, stream: &str, version: u64, state: &[u8]) -> anyhow::Result<()> {
+        let mut wtxn = self.env.write_txn()?;
+        self.db.put(
+            &mut wtxn,
+            &snapshot_key(stream),
+            &encode_snapshot(version, state),
+        )?;
+        wtxn.commit()?;
+        Ok(())
+    }
+
+    fn latest_snapshot(&self, stream: &str) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let rtxn = self.env.read_txn()?;
+        let v = self.db.get(&rtxn, &snapshot_key(stream))?;
+        v.map(decode_snapshot).transpose()
     }
 
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {

@@ -95,7 +95,12 @@ impl Engine for Okaywal {
         Ok(())
     }
 
-    fn read_stream(&self, _stream: &str, _f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+    fn read_stream(
+        &self,
+        _stream: &str,
+        _from: u64,
+        _f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
         anyhow::bail!("okaywal has no per-stream read")
     }
 

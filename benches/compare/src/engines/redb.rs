@@ -5,8 +5,8 @@ use std::path::Path;
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};
 
 use crate::engine::{
-    Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
-    value_data, version_of_key,
+    Engine, Mode, Peer, Seen, Sequencer, decode_snapshot, encode_snapshot, encode_value,
+    position_key, snapshot_key, stream_key, stream_range, value_data, version_of_key,
 };
 
 pub const PEER: Peer = Peer {
@@ -61,14 +61,15 @@ impl Engine for Redb {
         Ok(())
     }
 
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(EVENTS)?;
-        let start = stream_prefix(stream);
-        let mut end = start.clone();
-        if let Some(last) = end.last_mut() {
-            *last = 1;
-        }
+        let (start, end) = stream_range(stream, from);
         let mut n = 0;
         for kv in t.range(start.as_slice()..end.as_slice())? {
             let (k, v) = kv?;
@@ -97,6 +98,27 @@ impl Engine for Redb {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn save_snapshot(&self, stream: &str, version: u64, state: &[u8]) -> anyhow::Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(match self.mode {
+            Mode::Buffered => Durability::None,
+            Mode::Durable => Durability::Immediate,
+        })?;
+        txn.open_table(EVENTS)?.insert(
+            snapshot_key(stream).as_slice(),
+            encode_snapshot(version, state).as_slice(),
+        )?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn latest_snapshot(&self, stream: &str) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(EVENTS)?;
+        let v = t.get(snapshot_key(stream).as_slice())?;
+        v.map(|v| decode_snapshot(v.value())).transpose()
     }
 
     fn sync(&self) -> anyhow::Result<()> {

@@ -53,12 +53,18 @@ impl Engine for Rocks {
         Ok(())
     }
 
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
         let prefix = stream_prefix(stream);
+        let start = stream_key(stream, from);
         let mut n = 0;
         for kv in self
             .db
-            .iterator(IteratorMode::From(&prefix, Direction::Forward))
+            .iterator(IteratorMode::From(&start, Direction::Forward))
         {
             let (k, v) = kv?;
             if !k.starts_with(&prefix) {

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use crate::engine::{
-    Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
-    visit_by_position, visit_stream,
+    Engine, Mode, Peer, Seen, Sequencer, decode_snapshot, encode_snapshot, encode_value,
+    position_key, snapshot_key, stream_key, stream_range, visit_by_position, visit_stream,
 };
 
 pub const PEER: Peer = Peer {
@@ -49,8 +49,28 @@ impl Engine for Sled {
         Ok(())
     }
 
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
-        visit_stream(self.db.scan_prefix(stream_prefix(stream)), f)
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
+        let (start, end) = stream_range(stream, from);
+        visit_stream(self.db.range(start..end), f)
+    }
+
+    fn save_snapshot(&self, stream: &str, version: u64, state: &[u8]) -> anyhow::Result<()> {
+        self.db
+            .insert(snapshot_key(stream), encode_snapshot(version, state))?;
+        if self.mode == Mode::Durable {
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
+    fn latest_snapshot(&self, stream: &str) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let v = self.db.get(snapshot_key(stream))?;
+        v.map(|v| decode_snapshot(&v)).transpose()
     }
 
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {

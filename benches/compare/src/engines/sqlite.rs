@@ -36,7 +36,9 @@ fn open(dir: &Path, mode: Mode) -> anyhow::Result<Box<dyn Engine>> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS events(stream TEXT, version INTEGER, position INTEGER, \
          type TEXT, data BLOB, PRIMARY KEY(stream, version));
-         CREATE INDEX IF NOT EXISTS events_position ON events(position);",
+         CREATE INDEX IF NOT EXISTS events_position ON events(position);
+         CREATE TABLE IF NOT EXISTS snapshots(stream TEXT PRIMARY KEY, version INTEGER, \
+         state BLOB);",
     )?;
     Ok(Box::new(Sqlite {
         conn: Mutex::new(conn),
@@ -69,12 +71,17 @@ impl Engine for Sqlite {
         Ok(())
     }
 
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
         let conn = self.conn.lock();
         let mut st = conn.prepare_cached(
-            "SELECT version, data FROM events WHERE stream = ?1 ORDER BY version",
+            "SELECT version, data FROM events WHERE stream = ?1 AND version >= ?2 ORDER BY version",
         )?;
-        let mut rows = st.query(params![stream])?;
+        let mut rows = st.query(params![stream, from as i64])?;
         let mut n = 0;
         while let Some(row) = rows.next()? {
             let version: i64 = row.get(0)?;
@@ -86,6 +93,29 @@ impl Engine for Sqlite {
             n += 1;
         }
         Ok(n)
+    }
+
+    fn save_snapshot(&self, stream: &str, version: u64, state: &[u8]) -> anyhow::Result<()> {
+        let conn = self.conn.lock();
+        conn.prepare_cached(
+            "INSERT OR REPLACE INTO snapshots(stream, version, state) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![stream, version as i64, state])?;
+        Ok(())
+    }
+
+    fn latest_snapshot(&self, stream: &str) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let conn = self.conn.lock();
+        let mut st =
+            conn.prepare_cached("SELECT version, state FROM snapshots WHERE stream = ?1")?;
+        let mut rows = st.query(params![stream])?;
+        match rows.next()? {
+            Some(row) => {
+                let version: i64 = row.get(0)?;
+                Ok(Some((version as u64, row.get(1)?)))
+            }
+            None => Ok(None),
+        }
     }
 
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {

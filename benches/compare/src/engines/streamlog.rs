@@ -1,8 +1,9 @@
 //! streamlog itself, through its public API.
 
+use std::ops::ControlFlow;
 use std::path::Path;
 
-use streamlog::{Durability, ExpectedVersion, NewEvent, Options, Position, Store};
+use streamlog::{Durability, EventRef, ExpectedVersion, Options, Position, Store};
 
 use crate::engine::{EVENT_TYPE, Engine, Mode, Peer, Seen};
 
@@ -29,40 +30,58 @@ fn open(dir: &Path, mode: Mode) -> anyhow::Result<Box<dyn Engine>> {
     Ok(Box::new(Streamlog { store }))
 }
 
+/// Schema tag of the W6 state.
+const SNAPSHOT_SCHEMA: &str = "compare-v1";
+
 impl Engine for Streamlog {
     fn append(&self, stream: &str, events: &[&[u8]]) -> anyhow::Result<()> {
-        self.store.append(
-            stream,
-            ExpectedVersion::Any,
-            events.iter().map(|d| NewEvent::new(EVENT_TYPE, d)),
-        )?;
+        // The borrowing append: the caller holds the bytes, as every peer's driver does.
+        let refs: Vec<EventRef<'_>> = events
+            .iter()
+            .map(|d| EventRef::new(EVENT_TYPE, d))
+            .collect();
+        self.store
+            .append_refs(stream, ExpectedVersion::Any, &refs)?;
         Ok(())
     }
 
-    fn read_stream(&self, stream: &str, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
-        let mut n = 0;
-        for e in self.store.read_stream(stream, 0)? {
-            let e = e?;
+    fn read_stream(
+        &self,
+        stream: &str,
+        from: u64,
+        f: &mut dyn FnMut(Seen<'_>),
+    ) -> anyhow::Result<u64> {
+        Ok(self.store.read_stream_with(stream, from, |e| {
             f(Seen {
                 version: e.version,
-                data: &e.data,
+                data: e.data,
             });
-            n += 1;
-        }
-        Ok(n)
+            ControlFlow::Continue(())
+        })?)
+    }
+
+    fn save_snapshot(&self, stream: &str, version: u64, state: &[u8]) -> anyhow::Result<()> {
+        Ok(self
+            .store
+            .save_snapshot(stream, version, SNAPSHOT_SCHEMA, state)?)
+    }
+
+    fn latest_snapshot(&self, stream: &str) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        Ok(self
+            .store
+            .latest_snapshot(stream)?
+            .filter(|s| s.schema == SNAPSHOT_SCHEMA)
+            .map(|s| (s.version, s.data)))
     }
 
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
-        let mut n = 0;
-        for e in self.store.read_all(Position::START)? {
-            let e = e?;
+        Ok(self.store.read_all_with(Position::START, |e| {
             f(Seen {
                 version: e.version,
-                data: &e.data,
+                data: e.data,
             });
-            n += 1;
-        }
-        Ok(n)
+            ControlFlow::Continue(())
+        })?)
     }
 
     fn sync(&self) -> anyhow::Result<()> {
