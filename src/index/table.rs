@@ -395,6 +395,68 @@ impl Table {
         }
     }
 
+    /// Entries with `hash` and a key at or above `(hash, version, position)`, least first,
+    /// passed to `visit` until it returns `false`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a block's checksum does not match.
+    pub fn ceiling(
+        &self,
+        hash: u64,
+        version: u64,
+        position: u64,
+        mut visit: impl FnMut(Entry) -> bool,
+    ) -> Result<()> {
+        if self.blocks == 0 {
+            return Ok(());
+        }
+        let key = (hash, version, position);
+        // The last block whose first key is <= key: the key, if present, is in it.
+        let (mut lo, mut hi) = (0u64, self.blocks);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.fence(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let mut block = lo.saturating_sub(1);
+        loop {
+            let bytes = self.block(block)?;
+            let entry = |i: usize| {
+                bytes
+                    .get(i * ENTRY_LEN..(i + 1) * ENTRY_LEN)
+                    .and_then(Entry::decode)
+            };
+            // Binary search in place: the first entry with a key >= `key`.
+            let n = bytes.len() / ENTRY_LEN;
+            let (mut lo, mut hi) = (0usize, n);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                if entry(mid).is_some_and(|e| e.key() < key) {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
+            }
+            for i in lo..n {
+                match entry(i) {
+                    Some(e) if e.hash == hash => {
+                        if !visit(e) {
+                            return Ok(());
+                        }
+                    }
+                    _ => return Ok(()),
+                }
+            }
+            block += 1;
+            if block >= self.blocks {
+                return Ok(());
+            }
+        }
+    }
+
     /// Every entry in order (for merges and verification).
     ///
     /// # Errors

@@ -944,6 +944,27 @@ impl read::FrameLookup for Inner {
     fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
         self.resolve_visible(stream, version, visible)
     }
+
+    fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>> {
+        let (hash, check) = self.index.keys(stream);
+        self.index
+            .entries_after(hash, check, after.first_version, after.position, limit)
+    }
+
+    fn read_entry(&self, stream: &str, entry: Entry, visible: u64) -> Result<Option<Found>> {
+        if entry.position >= visible {
+            return Ok(None);
+        }
+        let (header, bytes) = self.read_frame_cached(entry.position, visible)?;
+        let name = format::decode_events_summary(bytes.body())
+            .map(|(name, _, _)| name)
+            .map_err(|e| self.corrupted_at(entry.position, e))?;
+        Ok((name == stream).then_some(Found {
+            entry,
+            header,
+            bytes,
+        }))
+    }
 }
 
 impl Inner {

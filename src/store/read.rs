@@ -9,6 +9,7 @@ use super::Found;
 use super::event::{EventId, EventView, Position, RecordedEvent};
 use crate::error::{Error, Result};
 use crate::format::{self, FrameHeader, FrameKind};
+use crate::index::Entry;
 use crate::log::LogFrames;
 use crate::segment::FrameBytes;
 
@@ -16,7 +17,15 @@ use crate::segment::FrameBytes;
 /// stream name, among the frames below `visible`.
 pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
     fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>>;
+    /// Index entries that may be `stream`'s and come after `after` in key order (a batch
+    /// of about `limit`; empty when there are no more).
+    fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>>;
+    /// The frame `entry` points at, if it is below `visible` and `stream`'s.
+    fn read_entry(&self, stream: &str, entry: Entry, visible: u64) -> Result<Option<Found>>;
 }
+
+/// Index entries a forward stream reader fetches at once.
+const ENTRY_BATCH: usize = 128;
 
 /// A reader's view: the store and the visibility bound at the reader's creation.
 #[derive(Debug, Clone)]
@@ -140,6 +149,12 @@ fn no_file(position: u64) -> (std::path::PathBuf, u64) {
 }
 
 /// Walks a stream's appends through the index, one frame at a time.
+///
+/// Backward, and for the first append forward, each step is one index lookup (the
+/// append holding the wanted version). Forward after that, the cursor reads the index
+/// ahead in key order, a batch of entries at a time: the stream's next append is the
+/// entry with the next version whose frame names the stream (entries of colliding streams
+/// are passed over); an entry with a greater version means the stream has no more.
 #[derive(Debug)]
 struct StreamCursor {
     lookup: Lookup,
@@ -147,29 +162,89 @@ struct StreamCursor {
     /// Next version to look up; `None` when done.
     next: Option<u64>,
     backward: bool,
+    /// Forward: index entries read ahead, in key order.
+    ahead: VecDeque<Entry>,
+    /// Forward: the last entry read from the index, where the next batch starts.
+    scanned: Option<Entry>,
 }
 
 impl StreamCursor {
+    fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
+        StreamCursor {
+            lookup,
+            stream: stream.to_string(),
+            next: Some(from),
+            backward,
+            ahead: VecDeque::new(),
+            scanned: None,
+        }
+    }
+
     /// The next frame of the stream and the version to start at within it (forward: the
     /// first to keep; backward: the last).
     fn next_frame(&mut self) -> Result<Option<(Found, u64)>> {
+        let step = match (self.backward, self.scanned) {
+            (false, Some(after)) => self.next_ahead(after),
+            _ => self.next_lookup(),
+        };
+        step.inspect_err(|_| self.next = None)
+    }
+
+    /// Forward, after the first append: the next entry read ahead with the wanted version.
+    fn next_ahead(&mut self, mut after: Entry) -> Result<Option<(Found, u64)>> {
+        let Some(version) = self.next else {
+            return Ok(None);
+        };
+        loop {
+            let Some(entry) = self.ahead.pop_front() else {
+                let batch = self
+                    .lookup
+                    .inner
+                    .entries_after(&self.stream, &after, ENTRY_BATCH)?;
+                let Some(last) = batch.last() else {
+                    self.next = None;
+                    return Ok(None);
+                };
+                after = *last;
+                self.scanned = Some(after);
+                self.ahead.extend(batch);
+                continue;
+            };
+            if entry.first_version < version {
+                continue;
+            }
+            if entry.first_version > version {
+                // Keys sort by version: the stream has no append holding `version`.
+                self.next = None;
+                return Ok(None);
+            }
+            let found = self
+                .lookup
+                .inner
+                .read_entry(&self.stream, entry, self.lookup.visible)?;
+            if let Some(found) = found {
+                let last = entry
+                    .first_version
+                    .saturating_add(u64::from(entry.count))
+                    .saturating_sub(1);
+                self.next = last.checked_add(1);
+                return Ok(Some((found, version)));
+            }
+        }
+    }
+
+    /// One index lookup: the append holding the wanted version.
+    fn next_lookup(&mut self) -> Result<Option<(Found, u64)>> {
         let Some(version) = self.next else {
             return Ok(None);
         };
         let found = self
             .lookup
             .inner
-            .resolve(&self.stream, version, self.lookup.visible);
-        let found = match found {
-            Ok(Some(f)) => f,
-            Ok(None) => {
-                self.next = None;
-                return Ok(None);
-            }
-            Err(e) => {
-                self.next = None;
-                return Err(e);
-            }
+            .resolve(&self.stream, version, self.lookup.visible)?;
+        let Some(found) = found else {
+            self.next = None;
+            return Ok(None);
         };
         let entry = found.entry;
         let last = entry
@@ -181,6 +256,7 @@ impl StreamCursor {
         self.next = if self.backward {
             entry.first_version.checked_sub(1)
         } else {
+            self.scanned = Some(entry);
             last.checked_add(1)
         };
         Ok(Some((found, version)))
@@ -234,12 +310,7 @@ impl StreamEvents {
 
     fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
         StreamEvents {
-            cursor: StreamCursor {
-                lookup,
-                stream: stream.to_string(),
-                next: Some(from),
-                backward,
-            },
+            cursor: StreamCursor::new(lookup, stream, from, backward),
             buffer: VecDeque::new(),
         }
     }
