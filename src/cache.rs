@@ -4,28 +4,41 @@
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash};
 
 /// Two generations of at most `budget / 2` weight each: a hit in the older one promotes
 /// the entry; when the young generation is full, the old one is dropped. So the cache
 /// holds at most `budget` weight (plus one entry) and keeps what was used recently, at the
-/// cost of one hash lookup per hit and no per-entry bookkeeping.
-#[derive(Debug)]
-pub(crate) struct Generations<K, V> {
+/// cost of one hash lookup per hit and no per-entry bookkeeping. `S` hashes the keys:
+/// the standard keyed hash by default (keys that callers choose), or a faster one for
+/// keys they do not (file positions).
+pub(crate) struct Generations<K, V, S = RandomState> {
     half: usize,
-    young: HashMap<K, (V, usize)>,
+    young: HashMap<K, (V, usize), S>,
     young_weight: usize,
-    old: HashMap<K, (V, usize)>,
+    old: HashMap<K, (V, usize), S>,
 }
 
-impl<K: Hash + Eq, V> Generations<K, V> {
+impl<K, V, S> std::fmt::Debug for Generations<K, V, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generations")
+            .field("budget", &self.half.saturating_mul(2))
+            .field("young", &self.young.len())
+            .field("young_weight", &self.young_weight)
+            .field("old", &self.old.len())
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq, V, S: BuildHasher + Default> Generations<K, V, S> {
     /// A cache of at most `budget` weight; each generation holds at least one entry.
     pub(crate) fn new(budget: usize) -> Self {
         Generations {
             half: budget / 2,
-            young: HashMap::new(),
+            young: HashMap::default(),
             young_weight: 0,
-            old: HashMap::new(),
+            old: HashMap::default(),
         }
     }
 

@@ -61,7 +61,7 @@ struct Inner {
     /// Checked frames read by stream readers, by position, bounded in bytes
     /// ([`Options::frame_cache_bytes`]). Frames below the visible end never change, so
     /// the cache needs no invalidation; it dies with the store.
-    frames: Mutex<Generations<u64, (FrameHeader, FrameBytes)>>,
+    frames: Mutex<Generations<u64, (FrameHeader, FrameBytes), rustc_hash::FxBuildHasher>>,
     snapshots: SnapshotStore,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
