@@ -215,6 +215,10 @@ pub struct Log {
     /// End of the bytes known to be on disk.
     durable: AtomicU64,
     poisoned: AtomicBool,
+    /// Zeroed bytes to keep written ahead of `written` in the active segment (0: none).
+    preallocate: u64,
+    /// End of the active segment's file: `written` plus the zeroed space ahead of it.
+    reserved: AtomicU64,
 }
 
 impl Log {
@@ -404,8 +408,68 @@ impl Log {
             written: AtomicU64::new(end),
             durable: AtomicU64::new(durable),
             poisoned: AtomicBool::new(false),
+            preallocate: 0,
+            reserved: AtomicU64::new(end),
         };
         Ok((log, report))
+    }
+
+    /// Keeps `bytes` of zeros written ahead of the log's end in the active segment, so
+    /// that appends overwrite allocated blocks instead of growing the file: an `fdatasync`
+    /// then flushes data only, while one that follows a size change also commits the file
+    /// system's journal. For logs synced after every append; elsewhere it only doubles
+    /// the bytes written. The zeros are cut off when a segment is sealed and at
+    /// [`Log::trim`]; after a crash, recovery cuts them as a zero-filled tail.
+    pub fn with_preallocation(mut self, bytes: u64) -> Self {
+        if !self.read_only {
+            self.preallocate = bytes;
+        }
+        self
+    }
+
+    /// Cuts the zeroed space ahead of the log's end and syncs (at a clean close, so that
+    /// the next open finds the log ending at its last frame).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the log is; the I/O error otherwise.
+    pub fn trim(&self) -> Result<()> {
+        if self.preallocate == 0 {
+            return Ok(());
+        }
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let _guard = self.write_lock.lock();
+        let end = self.written();
+        if self.reserved.load(Ordering::Acquire) <= end {
+            return Ok(());
+        }
+        let active = self.active()?;
+        active
+            .truncate(end.saturating_sub(active.base()))
+            .and_then(|()| active.sync())
+            .map_err(|e| self.poison(e))?;
+        self.reserved.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// After a write that ends at `end`: tops up the zeroed space ahead of it when less
+    /// than half of [`Log::with_preallocation`]'s amount is left.
+    fn reserve_ahead(&self, active: &Segment, end: u64) -> Result<()> {
+        let reserved = self.reserved.load(Ordering::Acquire);
+        if self.preallocate == 0 || end.saturating_add(self.preallocate / 2) <= reserved {
+            return Ok(());
+        }
+        let cap = active.base().saturating_add(self.segment_size);
+        let target = end.saturating_add(self.preallocate).min(cap);
+        let from = reserved.max(end);
+        if target <= from {
+            return Ok(());
+        }
+        let zeros = vec![0u8; usize::try_from(target - from).unwrap_or(0)];
+        active.write_at(&zeros, from.saturating_sub(active.base()))?;
+        self.reserved.store(target, Ordering::Release);
+        Ok(())
     }
 
     /// An appender positioned at the end of the log.
@@ -468,15 +532,20 @@ impl Log {
             active
                 .write_at(&chunk.bytes, offset)
                 .map_err(|e| self.poison(e))?;
-            self.written.store(
-                chunk.start.saturating_add(chunk.bytes.len() as u64),
-                Ordering::Release,
-            );
+            let end = chunk.start.saturating_add(chunk.bytes.len() as u64);
+            self.written.store(end, Ordering::Release);
+            self.reserve_ahead(&active, end)
+                .map_err(|e| self.poison(e))?;
         }
         Ok(())
     }
 
     fn roll(&self, old: &Arc<Segment>, base: u64) -> Result<Arc<Segment>> {
+        // A sealed segment ends at its last frame: cut the zeroed space, then sync (the
+        // new length is durable before the next segment exists).
+        if self.reserved.load(Ordering::Acquire) > base {
+            old.truncate(base.saturating_sub(old.base()))?;
+        }
         old.sync()?;
         self.durable.fetch_max(self.written(), Ordering::AcqRel);
         old.seal()?;
@@ -487,6 +556,10 @@ impl Log {
             self.kind,
         )?);
         self.segments.write().push(Arc::clone(&new));
+        self.reserved.store(
+            base.saturating_add(SEGMENT_HEADER_LEN as u64),
+            Ordering::Release,
+        );
         Ok(new)
     }
 

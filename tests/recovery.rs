@@ -12,10 +12,12 @@ use streamlog::{Error, ExpectedVersion, NewEvent, Options, Position, Store};
 const SEGMENT: &str = "segments/00000000000000000000.seg";
 
 /// Writes `n` acknowledged (synced) appends and returns a crash image of them plus the
-/// position of each append.
+/// position of each append. Without preallocation, so that the image ends at the last
+/// frame (see `a_crash_image_with_preallocated_space_recovers_every_append` for that).
 fn crash_image(n: usize) -> (tempfile::TempDir, Vec<u64>) {
     let live = tempfile::tempdir().unwrap();
-    let store = Store::open(live.path()).unwrap();
+    let store =
+        Store::open_with(live.path(), Options::default().with_preallocate_bytes(0)).unwrap();
     let positions = (0..n)
         .map(|i| {
             store
@@ -331,4 +333,73 @@ fn verify_of_a_directory_classifies_corruption_and_torn_tails() {
         len - 3,
         "verify never writes"
     );
+}
+
+#[test]
+fn a_crash_image_with_preallocated_space_recovers_every_append() {
+    let live = tempfile::tempdir().unwrap();
+    let options = || {
+        Options::default()
+            .with_segment_size_bytes(8 << 10)
+            .with_preallocate_bytes(4 << 10)
+    };
+    let store = Store::open_with(live.path(), options()).unwrap();
+    let mut end = 0;
+    for i in 0..400u32 {
+        let r = store
+            .append(
+                &format!("s-{}", i % 5),
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("payload {i}"))],
+            )
+            .unwrap();
+        end = r.position.0;
+    }
+    let info = store.info().unwrap();
+    assert!(info.segments > 2, "{info:?}");
+    assert_eq!(info.bytes, info.head.0, "info counts log bytes, not zeros");
+    let image = tempfile::tempdir().unwrap();
+    copy_store(live.path(), image.path());
+    // Sealed segments end at their last frame; the active one in zeros.
+    let mut files: Vec<_> = fs::read_dir(image.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut base = 0;
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(name, format!("{base:020}.seg"));
+        base += fs::metadata(f).unwrap().len();
+    }
+    assert!(
+        base > info.head.0,
+        "the active segment holds preallocated zeros"
+    );
+    drop(store);
+    // A clean close cuts the zeros.
+    let total: u64 = fs::read_dir(live.path().join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(
+        total,
+        info.head.0 + 32,
+        "the log ends at the closing checkpoint"
+    );
+
+    // The crash image: every acknowledged append is there; the zeros are cut and reported.
+    let store = Store::open_with(image.path(), options()).unwrap();
+    assert_eq!(event_count(&store), 400);
+    let t = store.recovery_report().truncated.clone().unwrap();
+    assert_eq!(t.reason, "zero-filled tail");
+    assert_eq!((t.position, t.frames_dropped), (info.head.0, 0));
+    assert!(end < t.position);
+    store
+        .append("s-0", ExpectedVersion::Any, [NewEvent::new("E", "after")])
+        .unwrap();
+    drop(store);
+    let store = Store::open_with(image.path(), options()).unwrap();
+    assert!(store.recovery_report().clean_shutdown);
+    assert_eq!(event_count(&store), 401);
 }

@@ -68,6 +68,12 @@ pub struct Options {
     /// Bytes of checked frames that stream readers keep in memory, so that a stream read
     /// again costs no read of the file and no checksum. Default 32 MiB; 0 turns it off.
     pub frame_cache_bytes: usize,
+    /// Under [`Durability::Sync`]: zeroed bytes kept written ahead of the log's end, so
+    /// that each append's `fdatasync` overwrites allocated blocks instead of growing the
+    /// file (a size change makes the file system commit its journal too). Cut at a clean
+    /// close and when a segment is sealed; after a crash, recovery cuts them as a
+    /// zero-filled tail. Default 1 MiB; 0 turns it off. Ignored by the other modes.
+    pub preallocate_bytes: u64,
     /// When [`Store::load`](crate::Store::load) saves snapshots by itself. Default: never.
     pub snapshot_policy: crate::SnapshotPolicy,
     /// Snapshots of each stream kept when old ones are reclaimed. Default 2; at least 1.
@@ -103,6 +109,7 @@ impl fmt::Debug for Options {
             .field("memtable_entries", &self.memtable_entries)
             .field("stream_cache_entries", &self.stream_cache_entries)
             .field("frame_cache_bytes", &self.frame_cache_bytes)
+            .field("preallocate_bytes", &self.preallocate_bytes)
             .field(
                 "background_index_maintenance",
                 &self.background_index_maintenance,
@@ -127,6 +134,7 @@ impl Default for Options {
             memtable_entries: 65_536,
             stream_cache_entries: 65_536,
             frame_cache_bytes: 32 << 20,
+            preallocate_bytes: 1 << 20,
             snapshot_policy: crate::SnapshotPolicy::Never,
             snapshots_kept_per_stream: 2,
             snapshot_reclaim_threshold: 100_000,
@@ -194,6 +202,12 @@ impl Options {
     /// Sets [`Options::frame_cache_bytes`].
     pub fn with_frame_cache_bytes(mut self, bytes: usize) -> Self {
         self.frame_cache_bytes = bytes;
+        self
+    }
+
+    /// Sets [`Options::preallocate_bytes`].
+    pub fn with_preallocate_bytes(mut self, bytes: u64) -> Self {
+        self.preallocate_bytes = bytes;
         self
     }
 

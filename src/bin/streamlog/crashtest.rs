@@ -365,6 +365,7 @@ struct Totals {
     corrupted_opens: u64,
     torn_tails: u64,
     bytes_truncated: u64,
+    zero_tails: u64,
     segments_removed: u64,
     unacked_appends_found: u64,
     kills_before_first_ack: u64,
@@ -479,8 +480,14 @@ impl Crashtest<'_> {
         self.totals.max_open_ms = self.totals.max_open_ms.max(open_ms);
         let report = store.recovery_report();
         if let Some(t) = &report.truncated {
-            self.totals.torn_tails += 1;
-            self.totals.bytes_truncated += t.bytes_dropped;
+            // A tail of zeros is the space the writer preallocated (or sectors of
+            // unsynced frames left as zeros): cut, but nothing torn was in it.
+            if t.reason == "zero-filled tail" && t.frames_dropped == 0 {
+                self.totals.zero_tails += 1;
+            } else {
+                self.totals.torn_tails += 1;
+                self.totals.bytes_truncated += t.bytes_dropped;
+            }
         }
         self.totals.segments_removed += report.removed_segments.len() as u64;
 
@@ -860,6 +867,7 @@ pub fn run(a: CrashtestArgs, out: &mut impl Write) -> CliResult {
             .field("corrupted_opens", t.corrupted_opens)
             .field("torn_tails_truncated", t.torn_tails)
             .field("bytes_truncated", t.bytes_truncated)
+            .field("zero_tails_cut", t.zero_tails)
             .field("segments_removed", t.segments_removed)
             .field("unacknowledged_appends_found", t.unacked_appends_found)
             .field("kills_before_first_ack", t.kills_before_first_ack)
@@ -894,8 +902,13 @@ pub fn run(a: CrashtestArgs, out: &mut impl Write) -> CliResult {
         )?;
         writeln!(
             out,
-            "recovery     {} corrupted opens, {} torn tails truncated ({} bytes), {} unfinished segments removed, max open {:.1} ms",
-            t.corrupted_opens, t.torn_tails, t.bytes_truncated, t.segments_removed, t.max_open_ms
+            "recovery     {} corrupted opens, {} torn tails truncated ({} bytes), {} zero-filled tails cut, {} unfinished segments removed, max open {:.1} ms",
+            t.corrupted_opens,
+            t.torn_tails,
+            t.bytes_truncated,
+            t.zero_tails,
+            t.segments_removed,
+            t.max_open_ms
         )?;
         writeln!(
             out,
