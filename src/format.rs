@@ -461,11 +461,23 @@ pub fn decode_events_body(body: &[u8]) -> Result<EventsBody<'_>, DecodeError> {
         return Err(DecodeError::Invalid("event count larger than the body"));
     }
     let mut events = Vec::with_capacity(count as usize);
+    // The events of one append mostly share a type: one that repeats the previous event's
+    // bytes reuses its checked `&str` (a short compare instead of a UTF-8 check).
+    let mut last_type: Option<(&[u8], &str)> = None;
     for _ in 0..count {
         let id = r.array::<16>()?;
         let timestamp_us = r.i64()?;
         let type_len = usize::from(r.u16()?);
-        let event_type = r.str(type_len, "event type is not UTF-8")?;
+        let raw_type = r.take(type_len)?;
+        let event_type = match last_type {
+            Some((raw, checked)) if raw == raw_type => checked,
+            _ => {
+                let checked = std::str::from_utf8(raw_type)
+                    .map_err(|_| DecodeError::Invalid("event type is not UTF-8"))?;
+                last_type = Some((raw_type, checked));
+                checked
+            }
+        };
         let meta_len = r.u32()? as usize;
         let metadata = r.take(meta_len)?;
         let data_len = r.u32()? as usize;
