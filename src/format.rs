@@ -713,7 +713,12 @@ mod tests {
             first in 0u64..1_000_000,
             payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..8),
         ) {
-            let events: Vec<_> = payloads.iter().map(|p| record("E", p)).collect();
+            // Types repeat and change from event to event (a repeated type is checked once).
+            let types = ["E", "E", "Été", "F"];
+            let events: Vec<_> = payloads
+                .iter()
+                .map(|p| record(types[p.len() % types.len()], p))
+                .collect();
             let mut buf = Vec::new();
             encode_events_frame(&mut buf, 4096, 0, &stream, first, &events);
             let h = decode_frame_header(&buf).unwrap();
