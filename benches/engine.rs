@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
+use std::ops::ControlFlow;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use streamlog::format::{self, EventRecord, FRAME_HEADER_LEN};
@@ -122,8 +123,32 @@ fn reads(c: &mut Criterion) {
                 .sum::<usize>()
         })
     });
+    g.bench_function("one 1,000-event stream (1,000 appends), borrowed", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            store
+                .read_stream_with("long", 0, |e| {
+                    bytes += e.data.len();
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            bytes
+        })
+    });
     g.throughput(Throughput::Elements(101_000));
     g.sample_size(10);
+    g.bench_function("$all scan, 101,000 events, borrowed", |b| {
+        b.iter(|| {
+            let mut versions = 0;
+            store
+                .read_all_with(Position::START, |e| {
+                    versions += e.version;
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            versions
+        })
+    });
     g.bench_function("$all scan, 101,000 events", |b| {
         b.iter(|| {
             store
