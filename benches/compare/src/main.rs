@@ -43,14 +43,14 @@ pub struct Args {
     /// evenly through the log.
     #[arg(long, default_value_t = 1_000)]
     target_events: u64,
-    /// W3: timed warm reads (the median is reported).
-    #[arg(long, default_value_t = 20)]
+    /// W3 and W6: timed warm reads (the median is reported).
+    #[arg(long, default_value_t = 50)]
     reads: u32,
     /// W2: durable appends (batch 1) with one writer.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 2_000)]
     durable_appends: u64,
     /// W2: durable appends (batch 1) in total with --writers concurrent writers.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 8_000)]
     concurrent_appends: u64,
     /// W2: concurrent writers.
     #[arg(long, default_value_t = 64)]
