@@ -55,14 +55,12 @@ pub(crate) fn events_in_frame(header: &FrameHeader, bytes: &FrameBytes) -> u64 {
 
 /// Hands the events of an events frame at `position` to `visit` as borrowed views, in
 /// version order or (`backward`) in reverse, skipping versions `keep` rejects; stops when
-/// `visit` breaks. `expect_stream` confirms the frame's stream (a lookup through the
-/// index). `locate` names the file and offset for errors.
-#[allow(clippy::too_many_arguments)]
+/// `visit` breaks. `locate` names the file and offset for errors. (Stream readers get
+/// frames whose stream name the lookup has confirmed.)
 fn visit_frame(
     locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
     position: u64,
     frame: &[u8],
-    expect_stream: Option<&str>,
     keep: impl Fn(u64) -> bool,
     backward: bool,
     mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
@@ -77,14 +75,6 @@ fn visit_frame(
     };
     let body = frame.get(format::FRAME_HEADER_LEN..).unwrap_or_default();
     let body = format::decode_events_body(body).map_err(|e| corrupted(e.to_string()))?;
-    if let Some(s) = expect_stream
-        && body.stream != s
-    {
-        return Err(corrupted(format!(
-            "index points at a frame of stream {:?}, not {s:?}",
-            body.stream
-        )));
-    }
     let mut step = |i: usize, e: &format::EventRecord<'_>| {
         let version = body.first_version.saturating_add(i as u64);
         if !keep(version) {
@@ -121,7 +111,6 @@ fn decode_into(
     locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
     position: u64,
     frame: &[u8],
-    expect_stream: Option<&str>,
     keep: impl Fn(u64) -> bool,
     backward: bool,
     out: &mut VecDeque<RecordedEvent>,
@@ -131,7 +120,6 @@ fn decode_into(
         locate,
         position,
         frame,
-        expect_stream,
         keep,
         backward,
         |v| {
@@ -271,7 +259,6 @@ impl StreamCursor {
                 &no_file,
                 found.header.position,
                 &found.bytes,
-                Some(&self.stream),
                 |v| if backward { v <= from } else { v >= from },
                 backward,
                 |e| {
@@ -345,7 +332,6 @@ impl StreamEvents {
                 &no_file,
                 found.header.position,
                 &found.bytes,
-                Some(&self.cursor.stream),
                 |v| if backward { v <= from } else { v >= from },
                 backward,
                 &mut self.buffer,
@@ -424,7 +410,6 @@ impl AllEvents {
                     &|p| log.locate(p),
                     header.position,
                     frame,
-                    None,
                     |_| true,
                     false,
                     |e| {
@@ -472,7 +457,6 @@ impl Iterator for AllEvents {
                 &|p| log.locate(p),
                 header.position,
                 &bytes,
-                None,
                 |_| true,
                 false,
                 &mut self.buffer,
