@@ -3,6 +3,7 @@
 
 mod aggregate;
 mod event;
+mod frame;
 mod options;
 mod read;
 
@@ -26,12 +27,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::cache::Generations;
 use crate::error::{Error, Result};
-use crate::format::{self, EventRecord, FRAME_HEADER_LEN, FrameHeader, FrameKind};
+use crate::format::{self, EventRecord, FRAME_HEADER_LEN, FrameKind};
 use crate::index::{Entry, Hashing, Index, StreamCache, StreamState};
 use crate::io::LockGuard;
 use crate::log::{Appender, Log, RecoveryReport, VerifyReport};
 use crate::segment::{FrameBytes, Segment};
 use crate::snapshot::SnapshotStore;
+use frame::DecodedFrame;
 
 /// Name of the lock file in the store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -61,7 +63,7 @@ struct Inner {
     /// Checked frames read by stream readers, by position, bounded in bytes
     /// ([`Options::frame_cache_bytes`]). Frames below the visible end never change, so
     /// the cache needs no invalidation; it dies with the store.
-    frames: Mutex<Generations<u64, (FrameHeader, FrameBytes), rustc_hash::FxBuildHasher>>,
+    frames: Mutex<Generations<u64, Arc<DecodedFrame>, rustc_hash::FxBuildHasher>>,
     snapshots: SnapshotStore,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
@@ -128,8 +130,7 @@ struct Background {
 #[derive(Debug)]
 pub(crate) struct Found {
     pub(crate) entry: Entry,
-    pub(crate) header: FrameHeader,
-    pub(crate) bytes: FrameBytes,
+    pub(crate) frame: Arc<DecodedFrame>,
 }
 
 /// A summary of an open store.
@@ -967,15 +968,8 @@ impl read::FrameLookup for Inner {
         if entry.position >= visible {
             return Ok(None);
         }
-        let (header, bytes) = self.read_frame_cached(entry.position, visible)?;
-        let name = format::decode_events_summary(bytes.body())
-            .map(|(name, _, _)| name)
-            .map_err(|e| self.corrupted_at(entry.position, e))?;
-        Ok((name == stream).then_some(Found {
-            entry,
-            header,
-            bytes,
-        }))
+        let frame = self.frame_at(entry.position, visible)?;
+        Ok((frame.stream() == stream).then_some(Found { entry, frame }))
     }
 }
 
@@ -1065,26 +1059,19 @@ impl Inner {
         &self,
         stream: &str,
         version: u64,
-        read: impl Fn(u64) -> Result<Option<(FrameHeader, FrameBytes)>>,
+        read: impl Fn(u64) -> Result<Option<Arc<DecodedFrame>>>,
     ) -> Result<Option<Found>> {
         let (hash, check) = self.index.keys(stream);
         let mut exclude = Vec::new();
         while let Some(entry) = self.index.floor(hash, check, version, &exclude)? {
-            if let Some((header, bytes)) = read(entry.position)? {
-                let name = format::decode_events_summary(bytes.body())
-                    .map(|(name, _, _)| name)
-                    .map_err(|e| self.corrupted_at(entry.position, e))?;
-                if name == stream {
-                    // The stream's frame at or below `version`: it holds `version` only if
-                    // the version is not past its last event.
-                    let holds = version == u64::MAX
-                        || version < entry.first_version.saturating_add(u64::from(entry.count));
-                    return Ok(holds.then_some(Found {
-                        entry,
-                        header,
-                        bytes,
-                    }));
-                }
+            if let Some(frame) = read(entry.position)?
+                && frame.stream() == stream
+            {
+                // The stream's frame at or below `version`: it holds `version` only if
+                // the version is not past its last event.
+                let holds = version == u64::MAX
+                    || version < entry.first_version.saturating_add(u64::from(entry.count));
+                return Ok(holds.then_some(Found { entry, frame }));
             }
             exclude.push(entry.position);
         }
@@ -1097,24 +1084,29 @@ impl Inner {
             if pos >= visible {
                 return Ok(None);
             }
-            self.read_frame_cached(pos, visible).map(Some)
+            self.frame_at(pos, visible).map(Some)
         })
     }
 
-    /// [`Log::read_frame`] through the frame cache.
-    fn read_frame_cached(&self, position: u64, limit: u64) -> Result<(FrameHeader, FrameBytes)> {
-        if self.options.frame_cache_bytes == 0 {
-            return self.log.read_frame(position, limit);
-        }
-        if let Some(hit) = self.frames.lock().get_mut(&position)
-            && position.saturating_add(hit.0.frame_len()) <= limit
+    /// The events frame at `position` (ending at or below `limit`), decoded: from the
+    /// frame cache, or read, checked, decoded and cached.
+    fn frame_at(&self, position: u64, limit: u64) -> Result<Arc<DecodedFrame>> {
+        if self.options.frame_cache_bytes > 0
+            && let Some(hit) = self.frames.lock().get_mut(&position)
+            && position.saturating_add(hit.header().frame_len()) <= limit
         {
-            return Ok(hit.clone());
+            return Ok(Arc::clone(hit));
         }
-        let frame = self.log.read_frame(position, limit)?;
-        // What a frame costs to keep: its bytes and about a hash map slot.
-        let weight = frame.1.len().saturating_add(64);
-        self.frames.lock().insert(position, frame.clone(), weight);
+        let (header, bytes) = self.log.read_frame(position, limit)?;
+        let frame = Arc::new(
+            DecodedFrame::decode(header, bytes).map_err(|e| self.corrupted_at(position, e))?,
+        );
+        if self.options.frame_cache_bytes > 0 {
+            let weight = frame.weight();
+            self.frames
+                .lock()
+                .insert(position, Arc::clone(&frame), weight);
+        }
         Ok(frame)
     }
 
@@ -1132,9 +1124,11 @@ impl Inner {
                 })?;
                 let len = usize::try_from(header.frame_len()).unwrap_or(usize::MAX);
                 let bytes = pending.get(..len).unwrap_or_default().to_vec();
-                return Ok(Some((header, FrameBytes::from_vec(bytes))));
+                let frame = DecodedFrame::decode(header, FrameBytes::from_vec(bytes))
+                    .map_err(|e| self.corrupted_at(pos, e))?;
+                return Ok(Some(Arc::new(frame)));
             }
-            self.read_frame_cached(pos, self.log.written()).map(Some)
+            self.frame_at(pos, self.log.written()).map(Some)
         })
     }
 
@@ -1147,10 +1141,7 @@ impl Inner {
         let Some(found) = self.resolve_for_writer(&writer.appender, stream, u64::MAX)? else {
             return Ok(None);
         };
-        let first_id = format::decode_events_body(found.bytes.body())
-            .ok()
-            .and_then(|b| b.events.first().map(|e| e.id))
-            .unwrap_or_default();
+        let first_id = found.frame.view(0).map(|e| e.id.0).unwrap_or_default();
         let state = StreamState {
             first_version: found.entry.first_version,
             count: found.entry.count,
@@ -1187,12 +1178,13 @@ impl Inner {
             return Ok(None);
         };
         let entry = found.entry;
-        let body = format::decode_events_body(found.bytes.body())
-            .map_err(|e| self.corrupted_at(entry.position, e))?;
+        let frame = &found.frame;
         // Within the stored append, where would this one start?
         let skip =
-            usize::try_from(version.saturating_sub(body.first_version)).unwrap_or(usize::MAX);
-        let stored_ids: Vec<[u8; 16]> = body.events.iter().skip(skip).map(|e| e.id).collect();
+            usize::try_from(version.saturating_sub(frame.first_version())).unwrap_or(usize::MAX);
+        let stored_ids: Vec<[u8; 16]> = (skip..frame.len())
+            .filter_map(|i| frame.view(i).map(|e| e.id.0))
+            .collect();
         let new_ids: Vec<[u8; 16]> = records.iter().map(|r| r.id).collect();
         if stored_ids.first() != Some(&first_id) {
             return Ok(None);
@@ -1204,8 +1196,8 @@ impl Inner {
                     "event {} is already stored at version {version}, but the append's \
                      events differ from the stored append of {} events at version {}",
                     EventId(first_id),
-                    body.events.len(),
-                    body.first_version
+                    frame.len(),
+                    frame.first_version()
                 ),
             });
         }
@@ -1217,7 +1209,7 @@ impl Inner {
         };
         Ok(Some((
             result,
-            entry.position.saturating_add(found.header.frame_len()),
+            entry.position.saturating_add(frame.header().frame_len()),
         )))
     }
 

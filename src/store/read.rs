@@ -53,36 +53,30 @@ pub(crate) fn events_in_frame(header: &FrameHeader, bytes: &FrameBytes) -> u64 {
     }
 }
 
-/// Hands the events of an events frame at `position` to `visit` as borrowed views, in
-/// version order or (`backward`) in reverse, skipping versions `keep` rejects; stops when
-/// `visit` breaks. `locate` names the file and offset for errors. (Stream readers get
-/// frames whose stream name the lookup has confirmed.)
+/// Hands the events of the events frame at `position` (read in place by a `$all` reader)
+/// to `visit` as borrowed views, in version order, until `visit` breaks. `locate` names
+/// the file and offset for errors. (Stream readers get [`DecodedFrame`]s instead.)
+///
+/// [`DecodedFrame`]: super::frame::DecodedFrame
 fn visit_frame(
     locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
     position: u64,
     frame: &[u8],
-    keep: impl Fn(u64) -> bool,
-    backward: bool,
     mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
-    let corrupted = |reason: String| {
+    let body = frame.get(format::FRAME_HEADER_LEN..).unwrap_or_default();
+    let body = format::decode_events_body(body).map_err(|e| {
         let (file, offset) = locate(position);
         Error::Corrupted {
             file,
             offset,
-            reason,
+            reason: e.to_string(),
         }
-    };
-    let body = frame.get(format::FRAME_HEADER_LEN..).unwrap_or_default();
-    let body = format::decode_events_body(body).map_err(|e| corrupted(e.to_string()))?;
-    let mut step = |i: usize, e: &format::EventRecord<'_>| {
-        let version = body.first_version.saturating_add(i as u64);
-        if !keep(version) {
-            return ControlFlow::Continue(());
-        }
+    })?;
+    Ok(body.events.iter().enumerate().try_for_each(|(i, e)| {
         visit(EventView {
             stream: body.stream,
-            version,
+            version: body.first_version.saturating_add(i as u64),
             position: Position(position),
             id: EventId(e.id),
             event_type: e.event_type,
@@ -90,20 +84,7 @@ fn visit_frame(
             metadata: e.metadata,
             data: e.data,
         })
-    };
-    let flow = if backward {
-        body.events
-            .iter()
-            .enumerate()
-            .rev()
-            .try_for_each(|(i, e)| step(i, e))
-    } else {
-        body.events
-            .iter()
-            .enumerate()
-            .try_for_each(|(i, e)| step(i, e))
-    };
-    Ok(flow)
+    }))
 }
 
 /// Appends the events of a frame to `out` as owned events sharing one stream name.
@@ -111,29 +92,15 @@ fn decode_into(
     locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
     position: u64,
     frame: &[u8],
-    keep: impl Fn(u64) -> bool,
-    backward: bool,
     out: &mut VecDeque<RecordedEvent>,
 ) -> Result<()> {
     let mut stream: Option<Arc<str>> = None;
-    visit_frame(
-        locate,
-        position,
-        frame,
-        keep,
-        backward,
-        |v| {
-            let name = stream.get_or_insert_with(|| Arc::from(v.stream));
-            out.push_back(v.to_recorded_in(Arc::clone(name)));
-            ControlFlow::Continue(())
-        },
-    )
+    visit_frame(locate, position, frame, |v| {
+        let name = stream.get_or_insert_with(|| Arc::from(v.stream));
+        out.push_back(v.to_recorded_in(Arc::clone(name)));
+        ControlFlow::Continue(())
+    })
     .map(|_always_continue| ())
-}
-
-/// Error locations of stream reads: the index gives positions, not files.
-fn no_file(position: u64) -> (std::path::PathBuf, u64) {
-    (std::path::PathBuf::from(super::SEGMENTS_DIR), position)
 }
 
 /// Walks a stream's appends through the index, one frame at a time.
@@ -255,10 +222,7 @@ impl StreamCursor {
         let mut seen = 0u64;
         while let Some((found, from)) = self.next_frame()? {
             let backward = self.backward;
-            let flow = visit_frame(
-                &no_file,
-                found.header.position,
-                &found.bytes,
+            let flow = found.frame.visit(
                 |v| if backward { v <= from } else { v >= from },
                 backward,
                 |e| {
@@ -266,7 +230,7 @@ impl StreamCursor {
                     visit(e)
                 },
             );
-            if flow.inspect_err(|_| self.next = None)?.is_break() {
+            if flow.is_break() {
                 break;
             }
         }
@@ -328,15 +292,17 @@ impl StreamEvents {
                 return Ok(());
             };
             let backward = self.cursor.backward;
-            decode_into(
-                &no_file,
-                found.header.position,
-                &found.bytes,
+            let mut stream: Option<Arc<str>> = None;
+            let buffer = &mut self.buffer;
+            let _always_continue = found.frame.visit(
                 |v| if backward { v <= from } else { v >= from },
                 backward,
-                &mut self.buffer,
-            )
-            .inspect_err(|_| self.cursor.next = None)?;
+                |e| {
+                    let name = stream.get_or_insert_with(|| Arc::from(e.stream));
+                    buffer.push_back(e.to_recorded_in(Arc::clone(name)));
+                    ControlFlow::Continue(())
+                },
+            );
         }
         Ok(())
     }
@@ -406,17 +372,10 @@ impl AllEvents {
                 if header.kind != FrameKind::Events {
                     return Ok(ControlFlow::Continue(()));
                 }
-                visit_frame(
-                    &|p| log.locate(p),
-                    header.position,
-                    frame,
-                    |_| true,
-                    false,
-                    |e| {
-                        seen += 1;
-                        visit(e)
-                    },
-                )
+                visit_frame(&|p| log.locate(p), header.position, frame, |e| {
+                    seen += 1;
+                    visit(e)
+                })
             });
             match step {
                 None => return Ok(seen),
@@ -457,8 +416,6 @@ impl Iterator for AllEvents {
                 &|p| log.locate(p),
                 header.position,
                 &bytes,
-                |_| true,
-                false,
                 &mut self.buffer,
             ) {
                 self.failed = true;
