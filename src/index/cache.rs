@@ -27,7 +27,7 @@ impl StreamState {
     }
 }
 
-/// At most `capacity` streams in a [`Generations`] cache: it keeps the recently used ones.
+/// At most `capacity` streams in a two-generation cache: it keeps the recently used ones.
 #[derive(Debug)]
 pub struct StreamCache(Generations<Arc<str>, StreamState>);
 
