@@ -311,6 +311,15 @@ impl Index {
         self.state.read().memtable.len()
     }
 
+    /// The log position below which every frame is in a frozen memtable or a table: the
+    /// memtable holds the frames from here on.
+    pub fn memtable_start(&self) -> u64 {
+        let s = self.state.read();
+        s.frozen
+            .as_ref()
+            .map_or(s.manifest.covered_position, |f| f.covered)
+    }
+
     /// The covered position of the frozen memtable waiting to be flushed, if any.
     pub fn frozen_covered(&self) -> Option<u64> {
         self.state.read().frozen.as_ref().map(|f| f.covered)

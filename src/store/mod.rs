@@ -356,10 +356,10 @@ impl Store {
                         inner.maintain_index(false);
                     },
                 )?;
-                if inner.index.memtable_full() {
+                if inner.index_due() {
                     inner.maintenance.notify_work();
                 }
-            } else if inner.index.memtable_full() {
+            } else if inner.index_due() {
                 inner.maintain_index(false);
             }
         }
@@ -501,7 +501,7 @@ impl Store {
                     inner.log.write(&chunks)?;
                     writer.appender.recycle(chunks);
                 }
-                if inner.index.memtable_full() {
+                if inner.index_due() {
                     inner.maintenance.notify_work();
                 }
                 let result = AppendResult {
@@ -518,7 +518,7 @@ impl Store {
         }
         if inner.options.background_index_maintenance {
             inner.index_backpressure();
-        } else if inner.index.memtable_full() {
+        } else if inner.index_due() {
             inner.maintain_index(false);
         }
         Ok(result)
@@ -1213,13 +1213,24 @@ impl Inner {
         )))
     }
 
-    /// One round of index maintenance: freeze a full memtable (or any, when `all`), make
+    /// Whether the memtable is due to be flushed: full, or covering
+    /// [`Options::memtable_log_bytes`] of log.
+    fn index_due(&self) -> bool {
+        self.index.memtable_full()
+            || self
+                .log
+                .written()
+                .saturating_sub(self.index.memtable_start())
+                >= self.options.memtable_log_bytes
+    }
+
+    /// One round of index maintenance: freeze a due memtable (or any, when `all`), make
     /// the log durable through what it covers, flush it to a table, then merge tables.
     /// Errors are kept for `info` and retried at the next round: index files are derived
     /// data, and the entries stay in memory until written.
     fn maintain_index(&self, all: bool) {
         let result = (|| -> Result<()> {
-            if !self.index.has_frozen() && (all || self.index.memtable_full()) {
+            if !self.index.has_frozen() && (all || self.index_due()) {
                 let writer = self.writer.lock();
                 self.index.freeze(writer.appender.head());
             }

@@ -62,6 +62,11 @@ pub struct Options {
     /// Index entries (one per append) kept in memory before they are flushed to an index
     /// table file. Default 65,536 (about 5 MiB); at least 16.
     pub memtable_entries: usize,
+    /// The memtable is also flushed once the log it covers reaches this many bytes, which
+    /// bounds what an open after a crash replays whatever the appends' size (the index
+    /// covers the rest). Each flush first syncs the log, so a smaller bound costs buffered
+    /// writers throughput. Default 256 MiB (a segment); at least 1.
+    pub memtable_log_bytes: u64,
     /// Streams whose latest append the writer keeps in memory (a bounded cache backed by
     /// the index). Default 65,536 (about 8 MiB); at least 2.
     pub stream_cache_entries: usize,
@@ -107,6 +112,7 @@ impl fmt::Debug for Options {
             .field("max_events_per_append", &self.max_events_per_append)
             .field("max_frame_bytes", &self.max_frame_bytes)
             .field("memtable_entries", &self.memtable_entries)
+            .field("memtable_log_bytes", &self.memtable_log_bytes)
             .field("stream_cache_entries", &self.stream_cache_entries)
             .field("frame_cache_bytes", &self.frame_cache_bytes)
             .field("preallocate_bytes", &self.preallocate_bytes)
@@ -132,6 +138,7 @@ impl Default for Options {
             max_events_per_append: 10_000,
             max_frame_bytes: 64 << 20,
             memtable_entries: 65_536,
+            memtable_log_bytes: 256 << 20,
             stream_cache_entries: 65_536,
             frame_cache_bytes: 32 << 20,
             preallocate_bytes: 1 << 20,
@@ -190,6 +197,12 @@ impl Options {
     /// Sets [`Options::memtable_entries`].
     pub fn with_memtable_entries(mut self, n: usize) -> Self {
         self.memtable_entries = n;
+        self
+    }
+
+    /// Sets [`Options::memtable_log_bytes`].
+    pub fn with_memtable_log_bytes(mut self, bytes: u64) -> Self {
+        self.memtable_log_bytes = bytes;
         self
     }
 
@@ -306,6 +319,9 @@ impl Options {
                 "memtable_entries must be at least 16, not {}",
                 self.memtable_entries
             ));
+        }
+        if self.memtable_log_bytes == 0 {
+            return bad("memtable_log_bytes must be at least 1".into());
         }
         if self.snapshots_kept_per_stream == 0 {
             return bad("snapshots_kept_per_stream must be at least 1".into());
