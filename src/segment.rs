@@ -374,6 +374,14 @@ impl SegmentReader {
         let buf_end = self.buf_offset.saturating_add(self.buf.len() as u64);
         let want_end = offset.saturating_add(len as u64);
         if offset < self.buf_offset || want_end > buf_end {
+            // A length read from a damaged header can be anything: never buffer more than
+            // the file holds from `offset`.
+            let len = if len > self.read_ahead {
+                let file_len = self.segment.file_len()?;
+                len.min(usize::try_from(file_len.saturating_sub(offset)).unwrap_or(usize::MAX))
+            } else {
+                len
+            };
             let fill = len.max(self.read_ahead);
             // Give back a buffer grown for one large frame.
             if self.buf.capacity() > fill.saturating_mul(4) {
@@ -630,6 +638,42 @@ mod tests {
         assert_eq!(parse_segment_file_name("268435456.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000026843545x.seg"), None);
         assert_eq!(parse_segment_file_name("00000000000268435456.tmp"), None);
+    }
+
+    #[test]
+    fn a_damaged_frame_length_never_buffers_more_than_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = Arc::new(
+            Segment::create(
+                &FsStorage,
+                dir.path(),
+                0,
+                crate::format::SEGMENT_KIND_EVENTS,
+            )
+            .unwrap(),
+        );
+        let mut f = frame(32, b"x");
+        // Body length (bytes 4..8 of the frame header): about 4 GiB.
+        f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        seg.write_at(&f, 32).unwrap();
+        let mut reader = SegmentReader {
+            segment: Arc::clone(&seg),
+            map: None,
+            buf: Vec::new(),
+            buf_offset: 0,
+            read_ahead: POINT_READ_BYTES,
+        };
+        // Even with no limit from the caller, the frame reads as truncated.
+        assert!(matches!(
+            reader.frame_at(32, u64::MAX),
+            Err(Error::Corrupted { .. })
+        ));
+        assert!(
+            reader.buf.capacity() <= 2 * POINT_READ_BYTES,
+            "buffered {} bytes for a {}-byte file",
+            reader.buf.capacity(),
+            seg.file_len().unwrap()
+        );
     }
 
     #[test]

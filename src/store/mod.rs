@@ -935,7 +935,8 @@ pub(crate) fn check_manifest(
         .rev()
         .find(|s| s.base() <= pos)
         .ok_or_else(|| format!("the index's last frame at {pos} is not in the log"))?;
-    match seg.read_frame(pos, u64::MAX) {
+    let limit = seg.file_len().map_err(|e| e.to_string())?;
+    match seg.read_frame(pos, limit) {
         Ok((h, _)) if h.crc == manifest.last_frame_crc => Ok(()),
         Ok(_) => Err(format!(
             "the frame at {pos} is not the one the index was built from"
