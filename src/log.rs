@@ -843,6 +843,29 @@ impl LogFrames {
         }
     }
 
+    /// Reads the next frame with `read` (given the reader, the frame's position and the
+    /// offset the segment may be read to) and moves past it; a failure ends the walk.
+    fn advance<'a, T>(
+        &'a mut self,
+        read: impl FnOnce(&'a mut SegmentReader, u64, u64) -> Result<(FrameHeader, T)>,
+    ) -> Option<Result<(FrameHeader, T)>> {
+        if self.failed {
+            return None;
+        }
+        let (position, limit) = self.locate_next()?;
+        let reader = self.reader.as_mut()?;
+        match read(reader, position, limit) {
+            Ok((h, frame)) => {
+                self.next = position.saturating_add(h.frame_len());
+                Some(Ok((h, frame)))
+            }
+            Err(e) => {
+                self.failed = true;
+                Some(Err(e))
+            }
+        }
+    }
+
     /// Reads the next frame and hands it to `visit` borrowed from the reader's buffer or
     /// mapping (no allocation per frame); `None` at the end.
     ///
@@ -853,21 +876,8 @@ impl LogFrames {
         &mut self,
         visit: impl FnOnce(&FrameHeader, &[u8]) -> R,
     ) -> Option<Result<R>> {
-        if self.failed {
-            return None;
-        }
-        let (position, limit) = self.locate_next()?;
-        let reader = self.reader.as_mut()?;
-        match reader.frame_ref_at(position, limit) {
-            Ok((h, bytes)) => {
-                self.next = position.saturating_add(h.frame_len());
-                Some(Ok(visit(&h, bytes)))
-            }
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        self.advance(|r, position, limit| r.frame_ref_at(position, limit))
+            .map(|read| read.map(|(h, bytes)| visit(&h, bytes)))
     }
 }
 
@@ -875,20 +885,6 @@ impl Iterator for LogFrames {
     type Item = Result<(FrameHeader, FrameBytes)>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed {
-            return None;
-        }
-        let (position, limit) = self.locate_next()?;
-        let reader = self.reader.as_mut()?;
-        match reader.frame_at(position, limit) {
-            Ok((h, bytes)) => {
-                self.next = position.saturating_add(h.frame_len());
-                Some(Ok((h, bytes)))
-            }
-            Err(e) => {
-                self.failed = true;
-                Some(Err(e))
-            }
-        }
+        self.advance(|r, position, limit| r.frame_at(position, limit))
     }
 }

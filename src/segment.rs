@@ -615,6 +615,12 @@ mod tests {
     use crate::format::{EventRecord, encode_events_frame};
     use crate::io::FsStorage;
 
+    fn new_segment(dir: &Path, base: u64) -> Arc<Segment> {
+        Arc::new(
+            Segment::create(&FsStorage, dir, base, crate::format::SEGMENT_KIND_EVENTS).unwrap(),
+        )
+    }
+
     fn frame(position: u64, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let e = EventRecord {
@@ -643,15 +649,7 @@ mod tests {
     #[test]
     fn a_damaged_frame_length_never_buffers_more_than_the_file_holds() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Arc::new(
-            Segment::create(
-                &FsStorage,
-                dir.path(),
-                0,
-                crate::format::SEGMENT_KIND_EVENTS,
-            )
-            .unwrap(),
-        );
+        let seg = new_segment(dir.path(), 0);
         let mut f = frame(32, b"x");
         // Body length (bytes 4..8 of the frame header): about 4 GiB.
         f[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -679,15 +677,7 @@ mod tests {
     #[test]
     fn frames_written_are_read_back_sealed_or_not() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Arc::new(
-            Segment::create(
-                &FsStorage,
-                dir.path(),
-                1000,
-                crate::format::SEGMENT_KIND_EVENTS,
-            )
-            .unwrap(),
-        );
+        let seg = new_segment(dir.path(), 1000);
         assert!(seg.check_header().unwrap().is_ok());
         let a = frame(1032, b"first");
         let b = frame(1032 + a.len() as u64, b"second");
@@ -717,15 +707,7 @@ mod tests {
     #[test]
     fn scan_tells_zero_tail_from_damage_and_resync_finds_the_next_frame() {
         let dir = tempfile::tempdir().unwrap();
-        let seg = Arc::new(
-            Segment::create(
-                &FsStorage,
-                dir.path(),
-                0,
-                crate::format::SEGMENT_KIND_EVENTS,
-            )
-            .unwrap(),
-        );
+        let seg = new_segment(dir.path(), 0);
         let a = frame(32, b"aaaa");
         let b_pos = 32 + a.len() as u64;
         let b = frame(b_pos, b"bbbb");

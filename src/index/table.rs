@@ -333,6 +333,21 @@ impl Table {
         Ok(bytes)
     }
 
+    /// The last block whose first key (fence) is at or below `key`; `None` when every
+    /// block starts above it (or there are none).
+    fn block_at_or_below(&self, key: (u64, u64, u64)) -> Option<u64> {
+        let (mut lo, mut hi) = (0u64, self.blocks);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.fence(mid) <= key {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo.checked_sub(1)
+    }
+
     /// Entries with `hash` and a key at or below `(hash, version, u64::MAX)`, greatest
     /// first, passed to `visit` until it returns `false`.
     ///
@@ -348,36 +363,14 @@ impl Table {
             return Ok(());
         }
         let key = (hash, version, u64::MAX);
-        // The last block whose first key is <= key.
-        let (mut lo, mut hi) = (0u64, self.blocks);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.fence(mid) <= key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let Some(mut block) = lo.checked_sub(1) else {
+        let Some(mut block) = self.block_at_or_below(key) else {
             return Ok(());
         };
         loop {
             let bytes = self.block(block)?;
-            let entry = |i: usize| {
-                bytes
-                    .get(i * ENTRY_LEN..(i + 1) * ENTRY_LEN)
-                    .and_then(Entry::decode)
-            };
-            // Binary search in place: the number of entries with a key <= `key`.
-            let (mut lo, mut hi) = (0usize, bytes.len() / ENTRY_LEN);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if entry(mid).is_some_and(|e| e.key() <= key) {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
+            let entry = |i: usize| block_entry(bytes, i);
+            // The number of entries with a key <= `key`.
+            let lo = partition_point(bytes, |e| e.key() <= key);
             for i in (0..lo).rev() {
                 match entry(i) {
                     Some(e) if e.hash == hash => {
@@ -411,35 +404,14 @@ impl Table {
             return Ok(());
         }
         let key = (hash, version, position);
-        // The last block whose first key is <= key: the key, if present, is in it.
-        let (mut lo, mut hi) = (0u64, self.blocks);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.fence(mid) <= key {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        let mut block = lo.saturating_sub(1);
+        // The key, if present, is in the last block whose first key is <= it.
+        let mut block = self.block_at_or_below(key).unwrap_or(0);
         loop {
             let bytes = self.block(block)?;
-            let entry = |i: usize| {
-                bytes
-                    .get(i * ENTRY_LEN..(i + 1) * ENTRY_LEN)
-                    .and_then(Entry::decode)
-            };
-            // Binary search in place: the first entry with a key >= `key`.
+            let entry = |i: usize| block_entry(bytes, i);
             let n = bytes.len() / ENTRY_LEN;
-            let (mut lo, mut hi) = (0usize, n);
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2;
-                if entry(mid).is_some_and(|e| e.key() < key) {
-                    lo = mid + 1;
-                } else {
-                    hi = mid;
-                }
-            }
+            // The first entry with a key >= `key`.
+            let lo = partition_point(bytes, |e| e.key() < key);
             for i in lo..n {
                 match entry(i) {
                     Some(e) if e.hash == hash => {
@@ -484,6 +456,28 @@ impl Table {
             failed: None,
         }
     }
+}
+
+/// Entry `i` of a block's bytes, if it decodes.
+fn block_entry(bytes: &[u8], i: usize) -> Option<Entry> {
+    bytes
+        .get(i * ENTRY_LEN..(i + 1) * ENTRY_LEN)
+        .and_then(Entry::decode)
+}
+
+/// Binary search in a block's bytes, in place: the number of leading entries for which
+/// `before` holds (entries are sorted by key; one that does not decode ends the prefix).
+fn partition_point(bytes: &[u8], before: impl Fn(&Entry) -> bool) -> usize {
+    let (mut lo, mut hi) = (0usize, bytes.len() / ENTRY_LEN);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if block_entry(bytes, mid).is_some_and(|e| before(&e)) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// Iterator over a table's entries; a checksum failure ends it and is kept in `failed`.

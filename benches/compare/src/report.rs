@@ -234,32 +234,31 @@ impl Report {
     fn targets(&self, m: &mut String) {
         let table = |id: &str| self.tables.iter().find(|t| t.id == id);
         let mut lines = Vec::new();
-        for id in ["W1", "W2×1", "W2×64"] {
-            let Some(t) = table(id) else { continue };
+        // "Ahead of every peer that counts": the peers streamlog is behind, if any.
+        let ahead = |id: &str, goal: &str, counts: &dyn Fn(&Cell) -> bool| -> Option<String> {
+            let t = table(id)?;
             let Some(ours) = t.value_of("streamlog") else {
-                lines.push(format!(
-                    "- {id} ahead of every durable peer: **not measured**"
-                ));
-                continue;
+                return Some(format!("- {goal}: **not measured**"));
             };
             let behind: Vec<String> = t
                 .cells
                 .iter()
-                .filter(|c| c.peer != "streamlog" && c.durable)
+                .filter(|c| c.peer != "streamlog" && counts(c))
                 .filter_map(|c| {
                     let v = c.value.as_ref().ok()?;
                     (t.speedup(ours, *v) < 1.0)
                         .then(|| format!("{} ({:.2}×)", c.peer, t.speedup(*v, ours)))
                 })
                 .collect();
-            lines.push(if behind.is_empty() {
-                format!("- {id} ahead of every durable peer: **met**")
+            Some(if behind.is_empty() {
+                format!("- {goal}: **met**")
             } else {
-                format!(
-                    "- {id} ahead of every durable peer: **missed**, behind {}",
-                    behind.join(", ")
-                )
-            });
+                format!("- {goal}: **missed**, behind {}", behind.join(", "))
+            })
+        };
+        for id in ["W1", "W2×1", "W2×64"] {
+            let goal = format!("{id} ahead of every durable peer");
+            lines.extend(ahead(id, &goal, &|c| c.durable));
         }
         if let Some(t) = table("W2×1")
             && let Some(c) = t.cells.iter().find(|c| c.peer == "streamlog")
@@ -284,39 +283,16 @@ impl Report {
             });
         }
         // Reads: ahead of every peer (durable or not), LMDB aside for W3.
-        for (id, goal, skip) in [
-            (
-                "W3 warm",
-                "W3 warm ahead of every peer but LMDB",
-                Some("LMDB (heed)"),
-            ),
-            (
-                "W6",
-                "W6 ahead of every peer (the issue sets no figure)",
-                None,
-            ),
-        ] {
-            let Some(t) = table(id) else { continue };
-            let Some(ours) = t.value_of("streamlog") else {
-                lines.push(format!("- {goal}: **not measured**"));
-                continue;
-            };
-            let behind: Vec<String> = t
-                .cells
-                .iter()
-                .filter(|c| c.peer != "streamlog" && Some(c.peer.as_str()) != skip)
-                .filter_map(|c| {
-                    let v = c.value.as_ref().ok()?;
-                    (t.speedup(ours, *v) < 1.0)
-                        .then(|| format!("{} ({:.2}×)", c.peer, t.speedup(*v, ours)))
-                })
-                .collect();
-            lines.push(if behind.is_empty() {
-                format!("- {goal}: **met**")
-            } else {
-                format!("- {goal}: **missed**, behind {}", behind.join(", "))
-            });
-        }
+        lines.extend(ahead(
+            "W3 warm",
+            "W3 warm ahead of every peer but LMDB",
+            &|c| c.peer != "LMDB (heed)",
+        ));
+        lines.extend(ahead(
+            "W6",
+            "W6 ahead of every peer (the issue sets no figure)",
+            &|_| true,
+        ));
         if let Some(t) = table("W4")
             && let Some(c) = t.cells.iter().find(|c| c.peer == "streamlog")
         {
