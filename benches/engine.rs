@@ -18,6 +18,17 @@ fn batch(i: usize) -> Vec<NewEvent> {
         .collect()
 }
 
+/// `EventId::new` (a UUIDv7 that reads the clock for every 32nd id) against the `uuid`
+/// crate's `Uuid::now_v7` (the clock for every id): an append of owned events makes one id
+/// per event, so this is on the append path.
+fn ids(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ids");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("EventId::new", |b| b.iter(streamlog::EventId::new));
+    g.bench_function("uuid::Uuid::now_v7", |b| b.iter(uuid::Uuid::now_v7));
+    g.finish();
+}
+
 fn codec(c: &mut Criterion) {
     let payload = vec![7u8; EVENT_BYTES];
     let records: Vec<EventRecord<'_>> = (0..BATCH)
@@ -170,5 +181,5 @@ fn reads(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec, append, reads);
+criterion_group!(benches, ids, codec, append, reads);
 criterion_main!(benches);
