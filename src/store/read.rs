@@ -87,20 +87,17 @@ fn visit_frame(
     }))
 }
 
-/// Appends the events of a frame to `out` as owned events sharing one stream name.
-fn decode_into(
-    locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
-    position: u64,
-    frame: &[u8],
+/// A visitor that appends the events of one frame to `out` as owned events sharing one
+/// stream name (what the iterators buffer).
+fn push_owned(
     out: &mut VecDeque<RecordedEvent>,
-) -> Result<()> {
+) -> impl FnMut(EventView<'_>) -> ControlFlow<()> + '_ {
     let mut stream: Option<Arc<str>> = None;
-    visit_frame(locate, position, frame, |v| {
+    move |v| {
         let name = stream.get_or_insert_with(|| Arc::from(v.stream));
         out.push_back(v.to_recorded_in(Arc::clone(name)));
         ControlFlow::Continue(())
-    })
-    .map(|_always_continue| ())
+    }
 }
 
 /// Walks a stream's appends through the index, one frame at a time.
@@ -292,16 +289,10 @@ impl StreamEvents {
                 return Ok(());
             };
             let backward = self.cursor.backward;
-            let mut stream: Option<Arc<str>> = None;
-            let buffer = &mut self.buffer;
             let _always_continue = found.frame.visit(
                 |v| if backward { v <= from } else { v >= from },
                 backward,
-                |e| {
-                    let name = stream.get_or_insert_with(|| Arc::from(e.stream));
-                    buffer.push_back(e.to_recorded_in(Arc::clone(name)));
-                    ControlFlow::Continue(())
-                },
+                push_owned(&mut self.buffer),
             );
         }
         Ok(())
@@ -412,11 +403,11 @@ impl Iterator for AllEvents {
                 continue;
             }
             let log = self.frames.log();
-            if let Err(e) = decode_into(
+            if let Err(e) = visit_frame(
                 &|p| log.locate(p),
                 header.position,
                 &bytes,
-                &mut self.buffer,
+                push_owned(&mut self.buffer),
             ) {
                 self.failed = true;
                 return Some(Err(e));

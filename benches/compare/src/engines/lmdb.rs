@@ -8,7 +8,7 @@ use heed::{Database, Env, EnvFlags, EnvOpenOptions};
 
 use crate::engine::{
     Engine, Mode, Peer, Seen, Sequencer, decode_snapshot, encode_snapshot, encode_value,
-    position_key, snapshot_key, stream_key, stream_range, value_data, version_of_key,
+    position_key, snapshot_key, stream_key, stream_range, visit_by_position, visit_stream,
 };
 
 pub const PEER: Peer = Peer {
@@ -77,21 +77,12 @@ impl Engine for Lmdb {
         f: &mut dyn FnMut(Seen<'_>),
     ) -> anyhow::Result<u64> {
         let rtxn = self.env.read_txn()?;
-        let mut n = 0;
         let (start, end) = stream_range(stream, from);
         let range = (
             Bound::Included(start.as_slice()),
             Bound::Excluded(end.as_slice()),
         );
-        for kv in self.db.range(&rtxn, &range)? {
-            let (k, v) = kv?;
-            f(Seen {
-                version: version_of_key(k)?,
-                data: value_data(v)?,
-            });
-            n += 1;
-        }
-        Ok(n)
+        visit_stream(self.db.range(&rtxn, &range)?, f)
     }
 
     fn save_snapshot(&self, stream: &str, version: u64, state: &[u8]) -> anyhow::Result<()> {
@@ -113,20 +104,11 @@ impl Engine for Lmdb {
 
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
         let rtxn = self.env.read_txn()?;
-        let mut n = 0;
-        for kv in self.db.prefix_iter(&rtxn, b"P")? {
-            let (_, key) = kv?;
-            let v = self
-                .db
-                .get(&rtxn, key)?
-                .ok_or_else(|| anyhow::anyhow!("dangling position key"))?;
-            f(Seen {
-                version: version_of_key(key)?,
-                data: value_data(v)?,
-            });
-            n += 1;
-        }
-        Ok(n)
+        visit_by_position(
+            self.db.prefix_iter(&rtxn, b"P")?,
+            |key| Ok(self.db.get(&rtxn, key)?),
+            f,
+        )
     }
 
     fn sync(&self) -> anyhow::Result<()> {
