@@ -458,11 +458,22 @@ impl Store {
                     ExpectedVersion::Exact(v) => last == Some(v),
                 };
                 if !ok {
-                    return Err(Error::WrongExpectedVersion {
+                    let conflict = Error::WrongExpectedVersion {
                         stream: stream.to_string(),
                         expected,
                         actual: last,
-                    });
+                    };
+                    // The append this one lost to may not be durable yet, and readers see
+                    // only durable appends under `Sync`: wait for it, so that a read
+                    // started after this returns sees the version it reports.
+                    let pending = state.is_some_and(|s| s.position >= inner.log.durable());
+                    if !pending || inner.options.durability != Durability::Sync {
+                        return Err(conflict);
+                    }
+                    let head = writer.appender.head();
+                    drop(writer);
+                    inner.commit(head)?;
+                    return Err(conflict);
                 }
                 let first_version =
                     last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
@@ -497,9 +508,7 @@ impl Store {
                     },
                 );
                 if inner.options.durability != Durability::Sync {
-                    let chunks = writer.appender.take();
-                    inner.log.write(&chunks)?;
-                    writer.appender.recycle(chunks);
+                    inner.write_pending(&mut writer)?;
                 }
                 if inner.index_due() {
                     inner.maintenance.notify_work();
@@ -1277,15 +1286,24 @@ impl Inner {
             }
             *committing = true;
             let res = parking_lot::MutexGuard::unlocked(&mut committing, || {
-                let chunks = self.writer.lock().appender.take();
-                self.log.write(&chunks)?;
-                self.writer.lock().appender.recycle(chunks);
+                // Frames leave the writer's buffer and reach the file under one lock, so
+                // the writer always finds a frame in one place or the other (its retry
+                // and stream lookups read frames that are not durable yet).
+                self.write_pending(&mut self.writer.lock())?;
                 self.log.sync()
             });
             *committing = false;
             self.committed.notify_all();
             res?;
         }
+    }
+
+    /// Hands the frames encoded so far to the log (one write per segment).
+    fn write_pending(&self, writer: &mut Writer) -> Result<()> {
+        let chunks = writer.appender.take();
+        self.log.write(&chunks)?;
+        writer.appender.recycle(chunks);
+        Ok(())
     }
 
     fn close(&self) -> Result<()> {
