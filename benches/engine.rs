@@ -18,8 +18,8 @@ fn batch(i: usize) -> Vec<NewEvent> {
         .collect()
 }
 
-/// `EventId::new` (a UUIDv7 that reads the clock for every 32nd id) against the `uuid`
-/// crate's `Uuid::now_v7` (the clock for every id): an append of owned events makes one id
+/// `EventId::new` (a UUIDv7 that reads the clock for every id) against the `uuid`
+/// crate's `Uuid::now_v7` (the clock for every id too): an append of owned events makes one id
 /// per event, so this is on the append path.
 fn ids(c: &mut Criterion) {
     let mut g = c.benchmark_group("ids");

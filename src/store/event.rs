@@ -71,24 +71,21 @@ impl FromStr for ExpectedVersion {
 pub struct EventId(pub [u8; 16]);
 
 impl EventId {
-    /// A fresh, unique id: a UUIDv7 (RFC 9562) with the Unix time in milliseconds, a 12-bit
-    /// counter that orders ids made in the same millisecond by the same thread, and 62
-    /// random bits from a per-thread generator seeded from the OS's CSPRNG. The clock is
-    /// read for every 32nd id of a thread (reading it costs more than the rest of the id);
-    /// the counter keeps ids unique and increasing in between.
+    /// A fresh, unique id: a UUIDv7 (RFC 9562) with the Unix time in milliseconds when it
+    /// was made, a 12-bit counter that orders ids made in the same millisecond by the same
+    /// thread, and 62 random bits from a per-thread generator seeded from the OS's CSPRNG.
+    /// The clock is read for every id. The ids of one thread are strictly increasing: when
+    /// the clock stands still or steps back, the counter counts on from the last id (and,
+    /// exhausted, borrows the next millisecond), so an id's time is never earlier than
+    /// the previous id's.
     pub fn new() -> Self {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()));
         ID_GENERATOR.with(|g| {
             let mut g = g.borrow_mut();
-            g.calls = g.calls.wrapping_add(1);
-            let ms = if g.calls % 32 == 1 {
-                SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
-            } else {
-                g.last_ms
-            };
-            if ms > g.last_ms {
-                g.last_ms = ms;
+            if now_ms > g.last_ms {
+                g.last_ms = now_ms;
                 g.counter = g.next_random() & 0x1FF; // random start, room to count up
             } else {
                 g.counter += 1;
@@ -113,7 +110,6 @@ impl EventId {
 
 /// Per-thread state of [`EventId::new`].
 struct IdGenerator {
-    calls: u64,
     last_ms: u64,
     counter: u64,
     random: crate::io::sim::SplitMix64,
@@ -123,7 +119,6 @@ impl IdGenerator {
     fn seeded() -> Self {
         let seed = uuid::Uuid::new_v4().as_u64_pair();
         IdGenerator {
-            calls: 0,
             last_ms: 0,
             counter: 0,
             random: crate::io::sim::SplitMix64::new(seed.0 ^ seed.1.rotate_left(32)),
@@ -413,6 +408,37 @@ mod tests {
         assert!(now.abs_diff(secs) < 60);
         let other: EventId = std::thread::spawn(EventId::new).join().unwrap();
         assert!(!ids.contains(&other));
+    }
+
+    fn unix_ms(id: EventId) -> u64 {
+        u64::from_be_bytes(id.0[..8].try_into().unwrap()) >> 16
+    }
+
+    #[test]
+    fn an_event_id_carries_the_time_it_was_made() {
+        let now_ms = || {
+            let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+            d.as_secs() * 1000 + u64::from(d.subsec_millis())
+        };
+        // A quiet thread: each id is made well after the one before it.
+        std::thread::spawn(move || {
+            let mut prev = EventId::new();
+            for _ in 0..3 {
+                std::thread::sleep(std::time::Duration::from_millis(15));
+                let before = now_ms();
+                let id = EventId::new();
+                let after = now_ms();
+                let ms = unix_ms(id);
+                assert!(
+                    (before..=after).contains(&ms),
+                    "id made at {before}..={after} ms carries {ms} ms"
+                );
+                assert!(id > prev);
+                prev = id;
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
