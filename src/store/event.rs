@@ -411,7 +411,11 @@ mod tests {
     }
 
     fn unix_ms(id: EventId) -> u64 {
-        u64::from_be_bytes(id.0[..8].try_into().unwrap()) >> 16
+        let (secs, nanos) = uuid::Uuid::from_bytes(id.0)
+            .get_timestamp()
+            .unwrap()
+            .to_unix();
+        secs * 1000 + u64::from(nanos / 1_000_000)
     }
 
     #[test]
