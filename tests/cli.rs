@@ -227,10 +227,36 @@ fn stdin_batch_with_a_bad_line_appends_nothing_and_names_the_line() {
     assert_eq!(s.read("s").len(), 1);
 
     // A line that is JSON but not an event is refused as well.
-    let o = streamlog_with_stdin(&["append", s.path(), "s", "--stdin"], b"{\"data\":1}\n");
+    let o = streamlog_with_stdin(&["append", s.path(), "s", "--stdin"], b"{\"type\":\"A\"}\n");
     assert_eq!(code(&o), 1);
     assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
     assert_eq!(s.read("s").len(), 1);
+}
+
+#[test]
+fn append_without_type_stores_the_default_type_event() {
+    let s = TestStore::new();
+    ok_lines(&streamlog(&["append", s.path(), "s", "--data", "x"]));
+    let events = s.read("s");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["type"], "event");
+    assert_eq!(events[0]["data"], "x");
+}
+
+#[test]
+fn stdin_lines_without_type_take_the_type_option_or_the_default() {
+    let s = TestStore::new();
+    let input = b"{\"data\":1}\n{\"type\":\"Own\",\"data\":2}\n";
+    ok_lines(&streamlog_with_stdin(
+        &["append", s.path(), "s", "--stdin"],
+        input,
+    ));
+    ok_lines(&streamlog_with_stdin(
+        &["append", s.path(), "s", "--stdin", "--type", "Given"],
+        input,
+    ));
+    let types: Vec<Value> = s.read("s").iter().map(|e| e["type"].clone()).collect();
+    assert_eq!(types, ["event", "Own", "Given", "Own"]);
 }
 
 #[test]
@@ -581,7 +607,7 @@ fn usage_errors_exit_2() {
         vec![],
         vec!["frobnicate"],
         vec!["append", s.path(), "s", "--type", "T"],
-        vec!["append", s.path(), "s", "--data", "x"],
+        vec!["append", s.path(), "s"],
         vec![
             "append",
             s.path(),

@@ -103,6 +103,10 @@ enum SnapshotCommand {
     },
 }
 
+/// The type of an event appended without `--type` (and of a `--stdin` line without
+/// `"type"`).
+const DEFAULT_EVENT_TYPE: &str = "event";
+
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("input").required(true).args(["data", "stdin"])))]
 struct AppendArgs {
@@ -113,9 +117,9 @@ struct AppendArgs {
     /// Expected state of the stream: any, no-stream, exists or a version number.
     #[arg(long, default_value = "any", value_parser = parse_expected)]
     expected: ExpectedVersion,
-    /// Event type (with --stdin: the default for lines without "type").
-    #[arg(long = "type", value_name = "T", required_unless_present = "stdin")]
-    event_type: Option<String>,
+    /// Event type (with --stdin: the type of lines without "type").
+    #[arg(long = "type", value_name = "T", default_value = DEFAULT_EVENT_TYPE)]
+    event_type: String,
     /// Event data, stored as these bytes.
     #[arg(long, value_name = "TEXT")]
     data: Option<OsString>,
@@ -267,8 +271,9 @@ fn json_payload(v: &Value) -> Vec<u8> {
     }
 }
 
-/// Parses NDJSON events from `input`; blank lines are skipped.
-fn parse_ndjson(input: impl BufRead, default_type: Option<&str>) -> CliResult<Vec<NewEvent>> {
+/// Parses NDJSON events from `input`; blank lines are skipped, and a line without `"type"`
+/// gets `default_type`.
+fn parse_ndjson(input: impl BufRead, default_type: &str) -> CliResult<Vec<NewEvent>> {
     let mut events = Vec::new();
     for (i, raw) in input.split(b'\n').enumerate() {
         let n = i + 1;
@@ -291,11 +296,10 @@ fn parse_ndjson(input: impl BufRead, default_type: Option<&str>) -> CliResult<Ve
                 "unknown field {k:?} (expected type, data, metadata, id)"
             )));
         }
-        let event_type = match (map.get("type"), default_type) {
-            (Some(Value::String(t)), _) => t.clone(),
-            (Some(_), _) => return Err(bad("\"type\" must be a string".into())),
-            (None, Some(t)) => t.to_string(),
-            (None, None) => return Err(bad("missing \"type\" (or pass --type)".into())),
+        let event_type = match map.get("type") {
+            Some(Value::String(t)) => t.clone(),
+            Some(_) => return Err(bad("\"type\" must be a string".into())),
+            None => default_type.to_string(),
         };
         let data = map
             .get("data")
@@ -325,15 +329,12 @@ fn append(a: AppendArgs, out: &mut impl Write) -> CliResult {
     // Read and check all input before opening the store, so that bad input appends
     // nothing and the lock is not held while waiting for stdin.
     let events = if a.stdin {
-        parse_ndjson(std::io::stdin().lock(), a.event_type.as_deref())?
+        parse_ndjson(std::io::stdin().lock(), &a.event_type)?
     } else {
-        let event_type = a
-            .event_type
-            .ok_or_else(|| CliError::Usage("--type is required with --data".into()))?;
         let data = a
             .data
             .ok_or_else(|| CliError::Usage("--data or --stdin is required".into()))?;
-        let mut e = NewEvent::new(event_type, data.into_encoded_bytes());
+        let mut e = NewEvent::new(a.event_type, data.into_encoded_bytes());
         if let Some(m) = a.metadata {
             e = e.with_metadata(m.into_encoded_bytes());
         }
