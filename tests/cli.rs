@@ -507,6 +507,66 @@ fn reading_never_creates_a_store() {
     assert!(!s.dir.exists());
 }
 
+/// Every file and directory under `root` (relative path, kind, size, mtime, contents):
+/// equal listings mean nothing was created, removed or written.
+fn listing(root: &Path) -> Vec<(PathBuf, bool, u64, std::time::SystemTime, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        let contents = if m.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            Vec::new()
+        };
+        out.push((rel, m.is_dir(), m.len(), m.modified().unwrap(), contents));
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn commands_on_a_path_that_is_not_a_store_exit_1_name_it_and_create_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("missing");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let file = tmp.path().join("file");
+    std::fs::write(&file, b"not a store").unwrap();
+    let before = listing(tmp.path());
+    for dir in [&missing, &empty, &file] {
+        let d = dir.to_str().unwrap();
+        for args in [
+            vec!["info", d],
+            vec!["verify", d],
+            vec!["dump", d],
+            vec!["read", d, "s"],
+            vec!["read-all", d],
+            vec!["snapshot", "load", d, "s"],
+            vec!["reindex", d],
+        ] {
+            let o = streamlog(&args);
+            assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+            assert!(stderr(&o).contains(d), "{args:?}: {}", stderr(&o));
+            assert!(o.stdout.is_empty(), "{args:?}");
+            assert_eq!(
+                listing(tmp.path()),
+                before,
+                "{args:?} changed {}",
+                tmp.path().display()
+            );
+        }
+    }
+}
+
 #[test]
 fn bench_json_reports_every_field_with_a_positive_ratio() {
     let tmp = tempfile::tempdir().unwrap();

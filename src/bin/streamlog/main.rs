@@ -60,7 +60,8 @@ enum Command {
     Dump {
         /// Store directory.
         dir: PathBuf,
-        /// Only this segment file (a path, or a name in DIR/segments).
+        /// Only this segment file: a name in DIR/segments, or the path of a segment file
+        /// anywhere (then DIR need not be a store).
         #[arg(long)]
         segment: Option<PathBuf>,
     },
@@ -255,7 +256,28 @@ fn run(command: Command) -> CliResult {
     Ok(())
 }
 
+/// Refuses a `dir` that holds no store, so that no command but `append` and `snapshot save`
+/// ever creates one (exit 1, naming the path).
+fn require_store(dir: &Path) -> CliResult {
+    let segments = dir.join(streamlog::SEGMENTS_DIR);
+    let missing = |why: &str| Err(CliError::Other(format!("{}: {why}", dir.display())));
+    match std::fs::metadata(&segments) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => missing("not a streamlog store (segments is not a directory)"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match std::fs::metadata(dir) {
+            Ok(m) if m.is_dir() => missing("not a streamlog store (no segments directory)"),
+            Ok(_) => missing("not a directory, so not a streamlog store"),
+            Err(_) => missing("no such directory, so no streamlog store"),
+        },
+        Err(e) => Err(CliError::Other(format!(
+            "cannot look at {}: {e}",
+            segments.display()
+        ))),
+    }
+}
+
 fn open_read_only(dir: &Path) -> CliResult<Store> {
+    require_store(dir)?;
     Ok(Store::open_with(
         dir,
         Options::default().with_read_only(true),
@@ -446,6 +468,7 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
 }
 
 fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
+    require_store(dir)?;
     let bar = progress_bar(segment_bytes(dir), "verify");
     let result = streamlog::inspect::verify_dir(dir, |n| bar.inc(n));
     bar.finish_and_clear();
@@ -540,6 +563,7 @@ fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
 }
 
 fn reindex(dir: &Path, out: &mut impl Write) -> CliResult {
+    require_store(dir)?;
     let bar = progress_bar(segment_bytes(dir), "reindex");
     let start = std::time::Instant::now();
     let result = Store::reindex(dir, Options::default(), |n| bar.inc(n));
@@ -615,6 +639,10 @@ fn dump_item(item: &DumpItem) -> Obj {
 }
 
 fn dump(dir: &Path, segment: Option<&Path>, out: &mut impl Write) -> CliResult {
+    // A segment file named by its path is dumped wherever it lives (a copy, a backup).
+    if !segment.is_some_and(Path::is_file) {
+        require_store(dir)?;
+    }
     let mut write_error = None;
     let result = streamlog::inspect::dump(dir, segment, |item| {
         line(out, dump_item(&item)).map_err(|e| {
