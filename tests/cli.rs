@@ -567,6 +567,146 @@ fn commands_on_a_path_that_is_not_a_store_exit_1_name_it_and_create_nothing() {
     }
 }
 
+/// A store with two streams, a snapshot and index tables (written by the CLI).
+fn store_with_every_kind_of_file() -> TestStore {
+    let s = TestStore::new();
+    s.append("a", "T", r#"{"n":1}"#);
+    s.append("b", "T", r#"{"n":2}"#);
+    ok_lines(&streamlog(&[
+        "snapshot",
+        "save",
+        s.path(),
+        "a",
+        "0",
+        "--data",
+        "state",
+    ]));
+    s
+}
+
+/// A command line and a check of what it printed.
+type CheckedCommand<'a> = (Vec<&'a str>, fn(&[Value]) -> bool);
+
+/// The commands that only read, each with a check of what it printed.
+fn read_only_commands(dir: &str) -> Vec<CheckedCommand<'_>> {
+    vec![
+        (vec!["read", dir, "a"], |l| {
+            l.len() == 1 && l[0]["data"]["n"] == 1
+        }),
+        (vec!["read-all", dir], |l| l.len() == 2),
+        (vec!["info", dir], |l| {
+            l[0]["events"] == 2 && l[0]["snapshots"] == 1
+        }),
+        (vec!["verify", dir], |l| l.last().unwrap()["ok"] == true),
+        (vec!["dump", dir], |l| {
+            l[0]["item"] == "segment"
+                && l.iter()
+                    .filter(|i| i["events"].as_array().is_some_and(|e| e.len() == 1))
+                    .count()
+                    == 2
+        }),
+        (vec!["snapshot", "load", dir, "a"], |l| {
+            l[0]["data"] == "state"
+        }),
+    ]
+}
+
+/// The effective user id, from /proc (0: root, whom file modes do not stop).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// Makes every directory under `root` 0555 and every file 0444 (or gives write access
+/// back to the owner).
+#[cfg(unix)]
+fn set_read_only(root: &Path, read_only: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let mode = match (m.is_dir(), read_only) {
+            (true, true) => 0o555,
+            (true, false) => 0o755,
+            (false, true) => 0o444,
+            (false, false) => 0o644,
+        };
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn read_only_commands_work_on_a_store_the_user_cannot_write() {
+    let s = store_with_every_kind_of_file();
+    let root = s._tmp.path();
+    set_read_only(root, true);
+    struct Writable<'a>(&'a Path);
+    impl Drop for Writable<'_> {
+        fn drop(&mut self) {
+            set_read_only(self.0, false);
+        }
+    }
+    let _restore = Writable(root);
+    // File modes do not stop root: as root, run the tool as `nobody` (setpriv, from
+    // util-linux); without setpriv, only "changes nothing" is checked.
+    let as_root = effective_uid() == Some(0);
+    let setpriv = as_root
+        && Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if as_root && !setpriv {
+        eprintln!("running as root without setpriv: write permission is not taken away");
+    }
+    let run = |args: &[&str]| -> Output {
+        let mut c = if setpriv {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(env!("CARGO_BIN_EXE_streamlog"));
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        };
+        c.args(args).output().unwrap()
+    };
+    let before = listing(&s.dir);
+    if !as_root || setpriv {
+        // The set-up denies writes: an append fails for lack of permission.
+        let o = run(&["append", s.path(), "a", "--type", "T", "--data", "x"]);
+        assert_eq!(code(&o), 1, "append: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("Permission denied"),
+            "append: {}",
+            stderr(&o)
+        );
+    }
+    for (args, check) in read_only_commands(s.path()) {
+        let o = run(&args);
+        let l = ok_lines(&o);
+        assert!(check(&l), "{args:?}: {l:?}");
+    }
+    assert_eq!(listing(&s.dir), before);
+}
+
+#[test]
+fn read_only_commands_create_and_change_nothing_even_without_a_lock_file() {
+    let s = store_with_every_kind_of_file();
+    std::fs::remove_file(s.dir.join(streamlog::LOCK_FILE)).unwrap();
+    let before = listing(&s.dir);
+    for (args, check) in read_only_commands(s.path()) {
+        let l = ok_lines(&streamlog(&args));
+        assert!(check(&l), "{args:?}: {l:?}");
+        assert_eq!(listing(&s.dir), before, "{args:?}");
+    }
+}
+
 #[test]
 fn bench_json_reports_every_field_with_a_positive_ratio() {
     let tmp = tempfile::tempdir().unwrap();

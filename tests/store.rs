@@ -239,6 +239,30 @@ fn a_second_open_of_the_same_directory_is_locked() {
 }
 
 #[test]
+fn a_read_only_open_without_a_lock_file_reads_and_creates_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    store
+        .append("s", ExpectedVersion::NoStream, [ev("T", "x")])
+        .unwrap();
+    store.close().unwrap();
+    let lock = tmp.path().join(streamlog::LOCK_FILE);
+    std::fs::remove_file(&lock).unwrap();
+    let reader = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
+    assert_eq!(versions(reader.read_stream("s", 0).unwrap()), [0]);
+    assert!(!lock.exists());
+    drop(reader);
+    assert!(!lock.exists());
+    // A writer creates it again and locks readers out as before.
+    let writer = Store::open(tmp.path()).unwrap();
+    assert!(matches!(
+        Store::open_with(tmp.path(), Options::default().with_read_only(true)),
+        Err(Error::Locked { .. })
+    ));
+    writer.close().unwrap();
+}
+
+#[test]
 fn rollover_spreads_the_log_over_segments_and_reads_cross_them() {
     let tmp = tempfile::tempdir().unwrap();
     let store =

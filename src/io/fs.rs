@@ -67,6 +67,12 @@ struct FsLock {
 
 impl LockGuard for FsLock {}
 
+/// What a shared lock returns when there is no lock file it can open: nothing to hold.
+#[derive(Debug)]
+struct NoLock;
+
+impl LockGuard for NoLock {}
+
 impl Storage for FsStorage {
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         fs::create_dir_all(path)
@@ -123,12 +129,31 @@ impl Storage for FsStorage {
     }
 
     fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<Box<dyn LockGuard>>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = if shared {
+            // A reader needs no write access: `flock` takes a shared lock through a
+            // read-only descriptor. Without a lock file it can read (a copy made without
+            // it, another account's store) there is nothing to lock, and creating one
+            // would be a write.
+            match OpenOptions::new().read(true).open(path) {
+                Ok(file) => file,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    return Ok(Some(Box::new(NoLock)));
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(path)?
+        };
         let res = if shared {
             file.try_lock_shared()
         } else {

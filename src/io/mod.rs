@@ -194,9 +194,14 @@ pub trait Storage: Send + Sync + fmt::Debug {
     /// Any I/O error of the backend other than "not found".
     fn exists(&self, path: &Path) -> io::Result<bool>;
 
-    /// Takes an exclusive (`shared == false`) or shared lock on the file at `path`, creating
-    /// it if needed, without waiting. `Ok(None)` means another holder has a conflicting lock,
-    /// in this process or another.
+    /// Takes an exclusive (`shared == false`) or shared lock on the file at `path`, without
+    /// waiting. `Ok(None)` means another holder has a conflicting lock, in this process or
+    /// another.
+    ///
+    /// An exclusive lock creates the file if needed. A shared lock never creates or writes
+    /// anything, so that a read-only opener needs no write access: when the file is missing
+    /// (or, for a real file system, cannot be opened for reading) it returns a guard that
+    /// holds no lock.
     ///
     /// # Errors
     /// Any I/O error of the backend.

@@ -859,6 +859,12 @@ impl fmt::Debug for SimLock {
 
 impl LockGuard for SimLock {}
 
+/// A shared lock on a lock file that does not exist: holds nothing.
+#[derive(Debug)]
+struct SimNoLock;
+
+impl LockGuard for SimNoLock {}
+
 impl Drop for SimLock {
     fn drop(&mut self) {
         let mut s = self.state.lock();
@@ -1015,6 +1021,13 @@ impl Storage for SimStorage {
         let mut s = self.lock()?;
         s.alive()?;
         let path = normalize(path);
+        if shared && !s.live.contains_key(&path) {
+            // Like the real backend: a reader creates nothing, and holds no lock.
+            if !s.dir_exists(&parent_of(&path)) {
+                return Err(not_found(&parent_of(&path)));
+            }
+            return Ok(Some(Box::new(SimNoLock)));
+        }
         if !s.live.contains_key(&path) {
             // Like the real backend, the lock file is created if missing (not counted as a
             // crash point: it holds no data).

@@ -95,7 +95,9 @@ pub struct Options {
     #[doc(hidden)]
     pub forced_hash_collisions: bool,
     /// Open without writing anything: no truncation of a torn tail, a shared lock, and
-    /// every write returns [`Error::ReadOnly`]. Default false.
+    /// every write returns [`Error::ReadOnly`]. Default false. Needs only read access to
+    /// the directory: the lock file is opened for reading, and when it is missing or
+    /// unreadable the store is read without a lock (nothing is created).
     pub read_only: bool,
     /// The file system. Default: the real one ([`FsStorage`]).
     pub storage: Arc<dyn Storage>,
