@@ -1,0 +1,117 @@
+//! Finding a stream's frames: index candidates confirmed by the stream name in the frame,
+//! visibility (what readers may see), and the decoded frame cache.
+
+use std::sync::Arc;
+
+use super::frame::DecodedFrame;
+use super::{Durability, Inner, read};
+use crate::error::{Error, Result};
+use crate::index::Entry;
+
+/// A frame of a stream, found through the index and confirmed by its stream name.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub(crate) entry: Entry,
+    pub(crate) frame: Arc<DecodedFrame>,
+}
+
+impl read::FrameLookup for Inner {
+    fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
+        self.resolve_visible(stream, version, visible)
+    }
+
+    fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>> {
+        let (hash, check) = self.index.keys(stream);
+        self.index
+            .entries_after(hash, check, after.first_version, after.position, limit)
+    }
+
+    fn read_entry(&self, stream: &str, entry: Entry, visible: u64) -> Result<Option<Found>> {
+        if entry.position >= visible {
+            return Ok(None);
+        }
+        let frame = self.frame_at(entry.position, visible)?;
+        Ok((frame.stream() == stream).then_some(Found { entry, frame }))
+    }
+}
+
+impl Inner {
+    /// Appends are visible to readers up to here.
+    pub(super) fn visible(&self) -> u64 {
+        match self.options.durability {
+            Durability::Sync => self.log.durable(),
+            _ => self.log.written(),
+        }
+    }
+
+    /// `Error::Corrupted` for the frame at `position`, naming its file and file offset.
+    pub(super) fn corrupted_at(&self, position: u64, reason: impl std::fmt::Display) -> Error {
+        let (file, offset) = self.log.locate(position);
+        Error::corrupted(file, offset, reason.to_string())
+    }
+
+    /// Finds the frame of `stream` holding `version` (or, for `u64::MAX`, its last frame)
+    /// through the index, confirming each candidate by the stream name in the frame that
+    /// `read` returns (`None` for a frame that is not to be seen). Candidates of colliding
+    /// streams are skipped. `None` when the stream has no frame holding `version` (for
+    /// `u64::MAX`: no frame at all).
+    pub(super) fn resolve(
+        &self,
+        stream: &str,
+        version: u64,
+        read: impl Fn(u64) -> Result<Option<Arc<DecodedFrame>>>,
+    ) -> Result<Option<Found>> {
+        let (hash, check) = self.index.keys(stream);
+        let mut exclude = Vec::new();
+        while let Some(entry) = self.index.floor(hash, check, version, &exclude)? {
+            if let Some(frame) = read(entry.position)?
+                && frame.stream() == stream
+            {
+                // The stream's frame at or below `version`: it holds `version` only if
+                // the version is not past its last event.
+                let holds = version == u64::MAX
+                    || version < entry.first_version.saturating_add(u64::from(entry.count));
+                return Ok(holds.then_some(Found { entry, frame }));
+            }
+            exclude.push(entry.position);
+        }
+        Ok(None)
+    }
+
+    /// [`Inner::resolve`] for readers: only frames below `visible`.
+    pub(super) fn resolve_visible(
+        &self,
+        stream: &str,
+        version: u64,
+        visible: u64,
+    ) -> Result<Option<Found>> {
+        self.resolve(stream, version, |pos| {
+            if pos >= visible {
+                return Ok(None);
+            }
+            self.frame_at(pos, visible).map(Some)
+        })
+    }
+
+    /// The events frame at `position` (ending at or below `limit`), decoded: from the
+    /// frame cache, or read, checked, decoded and cached.
+    pub(super) fn frame_at(&self, position: u64, limit: u64) -> Result<Arc<DecodedFrame>> {
+        if self.options.frame_cache_bytes > 0
+            && let Some(hit) = self.frames.lock().get_mut(&position)
+            && position.saturating_add(hit.header().frame_len()) <= limit
+        {
+            return Ok(Arc::clone(hit));
+        }
+        let (header, bytes) = self.log.read_frame(position, limit)?;
+        let frame = Arc::new(
+            DecodedFrame::decode(header, bytes).map_err(|e| self.corrupted_at(position, e))?,
+        );
+        if self.options.frame_cache_bytes > 0 {
+            let weight = frame.weight();
+            self.frames
+                .lock()
+                .insert(position, Arc::clone(&frame), weight);
+        }
+        Ok(frame)
+    }
+}

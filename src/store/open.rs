@@ -1,0 +1,222 @@
+//! Opening a store: the directory and its lock, the index, the log's recovery replayed
+//! into the index, the snapshot files, and the background threads.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::maintenance::{Signal, spawn_background};
+use super::writer::Writer;
+use super::{Durability, Options};
+use super::{INDEX_DIR, Inner, LOCK_FILE, SEGMENTS_DIR, SNAPSHOTS_DIR, Store, check_manifest};
+use crate::cache::Generations;
+use crate::error::{Error, Result};
+use crate::format::{self, FrameKind};
+use crate::index::{Hashing, Index, StreamCache};
+use crate::log::{Log, RecoveryReport};
+use crate::snapshot::SnapshotStore;
+
+impl Store {
+    /// Opens the store in `dir` with default options, creating the directory if needed.
+    ///
+    /// # Errors
+    /// See [`Store::open_with`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(dir, Options::default())
+    }
+
+    /// Opens the store in `dir`, creating it if needed (unless read-only), and recovers:
+    /// every segment is checked, a torn tail is cut off and reported in
+    /// [`Store::recovery_report`].
+    ///
+    /// # Errors
+    /// - [`Error::InvalidArgument`] when an option is out of bounds, or (read-only) there
+    ///   is no store in `dir`;
+    /// - [`Error::Locked`] when another `Store` has the directory open;
+    /// - [`Error::Corrupted`] when data attested as durable is damaged;
+    /// - [`Error::Io`] on I/O failure.
+    pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
+        Store::open_inner(dir.as_ref(), options, false, &mut |_| {})
+    }
+
+    /// Rebuilds the index of the store in `dir` from its segments: opens it, replays every
+    /// frame into a fresh index (reporting each frame's size to `progress`), writes the new
+    /// index files, removes the old ones, and closes the store. The index is derived data,
+    /// so this never loses events; use it after `verify` reports index problems.
+    ///
+    /// # Errors
+    /// As [`Store::open_with`], and I/O errors writing the index.
+    pub fn reindex(
+        dir: impl AsRef<Path>,
+        options: Options,
+        mut progress: impl FnMut(u64),
+    ) -> Result<RecoveryReport> {
+        if options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let store = Store::open_inner(dir.as_ref(), options, true, &mut progress)?;
+        let report = store.recovery_report().clone();
+        store.close()?;
+        Ok(report)
+    }
+
+    fn open_inner(
+        dir: &Path,
+        options: Options,
+        rebuild_index: bool,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Store> {
+        options.validate()?;
+        let dir = dir.to_path_buf();
+        let storage = Arc::clone(&options.storage);
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        let stat = |p: &Path| {
+            storage
+                .exists(p)
+                .map_err(|e| Error::io(format!("stat {}", p.display()), e))
+        };
+        if options.read_only {
+            if !stat(&segments_dir)? {
+                return Err(Error::InvalidArgument(format!(
+                    "no streamlog store in {}",
+                    dir.display()
+                )));
+            }
+        } else {
+            crate::io::create_dir_durably(storage.as_ref(), &segments_dir)
+                .map_err(|e| Error::io(format!("create {}", segments_dir.display()), e))?;
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = storage
+            .try_lock(&lock_path, options.read_only)
+            .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
+            .ok_or(Error::Locked {
+                path: lock_path.clone(),
+            })?;
+
+        let hashing = if options.forced_hash_collisions {
+            Hashing::ForcedCollisions
+        } else {
+            Hashing::Standard
+        };
+        let (index, mut index_report) = Index::open(
+            Arc::clone(&storage),
+            &dir.join(INDEX_DIR),
+            hashing,
+            options.memtable_entries,
+            options.read_only,
+        )?;
+        if rebuild_index {
+            index.reset();
+            index_report.rebuilt = Some("rebuild requested".into());
+        }
+        let manifest = index.manifest();
+        let mut replayed = 0u64;
+        let mut stale = None;
+        let (log, mut recovery) = Log::open(
+            Arc::clone(&storage),
+            &segments_dir,
+            format::SEGMENT_KIND_EVENTS,
+            options.segment_size_bytes,
+            options.read_only,
+            |segments| match check_manifest(segments, &manifest) {
+                Ok(()) => manifest.covered_position,
+                Err(reason) => {
+                    // Entries of these tables may point anywhere: rebuild from the start.
+                    index.reset();
+                    stale = Some(reason);
+                    0
+                }
+            },
+            |_segment, header, bytes| {
+                if header.kind == FrameKind::Events
+                    && let Ok((stream, first_version, count)) =
+                        format::decode_events_summary(bytes.body())
+                {
+                    index.record(stream, first_version, count, header.position, header.crc);
+                    replayed += 1;
+                }
+                progress(header.frame_len());
+                Ok(())
+            },
+        )?;
+        if let Some(reason) = stale {
+            index_report.rebuilt = Some(reason);
+        }
+        index_report.replayed_frames = replayed;
+        recovery.index = index_report;
+        let (snapshots, snapshot_report) = SnapshotStore::open(
+            Arc::clone(&storage),
+            &dir.join(SNAPSHOTS_DIR),
+            hashing,
+            options.segment_size_bytes,
+            options.read_only,
+        )?;
+        recovery.snapshots = snapshot_report;
+        // Space is preallocated only where every append is synced: there it saves the
+        // file system a journal commit per fdatasync; elsewhere it would only double the
+        // bytes written.
+        let log = Arc::new(match options.durability {
+            Durability::Sync => log.with_preallocation(options.preallocate_bytes),
+            _ => log,
+        });
+        let inner = Arc::new(Inner {
+            opened_at: log.written(),
+            writer: Mutex::new(Writer {
+                appender: log.appender(),
+                streams: StreamCache::new(options.stream_cache_entries),
+            }),
+            log,
+            dir,
+            index,
+            frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
+            snapshots,
+            committing: Mutex::new(false),
+            committed: Condvar::new(),
+            recovery,
+            closed: AtomicBool::new(false),
+            background: Mutex::new(Vec::new()),
+            maintenance: Arc::new(Signal::default()),
+            maintenance_done: Condvar::new(),
+            maintenance_lock: Mutex::new(()),
+            index_error: Mutex::new(None),
+            options,
+            _lock: lock,
+        });
+        if !inner.options.read_only {
+            if let Durability::Periodic(interval) = inner.options.durability {
+                spawn_background(
+                    &inner,
+                    "streamlog-sync",
+                    Arc::new(Signal::default()),
+                    interval,
+                    |inner| {
+                        // A failure poisons the log; appends report it from then on.
+                        let _ = inner.log.sync();
+                    },
+                )?;
+            }
+            if inner.options.background_index_maintenance {
+                let signal = Arc::clone(&inner.maintenance);
+                spawn_background(
+                    &inner,
+                    "streamlog-index",
+                    signal,
+                    Duration::from_secs(1),
+                    |inner| {
+                        inner.maintain_index(false);
+                    },
+                )?;
+                if inner.index_due() {
+                    inner.maintenance.notify_work();
+                }
+            } else if inner.index_due() {
+                inner.maintain_index(false);
+            }
+        }
+        Ok(Store { inner })
+    }
+}

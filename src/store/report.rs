@@ -1,0 +1,128 @@
+//! What the store tells about itself: a summary ([`StoreInfo`]) and verification of every
+//! frame and of the index against the log.
+
+use super::{Durability, Position, Store, read};
+use crate::error::Result;
+use crate::format::{self, FrameKind};
+use crate::log::VerifyReport;
+
+/// A summary of an open store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreInfo {
+    /// Segment files.
+    pub segments: usize,
+    /// Bytes in all segment files.
+    pub bytes: u64,
+    /// Events stored.
+    pub events: u64,
+    /// Streams with at least one event.
+    pub streams: u64,
+    /// Appends (frames of events) stored.
+    pub appends: u64,
+    /// End of the log: where the next append goes.
+    pub head: Position,
+    /// Everything below this is on disk.
+    pub durable: Position,
+    /// The durability mode in force.
+    pub durability: Durability,
+    /// Live index table files.
+    pub index_tables: usize,
+    /// Log position the index files cover (the log after it is replayed at open).
+    pub index_covered: Position,
+    /// The last error writing index files, if any (retried; no data is at risk).
+    pub index_error: Option<String>,
+    /// Snapshots stored.
+    pub snapshots: u64,
+    /// Bytes of the snapshot segment files.
+    pub snapshot_bytes: u64,
+}
+
+impl Store {
+    /// A summary of the store.
+    ///
+    /// # Errors
+    /// I/O errors reading file sizes.
+    pub fn info(&self) -> Result<StoreInfo> {
+        let files = self.inner.log.segment_files()?;
+        let (snapshots, snapshot_bytes) = self.inner.snapshots.stats()?;
+        let totals = self.inner.index.totals();
+        let manifest = self.inner.index.manifest();
+        Ok(StoreInfo {
+            segments: files.len(),
+            // The log's bytes: positions count them, and the files' lengths may include
+            // preallocated zeros past the end.
+            bytes: files
+                .iter()
+                .map(|(_, len)| len)
+                .sum::<u64>()
+                .min(self.inner.log.written()),
+            events: totals.events,
+            streams: totals.streams,
+            appends: totals.appends,
+            head: Position(self.inner.log.written()),
+            durable: Position(self.inner.log.durable()),
+            durability: self.inner.options.durability,
+            index_tables: self.inner.index.table_count(),
+            index_covered: Position(manifest.covered_position),
+            index_error: self.inner.index_error.lock().clone(),
+            snapshots,
+            snapshot_bytes,
+        })
+    }
+
+    /// Checks every frame of every segment (CRC, position, structure), and the index
+    /// against the log: every append must be found through the index at its position, and
+    /// the index must hold no other entries. Reports what it found; never writes.
+    /// `progress` is called with the bytes checked, as they go.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport> {
+        let visible = self.visible();
+        let mut report = self
+            .inner
+            .log
+            .verify(visible, progress, read::events_in_frame)?;
+        let mut frames = 0u64;
+        for item in self.inner.log.frames(0, visible) {
+            let Ok((header, bytes)) = item else { break };
+            if header.kind != FrameKind::Events {
+                continue;
+            }
+            let Ok((stream, first_version, _)) = format::decode_events_summary(bytes.body()) else {
+                continue;
+            };
+            frames += 1;
+            match self.inner.resolve_visible(stream, first_version, visible) {
+                Ok(Some(f)) if f.entry.position == header.position => {}
+                Ok(other) => report.index_problems.push(format!(
+                    "append of {stream:?} at version {first_version} (position {}) is found at {:?} through the index",
+                    header.position,
+                    other.map(|f| f.entry.position)
+                )),
+                Err(e) => report.index_problems.push(format!("index lookup failed: {e}")),
+            }
+        }
+        let mut entries = 0u64;
+        self.inner
+            .index
+            .for_each_entry(|e| {
+                if e.position < visible {
+                    entries += 1;
+                }
+                Ok(())
+            })
+            .unwrap_or_else(|e| {
+                report
+                    .index_problems
+                    .push(format!("index table damaged: {e}"))
+            });
+        if entries != frames {
+            report.index_problems.push(format!(
+                "the index holds {entries} entries for {frames} appends in the log"
+            ));
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,399 @@
+//! The writer: appends checked against expected versions and retries, encoded into the
+//! log's buffer, and group commit (one write and one sync for every waiting appender).
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::event::{self, AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position};
+use super::frame::DecodedFrame;
+use super::lookup::Found;
+use super::{Durability, Inner, Store, read};
+use crate::error::{Error, Result};
+use crate::format::{self, EventRecord, FRAME_HEADER_LEN};
+use crate::index::{StreamCache, StreamState};
+use crate::log::Appender;
+use crate::segment::FrameBytes;
+
+/// The writer's state, under one mutex.
+#[derive(Debug)]
+pub(super) struct Writer {
+    pub(super) appender: Appender,
+    pub(super) streams: StreamCache,
+}
+
+impl Store {
+    /// Appends `events` to `stream` as one atomic unit: after any crash either all of them
+    /// are stored or none. Versions continue gap-free from the stream's last version.
+    ///
+    /// When this returns `Ok` under [`Durability::Sync`], the events are on disk. Under
+    /// `Periodic` and `Buffered` they are readable at once and reach the disk later (see
+    /// [`Durability`]).
+    ///
+    /// Retrying an append that already succeeded (same event ids at the same place in the
+    /// stream: right after the `expected` version, or as the stream's last append for
+    /// `Any`/`StreamExists`) returns the original result with `deduplicated: true` and
+    /// writes nothing.
+    ///
+    /// # Errors
+    /// - [`Error::WrongExpectedVersion`] when the stream is not at `expected`;
+    /// - [`Error::IdempotencyConflict`] when the ids match an earlier append only in part;
+    /// - [`Error::InvalidArgument`] for an empty batch, an empty or reserved (`$`-prefixed)
+    ///   stream name, or an empty event type;
+    /// - [`Error::TooLarge`] when a limit of [`Options`] is exceeded;
+    /// - [`Error::Poisoned`] after an earlier write or sync failure;
+    /// - [`Error::ReadOnly`] on a read-only store;
+    /// - [`Error::Io`] when the write or sync fails (the store is poisoned from then on).
+    pub fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+    ) -> Result<AppendResult> {
+        let events: Vec<NewEvent> = events.into_iter().collect();
+        let refs: Vec<EventRef<'_>> = events.iter().map(NewEvent::as_ref).collect();
+        self.append_refs(stream, expected, &refs)
+    }
+
+    /// [`Store::append`] for events that borrow their bytes: the same append, with no
+    /// allocation per event (the fast path for callers that already hold the bytes).
+    ///
+    /// # Errors
+    /// As [`Store::append`].
+    pub fn append_refs(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventRef<'_>],
+    ) -> Result<AppendResult> {
+        let inner = &*self.inner;
+        if inner.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let now_us = event::timestamp_us(SystemTime::now());
+        let records: Vec<EventRecord<'_>> = events
+            .iter()
+            .map(|e| EventRecord {
+                id: e.id.0,
+                timestamp_us: e.timestamp.map_or(now_us, event::timestamp_us),
+                event_type: e.event_type,
+                metadata: e.metadata,
+                data: e.data,
+            })
+            .collect();
+        let frame_len = inner.check_append(stream, &records)?;
+
+        let (result, end) = {
+            let mut writer = inner.writer.lock();
+            if inner.log.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            let state = inner.stream_state(&mut writer, stream)?;
+            if let Some(found) = inner.find_retry(&writer, state, stream, expected, &records)? {
+                found
+            } else {
+                let last = state.map(|s| s.last_version());
+                let ok = match expected {
+                    ExpectedVersion::Any => true,
+                    ExpectedVersion::NoStream => last.is_none(),
+                    ExpectedVersion::StreamExists => last.is_some(),
+                    ExpectedVersion::Exact(v) => last == Some(v),
+                };
+                if !ok {
+                    let conflict = Error::WrongExpectedVersion {
+                        stream: stream.to_string(),
+                        expected,
+                        actual: last,
+                    };
+                    // The append this one lost to may not be durable yet, and readers see
+                    // only durable appends under `Sync`: wait for it, so that a read
+                    // started after this returns sees the version it reports.
+                    let pending = state.is_some_and(|s| s.position >= inner.log.durable());
+                    if !pending || inner.options.durability != Durability::Sync {
+                        return Err(conflict);
+                    }
+                    let head = writer.appender.head();
+                    drop(writer);
+                    inner.commit(head)?;
+                    return Err(conflict);
+                }
+                let first_version =
+                    last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
+                        Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
+                    })?;
+                let watermark = inner.log.durable();
+                let (position, buf) = writer.appender.reserve(frame_len);
+                let at = buf.len();
+                format::encode_events_frame(
+                    buf,
+                    position,
+                    watermark,
+                    stream,
+                    first_version,
+                    &records,
+                );
+                let crc = buf
+                    .get(at + 8..at + 12)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes);
+                let count = records.len() as u32;
+                inner
+                    .index
+                    .record(stream, first_version, count, position, crc);
+                writer.streams.insert(
+                    stream,
+                    StreamState {
+                        first_version,
+                        count,
+                        position,
+                        first_id: records.first().map(|r| r.id).unwrap_or_default(),
+                    },
+                );
+                if inner.options.durability != Durability::Sync {
+                    inner.write_pending(&mut writer)?;
+                }
+                if inner.index_due() {
+                    inner.maintenance.notify_work();
+                }
+                let result = AppendResult {
+                    first_version,
+                    last_version: first_version.saturating_add(u64::from(count) - 1),
+                    position: Position(position),
+                    deduplicated: false,
+                };
+                (result, position.saturating_add(frame_len))
+            }
+        };
+        if inner.options.durability == Durability::Sync {
+            inner.commit(end)?;
+        }
+        if inner.options.background_index_maintenance {
+            inner.index_backpressure();
+        } else if inner.index_due() {
+            inner.maintain_index(false);
+        }
+        Ok(result)
+    }
+
+    /// Forces everything appended so far to disk.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] when the sync fails
+    /// (which poisons the store).
+    pub fn sync(&self) -> Result<()> {
+        if self.inner.options.read_only {
+            return Ok(());
+        }
+        let head = self.inner.writer.lock().appender.head();
+        self.inner.commit(head)
+    }
+}
+
+impl Inner {
+    /// Checks an append against every limit; returns its frame length.
+    pub(super) fn check_append(&self, stream: &str, records: &[EventRecord<'_>]) -> Result<u64> {
+        let o = &self.options;
+        read::check_stream_name(stream)?;
+        if stream.starts_with('$') {
+            return Err(Error::InvalidArgument(format!(
+                "stream names starting with '$' are reserved: {stream:?}"
+            )));
+        }
+        if stream.len() > o.max_stream_name_bytes {
+            return Err(Error::TooLarge {
+                what: "max_stream_name_bytes",
+                size: stream.len() as u64,
+                limit: o.max_stream_name_bytes as u64,
+            });
+        }
+        if records.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an append needs at least one event".into(),
+            ));
+        }
+        if records.len() > o.max_events_per_append {
+            return Err(Error::TooLarge {
+                what: "max_events_per_append",
+                size: records.len() as u64,
+                limit: o.max_events_per_append as u64,
+            });
+        }
+        for r in records {
+            if r.event_type.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "an event type must not be empty".into(),
+                ));
+            }
+            if r.event_type.len() > o.max_event_type_bytes {
+                return Err(Error::TooLarge {
+                    what: "max_event_type_bytes",
+                    size: r.event_type.len() as u64,
+                    limit: o.max_event_type_bytes as u64,
+                });
+            }
+            let size = (r.data.len() as u64).saturating_add(r.metadata.len() as u64);
+            if size > o.max_event_bytes {
+                return Err(Error::TooLarge {
+                    what: "max_event_bytes",
+                    size,
+                    limit: o.max_event_bytes,
+                });
+            }
+        }
+        let frame_len =
+            format::events_body_len(stream, records).saturating_add(FRAME_HEADER_LEN as u64);
+        if frame_len > o.max_frame_bytes {
+            return Err(Error::TooLarge {
+                what: "max_frame_bytes",
+                size: frame_len,
+                limit: o.max_frame_bytes,
+            });
+        }
+        Ok(frame_len)
+    }
+
+    /// [`Inner::resolve`] for the writer: frames written or still in its buffer.
+    pub(super) fn resolve_for_writer(
+        &self,
+        appender: &Appender,
+        stream: &str,
+        version: u64,
+    ) -> Result<Option<Found>> {
+        self.resolve(stream, version, |pos| {
+            if let Some(pending) = appender.pending_frame(pos) {
+                let header = format::decode_frame_header(pending).map_err(|e| {
+                    Error::InvalidArgument(format!("unreadable pending frame at {pos}: {e}"))
+                })?;
+                let len = usize::try_from(header.frame_len()).unwrap_or(usize::MAX);
+                let bytes = pending.get(..len).unwrap_or_default().to_vec();
+                let frame = DecodedFrame::decode(header, FrameBytes::from_vec(bytes))
+                    .map_err(|e| self.corrupted_at(pos, e))?;
+                return Ok(Some(Arc::new(frame)));
+            }
+            self.frame_at(pos, self.log.written()).map(Some)
+        })
+    }
+
+    /// The stream's latest append as the writer sees it (including unwritten frames):
+    /// from the bounded cache, or looked up in the index on a miss.
+    pub(super) fn stream_state(
+        &self,
+        writer: &mut Writer,
+        stream: &str,
+    ) -> Result<Option<StreamState>> {
+        if let Some(s) = writer.streams.get(stream) {
+            return Ok(Some(s));
+        }
+        let Some(found) = self.resolve_for_writer(&writer.appender, stream, u64::MAX)? else {
+            return Ok(None);
+        };
+        let first_id = found.frame.view(0).map(|e| e.id.0).unwrap_or_default();
+        let state = StreamState {
+            first_version: found.entry.first_version,
+            count: found.entry.count,
+            position: found.entry.position,
+            first_id,
+        };
+        writer.streams.insert(stream, state);
+        Ok(Some(state))
+    }
+
+    /// Whether this append repeats one already stored at the place `expected` names. Returns
+    /// the original result and the end of its frame (to wait for its durability).
+    pub(super) fn find_retry(
+        &self,
+        writer: &Writer,
+        state: Option<StreamState>,
+        stream: &str,
+        expected: ExpectedVersion,
+        records: &[EventRecord<'_>],
+    ) -> Result<Option<(AppendResult, u64)>> {
+        let (Some(first_id), Some(state)) = (records.first().map(|r| r.id), state) else {
+            return Ok(None);
+        };
+        let version = match expected {
+            ExpectedVersion::Any | ExpectedVersion::StreamExists if state.first_id == first_id => {
+                state.first_version
+            }
+            ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
+            ExpectedVersion::NoStream => 0,
+            ExpectedVersion::Exact(v) if v < state.last_version() => v.saturating_add(1),
+            ExpectedVersion::Exact(_) => return Ok(None),
+        };
+        let Some(found) = self.resolve_for_writer(&writer.appender, stream, version)? else {
+            return Ok(None);
+        };
+        let entry = found.entry;
+        let frame = &found.frame;
+        // Within the stored append, where would this one start?
+        let skip =
+            usize::try_from(version.saturating_sub(frame.first_version())).unwrap_or(usize::MAX);
+        let stored_ids: Vec<[u8; 16]> = (skip..frame.len())
+            .filter_map(|i| frame.view(i).map(|e| e.id.0))
+            .collect();
+        let new_ids: Vec<[u8; 16]> = records.iter().map(|r| r.id).collect();
+        if stored_ids.first() != Some(&first_id) {
+            return Ok(None);
+        }
+        if skip != 0 || stored_ids != new_ids {
+            return Err(Error::IdempotencyConflict {
+                stream: stream.to_string(),
+                reason: format!(
+                    "event {} is already stored at version {version}, but the append's \
+                     events differ from the stored append of {} events at version {}",
+                    EventId(first_id),
+                    frame.len(),
+                    frame.first_version()
+                ),
+            });
+        }
+        let result = AppendResult {
+            first_version: entry.first_version,
+            last_version: entry.first_version + u64::from(entry.count) - 1,
+            position: Position(entry.position),
+            deduplicated: true,
+        };
+        Ok(Some((
+            result,
+            entry.position.saturating_add(frame.header().frame_len()),
+        )))
+    }
+
+    /// Group commit: returns once everything below `end` is durable. The first waiter to
+    /// find no commit in progress becomes the leader: it takes every frame encoded so far,
+    /// writes them with one write per segment and syncs once, while later appenders queue
+    /// their frames for the next leader.
+    pub(super) fn commit(&self, end: u64) -> Result<()> {
+        let mut committing = self.committing.lock();
+        loop {
+            if self.log.durable() >= end {
+                return Ok(());
+            }
+            if self.log.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            if *committing {
+                self.committed.wait(&mut committing);
+                continue;
+            }
+            *committing = true;
+            let res = parking_lot::MutexGuard::unlocked(&mut committing, || {
+                // Frames leave the writer's buffer and reach the file under one lock, so
+                // the writer always finds a frame in one place or the other (its retry
+                // and stream lookups read frames that are not durable yet).
+                self.write_pending(&mut self.writer.lock())?;
+                self.log.sync()
+            });
+            *committing = false;
+            self.committed.notify_all();
+            res?;
+        }
+    }
+
+    /// Hands the frames encoded so far to the log (one write per segment).
+    pub(super) fn write_pending(&self, writer: &mut Writer) -> Result<()> {
+        let chunks = writer.appender.take();
+        self.log.write(&chunks)?;
+        writer.appender.recycle(chunks);
+        Ok(())
+    }
+}
