@@ -318,15 +318,26 @@ pub fn check_frame(header: &FrameHeader, frame: &[u8], at: u64) -> Result<(), De
     Ok(())
 }
 
+/// What encoding a frame produced: what the layers above keep of it, so that none of them
+/// reads the header's bytes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoded {
+    /// The frame's length in bytes, header included.
+    pub len: usize,
+    /// The frame's CRC (the index keeps the last indexed frame's, to recognise it).
+    pub crc: u32,
+}
+
 /// Appends a frame to `out`: header with a placeholder CRC, then the body written by
-/// `write_body`, then the CRC is filled in. Returns the frame's length.
+/// `write_body`, then the CRC is filled in. In debug builds the frame is decoded and checked
+/// right after encoding (the pair of the check every read makes).
 fn encode_frame(
     out: &mut Vec<u8>,
     kind: FrameKind,
     position: u64,
     watermark: u64,
     write_body: impl FnOnce(&mut Vec<u8>),
-) -> usize {
+) -> Encoded {
     let start = out.len();
     out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes()); // body length, filled below
@@ -347,7 +358,18 @@ fn encode_frame(
     if let Some(b) = frame.get_mut(8..12) {
         b.copy_from_slice(&crc.to_le_bytes());
     }
-    frame_len
+    debug_assert!(
+        decode_frame_header(frame).is_ok_and(|h| h.kind == kind
+            && h.position == position
+            && h.watermark == watermark
+            && h.frame_len() == frame_len as u64
+            && check_frame(&h, frame, position).is_ok()),
+        "a frame just encoded does not decode"
+    );
+    Encoded {
+        len: frame_len,
+        crc,
+    }
 }
 
 /// One event as it is laid out in a frame body (borrowed, for encoding and decoding).
@@ -383,7 +405,7 @@ pub fn events_body_len(stream: &str, events: &[EventRecord<'_>]) -> u64 {
     )
 }
 
-/// Appends an events frame to `out` and returns its length. The caller has checked the
+/// Appends an events frame to `out`. The caller has checked the
 /// limits: `stream` fits in a `u16` length, each type in a `u16`, each payload in a `u32`,
 /// and the body in a `u32` (see `events_body_len`).
 pub fn encode_events_frame(
@@ -393,7 +415,7 @@ pub fn encode_events_frame(
     stream: &str,
     first_version: u64,
     events: &[EventRecord<'_>],
-) -> usize {
+) -> Encoded {
     encode_frame(out, FrameKind::Events, position, watermark, |b| {
         b.extend_from_slice(&(stream.len() as u16).to_le_bytes());
         b.extend_from_slice(stream.as_bytes());
@@ -412,8 +434,8 @@ pub fn encode_events_frame(
     })
 }
 
-/// Appends a checkpoint frame (no body) to `out` and returns its length.
-pub fn encode_checkpoint_frame(out: &mut Vec<u8>, position: u64, watermark: u64) -> usize {
+/// Appends a checkpoint frame (no body) to `out`.
+pub fn encode_checkpoint_frame(out: &mut Vec<u8>, position: u64, watermark: u64) -> Encoded {
     encode_frame(out, FrameKind::Checkpoint, position, watermark, |_| {})
 }
 
@@ -521,14 +543,14 @@ pub fn snapshot_body_len(body: &SnapshotBody<'_>) -> u64 {
         .saturating_add(body.payload.len() as u64)
 }
 
-/// Appends a snapshot frame to `out` and returns its length. The caller has checked that
+/// Appends a snapshot frame to `out`. The caller has checked that
 /// stream and schema fit a `u16` length and the payload a `u32`.
 pub fn encode_snapshot_frame(
     out: &mut Vec<u8>,
     position: u64,
     watermark: u64,
     body: &SnapshotBody<'_>,
-) -> usize {
+) -> Encoded {
     encode_frame(out, FrameKind::Snapshot, position, watermark, |b| {
         b.extend_from_slice(&(body.stream.len() as u16).to_le_bytes());
         b.extend_from_slice(body.stream.as_bytes());
@@ -615,7 +637,8 @@ mod tests {
             record("Withdrawn", b""),
         ];
         let mut buf = vec![0xAA; 5];
-        let len = encode_events_frame(&mut buf, 1000, 500, "account-42", 3, &events);
+        let encoded = encode_events_frame(&mut buf, 1000, 500, "account-42", 3, &events);
+        let len = encoded.len;
         assert_eq!(len, buf.len() - 5);
         let frame = &buf[5..];
         let header = decode_frame_header(frame).unwrap();
@@ -623,6 +646,7 @@ mod tests {
         assert_eq!(header.watermark, 500);
         assert_eq!(header.kind, FrameKind::Events);
         assert_eq!(header.frame_len(), len as u64);
+        assert_eq!(header.crc, encoded.crc);
         assert_eq!(
             header.body_len as u64,
             events_body_len("account-42", &events)
@@ -684,7 +708,7 @@ mod tests {
             payload: b"\x01\x02",
         };
         let mut buf = Vec::new();
-        let len = encode_snapshot_frame(&mut buf, 64, 32, &body);
+        let len = encode_snapshot_frame(&mut buf, 64, 32, &body).len;
         let h = decode_frame_header(&buf).unwrap();
         assert_eq!((h.kind, h.frame_len()), (FrameKind::Snapshot, len as u64));
         assert_eq!(h.body_len as u64, snapshot_body_len(&body));

@@ -89,7 +89,7 @@ fn round_trip(body: &[u8], position: u64, watermark: u64) {
         &decoded.events,
     );
     let frame = &out[3..];
-    assert_eq!(n, frame.len());
+    assert_eq!(n.len, frame.len());
     assert_eq!(
         frame.len(),
         FRAME_HEADER_LEN + body.len(),

@@ -122,19 +122,15 @@ impl Store {
                     })?;
                 let watermark = inner.log.durable();
                 let (position, buf) = writer.appender.reserve(frame_len);
-                let at = buf.len();
-                format::encode_events_frame(
+                let crc = format::encode_events_frame(
                     buf,
                     position,
                     watermark,
                     stream,
                     first_version,
                     &records,
-                );
-                let crc = buf
-                    .get(at + 8..at + 12)
-                    .and_then(|b| b.try_into().ok())
-                    .map_or(0, u32::from_le_bytes);
+                )
+                .crc;
                 let count = records.len() as u32;
                 inner
                     .index
