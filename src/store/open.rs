@@ -16,6 +16,7 @@ use crate::cache::Generations;
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind};
 use crate::index::{Hashing, Index, StreamCache};
+use crate::io::LockGuard;
 use crate::log::{Log, RecoveryReport};
 use crate::snapshot::SnapshotStore;
 
@@ -63,6 +64,9 @@ impl Store {
         Ok(report)
     }
 
+    /// Opens in named steps: the directory and its lock, the index, the log (its recovery
+    /// replayed into the index), the snapshot files, the shared state, the background
+    /// threads.
     fn open_inner(
         dir: &Path,
         options: Options,
@@ -70,86 +74,16 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Store> {
         options.validate()?;
-        let dir = dir.to_path_buf();
-        let storage = Arc::clone(&options.storage);
-        let segments_dir = dir.join(SEGMENTS_DIR);
-        let stat = |p: &Path| {
-            storage
-                .exists(p)
-                .map_err(|e| Error::io(format!("stat {}", p.display()), e))
-        };
-        if options.read_only {
-            if !stat(&segments_dir)? {
-                return Err(Error::InvalidArgument(format!(
-                    "no streamlog store in {}",
-                    dir.display()
-                )));
-            }
-        } else {
-            crate::io::create_dir_durably(storage.as_ref(), &segments_dir)
-                .map_err(|e| Error::io(format!("create {}", segments_dir.display()), e))?;
-        }
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = storage
-            .try_lock(&lock_path, options.read_only)
-            .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
-            .ok_or(Error::Locked {
-                path: lock_path.clone(),
-            })?;
-
+        let lock = lock_dir(dir, &options)?;
         let hashing = if options.forced_hash_collisions {
             Hashing::ForcedCollisions
         } else {
             Hashing::Standard
         };
-        let (index, mut index_report) = Index::open(
-            Arc::clone(&storage),
-            &dir.join(INDEX_DIR),
-            hashing,
-            options.memtable_entries,
-            options.read_only,
-        )?;
-        if rebuild_index {
-            index.reset();
-            index_report.rebuilt = Some("rebuild requested".into());
-        }
-        let manifest = index.manifest();
-        let mut replayed = 0u64;
-        let mut stale = None;
-        let (log, mut recovery) = Log::open(
-            Arc::clone(&storage),
-            &segments_dir,
-            format::SEGMENT_KIND_EVENTS,
-            options.segment_size_bytes,
-            options.read_only,
-            |segments| match check_manifest(segments, &manifest) {
-                Ok(()) => manifest.covered_position,
-                Err(reason) => {
-                    // Entries of these tables may point anywhere: rebuild from the start.
-                    index.reset();
-                    stale = Some(reason);
-                    0
-                }
-            },
-            |_segment, header, bytes| {
-                if header.kind == FrameKind::Events
-                    && let Ok((stream, first_version, count)) =
-                        format::decode_events_summary(bytes.body())
-                {
-                    index.record(stream, first_version, count, header.position, header.crc);
-                    replayed += 1;
-                }
-                progress(header.frame_len());
-                Ok(())
-            },
-        )?;
-        if let Some(reason) = stale {
-            index_report.rebuilt = Some(reason);
-        }
-        index_report.replayed_frames = replayed;
-        recovery.index = index_report;
+        let (index, log, mut recovery) =
+            open_log_and_index(dir, &options, hashing, rebuild_index, progress)?;
         let (snapshots, snapshot_report) = SnapshotStore::open(
-            Arc::clone(&storage),
+            Arc::clone(&options.storage),
             &dir.join(SNAPSHOTS_DIR),
             hashing,
             options.segment_size_bytes,
@@ -170,7 +104,7 @@ impl Store {
                 streams: StreamCache::new(options.stream_cache_entries),
             }),
             log,
-            dir,
+            dir: dir.to_path_buf(),
             index,
             frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
             snapshots,
@@ -187,36 +121,125 @@ impl Store {
             _lock: lock,
         });
         if !inner.options.read_only {
-            if let Durability::Periodic(interval) = inner.options.durability {
-                spawn_background(
-                    &inner,
-                    "streamlog-sync",
-                    Arc::new(Signal::default()),
-                    interval,
-                    |inner| {
-                        // A failure poisons the log; appends report it from then on.
-                        let _ = inner.log.sync();
-                    },
-                )?;
-            }
-            if inner.options.background_index_maintenance {
-                let signal = Arc::clone(&inner.maintenance);
-                spawn_background(
-                    &inner,
-                    "streamlog-index",
-                    signal,
-                    Duration::from_secs(1),
-                    |inner| {
-                        inner.maintain_index(false);
-                    },
-                )?;
-                if inner.index_due() {
-                    inner.maintenance.notify_work();
-                }
-            } else if inner.index_due() {
-                inner.maintain_index(false);
-            }
+            start_background(&inner)?;
         }
         Ok(Store { inner })
     }
+}
+
+/// Checks (read-only) or creates the store directory, and takes its lock.
+fn lock_dir(dir: &Path, options: &Options) -> Result<Box<dyn LockGuard>> {
+    let storage = options.storage.as_ref();
+    let segments_dir = dir.join(SEGMENTS_DIR);
+    if options.read_only {
+        let exists = storage
+            .exists(&segments_dir)
+            .map_err(|e| Error::io(format!("stat {}", segments_dir.display()), e))?;
+        if !exists {
+            return Err(Error::InvalidArgument(format!(
+                "no streamlog store in {}",
+                dir.display()
+            )));
+        }
+    } else {
+        crate::io::create_dir_durably(storage, &segments_dir)
+            .map_err(|e| Error::io(format!("create {}", segments_dir.display()), e))?;
+    }
+    let lock_path = dir.join(LOCK_FILE);
+    storage
+        .try_lock(&lock_path, options.read_only)
+        .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
+        .ok_or(Error::Locked { path: lock_path })
+}
+
+/// Opens the index, then the log, replaying every frame the index does not cover into it
+/// (all of them when `rebuild` is asked, or when the index's manifest does not describe
+/// this log). Returns the recovery report with the index's part filled in.
+fn open_log_and_index(
+    dir: &Path,
+    options: &Options,
+    hashing: Hashing,
+    rebuild: bool,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(Index, Log, RecoveryReport)> {
+    let storage = &options.storage;
+    let (index, mut index_report) = Index::open(
+        Arc::clone(storage),
+        &dir.join(INDEX_DIR),
+        hashing,
+        options.memtable_entries,
+        options.read_only,
+    )?;
+    if rebuild {
+        index.reset();
+        index_report.rebuilt = Some("rebuild requested".into());
+    }
+    let manifest = index.manifest();
+    let mut replayed = 0u64;
+    let mut stale = None;
+    let (log, mut recovery) = Log::open(
+        Arc::clone(storage),
+        &dir.join(SEGMENTS_DIR),
+        format::SEGMENT_KIND_EVENTS,
+        options.segment_size_bytes,
+        options.read_only,
+        |segments| match check_manifest(segments, &manifest) {
+            Ok(()) => manifest.covered_position,
+            Err(reason) => {
+                // Entries of these tables may point anywhere: rebuild from the start.
+                index.reset();
+                stale = Some(reason);
+                0
+            }
+        },
+        |_segment, header, bytes| {
+            if header.kind == FrameKind::Events
+                && let Ok((stream, first_version, count)) =
+                    format::decode_events_summary(bytes.body())
+            {
+                index.record(stream, first_version, count, header.position, header.crc);
+                replayed += 1;
+            }
+            progress(header.frame_len());
+            Ok(())
+        },
+    )?;
+    if let Some(reason) = stale {
+        index_report.rebuilt = Some(reason);
+    }
+    index_report.replayed_frames = replayed;
+    recovery.index = index_report;
+    Ok((index, log, recovery))
+}
+
+/// Starts the writer's background threads: the `Periodic` syncer and the index
+/// maintainer (or runs a due maintenance round now, without one).
+fn start_background(inner: &Arc<Inner>) -> Result<()> {
+    if let Durability::Periodic(interval) = inner.options.durability {
+        spawn_background(
+            inner,
+            "streamlog-sync",
+            Arc::new(Signal::default()),
+            interval,
+            |inner| {
+                // A failure poisons the log; appends report it from then on.
+                let _ = inner.log.sync();
+            },
+        )?;
+    }
+    if inner.options.background_index_maintenance {
+        spawn_background(
+            inner,
+            "streamlog-index",
+            Arc::clone(&inner.maintenance),
+            Duration::from_secs(1),
+            |inner| inner.maintain_index(false),
+        )?;
+        if inner.index_due() {
+            inner.maintenance.notify_work();
+        }
+    } else if inner.index_due() {
+        inner.maintain_index(false);
+    }
+    Ok(())
 }
