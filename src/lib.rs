@@ -55,6 +55,7 @@ pub mod index;
 pub mod inspect;
 pub mod io;
 pub mod log;
+mod rng;
 pub mod segment;
 pub mod snapshot;
 mod store;

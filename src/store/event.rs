@@ -112,7 +112,7 @@ impl EventId {
 struct IdGenerator {
     last_ms: u64,
     counter: u64,
-    random: crate::io::sim::SplitMix64,
+    random: crate::rng::SplitMix64,
 }
 
 impl IdGenerator {
@@ -121,7 +121,7 @@ impl IdGenerator {
         IdGenerator {
             last_ms: 0,
             counter: 0,
-            random: crate::io::sim::SplitMix64::new(seed.0 ^ seed.1.rotate_left(32)),
+            random: crate::rng::SplitMix64::new(seed.0 ^ seed.1.rotate_left(32)),
         }
     }
 
