@@ -4,15 +4,15 @@
 use std::io::Write;
 
 use base64::Engine as _;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use streamlog::format::{FrameHeader, FrameKind};
 use streamlog::{RecordedEvent, RecoveryReport};
 
-/// A JSON object written field by field, keeping the order the fields were added in
-/// (serde_json's own map sorts keys).
+/// A JSON object built field by field; its fields print in the order they were added
+/// (serde_json's `preserve_order`).
 #[derive(Debug, Default)]
 pub struct Obj {
-    buf: String,
+    map: Map<String, Value>,
 }
 
 impl Obj {
@@ -20,48 +20,35 @@ impl Obj {
         Obj::default()
     }
 
-    fn key(&mut self, key: &str) {
-        self.buf.push(if self.buf.is_empty() { '{' } else { ',' });
-        self.buf
-            .push_str(&Value::String(key.to_string()).to_string());
-        self.buf.push(':');
-    }
-
     /// Adds a field holding any JSON value.
     pub fn field(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.key(key);
-        self.buf.push_str(&value.into().to_string());
+        self.map.insert(key.to_string(), value.into());
         self
     }
 
-    /// Adds a field whose value is already valid, compact JSON text.
-    pub fn raw(mut self, key: &str, json: &str) -> Self {
-        self.key(key);
-        self.buf.push_str(json);
-        self
+    /// Adds a field whose value is JSON text (numbers kept digit for digit, through
+    /// serde_json's `arbitrary_precision`); text that is not JSON is added as a string.
+    pub fn raw(self, key: &str, json: &str) -> Self {
+        let value = serde_json::from_str::<Value>(json).unwrap_or_else(|_| json.into());
+        self.field(key, value)
     }
 
     /// Adds a nested object.
     pub fn obj(self, key: &str, value: Obj) -> Self {
-        let text = value.finish();
-        self.raw(key, &text)
+        self.field(key, Value::Object(value.map))
     }
 
     /// Adds a field, or `null` when `value` is `None`.
     pub fn opt_obj(self, key: &str, value: Option<Obj>) -> Self {
         match value {
             Some(v) => self.obj(key, v),
-            None => self.raw(key, "null"),
+            None => self.field(key, Value::Null),
         }
     }
 
-    /// The JSON text.
-    pub fn finish(mut self) -> String {
-        if self.buf.is_empty() {
-            self.buf.push('{');
-        }
-        self.buf.push('}');
-        self.buf
+    /// The compact JSON text.
+    pub fn finish(self) -> String {
+        Value::Object(self.map).to_string()
     }
 }
 
@@ -74,54 +61,21 @@ pub fn line(out: &mut impl Write, obj: Obj) -> std::io::Result<()> {
 
 /// JSON array text from already-rendered elements.
 pub fn array(items: impl IntoIterator<Item = String>) -> String {
-    let mut s = String::from("[");
-    for (i, item) in items.into_iter().enumerate() {
-        if i > 0 {
-            s.push(',');
-        }
-        s.push_str(&item);
-    }
-    s.push(']');
-    s
-}
-
-/// Removes the whitespace between the tokens of valid JSON text, leaving strings and
-/// numbers exactly as they were (so no number loses precision by a parse and re-print).
-fn compact_json(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_string = false;
-    let mut escaped = false;
-    for c in text.chars() {
-        if in_string {
-            out.push(c);
-            if escaped {
-                escaped = false;
-            } else if c == '\\' {
-                escaped = true;
-            } else if c == '"' {
-                in_string = false;
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
-            out.push(c);
-        }
-    }
-    out
+    let values: Vec<Value> = items
+        .into_iter()
+        .map(|text| serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        .collect();
+    Value::Array(values).to_string()
 }
 
 /// Adds a payload field: its JSON value if the bytes are JSON, else a string if they are
 /// UTF-8, else `<key>_base64`.
 pub fn payload(obj: Obj, key: &str, bytes: &[u8]) -> Obj {
     match std::str::from_utf8(bytes) {
-        Ok(text) => {
-            if serde_json::from_str::<Value>(text).is_ok() {
-                obj.raw(key, &compact_json(text))
-            } else {
-                obj.field(key, text)
-            }
-        }
+        Ok(text) => match serde_json::from_str::<Value>(text) {
+            Ok(json) => obj.field(key, json),
+            Err(_) => obj.field(key, text),
+        },
         Err(_) => obj.field(
             &format!("{key}_base64"),
             base64::engine::general_purpose::STANDARD.encode(bytes),
@@ -205,36 +159,12 @@ pub fn recovery(r: &RecoveryReport) -> Obj {
         )
 }
 
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32; // [1, 12]
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// Microseconds since the Unix epoch as RFC 3339 UTC with microseconds,
-/// e.g. `2024-05-01T12:34:56.789012Z`.
-pub fn rfc3339_us(us: i64) -> String {
-    const US_PER_DAY: i64 = 86_400_000_000;
-    let days = us.div_euclid(US_PER_DAY);
-    let in_day = us.rem_euclid(US_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    let secs = in_day / 1_000_000;
-    let micros = in_day % 1_000_000;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
+/// e.g. `2024-05-01T12:34:56.789012Z`; `None` outside the range of years -9999..=9999 that the time crate (`jiff`) handles (the event's
+/// `timestamp_us` still tells it).
+pub fn rfc3339_us(us: i64) -> Option<String> {
+    let t = jiff::Timestamp::from_microsecond(us).ok()?;
+    Some(format!("{t:.6}"))
 }
 
 #[cfg(test)]
@@ -243,19 +173,15 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_rfc3339() {
-        assert_eq!(rfc3339_us(0), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            rfc3339_us(1_700_000_000_123_456),
-            "2023-11-14T22:13:20.123456Z"
-        );
-        assert_eq!(
-            rfc3339_us(951_782_400_000_000),
-            "2000-02-29T00:00:00.000000Z"
-        );
-        assert_eq!(rfc3339_us(-1), "1969-12-31T23:59:59.999999Z");
-        // Extremes do not panic.
-        let _ = rfc3339_us(i64::MIN);
-        let _ = rfc3339_us(i64::MAX);
+        let f = |us| rfc3339_us(us).unwrap_or_default();
+        assert_eq!(f(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(f(1_700_000_000_123_456), "2023-11-14T22:13:20.123456Z");
+        assert_eq!(f(951_782_400_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(f(253_402_128_000_000_001), "9999-12-30T00:00:00.000001Z");
+        assert_eq!(f(-1), "1969-12-31T23:59:59.999999Z");
+        // Outside the calendar range: no text, and no panic.
+        assert_eq!(rfc3339_us(i64::MIN), None);
+        assert_eq!(rfc3339_us(i64::MAX), None);
     }
 
     #[test]
