@@ -67,6 +67,18 @@ pub enum Error {
     },
     /// The store was opened read-only and a write was attempted.
     ReadOnly,
+    /// A file of the store was written by a newer streamlog, in a format version this build
+    /// does not read (its header is intact: this is not damage). The store is refused as
+    /// it is, and nothing in it is changed or replaced; open it with a newer streamlog.
+    UnsupportedFormat {
+        /// The file whose format is newer (a segment, an index manifest or table, a
+        /// snapshot segment).
+        file: PathBuf,
+        /// The format version the file declares.
+        found: u32,
+        /// The newest format version of that kind of file this build reads.
+        supported: u32,
+    },
 }
 
 impl Error {
@@ -137,6 +149,16 @@ impl fmt::Display for Error {
                 )
             }
             Error::ReadOnly => write!(f, "the store is open read-only"),
+            Error::UnsupportedFormat {
+                file,
+                found,
+                supported,
+            } => write!(
+                f,
+                "{} was written by a newer streamlog (format version {found}; this build reads \
+                 up to version {supported})",
+                file.display()
+            ),
         }
     }
 }

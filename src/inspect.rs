@@ -21,7 +21,8 @@ use crate::store::{EventId, INDEX_DIR, LOCK_FILE, Position, RecordedEvent, SEGME
 ///
 /// # Errors
 /// [`Error::Locked`] while a writer has the store open; [`Error::Corrupted`] when the
-/// segment files do not line up; [`Error::InvalidArgument`] when `dir` holds no store;
+/// segment files do not line up; [`Error::UnsupportedFormat`] when a segment or index file
+/// was written by a newer streamlog; [`Error::InvalidArgument`] when `dir` holds no store;
 /// [`Error::Io`] on read failure.
 pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
     let storage = FsStorage;
@@ -179,8 +180,9 @@ pub enum DumpItem {
 /// to `visit`. Takes no lock and never writes: it can look at a store in use.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] when there is nothing to dump; [`Error::Io`] on read
-/// failure; any error of `visit`.
+/// [`Error::InvalidArgument`] when there is nothing to dump; [`Error::UnsupportedFormat`]
+/// at a segment written by a newer streamlog (its frames would be misread); [`Error::Io`]
+/// on read failure; any error of `visit`.
 pub fn dump(
     dir: &Path,
     segment: Option<&Path>,

@@ -231,8 +231,9 @@ impl Log {
     /// `read_only`) and reported.
     ///
     /// # Errors
-    /// [`Error::Corrupted`] for corruption, [`Error::Io`] for I/O failures, and any error
-    /// `visit` returns.
+    /// [`Error::Corrupted`] for corruption, [`Error::UnsupportedFormat`] for a segment of a
+    /// newer format (left untouched, even as the last segment), [`Error::Io`] for I/O
+    /// failures, and any error `visit` returns.
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,

@@ -203,13 +203,23 @@ impl Segment {
     /// Reads and checks the header.
     ///
     /// # Errors
-    /// [`Error::Io`] on read failure. A bad header is returned as `Ok(Err(reason))` so the
-    /// caller can tell a torn new segment from a damaged old one.
+    /// [`Error::UnsupportedFormat`] when an intact header (magic and CRC valid) declares a
+    /// format version newer than [`format::FORMAT_VERSION`]: such a segment is neither torn
+    /// nor damaged, and must never be cut or removed. [`Error::Io`] on read failure. A bad
+    /// header is returned as `Ok(Err(reason))` so the caller can tell a torn new segment
+    /// from a damaged old one.
     pub fn check_header(&self) -> Result<Result<SegmentHeader, DecodeError>> {
         let mut buf = [0u8; SEGMENT_HEADER_LEN];
         let n = self.read_exact_or_eof(&mut buf, 0)?;
         let header = match format::decode_segment_header(buf.get(..n).unwrap_or_default()) {
             Ok(h) => h,
+            Err(DecodeError::UnsupportedVersion(found)) if found > format::FORMAT_VERSION => {
+                return Err(Error::UnsupportedFormat {
+                    file: self.path.clone(),
+                    found,
+                    supported: format::FORMAT_VERSION,
+                });
+            }
             Err(e) => return Ok(Err(e)),
         };
         if header.kind != self.kind {

@@ -85,7 +85,9 @@ impl SnapshotStore {
     /// reported, never returned: a snapshot log that does not open is discarded.
     ///
     /// # Errors
-    /// I/O errors that leave the directory unusable (creating a new generation).
+    /// [`Error::UnsupportedFormat`] when the live generation was written in a newer format
+    /// (it is left as it is: snapshots are droppable, but not by an older build); I/O
+    /// errors that leave the directory unusable (creating a new generation).
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,
@@ -107,6 +109,7 @@ impl SnapshotStore {
         let generation = match current {
             Some(id) => match store.open_generation(id, &mut report) {
                 Ok(g) => Some(g),
+                Err(e @ Error::UnsupportedFormat { .. }) => return Err(e),
                 Err(e) => {
                     report.discarded = Some(e.to_string());
                     None

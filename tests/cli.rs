@@ -707,6 +707,77 @@ fn read_only_commands_create_and_change_nothing_even_without_a_lock_file() {
     }
 }
 
+/// Sets the u32 format version at offset 8 of `path` to `version` and recomputes the
+/// CRC-32 stored after the bytes it covers (`..crc_end`; the last 4 bytes when `None`).
+fn set_format_version(path: &Path, version: u32, crc_end: Option<usize>) {
+    let mut b = std::fs::read(path).unwrap();
+    b[8..12].copy_from_slice(&version.to_le_bytes());
+    let n = crc_end.unwrap_or(b.len() - 4);
+    let crc = crc32fast::hash(&b[..n]);
+    b[n..n + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, b).unwrap();
+}
+
+/// Makes one file of the store at `dir` declare format version 2 (CRC recomputed), as a
+/// newer streamlog would have written it; returns its path.
+fn make_newer(what: &str, dir: &Path) -> PathBuf {
+    let (file, crc_end) = match what {
+        "segment" => (first_segment(dir), Some(28)),
+        "index manifest" => (dir.join(streamlog::INDEX_DIR).join("MANIFEST"), None),
+        "snapshot segment" => {
+            let generation = std::fs::read_dir(dir.join(streamlog::SNAPSHOTS_DIR))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .find(|p| p.is_dir())
+                .unwrap();
+            (
+                generation
+                    .join("segments")
+                    .join(streamlog::segment::segment_file_name(0)),
+                Some(28),
+            )
+        }
+        _ => unreachable!("{what}"),
+    };
+    set_format_version(&file, 2, crc_end);
+    file
+}
+
+#[test]
+fn a_store_written_by_a_newer_format_exits_6_and_is_left_as_it_is() {
+    for what in ["segment", "index manifest", "snapshot segment"] {
+        let s = store_with_every_kind_of_file();
+        let file = make_newer(what, &s.dir);
+        let before = listing(&s.dir);
+        let mut commands = vec![
+            vec!["info", s.path()],
+            vec!["read", s.path(), "a"],
+            vec!["read-all", s.path()],
+            vec!["snapshot", "load", s.path(), "a"],
+            vec!["reindex", s.path()],
+            vec!["append", s.path(), "a", "--type", "T", "--data", "x"],
+            vec!["snapshot", "save", s.path(), "a", "0", "--data", "x"],
+        ];
+        // verify and dump read the log (verify its index too), not the snapshots.
+        if what != "snapshot segment" {
+            commands.push(vec!["verify", s.path()]);
+        }
+        if what == "segment" {
+            commands.push(vec!["dump", s.path()]);
+        }
+        for args in commands {
+            let o = streamlog(&args);
+            let err = stderr(&o);
+            assert_eq!(code(&o), 6, "{what}: {args:?}: {err}");
+            assert!(
+                err.contains("newer streamlog") && err.contains(file.to_str().unwrap()),
+                "{what}: {args:?}: {err}"
+            );
+        }
+        assert_eq!(listing(&s.dir), before, "{what}");
+    }
+}
+
 #[test]
 fn bench_json_reports_every_field_with_a_positive_ratio() {
     let tmp = tempfile::tempdir().unwrap();

@@ -117,7 +117,9 @@ impl Manifest {
     /// Reads the manifest of `dir`: `Ok(None)` when there is none.
     ///
     /// # Errors
-    /// I/O errors; a damaged manifest is `Ok(Some(Err(reason)))`.
+    /// [`Error::UnsupportedFormat`] for an intact manifest (magic and CRC valid) of a newer
+    /// version, which must never be replaced by an older one; I/O errors. A damaged
+    /// manifest is `Ok(Some(Err(reason)))`.
     pub fn load(
         storage: &dyn Storage,
         dir: &Path,
@@ -146,6 +148,13 @@ impl Manifest {
             done += n;
         }
         buf.truncate(done);
+        if let Some(found) = newer_version(&buf) {
+            return Err(Error::UnsupportedFormat {
+                file: path,
+                found,
+                supported: MANIFEST_VERSION,
+            });
+        }
         Ok(Some(Manifest::decode(&buf)))
     }
 
@@ -178,6 +187,20 @@ impl Manifest {
             .sync_dir(dir)
             .map_err(|e| Error::io(format!("sync {}", dir.display()), e))
     }
+}
+
+/// The version of an intact manifest (magic and CRC valid) newer than this build reads.
+fn newer_version(b: &[u8]) -> Option<u32> {
+    if b.get(0..8) != Some(&MANIFEST_MAGIC[..]) {
+        return None;
+    }
+    let body_len = b.len().checked_sub(4)?;
+    let stored = u32::from_le_bytes(b.get(body_len..)?.try_into().ok()?);
+    if crc32fast::hash(b.get(..body_len)?) != stored {
+        return None;
+    }
+    let version = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
+    (version > MANIFEST_VERSION).then_some(version)
 }
 
 #[cfg(test)]

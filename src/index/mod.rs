@@ -135,7 +135,9 @@ impl Index {
     /// the caller then replays the log from the covered position, 0 after a discard.
     ///
     /// # Errors
-    /// I/O errors only: damage is never a reason to fail.
+    /// [`Error::UnsupportedFormat`] when the manifest or a table it names was written in a
+    /// newer format (they are left as they are, never replaced); I/O errors. Damage is
+    /// never a reason to fail.
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,

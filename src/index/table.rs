@@ -196,6 +196,7 @@ impl Table {
     /// are checked when a block is read.
     ///
     /// # Errors
+    /// [`Error::UnsupportedFormat`] when the header declares a newer table version;
     /// [`Error::Corrupted`] when a check fails; I/O errors.
     pub fn open(storage: &dyn Storage, dir: &Path, id: u64) -> Result<Table> {
         let path = dir.join(table_file_name(id));
@@ -213,8 +214,17 @@ impl Table {
         if map.get(0..8) != Some(&TABLE_MAGIC[..]) {
             return Err(bad(0, "bad index table magic"));
         }
-        if read_u32(&map, 8) != Some(TABLE_VERSION) {
-            return Err(bad(8, "unsupported index table version"));
+        match read_u32(&map, 8) {
+            Some(TABLE_VERSION) => {}
+            // Checked before anything a newer layout may have changed (the footer).
+            Some(found) if found > TABLE_VERSION => {
+                return Err(Error::UnsupportedFormat {
+                    file: path.clone(),
+                    found,
+                    supported: TABLE_VERSION,
+                });
+            }
+            _ => return Err(bad(8, "unsupported index table version")),
         }
         if read_u32(&map, 12) != Some(0) {
             return Err(bad(12, "index table header reserved bytes"));

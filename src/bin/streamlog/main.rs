@@ -3,7 +3,7 @@
 //!
 //! Machine-readable output is one JSON object per line on stdout; errors go to stderr.
 //! Exit codes: 0 ok, 1 other error, 2 usage, 3 wrong expected version, 4 locked,
-//! 5 corruption.
+//! 5 corruption, 6 written by a newer streamlog (7, stream deleted, is reserved).
 
 mod bench;
 mod crashtest;
@@ -22,9 +22,15 @@ use streamlog::{EventId, ExpectedVersion, NewEvent, Options, Position, Store};
 
 use crate::output::{Obj, line};
 
+/// The exit codes, as `--help` lists them.
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage (bad arguments, or a value the store \
+refuses: an empty or reserved name, a size over a limit), 3 wrong expected version, 4 locked, \
+5 corruption found, 6 written by a newer streamlog (unsupported format version), 7 stream \
+deleted (reserved).";
+
 /// Command-line tool for streamlog stores.
 #[derive(Debug, Parser)]
-#[command(name = "streamlog", version, about)]
+#[command(name = "streamlog", version, about, after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -206,6 +212,7 @@ impl CliError {
             CliError::Store(streamlog::Error::WrongExpectedVersion { .. }) => 3,
             CliError::Store(streamlog::Error::Locked { .. }) => 4,
             CliError::Store(streamlog::Error::Corrupted { .. }) | CliError::CorruptionFound(_) => 5,
+            CliError::Store(streamlog::Error::UnsupportedFormat { .. }) => 6,
             CliError::Usage(_) => 2,
             CliError::Store(_) | CliError::Other(_) | CliError::Output(_) => 1,
         }
