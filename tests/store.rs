@@ -660,3 +660,42 @@ fn borrowed_readers_hand_over_what_the_iterators_yield_and_stop_on_break() {
     .unwrap();
     assert_eq!([first, rest].concat(), expect);
 }
+
+#[test]
+fn a_reader_broken_off_inside_an_append_goes_on_with_the_next_event() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let batch = |n: usize| (0..n).map(|i| ev("T", &i.to_string())).collect::<Vec<_>>();
+    store.append("s", ExpectedVersion::Any, batch(5)).unwrap();
+    store.append("s", ExpectedVersion::Any, batch(5)).unwrap();
+    let take = |n: usize| {
+        let mut seen = Vec::new();
+        move |e: streamlog::EventView<'_>| {
+            seen.push(e.version);
+            if seen.len() == n {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    };
+    // Forward: break at version 2 (inside the first append), then read on.
+    let mut r = store.read_stream("s", 0).unwrap();
+    assert_eq!(r.for_each_view(take(3)).unwrap(), 3);
+    assert_eq!(versions(r.by_ref().take(4)), vec![3, 4, 5, 6]);
+    let mut rest = Vec::new();
+    r.for_each_view(|e| {
+        rest.push(e.version);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(rest, vec![7, 8, 9]);
+    // Backward: break at version 7 (inside the second append).
+    let mut r = store.read_stream_backward("s", None).unwrap();
+    assert_eq!(r.for_each_view(take(3)).unwrap(), 3);
+    assert_eq!(versions(r), vec![6, 5, 4, 3, 2, 1, 0]);
+    // $all: break at the third event, the rest of its append comes next.
+    let mut all = store.read_all(Position::START).unwrap();
+    assert_eq!(all.for_each_view(take(3)).unwrap(), 3);
+    assert_eq!(versions(all), vec![3, 4, 5, 6, 7, 8, 9]);
+}

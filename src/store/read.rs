@@ -216,19 +216,33 @@ impl StreamCursor {
     }
 
     /// Hands every remaining event to `visit` until it breaks; returns how many it saw.
+    /// After a break the cursor stands right after the last event handed over, so a later
+    /// call goes on from there.
     fn visit(&mut self, mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>) -> Result<u64> {
         let mut seen = 0u64;
         while let Some((found, from)) = self.next_frame()? {
             let backward = self.backward;
+            let mut last = None;
             let flow = found.frame.visit(
                 |v| if backward { v <= from } else { v >= from },
                 backward,
                 |e| {
                     seen += 1;
+                    last = Some(e.version);
                     visit(e)
                 },
             );
             if flow.is_break() {
+                // The rest of this append comes next: look it up afresh.
+                self.next = last.and_then(|v| {
+                    if backward {
+                        v.checked_sub(1)
+                    } else {
+                        v.checked_add(1)
+                    }
+                });
+                self.scanned = None;
+                self.ahead.clear();
                 break;
             }
         }
@@ -266,12 +280,13 @@ impl StreamEvents {
 
     /// Hands the remaining events to `visit` as borrowed views (no allocation per event)
     /// until it returns [`ControlFlow::Break`]; returns how many it was given. Events
-    /// already buffered by [`Iterator::next`] come first.
+    /// already buffered by [`Iterator::next`] come first; after a break, the reader goes
+    /// on (by either means) with the event after the last one handed over.
     ///
     /// # Errors
     /// A damaged frame or an I/O error, after which the reader ends.
     pub fn for_each_view(
-        mut self,
+        &mut self,
         mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
     ) -> Result<u64> {
         let mut seen = 0;
@@ -359,20 +374,31 @@ impl AllEvents {
             return Ok(seen);
         }
         let log = Arc::clone(self.frames.log_arc());
+        let mut rest = Vec::new();
         loop {
+            let mut broke = false;
             let step = self.frames.next_with(|header, frame| {
                 if header.kind != FrameKind::Events {
                     return Ok(ControlFlow::Continue(()));
                 }
                 visit_frame(&|p| log.locate(p), header.position, frame, |e| {
-                    seen += 1;
-                    visit(e)
+                    // After a break, the rest of this append is kept for the next call.
+                    if broke {
+                        rest.push(e.to_recorded());
+                    } else {
+                        seen += 1;
+                        broke = visit(e).is_break();
+                    }
+                    ControlFlow::Continue(())
                 })
             });
             match step {
                 None => return Ok(seen),
-                Some(Ok(Ok(ControlFlow::Continue(())))) => {}
-                Some(Ok(Ok(ControlFlow::Break(())))) => return Ok(seen),
+                Some(Ok(Ok(_))) if broke => {
+                    self.buffer.extend(rest);
+                    return Ok(seen);
+                }
+                Some(Ok(Ok(_))) => {}
                 Some(Err(e) | Ok(Err(e))) => {
                     self.failed = true;
                     return Err(e);
