@@ -8,8 +8,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
 
-/// A logical position in `$all`: the byte offset of an append's frame in the log. Opaque and
-/// monotonically increasing; all events of one append share it.
+/// A position in `$all`: the logical byte offset of an append's frame in the log. All
+/// events of one append share it; positions increase in commit order.
+///
+/// The number is public because applications store it (as a checkpoint, in a read model,
+/// in another database) and must get it back: it is stable for the life of the store
+/// (rewriting segments keeps every surviving event's position) and comparable. It is not
+/// arithmetic: the position of the next append is not this one plus anything a caller can
+/// know, and [`Store::read_all`](crate::Store::read_all) refuses a number that is not the
+/// start of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Position(pub u64);
 
