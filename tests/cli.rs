@@ -922,6 +922,93 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn values_the_store_refuses_are_usage_errors_exit_2() {
+    let s = TestStore::new();
+    let long = "x".repeat(300);
+    // Refused before anything is opened: nothing is created.
+    for args in [
+        vec!["append", s.path(), "", "--data", "x"],
+        vec!["append", s.path(), "s", "--type", "", "--data", "x"],
+        vec!["read", s.path(), ""],
+        vec!["snapshot", "save", s.path(), "", "0", "--data", "x"],
+        vec![
+            "snapshot",
+            "save",
+            s.path(),
+            "s",
+            "0",
+            "--schema",
+            "",
+            "--data",
+            "x",
+        ],
+        vec!["snapshot", "load", s.path(), ""],
+        vec!["bench", "--event-size", "20000000"],
+        vec!["bench", "--batch", "10000", "--event-size", "10000"],
+    ] {
+        let o = streamlog(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(!s.dir.exists(), "{args:?}");
+    }
+    s.append("s", "T", "x");
+    // Refused by the store.
+    for (args, says) in [
+        (vec!["append", s.path(), "$s", "--data", "x"], "reserved"),
+        (
+            vec!["append", s.path(), &long, "--data", "x"],
+            "max_stream_name_bytes",
+        ),
+        (
+            vec!["append", s.path(), "s", "--type", &long, "--data", "x"],
+            "max_event_type_bytes",
+        ),
+        (vec!["read-all", s.path(), "--from", "33"], "33"),
+        (
+            vec!["snapshot", "save", s.path(), "s", "9", "--data", "x"],
+            "its last version is 0",
+        ),
+        (
+            vec!["snapshot", "save", s.path(), "t", "0", "--data", "x"],
+            "has no events",
+        ),
+    ] {
+        let o = streamlog(&args);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(s.read("s").len(), 1);
+}
+
+#[test]
+fn error_messages_show_no_rust_debug_formatting() {
+    let s = TestStore::new();
+    s.append("s", "T", "x");
+    s.append("s", "T", "y");
+    for args in [
+        vec!["snapshot", "save", s.path(), "s", "9", "--data", "x"],
+        vec!["snapshot", "save", s.path(), "none", "0", "--data", "x"],
+        vec!["append", s.path(), "s", "--expected", "0", "--data", "z"],
+        vec!["append", s.path(), "none", "--expected", "0", "--data", "z"],
+        vec![
+            "append",
+            s.path(),
+            "s",
+            "--expected",
+            "no-stream",
+            "--data",
+            "z",
+        ],
+    ] {
+        let o = streamlog(&args);
+        let err = stderr(&o);
+        assert!(!err.is_empty() && code(&o) != 0, "{args:?}");
+        for debug in ["Some(", "None", "Exact(", "NoStream"] {
+            assert!(!err.contains(debug), "{args:?}: {err}");
+        }
+    }
+}
+
+#[test]
 fn snapshot_save_then_load_prints_the_latest_snapshot_and_info_counts_it() {
     let s = TestStore::new();
     s.append("acct", "Deposited", r#"{"amount":5}"#);
@@ -956,7 +1043,8 @@ fn snapshot_save_then_load_prints_the_latest_snapshot_and_info_counts_it() {
     let info = ok_lines(&streamlog(&["info", s.path()])).remove(0);
     assert_eq!(info["snapshots"], 2);
     assert!(info["snapshot_bytes"].as_u64().unwrap() > 0);
-    // A version the stream does not have, and a stream without snapshots: errors.
+    // A version the stream does not have (a bad argument), and a stream without
+    // snapshots: errors.
     assert_eq!(
         code(&streamlog(&[
             "snapshot",
@@ -967,7 +1055,7 @@ fn snapshot_save_then_load_prints_the_latest_snapshot_and_info_counts_it() {
             "--data",
             "x"
         ])),
-        1
+        2
     );
     assert_eq!(code(&streamlog(&["snapshot", "load", s.path(), "nope"])), 1);
 }

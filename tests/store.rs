@@ -180,6 +180,53 @@ fn a_partly_matching_retry_is_an_idempotency_conflict() {
     assert_eq!(store.stream_version("s").unwrap(), Some(1));
 }
 
+/// What README's "The model" says of ids: a retry is recognised by its ids alone, and only
+/// at the place its expected version names; nothing else makes an id unique.
+#[test]
+fn retries_are_recognised_by_ids_only_and_ids_may_repeat_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let id = EventId::new();
+    let original = store
+        .append("s", ExpectedVersion::NoStream, [ev("A", "1").with_id(id)])
+        .unwrap();
+    // Same id, other type and data: taken for the original; the new contents are dropped.
+    let retry = store
+        .append("s", ExpectedVersion::NoStream, [ev("B", "2").with_id(id)])
+        .unwrap();
+    assert!(retry.deduplicated && retry.position == original.position);
+    let stored: Vec<RecordedEvent> = store
+        .read_stream("s", 0)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        (stored[0].event_type.as_str(), &stored[0].data[..]),
+        ("A", &b"1"[..])
+    );
+    // The same id in another stream is another event.
+    let other = store
+        .append("t", ExpectedVersion::NoStream, [ev("A", "1").with_id(id)])
+        .unwrap();
+    assert!(!other.deduplicated);
+    // And in the same stream, at a place the retry does not name (`Any` looks at the last
+    // append only), it is stored again.
+    store
+        .append("s", ExpectedVersion::Any, [ev("C", "3")])
+        .unwrap();
+    let again = store
+        .append("s", ExpectedVersion::Any, [ev("A", "1").with_id(id)])
+        .unwrap();
+    assert!(!again.deduplicated && again.first_version == 2);
+    let ids: Vec<EventId> = store
+        .read_stream("s", 0)
+        .unwrap()
+        .map(|e| e.unwrap().id)
+        .collect();
+    assert_eq!((ids[0], ids[2]), (id, id));
+}
+
 #[test]
 fn limits_are_typed_errors() {
     let tmp = tempfile::tempdir().unwrap();

@@ -39,9 +39,14 @@ impl Store {
         }
         match self.stream_version(stream)? {
             Some(last) if last >= version => {}
-            last => {
+            Some(last) => {
                 return Err(Error::InvalidArgument(format!(
-                    "cannot snapshot {stream:?} at version {version}: its last version is {last:?}"
+                    "cannot snapshot {stream:?} at version {version}: its last version is {last}"
+                )));
+            }
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "cannot snapshot {stream:?} at version {version}: the stream has no events"
                 )));
             }
         }

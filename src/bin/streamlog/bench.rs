@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
+use streamlog::format::{self, EventRecord};
 use streamlog::{Durability, EventRef, ExpectedVersion, Options, Position, Store};
 
 use crate::output::{Obj, line};
@@ -103,6 +104,35 @@ impl BenchArgs {
                 "--writers must be at most {MAX_WRITERS}"
             )));
         }
+        let limits = Options::default();
+        if self.event_size as u64 > limits.max_event_bytes {
+            return Err(CliError::Usage(format!(
+                "--event-size must be at most {} (the store's max_event_bytes)",
+                limits.max_event_bytes
+            )));
+        }
+        // The largest append: a full batch to the longest stream name.
+        let payload = vec![0u8; self.event_size];
+        let record = EventRecord {
+            id: [0; 16],
+            timestamp_us: 0,
+            event_type: EVENT_TYPE,
+            metadata: &[],
+            data: &payload,
+        };
+        let batch = usize::try_from(self.batch).unwrap_or(usize::MAX);
+        let frame_bytes = format::events_body_len(
+            &stream_name(self.streams.saturating_sub(1)),
+            &vec![record; batch],
+        )
+        .saturating_add(format::FRAME_HEADER_LEN as u64);
+        if frame_bytes > limits.max_frame_bytes {
+            return Err(CliError::Usage(format!(
+                "--batch {} of --event-size {} makes appends of {frame_bytes} bytes, over the \
+                 store's max_frame_bytes ({})",
+                self.batch, self.event_size, limits.max_frame_bytes
+            )));
+        }
         Ok(())
     }
 
@@ -119,6 +149,9 @@ impl BenchArgs {
         )
     }
 }
+
+/// The type of every event the benchmark appends.
+const EVENT_TYPE: &str = "BenchEvent";
 
 fn stream_name(i: u64) -> String {
     format!("bench-{i}")
@@ -167,7 +200,7 @@ fn run_appends(store: &Arc<Store>, a: &BenchArgs) -> CliResult<AppendRun> {
                         // Borrowed events (`append_refs`): each has its own id, and its
                         // data is the payload's bytes, with no copy per event.
                         let events: Vec<EventRef<'_>> = (0..n)
-                            .map(|_| EventRef::new("BenchEvent", &payload))
+                            .map(|_| EventRef::new(EVENT_TYPE, &payload))
                             .collect();
                         let t = Instant::now();
                         let r = store.append_refs(&stream, ExpectedVersion::Any, &events);

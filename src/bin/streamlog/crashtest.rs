@@ -622,8 +622,9 @@ impl Crashtest<'_> {
                 .stream_version(stream)
                 .map_err(|e| format!("stream_version({stream}) failed: {e}"))?;
             if version != ids.len().checked_sub(1).map(|v| v as u64) {
+                let version = version.map_or("none (no stream)".to_string(), |v| v.to_string());
                 return Err(format!(
-                    "stream_version({stream}) is {version:?}, read_all has {} events",
+                    "stream_version({stream}) is {version}, read_all has {} events",
                     ids.len()
                 ));
             }

@@ -14,6 +14,7 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::NonEmptyStringValueParser;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
@@ -88,11 +89,12 @@ enum SnapshotCommand {
         /// Store directory.
         dir: PathBuf,
         /// Stream name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         stream: String,
         /// The stream version the state includes.
         version: u64,
         /// Schema tag of the state's encoding.
-        #[arg(long, default_value = "raw")]
+        #[arg(long, default_value = "raw", value_parser = NonEmptyStringValueParser::new())]
         schema: String,
         /// The encoded state, stored as these bytes.
         #[arg(long, value_name = "TEXT")]
@@ -106,6 +108,7 @@ enum SnapshotCommand {
         /// Store directory.
         dir: PathBuf,
         /// Stream name.
+        #[arg(value_parser = NonEmptyStringValueParser::new())]
         stream: String,
     },
 }
@@ -120,12 +123,18 @@ struct AppendArgs {
     /// Store directory (created if needed).
     dir: PathBuf,
     /// Stream name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     stream: String,
     /// Expected state of the stream: any, no-stream, exists or a version number.
     #[arg(long, default_value = "any", value_parser = parse_expected)]
     expected: ExpectedVersion,
     /// Event type (with --stdin: the type of lines without "type").
-    #[arg(long = "type", value_name = "T", default_value = DEFAULT_EVENT_TYPE)]
+    #[arg(
+        long = "type",
+        value_name = "T",
+        default_value = DEFAULT_EVENT_TYPE,
+        value_parser = NonEmptyStringValueParser::new()
+    )]
     event_type: String,
     /// Event data, stored as these bytes.
     #[arg(long, value_name = "TEXT")]
@@ -147,6 +156,7 @@ struct ReadArgs {
     /// Store directory.
     dir: PathBuf,
     /// Stream name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
     stream: String,
     /// First version to read (default: the first, or the last with --backward).
     #[arg(long, value_name = "V")]
@@ -203,6 +213,18 @@ impl From<streamlog::Error> for CliError {
 impl From<std::io::Error> for CliError {
     fn from(e: std::io::Error) -> Self {
         CliError::Output(e)
+    }
+}
+
+/// The error of an operation on values given on the command line: what the store refuses
+/// as out of bounds (an empty or reserved name, a size over a limit, a version or position
+/// that is not there) is a usage error, exit 2.
+fn refused(e: streamlog::Error) -> CliError {
+    match e {
+        streamlog::Error::InvalidArgument(_) | streamlog::Error::TooLarge { .. } => {
+            CliError::Usage(e.to_string())
+        }
+        e => CliError::Store(e),
     }
 }
 
@@ -373,7 +395,9 @@ fn append(a: AppendArgs, out: &mut impl Write) -> CliResult {
         vec![e]
     };
     let store = Store::open(&a.dir)?;
-    let r = store.append(&a.stream, a.expected, events)?;
+    let r = store
+        .append(&a.stream, a.expected, events)
+        .map_err(refused)?;
     // Under `Durability::Sync` the append is on disk now; a failure of the clean close
     // (its checkpoint) does not undo it, so it is only a warning.
     if let Err(e) = store.close() {
@@ -406,16 +430,19 @@ fn emit_events(
 fn read(a: ReadArgs, out: &mut impl Write) -> CliResult {
     let store = open_read_only(&a.dir)?;
     let events = if a.backward {
-        store.read_stream_backward(&a.stream, a.from)?
+        store.read_stream_backward(&a.stream, a.from)
     } else {
-        store.read_stream(&a.stream, a.from.unwrap_or(0))?
-    };
+        store.read_stream(&a.stream, a.from.unwrap_or(0))
+    }
+    .map_err(refused)?;
     emit_events(events, a.limit, out)
 }
 
 fn read_all(a: ReadAllArgs, out: &mut impl Write) -> CliResult {
     let store = open_read_only(&a.dir)?;
-    let events = store.read_all(Position(a.from.unwrap_or(0)))?;
+    let events = store
+        .read_all(Position(a.from.unwrap_or(0)))
+        .map_err(refused)?;
     emit_events(events, a.limit, out)
 }
 
@@ -539,7 +566,9 @@ fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
                 data.map(OsString::into_encoded_bytes).unwrap_or_default()
             };
             let store = Store::open(&dir)?;
-            store.save_snapshot(&stream, version, &schema, &data)?;
+            store
+                .save_snapshot(&stream, version, &schema, &data)
+                .map_err(refused)?;
             store.close()?;
             line(
                 out,
@@ -552,7 +581,7 @@ fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
         }
         SnapshotCommand::Load { dir, stream } => {
             let store = open_read_only(&dir)?;
-            match store.latest_snapshot(&stream)? {
+            match store.latest_snapshot(&stream).map_err(refused)? {
                 Some(s) => {
                     let obj = Obj::new()
                         .field("stream", s.stream.as_str())
