@@ -68,7 +68,12 @@ fn check_index(dir: &Path, segments: &[Arc<Segment>]) -> Result<Vec<String>> {
         return Ok(problems);
     }
     let manifest = index.manifest();
-    if let Err(why) = crate::store::check_manifest(segments, &manifest) {
+    if let Err(why) = crate::log::check_covered(
+        segments,
+        manifest.covered_position,
+        manifest.last_frame_position,
+        manifest.last_frame_crc,
+    ) {
         problems.push(format!("index: {why}"));
         return Ok(problems);
     }

@@ -61,10 +61,10 @@ pub mod snapshot;
 mod store;
 
 pub use error::{Error, Result};
-pub use log::{Damage, RecoveryReport, TruncatedTail, VerifyReport};
+pub use log::{Damage, TailKind, TruncatedTail, VerifyReport};
 pub use store::{
     Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, EventView, ExpectedVersion,
     INDEX_DIR, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent,
-    Options, Position, RecordedEvent, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store,
-    StoreInfo, StreamEvents,
+    Options, Position, RecordedEvent, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot,
+    SnapshotPolicy, Store, StoreInfo, StreamEvents,
 };

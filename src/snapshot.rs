@@ -199,7 +199,12 @@ impl SnapshotStore {
             SEGMENT_KIND_SNAPSHOTS,
             self.segment_size,
             self.read_only,
-            |segs| match crate::store::check_manifest(segs, &covered) {
+            |segs| match crate::log::check_covered(
+                segs,
+                covered.covered_position,
+                covered.last_frame_position,
+                covered.last_frame_crc,
+            ) {
                 Ok(()) => covered.covered_position,
                 Err(_) => {
                     index.reset();

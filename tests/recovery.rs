@@ -7,7 +7,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use streamlog::{Error, ExpectedVersion, NewEvent, Options, Position, Store};
+use streamlog::{Error, ExpectedVersion, NewEvent, Options, Position, Store, TailKind};
 
 const SEGMENT: &str = "segments/00000000000000000000.seg";
 
@@ -101,6 +101,7 @@ fn torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported() 
             assert_eq!((t.offset, t.position, t.frames_dropped), (last, last, 1));
             assert_eq!(t.bytes_dropped, cut - last);
             assert_eq!(t.file, file);
+            assert_eq!(t.kind, TailKind::Torn);
         }
         // The log goes on from the cut, and a reopen is clean.
         store
@@ -256,6 +257,7 @@ fn a_zero_filled_tail_is_end_of_log() {
         (len, 8192, 0)
     );
     assert_eq!(t.reason, "zero-filled tail");
+    assert_eq!(t.kind, TailKind::ZeroFilled);
     drop(store);
     assert_eq!(
         fs::metadata(&file).unwrap().len(),
@@ -393,6 +395,7 @@ fn a_crash_image_with_preallocated_space_recovers_every_append() {
     assert_eq!(event_count(&store), 400);
     let t = store.recovery_report().truncated.clone().unwrap();
     assert_eq!(t.reason, "zero-filled tail");
+    assert_eq!(t.kind, TailKind::ZeroFilled);
     assert_eq!((t.position, t.frames_dropped), (info.head.0, 0));
     assert!(end < t.position);
     store

@@ -29,7 +29,7 @@ pub use event::{
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub(crate) use read::events_in_frame;
 pub use read::{AllEvents, StreamEvents};
-pub use report::StoreInfo;
+pub use report::{RecoveryReport, StoreInfo};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -41,8 +41,7 @@ use crate::cache::Generations;
 use crate::error::Result;
 use crate::index::Index;
 use crate::io::LockGuard;
-use crate::log::{Log, RecoveryReport};
-use crate::segment::Segment;
+use crate::log::Log;
 use crate::snapshot::SnapshotStore;
 use frame::DecodedFrame;
 use maintenance::{Background, Signal};
@@ -132,48 +131,6 @@ impl Store {
             inner: Arc::clone(&self.inner) as Arc<dyn read::FrameLookup>,
             visible: self.visible(),
         }
-    }
-}
-
-/// Checks that the index manifest describes this log: what it covers exists, and the last
-/// frame it indexed is still the same frame.
-pub(crate) fn check_manifest(
-    segments: &[Arc<Segment>],
-    manifest: &crate::index::Manifest,
-) -> std::result::Result<(), String> {
-    if manifest.covered_position == 0 {
-        return Ok(());
-    }
-    let end = match segments.last() {
-        Some(seg) => seg
-            .base()
-            .saturating_add(seg.file_len().map_err(|e| e.to_string())?),
-        None => 0,
-    };
-    if manifest.covered_position > end {
-        return Err(format!(
-            "the index covers the log up to position {} but the log ends at {end}",
-            manifest.covered_position
-        ));
-    }
-    if manifest.last_frame_position == 0 {
-        return Ok(());
-    }
-    let pos = manifest.last_frame_position;
-    let seg = segments
-        .iter()
-        .rev()
-        .find(|s| s.base() <= pos)
-        .ok_or_else(|| format!("the index's last frame at {pos} is not in the log"))?;
-    let limit = seg.file_len().map_err(|e| e.to_string())?;
-    match seg.read_frame(pos, limit) {
-        Ok((h, _)) if h.crc == manifest.last_frame_crc => Ok(()),
-        Ok(_) => Err(format!(
-            "the frame at {pos} is not the one the index was built from"
-        )),
-        Err(e) => Err(format!(
-            "the index's last frame at {pos} does not read: {e}"
-        )),
     }
 }
 

@@ -11,13 +11,13 @@ use parking_lot::{Condvar, Mutex};
 use super::maintenance::{Signal, spawn_background};
 use super::writer::Writer;
 use super::{Durability, Options};
-use super::{INDEX_DIR, Inner, LOCK_FILE, SEGMENTS_DIR, SNAPSHOTS_DIR, Store, check_manifest};
+use super::{INDEX_DIR, Inner, LOCK_FILE, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Store};
 use crate::cache::Generations;
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind};
 use crate::index::{Hashing, Index, StreamCache};
 use crate::io::LockGuard;
-use crate::log::{Log, RecoveryReport};
+use crate::log::{Log, check_covered};
 use crate::snapshot::SnapshotStore;
 
 impl Store {
@@ -177,13 +177,18 @@ fn open_log_and_index(
     let manifest = index.manifest();
     let mut replayed = 0u64;
     let mut stale = None;
-    let (log, mut recovery) = Log::open(
+    let (log, recovery) = Log::open(
         Arc::clone(storage),
         &dir.join(SEGMENTS_DIR),
         format::SEGMENT_KIND_EVENTS,
         options.segment_size_bytes,
         options.read_only,
-        |segments| match check_manifest(segments, &manifest) {
+        |segments| match check_covered(
+            segments,
+            manifest.covered_position,
+            manifest.last_frame_position,
+            manifest.last_frame_crc,
+        ) {
             Ok(()) => manifest.covered_position,
             Err(reason) => {
                 // Entries of these tables may point anywhere: rebuild from the start.
@@ -208,8 +213,7 @@ fn open_log_and_index(
         index_report.rebuilt = Some(reason);
     }
     index_report.replayed_frames = replayed;
-    recovery.index = index_report;
-    Ok((index, log, recovery))
+    Ok((index, log, RecoveryReport::from_log(recovery, index_report)))
 }
 
 /// Starts the writer's background threads: the `Periodic` syncer and the index

@@ -1,10 +1,63 @@
 //! What the store tells about itself: a summary ([`StoreInfo`]) and verification of every
 //! frame and of the index against the log.
 
+use std::path::PathBuf;
+
 use super::{Durability, Position, Store, read};
 use crate::error::Result;
 use crate::format::{self, FrameKind};
-use crate::log::VerifyReport;
+use crate::index::IndexReport;
+use crate::log::{LogRecovery, TruncatedTail, VerifyReport};
+use crate::snapshot::SnapshotReport;
+
+/// What recovery found and did when the store was opened: the log's tail, the index and
+/// the snapshot files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// Segment files opened.
+    pub segments: usize,
+    /// Valid frames found (events and checkpoints).
+    pub frames: u64,
+    /// Whether the log ended with a clean-close checkpoint frame.
+    pub clean_shutdown: bool,
+    /// The highest position that any valid frame or segment header attests as durable.
+    pub attested_position: u64,
+    /// A torn or zero-filled tail that was cut off (or, read-only, would have been).
+    pub truncated: Option<TruncatedTail>,
+    /// Segment files removed because their creation never completed (bad header, nothing
+    /// attested in them).
+    pub removed_segments: Vec<PathBuf>,
+    /// The log was scanned from this position on; what lies before was covered by the
+    /// index and not scanned (verify checks it).
+    pub replayed_from: u64,
+    /// What opening the index found (tables, covered position, rebuilds).
+    pub index: IndexReport,
+    /// What opening the snapshot files found.
+    pub snapshots: SnapshotReport,
+}
+
+impl RecoveryReport {
+    /// The log's part of the report, with the index's and the snapshots' to come.
+    pub(super) fn from_log(log: LogRecovery, index: IndexReport) -> Self {
+        RecoveryReport {
+            segments: log.segments,
+            frames: log.frames,
+            clean_shutdown: log.clean_shutdown,
+            attested_position: log.attested_position,
+            truncated: log.truncated,
+            removed_segments: log.removed_segments,
+            replayed_from: log.replayed_from,
+            index,
+            snapshots: SnapshotReport::default(),
+        }
+    }
+
+    /// Whether recovery changed or would change anything on disk.
+    pub fn is_clean(&self) -> bool {
+        self.truncated.is_none() && self.removed_segments.is_empty()
+    }
+}
 
 /// A summary of an open store.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -482,7 +482,7 @@ impl Crashtest<'_> {
         if let Some(t) = &report.truncated {
             // A tail of zeros is the space the writer preallocated (or sectors of
             // unsynced frames left as zeros): cut, but nothing torn was in it.
-            if t.reason == "zero-filled tail" && t.frames_dropped == 0 {
+            if t.kind == streamlog::TailKind::ZeroFilled && t.frames_dropped == 0 {
                 self.totals.zero_tails += 1;
             } else {
                 self.totals.torn_tails += 1;

@@ -1,0 +1,297 @@
+//! The `log` layer: the ordered set of segments, rollover, position → segment, the written
+//! and durable watermarks, and recovery of the tail. Knows frames, not streams.
+//!
+//! Positions are continuous across segments: a segment whose file is `n` bytes long and
+//! starts at `base` is followed by the segment starting at `base + n`.
+//!
+//! - `appender`: the writer's end (positions, encoded bytes not yet written);
+//! - `recovery`: opening, and the recovery rule;
+//! - `verify`: checking every frame without writing;
+//! - `frames`: walking frames in order.
+
+mod appender;
+mod frames;
+mod recovery;
+mod verify;
+
+pub use appender::{Appender, Chunk};
+pub use frames::LogFrames;
+pub use recovery::{LogRecovery, TailKind, TruncatedTail};
+pub(crate) use recovery::{check_covered, open_segments};
+pub(crate) use verify::verify_segments;
+pub use verify::{Damage, VerifyReport};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::error::{Error, Result};
+use crate::format::{FrameHeader, SEGMENT_HEADER_LEN};
+use crate::io::Storage;
+use crate::segment::{FrameBytes, Segment};
+
+/// The ordered set of segments.
+#[derive(Debug)]
+pub struct Log {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    /// Segment file kind of this log.
+    kind: u32,
+    segment_size: u64,
+    read_only: bool,
+    segments: RwLock<Vec<Arc<Segment>>>,
+    /// Serializes writes and rollover.
+    write_lock: Mutex<()>,
+    /// End of the bytes handed to the OS.
+    written: AtomicU64,
+    /// End of the bytes known to be on disk.
+    durable: AtomicU64,
+    poisoned: AtomicBool,
+    /// Zeroed bytes to keep written ahead of `written` in the active segment (0: none).
+    preallocate: u64,
+    /// End of the active segment's file: `written` plus the zeroed space ahead of it.
+    reserved: AtomicU64,
+}
+
+impl Log {
+    /// Keeps `bytes` of zeros written ahead of the log's end in the active segment, so
+    /// that appends overwrite allocated blocks instead of growing the file: an `fdatasync`
+    /// then flushes data only, while one that follows a size change also commits the file
+    /// system's journal. For logs synced after every append; elsewhere it only doubles
+    /// the bytes written. The zeros are cut off when a segment is sealed and at
+    /// [`Log::trim`]; after a crash, recovery cuts them as a zero-filled tail.
+    pub fn with_preallocation(mut self, bytes: u64) -> Self {
+        if !self.read_only {
+            self.preallocate = bytes;
+        }
+        self
+    }
+
+    /// Cuts the zeroed space ahead of the log's end and syncs (at a clean close, so that
+    /// the next open finds the log ending at its last frame).
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the log is; the I/O error otherwise.
+    pub fn trim(&self) -> Result<()> {
+        if self.preallocate == 0 {
+            return Ok(());
+        }
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        let _guard = self.write_lock.lock();
+        let end = self.written();
+        if self.reserved.load(Ordering::Acquire) <= end {
+            return Ok(());
+        }
+        let active = self.active()?;
+        active
+            .truncate(end.saturating_sub(active.base()))
+            .and_then(|()| active.sync())
+            .map_err(|e| self.poison(e))?;
+        self.reserved.store(end, Ordering::Release);
+        Ok(())
+    }
+
+    /// After a write that ends at `end`: tops up the zeroed space ahead of it when less
+    /// than half of [`Log::with_preallocation`]'s amount is left.
+    fn reserve_ahead(&self, active: &Segment, end: u64) -> Result<()> {
+        let reserved = self.reserved.load(Ordering::Acquire);
+        if self.preallocate == 0 || end.saturating_add(self.preallocate / 2) <= reserved {
+            return Ok(());
+        }
+        let cap = active.base().saturating_add(self.segment_size);
+        let target = end.saturating_add(self.preallocate).min(cap);
+        let from = reserved.max(end);
+        if target <= from {
+            return Ok(());
+        }
+        let zeros = vec![0u8; usize::try_from(target - from).unwrap_or(0)];
+        active.write_at(&zeros, from.saturating_sub(active.base()))?;
+        self.reserved.store(target, Ordering::Release);
+        Ok(())
+    }
+
+    /// An appender positioned at the end of the log.
+    pub fn appender(&self) -> Appender {
+        let segments = self.segments.read();
+        let active_base = segments.last().map_or(0, |s| s.base());
+        Appender {
+            segment_size: self.segment_size,
+            active_base,
+            head: self.written.load(Ordering::Acquire),
+            chunks: Vec::new(),
+            spare: Vec::new(),
+        }
+    }
+
+    /// End of the bytes handed to the OS.
+    pub fn written(&self) -> u64 {
+        self.written.load(Ordering::Acquire)
+    }
+
+    /// End of the bytes known to be on disk.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Whether a write or sync has failed.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Marks the log poisoned; returns the error to pass on.
+    fn poison(&self, e: Error) -> Error {
+        self.poisoned.store(true, Ordering::Release);
+        e
+    }
+
+    /// Writes encoded chunks in order, creating new segments where they start. A new
+    /// segment is created only after the previous one is synced, so every segment header
+    /// attests everything before it.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the log already is; otherwise the I/O error, which poisons it.
+    pub fn write(&self, chunks: &[Chunk]) -> Result<()> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _guard = self.write_lock.lock();
+        for chunk in chunks {
+            if self.is_poisoned() {
+                return Err(Error::Poisoned);
+            }
+            let active = self.active()?;
+            let active = if active.base() == chunk.segment_base {
+                active
+            } else {
+                self.roll(&active, chunk.segment_base)
+                    .map_err(|e| self.poison(e))?
+            };
+            let offset = chunk.start.saturating_sub(active.base());
+            active
+                .write_at(&chunk.bytes, offset)
+                .map_err(|e| self.poison(e))?;
+            let end = chunk.start.saturating_add(chunk.bytes.len() as u64);
+            self.written.store(end, Ordering::Release);
+            self.reserve_ahead(&active, end)
+                .map_err(|e| self.poison(e))?;
+        }
+        Ok(())
+    }
+
+    fn roll(&self, old: &Arc<Segment>, base: u64) -> Result<Arc<Segment>> {
+        // A sealed segment ends at its last frame: cut the zeroed space, then sync (the
+        // new length is durable before the next segment exists).
+        if self.reserved.load(Ordering::Acquire) > base {
+            old.truncate(base.saturating_sub(old.base()))?;
+        }
+        old.sync()?;
+        self.durable.fetch_max(self.written(), Ordering::AcqRel);
+        old.seal()?;
+        let new = Arc::new(Segment::create(
+            self.storage.as_ref(),
+            &self.dir,
+            base,
+            self.kind,
+        )?);
+        self.segments.write().push(Arc::clone(&new));
+        self.reserved.store(
+            base.saturating_add(SEGMENT_HEADER_LEN as u64),
+            Ordering::Release,
+        );
+        Ok(new)
+    }
+
+    fn active(&self) -> Result<Arc<Segment>> {
+        // `open` guarantees at least one segment, and none is ever removed.
+        self.segments
+            .read()
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument("the log has no segment".into()))
+    }
+
+    /// Makes everything written so far durable (`fdatasync` of the active segment; older
+    /// segments were synced when they were sealed). Returns the new durable position.
+    ///
+    /// # Errors
+    /// [`Error::Poisoned`] if the log already is; otherwise the sync error, which poisons
+    /// it: a failed sync is never retried (the kernel may have dropped the dirty pages and
+    /// would report the next sync clean).
+    pub fn sync(&self) -> Result<u64> {
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        if self.read_only {
+            return Ok(self.durable());
+        }
+        let (active, target) = {
+            let _guard = self.write_lock.lock();
+            (self.active()?, self.written())
+        };
+        if target <= self.durable() {
+            return Ok(self.durable());
+        }
+        active.sync().map_err(|e| self.poison(e))?;
+        if self.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        Ok(self.durable.fetch_max(target, Ordering::AcqRel).max(target))
+    }
+
+    /// The segment holding logical `position`.
+    fn segment_for(&self, position: u64) -> Option<Arc<Segment>> {
+        let segments = self.segments.read();
+        let idx = segments.partition_point(|s| s.base() <= position);
+        segments.get(idx.checked_sub(1)?).cloned()
+    }
+
+    /// Reads and checks the frame at `position`, which must end at or below `limit`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when no frame can start there, [`Error::Corrupted`] when
+    /// the frame does not check, [`Error::Io`] on read failure.
+    pub fn read_frame(&self, position: u64, limit: u64) -> Result<(FrameHeader, FrameBytes)> {
+        let seg = self.segment_for(position).ok_or_else(|| {
+            Error::InvalidArgument(format!("position {position} is not in the log"))
+        })?;
+        seg.read_frame(position, limit.saturating_sub(seg.base()))
+    }
+
+    /// Frames from `from` (a frame position, a segment base, or 0) up to `limit`, in order.
+    pub fn frames(self: &Arc<Self>, from: u64, limit: u64) -> LogFrames {
+        LogFrames {
+            log: Arc::clone(self),
+            next: from,
+            limit,
+            reader: None,
+            failed: false,
+        }
+    }
+
+    /// The file and file offset holding logical `position` (for error messages).
+    pub fn locate(&self, position: u64) -> (PathBuf, u64) {
+        match self.segment_for(position) {
+            Some(seg) => (
+                seg.path().to_path_buf(),
+                position.saturating_sub(seg.base()),
+            ),
+            None => (self.dir.clone(), position),
+        }
+    }
+
+    /// Segment files with their lengths, oldest first.
+    ///
+    /// # Errors
+    /// I/O errors reading file lengths.
+    pub fn segment_files(&self) -> Result<Vec<(PathBuf, u64)>> {
+        let segments = self.segments.read().clone();
+        segments
+            .iter()
+            .map(|s| Ok((s.path().to_path_buf(), s.file_len()?)))
+            .collect()
+    }
+}

@@ -1,0 +1,429 @@
+//! Opening a log: every segment checked, frames handed to the caller (who rebuilds what it
+//! derives from them), and the tail recovered by the recovery rule.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::Log;
+use crate::error::{Error, Result};
+use crate::format::{FrameHeader, FrameKind, SEGMENT_HEADER_LEN};
+use crate::io::Storage;
+use crate::segment::{FrameBytes, ScanEnd, Segment, SegmentReader, parse_segment_file_name};
+
+/// What recovery found and did when the log was opened (the store adds the index's and
+/// the snapshots' parts to make its [`RecoveryReport`](crate::RecoveryReport)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LogRecovery {
+    /// Segment files opened.
+    pub segments: usize,
+    /// Valid frames found (events and checkpoints).
+    pub frames: u64,
+    /// Whether the log ended with a clean-close checkpoint frame.
+    pub clean_shutdown: bool,
+    /// The highest position that any valid frame or segment header attests as durable.
+    pub attested_position: u64,
+    /// A torn or zero-filled tail that was cut off (or, read-only, would have been).
+    pub truncated: Option<TruncatedTail>,
+    /// Segment files removed because their creation never completed (bad header, nothing
+    /// attested in them).
+    pub removed_segments: Vec<PathBuf>,
+    /// The log was scanned from this position on; what lies before was covered by the
+    /// index and not scanned (verify checks it).
+    pub replayed_from: u64,
+}
+
+impl LogRecovery {
+    /// Whether recovery changed or would change anything on disk.
+    pub fn is_clean(&self) -> bool {
+        self.truncated.is_none() && self.removed_segments.is_empty()
+    }
+}
+
+/// A cut-off tail of the last segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TruncatedTail {
+    /// The segment file.
+    pub file: PathBuf,
+    /// File offset where the cut starts.
+    pub offset: u64,
+    /// Logical position where the cut starts (the new end of the log).
+    pub position: u64,
+    /// Frames dropped: the damaged one and any valid-looking ones after it.
+    pub frames_dropped: u64,
+    /// Bytes dropped.
+    pub bytes_dropped: u64,
+    /// What kind of tail it was.
+    pub kind: TailKind,
+    /// Why the bytes could not be kept (e.g. "checksum mismatch…", "zero-filled tail").
+    pub reason: String,
+}
+
+/// The two kinds of tail that recovery cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TailKind {
+    /// Zeros: preallocated space, or blocks a crash left allocated but unwritten. No frame
+    /// is lost with them.
+    ZeroFilled,
+    /// A frame that does not check (a torn write) and anything after it.
+    Torn,
+}
+
+/// Recovery's running state while it walks the segments.
+struct Scan {
+    report: LogRecovery,
+    /// The highest position any valid frame or segment header attests as durable.
+    attested: u64,
+    last_kind: Option<FrameKind>,
+    /// End of the log as recovered so far.
+    end: u64,
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir` and recovers its tail: checks every frame of
+    /// every segment, calling `visit` with each valid frame that is kept (and the segment
+    /// holding it), in log order.
+    ///
+    /// The recovery rule: a damaged frame below the highest attested watermark is
+    /// corruption and fails the open; one above it is a torn tail, cut off (unless
+    /// `read_only`) and reported.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] for corruption, [`Error::UnsupportedFormat`] for a segment of a
+    /// newer format (left untouched, even as the last segment), [`Error::Io`] for I/O
+    /// failures, and any error `visit` returns.
+    pub fn open(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        kind: u32,
+        segment_size: u64,
+        read_only: bool,
+        replay_from: impl FnOnce(&[Arc<Segment>]) -> u64,
+        mut visit: impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
+    ) -> Result<(Log, LogRecovery)> {
+        let mut segments = open_segments(storage.as_ref(), dir, kind, read_only)?;
+        if segments.is_empty() {
+            if read_only {
+                return Err(Error::InvalidArgument(format!(
+                    "no segment files in {}",
+                    dir.display()
+                )));
+            }
+            segments.push(Arc::new(Segment::create(storage.as_ref(), dir, 0, kind)?));
+        }
+        // Everything below `replay_from` is known to the caller (indexed and durable): its
+        // segments are not scanned, and it counts as attested.
+        let replay_from = replay_from(&segments);
+        let mut scan = Scan {
+            report: LogRecovery {
+                replayed_from: replay_from,
+                ..LogRecovery::default()
+            },
+            attested: replay_from,
+            last_kind: None,
+            end: 0,
+        };
+        let count = segments.len();
+        for (i, seg) in segments.clone().iter().enumerate() {
+            let is_last = i + 1 == count;
+            let len = seg.file_len()?;
+            match seg.check_header()? {
+                Ok(h) => scan.attested = scan.attested.max(h.base_position),
+                Err(reason) if is_last => {
+                    scan.remove_unfinished(
+                        storage.as_ref(),
+                        dir,
+                        kind,
+                        read_only,
+                        &mut segments,
+                        &reason.to_string(),
+                    )?;
+                    break;
+                }
+                Err(reason) => {
+                    return Err(Error::corrupted(
+                        seg.path(),
+                        0,
+                        format!("bad segment header: {reason}"),
+                    ));
+                }
+            }
+            if !is_last && seg.base().saturating_add(len) <= replay_from {
+                scan.end = seg.base().saturating_add(len);
+                continue;
+            }
+            scan.scan_segment(seg, len, is_last, read_only, &mut visit)?;
+        }
+        // Seal every segment but the last; the last is the active one.
+        for seg in segments.iter().take(segments.len().saturating_sub(1)) {
+            seg.seal()?;
+        }
+        let active = segments
+            .last()
+            .cloned()
+            .ok_or_else(|| Error::InvalidArgument(format!("no segments in {}", dir.display())))?;
+        let mut end = scan.end;
+        if end < active.first_frame_position() {
+            end = active.base().saturating_add(active.file_len()?);
+        }
+        let mut report = scan.report;
+        report.segments = segments.len();
+        report.attested_position = scan.attested;
+        report.clean_shutdown = scan.last_kind == Some(FrameKind::Checkpoint) && report.is_clean();
+        let durable = if read_only {
+            end
+        } else if report.clean_shutdown {
+            // Everything up to the closing checkpoint was synced before it was written (its
+            // watermark says so); only the checkpoint itself may not be. No sync needed:
+            // new frames attest no more than the checkpoint's watermark until the next one.
+            scan.attested.min(end)
+        } else {
+            // What survived a crash may still be only in the OS cache: make it durable
+            // before any new frame attests it.
+            active.sync()?;
+            end
+        };
+        let log = Log {
+            storage,
+            dir: dir.to_path_buf(),
+            kind,
+            segment_size,
+            read_only,
+            segments: RwLock::new(segments),
+            write_lock: Mutex::new(()),
+            written: AtomicU64::new(end),
+            durable: AtomicU64::new(durable),
+            poisoned: AtomicBool::new(false),
+            preallocate: 0,
+            reserved: AtomicU64::new(end),
+        };
+        Ok((log, report))
+    }
+}
+
+impl Scan {
+    /// The last segment's header is bad: a new segment whose creation did not complete.
+    /// Nothing in it can be acknowledged unless a valid frame in it says otherwise (then it
+    /// is corruption). Removes it (unless read-only), and starts a first segment if it was
+    /// the only one.
+    fn remove_unfinished(
+        &mut self,
+        storage: &dyn Storage,
+        dir: &Path,
+        kind: u32,
+        read_only: bool,
+        segments: &mut Vec<Arc<Segment>>,
+        reason: &str,
+    ) -> Result<()> {
+        let Some(seg) = segments.pop() else {
+            return Ok(());
+        };
+        let len = seg.file_len()?;
+        if let Some(at) = seg.reader().resync(SEGMENT_HEADER_LEN as u64, len)? {
+            return Err(Error::corrupted(
+                seg.path(),
+                0,
+                format!("bad segment header ({reason}) before a valid frame at offset {at}"),
+            ));
+        }
+        self.report.removed_segments.push(seg.path().to_path_buf());
+        if read_only {
+            return Ok(());
+        }
+        storage
+            .remove(seg.path())
+            .map_err(|e| Error::io(format!("remove {}", seg.path().display()), e))?;
+        storage
+            .sync_dir(dir)
+            .map_err(|e| Error::io(format!("sync {}", dir.display()), e))?;
+        if segments.is_empty() {
+            segments.push(Arc::new(Segment::create(storage, dir, 0, kind)?));
+            self.end = SEGMENT_HEADER_LEN as u64;
+        }
+        Ok(())
+    }
+
+    /// Checks the frames of one segment from where the caller's knowledge ends, handing
+    /// each valid one to `visit`; a damaged place ends the scan: corruption in a sealed
+    /// segment, a tail to recover in the last one.
+    fn scan_segment(
+        &mut self,
+        seg: &Arc<Segment>,
+        len: u64,
+        is_last: bool,
+        read_only: bool,
+        visit: &mut impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
+    ) -> Result<()> {
+        let mut reader = seg.reader();
+        let scan_from = self.report.replayed_from.saturating_sub(seg.base()).clamp(
+            SEGMENT_HEADER_LEN as u64,
+            len.max(SEGMENT_HEADER_LEN as u64),
+        );
+        let (attested, frames, last_kind) = (
+            &mut self.attested,
+            &mut self.report.frames,
+            &mut self.last_kind,
+        );
+        let how = reader.scan(scan_from, len, |h, bytes| {
+            *attested = (*attested).max(h.watermark);
+            *frames += 1;
+            *last_kind = Some(h.kind);
+            visit(seg, h, bytes)
+        })?;
+        self.end = seg.base().saturating_add(len);
+        let (offset, kind, reason) = match how {
+            ScanEnd::Clean { .. } => return Ok(()),
+            ScanEnd::ZeroTail { offset, .. } => {
+                (offset, TailKind::ZeroFilled, "zero-filled tail".to_string())
+            }
+            ScanEnd::Damaged { offset, reason } => (offset, TailKind::Torn, reason.to_string()),
+        };
+        if !is_last {
+            return Err(Error::corrupted(seg.path(), offset, reason));
+        }
+        self.cut_tail(seg, reader, len, offset, kind, reason, read_only)
+    }
+
+    /// The recovery rule at a damaged place of the last segment: valid frames past it may
+    /// attest it (then it is corruption); otherwise it is a torn or zero-filled tail, cut
+    /// off (unless read-only) and reported.
+    #[allow(clippy::too_many_arguments)]
+    fn cut_tail(
+        &mut self,
+        seg: &Arc<Segment>,
+        mut reader: SegmentReader,
+        len: u64,
+        offset: u64,
+        kind: TailKind,
+        reason: String,
+        read_only: bool,
+    ) -> Result<()> {
+        let mut dropped = 0u64;
+        let mut from = offset.saturating_add(1);
+        while let Some(at) = reader.resync(from, len)? {
+            if let Ok((h, _)) = reader.frame_at_offset(at, len)? {
+                self.attested = self.attested.max(h.watermark);
+                dropped += 1;
+                from = at.saturating_add(h.frame_len());
+            } else {
+                from = at.saturating_add(1);
+            }
+        }
+        let position = seg.base().saturating_add(offset);
+        if position < self.attested {
+            return Err(Error::corrupted(
+                seg.path(),
+                offset,
+                format!(
+                    "{reason} (below the attested durable position {})",
+                    self.attested
+                ),
+            ));
+        }
+        if kind == TailKind::Torn {
+            dropped += 1;
+        }
+        self.report.truncated = Some(TruncatedTail {
+            file: seg.path().to_path_buf(),
+            offset,
+            position,
+            frames_dropped: dropped,
+            bytes_dropped: len.saturating_sub(offset),
+            kind,
+            reason,
+        });
+        self.end = position;
+        if !read_only {
+            seg.truncate(offset)?;
+        }
+        Ok(())
+    }
+}
+
+/// Lists and opens the segment files of `dir`, sorted, checking that they are contiguous.
+pub(crate) fn open_segments(
+    storage: &dyn Storage,
+    dir: &Path,
+    kind: u32,
+    read_only: bool,
+) -> Result<Vec<Arc<Segment>>> {
+    let mut bases: Vec<u64> = storage
+        .list(dir)
+        .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
+        .iter()
+        .filter_map(|n| parse_segment_file_name(n))
+        .collect();
+    bases.sort_unstable();
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+    for base in bases {
+        let path = dir.join(crate::segment::segment_file_name(base));
+        let seg = Arc::new(Segment::open(storage, &path, base, kind, read_only)?);
+        if let Some(prev) = segments.last() {
+            let prev_len = prev.file_len()?;
+            let expected = prev.base().saturating_add(prev_len);
+            if expected != base {
+                return Err(Error::corrupted(
+                    prev.path(),
+                    prev_len,
+                    format!(
+                        "segment ends at position {expected} but the next one starts at {base}"
+                    ),
+                ));
+            }
+        }
+        segments.push(seg);
+    }
+    Ok(segments)
+}
+
+/// Checks that an index built from this log still describes it: what it covers exists, and
+/// the last frame it indexed (`last_frame_position`, with CRC `last_frame_crc`) is still
+/// the same frame. An index of nothing (`covered_position` 0) always does.
+///
+/// # Errors
+/// Why the index does not describe the log (it is then rebuilt, or reported).
+pub(crate) fn check_covered(
+    segments: &[Arc<Segment>],
+    covered_position: u64,
+    last_frame_position: u64,
+    last_frame_crc: u32,
+) -> std::result::Result<(), String> {
+    if covered_position == 0 {
+        return Ok(());
+    }
+    let end = match segments.last() {
+        Some(seg) => seg
+            .base()
+            .saturating_add(seg.file_len().map_err(|e| e.to_string())?),
+        None => 0,
+    };
+    if covered_position > end {
+        return Err(format!(
+            "the index covers the log up to position {covered_position} but the log ends at {end}"
+        ));
+    }
+    if last_frame_position == 0 {
+        return Ok(());
+    }
+    let pos = last_frame_position;
+    let seg = segments
+        .iter()
+        .rev()
+        .find(|s| s.base() <= pos)
+        .ok_or_else(|| format!("the index's last frame at {pos} is not in the log"))?;
+    let limit = seg.file_len().map_err(|e| e.to_string())?;
+    match seg.read_frame(pos, limit) {
+        Ok((h, _)) if h.crc == last_frame_crc => Ok(()),
+        Ok(_) => Err(format!(
+            "the frame at {pos} is not the one the index was built from"
+        )),
+        Err(e) => Err(format!(
+            "the index's last frame at {pos} does not read: {e}"
+        )),
+    }
+}
