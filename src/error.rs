@@ -3,7 +3,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use crate::store::ExpectedVersion;
+use crate::expected_version::ExpectedVersion;
 
 /// Everything that can go wrong in streamlog.
 ///

@@ -450,6 +450,15 @@ pub struct EventsBody<'a> {
     pub events: Vec<EventRecord<'a>>,
 }
 
+/// How many events a frame of `kind` with this body holds (0 for other kinds and for a
+/// body that does not decode).
+pub fn event_count(kind: FrameKind, body: &[u8]) -> u64 {
+    match kind {
+        FrameKind::Events => decode_events_summary(body).map_or(0, |(_, _, n)| u64::from(n)),
+        FrameKind::Checkpoint | FrameKind::Snapshot => 0,
+    }
+}
+
 /// Decodes just the stream name and version range of an events body, without the events.
 ///
 /// # Errors

@@ -42,12 +42,9 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
     for seg in segments.iter().take(segments.len().saturating_sub(1)) {
         seg.seal()?;
     }
-    let mut report = verify_segments(
-        &segments,
-        u64::MAX,
-        &mut progress,
-        &crate::store::events_in_frame,
-    )?;
+    let mut report = verify_segments(&segments, u64::MAX, &mut progress, &|h, bytes| {
+        format::event_count(h.kind, bytes.body())
+    })?;
     report.index_problems = check_index(dir, &segments)?;
     Ok(report)
 }
@@ -78,57 +75,29 @@ fn check_index(dir: &Path, segments: &[Arc<Segment>]) -> Result<Vec<String>> {
         return Ok(problems);
     }
     let covered = manifest.covered_position;
-    let mut frames = 0u64;
-    let mut log_damaged = false;
-    for seg in segments {
-        let end = seg.file_len()?.min(covered.saturating_sub(seg.base()));
-        if end <= SEGMENT_HEADER_LEN as u64 {
-            continue;
+    let found = index.check_against_log(covered, |visit| {
+        let mut log_damaged = false;
+        for seg in segments {
+            let end = seg.file_len()?.min(covered.saturating_sub(seg.base()));
+            if end <= SEGMENT_HEADER_LEN as u64 {
+                continue;
+            }
+            let how = seg
+                .reader()
+                .scan(SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
+                    if h.kind == FrameKind::Events
+                        && let Ok((stream, first_version, _)) =
+                            format::decode_events_summary(bytes.body())
+                    {
+                        visit(stream, first_version, h.position);
+                    }
+                    Ok(())
+                })?;
+            log_damaged |= !matches!(how, ScanEnd::Clean { .. });
         }
-        let how = seg.reader().scan(SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
-            if h.kind != FrameKind::Events {
-                return Ok(());
-            }
-            let Ok((stream, first_version, _)) = format::decode_events_summary(bytes.body()) else {
-                return Ok(());
-            };
-            frames += 1;
-            let (hash, check) = Hashing::Standard.keys(stream);
-            let mut exclude = Vec::new();
-            loop {
-                match index.floor(hash, check, first_version, &exclude) {
-                    Ok(Some(e)) if e.position == h.position => break,
-                    Ok(Some(e)) if e.first_version == first_version => exclude.push(e.position),
-                    Ok(_) => {
-                        problems.push(format!(
-                            "index: the append of {stream:?} at version {first_version} (position {}) is missing",
-                            h.position
-                        ));
-                        break;
-                    }
-                    Err(e) => {
-                        problems.push(format!("index: {e}"));
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        // Damage in the log is reported by the segment check; the count below would
-        // only repeat it.
-        log_damaged |= !matches!(how, ScanEnd::Clean { .. });
-    }
-    let mut entries = 0u64;
-    if let Err(e) = index.for_each_entry(|_| {
-        entries += 1;
-        Ok(())
-    }) {
-        problems.push(format!("index: {e}"));
-    } else if entries != frames && !log_damaged {
-        problems.push(format!(
-            "index: {entries} entries for {frames} appends in the covered log"
-        ));
-    }
+        Ok(log_damaged)
+    })?;
+    problems.extend(found.into_iter().map(|p| format!("index: {p}")));
     Ok(problems)
 }
 

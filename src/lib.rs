@@ -50,6 +50,7 @@
 
 mod cache;
 mod error;
+mod expected_version;
 pub mod format;
 pub mod index;
 pub mod inspect;

@@ -21,9 +21,7 @@ pub struct StreamState {
 impl StreamState {
     /// The stream's last version.
     pub fn last_version(&self) -> u64 {
-        self.first_version
-            .saturating_add(u64::from(self.count))
-            .saturating_sub(1)
+        super::table::last_version(self.first_version, self.count)
     }
 }
 

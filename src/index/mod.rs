@@ -9,12 +9,13 @@
 //! hash collisions cost an extra frame read, never a wrong answer.
 
 mod cache;
+mod check;
 mod manifest;
 mod table;
 
 pub use cache::{StreamCache, StreamState};
 pub use manifest::{MANIFEST_FILE, Manifest};
-pub use table::{Entry, Table, parse_table_file_name, table_file_name, write_table};
+pub use table::{Entry, Table, last_version, parse_table_file_name, table_file_name, write_table};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

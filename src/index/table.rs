@@ -30,6 +30,15 @@ pub const FENCE_LEN: usize = 24;
 /// Bytes of the footer.
 pub const FOOTER_LEN: u64 = 48;
 
+/// The version of the last of `count` events starting at `first_version` (an append has
+/// at least one event; for `count` 0 this is `first_version`).
+pub fn last_version(first_version: u64, count: u32) -> u64 {
+    first_version
+        .saturating_add(u64::from(count))
+        .saturating_sub(1)
+        .max(first_version)
+}
+
 /// One index entry: an append (frame) of a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Entry {
@@ -47,6 +56,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The version of the append's last event.
+    pub fn last_version(&self) -> u64 {
+        last_version(self.first_version, self.count)
+    }
+
+    /// Whether the append holds `version`.
+    pub fn holds(&self, version: u64) -> bool {
+        version >= self.first_version && version <= self.last_version()
+    }
+
     /// The sort key.
     pub fn key(&self) -> (u64, u64, u64) {
         (self.hash, self.first_version, self.position)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
+pub use crate::expected_version::ExpectedVersion;
 
 /// A position in `$all`: the logical byte offset of an append's frame in the log. All
 /// events of one append share it; positions increase in commit order.
@@ -28,30 +29,6 @@ impl Position {
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
-    }
-}
-
-/// What an append expects of the stream's current state; checked atomically with the write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExpectedVersion {
-    /// No expectation.
-    Any,
-    /// The stream must not exist (have no events).
-    NoStream,
-    /// The stream must exist.
-    StreamExists,
-    /// The stream's last version must be exactly this.
-    Exact(u64),
-}
-
-impl fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExpectedVersion::Any => write!(f, "any"),
-            ExpectedVersion::NoStream => write!(f, "no-stream"),
-            ExpectedVersion::StreamExists => write!(f, "exists"),
-            ExpectedVersion::Exact(v) => write!(f, "{v}"),
-        }
     }
 }
 

@@ -69,8 +69,7 @@ impl Inner {
             {
                 // The stream's frame at or below `version`: it holds `version` only if
                 // the version is not past its last event.
-                let holds = version == u64::MAX
-                    || version < entry.first_version.saturating_add(u64::from(entry.count));
+                let holds = version == u64::MAX || entry.holds(version);
                 return Ok(holds.then_some(Found { entry, frame }));
             }
             exclude.push(entry.position);

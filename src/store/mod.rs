@@ -27,7 +27,6 @@ pub use event::{
     AppendResult, EventId, EventRef, EventView, ExpectedVersion, NewEvent, Position, RecordedEvent,
 };
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
-pub(crate) use read::events_in_frame;
 pub use read::{AllEvents, StreamEvents};
 pub use report::{RecoveryReport, StoreInfo};
 

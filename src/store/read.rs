@@ -9,10 +9,9 @@ use super::Store;
 use super::event::{EventId, EventView, Position, RecordedEvent};
 use super::lookup::Found;
 use crate::error::{Error, Result};
-use crate::format::{self, FrameHeader, FrameKind};
+use crate::format::{self, FrameKind};
 use crate::index::Entry;
 use crate::log::LogFrames;
-use crate::segment::FrameBytes;
 
 /// What a stream reader needs: the frame of a stream holding a version, confirmed by its
 /// stream name, among the frames below `visible`.
@@ -42,16 +41,6 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Events in a frame, for verification counts.
-pub(crate) fn events_in_frame(header: &FrameHeader, bytes: &FrameBytes) -> u64 {
-    match header.kind {
-        FrameKind::Events => format::decode_events_summary(bytes.body())
-            .map(|(_, _, n)| u64::from(n))
-            .unwrap_or(0),
-        FrameKind::Checkpoint | FrameKind::Snapshot => 0,
-    }
 }
 
 /// Hands the events of the events frame at `position` (read in place by a `$all` reader)
@@ -176,11 +165,7 @@ impl StreamCursor {
                 .inner
                 .read_entry(&self.stream, entry, self.lookup.visible)?;
             if let Some(found) = found {
-                let last = entry
-                    .first_version
-                    .saturating_add(u64::from(entry.count))
-                    .saturating_sub(1);
-                self.next = last.checked_add(1);
+                self.next = entry.last_version().checked_add(1);
                 return Ok(Some((found, version)));
             }
         }
@@ -200,10 +185,7 @@ impl StreamCursor {
             return Ok(None);
         };
         let entry = found.entry;
-        let last = entry
-            .first_version
-            .saturating_add(u64::from(entry.count))
-            .saturating_sub(1);
+        let last = entry.last_version();
         // Backward from past the end starts at the last version.
         let version = version.min(last);
         self.next = if self.backward {
@@ -547,6 +529,6 @@ impl Store {
         let found = self
             .inner
             .resolve_visible(stream, u64::MAX, self.visible())?;
-        Ok(found.map(|f| f.entry.first_version + u64::from(f.entry.count) - 1))
+        Ok(found.map(|f| f.entry.last_version()))
     }
 }

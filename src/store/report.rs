@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{Durability, Position, Store, read};
+use super::{Durability, Position, Store};
 use crate::error::Result;
 use crate::format::{self, FrameKind};
 use crate::index::IndexReport;
@@ -133,49 +133,23 @@ impl Store {
     /// I/O errors.
     pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport> {
         let visible = self.visible();
-        let mut report = self
-            .inner
-            .log
-            .verify(visible, progress, read::events_in_frame)?;
-        let mut frames = 0u64;
-        for item in self.inner.log.frames(0, visible) {
-            let Ok((header, bytes)) = item else { break };
-            if header.kind != FrameKind::Events {
-                continue;
-            }
-            let Ok((stream, first_version, _)) = format::decode_events_summary(bytes.body()) else {
-                continue;
-            };
-            frames += 1;
-            match self.inner.resolve_visible(stream, first_version, visible) {
-                Ok(Some(f)) if f.entry.position == header.position => {}
-                Ok(other) => report.index_problems.push(format!(
-                    "append of {stream:?} at version {first_version} (position {}) is found at {:?} through the index",
-                    header.position,
-                    other.map(|f| f.entry.position)
-                )),
-                Err(e) => report.index_problems.push(format!("index lookup failed: {e}")),
-            }
-        }
-        let mut entries = 0u64;
-        self.inner
-            .index
-            .for_each_entry(|e| {
-                if e.position < visible {
-                    entries += 1;
+        let mut report = self.inner.log.verify(visible, progress, |h, bytes| {
+            format::event_count(h.kind, bytes.body())
+        })?;
+        report.index_problems = self.inner.index.check_against_log(visible, |visit| {
+            for item in self.inner.log.frames(0, visible) {
+                let Ok((header, bytes)) = item else {
+                    return Ok(true);
+                };
+                if header.kind == FrameKind::Events
+                    && let Ok((stream, first_version, _)) =
+                        format::decode_events_summary(bytes.body())
+                {
+                    visit(stream, first_version, header.position);
                 }
-                Ok(())
-            })
-            .unwrap_or_else(|e| {
-                report
-                    .index_problems
-                    .push(format!("index table damaged: {e}"))
-            });
-        if entries != frames {
-            report.index_problems.push(format!(
-                "the index holds {entries} entries for {frames} appends in the log"
-            ));
-        }
+            }
+            Ok(false)
+        })?;
         Ok(report)
     }
 }

@@ -88,7 +88,7 @@ impl Store {
         let current = self
             .inner
             .resolve_visible(stream, u64::MAX, lookup.visible)?;
-        let current = current.map(|f| f.entry.first_version + u64::from(f.entry.count) - 1);
+        let current = current.map(|f| f.entry.last_version());
         let (mut state, mut snapshot_version, mut ignored) = (A::default(), None, Vec::new());
         if let Some(cur) = current {
             let (snap, passed) = self.inner.snapshots.latest(stream, cur, |b| {

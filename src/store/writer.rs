@@ -152,7 +152,7 @@ impl Store {
                 }
                 let result = AppendResult {
                     first_version,
-                    last_version: first_version.saturating_add(u64::from(count) - 1),
+                    last_version: crate::index::last_version(first_version, count),
                     position: Position(position),
                     deduplicated: false,
                 };
@@ -344,7 +344,7 @@ impl Inner {
         }
         let result = AppendResult {
             first_version: entry.first_version,
-            last_version: entry.first_version + u64::from(entry.count) - 1,
+            last_version: entry.last_version(),
             position: Position(entry.position),
             deduplicated: true,
         };

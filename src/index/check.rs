@@ -1,0 +1,63 @@
+//! Checking an index against the log it was built from: the one check behind
+//! `Store::verify` and the inspection of a directory.
+
+use super::Index;
+use crate::error::Result;
+
+impl Index {
+    /// Checks this index against the appends of its log. `appends` hands each events frame
+    /// below `limit` to its visitor as `(stream, first version, position)`, in log order,
+    /// and returns whether it met damage in the log. Every append must be found through
+    /// the index at its position, and the index must hold no other entry below `limit`
+    /// (not compared when the log is damaged: the frame check reports that). Returns the
+    /// problems found, in words; an empty list means the index matches the log.
+    ///
+    /// # Errors
+    /// Any error of `appends` (reading the log).
+    pub fn check_against_log(
+        &self,
+        limit: u64,
+        appends: impl FnOnce(&mut dyn FnMut(&str, u64, u64)) -> Result<bool>,
+    ) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut frames = 0u64;
+        let log_damaged = appends(&mut |stream, first_version, position| {
+            frames += 1;
+            let (hash, check) = self.keys(stream);
+            // Entries of colliding streams at the same version are passed over.
+            let mut exclude = Vec::new();
+            loop {
+                match self.floor(hash, check, first_version, &exclude) {
+                    Ok(Some(e)) if e.position == position => break,
+                    Ok(Some(e)) if e.first_version == first_version => exclude.push(e.position),
+                    Ok(_) => {
+                        problems.push(format!(
+                            "the append of {stream:?} at version {first_version} (position \
+                             {position}) is not found through the index"
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        problems.push(format!("index lookup failed: {e}"));
+                        break;
+                    }
+                }
+            }
+        })?;
+        let mut entries = 0u64;
+        let counted = self.for_each_entry(|e| {
+            if e.position < limit {
+                entries += 1;
+            }
+            Ok(())
+        });
+        match counted {
+            Err(e) => problems.push(format!("index table damaged: {e}")),
+            Ok(()) if entries != frames && !log_damaged => problems.push(format!(
+                "the index holds {entries} entries for {frames} appends in the log"
+            )),
+            Ok(()) => {}
+        }
+        Ok(problems)
+    }
+}
