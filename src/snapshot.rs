@@ -18,8 +18,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
-use crate::format::{self, FRAME_HEADER_LEN, FrameKind, SEGMENT_KIND_SNAPSHOTS, SnapshotBody};
-use crate::index::{Hashing, Index};
+use crate::format::{
+    self, FRAME_HEADER_LEN, FrameHeader, FrameKind, SEGMENT_KIND_SNAPSHOTS, SnapshotBody,
+};
+use crate::index::{Hashing, Index, IndexedLogFiles, open_indexed_log};
 use crate::io::Storage;
 use crate::log::{Appender, Log};
 
@@ -184,43 +186,19 @@ impl SnapshotStore {
             crate::io::create_dir_durably(self.storage.as_ref(), &segments)
                 .map_err(|e| Error::io(format!("create {}", segments.display()), e))?;
         }
-        let (index, _) = Index::open(
-            Arc::clone(&self.storage),
-            &dir.join("index"),
-            self.hashing,
-            MEMTABLE_ENTRIES,
-            self.read_only,
-        )?;
-        let covered = index.manifest();
-        let mut replayed = 0u64;
-        let (log, recovery) = Log::open(
-            Arc::clone(&self.storage),
-            &segments,
-            SEGMENT_KIND_SNAPSHOTS,
-            self.segment_size,
-            self.read_only,
-            |segs| match crate::log::check_covered(
-                segs,
-                covered.covered_position,
-                covered.last_frame_position,
-                covered.last_frame_crc,
-            ) {
-                Ok(()) => covered.covered_position,
-                Err(_) => {
-                    index.reset();
-                    0
-                }
-            },
-            |_, h, bytes| {
-                if h.kind == FrameKind::Snapshot
-                    && let Ok(b) = format::decode_snapshot_body(bytes.body())
-                {
-                    index.record(b.stream, b.version, 1, h.position, h.crc);
-                    replayed += 1;
-                }
-                Ok(())
-            },
-        )?;
+        let files = IndexedLogFiles {
+            index_dir: &dir.join("index"),
+            segments_dir: &segments,
+            kind: SEGMENT_KIND_SNAPSHOTS,
+            segment_size: self.segment_size,
+            memtable_entries: MEMTABLE_ENTRIES,
+            hashing: self.hashing,
+            read_only: self.read_only,
+            rebuild: false,
+        };
+        let (index, log, recovery, index_report) =
+            open_indexed_log(&self.storage, files, snapshot_key, &mut |_| {})?;
+        let replayed = index_report.replayed_frames;
         report.truncated_bytes = recovery.truncated.map_or(0, |t| t.bytes_dropped);
         // The index's totals count covered snapshots plus the replayed ones.
         let count = index.totals().appends.max(replayed);
@@ -306,12 +284,7 @@ impl SnapshotStore {
         let mut appender = g.appender.lock();
         let watermark = g.log.durable();
         let (position, buf) = appender.reserve(len);
-        let at = buf.len();
-        format::encode_snapshot_frame(buf, position, watermark, snapshot);
-        let crc = buf
-            .get(at + 8..at + 12)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_le_bytes);
+        let crc = format::encode_snapshot_frame(buf, position, watermark, snapshot).crc;
         let chunks = appender.take();
         g.log.write(&chunks)?;
         appender.recycle(chunks);
@@ -503,4 +476,14 @@ impl SnapshotStore {
         }
         Ok(false)
     }
+}
+
+/// The index key of a snapshot frame: its stream and the version its state includes.
+fn snapshot_key<'b>(header: &FrameHeader, body: &'b [u8]) -> Option<(&'b str, u64, u32)> {
+    if header.kind != FrameKind::Snapshot {
+        return None;
+    }
+    format::decode_snapshot_body(body)
+        .ok()
+        .map(|b| (b.stream, b.version, 1))
 }

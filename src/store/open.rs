@@ -14,10 +14,10 @@ use super::{Durability, Options};
 use super::{INDEX_DIR, Inner, LOCK_FILE, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Store};
 use crate::cache::Generations;
 use crate::error::{Error, Result};
-use crate::format::{self, FrameKind};
-use crate::index::{Hashing, Index, StreamCache};
+use crate::format::{self, FrameHeader, FrameKind};
+use crate::index::{Hashing, Index, IndexedLogFiles, StreamCache, open_indexed_log};
 use crate::io::LockGuard;
-use crate::log::{Log, check_covered};
+use crate::log::Log;
 use crate::snapshot::SnapshotStore;
 
 impl Store {
@@ -152,9 +152,8 @@ fn lock_dir(dir: &Path, options: &Options) -> Result<Box<dyn LockGuard>> {
         .ok_or(Error::Locked { path: lock_path })
 }
 
-/// Opens the index, then the log, replaying every frame the index does not cover into it
-/// (all of them when `rebuild` is asked, or when the index's manifest does not describe
-/// this log). Returns the recovery report with the index's part filled in.
+/// Opens the index and the log of events, the log's recovery replayed into the index
+/// (all of it when `rebuild` is asked).
 fn open_log_and_index(
     dir: &Path,
     options: &Options,
@@ -162,58 +161,27 @@ fn open_log_and_index(
     rebuild: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Index, Log, RecoveryReport)> {
-    let storage = &options.storage;
-    let (index, mut index_report) = Index::open(
-        Arc::clone(storage),
-        &dir.join(INDEX_DIR),
+    let files = IndexedLogFiles {
+        index_dir: &dir.join(INDEX_DIR),
+        segments_dir: &dir.join(SEGMENTS_DIR),
+        kind: format::SEGMENT_KIND_EVENTS,
+        segment_size: options.segment_size_bytes,
+        memtable_entries: options.memtable_entries,
         hashing,
-        options.memtable_entries,
-        options.read_only,
-    )?;
-    if rebuild {
-        index.reset();
-        index_report.rebuilt = Some("rebuild requested".into());
-    }
-    let manifest = index.manifest();
-    let mut replayed = 0u64;
-    let mut stale = None;
-    let (log, recovery) = Log::open(
-        Arc::clone(storage),
-        &dir.join(SEGMENTS_DIR),
-        format::SEGMENT_KIND_EVENTS,
-        options.segment_size_bytes,
-        options.read_only,
-        |segments| match check_covered(
-            segments,
-            manifest.covered_position,
-            manifest.last_frame_position,
-            manifest.last_frame_crc,
-        ) {
-            Ok(()) => manifest.covered_position,
-            Err(reason) => {
-                // Entries of these tables may point anywhere: rebuild from the start.
-                index.reset();
-                stale = Some(reason);
-                0
-            }
-        },
-        |_segment, header, bytes| {
-            if header.kind == FrameKind::Events
-                && let Ok((stream, first_version, count)) =
-                    format::decode_events_summary(bytes.body())
-            {
-                index.record(stream, first_version, count, header.position, header.crc);
-                replayed += 1;
-            }
-            progress(header.frame_len());
-            Ok(())
-        },
-    )?;
-    if let Some(reason) = stale {
-        index_report.rebuilt = Some(reason);
-    }
-    index_report.replayed_frames = replayed;
+        read_only: options.read_only,
+        rebuild,
+    };
+    let (index, log, recovery, index_report) =
+        open_indexed_log(&options.storage, files, events_key, progress)?;
     Ok((index, log, RecoveryReport::from_log(recovery, index_report)))
+}
+
+/// The index key of an events frame: its stream, first version and event count.
+fn events_key<'b>(header: &FrameHeader, body: &'b [u8]) -> Option<(&'b str, u64, u32)> {
+    if header.kind != FrameKind::Events {
+        return None;
+    }
+    format::decode_events_summary(body).ok()
 }
 
 /// Starts the writer's background threads: the `Periodic` syncer and the index
