@@ -67,6 +67,9 @@ pub enum Error {
     },
     /// The store was opened read-only and a write was attempted.
     ReadOnly,
+    /// The store was closed (through [`Store::close`](crate::Store::close) on one of its
+    /// handles) and a write was attempted through another.
+    Closed,
     /// A file of the store was written by a newer streamlog, in a format version this build
     /// does not read (its header is intact: this is not damage). The store is refused as
     /// it is, and nothing in it is changed or replaced; open it with a newer streamlog.
@@ -149,6 +152,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::ReadOnly => write!(f, "the store is open read-only"),
+            Error::Closed => write!(f, "the store is closed"),
             Error::UnsupportedFormat {
                 file,
                 found,

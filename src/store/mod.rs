@@ -55,11 +55,25 @@ pub const INDEX_DIR: &str = "index";
 /// Name of the directory holding the snapshot files.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 
-/// An open event store. Share it between threads with `Arc<Store>`; every method takes
-/// `&self`. Dropping it closes it cleanly (see [`Store::close`] to see errors).
-#[derive(Debug)]
+/// An open event store. Every method takes `&self`; clone it to share it between threads
+/// or tasks (a clone is another handle to the same store, costing one reference count).
+/// Dropping the last handle closes the store cleanly (see [`Store::close`] to see errors).
+#[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// Closes the store when the last handle goes (readers may hold `inner` longer).
+    _closer: Arc<Closer>,
+}
+
+/// Closes the store it holds when dropped.
+#[derive(Debug)]
+struct Closer(Arc<Inner>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        // Errors are visible through `close`; a drop can only do its best.
+        let _ = self.0.close();
+    }
 }
 
 #[derive(Debug)]
@@ -114,6 +128,8 @@ impl Store {
 
     /// Closes the store: makes everything durable and writes a checkpoint frame that
     /// attests the whole log, so that any later damage anywhere is reported as corruption.
+    /// It closes the store for every handle: later writes through other clones return
+    /// [`Error::Closed`](crate::Error::Closed); reads of what is stored go on working.
     ///
     /// # Errors
     /// [`Error::Poisoned`] or [`Error::Io`] when the final sync fails.
@@ -130,12 +146,5 @@ impl Store {
             inner: Arc::clone(&self.inner) as Arc<dyn read::FrameLookup>,
             visible: self.visible(),
         }
-    }
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        // Errors are visible through `close`; a drop can only do its best.
-        let _ = self.inner.close();
     }
 }

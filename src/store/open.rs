@@ -10,8 +10,10 @@ use parking_lot::{Condvar, Mutex};
 
 use super::maintenance::{Signal, spawn_background};
 use super::writer::Writer;
+use super::{
+    Closer, INDEX_DIR, Inner, LOCK_FILE, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Store,
+};
 use super::{Durability, Options};
-use super::{INDEX_DIR, Inner, LOCK_FILE, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Store};
 use crate::cache::Generations;
 use crate::error::{Error, Result};
 use crate::format::{self, FrameHeader, FrameKind};
@@ -123,7 +125,10 @@ impl Store {
         if !inner.options.read_only {
             start_background(&inner)?;
         }
-        Ok(Store { inner })
+        Ok(Store {
+            _closer: Arc::new(Closer(Arc::clone(&inner))),
+            inner,
+        })
     }
 }
 

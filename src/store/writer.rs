@@ -41,7 +41,8 @@ impl Store {
     ///   stream name, or an empty event type;
     /// - [`Error::TooLarge`] when a limit of [`Options`] is exceeded;
     /// - [`Error::Poisoned`] after an earlier write or sync failure;
-    /// - [`Error::ReadOnly`] on a read-only store;
+    /// - [`Error::ReadOnly`] on a read-only store; [`Error::Closed`] after
+    ///   [`Store::close`] through another handle;
     /// - [`Error::Io`] when the write or sync fails (the store is poisoned from then on).
     pub fn append(
         &self,
@@ -86,6 +87,11 @@ impl Store {
             let mut writer = inner.writer.lock();
             if inner.log.is_poisoned() {
                 return Err(Error::Poisoned);
+            }
+            // Checked under the writer's lock, which the close takes to write its
+            // checkpoint: no append lands after it.
+            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
+                return Err(Error::Closed);
             }
             let state = inner.stream_state(&mut writer, stream)?;
             if let Some(found) = inner.find_retry(&writer, state, stream, expected, &records)? {
