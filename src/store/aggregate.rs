@@ -43,6 +43,7 @@ pub trait Aggregate: Default {
 
 /// When [`Store::load`](crate::Store::load) saves a snapshot by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum SnapshotPolicy {
     /// Never.
     #[default]

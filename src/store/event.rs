@@ -345,6 +345,7 @@ pub(crate) fn timestamp_us(t: SystemTime) -> i64 {
 
 /// What an append did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AppendResult {
     /// Version of the first appended event.
     pub first_version: u64,

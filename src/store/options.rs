@@ -10,6 +10,7 @@ use crate::io::{FsStorage, Storage};
 
 /// When an append is acknowledged relative to the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// `append` returns only after its frame is on disk (`fdatasync`). Concurrent appenders
     /// share one write and one sync (group commit). A returned append survives any crash.
