@@ -2,11 +2,16 @@
 //! byte slices; decoding never panics, whatever the input (fuzzed in `fuzz/`).
 //!
 //! The layout is specified byte by byte in `docs/format.md`; change both together.
-//! All integers are little-endian.
+//! All integers are little-endian; every decoder of the crate (the index's too) reads them
+//! through `le`.
 
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use std::fmt;
+
+pub(crate) mod le;
+
+use le::Reader;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
@@ -86,61 +91,6 @@ impl fmt::Display for DecodeError {
 }
 
 impl std::error::Error for DecodeError {}
-
-/// A little-endian cursor over a byte slice that reports truncation instead of panicking.
-struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, at: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let rest = self.bytes.get(self.at..).unwrap_or_default();
-        match rest.get(..n) {
-            Some(s) => {
-                self.at = self.at.saturating_add(n);
-                Ok(s)
-            }
-            None => Err(DecodeError::Truncated {
-                needed: n as u64,
-                available: rest.len() as u64,
-            }),
-        }
-    }
-
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
-        let s = self.take(N)?;
-        let mut out = [0u8; N];
-        out.copy_from_slice(s);
-        Ok(out)
-    }
-
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        Ok(u8::from_le_bytes(self.array()?))
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-    fn i64(&mut self) -> Result<i64, DecodeError> {
-        Ok(i64::from_le_bytes(self.array()?))
-    }
-    fn str(&mut self, len: usize, what: &'static str) -> Result<&'a str, DecodeError> {
-        std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::Invalid(what))
-    }
-    fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.at)
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Segment header

@@ -4,6 +4,8 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::format::DecodeError;
+use crate::format::le::{self, Reader};
 use crate::io::Storage;
 
 /// Name of the manifest file.
@@ -69,47 +71,40 @@ impl Manifest {
     /// Decodes a manifest.
     ///
     /// # Errors
-    /// A description of what is wrong.
-    pub fn decode(b: &[u8]) -> std::result::Result<Manifest, String> {
-        let u64_at = |at: usize| -> Option<u64> {
-            Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
-        };
-        if b.get(0..8) != Some(&MANIFEST_MAGIC[..]) {
-            return Err("bad manifest magic".into());
-        }
-        let body_len = b.len().checked_sub(4).ok_or("manifest too short")?;
-        let stored = u32::from_le_bytes(
-            b.get(body_len..)
-                .and_then(|s| s.try_into().ok())
-                .ok_or("manifest too short")?,
-        );
-        if crc32fast::hash(b.get(..body_len).unwrap_or_default()) != stored {
-            return Err("manifest checksum mismatch".into());
-        }
-        let version = u32::from_le_bytes(
-            b.get(8..12)
-                .and_then(|s| s.try_into().ok())
-                .ok_or("short")?,
-        );
+    /// [`DecodeError`] saying what is wrong.
+    pub fn decode(b: &[u8]) -> std::result::Result<Manifest, DecodeError> {
+        let mut r = Reader::new(intact(b)?);
+        r.take(MANIFEST_MAGIC.len())?; // checked by `intact`
+        let version = r.u32()?;
         if version != MANIFEST_VERSION {
-            return Err(format!("unsupported manifest version {version}"));
+            return Err(DecodeError::UnsupportedVersion(version));
         }
-        let field = |i: usize| u64_at(16 + i * 8).ok_or_else(|| "manifest too short".to_string());
-        let count = field(7)?;
-        if count > u64::from(MAX_TABLES) || body_len != 16 + 8 * 8 + count as usize * 8 {
-            return Err("manifest length does not match its table count".into());
+        let _reserved = r.u32()?; // covered by the CRC; written as 0
+        let covered_position = r.u64()?;
+        let last_frame_position = r.u64()?;
+        let last_frame_crc =
+            u32::try_from(r.u64()?).map_err(|_| DecodeError::Invalid("last frame CRC"))?;
+        let events = r.u64()?;
+        let appends = r.u64()?;
+        let streams = r.u64()?;
+        let next_table_id = r.u64()?;
+        let count = r.u64()?;
+        if count > u64::from(MAX_TABLES) || r.remaining() as u64 != count * 8 {
+            return Err(DecodeError::Invalid(
+                "table count (does not match the manifest's length)",
+            ));
         }
-        let tables = (0..count as usize)
-            .map(|i| u64_at(80 + i * 8).ok_or_else(|| "manifest too short".to_string()))
+        let tables = (0..count)
+            .map(|_| r.u64())
             .collect::<std::result::Result<_, _>>()?;
         Ok(Manifest {
-            covered_position: field(0)?,
-            last_frame_position: field(1)?,
-            last_frame_crc: u32::try_from(field(2)?).map_err(|_| "bad frame crc field")?,
-            events: field(3)?,
-            appends: field(4)?,
-            streams: field(5)?,
-            next_table_id: field(6)?,
+            covered_position,
+            last_frame_position,
+            last_frame_crc,
+            events,
+            appends,
+            streams,
+            next_table_id,
             tables,
         })
     }
@@ -123,7 +118,7 @@ impl Manifest {
     pub fn load(
         storage: &dyn Storage,
         dir: &Path,
-    ) -> Result<Option<std::result::Result<Manifest, String>>> {
+    ) -> Result<Option<std::result::Result<Manifest, DecodeError>>> {
         let path = dir.join(MANIFEST_FILE);
         let file = match storage.open_read_only(&path) {
             Ok(f) => f,
@@ -134,7 +129,9 @@ impl Manifest {
             .len()
             .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
         if len > 1 << 20 {
-            return Ok(Some(Err("manifest larger than any valid one".into())));
+            return Ok(Some(Err(DecodeError::Invalid(
+                "file length (larger than any valid manifest)",
+            ))));
         }
         let mut buf = vec![0u8; len as usize];
         let mut done = 0;
@@ -189,17 +186,23 @@ impl Manifest {
     }
 }
 
+/// The manifest's bytes before its CRC, once its magic and CRC check.
+fn intact(b: &[u8]) -> std::result::Result<&[u8], DecodeError> {
+    if Reader::new(b).array() != Ok(MANIFEST_MAGIC) {
+        return Err(DecodeError::BadMagic);
+    }
+    let (body, crc) = b.split_at(b.len().saturating_sub(4));
+    let stored = le::u32_at(crc, 0)?;
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(DecodeError::ChecksumMismatch { stored, computed });
+    }
+    Ok(body)
+}
+
 /// The version of an intact manifest (magic and CRC valid) newer than this build reads.
 fn newer_version(b: &[u8]) -> Option<u32> {
-    if b.get(0..8) != Some(&MANIFEST_MAGIC[..]) {
-        return None;
-    }
-    let body_len = b.len().checked_sub(4)?;
-    let stored = u32::from_le_bytes(b.get(body_len..)?.try_into().ok()?);
-    if crc32fast::hash(b.get(..body_len)?) != stored {
-        return None;
-    }
-    let version = u32::from_le_bytes(b.get(8..12)?.try_into().ok()?);
+    let version = le::u32_at(intact(b).ok()?, MANIFEST_MAGIC.len()).ok()?;
     (version > MANIFEST_VERSION).then_some(version)
 }
 

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
+use crate::format::DecodeError;
+use crate::format::le::{self, Reader};
 use crate::io::{Mapping, Storage};
 
 /// Magic at the start of an index table.
@@ -79,13 +81,14 @@ impl Entry {
         out.extend_from_slice(&self.check.to_le_bytes());
     }
 
-    fn decode(b: &[u8]) -> Option<Entry> {
-        Some(Entry {
-            hash: u64::from_le_bytes(b.get(0..8)?.try_into().ok()?),
-            first_version: u64::from_le_bytes(b.get(8..16)?.try_into().ok()?),
-            position: u64::from_le_bytes(b.get(16..24)?.try_into().ok()?),
-            count: u32::from_le_bytes(b.get(24..28)?.try_into().ok()?),
-            check: u32::from_le_bytes(b.get(28..32)?.try_into().ok()?),
+    fn decode(b: &[u8]) -> std::result::Result<Entry, DecodeError> {
+        let mut r = Reader::new(b);
+        Ok(Entry {
+            hash: r.u64()?,
+            first_version: r.u64()?,
+            position: r.u64()?,
+            count: r.u32()?,
+            check: r.u32()?,
         })
     }
 }
@@ -230,13 +233,14 @@ impl Table {
         if len < TABLE_HEADER_LEN + FOOTER_LEN {
             return Err(bad(0, "index table too short"));
         }
-        if map.get(0..8) != Some(&TABLE_MAGIC[..]) {
+        let mut header = Reader::new(&map);
+        if header.array() != Ok(TABLE_MAGIC) {
             return Err(bad(0, "bad index table magic"));
         }
-        match read_u32(&map, 8) {
-            Some(TABLE_VERSION) => {}
+        match header.u32() {
+            Ok(TABLE_VERSION) => {}
             // Checked before anything a newer layout may have changed (the footer).
-            Some(found) if found > TABLE_VERSION => {
+            Ok(found) if found > TABLE_VERSION => {
                 return Err(Error::UnsupportedFormat {
                     file: path.clone(),
                     found,
@@ -245,21 +249,17 @@ impl Table {
             }
             _ => return Err(bad(8, "unsupported index table version")),
         }
-        if read_u32(&map, 12) != Some(0) {
+        if header.u32() != Ok(0) {
             return Err(bad(12, "index table header reserved bytes"));
         }
         let f = len - FOOTER_LEN;
-        let footer = map.get(f as usize..).unwrap_or_default();
-        if footer.get(32..40) != Some(&TABLE_FOOTER_MAGIC[..])
-            || read_u32(footer, 40) != Some(crc32fast::hash(footer.get(..40).unwrap_or_default()))
-            || read_u32(footer, 44) != Some(0)
-        {
-            return Err(bad(f, "bad index table footer"));
-        }
-        let entries = read_u64(footer, 0).unwrap_or(0);
-        let blocks = read_u64(footer, 8).unwrap_or(0);
-        let fences_offset = read_u64(footer, 16).unwrap_or(0);
-        let fences_crc = read_u32(footer, 24).unwrap_or(0);
+        let Footer {
+            entries,
+            blocks,
+            fences_offset,
+            fences_crc,
+        } = Footer::decode(map.get(f as usize..).unwrap_or_default())
+            .map_err(|e| bad(f, &format!("bad index table footer: {e}")))?;
         // Counts come from the file: bound them by its length before any arithmetic, so
         // that a forged footer is an error, never an overflow.
         if entries > len / ENTRY_LEN as u64 || blocks > len / FENCE_LEN as u64 {
@@ -322,11 +322,12 @@ impl Table {
 
     fn fence(&self, block: u64) -> (u64, u64, u64) {
         let at = (self.fences_offset + block * FENCE_LEN as u64) as usize;
-        (
-            read_u64(&self.map, at).unwrap_or(0),
-            read_u64(&self.map, at + 8).unwrap_or(0),
-            read_u64(&self.map, at + 16).unwrap_or(0),
-        )
+        let mut r = Reader::at(&self.map, at);
+        // `open` checked that the fences lie within the file, so these reads succeed.
+        match (r.u64(), r.u64(), r.u64()) {
+            (Ok(hash), Ok(first_version), Ok(position)) => (hash, first_version, position),
+            _ => (0, 0, 0),
+        }
     }
 
     /// The entries of `block`, after checking its CRC.
@@ -348,7 +349,7 @@ impl Table {
             .get(word)
             .is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0);
         if !checked {
-            if read_u32(&self.map, end as usize) != Some(crc32fast::hash(bytes)) {
+            if le::u32_at(&self.map, end as usize) != Ok(crc32fast::hash(bytes)) {
                 return Err(Error::corrupted(
                     &self.path,
                     start,
@@ -467,7 +468,7 @@ impl Table {
             for e in self
                 .block(block)?
                 .chunks_exact(ENTRY_LEN)
-                .filter_map(Entry::decode)
+                .filter_map(|b| Entry::decode(b).ok())
             {
                 visit(e)?;
             }
@@ -491,7 +492,7 @@ impl Table {
 fn block_entry(bytes: &[u8], i: usize) -> Option<Entry> {
     bytes
         .get(i * ENTRY_LEN..(i + 1) * ENTRY_LEN)
-        .and_then(Entry::decode)
+        .and_then(|b| Entry::decode(b).ok())
 }
 
 /// Binary search in a block's bytes, in place: the number of leading entries for which
@@ -535,7 +536,7 @@ impl Iterator for TableIter<'_> {
                 Ok(bytes) => {
                     self.buf = bytes
                         .chunks_exact(ENTRY_LEN)
-                        .filter_map(Entry::decode)
+                        .filter_map(|b| Entry::decode(b).ok())
                         .collect();
                     self.at = 0;
                     self.block += 1;
@@ -549,16 +550,40 @@ impl Iterator for TableIter<'_> {
     }
 }
 
-fn read_u64(b: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(
-        b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-    ))
+/// What a table's footer says, once its magic, CRC and last reserved word check.
+struct Footer {
+    entries: u64,
+    blocks: u64,
+    fences_offset: u64,
+    fences_crc: u32,
 }
 
-fn read_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
+impl Footer {
+    fn decode(footer: &[u8]) -> std::result::Result<Footer, DecodeError> {
+        let mut r = Reader::new(footer);
+        let entries = r.u64()?;
+        let blocks = r.u64()?;
+        let fences_offset = r.u64()?;
+        let fences_crc = r.u32()?;
+        let _reserved = r.u32()?; // covered by the CRC; written as 0
+        if r.array() != Ok(TABLE_FOOTER_MAGIC) {
+            return Err(DecodeError::BadMagic);
+        }
+        let stored = r.u32()?;
+        let computed = crc32fast::hash(footer.get(..40).unwrap_or_default());
+        if stored != computed {
+            return Err(DecodeError::ChecksumMismatch { stored, computed });
+        }
+        if r.u32()? != 0 {
+            return Err(DecodeError::Invalid("index table footer reserved bytes"));
+        }
+        Ok(Footer {
+            entries,
+            blocks,
+            fences_offset,
+            fences_crc,
+        })
+    }
 }
 
 #[cfg(test)]
