@@ -4,8 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::event::EventRef;
 use crate::error::{Error, Result};
-use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
+use crate::format::{self, EventRecord, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 use crate::io::{FsStorage, Storage};
 
 /// When an append is acknowledged relative to the disk.
@@ -268,6 +269,90 @@ impl Options {
     pub fn with_storage(mut self, storage: Arc<dyn Storage>) -> Self {
         self.storage = storage;
         self
+    }
+
+    /// Checks an append of `events` to `stream` against every limit of these options,
+    /// as [`Store::append`](crate::Store::append) does, without writing anything; returns
+    /// the bytes it takes in the log (its frame, compared with
+    /// [`Options::max_frame_bytes`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty batch, an empty or reserved stream name or
+    /// an empty event type; [`Error::TooLarge`] when a limit is exceeded.
+    pub fn check_append(&self, stream: &str, events: &[EventRef<'_>]) -> Result<u64> {
+        let records: Vec<EventRecord<'_>> = events
+            .iter()
+            .map(|e| EventRecord {
+                id: e.id.0,
+                timestamp_us: 0,
+                event_type: e.event_type,
+                metadata: e.metadata,
+                data: e.data,
+            })
+            .collect();
+        self.check_records(stream, &records)
+    }
+
+    /// [`Options::check_append`] on encoded records.
+    pub(crate) fn check_records(&self, stream: &str, records: &[EventRecord<'_>]) -> Result<u64> {
+        let o = self;
+        super::read::check_stream_name(stream)?;
+        if stream.starts_with('$') {
+            return Err(Error::InvalidArgument(format!(
+                "stream names starting with '$' are reserved: {stream:?}"
+            )));
+        }
+        if stream.len() > o.max_stream_name_bytes {
+            return Err(Error::TooLarge {
+                what: "max_stream_name_bytes",
+                size: stream.len() as u64,
+                limit: o.max_stream_name_bytes as u64,
+            });
+        }
+        if records.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an append needs at least one event".into(),
+            ));
+        }
+        if records.len() > o.max_events_per_append {
+            return Err(Error::TooLarge {
+                what: "max_events_per_append",
+                size: records.len() as u64,
+                limit: o.max_events_per_append as u64,
+            });
+        }
+        for r in records {
+            if r.event_type.is_empty() {
+                return Err(Error::InvalidArgument(
+                    "an event type must not be empty".into(),
+                ));
+            }
+            if r.event_type.len() > o.max_event_type_bytes {
+                return Err(Error::TooLarge {
+                    what: "max_event_type_bytes",
+                    size: r.event_type.len() as u64,
+                    limit: o.max_event_type_bytes as u64,
+                });
+            }
+            let size = (r.data.len() as u64).saturating_add(r.metadata.len() as u64);
+            if size > o.max_event_bytes {
+                return Err(Error::TooLarge {
+                    what: "max_event_bytes",
+                    size,
+                    limit: o.max_event_bytes,
+                });
+            }
+        }
+        let frame_len =
+            format::events_body_len(stream, records).saturating_add(FRAME_HEADER_LEN as u64);
+        if frame_len > o.max_frame_bytes {
+            return Err(Error::TooLarge {
+                what: "max_frame_bytes",
+                size: frame_len,
+                limit: o.max_frame_bytes,
+            });
+        }
+        Ok(frame_len)
     }
 
     /// Checks every bound.

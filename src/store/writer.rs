@@ -7,9 +7,9 @@ use std::time::SystemTime;
 use super::event::{self, AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position};
 use super::frame::DecodedFrame;
 use super::lookup::Found;
-use super::{Durability, Inner, Store, read};
+use super::{Durability, Inner, Store};
 use crate::error::{Error, Result};
-use crate::format::{self, EventRecord, FRAME_HEADER_LEN};
+use crate::format::{self, EventRecord};
 use crate::index::{StreamCache, StreamState};
 use crate::log::Appender;
 use crate::segment::FrameBytes;
@@ -81,7 +81,7 @@ impl Store {
                 data: e.data,
             })
             .collect();
-        let frame_len = inner.check_append(stream, &records)?;
+        let frame_len = inner.options.check_records(stream, &records)?;
 
         let (result, end) = {
             let mut writer = inner.writer.lock();
@@ -191,68 +191,6 @@ impl Store {
 }
 
 impl Inner {
-    /// Checks an append against every limit; returns its frame length.
-    pub(super) fn check_append(&self, stream: &str, records: &[EventRecord<'_>]) -> Result<u64> {
-        let o = &self.options;
-        read::check_stream_name(stream)?;
-        if stream.starts_with('$') {
-            return Err(Error::InvalidArgument(format!(
-                "stream names starting with '$' are reserved: {stream:?}"
-            )));
-        }
-        if stream.len() > o.max_stream_name_bytes {
-            return Err(Error::TooLarge {
-                what: "max_stream_name_bytes",
-                size: stream.len() as u64,
-                limit: o.max_stream_name_bytes as u64,
-            });
-        }
-        if records.is_empty() {
-            return Err(Error::InvalidArgument(
-                "an append needs at least one event".into(),
-            ));
-        }
-        if records.len() > o.max_events_per_append {
-            return Err(Error::TooLarge {
-                what: "max_events_per_append",
-                size: records.len() as u64,
-                limit: o.max_events_per_append as u64,
-            });
-        }
-        for r in records {
-            if r.event_type.is_empty() {
-                return Err(Error::InvalidArgument(
-                    "an event type must not be empty".into(),
-                ));
-            }
-            if r.event_type.len() > o.max_event_type_bytes {
-                return Err(Error::TooLarge {
-                    what: "max_event_type_bytes",
-                    size: r.event_type.len() as u64,
-                    limit: o.max_event_type_bytes as u64,
-                });
-            }
-            let size = (r.data.len() as u64).saturating_add(r.metadata.len() as u64);
-            if size > o.max_event_bytes {
-                return Err(Error::TooLarge {
-                    what: "max_event_bytes",
-                    size,
-                    limit: o.max_event_bytes,
-                });
-            }
-        }
-        let frame_len =
-            format::events_body_len(stream, records).saturating_add(FRAME_HEADER_LEN as u64);
-        if frame_len > o.max_frame_bytes {
-            return Err(Error::TooLarge {
-                what: "max_frame_bytes",
-                size: frame_len,
-                limit: o.max_frame_bytes,
-            });
-        }
-        Ok(frame_len)
-    }
-
     /// [`Inner::resolve`] for the writer: frames written or still in its buffer.
     pub(super) fn resolve_for_writer(
         &self,

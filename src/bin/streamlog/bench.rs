@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use streamlog::format::{self, EventRecord};
 use streamlog::{Durability, EventRef, ExpectedVersion, Options, Position, Store};
 
 use crate::output::{Obj, line};
@@ -111,26 +110,23 @@ impl BenchArgs {
                 limits.max_event_bytes
             )));
         }
+        if self.batch > limits.max_events_per_append as u64 {
+            return Err(CliError::Usage(format!(
+                "--batch must be at most {} (the store's max_events_per_append)",
+                limits.max_events_per_append
+            )));
+        }
         // The largest append: a full batch to the longest stream name.
         let payload = vec![0u8; self.event_size];
-        let record = EventRecord {
-            id: [0; 16],
-            timestamp_us: 0,
-            event_type: EVENT_TYPE,
-            metadata: &[],
-            data: &payload,
-        };
+        let event = EventRef::new(EVENT_TYPE, &payload);
         let batch = usize::try_from(self.batch).unwrap_or(usize::MAX);
-        let frame_bytes = format::events_body_len(
+        if let Err(e) = limits.check_append(
             &stream_name(self.streams.saturating_sub(1)),
-            &vec![record; batch],
-        )
-        .saturating_add(format::FRAME_HEADER_LEN as u64);
-        if frame_bytes > limits.max_frame_bytes {
+            &vec![event; batch],
+        ) {
             return Err(CliError::Usage(format!(
-                "--batch {} of --event-size {} makes appends of {frame_bytes} bytes, over the \
-                 store's max_frame_bytes ({})",
-                self.batch, self.event_size, limits.max_frame_bytes
+                "--batch {} of --event-size {} makes appends the store refuses: {e}",
+                self.batch, self.event_size
             )));
         }
         Ok(())
