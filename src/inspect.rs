@@ -10,7 +10,7 @@ use crate::format::{
 };
 use crate::index::{Hashing, Index};
 use crate::io::{FsStorage, Storage};
-use crate::log::{VerifyReport, open_segments, verify_segments};
+use crate::log::{VerifyReport, list_segment_files, open_segments, verify_segments};
 use crate::segment::{ScanEnd, Segment, parse_segment_file_name};
 use crate::store::{EventId, INDEX_DIR, LOCK_FILE, Position, RecordedEvent, SEGMENTS_DIR};
 
@@ -191,24 +191,12 @@ pub fn dump(
                     dir.display()
                 )));
             }
-            let mut names: Vec<(u64, String)> = storage
-                .list(&segments_dir)
-                .map_err(|e| Error::io(format!("list {}", segments_dir.display()), e))?
+            // Listed like the log lists them, but not required to be contiguous: a dump
+            // shows every segment, gaps and overlaps included.
+            list_segment_files(&storage, &segments_dir)?
                 .into_iter()
-                .filter_map(|n| parse_segment_file_name(&n).map(|b| (b, n)))
-                .collect();
-            names.sort();
-            names
-                .into_iter()
-                .map(|(base, n)| {
-                    Segment::open(
-                        &storage,
-                        &segments_dir.join(n),
-                        base,
-                        SEGMENT_KIND_EVENTS,
-                        true,
-                    )
-                    .map(Arc::new)
+                .map(|(base, path)| {
+                    Segment::open(&storage, &path, base, SEGMENT_KIND_EVENTS, true).map(Arc::new)
                 })
                 .collect::<Result<_>>()?
         }
@@ -288,4 +276,59 @@ fn dump_segment(seg: &Arc<Segment>, visit: &mut impl FnMut(DumpItem) -> Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{ExpectedVersion, NewEvent, Options, Store};
+
+    /// Writes three or more segments, closes, and removes the second one: a gap.
+    fn store_with_a_missing_segment(dir: &Path) -> Vec<u64> {
+        let options = Options::default().with_segment_size_bytes(4096);
+        let store = Store::open_with(dir, options).unwrap();
+        for i in 0..60u32 {
+            store
+                .append("s", ExpectedVersion::Any, [NewEvent::new("E", [0u8; 200])])
+                .unwrap_or_else(|e| panic!("append {i}: {e}"));
+        }
+        store.close().unwrap();
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        let files = list_segment_files(&FsStorage, &segments_dir).unwrap();
+        assert!(files.len() >= 3, "{files:?}");
+        std::fs::remove_file(&files[1].1).unwrap();
+        // Not a segment name: ignored by the listing.
+        std::fs::write(segments_dir.join("notes.txt"), b"x").unwrap();
+        files
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != 1)
+            .map(|(_, (base, _))| *base)
+            .collect()
+    }
+
+    #[test]
+    fn dump_goes_on_past_a_gap_between_segments_that_verify_reports() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let bases = store_with_a_missing_segment(&dir);
+        let mut dumped = Vec::new();
+        let mut frames = 0;
+        dump(&dir, None, |item| {
+            match item {
+                DumpItem::Segment { header, .. } => dumped.push(header.unwrap()),
+                DumpItem::Frame { .. } => frames += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(dumped, bases);
+        assert!(frames > 0);
+        assert!(matches!(
+            verify_dir(&dir, |_| {}),
+            Err(Error::Corrupted { .. })
+        ));
+    }
 }

@@ -17,7 +17,7 @@ mod verify;
 pub use appender::{Appender, Chunk};
 pub use frames::LogFrames;
 pub use recovery::{LogRecovery, TailKind, TruncatedTail};
-pub(crate) use recovery::{check_covered, open_segments};
+pub(crate) use recovery::{check_covered, list_segment_files, open_segments};
 pub(crate) use verify::verify_segments;
 pub use verify::{Damage, VerifyReport};
 

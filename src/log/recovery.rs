@@ -345,6 +345,23 @@ impl Scan {
     }
 }
 
+/// The segment files of `dir` as (base position, path), in log order. Files whose names
+/// are not a segment's (20 digits + `.seg`) are ignored. Nothing is opened or checked:
+/// [`open_segments`] adds that, and a dump of a damaged directory goes on without it.
+///
+/// # Errors
+/// I/O errors listing the directory.
+pub(crate) fn list_segment_files(storage: &dyn Storage, dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let mut files: Vec<(u64, PathBuf)> = storage
+        .list(dir)
+        .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
+        .into_iter()
+        .filter_map(|name| parse_segment_file_name(&name).map(|base| (base, dir.join(name))))
+        .collect();
+    files.sort_unstable_by_key(|&(base, _)| base);
+    Ok(files)
+}
+
 /// Lists and opens the segment files of `dir`, sorted, checking that they are contiguous.
 pub(crate) fn open_segments(
     storage: &dyn Storage,
@@ -352,16 +369,9 @@ pub(crate) fn open_segments(
     kind: u32,
     read_only: bool,
 ) -> Result<Vec<Arc<Segment>>> {
-    let mut bases: Vec<u64> = storage
-        .list(dir)
-        .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
-        .iter()
-        .filter_map(|n| parse_segment_file_name(n))
-        .collect();
-    bases.sort_unstable();
-    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
-    for base in bases {
-        let path = dir.join(crate::segment::segment_file_name(base));
+    let files = list_segment_files(storage, dir)?;
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(files.len());
+    for (base, path) in files {
         let seg = Arc::new(Segment::open(storage, &path, base, kind, read_only)?);
         if let Some(prev) = segments.last() {
             let prev_len = prev.file_len()?;
