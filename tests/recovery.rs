@@ -2,22 +2,26 @@
 //!
 //! A "crash image" is a copy of the segment files taken while the store is open (after its
 //! appends were acknowledged), so no clean-close checkpoint is in it.
+//!
+//! Every scenario but one runs twice, on the real file system and on the simulated one
+//! (see `backend`): `on_files::<scenario>` and `on_sim::<scenario>`.
 #![allow(clippy::unwrap_used)]
 
-use std::fs;
+mod backend;
+
 use std::path::{Path, PathBuf};
 
-use streamlog::{Error, ExpectedVersion, NewEvent, Options, Position, Store, TailKind};
+use backend::{Backend, Files, TestDir, on_both_backends};
+use streamlog::{Error, ExpectedVersion, NewEvent, Position, Store, TailKind};
 
 const SEGMENT: &str = "segments/00000000000000000000.seg";
 
 /// Writes `n` acknowledged (synced) appends and returns a crash image of them plus the
 /// position of each append. Without preallocation, so that the image ends at the last
 /// frame (see `a_crash_image_with_preallocated_space_recovers_every_append` for that).
-fn crash_image(n: usize) -> (tempfile::TempDir, Vec<u64>) {
-    let live = tempfile::tempdir().unwrap();
-    let store =
-        Store::open_with(live.path(), Options::default().with_preallocate_bytes(0)).unwrap();
+fn crash_image(disk: &impl Backend, n: usize) -> (TestDir, Vec<u64>) {
+    let live = disk.tempdir();
+    let store = Store::open_with(live.path(), disk.options().with_preallocate_bytes(0)).unwrap();
     let positions = (0..n)
         .map(|i| {
             store
@@ -34,23 +38,23 @@ fn crash_image(n: usize) -> (tempfile::TempDir, Vec<u64>) {
                 .0
         })
         .collect();
-    let image = tempfile::tempdir().unwrap();
-    copy_store(live.path(), image.path());
+    let image = disk.tempdir();
+    copy_store(disk, live.path(), image.path());
     drop(store);
     (image, positions)
 }
 
-fn copy_store(from: &Path, to: &Path) {
-    fs::create_dir_all(to.join("segments")).unwrap();
-    for e in fs::read_dir(from.join("segments")).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), to.join("segments").join(e.file_name())).unwrap();
+fn copy_store(disk: &impl Backend, from: &Path, to: &Path) {
+    disk.create_dir_all(&to.join("segments"));
+    for name in disk.list(&from.join("segments")) {
+        let bytes = disk.read(&from.join("segments").join(&name));
+        disk.create(&to.join("segments").join(&name), &bytes);
     }
 }
 
-fn fresh_copy(image: &Path) -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    copy_store(image, d.path());
+fn fresh_copy(disk: &impl Backend, image: &Path) -> TestDir {
+    let d = disk.tempdir();
+    copy_store(disk, image, d.path());
     d
 }
 
@@ -63,32 +67,17 @@ fn event_count(store: &Store) -> usize {
     n
 }
 
-/// Cuts or extends a file to `len` bytes, as a crash or another program might.
-fn set_len(path: &Path, len: u64) {
-    fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .unwrap()
-        .set_len(len)
-        .unwrap();
-}
-
-fn flip(path: &Path, offset: u64, bit: u8) {
-    let mut bytes = fs::read(path).unwrap();
-    bytes[offset as usize] ^= 1 << bit;
-    fs::write(path, bytes).unwrap();
-}
-
-#[test]
-fn torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported() {
-    let (image, positions) = crash_image(6);
-    let seg_len = fs::metadata(image.path().join(SEGMENT)).unwrap().len();
+fn torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported<B: Backend>() {
+    let disk = B::new();
+    let (image, positions) = crash_image(&disk, 6);
+    let seg_len = disk.len(&image.path().join(SEGMENT));
     let last = *positions.last().unwrap();
     for cut in last..seg_len {
-        let dir = fresh_copy(image.path());
+        let dir = fresh_copy(&disk, image.path());
         let file = dir.path().join(SEGMENT);
-        set_len(&file, cut);
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        disk.set_len(&file, cut);
+        let store = Store::open_with(dir.path(), disk.options())
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
         assert_eq!(event_count(&store), 10, "cut at {cut}");
         let report = store.recovery_report().clone();
         if cut == last {
@@ -108,45 +97,45 @@ fn torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported() 
             .append("s-0", ExpectedVersion::Any, [NewEvent::new("G", "after")])
             .unwrap();
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open_with(dir.path(), disk.options()).unwrap();
         assert!(store.recovery_report().is_clean());
         assert_eq!(event_count(&store), 11);
     }
 }
 
-#[test]
-fn garbage_over_the_last_frame_is_a_torn_tail_not_corruption() {
-    let (image, positions) = crash_image(4);
+fn garbage_over_the_last_frame_is_a_torn_tail_not_corruption<B: Backend>() {
+    let disk = B::new();
+    let (image, positions) = crash_image(&disk, 4);
     let last = *positions.last().unwrap();
-    let seg_len = fs::metadata(image.path().join(SEGMENT)).unwrap().len();
+    let seg_len = disk.len(&image.path().join(SEGMENT));
     for start in last..seg_len {
-        let dir = fresh_copy(image.path());
+        let dir = fresh_copy(&disk, image.path());
         let file = dir.path().join(SEGMENT);
-        let mut bytes = fs::read(&file).unwrap();
-        for (i, b) in bytes[start as usize..].iter_mut().enumerate() {
-            *b = (i as u8).wrapping_mul(31).wrapping_add(7);
-        }
-        fs::write(&file, bytes).unwrap();
-        let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("garbage from {start}: {e}"));
+        let garbage: Vec<u8> = (0..seg_len - start)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(7))
+            .collect();
+        disk.write_at(&file, start, &garbage);
+        let store = Store::open_with(dir.path(), disk.options())
+            .unwrap_or_else(|e| panic!("garbage from {start}: {e}"));
         assert_eq!(event_count(&store), 6);
         let t = store.recovery_report().truncated.clone().unwrap();
         assert_eq!((t.offset, t.bytes_dropped), (last, seg_len - last));
     }
 }
 
-#[test]
-fn bit_flips_below_the_attested_watermark_are_corruption() {
-    let (image, positions) = crash_image(5);
+fn bit_flips_below_the_attested_watermark_are_corruption<B: Backend>() {
+    let disk = B::new();
+    let (image, positions) = crash_image(&disk, 5);
     // Under Sync, the last append attests everything before it.
     let attested_end = *positions.last().unwrap();
     let mut tried = 0;
     for offset in positions[0]..attested_end {
         for bit in [0u8, 3, 7] {
-            let dir = fresh_copy(image.path());
+            let dir = fresh_copy(&disk, image.path());
             let file = dir.path().join(SEGMENT);
-            flip(&file, offset, bit);
+            disk.flip(&file, offset, bit);
             let frame_start = *positions.iter().rev().find(|&&p| p <= offset).unwrap();
-            match Store::open(dir.path()) {
+            match Store::open_with(dir.path(), disk.options()) {
                 Err(Error::Corrupted {
                     file: f, offset: o, ..
                 }) => {
@@ -162,8 +151,8 @@ fn bit_flips_below_the_attested_watermark_are_corruption() {
 }
 
 /// A cleanly closed store of three appends to "s"; returns their positions.
-fn closed_store(dir: &Path) -> Vec<u64> {
-    let store = Store::open(dir).unwrap();
+fn closed_store(disk: &impl Backend, dir: &Path) -> Vec<u64> {
+    let store = Store::open_with(dir, disk.options()).unwrap();
     let positions = (0..3)
         .map(|i| {
             store
@@ -181,14 +170,14 @@ fn closed_store(dir: &Path) -> Vec<u64> {
     positions
 }
 
-#[test]
-fn after_a_clean_close_a_flip_in_an_indexed_append_is_reported_by_reads_and_verify() {
-    let dir = tempfile::tempdir().unwrap();
-    let positions = closed_store(dir.path());
-    flip(&dir.path().join(SEGMENT), positions[1] + 40, 2);
+fn after_a_clean_close_a_flip_in_an_indexed_append_is_reported_by_reads_and_verify<B: Backend>() {
+    let disk = B::new();
+    let dir = disk.tempdir();
+    let positions = closed_store(&disk, dir.path());
+    disk.flip(&dir.path().join(SEGMENT), positions[1] + 40, 2);
     // Open does not scan what the index covers (that keeps open time bounded); the damage
     // is found by the first read of the frame and by verify, never silently skipped.
-    let store = Store::open(dir.path()).unwrap();
+    let store = Store::open_with(dir.path(), disk.options()).unwrap();
     let read: Vec<_> = store.read_stream("s", 0).unwrap().collect();
     assert!(read[0].is_ok(), "{read:?}");
     assert!(
@@ -199,26 +188,28 @@ fn after_a_clean_close_a_flip_in_an_indexed_append_is_reported_by_reads_and_veri
     let damage: Vec<_> = report.corruption().map(|d| d.offset).collect();
     assert_eq!(damage, vec![positions[1]]);
     drop(store);
-    let report = streamlog::inspect::verify_dir(dir.path(), |_| {}).unwrap();
-    assert_eq!(report.corruption().count(), 1);
+    // `inspect::verify_dir` reads the real file system only (it takes no `Options`).
+    if let Some(report) = disk.verify_dir(dir.path()) {
+        assert_eq!(report.corruption().count(), 1);
+    }
 }
 
-#[test]
-fn after_a_clean_close_a_flip_in_the_last_indexed_append_fails_the_open() {
+fn after_a_clean_close_a_flip_in_the_last_indexed_append_fails_the_open<B: Backend>() {
     // Open checks that the last frame the index covers is still the one it indexed; a
     // damaged one sends it to a full replay, which finds the damage below the watermark.
-    let dir = tempfile::tempdir().unwrap();
-    let positions = closed_store(dir.path());
-    flip(&dir.path().join(SEGMENT), positions[2] + 40, 2);
-    match Store::open(dir.path()) {
+    let disk = B::new();
+    let dir = disk.tempdir();
+    let positions = closed_store(&disk, dir.path());
+    disk.flip(&dir.path().join(SEGMENT), positions[2] + 40, 2);
+    match Store::open_with(dir.path(), disk.options()) {
         Err(Error::Corrupted { offset, .. }) => assert_eq!(offset, positions[2]),
         other => panic!("expected Corrupted, got {other:?}"),
     }
 }
 
 /// Twenty 500-byte appends in 4 KiB segments, closed cleanly.
-fn multi_segment_store(dir: &Path) {
-    let store = Store::open_with(dir, Options::default().with_segment_size_bytes(4096)).unwrap();
+fn multi_segment_store(disk: &impl Backend, dir: &Path) {
+    let store = Store::open_with(dir, disk.options().with_segment_size_bytes(4096)).unwrap();
     for _ in 0..20 {
         store
             .append(
@@ -230,26 +221,26 @@ fn multi_segment_store(dir: &Path) {
     }
 }
 
-#[test]
-fn a_damaged_segment_header_of_an_older_segment_is_corruption() {
-    let dir = tempfile::tempdir().unwrap();
-    multi_segment_store(dir.path());
-    flip(&dir.path().join(SEGMENT), 3, 0);
-    let r = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096));
+fn a_damaged_segment_header_of_an_older_segment_is_corruption<B: Backend>() {
+    let disk = B::new();
+    let dir = disk.tempdir();
+    multi_segment_store(&disk, dir.path());
+    disk.flip(&dir.path().join(SEGMENT), 3, 0);
+    let r = Store::open_with(dir.path(), disk.options().with_segment_size_bytes(4096));
     assert!(
         matches!(r, Err(Error::Corrupted { offset: 0, .. })),
         "{r:?}"
     );
 }
 
-#[test]
-fn a_zero_filled_tail_is_end_of_log() {
-    let (image, _) = crash_image(3);
-    let dir = fresh_copy(image.path());
+fn a_zero_filled_tail_is_end_of_log<B: Backend>() {
+    let disk = B::new();
+    let (image, _) = crash_image(&disk, 3);
+    let dir = fresh_copy(&disk, image.path());
     let file = dir.path().join(SEGMENT);
-    let len = fs::metadata(&file).unwrap().len();
-    set_len(&file, len + 8192);
-    let store = Store::open(dir.path()).unwrap();
+    let len = disk.len(&file);
+    disk.set_len(&file, len + 8192);
+    let store = Store::open_with(dir.path(), disk.options()).unwrap();
     assert_eq!(event_count(&store), 6);
     let t = store.recovery_report().truncated.clone().unwrap();
     assert_eq!(
@@ -259,69 +250,64 @@ fn a_zero_filled_tail_is_end_of_log() {
     assert_eq!(t.reason, "zero-filled tail");
     assert_eq!(t.kind, TailKind::ZeroFilled);
     drop(store);
-    assert_eq!(
-        fs::metadata(&file).unwrap().len(),
-        len + 32,
-        "cut, then a checkpoint"
-    );
+    assert_eq!(disk.len(&file), len + 32, "cut, then a checkpoint");
 }
 
-#[test]
-fn a_segment_whose_creation_did_not_complete_is_removed_and_reported() {
-    let (image, _) = crash_image(3);
-    let dir = fresh_copy(image.path());
-    let len = fs::metadata(dir.path().join(SEGMENT)).unwrap().len();
+fn a_segment_whose_creation_did_not_complete_is_removed_and_reported<B: Backend>() {
+    let disk = B::new();
+    let (image, _) = crash_image(&disk, 3);
+    let dir = fresh_copy(&disk, image.path());
+    let len = disk.len(&dir.path().join(SEGMENT));
     let torn: PathBuf = dir.path().join(format!("segments/{len:020}.seg"));
-    fs::write(&torn, [0x53, 0x4c, 0x4f]).unwrap();
-    let store = Store::open(dir.path()).unwrap();
+    disk.create(&torn, &[0x53, 0x4c, 0x4f]);
+    let store = Store::open_with(dir.path(), disk.options()).unwrap();
     assert_eq!(store.recovery_report().removed_segments, vec![torn.clone()]);
-    assert!(!torn.exists());
+    assert!(!disk.exists(&torn));
     assert_eq!(event_count(&store), 6);
     store
         .append("s-9", ExpectedVersion::Any, [NewEvent::new("E", "x")])
         .unwrap();
 }
 
-#[test]
-fn a_gap_between_segments_is_corruption() {
-    let dir = tempfile::tempdir().unwrap();
-    multi_segment_store(dir.path());
+fn a_gap_between_segments_is_corruption<B: Backend>() {
+    let disk = B::new();
+    let dir = disk.tempdir();
+    multi_segment_store(&disk, dir.path());
     // Cut the first (sealed) segment short: the next one no longer lines up.
     let file = dir.path().join(SEGMENT);
-    let len = fs::metadata(&file).unwrap().len();
-    set_len(&file, len - 10);
-    let r = Store::open_with(dir.path(), Options::default().with_segment_size_bytes(4096));
+    let len = disk.len(&file);
+    disk.set_len(&file, len - 10);
+    let r = Store::open_with(dir.path(), disk.options().with_segment_size_bytes(4096));
     assert!(matches!(r, Err(Error::Corrupted { .. })), "{r:?}");
 }
 
-#[test]
-fn read_only_open_reports_a_torn_tail_without_cutting_it() {
-    let (image, positions) = crash_image(3);
-    let dir = fresh_copy(image.path());
+fn read_only_open_reports_a_torn_tail_without_cutting_it<B: Backend>() {
+    let disk = B::new();
+    let (image, positions) = crash_image(&disk, 3);
+    let dir = fresh_copy(&disk, image.path());
     let file = dir.path().join(SEGMENT);
-    let len = fs::metadata(&file).unwrap().len();
-    set_len(&file, len - 5);
-    let store = Store::open_with(dir.path(), Options::default().with_read_only(true)).unwrap();
+    let len = disk.len(&file);
+    disk.set_len(&file, len - 5);
+    let store = Store::open_with(dir.path(), disk.options().with_read_only(true)).unwrap();
     assert_eq!(event_count(&store), 4);
     let t = store.recovery_report().truncated.clone().unwrap();
     assert_eq!(t.offset, *positions.last().unwrap());
     drop(store);
-    assert_eq!(
-        fs::metadata(&file).unwrap().len(),
-        len - 5,
-        "read-only never writes"
-    );
+    assert_eq!(disk.len(&file), len - 5, "read-only never writes");
 }
 
+/// Real file system only: `inspect::verify_dir`, the subject here, takes a path and no
+/// `Options`, so it cannot read a simulated store.
 #[test]
 fn verify_of_a_directory_classifies_corruption_and_torn_tails() {
-    let (image, positions) = crash_image(4);
-    let dir = fresh_copy(image.path());
+    let disk = Files;
+    let (image, positions) = crash_image(&disk, 4);
+    let dir = fresh_copy(&disk, image.path());
     let file = dir.path().join(SEGMENT);
-    flip(&file, positions[1] + 35, 1);
-    let len = fs::metadata(&file).unwrap().len();
-    set_len(&file, len - 3);
-    let report = streamlog::inspect::verify_dir(dir.path(), |_| {}).unwrap();
+    disk.flip(&file, positions[1] + 35, 1);
+    let len = disk.len(&file);
+    disk.set_len(&file, len - 3);
+    let report = disk.verify_dir(dir.path()).unwrap();
     let found: Vec<_> = report
         .damage
         .iter()
@@ -330,18 +316,14 @@ fn verify_of_a_directory_classifies_corruption_and_torn_tails() {
     assert_eq!(found, vec![(positions[1], false), (positions[3], true)]);
     assert_eq!(report.corruption().count(), 1);
     assert_eq!(report.frames, 2, "frames 0 and 2 are intact");
-    assert_eq!(
-        fs::metadata(&file).unwrap().len(),
-        len - 3,
-        "verify never writes"
-    );
+    assert_eq!(disk.len(&file), len - 3, "verify never writes");
 }
 
-#[test]
-fn a_crash_image_with_preallocated_space_recovers_every_append() {
-    let live = tempfile::tempdir().unwrap();
+fn a_crash_image_with_preallocated_space_recovers_every_append<B: Backend>() {
+    let disk = B::new();
+    let live = disk.tempdir();
     let options = || {
-        Options::default()
+        disk.options()
             .with_segment_size_bytes(8 << 10)
             .with_preallocate_bytes(4 << 10)
     };
@@ -360,19 +342,13 @@ fn a_crash_image_with_preallocated_space_recovers_every_append() {
     let info = store.info().unwrap();
     assert!(info.segments > 2, "{info:?}");
     assert_eq!(info.bytes, info.head.0, "info counts log bytes, not zeros");
-    let image = tempfile::tempdir().unwrap();
-    copy_store(live.path(), image.path());
+    let image = disk.tempdir();
+    copy_store(&disk, live.path(), image.path());
     // Sealed segments end at their last frame; the active one in zeros.
-    let mut files: Vec<_> = fs::read_dir(image.path().join("segments"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
     let mut base = 0;
-    for f in &files {
-        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+    for name in disk.list(&image.path().join("segments")) {
         assert_eq!(name, format!("{base:020}.seg"));
-        base += fs::metadata(f).unwrap().len();
+        base += disk.len(&image.path().join("segments").join(name));
     }
     assert!(
         base > info.head.0,
@@ -380,9 +356,11 @@ fn a_crash_image_with_preallocated_space_recovers_every_append() {
     );
     drop(store);
     // A clean close cuts the zeros.
-    let total: u64 = fs::read_dir(live.path().join("segments"))
-        .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+    let segments = live.path().join("segments");
+    let total: u64 = disk
+        .list(&segments)
+        .into_iter()
+        .map(|name| disk.len(&segments.join(name)))
         .sum();
     assert_eq!(
         total,
@@ -405,4 +383,18 @@ fn a_crash_image_with_preallocated_space_recovers_every_append() {
     let store = Store::open_with(image.path(), options()).unwrap();
     assert!(store.recovery_report().clean_shutdown);
     assert_eq!(event_count(&store), 401);
+}
+
+on_both_backends! {
+    torn_tail_at_every_byte_offset_of_the_last_frame_is_truncated_and_reported,
+    garbage_over_the_last_frame_is_a_torn_tail_not_corruption,
+    bit_flips_below_the_attested_watermark_are_corruption,
+    after_a_clean_close_a_flip_in_an_indexed_append_is_reported_by_reads_and_verify,
+    after_a_clean_close_a_flip_in_the_last_indexed_append_fails_the_open,
+    a_damaged_segment_header_of_an_older_segment_is_corruption,
+    a_zero_filled_tail_is_end_of_log,
+    a_segment_whose_creation_did_not_complete_is_removed_and_reported,
+    a_gap_between_segments_is_corruption,
+    read_only_open_reports_a_torn_tail_without_cutting_it,
+    a_crash_image_with_preallocated_space_recovers_every_append,
 }

@@ -1,9 +1,15 @@
 //! The store's public API, as a user sees it.
+//!
+//! Every scenario runs twice, on the real file system and on the simulated one (see
+//! `backend`): `on_files::<scenario>` and `on_sim::<scenario>`.
 #![allow(clippy::unwrap_used)]
+
+mod backend;
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use backend::{Backend, on_both_backends};
 use streamlog::{
     Durability, Error, EventId, ExpectedVersion, NewEvent, Options, Position, RecordedEvent, Store,
 };
@@ -16,17 +22,17 @@ fn versions(events: impl Iterator<Item = streamlog::Result<RecordedEvent>>) -> V
     events.map(|e| e.unwrap().version).collect()
 }
 
-fn small() -> Options {
-    Options::default().with_segment_size_bytes(4096)
+fn small(disk: &impl Backend) -> Options {
+    disk.options().with_segment_size_bytes(4096)
 }
 
-#[test]
-fn open_creates_the_directory_and_appends_read_back() {
-    let tmp = tempfile::tempdir().unwrap();
+fn open_creates_the_directory_and_appends_read_back<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
     let dir = tmp.path().join("a/b/data");
-    let store = Store::open(&dir).unwrap();
-    assert!(dir.join("LOCK").exists());
-    assert!(dir.join("segments/00000000000000000000.seg").exists());
+    let store = Store::open_with(&dir, disk.options()).unwrap();
+    assert!(disk.exists(&dir.join("LOCK")));
+    assert!(disk.exists(&dir.join("segments/00000000000000000000.seg")));
     let r = store
         .append(
             "account-42",
@@ -53,11 +59,14 @@ fn open_creates_the_directory_and_appends_read_back() {
     assert!(e.timestamp_us > 0);
 }
 
-#[test]
-fn versions_are_gap_free_per_stream_and_batches_are_contiguous() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store =
-        Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
+fn versions_are_gap_free_per_stream_and_batches_are_contiguous<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(
+        tmp.path(),
+        small(&disk).with_durability(Durability::Buffered),
+    )
+    .unwrap();
     let a = store
         .append(
             "s",
@@ -88,10 +97,10 @@ fn versions_are_gap_free_per_stream_and_batches_are_contiguous() {
     assert_eq!(store.stream_version("nope").unwrap(), None);
 }
 
-#[test]
-fn expected_version_is_checked_for_every_variant() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+fn expected_version_is_checked_for_every_variant<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     let wrong = |r: streamlog::Result<_>, want: Option<u64>| match r {
         Err(Error::WrongExpectedVersion { actual, .. }) => assert_eq!(actual, want),
         other => panic!("expected WrongExpectedVersion, got {other:?}"),
@@ -127,10 +136,10 @@ fn expected_version_is_checked_for_every_variant() {
     assert_eq!(store.stream_version("s").unwrap(), Some(3));
 }
 
-#[test]
-fn retrying_an_append_returns_the_original_result_without_duplicating() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+fn retrying_an_append_returns_the_original_result_without_duplicating<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     let batch = vec![ev("A", "1"), ev("B", "2")];
     let first = store
         .append("s", ExpectedVersion::NoStream, batch.clone())
@@ -160,16 +169,16 @@ fn retrying_an_append_returns_the_original_result_without_duplicating() {
     );
     // After a reopen, too.
     drop(store);
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     let again = store.append("s", ExpectedVersion::NoStream, batch).unwrap();
     assert!(again.deduplicated && again.first_version == 0);
     assert_eq!(store.stream_version("s").unwrap(), Some(3));
 }
 
-#[test]
-fn a_partly_matching_retry_is_an_idempotency_conflict() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+fn a_partly_matching_retry_is_an_idempotency_conflict<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     let a = ev("A", "1");
     let b = ev("B", "2");
     store
@@ -182,10 +191,10 @@ fn a_partly_matching_retry_is_an_idempotency_conflict() {
 
 /// What README's "The model" says of ids: a retry is recognised by its ids alone, and only
 /// at the place its expected version names; nothing else makes an id unique.
-#[test]
-fn retries_are_recognised_by_ids_only_and_ids_may_repeat_elsewhere() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+fn retries_are_recognised_by_ids_only_and_ids_may_repeat_elsewhere<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     let id = EventId::new();
     let original = store
         .append("s", ExpectedVersion::NoStream, [ev("A", "1").with_id(id)])
@@ -227,10 +236,10 @@ fn retries_are_recognised_by_ids_only_and_ids_may_repeat_elsewhere() {
     assert_eq!((ids[0], ids[2]), (id, id));
 }
 
-#[test]
-fn limits_are_typed_errors() {
-    let tmp = tempfile::tempdir().unwrap();
-    let opts = small()
+fn limits_are_typed_errors<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let opts = small(&disk)
         .with_max_event_bytes(100)
         .with_max_events_per_append(3)
         .with_max_stream_name_bytes(8);
@@ -263,8 +272,8 @@ fn limits_are_typed_errors() {
     invalid(store.append("s", ExpectedVersion::Any, Vec::new()));
     // A frame larger than a segment cannot be configured.
     let bad = Store::open_with(
-        tempfile::tempdir().unwrap().path(),
-        Options::default()
+        disk.tempdir().path(),
+        disk.options()
             .with_segment_size_bytes(4096)
             .with_max_frame_bytes(8192),
     );
@@ -272,48 +281,54 @@ fn limits_are_typed_errors() {
     assert_eq!(store.info().unwrap().events, 0);
 }
 
-#[test]
-fn a_second_open_of_the_same_directory_is_locked() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
-    assert!(matches!(Store::open(tmp.path()), Err(Error::Locked { .. })));
+fn a_second_open_of_the_same_directory_is_locked<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), disk.options()).unwrap();
     assert!(matches!(
-        Store::open_with(tmp.path(), Options::default().with_read_only(true)),
+        Store::open_with(tmp.path(), disk.options()),
+        Err(Error::Locked { .. })
+    ));
+    assert!(matches!(
+        Store::open_with(tmp.path(), disk.options().with_read_only(true)),
         Err(Error::Locked { .. })
     ));
     drop(store);
-    Store::open(tmp.path()).unwrap();
+    Store::open_with(tmp.path(), disk.options()).unwrap();
 }
 
-#[test]
-fn a_read_only_open_without_a_lock_file_reads_and_creates_none() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+fn a_read_only_open_without_a_lock_file_reads_and_creates_none<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), disk.options()).unwrap();
     store
         .append("s", ExpectedVersion::NoStream, [ev("T", "x")])
         .unwrap();
     store.close().unwrap();
     let lock = tmp.path().join(streamlog::LOCK_FILE);
-    std::fs::remove_file(&lock).unwrap();
-    let reader = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
+    disk.remove(&lock);
+    let reader = Store::open_with(tmp.path(), disk.options().with_read_only(true)).unwrap();
     assert_eq!(versions(reader.read_stream("s", 0).unwrap()), [0]);
-    assert!(!lock.exists());
+    assert!(!disk.exists(&lock));
     drop(reader);
-    assert!(!lock.exists());
+    assert!(!disk.exists(&lock));
     // A writer creates it again and locks readers out as before.
-    let writer = Store::open(tmp.path()).unwrap();
+    let writer = Store::open_with(tmp.path(), disk.options()).unwrap();
     assert!(matches!(
-        Store::open_with(tmp.path(), Options::default().with_read_only(true)),
+        Store::open_with(tmp.path(), disk.options().with_read_only(true)),
         Err(Error::Locked { .. })
     ));
     writer.close().unwrap();
 }
 
-#[test]
-fn rollover_spreads_the_log_over_segments_and_reads_cross_them() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store =
-        Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap();
+fn rollover_spreads_the_log_over_segments_and_reads_cross_them<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(
+        tmp.path(),
+        small(&disk).with_durability(Durability::Buffered),
+    )
+    .unwrap();
     for i in 0..200u32 {
         let stream = format!("s-{}", i % 7);
         store
@@ -349,29 +364,23 @@ fn rollover_spreads_the_log_over_segments_and_reads_cross_them() {
         vec![4, 3, 2, 1, 0]
     );
     // Every segment file is named by its base position and they line up.
-    let mut names: Vec<_> = std::fs::read_dir(tmp.path().join("segments"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let names = disk.list(&tmp.path().join("segments"));
     let mut expect_base = 0u64;
     for n in &names {
         assert_eq!(n, &format!("{expect_base:020}.seg"));
-        expect_base += std::fs::metadata(tmp.path().join("segments").join(n))
-            .unwrap()
-            .len();
+        expect_base += disk.len(&tmp.path().join("segments").join(n));
     }
     drop(store);
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     assert_eq!(store.read_all(Position::START).unwrap().count(), 200);
     assert!(store.recovery_report().clean_shutdown);
     assert!(store.recovery_report().is_clean());
 }
 
-#[test]
-fn read_all_resumes_from_an_append_position_and_rejects_other_positions() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+fn read_all_resumes_from_an_append_position_and_rejects_other_positions<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     let mut positions = Vec::new();
     for i in 0..30 {
         positions.push(
@@ -407,10 +416,10 @@ fn read_all_resumes_from_an_append_position_and_rejects_other_positions() {
     assert_eq!(resumed, (5..30).collect::<Vec<u64>>());
 }
 
-#[test]
-fn concurrent_sync_appenders_share_commits_and_lose_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(tmp.path()).unwrap());
+fn concurrent_sync_appenders_share_commits_and_lose_nothing<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Arc::new(Store::open_with(tmp.path(), disk.options()).unwrap());
     let threads: Vec<_> = (0..16)
         .map(|t| {
             let store = Arc::clone(&store);
@@ -435,7 +444,7 @@ fn concurrent_sync_appenders_share_commits_and_lose_nothing() {
     }
     let store = Arc::into_inner(store).unwrap();
     store.close().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+    let store = Store::open_with(tmp.path(), disk.options()).unwrap();
     for t in 0..16 {
         let data: Vec<_> = store
             .read_stream(&format!("w-{t}"), 0)
@@ -449,11 +458,15 @@ fn concurrent_sync_appenders_share_commits_and_lose_nothing() {
     }
 }
 
-#[test]
-fn readers_see_only_committed_appends_and_never_block() {
-    let tmp = tempfile::tempdir().unwrap();
+fn readers_see_only_committed_appends_and_never_block<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
     let store = Arc::new(
-        Store::open_with(tmp.path(), small().with_durability(Durability::Buffered)).unwrap(),
+        Store::open_with(
+            tmp.path(),
+            small(&disk).with_durability(Durability::Buffered),
+        )
+        .unwrap(),
     );
     let writer = {
         let store = Arc::clone(&store);
@@ -480,12 +493,12 @@ fn readers_see_only_committed_appends_and_never_block() {
     assert_eq!(store.read_stream("s", 0).unwrap().count(), 500);
 }
 
-#[test]
-fn periodic_durability_syncs_in_the_background() {
-    let tmp = tempfile::tempdir().unwrap();
+fn periodic_durability_syncs_in_the_background<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
     let store = Store::open_with(
         tmp.path(),
-        small().with_durability(Durability::Periodic(std::time::Duration::from_millis(10))),
+        small(&disk).with_durability(Durability::Periodic(std::time::Duration::from_millis(10))),
     )
     .unwrap();
     let r = store
@@ -503,17 +516,17 @@ fn periodic_durability_syncs_in_the_background() {
     assert_eq!(store.read_stream("s", 0).unwrap().count(), 1);
 }
 
-#[test]
-fn read_only_open_reads_but_refuses_writes() {
-    let tmp = tempfile::tempdir().unwrap();
+fn read_only_open_reads_but_refuses_writes<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
     {
-        let store = Store::open(tmp.path()).unwrap();
+        let store = Store::open_with(tmp.path(), disk.options()).unwrap();
         store
             .append("s", ExpectedVersion::Any, [ev("E", "x")])
             .unwrap();
     }
-    let ro = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
-    let ro2 = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
+    let ro = Store::open_with(tmp.path(), disk.options().with_read_only(true)).unwrap();
+    let ro2 = Store::open_with(tmp.path(), disk.options().with_read_only(true)).unwrap();
     assert_eq!(ro.read_stream("s", 0).unwrap().count(), 1);
     assert_eq!(ro2.read_all(Position::START).unwrap().count(), 1);
     assert!(matches!(
@@ -522,15 +535,15 @@ fn read_only_open_reads_but_refuses_writes() {
     ));
     let missing = Store::open_with(
         tmp.path().join("nothing"),
-        Options::default().with_read_only(true),
+        disk.options().with_read_only(true),
     );
     assert!(matches!(missing, Err(Error::InvalidArgument(_))));
 }
 
-#[test]
-fn verify_of_a_healthy_store_finds_no_damage() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+fn verify_of_a_healthy_store_finds_no_damage<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     for i in 0..50 {
         store
             .append("s", ExpectedVersion::Any, [ev("E", &"v".repeat(i * 3))])
@@ -544,10 +557,10 @@ fn verify_of_a_healthy_store_finds_no_damage() {
     assert!(progressed > 0);
 }
 
-#[test]
-fn explicit_ids_and_timestamps_are_stored() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+fn explicit_ids_and_timestamps_are_stored<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), disk.options()).unwrap();
     let id: EventId = "0191e2b4-8f9a-7c3d-9e4f-0123456789ab".parse().unwrap();
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
     store
@@ -562,31 +575,31 @@ fn explicit_ids_and_timestamps_are_stored() {
     assert_eq!(e.timestamp(), t);
 }
 
-#[test]
-fn reopening_without_appending_does_not_grow_the_log() {
-    let tmp = tempfile::tempdir().unwrap();
+fn reopening_without_appending_does_not_grow_the_log<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
     {
-        let store = Store::open(tmp.path()).unwrap();
+        let store = Store::open_with(tmp.path(), disk.options()).unwrap();
         store
             .append("s", ExpectedVersion::Any, [ev("E", "x")])
             .unwrap();
     }
     let seg = tmp.path().join("segments/00000000000000000000.seg");
-    let len = std::fs::metadata(&seg).unwrap().len();
+    let len = disk.len(&seg);
     for _ in 0..3 {
-        let store = Store::open(tmp.path()).unwrap();
+        let store = Store::open_with(tmp.path(), disk.options()).unwrap();
         assert!(store.recovery_report().clean_shutdown);
         let r = store.append("s", ExpectedVersion::Exact(5), [ev("E", "y")]);
         assert!(matches!(r, Err(Error::WrongExpectedVersion { .. })));
     }
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+    assert_eq!(disk.len(&seg), len);
 }
 
-#[test]
-fn borrowed_events_append_like_owned_ones_and_retry_idempotently() {
+fn borrowed_events_append_like_owned_ones_and_retry_idempotently<B: Backend>() {
     use streamlog::EventRef;
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open_with(tmp.path(), small()).unwrap();
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
     let payload = b"{\"amount\":7}";
     let refs = [
         EventRef::new("Deposited", payload),
@@ -627,13 +640,13 @@ fn borrowed_events_append_like_owned_ones_and_retry_idempotently() {
     ));
 }
 
-#[test]
-fn borrowed_readers_hand_over_what_the_iterators_yield_and_stop_on_break() {
-    let tmp = tempfile::tempdir().unwrap();
+fn borrowed_readers_hand_over_what_the_iterators_yield_and_stop_on_break<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
     // Small segments: sealed (mapped) segments and the active one are both read.
     let store = Store::open_with(
         tmp.path(),
-        small()
+        small(&disk)
             .with_durability(Durability::Buffered)
             .with_frame_cache_bytes(1024),
     )
@@ -708,10 +721,10 @@ fn borrowed_readers_hand_over_what_the_iterators_yield_and_stop_on_break() {
     assert_eq!([first, rest].concat(), expect);
 }
 
-#[test]
-fn a_reader_broken_off_inside_an_append_goes_on_with_the_next_event() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
+fn a_reader_broken_off_inside_an_append_goes_on_with_the_next_event<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let store = Store::open_with(tmp.path(), disk.options()).unwrap();
     let batch = |n: usize| (0..n).map(|i| ev("T", &i.to_string())).collect::<Vec<_>>();
     store.append("s", ExpectedVersion::Any, batch(5)).unwrap();
     store.append("s", ExpectedVersion::Any, batch(5)).unwrap();
@@ -745,4 +758,31 @@ fn a_reader_broken_off_inside_an_append_goes_on_with_the_next_event() {
     let mut all = store.read_all(Position::START).unwrap();
     assert_eq!(all.for_each_view(take(3)).unwrap(), 3);
     assert_eq!(versions(all), vec![3, 4, 5, 6, 7, 8, 9]);
+}
+
+// Every scenario above runs on both backends: none is about the real file system alone.
+// The lock scenarios are between stores of one process, which the simulator models too;
+// flock between processes is tested through the CLI (tests/cli.rs).
+on_both_backends! {
+    open_creates_the_directory_and_appends_read_back,
+    versions_are_gap_free_per_stream_and_batches_are_contiguous,
+    expected_version_is_checked_for_every_variant,
+    retrying_an_append_returns_the_original_result_without_duplicating,
+    a_partly_matching_retry_is_an_idempotency_conflict,
+    retries_are_recognised_by_ids_only_and_ids_may_repeat_elsewhere,
+    limits_are_typed_errors,
+    a_second_open_of_the_same_directory_is_locked,
+    a_read_only_open_without_a_lock_file_reads_and_creates_none,
+    rollover_spreads_the_log_over_segments_and_reads_cross_them,
+    read_all_resumes_from_an_append_position_and_rejects_other_positions,
+    concurrent_sync_appenders_share_commits_and_lose_nothing,
+    readers_see_only_committed_appends_and_never_block,
+    periodic_durability_syncs_in_the_background,
+    read_only_open_reads_but_refuses_writes,
+    verify_of_a_healthy_store_finds_no_damage,
+    explicit_ids_and_timestamps_are_stored,
+    reopening_without_appending_does_not_grow_the_log,
+    borrowed_events_append_like_owned_ones_and_retry_idempotently,
+    borrowed_readers_hand_over_what_the_iterators_yield_and_stop_on_break,
+    a_reader_broken_off_inside_an_append_goes_on_with_the_next_event,
 }
