@@ -109,6 +109,26 @@ fn load_uses_the_latest_snapshot_and_replays_only_the_tail() {
 }
 
 #[test]
+fn save_snapshot_says_which_argument_is_out_of_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    append_numbers(&store, "s", 0..1);
+    let message = |r: streamlog::Result<()>| match r {
+        Err(streamlog::Error::InvalidArgument(m)) => m,
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    };
+    let m = message(store.save_snapshot(&"s".repeat(65_536), 0, Sum::SCHEMA, b""));
+    assert!(m.contains("stream name") && !m.contains("schema"), "{m}");
+    for schema in [String::new(), "t".repeat(65_536)] {
+        let m = message(store.save_snapshot("s", 0, &schema, b""));
+        assert!(m.contains("schema tag") && !m.contains("stream"), "{m}");
+    }
+    store
+        .save_snapshot("s", 0, Sum::SCHEMA, &full_sum(1).encode())
+        .unwrap();
+}
+
+#[test]
 fn snapshots_of_another_schema_or_newer_than_the_stream_are_ignored_and_reported() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(dir.path(), options()).unwrap();

@@ -15,9 +15,10 @@ impl Store {
     /// only means a longer replay. Snapshots never change events.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the stream has no event at `version`, or the schema
-    /// tag is empty or longer than 65,535 bytes; [`Error::TooLarge`] beyond
-    /// `max_frame_bytes`; [`Error::ReadOnly`]; I/O errors.
+    /// [`Error::InvalidArgument`] when the stream has no event at `version`, the stream name
+    /// is empty or longer than 65,535 bytes, or the schema tag is empty or longer than
+    /// 65,535 bytes; [`Error::TooLarge`] beyond `max_frame_bytes`; [`Error::ReadOnly`]; I/O
+    /// errors.
     pub fn save_snapshot(
         &self,
         stream: &str,
@@ -29,13 +30,17 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         read::check_stream_name(stream)?;
-        if schema.is_empty()
-            || schema.len() > usize::from(u16::MAX)
-            || stream.len() > usize::from(u16::MAX)
-        {
-            return Err(Error::InvalidArgument(
-                "a snapshot needs a schema tag of 1..=65535 bytes".into(),
-            ));
+        if stream.len() > usize::from(u16::MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "a snapshot's stream name must be at most 65535 bytes, not {}",
+                stream.len()
+            )));
+        }
+        if schema.is_empty() || schema.len() > usize::from(u16::MAX) {
+            return Err(Error::InvalidArgument(format!(
+                "a snapshot needs a schema tag of 1..=65535 bytes, not {}",
+                schema.len()
+            )));
         }
         match self.stream_version(stream)? {
             Some(last) if last >= version => {}
