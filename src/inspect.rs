@@ -1,17 +1,20 @@
 //! Read-only inspection of a store directory: [`verify_dir`] and [`dump`]. Neither ever
 //! writes, and both go on past damage, decoding as much of a damaged file as they can.
 
+// What a dump shows of a frame, and how segment files are named: what tools need of the
+// layout, without the engine's layers.
+pub use crate::format::{FrameHeader, FrameKind};
+pub use crate::segment::{parse_segment_file_name, segment_file_name};
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::format::{
-    self, FRAME_HEADER_LEN, FrameHeader, FrameKind, SEGMENT_HEADER_LEN, SEGMENT_KIND_EVENTS,
-};
+use crate::format::{self, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, SEGMENT_KIND_EVENTS};
 use crate::index::{Hashing, Index};
 use crate::io::{FsStorage, Storage};
 use crate::log::{VerifyReport, list_segment_files, open_segments, verify_segments};
-use crate::segment::{ScanEnd, Segment, parse_segment_file_name};
+use crate::segment::{ScanEnd, Segment};
 use crate::store::{EventId, INDEX_DIR, LOCK_FILE, Position, RecordedEvent, SEGMENTS_DIR};
 
 /// Checks every frame of every segment in the store at `dir`, and the index files against

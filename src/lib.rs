@@ -31,38 +31,75 @@
 //! # }
 //! ```
 //!
-//! ## Layers
-//! One module per layer, bottom up: [`io`] (the [`Storage`](io::Storage) trait, the real
-//! file backend and the fault-injecting simulator), [`mod@format`] (byte layout, pure
-//! codecs), [`segment`] (one segment file), [`log`] (the ordered segments, rollover,
-//! recovery), [`index`] (stream → appends, persistent and bounded), [`snapshot`] (snapshot
-//! files), and the store (this crate's root API: [`Store`], [`Aggregate`]). A lower layer
-//! never calls up; recovery is the read path. [`inspect`] verifies and dumps a directory
-//! without writing.
+//! ## What you use, in the order you need it
+//! - [`Store`]: [`Store::open`] / [`Store::open_with`] with [`Options`] (limits, sizes,
+//!   and [`Durability`]: by default an append returns only once it is on disk, and
+//!   concurrent appenders share one write and one `fdatasync`, group commit).
+//! - Appends: [`Store::append`] with [`NewEvent`]s (or [`Store::append_refs`] with
+//!   borrowed [`EventRef`]s), guarded by an [`ExpectedVersion`]; the [`AppendResult`]
+//!   says where they landed. Retrying with the same event ids is idempotent.
+//! - Reads: [`Store::read_stream`], [`Store::read_stream_backward`], [`Store::read_all`]
+//!   ([`RecordedEvent`]s), or borrowed [`EventView`]s through [`Store::read_stream_with`],
+//!   [`Store::read_all_with`] and the readers' `for_each_view`.
+//! - State: an [`Aggregate`] loaded by [`Store::load`] from the latest [`Snapshot`] and
+//!   the events after it, with a [`SnapshotPolicy`].
+//! - Errors: one [`Error`] enum; a conflict is [`Error::WrongExpectedVersion`]. A failed
+//!   sync poisons the store: every later write returns [`Error::Poisoned`], durable data
+//!   stays readable, and reopening recovers.
+//! - What happened: [`Store::recovery_report`], [`Store::info`], [`Store::verify`].
 //!
-//! ## Durability
-//! See [`Durability`]: by default an append returns only once it is on disk, and concurrent
-//! appenders share one write and one `fdatasync` (group commit). A failed sync poisons the
-//! store: every later write returns [`Error::Poisoned`], durable data stays readable, and
-//! reopening recovers.
+//! ## Crash-testing your own code
+//! [`io`] holds the [`Storage`](io::Storage) trait the store does all its I/O through, the
+//! real file backend, and a deterministic, fault-injecting simulated disk
+//! ([`io::sim::SimStorage`]: power cuts that lose unsynced sectors, torn writes, bit flips,
+//! failing syncs). Open a store on it with [`Options::with_storage`].
+//!
+//! ## Inspecting a store
+//! [`inspect`] verifies and dumps a store directory without ever writing to it.
+//!
+//! ## Internals
+//! The engine's layers (`format`, `segment`, `log`, `index`, `snapshot`) are private; the
+//! cargo feature `internals` makes them public for the fuzz targets and codec benchmarks,
+//! with no stability promise. docs/design.md describes them: one module per layer, bottom
+//! up, a lower layer never calling up, recovery being the read path.
 
 #![deny(clippy::unwrap_used)]
 
 mod cache;
 mod error;
 mod expected_version;
-pub mod format;
-pub mod index;
 pub mod inspect;
 pub mod io;
-pub mod log;
 mod rng;
-pub mod segment;
-pub mod snapshot;
 mod store;
 
+// The engine's layers: public only with the `internals` feature (fuzz targets, codec
+// benchmarks). Without it, what only those callers use is unused here.
+#[cfg(feature = "internals")]
+pub mod format;
+#[cfg(not(feature = "internals"))]
+mod format;
+#[cfg(feature = "internals")]
+pub mod index;
+#[cfg(not(feature = "internals"))]
+mod index;
+#[cfg(feature = "internals")]
+pub mod log;
+#[cfg(not(feature = "internals"))]
+mod log;
+#[cfg(feature = "internals")]
+pub mod segment;
+#[cfg(not(feature = "internals"))]
+mod segment;
+#[cfg(feature = "internals")]
+pub mod snapshot;
+#[cfg(not(feature = "internals"))]
+mod snapshot;
+
 pub use error::{Error, Result};
+pub use index::IndexReport;
 pub use log::{Damage, TailKind, TruncatedTail, VerifyReport};
+pub use snapshot::SnapshotReport;
 pub use store::{
     Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, EventView, ExpectedVersion,
     INDEX_DIR, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent,

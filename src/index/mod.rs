@@ -15,7 +15,7 @@ mod over_log;
 mod table;
 
 pub use cache::{StreamCache, StreamState};
-pub use manifest::{MANIFEST_FILE, Manifest};
+pub use manifest::Manifest;
 pub use over_log::{IndexedLogFiles, open_indexed_log};
 pub use table::{Entry, Table, last_version, parse_table_file_name, table_file_name, write_table};
 

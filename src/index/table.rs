@@ -316,6 +316,7 @@ impl Table {
     }
 
     /// Whether the table has no entries.
+    #[cfg_attr(not(feature = "internals"), allow(dead_code))]
     pub fn is_empty(&self) -> bool {
         self.entries == 0
     }

@@ -80,11 +80,6 @@ impl Appender {
         }
     }
 
-    /// Whether encoded bytes are waiting to be written.
-    pub fn has_pending(&self) -> bool {
-        !self.chunks.is_empty()
-    }
-
     /// The encoded bytes of a frame that is not yet written, if `position` is one.
     pub fn pending_frame(&self, position: u64) -> Option<&[u8]> {
         let chunk = self.chunks.iter().find(|c| {

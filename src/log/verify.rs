@@ -8,7 +8,8 @@ use crate::error::Result;
 use crate::format::{FrameHeader, SEGMENT_HEADER_LEN};
 use crate::segment::{FrameBytes, ScanEnd, Segment};
 
-/// One damaged place found by [`Log::verify`].
+/// One damaged place found by verification ([`Store::verify`](crate::Store::verify),
+/// [`inspect::verify_dir`](crate::inspect::verify_dir)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Damage {
@@ -23,7 +24,8 @@ pub struct Damage {
     pub torn_tail: bool,
 }
 
-/// What [`Log::verify`] found.
+/// What verification found: every frame checked, damage classified by the recovery rule,
+/// and the index checked against the log.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct VerifyReport {

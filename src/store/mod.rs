@@ -132,7 +132,8 @@ impl Store {
     /// [`Error::Closed`](crate::Error::Closed); reads of what is stored go on working.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] or [`Error::Io`] when the final sync fails.
+    /// [`Error::Poisoned`](crate::Error::Poisoned) or [`Error::Io`](crate::Error::Io)
+    /// when the final sync fails.
     pub fn close(self) -> Result<()> {
         self.inner.close()
     }

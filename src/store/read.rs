@@ -427,7 +427,7 @@ impl Iterator for AllEvents {
 
 impl Store {
     /// Reads `stream` forward from version `from` (inclusive). Only committed appends are
-    /// seen: under [`Durability::Sync`], those on disk; otherwise, those acknowledged.
+    /// seen: under [`Durability::Sync`](crate::Durability::Sync), those on disk; otherwise, those acknowledged.
     /// Reading never waits for the writer.
     ///
     /// # Errors

@@ -39,7 +39,7 @@ impl Store {
     /// - [`Error::IdempotencyConflict`] when the ids match an earlier append only in part;
     /// - [`Error::InvalidArgument`] for an empty batch, an empty or reserved (`$`-prefixed)
     ///   stream name, or an empty event type;
-    /// - [`Error::TooLarge`] when a limit of [`Options`] is exceeded;
+    /// - [`Error::TooLarge`] when a limit of [`Options`](crate::Options) is exceeded;
     /// - [`Error::Poisoned`] after an earlier write or sync failure;
     /// - [`Error::ReadOnly`] on a read-only store; [`Error::Closed`] after
     ///   [`Store::close`] through another handle;

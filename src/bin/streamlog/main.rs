@@ -481,7 +481,7 @@ fn segment_bytes(dir: &Path) -> u64 {
         .filter(|e| {
             e.file_name()
                 .to_str()
-                .is_some_and(|n| streamlog::segment::parse_segment_file_name(n).is_some())
+                .is_some_and(|n| streamlog::inspect::parse_segment_file_name(n).is_some())
         })
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())

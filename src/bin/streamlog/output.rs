@@ -5,7 +5,7 @@ use std::io::Write;
 
 use base64::Engine as _;
 use serde_json::{Map, Value};
-use streamlog::format::{FrameHeader, FrameKind};
+use streamlog::inspect::{FrameHeader, FrameKind};
 use streamlog::{RecordedEvent, RecoveryReport};
 
 /// A JSON object built field by field; its fields print in the order they were added
