@@ -89,10 +89,10 @@ fn check_index(dir: &Path, segments: &[Arc<Segment>]) -> Result<Vec<String>> {
                 .reader()
                 .scan(SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
                     if h.kind == FrameKind::Events
-                        && let Ok((stream, first_version, _)) =
+                        && let Ok((stream, first_version, count)) =
                             format::decode_events_summary(bytes.body())
                     {
-                        visit(stream, first_version, h.position);
+                        visit(stream, first_version, count, h.position);
                     }
                     Ok(())
                 })?;

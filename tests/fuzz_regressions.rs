@@ -155,6 +155,16 @@ fn huge_count_in_index_entry_does_not_allocate_without_bound() {
         .unwrap();
     backward.reverse();
     assert_eq!(backward, want);
+    // Verification names the damage: each entry's count disagrees with its frame.
+    let report = store.verify(|_| {}).unwrap();
+    assert!(
+        report
+            .index_problems
+            .iter()
+            .any(|p| p.contains("holds 4294967295 events")),
+        "verify: {:?}",
+        report.index_problems
+    );
 }
 
 /// Found by `index_table` (mode 2, CRCs fixed by the harness; input hex

@@ -6,9 +6,10 @@ use crate::error::Result;
 
 impl Index {
     /// Checks this index against the appends of its log. `appends` hands each events frame
-    /// below `limit` to its visitor as `(stream, first version, position)`, in log order,
-    /// and returns whether it met damage in the log. Every append must be found through
-    /// the index at its position, and the index must hold no other entry below `limit`
+    /// below `limit` to its visitor as `(stream, first version, event count, position)`, in
+    /// log order, and returns whether it met damage in the log. Every append must be found
+    /// through the index at its position with its event count, and the index must hold no
+    /// other entry below `limit`
     /// (not compared when the log is damaged: the frame check reports that). Returns the
     /// problems found, in words; an empty list means the index matches the log.
     ///
@@ -17,18 +18,27 @@ impl Index {
     pub fn check_against_log(
         &self,
         limit: u64,
-        appends: impl FnOnce(&mut dyn FnMut(&str, u64, u64)) -> Result<bool>,
+        appends: impl FnOnce(&mut dyn FnMut(&str, u64, u32, u64)) -> Result<bool>,
     ) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let mut frames = 0u64;
-        let log_damaged = appends(&mut |stream, first_version, position| {
+        let log_damaged = appends(&mut |stream, first_version, count, position| {
             frames += 1;
             let (hash, check) = self.keys(stream);
             // Entries of colliding streams at the same version are passed over.
             let mut exclude = Vec::new();
             loop {
                 match self.floor(hash, check, first_version, &exclude) {
-                    Ok(Some(e)) if e.position == position => break,
+                    Ok(Some(e)) if e.position == position && e.count == count => break,
+                    Ok(Some(e)) if e.position == position => {
+                        problems.push(format!(
+                            "the index says the append of {stream:?} at version \
+                             {first_version} (position {position}) holds {} events; it holds \
+                             {count}",
+                            e.count
+                        ));
+                        break;
+                    }
                     Ok(Some(e)) if e.first_version == first_version => exclude.push(e.position),
                     Ok(_) => {
                         problems.push(format!(

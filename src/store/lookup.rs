@@ -1,10 +1,11 @@
 //! Finding a stream's frames: index candidates confirmed by the stream name in the frame,
 //! visibility (what readers may see), and the decoded frame cache.
 
+use std::fmt;
 use std::sync::Arc;
 
 use super::frame::DecodedFrame;
-use super::{Durability, Inner, read};
+use super::{Durability, Inner};
 use crate::error::{Error, Result};
 use crate::index::Entry;
 
@@ -15,7 +16,25 @@ pub(crate) struct Found {
     pub(crate) frame: Arc<DecodedFrame>,
 }
 
-impl read::FrameLookup for Inner {
+/// What a stream reader needs: the frame of a stream holding a version, confirmed by its
+/// stream name, among the frames below `visible`.
+pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
+    fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>>;
+    /// Index entries that may be `stream`'s and come after `after` in key order (a batch
+    /// of about `limit`; empty when there are no more).
+    fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>>;
+    /// The frame `entry` points at, if it is below `visible` and `stream`'s.
+    fn read_entry(&self, stream: &str, entry: Entry, visible: u64) -> Result<Option<Found>>;
+}
+
+/// A reader's view: the store and the visibility bound at the reader's creation.
+#[derive(Debug, Clone)]
+pub(crate) struct Lookup {
+    pub(crate) inner: Arc<dyn FrameLookup>,
+    pub(crate) visible: u64,
+}
+
+impl FrameLookup for Inner {
     fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
         self.resolve_visible(stream, version, visible)
     }

@@ -142,9 +142,9 @@ impl Store {
         self.inner.visible()
     }
 
-    fn lookup(&self) -> read::Lookup {
-        read::Lookup {
-            inner: Arc::clone(&self.inner) as Arc<dyn read::FrameLookup>,
+    fn lookup(&self) -> lookup::Lookup {
+        lookup::Lookup {
+            inner: Arc::clone(&self.inner) as Arc<dyn lookup::FrameLookup>,
             visible: self.visible(),
         }
     }

@@ -1,38 +1,19 @@
 //! Read iterators: one stream forward or backward, and `$all` in commit order.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::Store;
 use super::event::{EventId, EventView, Position, RecordedEvent};
-use super::lookup::Found;
+use super::lookup::{Found, Lookup};
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind};
 use crate::index::Entry;
 use crate::log::LogFrames;
 
-/// What a stream reader needs: the frame of a stream holding a version, confirmed by its
-/// stream name, among the frames below `visible`.
-pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
-    fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>>;
-    /// Index entries that may be `stream`'s and come after `after` in key order (a batch
-    /// of about `limit`; empty when there are no more).
-    fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>>;
-    /// The frame `entry` points at, if it is below `visible` and `stream`'s.
-    fn read_entry(&self, stream: &str, entry: Entry, visible: u64) -> Result<Option<Found>>;
-}
-
 /// Index entries a forward stream reader fetches at once.
 const ENTRY_BATCH: usize = 128;
-
-/// A reader's view: the store and the visibility bound at the reader's creation.
-#[derive(Debug, Clone)]
-pub(crate) struct Lookup {
-    pub(crate) inner: Arc<dyn FrameLookup>,
-    pub(crate) visible: u64,
-}
 
 pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
     if stream.is_empty() {

@@ -142,10 +142,10 @@ impl Store {
                     return Ok(true);
                 };
                 if header.kind == FrameKind::Events
-                    && let Ok((stream, first_version, _)) =
+                    && let Ok((stream, first_version, count)) =
                         format::decode_events_summary(bytes.body())
                 {
-                    visit(stream, first_version, header.position);
+                    visit(stream, first_version, count, header.position);
                 }
             }
             Ok(false)

@@ -82,7 +82,7 @@ impl Store {
     /// Loads aggregate `A` of `stream`: its latest usable snapshot (intact, of schema
     /// `A::SCHEMA`, decodable, not newer than the stream) plus the events after it, or a
     /// full replay when there is none. Saves a snapshot afterwards when
-    /// [`Options::snapshot_policy`] says so.
+    /// [`Options::snapshot_policy`](crate::Options::snapshot_policy) says so.
     ///
     /// # Errors
     /// Errors reading the events (snapshot problems are reported in [`Loaded`], never
@@ -149,8 +149,8 @@ impl Store {
     }
 
     /// Rewrites the snapshot files keeping the latest
-    /// [`Options::snapshots_kept_per_stream`] snapshots of each stream, crash-safely
-    /// (see [`crate::snapshot::SnapshotStore::reclaim`]). Appends and reads go on
+    /// [`Options::snapshots_kept_per_stream`](crate::Options::snapshots_kept_per_stream) snapshots of each stream, crash-safely
+    /// (a new generation of snapshot files, switched to atomically). Appends and reads go on
     /// meanwhile. Returns (snapshots kept, snapshots dropped).
     ///
     /// # Errors
