@@ -331,3 +331,15 @@ fn the_memtable_is_flushed_by_log_bytes_too_so_a_crash_replays_a_bounded_tail() 
     assert_eq!(store.info().unwrap().appends, 100);
     assert_eq!(store.read_all(Position::START).unwrap().count(), 100);
 }
+
+#[test]
+fn reindex_of_a_path_without_a_store_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nothing-here");
+    let err = Store::reindex(&missing, streamlog::Options::default(), |_| {}).unwrap_err();
+    assert!(
+        matches!(err, streamlog::Error::InvalidArgument(_)),
+        "{err:?}"
+    );
+    assert!(!missing.exists(), "reindex created {}", missing.display());
+}

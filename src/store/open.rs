@@ -40,6 +40,8 @@ impl Store {
     ///   is no store in `dir`;
     /// - [`Error::Locked`] when another `Store` has the directory open;
     /// - [`Error::Corrupted`] when data attested as durable is damaged;
+    /// - [`Error::UnsupportedFormat`] when a file was written by a newer streamlog (nothing
+    ///   is changed);
     /// - [`Error::Io`] on I/O failure.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         Store::open_inner(dir.as_ref(), options, false, &mut |_| {})
@@ -51,7 +53,8 @@ impl Store {
     /// so this never loses events; use it after `verify` reports index problems.
     ///
     /// # Errors
-    /// As [`Store::open_with`], and I/O errors writing the index.
+    /// [`Error::InvalidArgument`] when `dir` holds no store (nothing is created); otherwise
+    /// as [`Store::open_with`], and I/O errors writing the index.
     pub fn reindex(
         dir: impl AsRef<Path>,
         options: Options,
@@ -59,6 +62,18 @@ impl Store {
     ) -> Result<RecoveryReport> {
         if options.read_only {
             return Err(Error::ReadOnly);
+        }
+        // A rebuild is of a store that exists: never create one.
+        let segments_dir = dir.as_ref().join(SEGMENTS_DIR);
+        let exists = options
+            .storage
+            .exists(&segments_dir)
+            .map_err(|e| Error::io(format!("stat {}", segments_dir.display()), e))?;
+        if !exists {
+            return Err(Error::InvalidArgument(format!(
+                "no streamlog store in {}",
+                dir.as_ref().display()
+            )));
         }
         let store = Store::open_inner(dir.as_ref(), options, true, &mut progress)?;
         let report = store.recovery_report().clone();
