@@ -236,6 +236,7 @@ fn dump_segment(seg: &Arc<Segment>, visit: &mut impl FnMut(DumpItem) -> Result<(
                         stream: Arc::clone(&stream),
                         version: body.first_version.saturating_add(i as u64),
                         position: Position(h.position),
+                        append_index: u32::try_from(i).unwrap_or(u32::MAX),
                         id: EventId(e.id),
                         event_type: e.event_type.to_string(),
                         timestamp_us: e.timestamp_us,

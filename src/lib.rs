@@ -72,6 +72,7 @@ pub mod inspect;
 pub mod io;
 mod rng;
 mod store;
+mod subscribe;
 
 // The engine's layers: public only with the `internals` feature (fuzz targets, codec
 // benchmarks). Without it, what only those callers use is unused here.
@@ -103,6 +104,10 @@ pub use snapshot::SnapshotReport;
 pub use store::{
     Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, EventView, ExpectedVersion,
     INDEX_DIR, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent,
-    Options, Position, RecordedEvent, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot,
-    SnapshotPolicy, Store, StoreInfo, StreamEvents,
+    Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR, SNAPSHOTS_DIR,
+    Snapshot, SnapshotPolicy, Store, StoreInfo, StreamEvents,
+};
+pub use subscribe::{
+    CHECKPOINT_STREAM_PREFIX, DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, SubscribeAll,
+    SubscribeStream, Subscription,
 };

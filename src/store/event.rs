@@ -50,6 +50,75 @@ impl FromStr for ExpectedVersion {
     }
 }
 
+/// A place in `$all` to resume reading from: the position of an append and how many of its
+/// events come before the place. Every event gives the token right after it
+/// ([`RecordedEvent::resume_token`]), so a reader that saves it and resumes from it gets
+/// exactly the events that follow, also inside an append of several events.
+///
+/// Its text form is `POSITION` or `POSITION:SKIP` (e.g. `4096:2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ResumeToken {
+    /// The append to resume in (or, with `skip` 0, at).
+    pub position: Position,
+    /// Events of that append already delivered.
+    pub skip: u32,
+}
+
+impl ResumeToken {
+    /// The start of `$all`.
+    pub const START: ResumeToken = ResumeToken {
+        position: Position::START,
+        skip: 0,
+    };
+
+    /// The place at the start of the append at `position`.
+    pub fn at(position: Position) -> Self {
+        ResumeToken { position, skip: 0 }
+    }
+
+    /// The place right after event `append_index` of the append at `position`.
+    pub fn after(position: Position, append_index: u32) -> Self {
+        ResumeToken {
+            position,
+            skip: append_index.saturating_add(1),
+        }
+    }
+}
+
+impl From<Position> for ResumeToken {
+    fn from(position: Position) -> Self {
+        ResumeToken::at(position)
+    }
+}
+
+impl fmt::Display for ResumeToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.skip == 0 {
+            write!(f, "{}", self.position)
+        } else {
+            write!(f, "{}:{}", self.position, self.skip)
+        }
+    }
+}
+
+impl FromStr for ResumeToken {
+    type Err = Error;
+
+    /// Parses `POSITION` or `POSITION:SKIP`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "a resume token is POSITION or POSITION:SKIP (numbers), not {s:?}"
+            ))
+        };
+        let (p, k) = s.split_once(':').unwrap_or((s, "0"));
+        Ok(ResumeToken {
+            position: Position(p.parse().map_err(|_| bad())?),
+            skip: k.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
 /// A 16-byte event id (a UUID). Generated ids are UUIDv7: time-ordered and random.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct EventId(pub [u8; 16]);
@@ -237,6 +306,9 @@ pub struct RecordedEvent {
     pub version: u64,
     /// Position of the append (frame) that wrote it.
     pub position: Position,
+    /// Its place within that append (0 for the first event): with `position`, where a
+    /// reader resumes after it ([`RecordedEvent::resume_token`]).
+    pub append_index: u32,
     /// Its id.
     pub id: EventId,
     /// Its type name.
@@ -250,6 +322,11 @@ pub struct RecordedEvent {
 }
 
 impl RecordedEvent {
+    /// Where a reader of `$all` resumes right after this event (see [`ResumeToken`]).
+    pub fn resume_token(&self) -> ResumeToken {
+        ResumeToken::after(self.position, self.append_index)
+    }
+
     /// The timestamp as a `SystemTime`.
     pub fn timestamp(&self) -> SystemTime {
         system_time(self.timestamp_us)
@@ -261,6 +338,7 @@ impl RecordedEvent {
             stream: &self.stream,
             version: self.version,
             position: self.position,
+            append_index: self.append_index,
             id: self.id,
             event_type: &self.event_type,
             timestamp_us: self.timestamp_us,
@@ -282,6 +360,8 @@ pub struct EventView<'a> {
     pub version: u64,
     /// Position of the append (frame) that wrote it.
     pub position: Position,
+    /// Its place within that append (0 for the first event).
+    pub append_index: u32,
     /// Its id.
     pub id: EventId,
     /// Its type name.
@@ -295,6 +375,11 @@ pub struct EventView<'a> {
 }
 
 impl EventView<'_> {
+    /// Where a reader of `$all` resumes right after this event (see [`ResumeToken`]).
+    pub fn resume_token(&self) -> ResumeToken {
+        ResumeToken::after(self.position, self.append_index)
+    }
+
     /// The timestamp as a `SystemTime`.
     pub fn timestamp(&self) -> SystemTime {
         system_time(self.timestamp_us)
@@ -311,6 +396,7 @@ impl EventView<'_> {
             stream,
             version: self.version,
             position: self.position,
+            append_index: self.append_index,
             id: self.id,
             event_type: self.event_type.to_string(),
             timestamp_us: self.timestamp_us,
@@ -444,6 +530,7 @@ mod tests {
             stream: Arc::from("s"),
             version: 0,
             position: Position(0),
+            append_index: 0,
             id: EventId([0; 16]),
             event_type: "T".into(),
             timestamp_us: timestamp_us(t),

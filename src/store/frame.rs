@@ -109,6 +109,7 @@ impl DecodedFrame {
             stream: &self.stream,
             version: self.first_version.saturating_add(i as u64),
             position: Position(self.header.position),
+            append_index: u32::try_from(i).unwrap_or(u32::MAX),
             id: EventId(s.id),
             event_type: self.types.get(s.event_type).map_or("", |t| t),
             timestamp_us: s.timestamp_us,

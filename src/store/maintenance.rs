@@ -95,6 +95,8 @@ impl Inner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
+        // Subscribers waiting for appends learn that none will come.
+        self.published.notify();
         for bg in std::mem::take(&mut *self.background.lock()) {
             bg.signal.stop();
             let _ = bg.handle.join();

@@ -25,6 +25,7 @@ pub use crate::snapshot::Snapshot;
 pub use aggregate::{Aggregate, Loaded, SnapshotPolicy};
 pub use event::{
     AppendResult, EventId, EventRef, EventView, ExpectedVersion, NewEvent, Position, RecordedEvent,
+    ResumeToken,
 };
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub use read::{AllEvents, StreamEvents};
@@ -44,7 +45,7 @@ use crate::log::Log;
 use crate::snapshot::SnapshotStore;
 use frame::DecodedFrame;
 use maintenance::{Background, Signal};
-use writer::Writer;
+use writer::{Published, Writer};
 
 /// Name of the lock file in the store directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -90,6 +91,8 @@ struct Inner {
     /// the cache needs no invalidation; it dies with the store.
     frames: Mutex<Generations<u64, Arc<DecodedFrame>, rustc_hash::FxBuildHasher>>,
     snapshots: SnapshotStore,
+    /// Wakes readers waiting for new visible appends (subscriptions).
+    published: Published,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
     committed: Condvar,
@@ -138,8 +141,28 @@ impl Store {
         self.inner.close()
     }
 
-    fn visible(&self) -> u64 {
+    /// End of what readers see now (a frame boundary).
+    pub(crate) fn visible(&self) -> u64 {
         self.inner.visible()
+    }
+
+    /// Waits until readers see beyond `position`, the store is closed, or `timeout`
+    /// passes; returns whether they see beyond it.
+    pub(crate) fn wait_visible_beyond(&self, position: u64, timeout: std::time::Duration) -> bool {
+        let inner = &self.inner;
+        inner.published.wait_until(
+            || {
+                inner.visible() > position
+                    || inner.closed.load(std::sync::atomic::Ordering::Acquire)
+            },
+            timeout,
+        );
+        inner.visible() > position
+    }
+
+    /// Whether [`Store::close`] was called on any handle.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.inner.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn lookup(&self) -> lookup::Lookup {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use super::maintenance::{Signal, spawn_background};
-use super::writer::Writer;
+use super::writer::{Published, Writer};
 use super::{
     Closer, INDEX_DIR, Inner, LOCK_FILE, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Store,
 };
@@ -125,6 +125,7 @@ impl Store {
             index,
             frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
             snapshots,
+            published: Published::default(),
             committing: Mutex::new(false),
             committed: Condvar::new(),
             recovery,

@@ -290,18 +290,19 @@ impl Options {
                 data: e.data,
             })
             .collect();
-        self.check_records(stream, &records)
-    }
-
-    /// [`Options::check_append`] on encoded records.
-    pub(crate) fn check_records(&self, stream: &str, records: &[EventRecord<'_>]) -> Result<u64> {
-        let o = self;
-        super::read::check_stream_name(stream)?;
         if stream.starts_with('$') {
             return Err(Error::InvalidArgument(format!(
                 "stream names starting with '$' are reserved: {stream:?}"
             )));
         }
+        self.check_records(stream, &records)
+    }
+
+    /// [`Options::check_append`] on encoded records, for any stream name (system streams,
+    /// `$`-prefixed, included: callers check that).
+    pub(crate) fn check_records(&self, stream: &str, records: &[EventRecord<'_>]) -> Result<u64> {
+        let o = self;
+        super::read::check_stream_name(stream)?;
         if stream.len() > o.max_stream_name_bytes {
             return Err(Error::TooLarge {
                 what: "max_stream_name_bytes",

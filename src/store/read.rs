@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use super::Store;
-use super::event::{EventId, EventView, Position, RecordedEvent};
+use super::event::{EventId, EventView, Position, RecordedEvent, ResumeToken};
 use super::lookup::{Found, Lookup};
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind};
@@ -49,6 +49,7 @@ fn visit_frame(
             stream: body.stream,
             version: body.first_version.saturating_add(i as u64),
             position: Position(position),
+            append_index: u32::try_from(i).unwrap_or(u32::MAX),
             id: EventId(e.id),
             event_type: e.event_type,
             timestamp_us: e.timestamp_us,
@@ -309,6 +310,26 @@ impl AllEvents {
         }
     }
 
+    /// Drops the first `n` events of the append at `position`, if the reader starts there.
+    fn skip_in(&mut self, position: Position, n: u32) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let first = match self.next() {
+            None => return Ok(()),
+            Some(first) => first?,
+        };
+        // `next` buffered the rest of the first append.
+        let skipped = |e: &RecordedEvent| e.position == position && e.append_index < n;
+        while self.buffer.front().is_some_and(skipped) {
+            self.buffer.pop_front();
+        }
+        if !skipped(&first) {
+            self.buffer.push_front(first);
+        }
+        Ok(())
+    }
+
     /// Where the next unread append starts: pass it to `read_all` to resume after the
     /// events read so far (valid once the events of the current append are all read).
     pub fn next_position(&self) -> Position {
@@ -480,13 +501,16 @@ impl Store {
         self.read_all(from)?.for_each_view(visit)
     }
 
-    /// Reads every stream's events in commit order, from `from` (inclusive): the start of
-    /// the log ([`Position::START`]) or the position of an append.
+    /// Reads every stream's events in commit order, from `from`: the start of the log
+    /// ([`Position::START`]), the position of an append (its events included), or a
+    /// [`ResumeToken`] (the events after the one that gave it).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `from` is not the start of an append; I/O errors.
     /// Errors while reading come as items of the iterator.
-    pub fn read_all(&self, from: Position) -> Result<AllEvents> {
+    pub fn read_all(&self, from: impl Into<ResumeToken>) -> Result<AllEvents> {
+        let token: ResumeToken = from.into();
+        let from = token.position;
         let visible = self.visible();
         if from.0 != 0 && from.0 < visible {
             self.inner
@@ -499,7 +523,9 @@ impl Store {
                     other => other,
                 })?;
         }
-        Ok(AllEvents::new(self.inner.log.frames(from.0, visible)))
+        let mut events = AllEvents::new(self.inner.log.frames(from.0, visible));
+        events.skip_in(from, token.skip)?;
+        Ok(events)
     }
 
     /// The stream's last committed version, `None` if it has no events.

@@ -2,7 +2,10 @@
 //! log's buffer, and group commit (one write and one sync for every waiting appender).
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::{Condvar, Mutex};
 
 use super::event::{self, AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position};
 use super::frame::DecodedFrame;
@@ -13,6 +16,45 @@ use crate::format::{self, EventRecord};
 use crate::index::{StreamCache, StreamState};
 use crate::log::Appender;
 use crate::segment::FrameBytes;
+
+/// Wakes readers that wait for appends to become visible (subscriptions). Costs the
+/// commit path one atomic load while nobody waits.
+#[derive(Debug, Default)]
+pub(super) struct Published {
+    waiters: AtomicUsize,
+    lock: Mutex<()>,
+    cond: Condvar,
+}
+
+impl Published {
+    /// Called after visibility advanced.
+    pub(super) fn notify(&self) {
+        // Sequentially consistent with the waiter's increment: either the waiter is
+        // counted here, or its check of `ready` comes after the visibility change.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock();
+            self.cond.notify_all();
+        }
+    }
+
+    /// Waits until `ready` holds or `timeout` passes; returns `ready`'s last answer.
+    pub(super) fn wait_until(&self, ready: impl Fn() -> bool, timeout: Duration) -> bool {
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lock.lock();
+        let mut ok = ready();
+        while !ok {
+            let timed_out = self.cond.wait_until(&mut guard, deadline).timed_out();
+            ok = ready();
+            if timed_out {
+                break;
+            }
+        }
+        drop(guard);
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        ok
+    }
+}
 
 /// The writer's state, under one mutex.
 #[derive(Debug)]
@@ -61,6 +103,22 @@ impl Store {
     /// # Errors
     /// As [`Store::append`].
     pub fn append_refs(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: &[EventRef<'_>],
+    ) -> Result<AppendResult> {
+        if stream.starts_with('$') {
+            return Err(Error::InvalidArgument(format!(
+                "stream names starting with '$' are reserved: {stream:?}"
+            )));
+        }
+        self.append_any_stream(stream, expected, events)
+    }
+
+    /// [`Store::append_refs`] to any stream, system streams (`$`-prefixed) included: for
+    /// the store's own records (named checkpoints).
+    pub(crate) fn append_any_stream(
         &self,
         stream: &str,
         expected: ExpectedVersion,
@@ -326,6 +384,9 @@ impl Inner {
             *committing = false;
             self.committed.notify_all();
             res?;
+            if self.options.durability == Durability::Sync {
+                self.published.notify();
+            }
         }
     }
 
@@ -334,6 +395,10 @@ impl Inner {
         let chunks = writer.appender.take();
         self.log.write(&chunks)?;
         writer.appender.recycle(chunks);
+        if self.options.durability != Durability::Sync {
+            // Written is visible outside `Sync`.
+            self.published.notify();
+        }
         Ok(())
     }
 }

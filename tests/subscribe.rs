@@ -1,0 +1,419 @@
+//! Subscriptions: catch-up then live, resume tokens, filters, named checkpoints.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use streamlog::{
+    Delivery, Durability, ExpectedVersion, Filter, NewEvent, Options, Position, RecordedEvent,
+    ResumeToken, Store, SubscribeAll, SubscribeStream,
+};
+
+fn ev(t: &str, d: &str) -> NewEvent {
+    NewEvent::new(t.to_string(), d)
+}
+
+/// Events delivered until `n` events came (checkpoints and caught-up markers skipped).
+fn take_events(sub: &mut streamlog::Subscription, n: usize) -> Vec<RecordedEvent> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        match sub.next_timeout(Duration::from_secs(20)).unwrap() {
+            Some(Delivery::Event(e)) => out.push(e),
+            Some(_) => {}
+            None => panic!("no delivery within 20 s after {} of {n} events", out.len()),
+        }
+    }
+    out
+}
+
+fn all_events(store: &Store) -> Vec<RecordedEvent> {
+    store
+        .read_all(Position::START)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn key(e: &RecordedEvent) -> (String, u64) {
+    (e.stream.to_string(), e.version)
+}
+
+fn switch_from_catch_up_to_live_loses_and_repeats_nothing(durability: Durability) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        tmp.path(),
+        Options::default()
+            .with_durability(durability)
+            .with_segment_size_bytes(64 * 1024),
+    )
+    .unwrap();
+    let writers = 3;
+    let per_writer = 150;
+    let done = AtomicBool::new(false);
+    let (delivered, total) = std::thread::scope(|s| {
+        for w in 0..writers {
+            let store = store.clone();
+            s.spawn(move || {
+                for i in 0..per_writer {
+                    let n = 1 + i % 3;
+                    let batch: Vec<_> = (0..n).map(|j| ev("T", &format!("{w}-{i}-{j}"))).collect();
+                    store
+                        .append(&format!("s-{}", i % 4), ExpectedVersion::Any, batch)
+                        .unwrap();
+                }
+            });
+        }
+        // Subscribers start at different moments of the writing.
+        let subs: Vec<_> = (0..3)
+            .map(|k| {
+                std::thread::sleep(Duration::from_millis(5 * k));
+                store.subscribe_all(SubscribeAll::from_start()).unwrap()
+            })
+            .collect();
+        let total: usize = (0..per_writer).map(|i| 1 + i % 3).sum::<usize>() * writers;
+        let delivered: Vec<Vec<RecordedEvent>> = subs
+            .into_iter()
+            .map(|mut sub| take_events(&mut sub, total))
+            .collect();
+        done.store(true, Ordering::SeqCst);
+        (delivered, total)
+    });
+    let expect = all_events(&store);
+    assert_eq!(expect.len(), total);
+    for got in delivered {
+        assert_eq!(
+            got.iter().map(key).collect::<Vec<_>>(),
+            expect.iter().map(key).collect::<Vec<_>>(),
+            "a subscriber saw the log in another order, or missed or repeated an event"
+        );
+        assert_eq!(got, expect);
+    }
+}
+
+#[test]
+fn catch_up_then_live_is_exactly_the_log_under_sync() {
+    switch_from_catch_up_to_live_loses_and_repeats_nothing(Durability::Sync);
+}
+
+#[test]
+fn catch_up_then_live_is_exactly_the_log_under_buffered() {
+    switch_from_catch_up_to_live_loses_and_repeats_nothing(Durability::Buffered);
+}
+
+#[test]
+fn catch_up_then_live_is_exactly_the_log_under_periodic() {
+    switch_from_catch_up_to_live_loses_and_repeats_nothing(Durability::Periodic(
+        Duration::from_millis(2),
+    ));
+}
+
+#[test]
+fn resuming_after_any_event_delivers_exactly_what_follows_even_inside_an_append() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    store
+        .append(
+            "a",
+            ExpectedVersion::Any,
+            [ev("T", "0"), ev("T", "1"), ev("T", "2")],
+        )
+        .unwrap();
+    store
+        .append("b", ExpectedVersion::Any, [ev("T", "3")])
+        .unwrap();
+    store
+        .append("a", ExpectedVersion::Any, [ev("T", "4"), ev("T", "5")])
+        .unwrap();
+    let all = all_events(&store);
+    for (i, e) in all.iter().enumerate() {
+        let token = e.resume_token();
+        // Through read_all, through a subscription, and through the token's text form.
+        let read: Vec<_> = store.read_all(token).unwrap().map(Result::unwrap).collect();
+        assert_eq!(read, all[i + 1..], "read_all after event {i} ({token})");
+        let mut sub = store
+            .subscribe_all(SubscribeAll::from(
+                token.to_string().parse::<ResumeToken>().unwrap(),
+            ))
+            .unwrap();
+        let got = take_events(&mut sub, all.len() - i - 1);
+        assert_eq!(got, all[i + 1..], "subscription after event {i} ({token})");
+        assert_eq!(
+            sub.next_timeout(Duration::from_millis(50)).unwrap(),
+            Some(Delivery::CaughtUp)
+        );
+    }
+    // A position in the middle of a frame is refused, with a typed error.
+    let p = all[0].position.0 + 1;
+    assert!(matches!(
+        store.subscribe_all(SubscribeAll::from(Position(p))),
+        Err(streamlog::Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn from_end_is_caught_up_at_once_and_then_live() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    store
+        .append("a", ExpectedVersion::Any, [ev("Old", "")])
+        .unwrap();
+    let mut sub = store.subscribe_all(SubscribeAll::from_end()).unwrap();
+    assert_eq!(
+        sub.next_timeout(Duration::from_millis(10)).unwrap(),
+        Some(Delivery::CaughtUp)
+    );
+    assert_eq!(sub.next_timeout(Duration::from_millis(10)).unwrap(), None);
+    let writer = store.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        writer
+            .append("a", ExpectedVersion::Any, [ev("New", "")])
+            .unwrap();
+    });
+    let got = take_events(&mut sub, 1);
+    assert_eq!(got[0].event_type, "New");
+    t.join().unwrap();
+}
+
+#[test]
+fn a_stream_subscription_catches_up_then_follows_its_stream_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    for i in 0..5 {
+        store
+            .append("mine", ExpectedVersion::Any, [ev("T", &i.to_string())])
+            .unwrap();
+        store
+            .append("other", ExpectedVersion::Any, [ev("T", "x")])
+            .unwrap();
+    }
+    let mut sub = store
+        .subscribe_stream(SubscribeStream::new("mine").from_version(2))
+        .unwrap();
+    let got = take_events(&mut sub, 3);
+    assert_eq!(
+        got.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(
+        sub.next_timeout(Duration::from_millis(10)).unwrap(),
+        Some(Delivery::CaughtUp)
+    );
+    let writer = store.clone();
+    let t = std::thread::spawn(move || {
+        for i in 5..8 {
+            writer
+                .append("other", ExpectedVersion::Any, [ev("T", "x")])
+                .unwrap();
+            writer
+                .append("mine", ExpectedVersion::Any, [ev("T", &i.to_string())])
+                .unwrap();
+        }
+    });
+    let got = take_events(&mut sub, 3);
+    assert!(got.iter().all(|e| &*e.stream == "mine"));
+    assert_eq!(
+        got.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![5, 6, 7]
+    );
+    t.join().unwrap();
+    // From the end: only what comes after.
+    let mut live = store
+        .subscribe_stream(SubscribeStream::new("mine").from_end())
+        .unwrap();
+    assert_eq!(
+        live.next_timeout(Duration::from_millis(10)).unwrap(),
+        Some(Delivery::CaughtUp)
+    );
+    store
+        .append("mine", ExpectedVersion::Any, [ev("T", "8")])
+        .unwrap();
+    assert_eq!(take_events(&mut live, 1)[0].version, 8);
+}
+
+#[test]
+fn a_filtered_subscription_reports_progress_while_it_skips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        tmp.path(),
+        Options::default().with_durability(Durability::Buffered),
+    )
+    .unwrap();
+    for i in 0..100 {
+        let t = if i % 50 == 49 { "OrderPlaced" } else { "Noise" };
+        store
+            .append("s", ExpectedVersion::Any, [ev(t, "")])
+            .unwrap();
+    }
+    let mut sub = store
+        .subscribe_all(
+            SubscribeAll::from_start()
+                .filter(Filter::event_type_prefix("Order"))
+                .checkpoint_every(10),
+        )
+        .unwrap();
+    let mut deliveries = Vec::new();
+    loop {
+        let d = sub.next_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        let end = d == Delivery::CaughtUp;
+        deliveries.push(d);
+        if end {
+            break;
+        }
+    }
+    let events: Vec<_> = deliveries
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Event(e) => Some(e.version),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(events, vec![49, 99]);
+    let checkpoints: Vec<ResumeToken> = deliveries
+        .iter()
+        .filter_map(|d| match d {
+            Delivery::Checkpoint(t) => Some(*t),
+            _ => None,
+        })
+        .collect();
+    // 49 skipped before the first match, 49 before the second: 4 each at K = 10, and
+    // one when it caught up.
+    assert_eq!(checkpoints.len(), 9, "{deliveries:?}");
+    assert!(checkpoints.windows(2).all(|w| w[0] < w[1]));
+    // A checkpoint resumes where it says: after it come the matches not yet seen.
+    let all = all_events(&store);
+    let last_before_second = checkpoints[7];
+    let rest: Vec<_> = store
+        .read_all(last_before_second)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.event_type.starts_with("Order"))
+        .collect();
+    assert_eq!(rest, vec![all[99].clone()]);
+}
+
+#[test]
+fn named_checkpoints_are_durable_and_survive_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(store.checkpoint("projector").unwrap(), None);
+    store
+        .append("a", ExpectedVersion::Any, [ev("T", ""), ev("T", "")])
+        .unwrap();
+    let e = all_events(&store).remove(0);
+    store
+        .save_checkpoint("projector", e.resume_token())
+        .unwrap();
+    store
+        .save_checkpoint("other", ResumeToken::at(Position(0)))
+        .unwrap();
+    assert_eq!(
+        store.checkpoint("projector").unwrap(),
+        Some(e.resume_token())
+    );
+    assert!(store.checkpoint("").is_err());
+    drop(store);
+    let store = Store::open(tmp.path()).unwrap();
+    assert_eq!(
+        store.checkpoint("projector").unwrap(),
+        Some(e.resume_token())
+    );
+    // System streams stay out of the way of user appends.
+    assert!(
+        store
+            .append("$checkpoint-projector", ExpectedVersion::Any, [ev("T", "")])
+            .is_err()
+    );
+}
+
+#[test]
+fn a_subscription_ends_when_the_store_is_closed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    let mut sub = store.subscribe_all(SubscribeAll::from_start()).unwrap();
+    let t = std::thread::spawn(move || sub.by_ref().count());
+    std::thread::sleep(Duration::from_millis(50));
+    store.close().unwrap();
+    // It delivered CaughtUp, then ended.
+    assert_eq!(t.join().unwrap(), 1);
+}
+
+#[derive(Debug, Clone)]
+enum F {
+    StreamPrefix(String),
+    TypePrefix(String),
+    Types(Vec<String>),
+    StreamRegex(String),
+    TypeRegex(String),
+}
+
+fn filter_of(f: &F) -> Filter {
+    match f {
+        F::StreamPrefix(p) => Filter::stream_prefix(p.clone()),
+        F::TypePrefix(p) => Filter::event_type_prefix(p.clone()),
+        F::Types(t) => Filter::event_types(t.clone()),
+        F::StreamRegex(r) => Filter::stream_regex(r).unwrap(),
+        F::TypeRegex(r) => Filter::event_type_regex(r).unwrap(),
+    }
+}
+
+/// The oracle: the same predicate written out plainly.
+fn oracle(f: &F, e: &RecordedEvent) -> bool {
+    match f {
+        F::StreamPrefix(p) => e.stream.starts_with(p.as_str()),
+        F::TypePrefix(p) => e.event_type.starts_with(p.as_str()),
+        F::Types(t) => t.contains(&e.event_type),
+        F::StreamRegex(r) => match r.as_str() {
+            "^(?!x)" => !e.stream.starts_with('x'),
+            "y$" => e.stream.ends_with('y'),
+            _ => unreachable!(),
+        },
+        F::TypeRegex(r) => match r.as_str() {
+            "^A|B$" => e.event_type.starts_with('A') || e.event_type.ends_with('B'),
+            _ => unreachable!(),
+        },
+    }
+}
+
+fn filters() -> impl Strategy<Value = F> {
+    let names = "[xy]{0,2}";
+    prop_oneof![
+        names.prop_map(F::StreamPrefix),
+        "[AB]{0,2}".prop_map(F::TypePrefix),
+        proptest::collection::vec("[AB]{1,2}", 0..3).prop_map(F::Types),
+        prop_oneof![Just("^(?!x)".to_string()), Just("y$".to_string())].prop_map(F::StreamRegex),
+        Just("^A|B$".to_string()).prop_map(F::TypeRegex),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn filtered_subscriptions_deliver_what_a_scan_and_filter_finds(
+        appends in proptest::collection::vec(("[xy]{1,3}", proptest::collection::vec("[AB]{1,2}", 1..4)), 1..40),
+        f in filters(),
+        every in 1u64..8,
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open_with(tmp.path(), Options::default().with_durability(Durability::Buffered)).unwrap();
+        for (stream, types) in &appends {
+            let batch: Vec<_> = types.iter().map(|t| ev(t, "")).collect();
+            store.append(stream, ExpectedVersion::Any, batch).unwrap();
+        }
+        let expect: Vec<_> = all_events(&store).into_iter().filter(|e| oracle(&f, e)).collect();
+        let mut sub = store.subscribe_all(SubscribeAll::from_start().filter(filter_of(&f)).checkpoint_every(every)).unwrap();
+        let mut got = Vec::new();
+        let mut last = ResumeToken::START;
+        loop {
+            match sub.next_timeout(Duration::from_secs(5)).unwrap().unwrap() {
+                Delivery::Event(e) => { prop_assert!(e.resume_token() > last); last = e.resume_token(); got.push(e) }
+                Delivery::Checkpoint(t) => { prop_assert!(t >= last); last = t }
+                Delivery::CaughtUp => break,
+                _ => {}
+            }
+        }
+        prop_assert_eq!(got, expect);
+    }
+}
