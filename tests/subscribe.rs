@@ -417,3 +417,67 @@ proptest! {
         prop_assert_eq!(got, expect);
     }
 }
+
+/// A read-only open beside a live writer (the writer's lock is taken: in another process,
+/// or here through another open file) follows what the writer publishes.
+fn reader_follows_a_live_writer(durability: Durability) {
+    let tmp = tempfile::tempdir().unwrap();
+    let writer = Store::open_with(
+        tmp.path(),
+        Options::default()
+            .with_durability(durability)
+            .with_segment_size_bytes(64 * 1024),
+    )
+    .unwrap();
+    writer
+        .append("a", ExpectedVersion::Any, [ev("T", "before")])
+        .unwrap();
+    writer.sync().unwrap();
+    let reader = Store::open_with(tmp.path(), Options::default().with_read_only(true))
+        .expect("a read-only open beside a live writer");
+    assert!(
+        reader.recovery_report().truncated.is_none(),
+        "the writer's tail is not torn"
+    );
+    let mut sub = reader.subscribe_all(SubscribeAll::from_start()).unwrap();
+    let first = take_events(&mut sub, 1);
+    assert_eq!(first[0].data, b"before");
+    // Enough appends to roll over to new segments while the reader follows.
+    let payload = "x".repeat(1000);
+    for i in 0..200 {
+        writer
+            .append(
+                &format!("s-{}", i % 3),
+                ExpectedVersion::Any,
+                [ev("T", &payload)],
+            )
+            .unwrap();
+    }
+    writer.sync().unwrap();
+    let got = take_events(&mut sub, 200);
+    let expect: Vec<_> = all_events(&writer).into_iter().skip(1).collect();
+    assert_eq!(got, expect, "the follower sees the writer's log, in order");
+    assert!(writer.info().unwrap().segments > 1);
+    // Stream reads through the follower's index, and versions.
+    assert_eq!(
+        reader.stream_version("s-0").unwrap(),
+        writer.stream_version("s-0").unwrap()
+    );
+    let n = reader.read_stream("s-1", 0).unwrap().count();
+    assert_eq!(n, 67);
+    // It never writes.
+    assert!(matches!(
+        reader.append("a", ExpectedVersion::Any, [ev("T", "")]),
+        Err(streamlog::Error::ReadOnly)
+    ));
+}
+
+#[test]
+fn a_read_only_open_follows_a_live_writer_under_sync() {
+    reader_follows_a_live_writer(Durability::Sync);
+}
+
+#[test]
+fn a_read_only_open_follows_a_live_writer_under_buffered() {
+    reader_follows_a_live_writer(Durability::Buffered);
+}

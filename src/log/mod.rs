@@ -127,6 +127,56 @@ impl Log {
         }
     }
 
+    /// For a read-only log beside a live writer: reads stop at `end` (what the writer
+    /// published as visible), whatever lies beyond it in the files.
+    pub fn clamp_to(&self, end: u64) {
+        if self.read_only {
+            self.written.fetch_min(end, Ordering::AcqRel);
+            self.durable.fetch_min(end, Ordering::AcqRel);
+        }
+    }
+
+    /// For a read-only log beside a live writer: moves the end of what is read to `end`,
+    /// taking in the segments the writer started meanwhile (the ones before them are
+    /// sealed by now: the writer seals a segment before it starts the next). Returns the
+    /// previous end; does nothing unless `end` is past it.
+    ///
+    /// # Errors
+    /// I/O errors listing or opening segment files; [`Error::UnsupportedFormat`] for a
+    /// segment of a newer format.
+    pub fn follow(&self, end: u64) -> Result<u64> {
+        let old = self.written();
+        if !self.read_only || end <= old {
+            return Ok(old);
+        }
+        let last_base = self.active()?.base();
+        let known_end = {
+            let active = self.active()?;
+            active.base().saturating_add(active.file_len()?)
+        };
+        if end > known_end || end > last_base.saturating_add(self.segment_size) {
+            let mut segments = self.segments.write();
+            for (base, path) in recovery::list_segment_files(self.storage.as_ref(), &self.dir)? {
+                if base <= last_base || base > end {
+                    continue;
+                }
+                if let Some(prev) = segments.last() {
+                    prev.seal()?;
+                }
+                segments.push(Arc::new(Segment::open(
+                    self.storage.as_ref(),
+                    &path,
+                    base,
+                    self.kind,
+                    true,
+                )?));
+            }
+        }
+        self.written.fetch_max(end, Ordering::AcqRel);
+        self.durable.fetch_max(end, Ordering::AcqRel);
+        Ok(old)
+    }
+
     /// End of the bytes handed to the OS.
     pub fn written(&self) -> u64 {
         self.written.load(Ordering::Acquire)

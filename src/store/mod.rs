@@ -12,6 +12,7 @@
 mod aggregate;
 mod event;
 mod frame;
+mod live;
 mod lookup;
 mod maintenance;
 mod open;
@@ -93,6 +94,11 @@ struct Inner {
     snapshots: SnapshotStore,
     /// Wakes readers waiting for new visible appends (subscriptions).
     published: Published,
+    /// The log position up to which the index holds every append (a follower indexes
+    /// what the writer publishes from there on).
+    indexed_to: std::sync::atomic::AtomicU64,
+    /// Opened read-only beside a live writer, following what it publishes.
+    following: bool,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
     committed: Condvar,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::live;
 use super::maintenance::{Signal, spawn_background};
 use super::writer::{Published, Writer};
 use super::{
@@ -91,7 +92,17 @@ impl Store {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Store> {
         options.validate()?;
-        let lock = lock_dir(dir, &options)?;
+        // A read-only open beside a live writer follows the end it publishes.
+        let (lock, live_end) = match lock_dir(dir, &options) {
+            Ok(lock) => (lock, None),
+            Err(Error::Locked { path }) if options.read_only => {
+                match live::read_live(options.storage.as_ref(), dir)? {
+                    Some(end) => (Box::new(live::Unlocked) as Box<dyn LockGuard>, Some(end)),
+                    None => return Err(Error::Locked { path }),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let hashing = if options.forced_hash_collisions {
             Hashing::ForcedCollisions
         } else {
@@ -107,6 +118,19 @@ impl Store {
             options.read_only,
         )?;
         recovery.snapshots = snapshot_report;
+        // What the files hold beyond the published end is the writer's, not a torn tail.
+        let indexed_to = log.written();
+        if let Some(end) = live_end {
+            log.clamp_to(end);
+            if recovery
+                .truncated
+                .as_ref()
+                .is_some_and(|t| t.position >= end)
+            {
+                recovery.truncated = None;
+            }
+            recovery.removed_segments.clear();
+        }
         // Space is preallocated only where every append is synced: there it saves the
         // file system a journal commit per fdatasync; elsewhere it would only double the
         // bytes written.
@@ -126,6 +150,8 @@ impl Store {
             frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
             snapshots,
             published: Published::default(),
+            indexed_to: std::sync::atomic::AtomicU64::new(indexed_to),
+            following: live_end.is_some(),
             committing: Mutex::new(false),
             committed: Condvar::new(),
             recovery,
@@ -140,6 +166,9 @@ impl Store {
         });
         if !inner.options.read_only {
             start_background(&inner)?;
+            live::start_publisher(&inner)?;
+        } else if inner.following {
+            live::start_follower(&inner)?;
         }
         Ok(Store {
             _closer: Arc::new(Closer(Arc::clone(&inner))),

@@ -2,7 +2,7 @@
 //! log's buffer, and group commit (one write and one sync for every waiting appender).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use parking_lot::{Condvar, Mutex};
@@ -10,6 +10,7 @@ use parking_lot::{Condvar, Mutex};
 use super::event::{self, AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position};
 use super::frame::DecodedFrame;
 use super::lookup::Found;
+use super::maintenance::Signal;
 use super::{Durability, Inner, Store};
 use crate::error::{Error, Result};
 use crate::format::{self, EventRecord};
@@ -24,11 +25,33 @@ pub(super) struct Published {
     waiters: AtomicUsize,
     lock: Mutex<()>,
     cond: Condvar,
+    /// A background thread told of every change once per round (the `LIVE` publisher).
+    watcher: std::sync::OnceLock<Arc<Signal>>,
+    /// Whether the watcher waits to be told (so a burst of commits signals it once).
+    watcher_armed: AtomicBool,
 }
 
 impl Published {
+    /// Tells `signal` of the next visibility change (and, after each [`Published::rearm`],
+    /// of the next one again).
+    pub(super) fn watch(&self, signal: Arc<Signal>) {
+        let _ = self.watcher.set(signal);
+        self.watcher_armed.store(true, Ordering::SeqCst);
+    }
+
+    /// The watcher is ready to be told of the next change.
+    pub(super) fn rearm(&self) {
+        self.watcher_armed.store(true, Ordering::SeqCst);
+    }
+
     /// Called after visibility advanced.
     pub(super) fn notify(&self) {
+        if self.watcher_armed.load(Ordering::Relaxed)
+            && self.watcher_armed.swap(false, Ordering::SeqCst)
+            && let Some(signal) = self.watcher.get()
+        {
+            signal.notify_work();
+        }
         // Sequentially consistent with the waiter's increment: either the waiter is
         // counted here, or its check of `ready` comes after the visibility change.
         if self.waiters.load(Ordering::SeqCst) > 0 {
