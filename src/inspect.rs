@@ -37,15 +37,21 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
         )));
     }
     let lock_path = dir.join(LOCK_FILE);
-    let _lock = storage
+    let lock = storage
         .try_lock(&lock_path, true)
-        .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
-        .ok_or(Error::Locked { path: lock_path })?;
+        .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?;
+    // Beside a live writer, check what it published as written: its unfinished tail is
+    // not damage.
+    let limit = match lock {
+        Some(_) => u64::MAX,
+        None => crate::store::read_live(&storage, dir)?.ok_or(Error::Locked { path: lock_path })?,
+    };
+    let _lock = lock;
     let segments = open_segments(&storage, &segments_dir, SEGMENT_KIND_EVENTS, true)?;
     for seg in segments.iter().take(segments.len().saturating_sub(1)) {
         seg.seal()?;
     }
-    let mut report = verify_segments(&segments, u64::MAX, &mut progress, &|h, bytes| {
+    let mut report = verify_segments(&segments, limit, &mut progress, &|h, bytes| {
         format::event_count(h.kind, bytes.body())
     })?;
     report.index_problems = check_index(dir, &segments)?;

@@ -103,11 +103,11 @@ pub use log::{Damage, TailKind, TruncatedTail, VerifyReport};
 pub use snapshot::SnapshotReport;
 pub use store::{
     Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, EventView, ExpectedVersion,
-    INDEX_DIR, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, NewEvent,
-    Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR, SNAPSHOTS_DIR,
-    Snapshot, SnapshotPolicy, Store, StoreInfo, StreamEvents,
+    INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES,
+    NewEvent, Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR,
+    SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo, StreamEvents,
 };
 pub use subscribe::{
-    CHECKPOINT_STREAM_PREFIX, DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, SubscribeAll,
-    SubscribeStream, Subscription,
+    CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, MAX_CHECKPOINT_NAME_BYTES,
+    SubscribeAll, SubscribeStream, Subscription,
 };

@@ -319,12 +319,16 @@ fn named_checkpoints_are_durable_and_survive_a_reopen() {
         store.checkpoint("projector").unwrap(),
         Some(e.resume_token())
     );
-    // System streams stay out of the way of user appends.
-    assert!(
-        store
-            .append("$checkpoint-projector", ExpectedVersion::Any, [ev("T", "")])
-            .is_err()
+    // A follower of a live writer saves its own checkpoints beside it.
+    let reader = Store::open_with(tmp.path(), Options::default().with_read_only(true)).unwrap();
+    reader
+        .save_checkpoint("tail", ResumeToken::at(Position(0)))
+        .unwrap();
+    assert_eq!(
+        store.checkpoint("tail").unwrap(),
+        Some(ResumeToken::at(Position(0)))
     );
+    assert!(store.checkpoint("../escape").is_err());
 }
 
 #[test]

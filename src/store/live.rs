@@ -91,11 +91,16 @@ impl LockGuard for Unlocked {}
 /// Writer side: creates `LIVE` and starts the thread that keeps it current.
 pub(super) fn start_publisher(inner: &Arc<Inner>) -> Result<()> {
     let path = inner.dir.join(LIVE_FILE);
-    let file: Arc<dyn StorageFile> = inner
-        .options
-        .storage
-        .create(&path)
-        .map_err(|e| Error::io(format!("create {}", path.display()), e))?;
+    let storage = inner.options.storage.as_ref();
+    let exists = storage
+        .exists(&path)
+        .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
+    let file: Arc<dyn StorageFile> = if exists {
+        storage.open(&path)
+    } else {
+        storage.create(&path)
+    }
+    .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
     let publish = move |position: u64| {
         // Only live readers depend on it: a failure costs them freshness, nothing else.
         let _ = file.write_at(&encode(position), 0);

@@ -28,6 +28,8 @@ pub use event::{
     AppendResult, EventId, EventRef, EventView, ExpectedVersion, NewEvent, Position, RecordedEvent,
     ResumeToken,
 };
+pub use live::LIVE_FILE;
+pub(crate) use live::read_live;
 pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub use read::{AllEvents, StreamEvents};
 pub use report::{RecoveryReport, StoreInfo};

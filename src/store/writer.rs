@@ -140,7 +140,7 @@ impl Store {
     }
 
     /// [`Store::append_refs`] to any stream, system streams (`$`-prefixed) included: for
-    /// the store's own records (named checkpoints).
+    /// the store's own records in system streams.
     pub(crate) fn append_any_stream(
         &self,
         stream: &str,

@@ -12,7 +12,7 @@
 mod checkpoint;
 mod filter;
 
-pub use checkpoint::CHECKPOINT_STREAM_PREFIX;
+pub use checkpoint::{CHECKPOINTS_DIR, MAX_CHECKPOINT_NAME_BYTES};
 pub use filter::Filter;
 
 use std::collections::VecDeque;
