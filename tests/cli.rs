@@ -1070,3 +1070,145 @@ fn snapshot_save_then_load_prints_the_latest_snapshot_and_info_counts_it() {
     );
     assert_eq!(code(&streamlog(&["snapshot", "load", s.path(), "nope"])), 1);
 }
+
+/// Reads lines from a running `tail` until `n` came (or 20 s passed).
+fn tail_lines(reader: &mut impl std::io::BufRead, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while out.len() < n && std::time::Instant::now() < deadline {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        out.push(serde_json::from_str(&line).unwrap());
+    }
+    out
+}
+
+#[test]
+fn tail_prints_events_another_process_appends_as_they_commit_and_stops_on_sigterm() {
+    let s = TestStore::new();
+    s.append("s", "Old", "0");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .args(["tail", s.path(), "--from", "start", "--checkpoint", "t"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let first = tail_lines(&mut reader, 1);
+    assert_eq!(first[0]["type"], "Old");
+    // Appends by other processes (each opens the store, appends and closes).
+    for i in 0..3 {
+        s.append("s", "New", &i.to_string());
+    }
+    let live = tail_lines(&mut reader, 3);
+    assert_eq!(
+        live.iter()
+            .map(|e| e["version"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(live.iter().all(|e| e["resume"].is_string()));
+    // SIGTERM: it saves its checkpoint and exits 0.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    // Resuming from the checkpoint prints what came after, once.
+    s.append("s", "Later", "4");
+    let o = streamlog(&["tail", s.path(), "--checkpoint", "t", "--limit", "1"]);
+    let lines = ok_lines(&o);
+    assert_eq!(lines[0]["type"], "Later");
+    assert_eq!(lines[0]["version"], 4);
+}
+
+#[test]
+fn tail_and_read_all_filter_by_stream_and_type_and_resume_inside_an_append() {
+    let s = TestStore::new();
+    let batch = "{\"type\":\"A\",\"data\":\"1\"}\n{\"type\":\"B\",\"data\":\"2\"}\n{\"type\":\"A\",\"data\":\"3\"}\n";
+    let o = streamlog_with_stdin(
+        &["append", s.path(), "orders-1", "--stdin"],
+        batch.as_bytes(),
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    s.append("users-1", "A", "4");
+    let all = ok_lines(&streamlog(&[
+        "tail",
+        s.path(),
+        "--from",
+        "start",
+        "--limit",
+        "4",
+    ]));
+    assert_eq!(all.len(), 4);
+    // Resume from inside the 3-event append.
+    let token = all[0]["resume"].as_str().unwrap();
+    let rest = ok_lines(&streamlog(&["read-all", s.path(), "--from", token]));
+    assert_eq!(
+        rest,
+        all[1..]
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e.as_object_mut().unwrap().remove("resume");
+                e
+            })
+            .collect::<Vec<_>>()
+    );
+    let a_in_orders = ok_lines(&streamlog(&[
+        "tail",
+        s.path(),
+        "--from",
+        "start",
+        "--stream-prefix",
+        "orders",
+        "--type",
+        "A",
+        "--limit",
+        "2",
+    ]));
+    assert_eq!(
+        a_in_orders
+            .iter()
+            .map(|e| e["data"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+    let not_b = ok_lines(&streamlog(&[
+        "tail",
+        s.path(),
+        "--from",
+        "start",
+        "--type-regex",
+        "^(?!B)",
+        "--limit",
+        "3",
+    ]));
+    assert!(not_b.iter().all(|e| e["type"] == "A"));
+    let read_b = ok_lines(&streamlog(&["read-all", s.path(), "--type", "B"]));
+    assert_eq!(read_b.len(), 1);
+    let read_users = ok_lines(&streamlog(&[
+        "read-all",
+        s.path(),
+        "--stream-prefix",
+        "users",
+    ]));
+    assert_eq!(read_users.len(), 1);
+    let read_a = ok_lines(&streamlog(&["read", s.path(), "orders-1", "--type", "A"]));
+    assert_eq!(read_a.len(), 2);
+    // Bad input: usage errors.
+    for args in [
+        vec!["tail", s.path(), "--from", "x:y"],
+        vec!["tail", s.path(), "--type-regex", "("],
+        vec!["read-all", s.path(), "--from", "nope"],
+    ] {
+        assert_eq!(code(&streamlog(&args)), 2, "{args:?}");
+    }
+}

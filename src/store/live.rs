@@ -101,14 +101,10 @@ pub(super) fn start_publisher(inner: &Arc<Inner>) -> Result<()> {
         storage.create(&path)
     }
     .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let publish = move |position: u64| {
-        // Only live readers depend on it: a failure costs them freshness, nothing else.
-        let _ = file.write_at(&encode(position), 0);
-    };
-    publish(inner.visible());
+    let _ = inner.live.set(file);
+    inner.publish_live();
     let signal = Arc::new(Signal::default());
     inner.published.watch(Arc::clone(&signal));
-    let last = std::sync::atomic::AtomicU64::new(inner.visible());
     spawn_background(
         inner,
         "streamlog-live",
@@ -117,15 +113,12 @@ pub(super) fn start_publisher(inner: &Arc<Inner>) -> Result<()> {
         move |inner| {
             std::thread::sleep(PUBLISH_COALESCE);
             inner.published.rearm();
-            let v = inner.visible();
-            if last.swap(v, Ordering::AcqRel) != v {
-                publish(v);
-            }
+            inner.publish_live();
         },
     )
 }
 
-/// Reader side, beside a live writer: starts the thread that follows `LIVE`.
+/// Reader side: starts the thread that follows `LIVE` whenever a writer runs beside it.
 pub(super) fn start_follower(inner: &Arc<Inner>) -> Result<()> {
     let signal = Arc::new(Signal::default());
     let wake = Arc::clone(&signal);
@@ -158,12 +151,30 @@ pub(super) fn start_follower(inner: &Arc<Inner>) -> Result<()> {
 }
 
 impl Inner {
+    /// Writer side: writes the current visible end to `LIVE` (when it moved).
+    pub(super) fn publish_live(&self) {
+        let Some(file) = self.live.get() else { return };
+        let v = self.visible();
+        if self.live_published.swap(v, Ordering::AcqRel) != v || v == 0 {
+            // Only live readers depend on it: a failure costs them freshness, nothing else.
+            let _ = file.write_at(&encode(v), 0);
+        }
+    }
+
     /// Follows the writer's published end: new frames become visible and are indexed,
     /// subscribers are woken.
     pub(super) fn follow_live(&self) -> Result<()> {
         let Some(end) = read_live(self.options.storage.as_ref(), &self.dir)? else {
             return Ok(());
         };
+        // A `LIVE` left by a writer that is gone may name an end its recovery cut (after a
+        // power loss): it is trusted once a writer rewrote it after this handle opened
+        // (that writer ran beside it, in this boot), or from the start when a writer held
+        // the store at open. Readers never take the lock to find out, so they never keep
+        // a writer from opening.
+        if self.live_published.load(Ordering::Acquire) == end {
+            return Ok(());
+        }
         let old = self.log.follow(end)?;
         if end <= old {
             return Ok(());

@@ -101,6 +101,8 @@ impl Inner {
             bg.signal.stop();
             let _ = bg.handle.join();
         }
+        // Readers following from other processes see the last appends.
+        self.publish_live();
         if self.options.read_only {
             return Ok(());
         }

@@ -96,11 +96,14 @@ struct Inner {
     snapshots: SnapshotStore,
     /// Wakes readers waiting for new visible appends (subscriptions).
     published: Published,
+    /// Writer: the `LIVE` file it publishes its visible end in.
+    live: std::sync::OnceLock<Arc<dyn crate::io::StorageFile>>,
+    /// Writer: the end last written to `LIVE`. Reader: `LIVE`'s content when it opened
+    /// (a `LIVE` left by a writer that is gone is trusted only once rewritten).
+    live_published: std::sync::atomic::AtomicU64,
     /// The log position up to which the index holds every append (a follower indexes
     /// what the writer publishes from there on).
     indexed_to: std::sync::atomic::AtomicU64,
-    /// Opened read-only beside a live writer, following what it publishes.
-    following: bool,
     /// Group commit: whether a leader is writing and syncing right now.
     committing: Mutex<bool>,
     committed: Condvar,

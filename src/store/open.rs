@@ -94,6 +94,8 @@ impl Store {
         options.validate()?;
         // A read-only open beside a live writer follows the end it publishes.
         let (lock, live_end) = match lock_dir(dir, &options) {
+            // A reader holds no lock: a writer may start beside it (and is then followed).
+            Ok(_) if options.read_only => (Box::new(live::Unlocked) as Box<dyn LockGuard>, None),
             Ok(lock) => (lock, None),
             Err(Error::Locked { path }) if options.read_only => {
                 match live::read_live(options.storage.as_ref(), dir)? {
@@ -151,7 +153,17 @@ impl Store {
             snapshots,
             published: Published::default(),
             indexed_to: std::sync::atomic::AtomicU64::new(indexed_to),
-            following: live_end.is_some(),
+            live: std::sync::OnceLock::new(),
+            live_published: std::sync::atomic::AtomicU64::new(
+                match (options.read_only, live_end) {
+                    // Beside a writer: trust what it publishes from now on.
+                    (true, Some(end)) => end,
+                    (true, None) => {
+                        live::read_live(options.storage.as_ref(), dir)?.unwrap_or(u64::MAX)
+                    }
+                    (false, _) => 0,
+                },
+            ),
             committing: Mutex::new(false),
             committed: Condvar::new(),
             recovery,
@@ -167,7 +179,7 @@ impl Store {
         if !inner.options.read_only {
             start_background(&inner)?;
             live::start_publisher(&inner)?;
-        } else if inner.following {
+        } else {
             live::start_follower(&inner)?;
         }
         Ok(Store {
@@ -196,6 +208,18 @@ fn lock_dir(dir: &Path, options: &Options) -> Result<Box<dyn LockGuard>> {
             .map_err(|e| Error::io(format!("create {}", segments_dir.display()), e))?;
     }
     let lock_path = dir.join(LOCK_FILE);
+    // A reader's open holds a shared lock for a moment (to learn whether a writer runs):
+    // a writer that meets one tries again for a little while before it reports `Locked`.
+    let attempts = if options.read_only { 1 } else { 20 };
+    for _ in 1..attempts {
+        let lock = storage
+            .try_lock(&lock_path, options.read_only)
+            .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?;
+        if let Some(lock) = lock {
+            return Ok(lock);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     storage
         .try_lock(&lock_path, options.read_only)
         .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?

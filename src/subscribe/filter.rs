@@ -23,14 +23,26 @@ pub struct Filter(Kind);
 
 #[derive(Clone)]
 enum Kind {
+    Streams(BTreeSet<String>),
     StreamPrefix(Vec<String>),
     EventTypePrefix(Vec<String>),
     EventTypes(BTreeSet<String>),
     StreamRegex(Arc<fancy_regex::Regex>),
     EventTypeRegex(Arc<fancy_regex::Regex>),
+    AllOf(Vec<Filter>),
 }
 
 impl Filter {
+    /// Events of the streams named `streams` (exact names).
+    pub fn streams<S: Into<String>>(streams: impl IntoIterator<Item = S>) -> Self {
+        Filter(Kind::Streams(streams.into_iter().map(Into::into).collect()))
+    }
+
+    /// Events that pass every one of `filters` (all events, for none).
+    pub fn all_of(filters: impl IntoIterator<Item = Filter>) -> Self {
+        Filter(Kind::AllOf(filters.into_iter().collect()))
+    }
+
     /// Events of streams whose name starts with `prefix`.
     pub fn stream_prefix(prefix: impl Into<String>) -> Self {
         Filter(Kind::StreamPrefix(vec![prefix.into()]))
@@ -84,6 +96,8 @@ impl Filter {
     /// that cannot finish (its backtracking limit hit) does not match.
     pub fn matches(&self, stream: &str, event_type: &str) -> bool {
         match &self.0 {
+            Kind::Streams(s) => s.contains(stream),
+            Kind::AllOf(all) => all.iter().all(|f| f.matches(stream, event_type)),
             Kind::StreamPrefix(p) => p.iter().any(|p| stream.starts_with(p.as_str())),
             Kind::EventTypePrefix(p) => p.iter().any(|p| event_type.starts_with(p.as_str())),
             Kind::EventTypes(t) => t.contains(event_type),
@@ -109,6 +123,8 @@ fn compile(pattern: &str) -> Result<fancy_regex::Regex> {
 impl fmt::Debug for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
+            Kind::Streams(s) => write!(f, "Filter::streams({s:?})"),
+            Kind::AllOf(all) => write!(f, "Filter::all_of({all:?})"),
             Kind::StreamPrefix(p) => write!(f, "Filter::stream_prefixes({p:?})"),
             Kind::EventTypePrefix(p) => write!(f, "Filter::event_type_prefixes({p:?})"),
             Kind::EventTypes(t) => write!(f, "Filter::event_types({t:?})"),

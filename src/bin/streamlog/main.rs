@@ -8,6 +8,7 @@
 mod bench;
 mod crashtest;
 mod output;
+mod tail;
 
 use std::ffi::OsString;
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -19,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use streamlog::inspect::DumpItem;
-use streamlog::{EventId, ExpectedVersion, NewEvent, Options, Position, Store};
+use streamlog::{EventId, ExpectedVersion, NewEvent, Options, Store};
 
 use crate::output::{Obj, line};
 
@@ -72,6 +73,9 @@ enum Command {
         #[arg(long)]
         segment: Option<PathBuf>,
     },
+    /// Follow events as they commit (also those another process writes), one JSON object
+    /// per event with its resume token; exits after --limit events or on SIGINT/SIGTERM.
+    Tail(tail::TailArgs),
     /// Measure append and read throughput and latency against a plain-file baseline.
     Bench(bench::BenchArgs),
     /// Kill -9 a writer process at random moments; check no acknowledged event is lost.
@@ -164,7 +168,10 @@ struct ReadArgs {
     /// Read from newest to oldest.
     #[arg(long)]
     backward: bool,
-    /// Read at most N events.
+    /// Only events of this type (repeat for several).
+    #[arg(long = "type", value_name = "T")]
+    types: Vec<String>,
+    /// Read at most N events (after the type filter).
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
 }
@@ -173,10 +180,17 @@ struct ReadArgs {
 struct ReadAllArgs {
     /// Store directory.
     dir: PathBuf,
-    /// Position of an append to start from (default: the start of the log).
-    #[arg(long, value_name = "POSITION")]
-    from: Option<u64>,
-    /// Read at most N events.
+    /// Where to start: the position of an append, or a resume token (`POSITION:SKIP`)
+    /// printed by `tail` (default: the start of the log).
+    #[arg(long, value_name = "POSITION|TOKEN")]
+    from: Option<String>,
+    /// Only events of this type (repeat for several).
+    #[arg(long = "type", value_name = "T")]
+    types: Vec<String>,
+    /// Only events of streams whose name starts with P.
+    #[arg(long, value_name = "P")]
+    stream_prefix: Option<String>,
+    /// Read at most N events (after the filters).
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
 }
@@ -277,6 +291,7 @@ fn run(command: Command) -> CliResult {
         Command::Reindex { dir } => reindex(&dir, &mut out)?,
         Command::Snapshot(c) => snapshot(c, &mut out)?,
         Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
+        Command::Tail(a) => tail::run(a, &mut out)?,
         Command::Bench(a) => bench::run(a, &mut out)?,
         Command::Crashtest(a) => crashtest::run(a, &mut out)?,
         Command::CrashtestWriter(a) => crashtest::writer(a, &mut out)?,
@@ -435,15 +450,39 @@ fn read(a: ReadArgs, out: &mut impl Write) -> CliResult {
         store.read_stream(&a.stream, a.from.unwrap_or(0))
     }
     .map_err(refused)?;
-    emit_events(events, a.limit, out)
+    let filter = (!a.types.is_empty()).then(|| streamlog::Filter::event_types(a.types.clone()));
+    emit_events(filtered(events, filter), a.limit, out)
 }
 
 fn read_all(a: ReadAllArgs, out: &mut impl Write) -> CliResult {
     let store = open_read_only(&a.dir)?;
-    let events = store
-        .read_all(Position(a.from.unwrap_or(0)))
-        .map_err(refused)?;
-    emit_events(events, a.limit, out)
+    let from: streamlog::ResumeToken = match &a.from {
+        Some(t) => t
+            .parse()
+            .map_err(|e| CliError::Usage(format!("--from: {e}")))?,
+        None => streamlog::ResumeToken::START,
+    };
+    let events = store.read_all(from).map_err(refused)?;
+    let mut filters = Vec::new();
+    if !a.types.is_empty() {
+        filters.push(streamlog::Filter::event_types(a.types.clone()));
+    }
+    if let Some(p) = &a.stream_prefix {
+        filters.push(streamlog::Filter::stream_prefix(p.clone()));
+    }
+    let filter = (!filters.is_empty()).then(|| streamlog::Filter::all_of(filters));
+    emit_events(filtered(events, filter), a.limit, out)
+}
+
+/// The events `filter` passes (all without one); errors pass.
+fn filtered(
+    events: impl Iterator<Item = streamlog::Result<streamlog::RecordedEvent>>,
+    filter: Option<streamlog::Filter>,
+) -> impl Iterator<Item = streamlog::Result<streamlog::RecordedEvent>> {
+    events.filter(move |e| match (e, &filter) {
+        (Ok(e), Some(f)) => f.matches(&e.stream, &e.event_type),
+        _ => true,
+    })
 }
 
 fn info(dir: &Path, out: &mut impl Write) -> CliResult {
