@@ -33,7 +33,8 @@ pub struct TailArgs {
     #[arg(long, value_name = "R")]
     type_regex: Option<String>,
     /// Where to start: start, end, or a resume token printed by an earlier run
-    /// (default: end, or the checkpoint's token with --checkpoint).
+    /// (default: end; with --checkpoint, the checkpoint's token, or the start when it was
+    /// never saved).
     #[arg(long, value_name = "start|end|TOKEN")]
     from: Option<String>,
     /// Resume from this named checkpoint and save it as events are printed (at least once:
@@ -85,6 +86,8 @@ pub fn run(a: TailArgs, out: &mut impl Write) -> CliResult {
                 .map_err(|e| CliError::Usage(format!("--from: {e}")))?,
         ),
         (None, Some(token)) => SubscribeAll::from(token),
+        // A checkpoint not saved yet: from the start, so that nothing is missed.
+        (None, None) if a.checkpoint.is_some() => SubscribeAll::from_start(),
         (None, None) => SubscribeAll::from_end(),
     };
     let options = match filter {
