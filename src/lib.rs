@@ -54,6 +54,12 @@
 //! ([`io::sim::SimStorage`]: power cuts that lose unsynced sectors, torn writes, bit flips,
 //! failing syncs). Open a store on it with [`Options::with_storage`].
 //!
+//! ## Async code
+//! With the `tokio` feature, `Subscription::into_stream` makes a subscription a
+//! `futures_core::Stream`. The store's other calls block (an append under `Sync` waits
+//! for its fsync): call them through `tokio::task::spawn_blocking` with a clone of the
+//! [`Store`] (a clone is a cheap handle).
+//!
 //! ## Inspecting a store
 //! [`inspect`] verifies and dumps a store directory without ever writing to it.
 //!
@@ -107,6 +113,8 @@ pub use store::{
     NewEvent, Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR,
     SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo, StreamEvents,
 };
+#[cfg(feature = "tokio")]
+pub use subscribe::SubscriptionStream;
 pub use subscribe::{
     CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, MAX_CHECKPOINT_NAME_BYTES,
     SubscribeAll, SubscribeStream, Subscription,

@@ -485,3 +485,37 @@ fn a_read_only_open_follows_a_live_writer_under_sync() {
 fn a_read_only_open_follows_a_live_writer_under_buffered() {
     reader_follows_a_live_writer(Durability::Buffered);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_subscription_is_a_stream_for_async_code() {
+    use std::pin::Pin;
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::open(tmp.path()).unwrap();
+    store
+        .append("a", ExpectedVersion::Any, [ev("T", "0")])
+        .unwrap();
+    let mut stream = store
+        .subscribe_all(SubscribeAll::from_start())
+        .unwrap()
+        .into_stream()
+        .unwrap();
+    let mut next = async || {
+        std::future::poll_fn(|cx| futures_core::Stream::poll_next(Pin::new(&mut stream), cx)).await
+    };
+    assert!(matches!(next().await, Some(Ok(Delivery::Event(_)))));
+    assert_eq!(next().await.unwrap().unwrap(), Delivery::CaughtUp);
+    // A live append, from a blocking task as async code should make it.
+    let writer = store.clone();
+    tokio::task::spawn_blocking(move || {
+        writer
+            .append("a", ExpectedVersion::Any, [ev("T", "1")])
+            .unwrap();
+    });
+    match tokio::time::timeout(Duration::from_secs(10), next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(Delivery::Event(e))) => assert_eq!(e.version, 1),
+        other => panic!("{other:?}"),
+    }
+}

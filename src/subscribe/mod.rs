@@ -11,9 +11,13 @@
 
 mod checkpoint;
 mod filter;
+#[cfg(feature = "tokio")]
+mod stream;
 
 pub use checkpoint::{CHECKPOINTS_DIR, MAX_CHECKPOINT_NAME_BYTES};
 pub use filter::Filter;
+#[cfg(feature = "tokio")]
+pub use stream::SubscriptionStream;
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
