@@ -375,7 +375,10 @@ pub struct SegmentReader {
 impl SegmentReader {
     /// `len` bytes at file `offset`, or fewer at end of file: borrowed from the mapping, or
     /// from the reader's buffer, which is refilled (at least `read_ahead` bytes) on a miss.
-    fn bytes_at(&mut self, offset: u64, len: usize) -> Result<&[u8]> {
+    /// `len` bytes at file `offset` (fewer at the end of the file), read ahead up to
+    /// `limit` at most: a reader of the log's end (a subscriber woken for one new frame)
+    /// reads and buffers what it may see, not a whole read-ahead window of zeros.
+    fn bytes_at(&mut self, offset: u64, len: usize, limit: u64) -> Result<&[u8]> {
         if let Some(m) = &self.map {
             let start = usize::try_from(offset).unwrap_or(usize::MAX).min(m.len());
             let end = start.saturating_add(len).min(m.len());
@@ -392,7 +395,10 @@ impl SegmentReader {
             } else {
                 len
             };
-            let fill = len.max(self.read_ahead);
+            let ahead = usize::try_from(limit.saturating_sub(offset))
+                .unwrap_or(usize::MAX)
+                .min(self.read_ahead);
+            let fill = len.max(ahead);
             // Give back a buffer grown for one large frame.
             if self.buf.capacity() > fill.saturating_mul(4) {
                 self.buf = Vec::new();
@@ -481,7 +487,7 @@ impl SegmentReader {
     ) -> Result<Result<(FrameHeader, &[u8]), DecodeError>> {
         let position = self.segment.base.saturating_add(offset);
         let available = limit.saturating_sub(offset);
-        let head = self.bytes_at(offset, FRAME_HEADER_LEN)?;
+        let head = self.bytes_at(offset, FRAME_HEADER_LEN, limit)?;
         if (head.len() as u64) < FRAME_HEADER_LEN as u64 || available < FRAME_HEADER_LEN as u64 {
             return Ok(Err(DecodeError::Truncated {
                 needed: FRAME_HEADER_LEN as u64,
@@ -500,7 +506,7 @@ impl SegmentReader {
             }));
         }
         let len = usize::try_from(frame_len).unwrap_or(usize::MAX);
-        let bytes = self.bytes_at(offset, len)?;
+        let bytes = self.bytes_at(offset, len, limit)?;
         if bytes.len() != len {
             return Ok(Err(DecodeError::Truncated {
                 needed: frame_len,
@@ -551,7 +557,7 @@ impl SegmentReader {
             let want = usize::try_from(end.saturating_sub(offset))
                 .unwrap_or(usize::MAX)
                 .min(READ_AHEAD_BYTES);
-            let chunk = self.bytes_at(offset, want)?;
+            let chunk = self.bytes_at(offset, want, end)?;
             if chunk.is_empty() {
                 break;
             }
@@ -577,7 +583,7 @@ impl SegmentReader {
             let window = usize::try_from(end.saturating_sub(offset))
                 .unwrap_or(usize::MAX)
                 .min(READ_AHEAD_BYTES);
-            let chunk = self.bytes_at(offset, window)?.to_vec();
+            let chunk = self.bytes_at(offset, window, end)?.to_vec();
             if chunk.len() < magic.len() {
                 return Ok(None);
             }
@@ -614,7 +620,7 @@ impl SegmentReader {
     /// # Errors
     /// I/O errors.
     pub fn raw(&mut self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        Ok(self.bytes_at(offset, len)?.to_vec())
+        Ok(self.bytes_at(offset, len, u64::MAX)?.to_vec())
     }
 }
 

@@ -125,7 +125,14 @@ pub(super) fn start_follower(inner: &Arc<Inner>) -> Result<()> {
     // Watching is an optimisation: where it cannot be set up (no inotify, a simulated
     // disk), the poll alone follows the writer.
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        // Only writes (and new files: a new segment) matter; opening or reading files,
+        // this follower's own reads of LIVE included, must not wake it.
+        if event.is_ok_and(|e| {
+            matches!(
+                e.kind,
+                notify::EventKind::Modify(_) | notify::EventKind::Create(_)
+            )
+        }) {
             wake.notify_work();
         }
     })

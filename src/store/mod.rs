@@ -161,6 +161,19 @@ impl Store {
     /// passes; returns whether they see beyond it.
     pub(crate) fn wait_visible_beyond(&self, position: u64, timeout: std::time::Duration) -> bool {
         let inner = &self.inner;
+        if !inner.published.has_waker() {
+            let signal = Arc::new(maintenance::Signal::default());
+            if !inner.published.set_waker(Arc::clone(&signal)) {
+                // Without the thread, the commit path wakes waiters itself.
+                let _ = maintenance::spawn_background(
+                    inner,
+                    "streamlog-wake",
+                    signal,
+                    std::time::Duration::from_secs(1),
+                    |inner| inner.published.wake_waiters(),
+                );
+            }
+        }
         inner.published.wait_until(
             || {
                 inner.visible() > position

@@ -29,6 +29,11 @@ pub(super) struct Published {
     watcher: std::sync::OnceLock<Arc<Signal>>,
     /// Whether the watcher waits to be told (so a burst of commits signals it once).
     watcher_armed: AtomicBool,
+    /// The thread that wakes the waiters for the commit path, so that the writer never
+    /// queues for the waiters' mutex behind the subscribers it wakes (with many of them,
+    /// it would wait behind every one). Started with the first wait.
+    waker: std::sync::OnceLock<Arc<Signal>>,
+    waker_armed: AtomicBool,
 }
 
 impl Published {
@@ -55,9 +60,37 @@ impl Published {
         // Sequentially consistent with the waiter's increment: either the waiter is
         // counted here, or its check of `ready` comes after the visibility change.
         if self.waiters.load(Ordering::SeqCst) > 0 {
-            let _guard = self.lock.lock();
-            self.cond.notify_all();
+            match self.waker.get() {
+                Some(waker) => {
+                    if self.waker_armed.swap(false, Ordering::SeqCst) {
+                        waker.notify_work();
+                    }
+                }
+                None => self.wake_waiters(),
+            }
         }
+    }
+
+    /// Wakes every waiter (the waker thread's work).
+    pub(super) fn wake_waiters(&self) {
+        // Armed first: a change after this point signals the waker again.
+        self.waker_armed.store(true, Ordering::SeqCst);
+        let _guard = self.lock.lock();
+        self.cond.notify_all();
+    }
+
+    /// Whether the waker thread runs; `signal` becomes its signal if not.
+    pub(super) fn set_waker(&self, signal: Arc<Signal>) -> bool {
+        if self.waker.set(signal).is_err() {
+            return true;
+        }
+        self.waker_armed.store(true, Ordering::SeqCst);
+        false
+    }
+
+    /// Whether the waker thread was started.
+    pub(super) fn has_waker(&self) -> bool {
+        self.waker.get().is_some()
     }
 
     /// Waits until `ready` holds or `timeout` passes; returns `ready`'s last answer.
