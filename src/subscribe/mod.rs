@@ -23,7 +23,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::error::Result;
-use crate::store::{AllEvents, RecordedEvent, ResumeToken, Store};
+use crate::store::{AllEvents, Position, RecordedEvent, ResumeToken, Store};
 
 /// How long a blocked subscription sleeps between checks that its store is still open
 /// (a commit wakes it at once).
@@ -204,7 +204,7 @@ impl Store {
                 drop(self.read_all(t)?);
                 t
             }
-            AllFrom::End => ResumeToken::at(crate::Position(self.visible())),
+            AllFrom::End => ResumeToken::at(Position(self.visible())),
         };
         Ok(Subscription {
             store: self.clone(),
