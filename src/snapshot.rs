@@ -195,6 +195,7 @@ impl SnapshotStore {
             hashing: self.hashing,
             read_only: self.read_only,
             rebuild: false,
+            read_limit: None,
         };
         let (index, log, recovery, index_report) =
             open_indexed_log(&self.storage, files, snapshot_key, &mut |_| {})?;

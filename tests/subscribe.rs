@@ -519,3 +519,50 @@ async fn a_subscription_is_a_stream_for_async_code() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Opening read-only beside a writer that is appending, again and again, never meets
+/// "corruption": the open reads nothing past the end the writer published, where the
+/// files change under it.
+#[test]
+fn read_only_opens_beside_a_busy_writer_never_report_corruption() {
+    let tmp = tempfile::tempdir().unwrap();
+    let writer = Store::open_with(
+        tmp.path(),
+        Options::default().with_segment_size_bytes(64 * 1024 * 1024),
+    )
+    .unwrap();
+    // A log long enough that an open's scan takes a while, its tail in the active segment.
+    let big = "b".repeat(2000);
+    for _ in 0..400 {
+        let batch: Vec<_> = (0..10).map(|_| ev("T", &big)).collect();
+        writer.append("s", ExpectedVersion::Any, batch).unwrap();
+    }
+    // The writer publishes its end a moment after a commit.
+    std::thread::sleep(Duration::from_millis(50));
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let payload = "p".repeat(300);
+            // Bounded, so that a fast disk does not fill it.
+            for _ in 0..20_000 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let batch: Vec<_> = (0..10).map(|_| ev("T", &payload)).collect();
+                writer.append("s", ExpectedVersion::Any, batch).unwrap();
+            }
+        });
+        for _ in 0..60 {
+            let reader = Store::open_with(tmp.path(), Options::default().with_read_only(true))
+                .expect("a read-only open beside a busy writer");
+            let n = reader
+                .read_all(Position::START)
+                .unwrap()
+                .inspect(|e| assert!(e.is_ok(), "{e:?}"))
+                .count();
+            assert!(n >= 1);
+            assert!(reader.info().is_ok());
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+}

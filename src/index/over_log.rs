@@ -30,6 +30,8 @@ pub struct IndexedLogFiles<'a> {
     pub read_only: bool,
     /// Rebuild the index from the whole log, whatever its files say.
     pub rebuild: bool,
+    /// Read-only beside a live writer: read nothing past this position.
+    pub read_limit: Option<u64>,
 }
 
 /// Opens the index in `files.index_dir`, then the log, replaying into the index every frame
@@ -67,6 +69,7 @@ pub fn open_indexed_log(
         files.kind,
         files.segment_size,
         files.read_only,
+        files.read_limit,
         |segments| match check_covered(
             segments,
             manifest.covered_position,

@@ -91,22 +91,35 @@ impl Log {
     ///
     /// The recovery rule: a damaged frame below the highest attested watermark is
     /// corruption and fails the open; one above it is a torn tail, cut off (unless
-    /// `read_only`) and reported.
+    /// `read_only`) and reported. A read-only open beside a live writer passes
+    /// `read_limit`, the end the writer published, and nothing past it is read.
     ///
     /// # Errors
     /// [`Error::Corrupted`] for corruption, [`Error::UnsupportedFormat`] for a segment of a
     /// newer format (left untouched, even as the last segment), [`Error::Io`] for I/O
     /// failures, and any error `visit` returns.
+    // Each argument is one independent fact about the log to open; a struct for them
+    // would only be unpacked here.
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,
         kind: u32,
         segment_size: u64,
         read_only: bool,
+        read_limit: Option<u64>,
         replay_from: impl FnOnce(&[Arc<Segment>]) -> u64,
         mut visit: impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
     ) -> Result<(Log, LogRecovery)> {
         let mut segments = open_segments(storage.as_ref(), dir, kind, read_only)?;
+        // Beside a live writer, nothing past the end it published is read: the files
+        // change there while they are scanned, and a scan could meet a stale buffer of
+        // the tail before newer frames after it (and take that for corruption).
+        let limit = read_limit.filter(|_| read_only).unwrap_or(u64::MAX);
+        if segments.len() > 1 {
+            let keep = segments.iter().filter(|s| s.base() < limit).count().max(1);
+            segments.truncate(keep);
+        }
         if segments.is_empty() {
             if read_only {
                 return Err(Error::InvalidArgument(format!(
@@ -131,7 +144,7 @@ impl Log {
         let count = segments.len();
         for (i, seg) in segments.clone().iter().enumerate() {
             let is_last = i + 1 == count;
-            let len = seg.file_len()?;
+            let len = seg.file_len()?.min(limit.saturating_sub(seg.base()));
             match seg.check_header()? {
                 Ok(h) => scan.attested = scan.attested.max(h.base_position),
                 Err(reason) if is_last => {

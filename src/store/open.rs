@@ -111,7 +111,7 @@ impl Store {
             Hashing::Standard
         };
         let (index, log, mut recovery) =
-            open_log_and_index(dir, &options, hashing, rebuild_index, progress)?;
+            open_log_and_index(dir, &options, hashing, rebuild_index, live_end, progress)?;
         let (snapshots, snapshot_report) = SnapshotStore::open(
             Arc::clone(&options.storage),
             &dir.join(SNAPSHOTS_DIR),
@@ -233,6 +233,7 @@ fn open_log_and_index(
     options: &Options,
     hashing: Hashing,
     rebuild: bool,
+    live_end: Option<u64>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(Index, Log, RecoveryReport)> {
     let files = IndexedLogFiles {
@@ -244,6 +245,7 @@ fn open_log_and_index(
         hashing,
         read_only: options.read_only,
         rebuild,
+        read_limit: live_end,
     };
     let (index, log, recovery, index_report) =
         open_indexed_log(&options.storage, files, events_key, progress)?;

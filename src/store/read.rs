@@ -506,12 +506,14 @@ impl Store {
     /// [`ResumeToken`] (the events after the one that gave it).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `from` is not the start of an append; I/O errors.
-    /// Errors while reading come as items of the iterator.
+    /// [`Error::InvalidArgument`] when `from` is not the start of an append (a position past
+    /// the end reads nothing); I/O errors. Errors while reading come as items of the
+    /// iterator.
     pub fn read_all(&self, from: impl Into<ResumeToken>) -> Result<AllEvents> {
         let token: ResumeToken = from.into();
         let from = token.position;
         let visible = self.visible();
+
         if from.0 != 0 && from.0 < visible {
             self.inner
                 .log
