@@ -43,6 +43,12 @@
 //!   [`Store::read_all_with`] and the readers' `for_each_view`.
 //! - State: an [`Aggregate`] loaded by [`Store::load`] from the latest [`Snapshot`] and
 //!   the events after it, with a [`SnapshotPolicy`].
+//! - Processors: [`Store::subscribe_all`] ([`SubscribeAll`], with a [`Filter`]) and
+//!   [`Store::subscribe_stream`] ([`SubscribeStream`]) catch up, then stay live; each
+//!   [`Delivery::Event`] carries a [`ResumeToken`] to save with
+//!   [`Store::save_checkpoint`] and resume from with [`Store::checkpoint`].
+//! - Other processes: [`Options::with_read_only`] opens a store that another process
+//!   writes; it follows that writer's commits and can subscribe.
 //! - Errors: one [`Error`] enum; a conflict is [`Error::WrongExpectedVersion`]. A failed
 //!   sync poisons the store: every later write returns [`Error::Poisoned`], durable data
 //!   stays readable, and reopening recovers.
