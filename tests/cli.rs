@@ -1273,3 +1273,12 @@ fn a_tail_killed_with_sigkill_resumes_from_its_checkpoint_with_no_gap() {
     all.dedup();
     assert_eq!(all, (0..=121).collect::<Vec<_>>());
 }
+
+#[test]
+fn bench_refuses_a_directory_that_is_not_new_or_empty() {
+    let s = TestStore::new();
+    s.append("s", "T", "mine");
+    let o = streamlog(&["bench", "--dir", s.path(), "--events", "100"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(s.read("s").len(), 1, "the user's store is left as it was");
+}

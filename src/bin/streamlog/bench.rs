@@ -337,7 +337,17 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
     a.validate()?;
     let temp;
     let dir = match &a.dir {
-        Some(d) => d.clone(),
+        Some(d) => {
+            // The bench writes a store of its own: never into someone's store or files.
+            let used = std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some());
+            if used || d.is_file() {
+                return Err(CliError::Usage(format!(
+                    "--dir {}: must be a new or empty directory (bench writes its own store there)",
+                    d.display()
+                )));
+            }
+            d.clone()
+        }
         None => {
             temp = tempfile::tempdir().map_err(|e| {
                 CliError::Other(format!("cannot create a temporary directory: {e}"))
