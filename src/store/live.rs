@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::Inner;
 use super::maintenance::{Signal, spawn_background};
 use crate::error::{Error, Result};
-use crate::format::{self, FrameKind};
+use crate::format;
 use crate::io::{LockGuard, Storage, StorageFile};
 
 /// Name of the file holding the published end of the log.
@@ -190,9 +190,9 @@ impl Inner {
         if from < end {
             for item in self.log.frames(from, end) {
                 let (header, bytes) = item?;
-                if header.kind == FrameKind::Events
-                    && let Ok((stream, first_version, count)) =
-                        format::decode_events_summary(bytes.body())
+                // The same key the open's replay indexes by.
+                if let Some((stream, first_version, count)) =
+                    super::open::events_key(&header, bytes.body())
                 {
                     self.index
                         .record(stream, first_version, count, header.position, header.crc);

@@ -253,7 +253,7 @@ fn open_log_and_index(
 }
 
 /// The index key of an events frame: its stream, first version and event count.
-fn events_key<'b>(header: &FrameHeader, body: &'b [u8]) -> Option<(&'b str, u64, u32)> {
+pub(super) fn events_key<'b>(header: &FrameHeader, body: &'b [u8]) -> Option<(&'b str, u64, u32)> {
     if header.kind != FrameKind::Events {
         return None;
     }
