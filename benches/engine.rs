@@ -35,27 +35,34 @@ fn codec(c: &mut Criterion) {
         .map(|_| EventRecord {
             id: [1; 16],
             timestamp_us: 1,
+            schema_version: 0,
             event_type: "Deposited",
             metadata: b"",
             data: &payload,
         })
         .collect();
     let mut frame = Vec::new();
-    format::encode_events_frame(&mut frame, 4096, 0, "account-42", 0, &records);
+    let events = format::EventsFrame {
+        committed_at_us: Some(1),
+        stream: "account-42",
+        first_version: 0,
+        events: &records,
+    };
+    format::encode_events_frame(&mut frame, 4096, 0, &events);
     let mut g = c.benchmark_group("codec");
     g.throughput(Throughput::Bytes(frame.len() as u64));
     g.bench_function("encode frame of 100 x 150 B events", |b| {
         let mut out = Vec::with_capacity(frame.len());
         b.iter(|| {
             out.clear();
-            format::encode_events_frame(&mut out, 4096, 0, "account-42", 0, black_box(&records))
+            format::encode_events_frame(&mut out, 4096, 0, black_box(&events))
         })
     });
     g.bench_function("check + decode frame of 100 x 150 B events", |b| {
         b.iter(|| {
             let h = format::decode_frame_header(black_box(&frame)).unwrap();
             format::check_frame(&h, &frame, 4096).unwrap();
-            format::decode_events_body(&frame[FRAME_HEADER_LEN..])
+            format::decode_events_body(&h, &frame[FRAME_HEADER_LEN..])
                 .unwrap()
                 .events
                 .len()

@@ -16,7 +16,9 @@ use le::Reader;
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
 /// Current on-disk format version written into segment headers.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build reads (and appends after: see `docs/format.md`).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Segment file kind: a segment of the event log.
 pub const SEGMENT_KIND_EVENTS: u32 = 1;
 /// Segment file kind: a segment of the snapshot log.
@@ -35,6 +37,14 @@ const FRAME_CRC_START: usize = 12;
 const EVENTS_BODY_FIXED: usize = 2 + 8 + 4;
 /// Size of the fixed part of one event record.
 const EVENT_FIXED: usize = 16 + 8 + 2 + 4 + 4;
+/// What the second layout adds: the commit time before the body, a schema version per record.
+const COMMIT_TIME_LEN: usize = 8;
+const SCHEMA_VERSION_LEN: usize = 4;
+
+/// Flag of an events frame (header byte 13): its body starts with the commit time and
+/// each record carries a schema version (format 2). Events frames of format 1 have no
+/// flag; every events frame this build writes has it.
+pub const EVENTS_FLAG_COMMITTED: u8 = 0x01;
 
 /// Why bytes could not be decoded. Displayed as the `reason` of `Error::Corrupted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +109,9 @@ impl std::error::Error for DecodeError {}
 /// The header at the start of every segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentHeader {
+    /// Format version: [`FORMAT_VERSION`] for segments this build creates; segments of
+    /// an older version (down to [`OLDEST_FORMAT_VERSION`]) are read, never appended to.
+    pub version: u32,
     /// File kind ([`SEGMENT_KIND_EVENTS`]).
     pub kind: u32,
     /// Logical position of the segment's first byte (its header). Everything below it was
@@ -111,7 +124,7 @@ pub fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_LEN]
     let mut out = [0u8; SEGMENT_HEADER_LEN];
     let mut body = Vec::with_capacity(SEGMENT_HEADER_LEN);
     body.extend_from_slice(&SEGMENT_MAGIC);
-    body.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    body.extend_from_slice(&header.version.to_le_bytes());
     body.extend_from_slice(&header.kind.to_le_bytes());
     body.extend_from_slice(&header.base_position.to_le_bytes());
     body.extend_from_slice(&0u32.to_le_bytes());
@@ -124,7 +137,8 @@ pub fn encode_segment_header(header: &SegmentHeader) -> [u8; SEGMENT_HEADER_LEN]
 /// Decodes and checks a segment header from the first bytes of a file.
 ///
 /// # Errors
-/// [`DecodeError`] when the bytes are short, the magic, version or CRC is wrong.
+/// [`DecodeError`] when the bytes are short, the magic or CRC is wrong, or the version is
+/// not one this build reads (0, or newer than [`FORMAT_VERSION`]).
 pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, DecodeError> {
     let mut r = Reader::new(bytes);
     let covered = r.take(SEGMENT_HEADER_LEN - 4)?;
@@ -138,7 +152,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, DecodeError>
         return Err(DecodeError::ChecksumMismatch { stored, computed });
     }
     let version = r.u32()?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     let kind = r.u32()?;
@@ -147,6 +161,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, DecodeError>
         return Err(DecodeError::Invalid("segment header reserved bytes"));
     }
     Ok(SegmentHeader {
+        version,
         kind,
         base_position,
     })
@@ -165,6 +180,8 @@ pub enum FrameKind {
     Checkpoint,
     /// A snapshot of a stream's state (in snapshot segments only).
     Snapshot,
+    /// Filler that ends a group commit on a sector boundary (format 2); holds no data.
+    Padding,
 }
 
 impl FrameKind {
@@ -173,6 +190,7 @@ impl FrameKind {
             FrameKind::Events => 1,
             FrameKind::Checkpoint => 2,
             FrameKind::Snapshot => 3,
+            FrameKind::Padding => 4,
         }
     }
     fn from_byte(b: u8) -> Result<Self, DecodeError> {
@@ -180,6 +198,7 @@ impl FrameKind {
             1 => Ok(FrameKind::Events),
             2 => Ok(FrameKind::Checkpoint),
             3 => Ok(FrameKind::Snapshot),
+            4 => Ok(FrameKind::Padding),
             _ => Err(DecodeError::Invalid("frame kind")),
         }
     }
@@ -194,6 +213,8 @@ pub struct FrameHeader {
     pub crc: u32,
     /// What the body holds.
     pub kind: FrameKind,
+    /// Flags: `EVENTS_FLAG_COMMITTED` on events frames of format 2, otherwise 0.
+    pub flags: u8,
     /// The frame's own logical position.
     pub position: u64,
     /// Everything below this position was durable when the frame was written.
@@ -201,6 +222,11 @@ pub struct FrameHeader {
 }
 
 impl FrameHeader {
+    /// Whether this events frame has format 2's layout (commit time, schema versions).
+    pub fn is_committed_layout(&self) -> bool {
+        self.flags & EVENTS_FLAG_COMMITTED != 0
+    }
+
     /// Total frame length: header plus body.
     pub fn frame_len(&self) -> u64 {
         (FRAME_HEADER_LEN as u64).saturating_add(u64::from(self.body_len))
@@ -220,7 +246,15 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, DecodeError> {
     let body_len = r.u32()?;
     let crc = r.u32()?;
     let kind = FrameKind::from_byte(r.u8()?)?;
-    if r.u8()? != 0 || r.u16()? != 0 {
+    let flags = r.u8()?;
+    let allowed = match kind {
+        FrameKind::Events => EVENTS_FLAG_COMMITTED,
+        FrameKind::Checkpoint | FrameKind::Snapshot | FrameKind::Padding => 0,
+    };
+    if flags & !allowed != 0 {
+        return Err(DecodeError::Invalid("frame flags"));
+    }
+    if r.u16()? != 0 {
         return Err(DecodeError::Invalid("frame header reserved bytes"));
     }
     let position = r.u64()?;
@@ -234,6 +268,7 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, DecodeError> {
         body_len,
         crc,
         kind,
+        flags,
         position,
         watermark,
     })
@@ -284,6 +319,7 @@ pub struct Encoded {
 fn encode_frame(
     out: &mut Vec<u8>,
     kind: FrameKind,
+    flags: u8,
     position: u64,
     watermark: u64,
     write_body: impl FnOnce(&mut Vec<u8>),
@@ -293,7 +329,7 @@ fn encode_frame(
     out.extend_from_slice(&0u32.to_le_bytes()); // body length, filled below
     out.extend_from_slice(&0u32.to_le_bytes()); // crc, filled below
     out.push(kind.to_byte());
-    out.push(0);
+    out.push(flags);
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&position.to_le_bytes());
     out.extend_from_slice(&watermark.to_le_bytes());
@@ -310,6 +346,7 @@ fn encode_frame(
     }
     debug_assert!(
         decode_frame_header(frame).is_ok_and(|h| h.kind == kind
+            && h.flags == flags
             && h.position == position
             && h.watermark == watermark
             && h.frame_len() == frame_len as u64
@@ -327,8 +364,11 @@ fn encode_frame(
 pub struct EventRecord<'a> {
     /// 16-byte event id.
     pub id: [u8; 16],
-    /// Microseconds since the Unix epoch.
+    /// Microseconds since the Unix epoch: the time the writer gave the event (or its
+    /// creation time), not the commit time.
     pub timestamp_us: i64,
+    /// Schema version of the event's data (0: none given; always 0 in format 1).
+    pub schema_version: u32,
     /// Event type name.
     pub event_type: &'a str,
     /// Opaque metadata bytes.
@@ -338,21 +378,35 @@ pub struct EventRecord<'a> {
 }
 
 impl EventRecord<'_> {
-    /// Encoded size of this record inside a frame body.
+    /// Encoded size of this record inside a frame body of format 2.
     pub fn encoded_len(&self) -> u64 {
-        (EVENT_FIXED as u64)
+        ((EVENT_FIXED + SCHEMA_VERSION_LEN) as u64)
             .saturating_add(self.event_type.len() as u64)
             .saturating_add(self.metadata.len() as u64)
             .saturating_add(self.data.len() as u64)
     }
 }
 
-/// Encoded body length of an events frame for `stream` holding `events`.
+/// Encoded body length of a format-2 events frame for `stream` holding `events`.
 pub fn events_body_len(stream: &str, events: &[EventRecord<'_>]) -> u64 {
     events.iter().fold(
-        (EVENTS_BODY_FIXED as u64).saturating_add(stream.len() as u64),
+        ((EVENTS_BODY_FIXED + COMMIT_TIME_LEN) as u64).saturating_add(stream.len() as u64),
         |acc, e| acc.saturating_add(e.encoded_len()),
     )
+}
+
+/// The content of one events frame, for encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct EventsFrame<'a> {
+    /// Commit time in microseconds since the Unix epoch: `Some` writes format 2's layout
+    /// (the only one the store writes); `None` writes format 1's, for tests of older stores.
+    pub committed_at_us: Option<i64>,
+    /// The stream.
+    pub stream: &'a str,
+    /// Version of the first event.
+    pub first_version: u64,
+    /// The events (1 or more).
+    pub events: &'a [EventRecord<'a>],
 }
 
 /// Appends an events frame to `out`. The caller has checked the
@@ -362,11 +416,22 @@ pub fn encode_events_frame(
     out: &mut Vec<u8>,
     position: u64,
     watermark: u64,
-    stream: &str,
-    first_version: u64,
-    events: &[EventRecord<'_>],
+    frame: &EventsFrame<'_>,
 ) -> Encoded {
-    encode_frame(out, FrameKind::Events, position, watermark, |b| {
+    let flags = match frame.committed_at_us {
+        Some(_) => EVENTS_FLAG_COMMITTED,
+        None => 0,
+    };
+    let EventsFrame {
+        committed_at_us,
+        stream,
+        first_version,
+        events,
+    } = *frame;
+    encode_frame(out, FrameKind::Events, flags, position, watermark, |b| {
+        if let Some(t) = committed_at_us {
+            b.extend_from_slice(&t.to_le_bytes());
+        }
         b.extend_from_slice(&(stream.len() as u16).to_le_bytes());
         b.extend_from_slice(stream.as_bytes());
         b.extend_from_slice(&first_version.to_le_bytes());
@@ -374,6 +439,9 @@ pub fn encode_events_frame(
         for e in events {
             b.extend_from_slice(&e.id);
             b.extend_from_slice(&e.timestamp_us.to_le_bytes());
+            if committed_at_us.is_some() {
+                b.extend_from_slice(&e.schema_version.to_le_bytes());
+            }
             b.extend_from_slice(&(e.event_type.len() as u16).to_le_bytes());
             b.extend_from_slice(e.event_type.as_bytes());
             b.extend_from_slice(&(e.metadata.len() as u32).to_le_bytes());
@@ -386,12 +454,29 @@ pub fn encode_events_frame(
 
 /// Appends a checkpoint frame (no body) to `out`.
 pub fn encode_checkpoint_frame(out: &mut Vec<u8>, position: u64, watermark: u64) -> Encoded {
-    encode_frame(out, FrameKind::Checkpoint, position, watermark, |_| {})
+    encode_frame(out, FrameKind::Checkpoint, 0, position, watermark, |_| {})
+}
+
+/// Appends a padding frame of `len` bytes in all (at least [`FRAME_HEADER_LEN`]; its body
+/// is zeros) to `out`.
+pub fn encode_padding_frame(
+    out: &mut Vec<u8>,
+    position: u64,
+    watermark: u64,
+    len: usize,
+) -> Encoded {
+    let body = len.saturating_sub(FRAME_HEADER_LEN);
+    encode_frame(out, FrameKind::Padding, 0, position, watermark, |b| {
+        b.resize(b.len().saturating_add(body), 0);
+    })
 }
 
 /// The decoded body of an events frame, borrowing from the frame bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventsBody<'a> {
+    /// When the append was committed, in microseconds since the Unix epoch (format 2;
+    /// `None` for frames of format 1, which did not record it).
+    pub committed_at_us: Option<i64>,
     /// The stream all events belong to.
     pub stream: &'a str,
     /// Version of the first event; event `i` has version `first_version + i`.
@@ -400,21 +485,31 @@ pub struct EventsBody<'a> {
     pub events: Vec<EventRecord<'a>>,
 }
 
-/// How many events a frame of `kind` with this body holds (0 for other kinds and for a
-/// body that does not decode).
-pub fn event_count(kind: FrameKind, body: &[u8]) -> u64 {
-    match kind {
-        FrameKind::Events => decode_events_summary(body).map_or(0, |(_, _, n)| u64::from(n)),
-        FrameKind::Checkpoint | FrameKind::Snapshot => 0,
+/// The commit time of an events frame (format 2), without decoding its events; `None`
+/// for frames of format 1 and frames of other kinds.
+///
+/// # Errors
+/// [`DecodeError`] when the body is too short for it.
+pub fn decode_commit_time(header: &FrameHeader, body: &[u8]) -> Result<Option<i64>, DecodeError> {
+    if header.kind != FrameKind::Events || !header.is_committed_layout() {
+        return Ok(None);
     }
+    Reader::new(body).i64().map(Some)
 }
 
-/// Decodes just the stream name and version range of an events body, without the events.
+/// Decodes just the stream name and version range of an events body (with the `header`
+/// it follows), without the events.
 ///
 /// # Errors
 /// [`DecodeError`] when the body is malformed.
-pub fn decode_events_summary(body: &[u8]) -> Result<(&str, u64, u32), DecodeError> {
+pub fn decode_events_summary<'b>(
+    header: &FrameHeader,
+    body: &'b [u8],
+) -> Result<(&'b str, u64, u32), DecodeError> {
     let mut r = Reader::new(body);
+    if header.is_committed_layout() {
+        r.take(COMMIT_TIME_LEN)?;
+    }
     let stream_len = usize::from(r.u16()?);
     let stream = r.str(stream_len, "stream name is not UTF-8")?;
     let first_version = r.u64()?;
@@ -428,17 +523,28 @@ pub fn decode_events_summary(body: &[u8]) -> Result<(&str, u64, u32), DecodeErro
     Ok((stream, first_version, count))
 }
 
-/// Decodes a whole events body. Allocation is bounded by the body's length.
+/// Decodes a whole events body (with the `header` it follows). Allocation is bounded by
+/// the body's length.
 ///
 /// # Errors
 /// [`DecodeError`] when the body is malformed or has trailing bytes.
-pub fn decode_events_body(body: &[u8]) -> Result<EventsBody<'_>, DecodeError> {
-    let (stream, first_version, count) = decode_events_summary(body)?;
+pub fn decode_events_body<'b>(
+    header: &FrameHeader,
+    body: &'b [u8],
+) -> Result<EventsBody<'b>, DecodeError> {
+    let committed = header.is_committed_layout();
+    let (stream, first_version, count) = decode_events_summary(header, body)?;
     let mut r = Reader::new(body);
+    let committed_at_us = if committed { Some(r.i64()?) } else { None };
     r.take(EVENTS_BODY_FIXED.saturating_add(stream.len()))?;
-    // Each event takes at least EVENT_FIXED bytes, so a lying count cannot make us
+    let record_min = if committed {
+        EVENT_FIXED + SCHEMA_VERSION_LEN
+    } else {
+        EVENT_FIXED
+    };
+    // Each event takes at least `record_min` bytes, so a lying count cannot make us
     // allocate more than the body can hold.
-    if (count as usize) > r.remaining() / EVENT_FIXED {
+    if (count as usize) > r.remaining().checked_div(record_min).unwrap_or(0) {
         return Err(DecodeError::Invalid("event count larger than the body"));
     }
     let mut events = Vec::with_capacity(count as usize);
@@ -448,6 +554,7 @@ pub fn decode_events_body(body: &[u8]) -> Result<EventsBody<'_>, DecodeError> {
     for _ in 0..count {
         let id = r.array::<16>()?;
         let timestamp_us = r.i64()?;
+        let schema_version = if committed { r.u32()? } else { 0 };
         let type_len = usize::from(r.u16()?);
         let raw_type = r.take(type_len)?;
         let event_type = match last_type {
@@ -466,6 +573,7 @@ pub fn decode_events_body(body: &[u8]) -> Result<EventsBody<'_>, DecodeError> {
         events.push(EventRecord {
             id,
             timestamp_us,
+            schema_version,
             event_type,
             metadata,
             data,
@@ -475,6 +583,7 @@ pub fn decode_events_body(body: &[u8]) -> Result<EventsBody<'_>, DecodeError> {
         return Err(DecodeError::Invalid("trailing bytes after the last event"));
     }
     Ok(EventsBody {
+        committed_at_us,
         stream,
         first_version,
         events,
@@ -510,7 +619,7 @@ pub fn encode_snapshot_frame(
     watermark: u64,
     body: &SnapshotBody<'_>,
 ) -> Encoded {
-    encode_frame(out, FrameKind::Snapshot, position, watermark, |b| {
+    encode_frame(out, FrameKind::Snapshot, 0, position, watermark, |b| {
         b.extend_from_slice(&(body.stream.len() as u16).to_le_bytes());
         b.extend_from_slice(body.stream.as_bytes());
         b.extend_from_slice(&body.version.to_le_bytes());
@@ -561,6 +670,7 @@ mod tests {
         EventRecord {
             id: [7; 16],
             timestamp_us: 1_700_000_000_000_000,
+            schema_version: 3,
             event_type: t,
             metadata: b"{}",
             data,
@@ -570,6 +680,7 @@ mod tests {
     #[test]
     fn segment_header_round_trips_and_detects_damage() {
         let h = SegmentHeader {
+            version: FORMAT_VERSION,
             kind: SEGMENT_KIND_EVENTS,
             base_position: 268_435_456,
         };
@@ -596,7 +707,17 @@ mod tests {
             record("Withdrawn", b""),
         ];
         let mut buf = vec![0xAA; 5];
-        let encoded = encode_events_frame(&mut buf, 1000, 500, "account-42", 3, &events);
+        let encoded = encode_events_frame(
+            &mut buf,
+            1000,
+            500,
+            &EventsFrame {
+                committed_at_us: Some(1_700_000_000_123_456),
+                stream: "account-42",
+                first_version: 3,
+                events: &events,
+            },
+        );
         let len = encoded.len;
         assert_eq!(len, buf.len() - 5);
         let frame = &buf[5..];
@@ -611,10 +732,75 @@ mod tests {
             events_body_len("account-42", &events)
         );
         check_frame(&header, frame, 1000).unwrap();
-        let body = decode_events_body(&frame[FRAME_HEADER_LEN..]).unwrap();
+        let body = decode_events_body(&header, &frame[FRAME_HEADER_LEN..]).unwrap();
+        assert_eq!(body.committed_at_us, Some(1_700_000_000_123_456));
+        assert_eq!(
+            decode_commit_time(&header, &frame[FRAME_HEADER_LEN..]),
+            Ok(Some(1_700_000_000_123_456))
+        );
         assert_eq!(body.stream, "account-42");
         assert_eq!(body.first_version, 3);
         assert_eq!(body.events, events);
+    }
+
+    #[test]
+    fn padding_frames_have_the_asked_length_and_check() {
+        for len in [32, 33, 4096] {
+            let mut buf = Vec::new();
+            let enc = encode_padding_frame(&mut buf, 8192, 4096, len);
+            assert_eq!((enc.len, buf.len()), (len, len));
+            let h = decode_frame_header(&buf).unwrap();
+            assert_eq!((h.kind, h.flags), (FrameKind::Padding, 0));
+            check_frame(&h, &buf, 8192).unwrap();
+        }
+    }
+
+    #[test]
+    fn flags_are_refused_where_they_mean_nothing() {
+        let mut buf = Vec::new();
+        encode_checkpoint_frame(&mut buf, 64, 64);
+        buf[13] = EVENTS_FLAG_COMMITTED;
+        assert_eq!(
+            decode_frame_header(&buf),
+            Err(DecodeError::Invalid("frame flags"))
+        );
+        let mut buf = Vec::new();
+        let events = [record("T", b"x")];
+        let frame = EventsFrame {
+            committed_at_us: Some(1),
+            stream: "s",
+            first_version: 0,
+            events: &events,
+        };
+        encode_events_frame(&mut buf, 64, 64, &frame);
+        buf[13] |= 0x02;
+        assert_eq!(
+            decode_frame_header(&buf),
+            Err(DecodeError::Invalid("frame flags"))
+        );
+    }
+
+    #[test]
+    fn segment_headers_of_every_readable_version_decode() {
+        for version in OLDEST_FORMAT_VERSION..=FORMAT_VERSION {
+            let h = SegmentHeader {
+                version,
+                kind: SEGMENT_KIND_EVENTS,
+                base_position: 0,
+            };
+            assert_eq!(decode_segment_header(&encode_segment_header(&h)), Ok(h));
+        }
+        for version in [0, FORMAT_VERSION + 1] {
+            let h = SegmentHeader {
+                version,
+                kind: SEGMENT_KIND_EVENTS,
+                base_position: 0,
+            };
+            assert_eq!(
+                decode_segment_header(&encode_segment_header(&h)),
+                Err(DecodeError::UnsupportedVersion(version))
+            );
+        }
     }
 
     #[test]
@@ -633,27 +819,45 @@ mod tests {
 
     #[test]
     fn every_single_bit_flip_in_a_frame_is_detected() {
-        let mut buf = Vec::new();
-        encode_events_frame(&mut buf, 32, 32, "s", 0, &[record("T", b"payload")]);
-        for bit in 0..buf.len() * 8 {
-            let mut bad = buf.clone();
-            bad[bit / 8] ^= 1 << (bit % 8);
-            let ok = decode_frame_header(&bad)
-                .and_then(|h| check_frame(&h, &bad, 32).map(|_| h))
-                .and_then(|h| decode_events_body(&bad[FRAME_HEADER_LEN..h.frame_len() as usize]));
-            assert!(ok.is_err(), "bit flip {bit} was not detected");
+        for committed_at_us in [Some(77), None] {
+            let mut buf = Vec::new();
+            encode_events_frame(
+                &mut buf,
+                32,
+                32,
+                &EventsFrame {
+                    committed_at_us,
+                    stream: "s",
+                    first_version: 0,
+                    events: &[record("T", b"payload")],
+                },
+            );
+            for bit in 0..buf.len() * 8 {
+                let mut bad = buf.clone();
+                bad[bit / 8] ^= 1 << (bit % 8);
+                let ok = decode_frame_header(&bad)
+                    .and_then(|h| check_frame(&h, &bad, 32).map(|_| h))
+                    .and_then(|h| {
+                        decode_events_body(&h, &bad[FRAME_HEADER_LEN..h.frame_len() as usize])
+                    });
+                assert!(ok.is_err(), "bit flip {bit} was not detected");
+            }
         }
     }
 
     #[test]
     fn lying_event_count_does_not_allocate_or_panic() {
+        let mut frame = Vec::new();
+        encode_checkpoint_frame(&mut frame, 32, 32);
+        let mut header = decode_frame_header(&frame).unwrap();
+        header.kind = FrameKind::Events;
         let mut body = Vec::new();
         body.extend_from_slice(&1u16.to_le_bytes());
         body.push(b's');
         body.extend_from_slice(&0u64.to_le_bytes());
         body.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(
-            decode_events_body(&body),
+            decode_events_body(&header, &body),
             Err(DecodeError::Invalid("event count larger than the body"))
         );
     }
@@ -686,7 +890,9 @@ mod tests {
             if let Ok(h) = decode_frame_header(&bytes) {
                 let _ = check_frame(&h, &bytes, 0);
             }
-            let _ = decode_events_body(&bytes);
+            if let Ok(h) = decode_frame_header(&bytes) {
+                let _ = decode_events_body(&h, bytes.get(FRAME_HEADER_LEN..).unwrap_or_default());
+            }
             let _ = decode_snapshot_body(&bytes);
         }
 
@@ -702,14 +908,23 @@ mod tests {
                 .iter()
                 .map(|p| record(types[p.len() % types.len()], p))
                 .collect();
-            let mut buf = Vec::new();
-            encode_events_frame(&mut buf, 4096, 0, &stream, first, &events);
-            let h = decode_frame_header(&buf).unwrap();
-            check_frame(&h, &buf, 4096).unwrap();
-            let body = decode_events_body(&buf[FRAME_HEADER_LEN..]).unwrap();
-            prop_assert_eq!(body.stream, stream.as_str());
-            prop_assert_eq!(body.first_version, first);
-            prop_assert_eq!(body.events, events);
+            for committed_at_us in [Some(first as i64 - 500_000), None] {
+                // Format 1 records carry no schema version: it reads back as 0.
+                let events: Vec<_> = events
+                    .iter()
+                    .map(|e| EventRecord { schema_version: if committed_at_us.is_some() { e.schema_version } else { 0 }, ..*e })
+                    .collect();
+                let mut buf = Vec::new();
+                let frame = EventsFrame { committed_at_us, stream: &stream, first_version: first, events: &events };
+                encode_events_frame(&mut buf, 4096, 0, &frame);
+                let h = decode_frame_header(&buf).unwrap();
+                check_frame(&h, &buf, 4096).unwrap();
+                let body = decode_events_body(&h, &buf[FRAME_HEADER_LEN..]).unwrap();
+                prop_assert_eq!(body.committed_at_us, committed_at_us);
+                prop_assert_eq!(body.stream, stream.as_str());
+                prop_assert_eq!(body.first_version, first);
+                prop_assert_eq!(body.events, events);
+            }
         }
     }
 }

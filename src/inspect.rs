@@ -51,9 +51,11 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
     for seg in segments.iter().take(segments.len().saturating_sub(1)) {
         seg.seal()?;
     }
+    let continuity = std::cell::RefCell::new(crate::index::VersionContinuity::default());
     let mut report = verify_segments(&segments, limit, &mut progress, &|h, bytes| {
-        format::event_count(h.kind, bytes.body())
+        crate::store::count_and_check_versions(&continuity, h, bytes.body())
     })?;
+    report.version_problems = continuity.into_inner().into_problems();
     report.index_problems = check_index(dir, &segments)?;
     Ok(report)
 }
@@ -96,7 +98,7 @@ fn check_index(dir: &Path, segments: &[Arc<Segment>]) -> Result<Vec<String>> {
                 .scan(SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
                     if h.kind == FrameKind::Events
                         && let Ok((stream, first_version, count)) =
-                            format::decode_events_summary(bytes.body())
+                            format::decode_events_summary(h, bytes.body())
                     {
                         visit(stream, first_version, count, h.position);
                     }
@@ -234,7 +236,7 @@ fn dump_segment(seg: &Arc<Segment>, visit: &mut impl FnMut(DumpItem) -> Result<(
         let how = reader.scan(from, len, |h, bytes| {
             let mut events = Vec::new();
             if h.kind == FrameKind::Events
-                && let Ok(body) = format::decode_events_body(bytes.body())
+                && let Ok(body) = format::decode_events_body(h, bytes.body())
             {
                 let stream: Arc<str> = Arc::from(body.stream);
                 for (i, e) in body.events.iter().enumerate() {
@@ -246,6 +248,8 @@ fn dump_segment(seg: &Arc<Segment>, visit: &mut impl FnMut(DumpItem) -> Result<(
                         id: EventId(e.id),
                         event_type: e.event_type.to_string(),
                         timestamp_us: e.timestamp_us,
+                        committed_at_us: body.committed_at_us,
+                        schema_version: e.schema_version,
                         metadata: e.metadata.to_vec(),
                         data: e.data.to_vec(),
                     });

@@ -43,6 +43,14 @@
 //!   [`Store::read_all_with`] and the readers' `for_each_view`.
 //! - State: an [`Aggregate`] loaded by [`Store::load`] from the latest [`Snapshot`] and
 //!   the events after it, with a [`SnapshotPolicy`].
+//! - Time travel: every event carries its commit time ([`RecordedEvent::committed_at`],
+//!   never decreasing within a store; [`Clock`] is where it comes from).
+//!   [`Store::position_at`] finds a time in the log by binary search,
+//!   [`Store::read_all_between`] reads between two times, and [`Store::read_stream_as_of`],
+//!   [`Store::stream_version_as_of`] and [`Store::load_as_of`] answer as of an [`AsOf`]
+//!   bound (a version, a position or a time).
+//! - Schema evolution: [`Upcasters`] in [`Options::with_upcasters`] rewrite events of
+//!   older schema versions ([`NewEvent::with_schema_version`]) on every read path.
 //! - Processors: [`Store::subscribe_all`] ([`SubscribeAll`], with a [`Filter`]) and
 //!   [`Store::subscribe_stream`] ([`SubscribeStream`]) catch up, then stay live; each
 //!   [`Delivery::Event`] carries a [`ResumeToken`] to save with
@@ -114,10 +122,11 @@ pub use index::IndexReport;
 pub use log::{Damage, TailKind, TruncatedTail, VerifyReport};
 pub use snapshot::SnapshotReport;
 pub use store::{
-    Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, EventView, ExpectedVersion,
-    INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES,
-    NewEvent, Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR,
-    SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo, StreamEvents,
+    Aggregate, AllEvents, AppendResult, AsOf, Clock, Durability, EventId, EventRef, EventView,
+    ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES,
+    MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position, RecordedEvent, RecoveryReport,
+    ResumeToken, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo,
+    StreamEvents, Upcast, Upcasters,
 };
 #[cfg(feature = "tokio")]
 pub use subscribe::SubscriptionStream;

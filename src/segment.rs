@@ -49,6 +49,9 @@ pub struct Segment {
     /// sequential read, not at sealing, so that opening a log of many segments costs no
     /// map per segment.
     sealed_len: std::sync::OnceLock<u64>,
+    /// The format version its header declares: set when the header is checked (or the
+    /// segment created).
+    version: std::sync::OnceLock<u32>,
 }
 
 /// The bytes of one frame: borrowed from a mapping or read into a buffer.
@@ -119,15 +122,41 @@ impl Segment {
     /// # Errors
     /// Any I/O error.
     pub fn create(storage: &dyn Storage, dir: &Path, base: u64, kind: u32) -> Result<Segment> {
+        Self::create_aligned(storage, dir, base, kind, 0)
+    }
+
+    /// [`Segment::create`], with the header followed by a padding frame up to `align`
+    /// bytes (when `align` is more than the header), written and synced with it: the first
+    /// frame then starts in a sector of its own, and writing it never touches the synced
+    /// header's sector.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    pub fn create_aligned(
+        storage: &dyn Storage,
+        dir: &Path,
+        base: u64,
+        kind: u32,
+        align: u64,
+    ) -> Result<Segment> {
         let path = dir.join(segment_file_name(base));
         let ctx = |what: &str| format!("{what} {}", path.display());
         let file = storage
             .create(&path)
             .map_err(|e| Error::io(ctx("create segment"), e))?;
-        let header = format::encode_segment_header(&SegmentHeader {
+        let mut header = format::encode_segment_header(&SegmentHeader {
+            version: format::FORMAT_VERSION,
             kind,
             base_position: base,
-        });
+        })
+        .to_vec();
+        if align > SEGMENT_HEADER_LEN as u64 {
+            let position = base.saturating_add(SEGMENT_HEADER_LEN as u64);
+            let len = usize::try_from(align)
+                .unwrap_or(0)
+                .saturating_sub(SEGMENT_HEADER_LEN);
+            format::encode_padding_frame(&mut header, position, base, len);
+        }
         file.write_at(&header, 0)
             .map_err(|e| Error::io(ctx("write header of"), e))?;
         file.sync_data()
@@ -142,6 +171,7 @@ impl Segment {
             file,
             map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
+            version: std::sync::OnceLock::from(format::FORMAT_VERSION),
         })
     }
 
@@ -169,7 +199,14 @@ impl Segment {
             file,
             map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
+            version: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The format version of its header, once checked (always, for a segment this build
+    /// created or a log's open checked).
+    pub fn version(&self) -> Option<u32> {
+        self.version.get().copied()
     }
 
     /// The file's path.
@@ -230,6 +267,7 @@ impl Segment {
                 "segment header base differs from the file name",
             )));
         }
+        let _ = self.version.set(header.version);
         Ok(Ok(header))
     }
 
@@ -579,10 +617,13 @@ impl SegmentReader {
     pub fn resync(&mut self, from: u64, end: u64) -> Result<Option<u64>> {
         let magic = FRAME_MAGIC.to_le_bytes();
         let mut offset = from;
+        // Frames are mostly small: look near `from` first, then in growing windows.
+        let mut step = 4096usize;
         while offset < end {
             let window = usize::try_from(end.saturating_sub(offset))
                 .unwrap_or(usize::MAX)
-                .min(READ_AHEAD_BYTES);
+                .min(step);
+            step = step.saturating_mul(2).min(READ_AHEAD_BYTES);
             let chunk = self.bytes_at(offset, window, end)?.to_vec();
             if chunk.len() < magic.len() {
                 return Ok(None);
@@ -642,11 +683,18 @@ mod tests {
         let e = EventRecord {
             id: [1; 16],
             timestamp_us: 0,
+            schema_version: 0,
             event_type: "T",
             metadata: b"",
             data: payload,
         };
-        encode_events_frame(&mut out, position, 0, "s", 0, &[e]);
+        let frame = crate::format::EventsFrame {
+            committed_at_us: Some(0),
+            stream: "s",
+            first_version: 0,
+            events: &[e],
+        };
+        encode_events_frame(&mut out, position, 0, &frame);
         out
     }
 

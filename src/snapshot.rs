@@ -307,13 +307,41 @@ impl SnapshotStore {
         max_version: u64,
         accept: impl Fn(&SnapshotBody<'_>) -> std::result::Result<(), String>,
     ) -> Result<(Option<Snapshot>, Vec<String>)> {
+        self.search(stream, max_version, false, accept)
+    }
+
+    /// [`SnapshotStore::latest`] looking only at snapshots at or below `max_version`
+    /// (for a load as of a version in the past: later snapshots are not candidates, and
+    /// are not reported).
+    ///
+    /// # Errors
+    /// As [`SnapshotStore::latest`].
+    pub fn latest_at_or_below(
+        &self,
+        stream: &str,
+        max_version: u64,
+        accept: impl Fn(&SnapshotBody<'_>) -> std::result::Result<(), String>,
+    ) -> Result<(Option<Snapshot>, Vec<String>)> {
+        self.search(stream, max_version, true, accept)
+    }
+
+    fn search(
+        &self,
+        stream: &str,
+        max_version: u64,
+        below_only: bool,
+        accept: impl Fn(&SnapshotBody<'_>) -> std::result::Result<(), String>,
+    ) -> Result<(Option<Snapshot>, Vec<String>)> {
         let mut ignored = Vec::new();
         let Some(g) = self.live() else {
             return Ok((None, ignored));
         };
         let (hash, check) = g.index.keys(stream);
         let mut exclude = Vec::new();
-        let mut version = u64::MAX;
+        // From the newest (so that snapshots newer than the stream are reported), or, for
+        // a load as of an older version, from the bound (so that the snapshots after it
+        // do not use up the candidates).
+        let mut version = if below_only { max_version } else { u64::MAX };
         for _ in 0..MAX_CANDIDATES {
             let entry = match g.index.floor(hash, check, version, &exclude) {
                 Ok(Some(e)) => e,

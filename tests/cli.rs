@@ -732,9 +732,10 @@ fn set_format_version(path: &Path, version: u32, crc_end: Option<usize>) {
 /// Makes one file of the store at `dir` declare format version 2 (CRC recomputed), as a
 /// newer streamlog would have written it; returns its path.
 fn make_newer(what: &str, dir: &Path) -> PathBuf {
-    let (file, crc_end) = match what {
-        "segment" => (first_segment(dir), Some(28)),
-        "index manifest" => (dir.join(streamlog::INDEX_DIR).join("MANIFEST"), None),
+    // One past the version this build writes for that kind of file.
+    let (file, crc_end, newer) = match what {
+        "segment" => (first_segment(dir), Some(28), 3),
+        "index manifest" => (dir.join(streamlog::INDEX_DIR).join("MANIFEST"), None, 2),
         "snapshot segment" => {
             let generation = std::fs::read_dir(dir.join(streamlog::SNAPSHOTS_DIR))
                 .unwrap()
@@ -746,11 +747,12 @@ fn make_newer(what: &str, dir: &Path) -> PathBuf {
                     .join("segments")
                     .join(streamlog::segment::segment_file_name(0)),
                 Some(28),
+                3,
             )
         }
         _ => unreachable!("{what}"),
     };
-    set_format_version(&file, 2, crc_end);
+    set_format_version(&file, newer, crc_end);
     file
 }
 

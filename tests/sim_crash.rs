@@ -89,6 +89,8 @@ enum Ended {
 
 struct Run {
     durability: Durability,
+    /// `Options::sector_aligned_commits`.
+    aligned: bool,
     rng: Rng,
     sim: SimStorage,
     /// Appends verified present at the last open, in log order.
@@ -112,13 +114,14 @@ struct Run {
 type Outcome<T> = Result<T, String>;
 
 impl Run {
-    fn new(seed: u64, durability: Durability, tear_synced: bool) -> Self {
+    fn new(seed: u64, durability: Durability, model: CrashModel) -> Self {
         let sim = SimStorage::new(seed);
-        sim.set_tear_synced_sectors(tear_synced);
+        sim.set_tear_synced_sectors(model.tear_synced);
         sim.create_dir_all(Path::new(DIR)).unwrap();
         sim.sync_dir(Path::new("/")).unwrap();
         Run {
             durability,
+            aligned: model.aligned,
             rng: Rng::new(seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ 0x00C0_FFEE),
             sim,
             base: Vec::new(),
@@ -150,6 +153,7 @@ impl Run {
             .with_memtable_entries(16)
             .with_background_index_maintenance(false)
             .with_durability(self.durability)
+            .with_sector_aligned_commits(self.aligned)
     }
 
     /// The next version of each stream in the store's in-memory view (base + pending).
@@ -674,6 +678,13 @@ impl Run {
                             return Err("close succeeded after a failure".into());
                         }
                         self.acked = self.pending.len();
+                        if self.sim.is_dead() {
+                            // The crash point was reached in work a close may fail
+                            // (publishing `LIVE` for readers): the close still stands.
+                            self.stats.crash_points_hit += 1;
+                            self.crash(None);
+                            return Ok(Ended::CleanClose);
+                        }
                         if self.sim.crash_point_pending() {
                             // The crash point was not reached: disarm it, and crash now
                             // (half the time) to test that a clean close is durable.
@@ -730,8 +741,8 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.trim().parse().ok())
 }
 
-fn run_seed(seed: u64, durability: Durability, tear_synced: bool, cycles: u64) -> Stats {
-    let mut run = Run::new(seed, durability, tear_synced);
+fn run_seed(seed: u64, durability: Durability, model: CrashModel, cycles: u64) -> Stats {
+    let mut run = Run::new(seed, durability, model);
     let res = catch_unwind(AssertUnwindSafe(|| run.run(cycles)));
     let msg = match res {
         Ok(Ok(())) => {
@@ -757,17 +768,31 @@ fn run_seed(seed: u64, durability: Durability, tear_synced: bool, cycles: u64) -
     );
 }
 
-fn drive(durability: Durability, seed_base: u64, tear_synced: bool) {
+/// How crashes treat sectors, and whether the store aligns its commits to them.
+#[derive(Clone, Copy)]
+struct CrashModel {
+    /// An interrupted write may tear a sector that already held synced bytes.
+    tear_synced: bool,
+    /// `Options::sector_aligned_commits`.
+    aligned: bool,
+}
+
+const PACKED: CrashModel = CrashModel {
+    tear_synced: false,
+    aligned: false,
+};
+
+fn drive(durability: Durability, seed_base: u64, model: CrashModel) {
     let start = Instant::now();
     let mut total = Stats::default();
     if let Some(seed) = env_u64("STREAMLOG_SIM_SEED") {
         let cycles = env_u64("STREAMLOG_SIM_CYCLES").unwrap_or(CYCLES_PER_SEED);
-        total.add(&run_seed(seed, durability, tear_synced, cycles));
+        total.add(&run_seed(seed, durability, model, cycles));
     } else {
         let target = env_u64("STREAMLOG_SIM_CYCLES").unwrap_or(DEFAULT_CYCLES);
         let mut seed = seed_base;
         while total.crash_cycles < target {
-            total.add(&run_seed(seed, durability, tear_synced, CYCLES_PER_SEED));
+            total.add(&run_seed(seed, durability, model, CYCLES_PER_SEED));
             seed += 1;
         }
     }
@@ -789,21 +814,46 @@ fn drive(durability: Durability, seed_base: u64, tear_synced: bool) {
 
 #[test]
 fn crash_cycles_sync_durability() {
-    drive(Durability::Sync, 1_000_000, false);
+    drive(Durability::Sync, 1_000_000, PACKED);
 }
 
 #[test]
 fn crash_cycles_buffered_durability_with_explicit_sync() {
-    drive(Durability::Buffered, 2_000_000, false);
+    drive(Durability::Buffered, 2_000_000, PACKED);
 }
 
 /// The harsher crash model in which an interrupted rewrite of a sector that already held
-/// synced bytes may zero or garble it (`SimStorage::set_tear_synced_sectors(true)`). The
-/// engine appends into the partly filled last sector of the active segment after every
-/// sync, so an acknowledged frame that shares its last sector with a later, unsynced
-/// append can be destroyed by a crash during that append.
+/// synced bytes may zero or garble it (`SimStorage::set_tear_synced_sectors(true)`), with
+/// `Options::sector_aligned_commits`: every commit ends on a sector boundary, so no write
+/// after a sync touches a sector holding acknowledged bytes, and nothing acknowledged is
+/// lost.
 #[test]
-#[ignore = "engine bug: acknowledged appends lost when a crash tears the sector they share             with a later append (replay: STREAMLOG_SIM_SEED=1000000, cycle 5)"]
 fn crash_cycles_sync_durability_torn_synced_sectors() {
-    drive(Durability::Sync, 1_000_000, true);
+    drive(
+        Durability::Sync,
+        1_000_000,
+        CrashModel {
+            tear_synced: true,
+            aligned: true,
+        },
+    );
+}
+
+/// The same crash model with packed commits (the default): the next append writes into
+/// the partly filled last sector of the previous commit, so a crash during it can destroy
+/// that acknowledged frame. Packed commits rely on the disk's power-safe overwrite of a
+/// sector (see README); this documents what happens without it.
+#[test]
+#[ignore = "packed commits need power-safe sector overwrites: acknowledged appends are lost \
+            when a crash tears the sector they share with a later append \
+            (replay: STREAMLOG_SIM_SEED=1000000, cycle 5)"]
+fn crash_cycles_sync_durability_torn_synced_sectors_packed_commits() {
+    drive(
+        Durability::Sync,
+        1_000_000,
+        CrashModel {
+            tear_synced: true,
+            aligned: false,
+        },
+    );
 }

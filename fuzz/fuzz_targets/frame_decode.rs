@@ -52,25 +52,35 @@ fuzz_target!(|data: &[u8]| {
             let _ = check_frame(&h, &bytes, h.position.wrapping_add(1)).expect_err("misplaced");
             if h.kind == FrameKind::Events {
                 let body = &bytes[FRAME_HEADER_LEN..len];
-                let _ = decode_events_summary(body);
-                round_trip(body, h.position, h.watermark);
+                let _ = decode_events_summary(&h, body);
+                round_trip(&h, body, h.position, h.watermark);
             }
         }
     }
 
-    // Bodies on their own.
-    let _ = decode_events_summary(&bytes);
-    round_trip(&bytes, 4096, 0);
+    // Bodies on their own, read with either layout (format 1 and 2).
+    for flags in [0, format::EVENTS_FLAG_COMMITTED] {
+        let h = format::FrameHeader {
+            body_len: bytes.len() as u32,
+            crc: 0,
+            kind: FrameKind::Events,
+            flags,
+            position: 4096,
+            watermark: 0,
+        };
+        let _ = decode_events_summary(&h, &bytes);
+        round_trip(&h, &bytes, 4096, 0);
+    }
 });
 
 /// If `body` decodes, encode it again and check the frame decodes to the same body and the
 /// same bytes (the encoding is canonical: decoding refuses trailing bytes).
-fn round_trip(body: &[u8], position: u64, watermark: u64) {
-    let Ok(decoded) = decode_events_body(body) else {
+fn round_trip(header: &format::FrameHeader, body: &[u8], position: u64, watermark: u64) {
+    let Ok(decoded) = decode_events_body(header, body) else {
         // Whatever the full decoder refuses, the summary may accept, but not the reverse.
         return;
     };
-    let summary = decode_events_summary(body).expect("a decodable body has a summary");
+    let summary = decode_events_summary(header, body).expect("a decodable body has a summary");
     assert_eq!(
         summary,
         (
@@ -84,9 +94,12 @@ fn round_trip(body: &[u8], position: u64, watermark: u64) {
         &mut out,
         position,
         watermark,
-        decoded.stream,
-        decoded.first_version,
-        &decoded.events,
+        &format::EventsFrame {
+            committed_at_us: decoded.committed_at_us,
+            stream: decoded.stream,
+            first_version: decoded.first_version,
+            events: &decoded.events,
+        },
     );
     let frame = &out[3..];
     assert_eq!(n.len, frame.len());
@@ -105,6 +118,8 @@ fn round_trip(body: &[u8], position: u64, watermark: u64) {
         body,
         "re-encoded body bytes differ"
     );
-    let again = decode_events_body(&frame[FRAME_HEADER_LEN..]).expect("re-encoded body decodes");
+    assert_eq!(h.flags, header.flags, "re-encoded layout");
+    let again =
+        decode_events_body(&h, &frame[FRAME_HEADER_LEN..]).expect("re-encoded body decodes");
     assert_eq!(again, decoded, "round trip changed the body");
 }

@@ -155,13 +155,20 @@ fn assembled(input: &mut Input<'_>) {
                     .map(|id| EventRecord {
                         id: *id,
                         timestamp_us: 1_700_000_000_000_000,
+                        schema_version: 0,
                         event_type: "T",
                         metadata: b"",
                         data: payload,
                     })
                     .collect();
                 let start = seg.len();
-                format::encode_events_frame(seg, position, wm, stream, first_version, &events);
+                let frame = format::EventsFrame {
+                    committed_at_us: Some(1_700_000_000_000_000),
+                    stream,
+                    first_version,
+                    events: &events,
+                };
+                format::encode_events_frame(seg, position, wm, &frame);
                 if lie == 0xFE {
                     // A malformed body under a valid CRC.
                     forged = true;
@@ -224,6 +231,7 @@ fn input_len(op: u8) -> u8 {
 
 fn header(base: u64) -> [u8; SEGMENT_HEADER_LEN] {
     format::encode_segment_header(&SegmentHeader {
+        version: format::FORMAT_VERSION,
         kind: SEGMENT_KIND_EVENTS,
         base_position: base,
     })

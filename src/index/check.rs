@@ -1,8 +1,44 @@
 //! Checking an index against the log it was built from: the one check behind
 //! `Store::verify` and the inspection of a directory.
 
+use std::collections::HashMap;
+
 use super::Index;
 use crate::error::Result;
+
+/// Checks that every stream's appends continue its versions without a gap or an overlap,
+/// fed the appends in log order.
+#[derive(Debug, Default)]
+pub struct VersionContinuity {
+    next: HashMap<String, u64>,
+    problems: Vec<String>,
+}
+
+impl VersionContinuity {
+    /// The next append of the log: `count` events of `stream` from `first_version`, at
+    /// `position`.
+    pub fn see(&mut self, stream: &str, first_version: u64, count: u32, position: u64) {
+        let expected = self.next.get(stream).copied().unwrap_or(0);
+        if first_version != expected {
+            self.problems.push(format!(
+                "stream {stream:?}: the append at position {position} starts at version \
+                 {first_version}, but the stream's previous append ends before {expected}"
+            ));
+        }
+        let next = first_version.saturating_add(u64::from(count));
+        match self.next.get_mut(stream) {
+            Some(v) => *v = next,
+            None => {
+                self.next.insert(stream.to_string(), next);
+            }
+        }
+    }
+
+    /// The problems found, in words.
+    pub fn into_problems(self) -> Vec<String> {
+        self.problems
+    }
+}
 
 impl Index {
     /// Checks this index against the appends of its log. `appends` hands each events frame

@@ -10,6 +10,7 @@
 
 mod cache;
 mod check;
+pub use check::VersionContinuity;
 mod manifest;
 mod over_log;
 mod table;

@@ -1,7 +1,7 @@
 //! The writer's end of the log: positions for new frames, and their encoded bytes until
 //! they are written.
 
-use crate::format::SEGMENT_HEADER_LEN;
+use crate::format::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN};
 
 /// Bytes encoded for one segment, not yet written.
 #[derive(Debug)]
@@ -21,6 +21,12 @@ pub struct Appender {
     pub(super) chunks: Vec<Chunk>,
     /// A written chunk's buffer, kept to encode the next one into.
     pub(super) spare: Vec<u8>,
+    /// The next frame starts a new segment whatever room is left: the active segment is
+    /// of an older format version, which this build never appends to.
+    pub(super) roll_next: bool,
+    /// Where the first frame of a new segment starts: after the header, or after the
+    /// header's padding to the commit alignment.
+    pub(super) first_frame_offset: u64,
 }
 
 /// Largest buffer [`Appender::recycle`] keeps.
@@ -37,10 +43,11 @@ impl Appender {
     /// (the frame must be appended to the buffer's end).
     pub fn reserve(&mut self, len: u64) -> (u64, &mut Vec<u8>) {
         let used = self.head.saturating_sub(self.active_base);
-        let has_frames = used > SEGMENT_HEADER_LEN as u64;
-        if has_frames && used.saturating_add(len) > self.segment_size {
+        let has_frames = used > self.first_frame_offset.max(SEGMENT_HEADER_LEN as u64);
+        if self.roll_next || (has_frames && used.saturating_add(len) > self.segment_size) {
+            self.roll_next = false;
             self.active_base = self.head;
-            self.head = self.head.saturating_add(SEGMENT_HEADER_LEN as u64);
+            self.head = self.head.saturating_add(self.first_frame_offset);
         }
         let position = self.head;
         self.head = self.head.saturating_add(len);
@@ -63,6 +70,32 @@ impl Appender {
             Some(c) => (position, &mut c.bytes),
             None => unreachable!("a chunk was just pushed"),
         }
+    }
+
+    /// Reserves a padding frame (returned as position, length and buffer, for the caller
+    /// to encode) that makes the next frame start at a multiple of `align` bytes of its
+    /// segment file, or `None` when it already does. The padding is at least a frame
+    /// header long, so it may reach past one boundary to the next.
+    pub fn reserve_padding(&mut self, align: u64) -> Option<(u64, usize, &mut Vec<u8>)> {
+        if align == 0 || self.roll_next {
+            return None;
+        }
+        let offset = self.head.saturating_sub(self.active_base);
+        let rem = offset % align;
+        if rem == 0 || offset <= SEGMENT_HEADER_LEN as u64 {
+            return None;
+        }
+        let mut len = align - rem;
+        if len < FRAME_HEADER_LEN as u64 {
+            len = len.saturating_add(align);
+        }
+        // Padding never starts a new segment: where it does not fit, the segment ends
+        // early instead (the next frame rolls over).
+        if offset.saturating_add(len) > self.segment_size {
+            return None;
+        }
+        let (position, buf) = self.reserve(len);
+        Some((position, usize::try_from(len).unwrap_or(0), buf))
     }
 
     /// Takes the encoded bytes, to be written with [`Log::write`].

@@ -53,6 +53,8 @@ pub struct Log {
     preallocate: u64,
     /// End of the active segment's file: `written` plus the zeroed space ahead of it.
     reserved: AtomicU64,
+    /// Commits end on multiples of this many bytes of their segment file (0: packed).
+    align: u64,
 }
 
 impl Log {
@@ -67,6 +69,22 @@ impl Log {
             self.preallocate = bytes;
         }
         self
+    }
+
+    /// Makes the writer's commits sector-aligned: new segments start their first frame at
+    /// `bytes` (the header padded up to it), and the writer starts a new segment rather
+    /// than append to one whose end is not on such a boundary (see
+    /// [`Appender::reserve_padding`] for the commits themselves).
+    pub fn with_commit_alignment(mut self, bytes: u64) -> Self {
+        if !self.read_only {
+            self.align = bytes;
+        }
+        self
+    }
+
+    /// Where a new segment's first frame starts, relative to its base.
+    fn first_frame_offset(&self) -> u64 {
+        self.align.max(SEGMENT_HEADER_LEN as u64)
     }
 
     /// Cuts the zeroed space ahead of the log's end and syncs (at a clean close, so that
@@ -118,12 +136,23 @@ impl Log {
     pub fn appender(&self) -> Appender {
         let segments = self.segments.read();
         let active_base = segments.last().map_or(0, |s| s.base());
+        let head = self.written.load(Ordering::Acquire);
+        // Never append to a segment of an older format, nor (aligned) after bytes that
+        // do not end on a boundary: the next write would touch their last sector.
+        let old_format = segments
+            .last()
+            .and_then(|s| s.version())
+            .is_some_and(|v| v < crate::format::FORMAT_VERSION);
+        let unaligned =
+            self.align > 0 && !head.saturating_sub(active_base).is_multiple_of(self.align);
         Appender {
             segment_size: self.segment_size,
             active_base,
-            head: self.written.load(Ordering::Acquire),
+            head,
             chunks: Vec::new(),
             spare: Vec::new(),
+            roll_next: old_format || unaligned,
+            first_frame_offset: self.first_frame_offset(),
         }
     }
 
@@ -241,15 +270,16 @@ impl Log {
         old.sync()?;
         self.durable.fetch_max(self.written(), Ordering::AcqRel);
         old.seal()?;
-        let new = Arc::new(Segment::create(
+        let new = Arc::new(Segment::create_aligned(
             self.storage.as_ref(),
             &self.dir,
             base,
             self.kind,
+            self.align,
         )?);
         self.segments.write().push(Arc::clone(&new));
         self.reserved.store(
-            base.saturating_add(SEGMENT_HEADER_LEN as u64),
+            base.saturating_add(self.first_frame_offset()),
             Ordering::Release,
         );
         Ok(new)
@@ -309,6 +339,47 @@ impl Log {
             Error::InvalidArgument(format!("position {position} is not in the log"))
         })?;
         seg.read_frame(position, limit.saturating_sub(seg.base()))
+    }
+
+    /// The first valid frame that starts at or after `position` (any position, not only a
+    /// frame's) and ends at or below `limit`, in the segment holding `position`; `None`
+    /// when there is none. Frames know their own position and are checked by CRC, so a
+    /// match inside another frame's bytes is not taken for a frame.
+    ///
+    /// # Errors
+    /// [`Error::Io`] on read failure.
+    pub fn frame_from(
+        &self,
+        position: u64,
+        limit: u64,
+    ) -> Result<Option<(FrameHeader, FrameBytes)>> {
+        let Some(seg) = self.segment_for(position) else {
+            return Ok(None);
+        };
+        let from = position
+            .max(seg.first_frame_position())
+            .saturating_sub(seg.base());
+        let end = limit.saturating_sub(seg.base());
+        let seg_end = seg.file_len()?.min(end);
+        let mut reader = seg.reader();
+        let Some(offset) = reader.resync(from, seg_end)? else {
+            return Ok(None);
+        };
+        Ok(reader.frame_at_offset(offset, seg_end)?.ok())
+    }
+
+    /// Whether `position` is where a segment starts (where a reader that finished the
+    /// segment before it stands).
+    pub fn is_segment_base(&self, position: u64) -> bool {
+        self.segments
+            .read()
+            .binary_search_by_key(&position, |s| s.base())
+            .is_ok()
+    }
+
+    /// Bases of the segments, oldest first.
+    pub fn segment_bases(&self) -> Vec<u64> {
+        self.segments.read().iter().map(|s| s.base()).collect()
     }
 
     /// Frames from `from` (a frame position, a segment base, or 0) up to `limit`, in order.

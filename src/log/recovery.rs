@@ -214,6 +214,7 @@ impl Log {
             poisoned: AtomicBool::new(false),
             preallocate: 0,
             reserved: AtomicU64::new(end),
+            align: 0,
         };
         Ok((log, report))
     }
@@ -285,7 +286,11 @@ impl Scan {
         let how = reader.scan(scan_from, len, |h, bytes| {
             *attested = (*attested).max(h.watermark);
             *frames += 1;
-            *last_kind = Some(h.kind);
+            // Padding holds nothing: a clean close's checkpoint followed by padding is
+            // still the last word.
+            if h.kind != FrameKind::Padding {
+                *last_kind = Some(h.kind);
+            }
             visit(seg, h, bytes)
         })?;
         self.end = seg.base().saturating_add(len);

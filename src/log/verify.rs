@@ -41,9 +41,17 @@ pub struct VerifyReport {
     pub damage: Vec<Damage>,
     /// Disagreements between the index and the log (fixed by rebuilding the index).
     pub index_problems: Vec<String>,
+    /// Appends whose first version does not follow their stream's previous append: frames
+    /// that check (CRC, position) but could not have been written by the store.
+    pub version_problems: Vec<String>,
 }
 
 impl VerifyReport {
+    /// Whether nothing at all was found: no damage, no index or version problem.
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_empty() && self.index_problems.is_empty() && self.version_problems.is_empty()
+    }
+
     /// Damage that is corruption (attested data), not a torn tail.
     pub fn corruption(&self) -> impl Iterator<Item = &Damage> {
         self.damage.iter().filter(|d| !d.torn_tail)

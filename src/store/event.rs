@@ -223,6 +223,8 @@ pub struct NewEvent {
     pub metadata: Vec<u8>,
     /// When the event happened; `None` takes the time of the append.
     pub timestamp: Option<SystemTime>,
+    /// Version of the data's schema, for upcasters (0: none).
+    pub schema_version: u32,
 }
 
 impl NewEvent {
@@ -234,6 +236,7 @@ impl NewEvent {
             data: data.as_ref().to_vec(),
             metadata: Vec::new(),
             timestamp: None,
+            schema_version: 0,
         }
     }
 
@@ -254,6 +257,12 @@ impl NewEvent {
         self.timestamp = Some(timestamp);
         self
     }
+
+    /// Sets the schema version of the data (see [`Upcasters`](crate::Upcasters)).
+    pub fn with_schema_version(mut self, version: u32) -> Self {
+        self.schema_version = version;
+        self
+    }
 }
 
 /// An event to append that borrows its bytes (see [`Store::append_refs`](crate::Store::append_refs)).
@@ -269,6 +278,8 @@ pub struct EventRef<'a> {
     pub metadata: &'a [u8],
     /// When the event happened; `None` takes the time of the append.
     pub timestamp: Option<SystemTime>,
+    /// Version of the data's schema (0: none).
+    pub schema_version: u32,
 }
 
 impl<'a> EventRef<'a> {
@@ -280,6 +291,7 @@ impl<'a> EventRef<'a> {
             data,
             metadata: &[],
             timestamp: None,
+            schema_version: 0,
         }
     }
 }
@@ -293,6 +305,7 @@ impl NewEvent {
             data: &self.data,
             metadata: &self.metadata,
             timestamp: self.timestamp,
+            schema_version: self.schema_version,
         }
     }
 }
@@ -313,8 +326,15 @@ pub struct RecordedEvent {
     pub id: EventId,
     /// Its type name.
     pub event_type: String,
-    /// Microseconds since the Unix epoch.
+    /// When the event happened, as the writer said (or the append's time), in
+    /// microseconds since the Unix epoch. The store does not check it: see `committed_at_us`.
     pub timestamp_us: i64,
+    /// When the store committed the append, in microseconds since the Unix epoch: never
+    /// earlier than an earlier append's within the store. `None` for events written by
+    /// format 1, which did not record it.
+    pub committed_at_us: Option<i64>,
+    /// Version of the data's schema as written (0: none), or as an upcaster left it.
+    pub schema_version: u32,
     /// Metadata.
     pub metadata: Vec<u8>,
     /// Payload.
@@ -332,6 +352,11 @@ impl RecordedEvent {
         system_time(self.timestamp_us)
     }
 
+    /// The commit time as a `SystemTime` (`None` for events of format 1).
+    pub fn committed_at(&self) -> Option<SystemTime> {
+        self.committed_at_us.map(system_time)
+    }
+
     /// The event as a borrowed view.
     pub fn view(&self) -> EventView<'_> {
         EventView {
@@ -342,6 +367,8 @@ impl RecordedEvent {
             id: self.id,
             event_type: &self.event_type,
             timestamp_us: self.timestamp_us,
+            committed_at_us: self.committed_at_us,
+            schema_version: self.schema_version,
             metadata: &self.metadata,
             data: &self.data,
         }
@@ -366,8 +393,15 @@ pub struct EventView<'a> {
     pub id: EventId,
     /// Its type name.
     pub event_type: &'a str,
-    /// Microseconds since the Unix epoch.
+    /// When the event happened, as the writer said (or the append's time), in
+    /// microseconds since the Unix epoch. The store does not check it: see `committed_at_us`.
     pub timestamp_us: i64,
+    /// When the store committed the append, in microseconds since the Unix epoch: never
+    /// earlier than an earlier append's within the store. `None` for events written by
+    /// format 1, which did not record it.
+    pub committed_at_us: Option<i64>,
+    /// Version of the data's schema as written (0: none).
+    pub schema_version: u32,
     /// Metadata.
     pub metadata: &'a [u8],
     /// Payload.
@@ -385,6 +419,11 @@ impl EventView<'_> {
         system_time(self.timestamp_us)
     }
 
+    /// The commit time as a `SystemTime` (`None` for events of format 1).
+    pub fn committed_at(&self) -> Option<SystemTime> {
+        self.committed_at_us.map(system_time)
+    }
+
     /// An owned copy.
     pub fn to_recorded(self) -> RecordedEvent {
         self.to_recorded_in(Arc::from(self.stream))
@@ -400,13 +439,15 @@ impl EventView<'_> {
             id: self.id,
             event_type: self.event_type.to_string(),
             timestamp_us: self.timestamp_us,
+            committed_at_us: self.committed_at_us,
+            schema_version: self.schema_version,
             metadata: self.metadata.to_vec(),
             data: self.data.to_vec(),
         }
     }
 }
 
-fn system_time(timestamp_us: i64) -> SystemTime {
+pub(crate) fn system_time(timestamp_us: i64) -> SystemTime {
     let d = std::time::Duration::from_micros(timestamp_us.unsigned_abs());
     if timestamp_us >= 0 {
         UNIX_EPOCH.checked_add(d).unwrap_or(UNIX_EPOCH)
@@ -534,9 +575,15 @@ mod tests {
             id: EventId([0; 16]),
             event_type: "T".into(),
             timestamp_us: timestamp_us(t),
+            committed_at_us: Some(timestamp_us(t) + 1),
+            schema_version: 0,
             metadata: vec![],
             data: vec![],
         };
         assert_eq!(e.timestamp(), t);
+        assert_eq!(
+            e.committed_at(),
+            Some(t + std::time::Duration::from_micros(1))
+        );
     }
 }

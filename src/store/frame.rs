@@ -15,6 +15,7 @@ pub(crate) struct DecodedFrame {
     bytes: FrameBytes,
     stream: Box<str>,
     first_version: u64,
+    committed_at_us: Option<i64>,
     /// The distinct event types, in order of first use (most appends have one).
     types: Vec<Box<str>>,
     events: Vec<Slot>,
@@ -25,6 +26,7 @@ pub(crate) struct DecodedFrame {
 struct Slot {
     id: [u8; 16],
     timestamp_us: i64,
+    schema_version: u32,
     event_type: usize,
     metadata: (usize, usize),
     data: (usize, usize),
@@ -36,7 +38,7 @@ impl DecodedFrame {
     /// # Errors
     /// [`DecodeError`] when it is not a well-formed events frame.
     pub(crate) fn decode(header: FrameHeader, bytes: FrameBytes) -> Result<Self, DecodeError> {
-        let body = format::decode_events_body(bytes.body())?;
+        let body = format::decode_events_body(&header, bytes.body())?;
         let base = bytes.as_ptr() as usize;
         // Where a slice borrowed from `bytes` lies in it.
         let range = |s: &[u8]| {
@@ -56,6 +58,7 @@ impl DecodedFrame {
             events.push(Slot {
                 id: e.id,
                 timestamp_us: e.timestamp_us,
+                schema_version: e.schema_version,
                 event_type,
                 metadata: range(e.metadata),
                 data: range(e.data),
@@ -64,6 +67,7 @@ impl DecodedFrame {
         Ok(DecodedFrame {
             stream: body.stream.into(),
             first_version: body.first_version,
+            committed_at_us: body.committed_at_us,
             types,
             events,
             header,
@@ -79,6 +83,11 @@ impl DecodedFrame {
     /// The stream its events belong to.
     pub(crate) fn stream(&self) -> &str {
         &self.stream
+    }
+
+    /// When it was committed (`None` for format 1).
+    pub(crate) fn committed_at_us(&self) -> Option<i64> {
+        self.committed_at_us
     }
 
     /// Version of its first event.
@@ -113,6 +122,8 @@ impl DecodedFrame {
             id: EventId(s.id),
             event_type: self.types.get(s.event_type).map_or("", |t| t),
             timestamp_us: s.timestamp_us,
+            committed_at_us: self.committed_at_us,
+            schema_version: s.schema_version,
             metadata: at(s.metadata),
             data: at(s.data),
         })
@@ -156,13 +167,20 @@ mod tests {
         .map(|(i, (t, m, d))| EventRecord {
             id: [i as u8; 16],
             timestamp_us: -(i as i64),
+            schema_version: i as u32,
             event_type: t,
             metadata: m,
             data: d,
         })
         .collect();
         let mut buf = Vec::new();
-        encode_events_frame(&mut buf, 4096, 0, "s-1", 7, &records);
+        let frame = format::EventsFrame {
+            committed_at_us: Some(5),
+            stream: "s-1",
+            first_version: 7,
+            events: &records,
+        };
+        encode_events_frame(&mut buf, 4096, 0, &frame);
         let header = decode_frame_header(&buf).unwrap();
         let frame = DecodedFrame::decode(header, FrameBytes::from_vec(buf)).unwrap();
         assert_eq!(
@@ -174,6 +192,10 @@ mod tests {
             assert_eq!(v.version, 7 + i as u64);
             assert_eq!(v.position, Position(4096));
             assert_eq!((v.id.0, v.timestamp_us), (r.id, r.timestamp_us));
+            assert_eq!(
+                (v.committed_at_us, v.schema_version),
+                (Some(5), r.schema_version)
+            );
             assert_eq!(
                 (v.event_type, v.metadata, v.data),
                 (r.event_type, r.metadata, r.data)

@@ -32,6 +32,8 @@ pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
 pub(crate) struct Lookup {
     pub(crate) inner: Arc<dyn FrameLookup>,
     pub(crate) visible: u64,
+    /// Applied to every event handed out.
+    pub(crate) upcasters: super::Upcasters,
 }
 
 impl FrameLookup for Inner {

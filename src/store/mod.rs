@@ -20,6 +20,8 @@ mod options;
 mod read;
 mod report;
 mod snapshots;
+mod time;
+mod upcast;
 mod writer;
 
 pub use crate::snapshot::Snapshot;
@@ -30,9 +32,12 @@ pub use event::{
 };
 pub use live::LIVE_FILE;
 pub(crate) use live::read_live;
-pub use options::{Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
+pub use options::{Clock, Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub use read::{AllEvents, StreamEvents};
+pub(crate) use report::count_and_check_versions;
 pub use report::{RecoveryReport, StoreInfo};
+pub use time::AsOf;
+pub use upcast::{Upcast, Upcasters};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -193,6 +198,7 @@ impl Store {
         lookup::Lookup {
             inner: Arc::clone(&self.inner) as Arc<dyn lookup::FrameLookup>,
             visible: self.visible(),
+            upcasters: self.inner.options.upcasters.clone(),
         }
     }
 }

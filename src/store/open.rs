@@ -10,7 +10,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::live;
 use super::maintenance::{Signal, spawn_background};
-use super::writer::{Published, Writer};
+use super::writer::{self, Published, Writer};
 use super::{
     Closer, INDEX_DIR, Inner, LOCK_FILE, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Store,
 };
@@ -136,15 +136,21 @@ impl Store {
         // Space is preallocated only where every append is synced: there it saves the
         // file system a journal commit per fdatasync; elsewhere it would only double the
         // bytes written.
-        let log = Arc::new(match options.durability {
+        let log = match options.durability {
             Durability::Sync => log.with_preallocation(options.preallocate_bytes),
             _ => log,
+        };
+        let log = Arc::new(if options.sector_aligned_commits {
+            log.with_commit_alignment(writer::COMMIT_ALIGN_BYTES)
+        } else {
+            log
         });
         let inner = Arc::new(Inner {
             opened_at: log.written(),
             writer: Mutex::new(Writer {
                 appender: log.appender(),
                 streams: StreamCache::new(options.stream_cache_entries),
+                last_commit_us: i64::MIN,
             }),
             log,
             dir: dir.to_path_buf(),
@@ -177,6 +183,9 @@ impl Store {
             _lock: lock,
         });
         if !inner.options.read_only {
+            // Commit times go on from the last append's, whatever the clock says now.
+            let last = inner.last_commit_before(inner.log.written())?;
+            inner.writer.lock().last_commit_us = last.unwrap_or(i64::MIN);
             start_background(&inner)?;
             live::start_publisher(&inner)?;
         } else {
@@ -257,7 +266,7 @@ pub(super) fn events_key<'b>(header: &FrameHeader, body: &'b [u8]) -> Option<(&'
     if header.kind != FrameKind::Events {
         return None;
     }
-    format::decode_events_summary(body).ok()
+    format::decode_events_summary(header, body).ok()
 }
 
 /// Starts the writer's background threads: the `Periodic` syncer and the index

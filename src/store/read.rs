@@ -8,7 +8,7 @@ use super::Store;
 use super::event::{EventId, EventView, Position, RecordedEvent, ResumeToken};
 use super::lookup::{Found, Lookup};
 use crate::error::{Error, Result};
-use crate::format::{self, FrameKind};
+use crate::format::{self, FrameHeader, FrameKind};
 use crate::index::Entry;
 use crate::log::LogFrames;
 
@@ -36,14 +36,16 @@ fn visit_frame(
     mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>> {
     let body = frame.get(format::FRAME_HEADER_LEN..).unwrap_or_default();
-    let body = format::decode_events_body(body).map_err(|e| {
-        let (file, offset) = locate(position);
-        Error::Corrupted {
-            file,
-            offset,
-            reason: e.to_string(),
-        }
-    })?;
+    let body = format::decode_frame_header(frame)
+        .and_then(|h| format::decode_events_body(&h, body))
+        .map_err(|e| {
+            let (file, offset) = locate(position);
+            Error::Corrupted {
+                file,
+                offset,
+                reason: e.to_string(),
+            }
+        })?;
     Ok(body.events.iter().enumerate().try_for_each(|(i, e)| {
         visit(EventView {
             stream: body.stream,
@@ -53,6 +55,8 @@ fn visit_frame(
             id: EventId(e.id),
             event_type: e.event_type,
             timestamp_us: e.timestamp_us,
+            committed_at_us: body.committed_at_us,
+            schema_version: e.schema_version,
             metadata: e.metadata,
             data: e.data,
         })
@@ -90,6 +94,8 @@ struct StreamCursor {
     ahead: VecDeque<Entry>,
     /// Forward: the last entry read from the index, where the next batch starts.
     scanned: Option<Entry>,
+    /// Forward: the last version to hand over (an as-of read's bound).
+    last: u64,
 }
 
 impl StreamCursor {
@@ -101,6 +107,16 @@ impl StreamCursor {
             backward,
             ahead: VecDeque::new(),
             scanned: None,
+            last: u64::MAX,
+        }
+    }
+
+    /// Whether version `v` is to be handed over, reading from `from` within a frame.
+    fn keeps(&self, v: u64, from: u64) -> bool {
+        if self.backward {
+            v <= from
+        } else {
+            v >= from && v <= self.last
         }
     }
 
@@ -111,7 +127,13 @@ impl StreamCursor {
             (false, Some(after)) => self.next_ahead(after),
             _ => self.next_lookup(),
         };
-        step.inspect_err(|_| self.next = None)
+        match step {
+            Ok(Some((_, from))) if !self.backward && from > self.last => {
+                self.next = None;
+                Ok(None)
+            }
+            step => step.inspect_err(|_| self.next = None),
+        }
     }
 
     /// Forward, after the first append: the next entry read ahead with the wanted version.
@@ -187,13 +209,14 @@ impl StreamCursor {
         while let Some((found, from)) = self.next_frame()? {
             let backward = self.backward;
             let mut last = None;
+            let upcasters = &self.lookup.upcasters;
             let flow = found.frame.visit(
-                |v| if backward { v <= from } else { v >= from },
+                |v| self.keeps(v, from),
                 backward,
                 |e| {
                     seen += 1;
                     last = Some(e.version);
-                    visit(e)
+                    upcasters.apply(e, &mut visit)
                 },
             );
             if flow.is_break() {
@@ -235,6 +258,13 @@ impl StreamEvents {
         Self::new(lookup, stream, from.unwrap_or(u64::MAX), true)
     }
 
+    /// Forward from `from` up to version `last` (included).
+    pub(crate) fn forward_until(lookup: Lookup, stream: &str, from: u64, last: u64) -> Self {
+        let mut events = Self::new(lookup, stream, from, false);
+        events.cursor.last = last;
+        events
+    }
+
     fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
         StreamEvents {
             cursor: StreamCursor::new(lookup, stream, from, backward),
@@ -269,10 +299,12 @@ impl StreamEvents {
                 return Ok(());
             };
             let backward = self.cursor.backward;
+            let cursor = &self.cursor;
+            let mut push = push_owned(&mut self.buffer);
             let _always_continue = found.frame.visit(
-                |v| if backward { v <= from } else { v >= from },
+                |v| cursor.keeps(v, from),
                 backward,
-                push_owned(&mut self.buffer),
+                |e| cursor.lookup.upcasters.apply(e, &mut push),
             );
         }
         Ok(())
@@ -298,16 +330,41 @@ impl Iterator for StreamEvents {
 pub struct AllEvents {
     frames: LogFrames,
     buffer: VecDeque<RecordedEvent>,
+    /// Ended: by an error, or at the `until` bound.
     failed: bool,
+    /// Ends before the first append committed at or after this time (microseconds).
+    until_us: Option<i64>,
+    /// Applied to every event handed out.
+    upcasters: super::Upcasters,
 }
 
 impl AllEvents {
-    pub(crate) fn new(frames: LogFrames) -> Self {
+    pub(crate) fn new(frames: LogFrames, upcasters: super::Upcasters) -> Self {
         AllEvents {
             frames,
             buffer: VecDeque::new(),
             failed: false,
+            until_us: None,
+            upcasters,
         }
+    }
+
+    /// Ends the reader before the first append committed at or after `until_us`.
+    pub(crate) fn until_committed(mut self, until_us: i64) -> Self {
+        self.until_us = Some(until_us);
+        self
+    }
+
+    /// Whether the events frame with this header and whole-frame bytes is past `until`.
+    fn past_until(until_us: Option<i64>, header: &FrameHeader, frame: &[u8]) -> bool {
+        let Some(until) = until_us else {
+            return false;
+        };
+        let body = frame.get(format::FRAME_HEADER_LEN..).unwrap_or_default();
+        format::decode_commit_time(header, body)
+            .ok()
+            .flatten()
+            .is_some_and(|t| t >= until)
     }
 
     /// Drops the first `n` events of the append at `position`, if the reader starts there.
@@ -359,23 +416,36 @@ impl AllEvents {
         }
         let log = Arc::clone(self.frames.log_arc());
         let mut rest = Vec::new();
+        let until_us = self.until_us;
+        let upcasters = self.upcasters.clone();
         loop {
             let mut broke = false;
+            let mut past = false;
             let step = self.frames.next_with(|header, frame| {
                 if header.kind != FrameKind::Events {
                     return Ok(ControlFlow::Continue(()));
                 }
+                if Self::past_until(until_us, header, frame) {
+                    past = true;
+                    return Ok(ControlFlow::Continue(()));
+                }
                 visit_frame(&|p| log.locate(p), header.position, frame, |e| {
-                    // After a break, the rest of this append is kept for the next call.
-                    if broke {
-                        rest.push(e.to_recorded());
-                    } else {
-                        seen += 1;
-                        broke = visit(e).is_break();
-                    }
+                    upcasters.apply(e, |e| {
+                        // After a break, the rest of this append is kept for the next call.
+                        if broke {
+                            rest.push(e.to_recorded());
+                        } else {
+                            seen += 1;
+                            broke = visit(e).is_break();
+                        }
+                    });
                     ControlFlow::Continue(())
                 })
             });
+            if past {
+                self.failed = true;
+                return Ok(seen);
+            }
             match step {
                 None => return Ok(seen),
                 Some(Ok(Ok(_))) if broke => {
@@ -413,13 +483,16 @@ impl Iterator for AllEvents {
             if header.kind != FrameKind::Events {
                 continue;
             }
+            if Self::past_until(self.until_us, &header, &bytes) {
+                self.failed = true;
+                return None;
+            }
             let log = self.frames.log();
-            if let Err(e) = visit_frame(
-                &|p| log.locate(p),
-                header.position,
-                &bytes,
-                push_owned(&mut self.buffer),
-            ) {
+            let upcasters = &self.upcasters;
+            let mut push = push_owned(&mut self.buffer);
+            if let Err(e) = visit_frame(&|p| log.locate(p), header.position, &bytes, |e| {
+                upcasters.apply(e, &mut push)
+            }) {
                 self.failed = true;
                 return Some(Err(e));
             }
@@ -514,7 +587,9 @@ impl Store {
         let from = token.position;
         let visible = self.visible();
 
-        if from.0 != 0 && from.0 < visible {
+        // A segment's start is where a reader that finished the previous segment stands
+        // (`AllEvents::next_position`): valid, though no frame starts there.
+        if from.0 != 0 && from.0 < visible && !self.inner.log.is_segment_base(from.0) {
             self.inner
                 .log
                 .read_frame(from.0, visible)
@@ -525,7 +600,10 @@ impl Store {
                     other => other,
                 })?;
         }
-        let mut events = AllEvents::new(self.inner.log.frames(from.0, visible));
+        let mut events = AllEvents::new(
+            self.inner.log.frames(from.0, visible),
+            self.inner.options.upcasters.clone(),
+        );
         events.skip_in(from, token.skip)?;
         Ok(events)
     }

@@ -91,6 +91,27 @@ pub struct StoreInfo {
     pub snapshot_bytes: u64,
 }
 
+/// How many events a valid frame holds; an events frame's versions go to `continuity`
+/// (frames come in log order).
+pub(crate) fn count_and_check_versions(
+    continuity: &std::cell::RefCell<crate::index::VersionContinuity>,
+    header: &crate::format::FrameHeader,
+    body: &[u8],
+) -> u64 {
+    if header.kind != FrameKind::Events {
+        return 0;
+    }
+    match format::decode_events_summary(header, body) {
+        Ok((stream, first_version, count)) => {
+            continuity
+                .borrow_mut()
+                .see(stream, first_version, count, header.position);
+            u64::from(count)
+        }
+        Err(_) => 0,
+    }
+}
+
 impl Store {
     /// A summary of the store.
     ///
@@ -133,9 +154,11 @@ impl Store {
     /// I/O errors.
     pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport> {
         let visible = self.visible();
+        let continuity = std::cell::RefCell::new(crate::index::VersionContinuity::default());
         let mut report = self.inner.log.verify(visible, progress, |h, bytes| {
-            format::event_count(h.kind, bytes.body())
+            count_and_check_versions(&continuity, h, bytes.body())
         })?;
+        report.version_problems = continuity.into_inner().into_problems();
         report.index_problems = self.inner.index.check_against_log(visible, |visit| {
             for item in self.inner.log.frames(0, visible) {
                 let Ok((header, bytes)) = item else {
@@ -143,7 +166,7 @@ impl Store {
                 };
                 if header.kind == FrameKind::Events
                     && let Ok((stream, first_version, count)) =
-                        format::decode_events_summary(bytes.body())
+                        format::decode_events_summary(&header, bytes.body())
                 {
                     visit(stream, first_version, count, header.position);
                 }

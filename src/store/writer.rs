@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
@@ -117,7 +117,13 @@ impl Published {
 pub(super) struct Writer {
     pub(super) appender: Appender,
     pub(super) streams: StreamCache,
+    /// Commit time of the latest append (microseconds since the Unix epoch): the next
+    /// one is stamped no earlier.
+    pub(super) last_commit_us: i64,
 }
+
+/// Sector size that [`Options::sector_aligned_commits`](crate::Options::sector_aligned_commits)(crate::Options) aligns commits to.
+pub(super) const COMMIT_ALIGN_BYTES: u64 = 4096;
 
 impl Store {
     /// Appends `events` to `stream` as one atomic unit: after any crash either all of them
@@ -184,12 +190,13 @@ impl Store {
         if inner.options.read_only {
             return Err(Error::ReadOnly);
         }
-        let now_us = event::timestamp_us(SystemTime::now());
+        let now_us = event::timestamp_us(inner.options.clock.now());
         let records: Vec<EventRecord<'_>> = events
             .iter()
             .map(|e| EventRecord {
                 id: e.id.0,
                 timestamp_us: e.timestamp.map_or(now_us, event::timestamp_us),
+                schema_version: e.schema_version,
                 event_type: e.event_type,
                 metadata: e.metadata,
                 data: e.data,
@@ -241,14 +248,23 @@ impl Store {
                         Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
                     })?;
                 let watermark = inner.log.durable();
+                // The commit time: the clock's, but never before the previous append's
+                // (the clock may step back). Stamped under the writer's lock, so commit
+                // times follow positions.
+                let committed_at_us =
+                    event::timestamp_us(inner.options.clock.now()).max(writer.last_commit_us);
+                writer.last_commit_us = committed_at_us;
                 let (position, buf) = writer.appender.reserve(frame_len);
                 let crc = format::encode_events_frame(
                     buf,
                     position,
                     watermark,
-                    stream,
-                    first_version,
-                    &records,
+                    &format::EventsFrame {
+                        committed_at_us: Some(committed_at_us),
+                        stream,
+                        first_version,
+                        events: &records,
+                    },
                 )
                 .crc;
                 let count = records.len() as u32;
@@ -265,7 +281,7 @@ impl Store {
                     },
                 );
                 if inner.options.durability != Durability::Sync {
-                    inner.write_pending(&mut writer)?;
+                    inner.write_pending(&mut writer, false)?;
                 }
                 if inner.index_due() {
                     inner.maintenance.notify_work();
@@ -434,7 +450,7 @@ impl Inner {
                 // Frames leave the writer's buffer and reach the file under one lock, so
                 // the writer always finds a frame in one place or the other (its retry
                 // and stream lookups read frames that are not durable yet).
-                self.write_pending(&mut self.writer.lock())?;
+                self.write_pending(&mut self.writer.lock(), true)?;
                 self.log.sync()
             });
             *committing = false;
@@ -446,8 +462,17 @@ impl Inner {
         }
     }
 
-    /// Hands the frames encoded so far to the log (one write per segment).
-    pub(super) fn write_pending(&self, writer: &mut Writer) -> Result<()> {
+    /// Hands the frames encoded so far to the log (one write per segment). Before a sync
+    /// (`commit`) under [`Options::sector_aligned_commits`](crate::Options::sector_aligned_commits), a padding frame first makes
+    /// them end on a sector boundary.
+    pub(super) fn write_pending(&self, writer: &mut Writer, commit: bool) -> Result<()> {
+        if commit && self.options.sector_aligned_commits {
+            let watermark = self.log.durable();
+            if let Some((position, len, buf)) = writer.appender.reserve_padding(COMMIT_ALIGN_BYTES)
+            {
+                format::encode_padding_frame(buf, position, watermark, len);
+            }
+        }
         let chunks = writer.appender.take();
         self.log.write(&chunks)?;
         writer.appender.recycle(chunks);

@@ -166,8 +166,15 @@ struct ReadArgs {
     #[arg(long, value_name = "V")]
     from: Option<u64>,
     /// Read from newest to oldest.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["until_version", "as_of"])]
     backward: bool,
+    /// Read up to and including version V (the stream as it was then).
+    #[arg(long, value_name = "V", conflicts_with = "as_of")]
+    until_version: Option<u64>,
+    /// Read the events committed at or before TIME (RFC 3339, e.g.
+    /// 2026-11-30T12:00:00Z): the stream as it was then.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    as_of: Option<std::time::SystemTime>,
     /// Only events of this type (repeat for several).
     #[arg(long = "type", value_name = "T")]
     types: Vec<String>,
@@ -190,6 +197,12 @@ struct ReadAllArgs {
     /// Only events of streams whose name starts with P.
     #[arg(long, value_name = "P")]
     stream_prefix: Option<String>,
+    /// Start at the first append committed at or after TIME (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "from")]
+    since: Option<std::time::SystemTime>,
+    /// Stop before the first append committed at or after TIME (RFC 3339).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    until: Option<std::time::SystemTime>,
     /// Read at most N events (after the filters).
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
@@ -197,6 +210,14 @@ struct ReadAllArgs {
 
 fn parse_expected(s: &str) -> Result<ExpectedVersion, String> {
     s.parse::<ExpectedVersion>().map_err(|e| e.to_string())
+}
+
+/// An RFC 3339 time (`2026-11-30T12:00:00Z`, `2026-11-30T13:00:00.5+01:00`).
+fn parse_time(s: &str) -> Result<std::time::SystemTime, String> {
+    let t: jiff::Timestamp = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time such as 2026-11-30T12:00:00Z: {e}"))?;
+    Ok(std::time::SystemTime::from(t))
 }
 
 fn parse_id(s: &str) -> Result<EventId, String> {
@@ -444,10 +465,15 @@ fn emit_events(
 
 fn read(a: ReadArgs, out: &mut impl Write) -> CliResult {
     let store = open_read_only(&a.dir)?;
-    let events = if a.backward {
-        store.read_stream_backward(&a.stream, a.from)
-    } else {
-        store.read_stream(&a.stream, a.from.unwrap_or(0))
+    let as_of = match (a.until_version, a.as_of) {
+        (Some(v), _) => Some(streamlog::AsOf::Version(v)),
+        (None, Some(t)) => Some(streamlog::AsOf::Time(t)),
+        (None, None) => None,
+    };
+    let events = match (a.backward, as_of) {
+        (true, _) => store.read_stream_backward(&a.stream, a.from),
+        (false, Some(bound)) => store.read_stream_as_of(&a.stream, a.from.unwrap_or(0), bound),
+        (false, None) => store.read_stream(&a.stream, a.from.unwrap_or(0)),
     }
     .map_err(refused)?;
     let filter = (!a.types.is_empty()).then(|| streamlog::Filter::event_types(a.types.clone()));
@@ -462,7 +488,11 @@ fn read_all(a: ReadAllArgs, out: &mut impl Write) -> CliResult {
             .map_err(|e| CliError::Usage(format!("--from: {e}")))?,
         None => streamlog::ResumeToken::START,
     };
-    let events = store.read_all(from).map_err(refused)?;
+    let events = match (a.since, a.until) {
+        (None, None) => store.read_all(from),
+        (since, until) => store.read_all_between(since, until),
+    }
+    .map_err(refused)?;
     let mut filters = Vec::new();
     if !a.types.is_empty() {
         filters.push(streamlog::Filter::event_types(a.types.clone()));
@@ -564,7 +594,11 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
                 .field("fix", "streamlog reindex"),
         )?;
     }
-    let corrupted = report.corruption().count() + report.index_problems.len();
+    for problem in &report.version_problems {
+        line(out, Obj::new().field("version_problem", problem.as_str()))?;
+    }
+    let corrupted =
+        report.corruption().count() + report.index_problems.len() + report.version_problems.len();
     let torn = report
         .damage
         .len()

@@ -92,7 +92,10 @@ pub fn event(e: &RecordedEvent) -> Obj {
         .field("type", e.event_type.as_str())
         .field("id", e.id.to_string())
         .field("timestamp", rfc3339_us(e.timestamp_us))
-        .field("timestamp_us", e.timestamp_us);
+        .field("timestamp_us", e.timestamp_us)
+        .field("committed_at", e.committed_at_us.and_then(rfc3339_us))
+        .field("committed_at_us", e.committed_at_us)
+        .field("schema_version", e.schema_version);
     let obj = payload(obj, "data", &e.data);
     payload(obj, "metadata", &e.metadata)
 }
@@ -106,6 +109,7 @@ pub fn frame_header(h: &FrameHeader) -> Obj {
                 FrameKind::Events => "events",
                 FrameKind::Checkpoint => "checkpoint",
                 FrameKind::Snapshot => "snapshot",
+                FrameKind::Padding => "padding",
             },
         )
         .field("position", h.position)

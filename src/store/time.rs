@@ -1,0 +1,356 @@
+//! Time travel: commit times, the position committed at a time, and reads and loads as of
+//! a bound (a version, a position or a time).
+//!
+//! The log is its own time index. Every append of format 2 carries its commit time, commit
+//! times never decrease along the log, and every frame names its own position under its
+//! CRC, so a frame boundary can be found from any byte offset. Finding the first append
+//! committed at or after a time is then a binary search: over the segments by the commit
+//! time of their first append, then over byte offsets inside one segment, each probe
+//! reading the first frame after the offset. Nothing is stored for it, so there is
+//! nothing to rebuild, keep in step or lose.
+
+use std::ops::ControlFlow;
+use std::time::SystemTime;
+
+use super::aggregate::{Aggregate, Loaded};
+use super::event::{self, Position, ResumeToken};
+use super::read::{self, AllEvents, StreamEvents};
+use super::{Inner, Store};
+use crate::error::Result;
+use crate::format::{self, FrameKind};
+
+/// Below this many bytes, the search inside a segment walks frames instead of probing.
+const WALK_BYTES: u64 = 64 << 10;
+
+/// A bound for reads and loads "as of" a point in the past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    /// Up to and including this stream version.
+    Version(u64),
+    /// Up to and including the append at this log position (appends at positions at or
+    /// below it).
+    Position(Position),
+    /// Up to and including the appends committed at or before this time.
+    Time(SystemTime),
+}
+
+/// One events frame met by a search: where it starts and ends, and its commit time
+/// (`i64::MIN` for format 1, whose frames have none: they count as committed before every
+/// frame of format 2, which follow them in the log).
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    position: u64,
+    end: u64,
+    committed_at_us: i64,
+}
+
+impl Inner {
+    /// The first events frame starting at or after `from` (any offset) and ending at or
+    /// below `end`.
+    fn first_stamp_from(&self, from: u64, end: u64) -> Result<Option<Stamp>> {
+        let Some((header, _)) = self.log.frame_from(from, end)? else {
+            return Ok(None);
+        };
+        self.walk_stamps(header.position, end, ControlFlow::Break)
+    }
+
+    /// Walks the events frames from frame position `from` up to `end`, in order, until
+    /// `visit` breaks (its value is returned).
+    fn walk_stamps<T>(
+        &self,
+        from: u64,
+        end: u64,
+        mut visit: impl FnMut(Stamp) -> ControlFlow<T>,
+    ) -> Result<Option<T>> {
+        for item in self.log.frames(from, end) {
+            let (header, bytes) = item?;
+            if header.kind != FrameKind::Events {
+                continue;
+            }
+            let committed_at_us = format::decode_commit_time(&header, bytes.body())
+                .map_err(|e| self.corrupted_at(header.position, e))?
+                .unwrap_or(i64::MIN);
+            let stamp = Stamp {
+                position: header.position,
+                end: header.position.saturating_add(header.frame_len()),
+                committed_at_us,
+            };
+            if let ControlFlow::Break(t) = visit(stamp) {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The commit time of the last append below `end` (`None` when there is none of
+    /// format 2): where the writer's clock resumes at open, so that commit times never go
+    /// back across a restart. Reads only the end of the log.
+    pub(super) fn last_commit_before(&self, end: u64) -> Result<Option<i64>> {
+        let bases = self.log.segment_bases();
+        for (i, &base) in bases.iter().enumerate().rev() {
+            let seg_end = bases.get(i + 1).copied().unwrap_or(end).min(end);
+            if seg_end <= base {
+                continue;
+            }
+            let mut window = WALK_BYTES;
+            loop {
+                let from = seg_end.saturating_sub(window).max(base);
+                // Frame by frame, each found by the CRC-checked search: a damaged frame
+                // (in the part the index covers, which open does not check) is passed
+                // over here, and reported by the read or verify that meets it.
+                let (mut last, mut at) = (None, from);
+                while let Some((header, bytes)) = self.log.frame_from(at, seg_end)? {
+                    if header.kind == FrameKind::Events
+                        && let Ok(t) = format::decode_commit_time(&header, bytes.body())
+                    {
+                        last = Some(t.unwrap_or(i64::MIN));
+                    }
+                    at = header.position.saturating_add(header.frame_len());
+                }
+                if let Some(t) = last {
+                    return Ok((t != i64::MIN).then_some(t));
+                }
+                if from == base {
+                    break;
+                }
+                window = window.saturating_mul(4);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The position of the first append committed at or after `t_us` below `end`, or
+    /// `end` when there is none.
+    fn position_at(&self, t_us: i64, end: u64) -> Result<u64> {
+        let bases: Vec<u64> = self
+            .log
+            .segment_bases()
+            .into_iter()
+            .filter(|&b| b < end)
+            .collect();
+        // Segments whose first append was committed before `t`: the answer is in the last
+        // of them, or is the first append after it.
+        let (mut lo, mut hi) = (0usize, bases.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let base = bases.get(mid).copied().unwrap_or(end);
+            let seg_end = bases.get(mid + 1).copied().unwrap_or(end);
+            // A segment with no append counts as before `t`: only the first (an upgraded
+            // store's emptied format-1 segment) or the last (just started) can be so.
+            let key = self
+                .first_stamp_from(base, seg_end)?
+                .map_or(i64::MIN, |s| s.committed_at_us);
+            if key < t_us {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if let Some(seg) = lo.checked_sub(1) {
+            let base = bases.get(seg).copied().unwrap_or(end);
+            let seg_end = bases.get(seg + 1).copied().unwrap_or(end);
+            if let Some(p) = self.position_in_segment(t_us, base, seg_end)? {
+                return Ok(p);
+            }
+        }
+        // The first append of the next segment (the first segment when every one starts
+        // at or after `t`).
+        match bases.get(lo) {
+            Some(&base) => Ok(self
+                .first_stamp_from(base, end)?
+                .map_or(end, |s| s.position)),
+            None => Ok(end),
+        }
+    }
+
+    /// Within one segment: the first append committed at or after `t_us`.
+    fn position_in_segment(&self, t_us: i64, base: u64, seg_end: u64) -> Result<Option<u64>> {
+        // Every append starting before `lo` was committed before `t`; the first append
+        // starting at or after `hi` was committed at or after it, or there is none.
+        let (mut lo, mut hi) = (base, seg_end);
+        while hi.saturating_sub(lo) > WALK_BYTES {
+            let mid = lo + (hi - lo) / 2;
+            match self.first_stamp_from(mid, seg_end)? {
+                Some(s) if s.position < hi && s.committed_at_us < t_us => lo = s.end,
+                _ => hi = mid,
+            }
+        }
+        let start = match self.log.frame_from(lo, seg_end)? {
+            Some((h, _)) => h.position,
+            None => return Ok(None),
+        };
+        self.walk_stamps(start, seg_end, |s| {
+            if s.committed_at_us >= t_us {
+                ControlFlow::Break(s.position)
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+    }
+
+    /// The last version of `stream` within `as_of` (visible below `visible`), by binary
+    /// search over its versions through the index: O(log n) lookups.
+    fn version_as_of(&self, stream: &str, as_of: AsOf, visible: u64) -> Result<Option<u64>> {
+        let Some(current) = self.resolve_visible(stream, u64::MAX, visible)? else {
+            return Ok(None);
+        };
+        let last = current.entry.last_version();
+        let within = |v: u64| -> Result<bool> {
+            Ok(match as_of {
+                AsOf::Version(bound) => v <= bound,
+                AsOf::Position(p) => match self.resolve_visible(stream, v, visible)? {
+                    Some(f) => f.entry.position <= p.0,
+                    None => false,
+                },
+                AsOf::Time(t) => match self.resolve_visible(stream, v, visible)? {
+                    Some(f) => {
+                        f.frame.committed_at_us().unwrap_or(i64::MIN) <= event::timestamp_us(t)
+                    }
+                    None => false,
+                },
+            })
+        };
+        // The largest version within the bound: versions within it form a prefix.
+        let (mut lo, mut hi) = (0u64, last.saturating_add(1));
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if within(mid)? {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo.checked_sub(1))
+    }
+}
+
+impl Store {
+    /// Where a reader of `$all` starts to see the appends committed at or after `time`:
+    /// the position of the first of them, or the end of the log when there is none yet.
+    /// Costs O(log n) frame reads (a binary search on the log's commit times), never a
+    /// scan. Appends written by format 1 have no commit time and count as committed
+    /// before every later append.
+    ///
+    /// # Errors
+    /// Damage met by the search; I/O errors.
+    pub fn position_at(&self, time: SystemTime) -> Result<Position> {
+        let end = self.inner.visible();
+        Ok(Position(
+            self.inner.position_at(event::timestamp_us(time), end)?,
+        ))
+    }
+
+    /// Every event committed at or after `since` (without it: from the start) and, with
+    /// `until`, before `until`, in commit order: [`Store::read_all`] from
+    /// [`Store::position_at`], stopped at the first append committed at or after `until`.
+    ///
+    /// # Errors
+    /// As [`Store::position_at`] and [`Store::read_all`].
+    pub fn read_all_between(
+        &self,
+        since: Option<SystemTime>,
+        until: Option<SystemTime>,
+    ) -> Result<AllEvents> {
+        let from = match since {
+            Some(t) => ResumeToken::at(self.position_at(t)?),
+            None => ResumeToken::START,
+        };
+        let events = self.read_all(from)?;
+        Ok(match until {
+            Some(t) => events.until_committed(event::timestamp_us(t)),
+            None => events,
+        })
+    }
+
+    /// The version `stream` had as of `as_of`: its last version within the bound, or
+    /// `None` when it had no event then. O(log n) index lookups.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an invalid stream
+    /// name; damage or I/O errors.
+    pub fn stream_version_as_of(&self, stream: &str, as_of: AsOf) -> Result<Option<u64>> {
+        read::check_stream_name(stream)?;
+        self.inner
+            .version_as_of(stream, as_of, self.inner.visible())
+    }
+
+    /// The version `stream` had at `time`: its last event committed at or before it.
+    ///
+    /// # Errors
+    /// As [`Store::stream_version_as_of`].
+    pub fn stream_version_at(&self, stream: &str, time: SystemTime) -> Result<Option<u64>> {
+        self.stream_version_as_of(stream, AsOf::Time(time))
+    }
+
+    /// The events of `stream` from version `from` up to the bound `as_of`, in version
+    /// order.
+    ///
+    /// # Errors
+    /// As [`Store::stream_version_as_of`].
+    pub fn read_stream_as_of(&self, stream: &str, from: u64, as_of: AsOf) -> Result<StreamEvents> {
+        read::check_stream_name(stream)?;
+        let lookup = self.lookup();
+        let last = self.inner.version_as_of(stream, as_of, lookup.visible)?;
+        Ok(match last {
+            Some(last) => StreamEvents::forward_until(lookup, stream, from, last),
+            None => StreamEvents::forward_until(lookup, stream, 1, 0),
+        })
+    }
+
+    /// Loads aggregate `A` of `stream` as it was at `as_of`: from the latest usable
+    /// snapshot at or below the bound (not only the latest one), then the events after it
+    /// up to the bound. Saves no snapshot.
+    ///
+    /// # Errors
+    /// As [`Store::stream_version_as_of`]; errors reading the events (snapshot problems
+    /// are reported in [`Loaded`]).
+    pub fn load_as_of<A: Aggregate>(&self, stream: &str, as_of: AsOf) -> Result<Loaded<A>> {
+        read::check_stream_name(stream)?;
+        let lookup = self.lookup();
+        let bound = self.inner.version_as_of(stream, as_of, lookup.visible)?;
+        let mut loaded = Loaded {
+            state: A::default(),
+            version: None,
+            snapshot_version: None,
+            replayed: 0,
+            ignored_snapshots: Vec::new(),
+            snapshot_saved: None,
+            snapshot_error: None,
+        };
+        let Some(bound) = bound else {
+            return Ok(loaded);
+        };
+        let (snap, ignored) = self
+            .inner
+            .snapshots
+            .latest_at_or_below(stream, bound, |b| {
+                if b.schema != A::SCHEMA {
+                    Err(format!("schema {:?}, not {:?}", b.schema, A::SCHEMA))
+                } else if A::decode(b.payload).is_none() {
+                    Err("does not decode".into())
+                } else {
+                    Ok(())
+                }
+            })?;
+        loaded.ignored_snapshots = ignored;
+        if let Some(s) = snap
+            && let Some(decoded) = A::decode(&s.data)
+        {
+            loaded.state = decoded;
+            loaded.snapshot_version = Some(s.version);
+            loaded.version = Some(s.version);
+        }
+        let from = loaded.snapshot_version.map_or(0, |v| v + 1);
+        let (mut state, mut version, mut replayed) = (loaded.state, loaded.version, 0u64);
+        StreamEvents::forward_until(lookup, stream, from, bound).for_each_view(|e| {
+            state.apply(&e);
+            version = Some(e.version);
+            replayed += 1;
+            ControlFlow::Continue(())
+        })?;
+        loaded.state = state;
+        loaded.version = version;
+        loaded.replayed = replayed;
+        Ok(loaded)
+    }
+}

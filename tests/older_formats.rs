@@ -1,0 +1,179 @@
+//! Stores written by earlier releases open, read, verify and take appends with this build
+//! (see tests/fixtures/README.md for how each fixture was written, and docs/format.md
+//! "Older formats" for what an open of one does).
+
+#![allow(clippy::unwrap_used)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use streamlog::{
+    AsOf, ExpectedVersion, NewEvent, Options, Position, RecordedEvent, ResumeToken, Store,
+};
+
+/// Copies a fixture into a fresh temporary directory (fixtures are never opened in place).
+fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
+    fn copy_dir(from: &Path, to: &Path) {
+        fs::create_dir_all(to).unwrap();
+        for entry in fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                copy_dir(&entry.path(), &target);
+            } else {
+                fs::copy(entry.path(), &target).unwrap();
+            }
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    copy_dir(&src, &dir);
+    (tmp, dir)
+}
+
+fn all(store: &Store) -> Vec<RecordedEvent> {
+    store
+        .read_all(Position::START)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// What the v1 fixture holds, event by event (as the program in tests/fixtures/README.md
+/// wrote it).
+fn check_v1_content(events: &[RecordedEvent]) {
+    assert_eq!(events.len(), 43);
+    for (i, e) in events.iter().take(40).enumerate() {
+        assert_eq!(&*e.stream, format!("account-{}", i % 3));
+        assert_eq!(e.version, (i / 3) as u64);
+        assert_eq!(e.event_type, "Deposited");
+        assert_eq!(
+            e.data,
+            format!("{{\"amount\":{}}}", i * 10 + 1).into_bytes()
+        );
+        assert_eq!(e.metadata, format!("{{\"n\":{i}}}").into_bytes());
+        assert_eq!(
+            e.timestamp(),
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000 + i as u64)
+        );
+        // Format 1 recorded neither.
+        assert_eq!((e.committed_at_us, e.schema_version), (None, 0));
+    }
+    let batch = &events[40..];
+    assert!(batch.iter().all(|e| &*e.stream == "account-0"
+        && e.event_type == "Withdrawn"
+        && e.position == batch[0].position));
+    assert_eq!(
+        batch.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![14, 15, 16]
+    );
+}
+
+#[test]
+fn a_format_1_store_opens_and_reads_read_only() {
+    let (_tmp, dir) = copy_fixture("v1-store");
+    let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
+    let events = all(&store);
+    check_v1_content(&events);
+    assert_eq!(store.stream_version("account-0").unwrap(), Some(16));
+    let stream: Vec<_> = store
+        .read_stream("account-1", 0)
+        .unwrap()
+        .map(|e| e.unwrap().version)
+        .collect();
+    assert_eq!(stream, (0..13).collect::<Vec<_>>());
+    let snap = store.latest_snapshot("account-0").unwrap().unwrap();
+    assert_eq!(
+        (snap.version, snap.schema.as_str(), snap.data.as_slice()),
+        (16, "balance-v1", &1234i64.to_le_bytes()[..])
+    );
+    let batch_position = events[40].position;
+    assert_eq!(
+        store.checkpoint("projector").unwrap(),
+        Some(ResumeToken::after(batch_position, 1))
+    );
+    assert!(store.verify(|_| {}).unwrap().is_clean());
+    // Nothing was written: the files are the fixture's, byte for byte.
+    let (_tmp2, pristine) = copy_fixture("v1-store");
+    for seg in ["00000000000000000000.seg", "00000000000000004091.seg"] {
+        assert_eq!(
+            fs::read(dir.join("segments").join(seg)).unwrap(),
+            fs::read(pristine.join("segments").join(seg)).unwrap()
+        );
+    }
+}
+
+#[test]
+fn a_format_1_store_takes_appends_in_a_new_segment_and_keeps_its_old_bytes() {
+    let (_tmp, dir) = copy_fixture("v1-store");
+    let (_tmp2, pristine) = copy_fixture("v1-store");
+    let store = Store::open(&dir).unwrap();
+    check_v1_content(&all(&store));
+    let r = store
+        .append(
+            "account-0",
+            ExpectedVersion::Exact(16),
+            [NewEvent::new("Deposited", "{\"amount\":5}").with_schema_version(2)],
+        )
+        .unwrap();
+    assert_eq!(r.first_version, 17);
+    // The format-1 segments are untouched; the append went to a new segment.
+    for seg in ["00000000000000000000.seg", "00000000000000004091.seg"] {
+        assert_eq!(
+            fs::read(dir.join("segments").join(seg)).unwrap(),
+            fs::read(pristine.join("segments").join(seg)).unwrap(),
+            "{seg} changed"
+        );
+    }
+    let segments = fs::read_dir(dir.join("segments")).unwrap().count();
+    assert_eq!(segments, 3);
+    assert_eq!(r.position, Position(5095 + 32));
+    store.close().unwrap();
+
+    for read_only in [false, true] {
+        let store = Store::open_with(&dir, Options::default().with_read_only(read_only)).unwrap();
+        let events = all(&store);
+        check_v1_content(&events[..43]);
+        let new = &events[43];
+        assert_eq!((new.version, new.schema_version), (17, 2));
+        assert!(new.committed_at_us.is_some());
+        assert!(store.verify(|_| {}).unwrap().is_clean());
+        // Time: the format-1 appends have no commit time and count as committed before
+        // any time, so the first append at or after even the epoch is the new one.
+        assert_eq!(store.position_at(UNIX_EPOCH).unwrap(), new.position);
+        assert_eq!(
+            store.position_at(new.committed_at().unwrap()).unwrap(),
+            new.position
+        );
+        assert_eq!(
+            store
+                .stream_version_as_of("account-0", AsOf::Time(UNIX_EPOCH))
+                .unwrap(),
+            Some(16)
+        );
+        store.close().unwrap();
+    }
+}
+
+#[test]
+fn a_format_1_store_without_its_index_is_reindexed_from_format_1_frames() {
+    let (_tmp, dir) = copy_fixture("v1-store");
+    fs::remove_dir_all(dir.join("index")).unwrap();
+    let store = Store::open(&dir).unwrap();
+    assert!(
+        store.recovery_report().index.rebuilt.is_some()
+            || store.recovery_report().index.replayed_frames > 0
+    );
+    check_v1_content(&all(&store));
+    let v: Vec<_> = store
+        .read_stream_backward("account-0", None)
+        .unwrap()
+        .map(|e| e.unwrap().version)
+        .collect();
+    assert_eq!(v, (0..17).rev().collect::<Vec<_>>());
+    assert!(store.verify(|_| {}).unwrap().is_clean());
+}

@@ -1,0 +1,415 @@
+//! Commit times, finding a time in the log, and reads and loads as of a version, a
+//! position or a time, checked against a model of what was appended (and a plain scan).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use streamlog::{
+    Aggregate, AsOf, Clock, Durability, EventView, ExpectedVersion, NewEvent, Options, Position,
+    RecordedEvent, Store,
+};
+
+/// A clock the test moves by hand (microseconds since the epoch).
+fn manual_clock() -> (Arc<AtomicI64>, Clock) {
+    let now = Arc::new(AtomicI64::new(1_800_000_000_000_000));
+    let read = Arc::clone(&now);
+    let clock = Clock::from_fn(move || {
+        UNIX_EPOCH + Duration::from_micros(read.load(Ordering::SeqCst) as u64)
+    });
+    (now, clock)
+}
+
+fn at(us: i64) -> SystemTime {
+    let d = Duration::from_micros(us.unsigned_abs());
+    if us >= 0 {
+        UNIX_EPOCH + d
+    } else {
+        UNIX_EPOCH - d
+    }
+}
+
+fn all(store: &Store) -> Vec<RecordedEvent> {
+    store
+        .read_all(Position::START)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// A tiny deterministic generator (the tests need no more).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn commit_times_never_go_back_even_when_the_clock_does_and_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = manual_clock();
+    let options = Options::default()
+        .with_durability(Durability::Buffered)
+        .with_clock(clock);
+    let store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let t0 = now.load(Ordering::SeqCst);
+    let caller_time = UNIX_EPOCH + Duration::from_secs(4_000_000_000); // year 2096
+    store
+        .append(
+            "s",
+            ExpectedVersion::Any,
+            [NewEvent::new("A", "1").with_timestamp(caller_time)],
+        )
+        .unwrap();
+    now.store(t0 - 5_000_000, Ordering::SeqCst); // the clock steps back 5 s
+    store
+        .append("s", ExpectedVersion::Any, [NewEvent::new("B", "2")])
+        .unwrap();
+    now.store(t0 + 1_000, Ordering::SeqCst);
+    store
+        .append("s", ExpectedVersion::Any, [NewEvent::new("C", "3")])
+        .unwrap();
+    store.close().unwrap();
+    // Reopened with a clock an hour behind: commit times go on from the last one.
+    now.store(t0 - 3_600_000_000, Ordering::SeqCst);
+    let store = Store::open_with(dir.path(), options).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, [NewEvent::new("D", "4")])
+        .unwrap();
+    let events = all(&store);
+    let committed: Vec<i64> = events.iter().map(|e| e.committed_at_us.unwrap()).collect();
+    assert_eq!(committed, vec![t0, t0, t0 + 1_000, t0 + 1_000]);
+    // The event's own timestamp is the caller's, unchecked; or the append's clock time.
+    assert_eq!(events[0].timestamp(), caller_time);
+    assert_eq!(events[1].timestamp_us, t0 - 5_000_000);
+}
+
+/// Appends with a clock that moves by random steps (often not at all), across several
+/// small segments, then checks `position_at` and `read_all_between` against a scan.
+fn check_time_search(aligned: bool, durability: Durability) {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = manual_clock();
+    let options = Options::default()
+        .with_durability(durability)
+        .with_segment_size_bytes(64 << 10)
+        .with_sector_aligned_commits(aligned)
+        .with_clock(clock);
+    let store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let mut rng = Rng(7);
+    let start = now.load(Ordering::SeqCst);
+    for i in 0..600u64 {
+        if rng.below(3) != 0 {
+            now.fetch_add(rng.below(2_000) as i64, Ordering::SeqCst);
+        }
+        let n = 1 + rng.below(3) as usize;
+        let events: Vec<NewEvent> = (0..n)
+            .map(|j| NewEvent::new("E", vec![b'x'; (rng.below(300) + j as u64) as usize]))
+            .collect();
+        store
+            .append(&format!("s-{}", i % 7), ExpectedVersion::Any, events)
+            .unwrap();
+        if i == 300 {
+            store.close().unwrap();
+            return check_after_reopen(dir, options, start, now);
+        }
+    }
+}
+
+fn check_after_reopen(dir: tempfile::TempDir, options: Options, start: i64, now: Arc<AtomicI64>) {
+    let store = Store::open_with(dir.path(), options).unwrap();
+    let mut rng = Rng(11);
+    for i in 0..300u64 {
+        now.fetch_add(rng.below(1_500) as i64, Ordering::SeqCst);
+        store
+            .append(
+                &format!("t-{}", i % 5),
+                ExpectedVersion::Any,
+                [NewEvent::new("E", vec![b'y'; rng.below(200) as usize])],
+            )
+            .unwrap();
+    }
+    let segments = std::fs::read_dir(dir.path().join("segments"))
+        .unwrap()
+        .count();
+    assert!(segments > 2, "the log should span segments ({segments})");
+    let events = all(&store);
+    let end = store.info().unwrap().head.0;
+    let end_now = now.load(Ordering::SeqCst);
+    let mut probes: Vec<i64> = events.iter().map(|e| e.committed_at_us.unwrap()).collect();
+    probes.extend([start - 1, start, end_now, end_now + 1, i64::MIN / 2]);
+    for _ in 0..50 {
+        probes.push(start + rng.below((end_now - start + 10) as u64) as i64);
+    }
+    for t in probes {
+        let expected = events
+            .iter()
+            .find(|e| e.committed_at_us.unwrap() >= t)
+            .map_or(end, |e| e.position.0);
+        let found = store.position_at(at(t)).unwrap().0;
+        // The search may land on a segment's start, before the padding that precedes
+        // the first append: reading from there gives the same events.
+        let from_found: Vec<_> = store
+            .read_all(Position(found))
+            .unwrap()
+            .map(|e| e.unwrap().id)
+            .collect();
+        let from_expected: Vec<_> = events
+            .iter()
+            .filter(|e| e.position.0 >= expected)
+            .map(|e| e.id)
+            .collect();
+        assert!(
+            from_found == from_expected,
+            "time {t}: found {found} ({} events after it), expected {expected} ({})",
+            from_found.len(),
+            from_expected.len()
+        );
+        assert!(found <= expected, "time {t}: {found} past {expected}");
+    }
+    // Between two times: exactly the events committed in [since, until).
+    for _ in 0..30 {
+        let a = start + rng.below((end_now - start + 10) as u64) as i64;
+        let b = a + rng.below(200_000) as i64;
+        let got: Vec<_> = store
+            .read_all_between(Some(at(a)), Some(at(b)))
+            .unwrap()
+            .map(|e| e.unwrap().id)
+            .collect();
+        let want: Vec<_> = events
+            .iter()
+            .filter(|e| (a..b).contains(&e.committed_at_us.unwrap()))
+            .map(|e| e.id)
+            .collect();
+        assert!(
+            got == want,
+            "between {a} and {b}: {} events, not {}",
+            got.len(),
+            want.len()
+        );
+        let mut seen = Vec::new();
+        store
+            .read_all_between(Some(at(a)), Some(at(b)))
+            .unwrap()
+            .for_each_view(|e| {
+                seen.push(e.id);
+                std::ops::ControlFlow::Continue(())
+            })
+            .unwrap();
+        assert!(
+            seen == want,
+            "between {a} and {b}, borrowed: {} events, not {}",
+            seen.len(),
+            want.len()
+        );
+    }
+    assert!(store.verify(|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn position_at_a_time_agrees_with_a_scan_packed() {
+    check_time_search(false, Durability::Buffered);
+}
+
+#[test]
+fn position_at_a_time_agrees_with_a_scan_sector_aligned() {
+    check_time_search(true, Durability::Sync);
+}
+
+#[test]
+fn sector_aligned_commits_end_on_4_kib_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default()
+        .with_sector_aligned_commits(true)
+        .with_segment_size_bytes(1 << 20);
+    let store = Store::open_with(dir.path(), options.clone()).unwrap();
+    for i in 0..50u64 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", vec![1u8; (i * 37 % 5000) as usize])],
+            )
+            .unwrap();
+        let durable = store.info().unwrap().durable.0;
+        // The segment holding the end (named by its base position): the end's offset
+        // in that file is on a sector boundary.
+        let base = std::fs::read_dir(dir.path().join("segments"))
+            .unwrap()
+            .map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.trim_end_matches(".seg").parse::<u64>().unwrap()
+            })
+            .filter(|&b| b < durable)
+            .max()
+            .unwrap();
+        assert_eq!(
+            (durable - base) % 4096,
+            0,
+            "after append {i}: {durable} in {base}"
+        );
+    }
+    store.close().unwrap();
+    let store = Store::open_with(dir.path(), options).unwrap();
+    assert!(store.recovery_report().clean_shutdown);
+    assert_eq!(all(&store).len(), 50);
+    assert!(store.verify(|_| {}).unwrap().is_clean());
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct Sum {
+    total: u64,
+    count: u64,
+}
+
+impl Aggregate for Sum {
+    const SCHEMA: &'static str = "sum-v1";
+    fn apply(&mut self, e: &EventView<'_>) {
+        self.total += std::str::from_utf8(e.data).unwrap().parse::<u64>().unwrap();
+        self.count += 1;
+    }
+    fn encode(&self) -> Vec<u8> {
+        [self.total.to_le_bytes(), self.count.to_le_bytes()].concat()
+    }
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        Some(Sum {
+            total: u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?),
+            count: u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?),
+        })
+    }
+}
+
+/// One event of the model: (stream, version, value, position, commit time).
+type ModelEvent = (String, u64, u64, u64, i64);
+
+/// Which model events a bound keeps.
+type Keep = Box<dyn Fn(&ModelEvent) -> bool>;
+
+/// The model: every event of every stream with where and when it was committed.
+#[test]
+fn reads_and_loads_as_of_a_bound_match_the_model_across_snapshots_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = manual_clock();
+    let options = Options::default()
+        .with_durability(Durability::Buffered)
+        .with_segment_size_bytes(32 << 10)
+        .with_clock(clock);
+    let mut store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let mut rng = Rng(99);
+    // (stream, version, value, position, committed_at)
+    let mut model: Vec<ModelEvent> = Vec::new();
+    for i in 0..400u64 {
+        now.fetch_add(rng.below(3) as i64 * 1_000, Ordering::SeqCst);
+        let stream = format!("acct-{}", rng.below(3));
+        let n = 1 + rng.below(3);
+        let values: Vec<u64> = (0..n).map(|_| rng.below(100)).collect();
+        let r = store
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                values
+                    .iter()
+                    .map(|v| NewEvent::new("Added", v.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        let t = now.load(Ordering::SeqCst);
+        for (k, v) in values.iter().enumerate() {
+            model.push((
+                stream.clone(),
+                r.first_version + k as u64,
+                *v,
+                r.position.0,
+                t,
+            ));
+        }
+        // Snapshots at scattered versions (not only the latest).
+        if rng.below(10) == 0 {
+            let state = store.load::<Sum>(&stream).unwrap();
+            store
+                .save_snapshot(
+                    &stream,
+                    state.version.unwrap(),
+                    Sum::SCHEMA,
+                    &state.state.encode(),
+                )
+                .unwrap();
+        }
+        if i == 250 {
+            store.close().unwrap();
+            store = Store::open_with(dir.path(), options.clone()).unwrap();
+        }
+    }
+    let fold = |stream: &str, keep: &dyn Fn(&ModelEvent) -> bool| {
+        let mut s = Sum::default();
+        let mut last = None;
+        for e in model.iter().filter(|e| e.0 == stream && keep(e)) {
+            s.total += e.2;
+            s.count += 1;
+            last = Some(e.1);
+        }
+        (s, last)
+    };
+    let end_time = now.load(Ordering::SeqCst);
+    let start_time = model[0].4;
+    for _ in 0..120 {
+        let stream = format!("acct-{}", rng.below(3));
+        let (bound, keep): (AsOf, Keep) = match rng.below(3) {
+            0 => {
+                let v = rng.below(200);
+                (AsOf::Version(v), Box::new(move |e| e.1 <= v))
+            }
+            1 => {
+                let p = model[rng.below(model.len() as u64) as usize].3 + rng.below(2);
+                (AsOf::Position(Position(p)), Box::new(move |e| e.3 <= p))
+            }
+            _ => {
+                let t = start_time - 10 + rng.below((end_time - start_time + 20) as u64) as i64;
+                (AsOf::Time(at(t)), Box::new(move |e| e.4 <= t))
+            }
+        };
+        let (want, last) = fold(&stream, &keep);
+        assert_eq!(
+            store.stream_version_as_of(&stream, bound).unwrap(),
+            last,
+            "{stream} as of {bound:?}"
+        );
+        let loaded = store.load_as_of::<Sum>(&stream, bound).unwrap();
+        assert_eq!(loaded.state, want, "{stream} loaded as of {bound:?}");
+        assert_eq!(loaded.version, last);
+        if let (Some(s), Some(l)) = (loaded.snapshot_version, last) {
+            assert!(s <= l, "a snapshot past the bound was used");
+        }
+        let read: Vec<u64> = store
+            .read_stream_as_of(&stream, 0, bound)
+            .unwrap()
+            .map(|e| e.unwrap().version)
+            .collect();
+        let expected: Vec<u64> = model
+            .iter()
+            .filter(|e| e.0 == stream && keep(e))
+            .map(|e| e.1)
+            .collect();
+        assert_eq!(read, expected, "{stream} read as of {bound:?}");
+        if let AsOf::Time(t) = bound {
+            assert_eq!(store.stream_version_at(&stream, t).unwrap(), last);
+        }
+    }
+    // Snapshots below the latest were used at least once.
+    let old = store
+        .load_as_of::<Sum>(
+            "acct-0",
+            AsOf::Version(model.iter().filter(|e| e.0 == "acct-0").count() as u64 / 2),
+        )
+        .unwrap();
+    assert!(old.replayed < 200);
+}
