@@ -374,6 +374,18 @@ impl Segment {
         }
     }
 
+    /// A reader for a few reads at scattered places (a search): it reads a page at a time
+    /// and, like [`Segment::read_frame`], never through the mapping.
+    pub fn point_reader(self: &Arc<Self>) -> SegmentReader {
+        SegmentReader {
+            segment: Arc::clone(self),
+            map: None,
+            buf: Vec::new(),
+            buf_offset: 0,
+            read_ahead: POINT_READ_BYTES,
+        }
+    }
+
     /// Reads and fully checks the frame at logical `position`, not reading past file
     /// offset `limit` (the caller's visibility bound).
     ///

@@ -1284,3 +1284,50 @@ fn bench_refuses_a_directory_that_is_not_new_or_empty() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert_eq!(s.read("s").len(), 1, "the user's store is left as it was");
 }
+
+#[test]
+fn reads_as_of_a_version_or_a_time_and_between_times() {
+    let s = TestStore::new();
+    for i in 0..3 {
+        s.append("a", "T", &format!("{i}"));
+    }
+    let events = s.read("a");
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        // Both times are printed: the event's own, and when the store committed it.
+        assert!(e["timestamp"].is_string(), "{e}");
+        assert!(e["committed_at"].as_str().unwrap().ends_with('Z'), "{e}");
+        assert_eq!(e["schema_version"], 0);
+    }
+    let upto = ok_lines(&streamlog(&["read", s.path(), "a", "--until-version", "1"]));
+    assert_eq!(upto.len(), 2);
+
+    // As of the second event's commit time: the first two (commit times are distinct here:
+    // each append is its own process, and the clock moves between them).
+    let t1 = events[1]["committed_at"].as_str().unwrap();
+    let as_of = ok_lines(&streamlog(&["read", s.path(), "a", "--as-of", t1]));
+    assert_eq!(as_of.len(), 2, "{as_of:?}");
+    let since = ok_lines(&streamlog(&["read-all", s.path(), "--since", t1]));
+    assert_eq!(since.len(), 2, "{since:?}");
+    let between = ok_lines(&streamlog(&[
+        "read-all",
+        s.path(),
+        "--since",
+        events[0]["committed_at"].as_str().unwrap(),
+        "--until",
+        t1,
+    ]));
+    assert_eq!(between.len(), 1, "{between:?}");
+    let until_only = ok_lines(&streamlog(&["read-all", s.path(), "--until", t1]));
+    assert_eq!(until_only.len(), 1, "{until_only:?}");
+
+    // A time that is not RFC 3339 is a usage error.
+    for bad in [
+        vec!["read", s.path(), "a", "--as-of", "yesterday"],
+        vec!["read-all", s.path(), "--since", "2026-13-01T00:00:00Z"],
+        vec!["read", s.path(), "a", "--backward", "--until-version", "1"],
+    ] {
+        let o = streamlog(&bad);
+        assert_eq!(code(&o), 2, "{bad:?}: {}", stderr(&o));
+    }
+}

@@ -361,7 +361,7 @@ impl Log {
             .saturating_sub(seg.base());
         let end = limit.saturating_sub(seg.base());
         let seg_end = seg.file_len()?.min(end);
-        let mut reader = seg.reader();
+        let mut reader = seg.point_reader();
         let Some(offset) = reader.resync(from, seg_end)? else {
             return Ok(None);
         };

@@ -17,10 +17,11 @@ use super::event::{self, Position, ResumeToken};
 use super::read::{self, AllEvents, StreamEvents};
 use super::{Inner, Store};
 use crate::error::Result;
-use crate::format::{self, FrameKind};
+use crate::format::{self, FrameKind, SEGMENT_HEADER_LEN};
 
-/// Below this many bytes, the search inside a segment walks frames instead of probing.
-const WALK_BYTES: u64 = 64 << 10;
+/// Below this many bytes, the search inside a segment walks frames instead of probing
+/// (and the search for the last commit time looks back this far first).
+const WALK_BYTES: u64 = 8 << 10;
 
 /// A bound for reads and loads "as of" a point in the past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,38 +47,68 @@ struct Stamp {
 
 impl Inner {
     /// The first events frame starting at or after `from` (any offset) and ending at or
-    /// below `end`.
+    /// below `end`, in the segment holding `from` or a later one.
     fn first_stamp_from(&self, from: u64, end: u64) -> Result<Option<Stamp>> {
-        let Some((header, _)) = self.log.frame_from(from, end)? else {
-            return Ok(None);
-        };
-        self.walk_stamps(header.position, end, ControlFlow::Break)
+        self.walk_stamps(from, false, end, ControlFlow::Break)
     }
 
-    /// Walks the events frames from frame position `from` up to `end`, in order, until
-    /// `visit` breaks (its value is returned).
+    /// Walks the events frames starting at or after `from` up to `end`, in order, until
+    /// `visit` breaks (its value is returned). `from` may be any offset unless `exact`
+    /// says a frame starts there; after the first frame, every frame must start where the
+    /// one before it ends (a gap is damage, reported, never passed over). Each step is one
+    /// small read (the frame search reads 4 KiB around it): a probe of the binary search
+    /// costs a frame, not a read-ahead buffer.
     fn walk_stamps<T>(
         &self,
         from: u64,
+        exact: bool,
         end: u64,
         mut visit: impl FnMut(Stamp) -> ControlFlow<T>,
     ) -> Result<Option<T>> {
-        for item in self.log.frames(from, end) {
-            let (header, bytes) = item?;
-            if header.kind != FrameKind::Events {
-                continue;
+        let (mut at, mut exact) = (from, exact);
+        while at < end {
+            let found = self.log.frame_from(at, end)?;
+            if exact && found.as_ref().is_none_or(|(h, _)| h.position != at) {
+                // Not where the previous frame ended: unless the segment ends here, the
+                // bytes at `at` are damaged.
+                let segment_ends = found.is_none()
+                    || self.log.is_segment_base(
+                        found
+                            .as_ref()
+                            .map_or(at, |(h, _)| h.position)
+                            .saturating_sub(SEGMENT_HEADER_LEN as u64),
+                    );
+                if !segment_ends {
+                    return Err(self.corrupted_at(at, "no valid frame where the previous one ends"));
+                }
             }
-            let committed_at_us = format::decode_commit_time(&header, bytes.body())
-                .map_err(|e| self.corrupted_at(header.position, e))?
-                .unwrap_or(i64::MIN);
-            let stamp = Stamp {
-                position: header.position,
-                end: header.position.saturating_add(header.frame_len()),
-                committed_at_us,
+            let Some((header, bytes)) = found else {
+                // Nothing more in this segment: the next one starts where it ends.
+                match self.log.segment_bases().into_iter().find(|&b| b > at) {
+                    Some(next) if next < end => {
+                        at = next;
+                        exact = false;
+                        continue;
+                    }
+                    _ => return Ok(None),
+                }
             };
-            if let ControlFlow::Break(t) = visit(stamp) {
-                return Ok(Some(t));
+            exact = true;
+            let frame_end = header.position.saturating_add(header.frame_len());
+            if header.kind == FrameKind::Events {
+                let committed_at_us = format::decode_commit_time(&header, bytes.body())
+                    .map_err(|e| self.corrupted_at(header.position, e))?
+                    .unwrap_or(i64::MIN);
+                let stamp = Stamp {
+                    position: header.position,
+                    end: frame_end,
+                    committed_at_us,
+                };
+                if let ControlFlow::Break(t) = visit(stamp) {
+                    return Ok(Some(t));
+                }
             }
+            at = frame_end;
         }
         Ok(None)
     }
@@ -175,11 +206,7 @@ impl Inner {
                 _ => hi = mid,
             }
         }
-        let start = match self.log.frame_from(lo, seg_end)? {
-            Some((h, _)) => h.position,
-            None => return Ok(None),
-        };
-        self.walk_stamps(start, seg_end, |s| {
+        self.walk_stamps(lo, lo != base, seg_end, |s| {
             if s.committed_at_us >= t_us {
                 ControlFlow::Break(s.position)
             } else {
