@@ -88,9 +88,8 @@ pub(super) fn event_id(id: Option<pb::Uuid>) -> Result<EventId, Status> {
             s.most_significant_bits.cast_unsigned(),
             s.least_significant_bits.cast_unsigned(),
         ),
-        pb::uuid::Value::String(s) => uuid::Uuid::parse_str(&s).map_err(|e| {
-            Status::invalid_argument(format!("event id {s:?} is not a UUID: {e}"))
-        })?,
+        pb::uuid::Value::String(s) => uuid::Uuid::parse_str(&s)
+            .map_err(|e| Status::invalid_argument(format!("event id {s:?} is not a UUID: {e}")))?,
     };
     Ok(EventId(uuid.into_bytes()))
 }

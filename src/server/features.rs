@@ -7,9 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert;
 use super::proto::event_store::client::gossip::{self, ClusterInfo, EndPoint, MemberInfo};
-use super::proto::event_store::client::server_features::{
-    self, SupportedMethod, SupportedMethods,
-};
+use super::proto::event_store::client::server_features::{self, SupportedMethod, SupportedMethods};
 
 /// The server version clients are told. Clients compare it with the KurrentDB versions
 /// that brought each feature; streamlog speaks the protocol of the 24.x servers.
@@ -17,10 +15,18 @@ pub(super) const PROTOCOL_VERSION: &str = "24.10.0";
 
 /// The methods this server implements, honestly: (service, method, features).
 const SUPPORTED: &[(&str, &str, &[&str])] = &[
-    ("event_store.client.streams.streams", "read", &["position", "events", "filter"]),
+    (
+        "event_store.client.streams.streams",
+        "read",
+        &["position", "events", "filter"],
+    ),
     ("event_store.client.streams.streams", "append", &[]),
     ("event_store.client.streams.streams", "batchappend", &[]),
-    ("event_store.client.server_features.serverfeatures", "getsupportedmethods", &[]),
+    (
+        "event_store.client.server_features.serverfeatures",
+        "getsupportedmethods",
+        &[],
+    ),
     ("event_store.client.gossip.gossip", "read", &[]),
 ];
 
@@ -64,14 +70,12 @@ impl gossip::gossip_server::Gossip for GossipService {
         Ok(Response::new(ClusterInfo {
             members: vec![MemberInfo {
                 instance_id: Some(super::proto::event_store::client::Uuid {
-                    value: Some(
-                        super::proto::event_store::client::uuid::Value::Structured(
-                            super::proto::event_store::client::uuid::Structured {
-                                most_significant_bits: msb.cast_signed(),
-                                least_significant_bits: lsb.cast_signed(),
-                            },
-                        ),
-                    ),
+                    value: Some(super::proto::event_store::client::uuid::Value::Structured(
+                        super::proto::event_store::client::uuid::Structured {
+                            most_significant_bits: msb.cast_signed(),
+                            least_significant_bits: lsb.cast_signed(),
+                        },
+                    )),
                 }),
                 time_stamp: convert::now_ticks(),
                 state: gossip::member_info::VNodeState::Leader as i32,

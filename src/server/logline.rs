@@ -9,7 +9,10 @@ pub(super) fn emit(level: &str, event: &str, fields: serde_json::Value) {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    line.insert("ts_ms".into(), serde_json::Value::from(ts.as_millis() as u64));
+    line.insert(
+        "ts_ms".into(),
+        serde_json::Value::from(ts.as_millis() as u64),
+    );
     line.insert("level".into(), level.into());
     line.insert("event".into(), event.into());
     if let serde_json::Value::Object(fields) = fields {

@@ -164,8 +164,9 @@ impl Server {
         })
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
-        let features =
-            server_features::server_features_server::ServerFeaturesServer::new(features::FeaturesService);
+        let features = server_features::server_features_server::ServerFeaturesServer::new(
+            features::FeaturesService,
+        );
         let gossip = gossip::gossip_server::GossipServer::new(features::GossipService {
             advertised: local_addr,
             instance_id: uuid::Uuid::new_v4(),
@@ -213,7 +214,11 @@ impl Server {
         };
         match &result {
             Ok(()) => logline::emit("info", "stop", serde_json::json!({})),
-            Err(e) => logline::emit("error", "stop", serde_json::json!({ "error": e.to_string() })),
+            Err(e) => logline::emit(
+                "error",
+                "stop",
+                serde_json::json!({ "error": e.to_string() }),
+            ),
         }
         result
     }

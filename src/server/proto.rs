@@ -2,7 +2,13 @@
 //! (see build.rs). The modules nest as the protobuf packages do, because the generated
 //! code refers to other packages by relative paths.
 
-#![allow(missing_docs, dead_code, clippy::all, clippy::pedantic, clippy::unwrap_used)]
+#![allow(
+    missing_docs,
+    dead_code,
+    clippy::all,
+    clippy::pedantic,
+    clippy::unwrap_used
+)]
 
 /// `event_store.*`.
 pub mod event_store {

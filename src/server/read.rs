@@ -15,14 +15,13 @@ use tonic::Status;
 
 use super::convert;
 use super::proto::event_store::client::streams::read_req::options::{
-    self, AllOptions, FilterOptions, StreamOptions, all_options, filter_options,
-    stream_options,
+    self, AllOptions, FilterOptions, StreamOptions, all_options, filter_options, stream_options,
 };
 use super::proto::event_store::client::streams::{ReadReq, ReadResp, read_resp};
 use super::streams::{Answers, StreamsService, stopped};
 use crate::{
-    DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, Position, RecordedEvent, ResumeToken,
-    SubscribeAll, SubscribeStream, Store,
+    DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, Position, RecordedEvent, ResumeToken, Store,
+    SubscribeAll, SubscribeStream,
 };
 
 /// Answers a read or a subscription waits for its client at most this many messages ahead.
@@ -77,8 +76,9 @@ fn filter(option: Option<options::FilterOption>) -> Result<Option<(Filter, u64)>
         return Ok(None);
     };
     let every = match window {
-        Some(filter_options::Window::Max(max)) => u64::from(max.max(1))
-            .saturating_mul(u64::from(checkpoint_interval_multiplier.max(1))),
+        Some(filter_options::Window::Max(max)) => {
+            u64::from(max.max(1)).saturating_mul(u64::from(checkpoint_interval_multiplier.max(1)))
+        }
         Some(filter_options::Window::Count(())) | None => DEFAULT_CHECKPOINT_EVERY,
     };
     let (on_stream, expression) = match filter {
@@ -102,7 +102,10 @@ fn filter(option: Option<options::FilterOption>) -> Result<Option<(Filter, u64)>
 }
 
 /// Starts answering a `Streams.Read` call.
-pub(super) async fn read(service: &StreamsService, request: ReadReq) -> Result<Answers<ReadResp>, Status> {
+pub(super) async fn read(
+    service: &StreamsService,
+    request: ReadReq,
+) -> Result<Answers<ReadResp>, Status> {
     let options = request
         .options
         .ok_or_else(|| Status::invalid_argument("a read has no options"))?;
@@ -125,7 +128,9 @@ pub(super) async fn read(service: &StreamsService, request: ReadReq) -> Result<A
                 return Err(Status::invalid_argument("filters apply to $all only"));
             }
             let count = usize::try_from(count).unwrap_or(usize::MAX);
-            run_blocking(reply, move |reply| read_stream(&store, s, backwards, count, reply));
+            run_blocking(reply, move |reply| {
+                read_stream(&store, s, backwards, count, reply)
+            });
         }
         (Some(options::StreamOption::All(a)), Some(options::CountOption::Count(count))) => {
             let count = usize::try_from(count).unwrap_or(usize::MAX);
@@ -161,9 +166,9 @@ pub(super) async fn read(service: &StreamsService, request: ReadReq) -> Result<A
             let mut from = match a.all_option {
                 Some(all_options::AllOption::Start(())) | None => SubscribeAll::from_start(),
                 Some(all_options::AllOption::End(())) => SubscribeAll::from_end(),
-                Some(all_options::AllOption::Position(p)) => SubscribeAll::from(
-                    convert::token_after(p.commit_position, p.prepare_position)?,
-                ),
+                Some(all_options::AllOption::Position(p)) => {
+                    SubscribeAll::from(convert::token_after(p.commit_position, p.prepare_position)?)
+                }
             };
             if let Some((f, every)) = filter {
                 from = from.filter(f).checkpoint_every(every);

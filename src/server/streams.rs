@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use super::limits::Limits;
 use super::proto::event_store::client as pb;
-use super::proto::google::rpc as rpc;
+use super::proto::google::rpc;
 use crate::{AppendResult, Error, ExpectedVersion, NewEvent, Store};
 use pb::streams::{
     AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
@@ -83,7 +83,12 @@ impl StreamsService {
 }
 
 /// Counts the bytes of an append's events against the limit.
-fn add_bytes(total: &mut usize, limits: &Limits, data: &[u8], metadata: &[u8]) -> Result<(), Status> {
+fn add_bytes(
+    total: &mut usize,
+    limits: &Limits,
+    data: &[u8],
+    metadata: &[u8],
+) -> Result<(), Status> {
     *total = total
         .saturating_add(data.len())
         .saturating_add(metadata.len());
@@ -171,7 +176,14 @@ struct Batch {
 
 fn batch_options(
     options: batch_append_req::Options,
-) -> Result<(String, ExpectedVersion, Option<batch_append_resp::ExpectedStreamPosition>), Status> {
+) -> Result<
+    (
+        String,
+        ExpectedVersion,
+        Option<batch_append_resp::ExpectedStreamPosition>,
+    ),
+    Status,
+> {
     use batch_append_req::options::ExpectedStreamPosition as In;
     use batch_append_resp::ExpectedStreamPosition as Out;
     let stream = convert::stream_name(options.stream_identifier)?;
@@ -213,13 +225,15 @@ fn batch_response(
                 })),
             })
         }
-        Ok(Outcome::Checked(actual)) => batch_append_resp::Result::Success(batch_append_resp::Success {
-            current_revision_option: Some(match actual {
-                Some(v) => success::CurrentRevisionOption::CurrentRevision(v),
-                None => success::CurrentRevisionOption::NoStream(()),
-            }),
-            position_option: Some(success::PositionOption::NoPosition(())),
-        }),
+        Ok(Outcome::Checked(actual)) => {
+            batch_append_resp::Result::Success(batch_append_resp::Success {
+                current_revision_option: Some(match actual {
+                    Some(v) => success::CurrentRevisionOption::CurrentRevision(v),
+                    None => success::CurrentRevisionOption::NoStream(()),
+                }),
+                position_option: Some(success::PositionOption::NoPosition(())),
+            })
+        }
         Ok(Outcome::Conflict { expected, actual }) => {
             use pb::wrong_expected_version::{
                 CurrentStreamRevisionOption as Cur, ExpectedStreamPositionOption as Exp,
@@ -352,7 +366,9 @@ impl streams_server::Streams for StreamsService {
                 };
                 let Some(correlation) = request.correlation_id.clone() else {
                     let _ = tx
-                        .send(Err(Status::invalid_argument("a batch has no correlation id")))
+                        .send(Err(Status::invalid_argument(
+                            "a batch has no correlation id",
+                        )))
                         .await;
                     break;
                 };
@@ -491,20 +507,27 @@ impl StreamsService {
             }
         };
         for m in request.proposed_messages {
-            if let Err(status) = add_bytes(&mut batch.bytes, &self.limits, &m.data, &m.custom_metadata)
-                .and_then(|()| {
-                    if batch.events.len() >= self.limits.max_events_per_append {
-                        return Err(Status::invalid_argument(format!(
-                            "an append holds at most {} events here",
-                            self.limits.max_events_per_append
-                        )));
-                    }
-                    Ok(())
-                })
+            if let Err(status) =
+                add_bytes(&mut batch.bytes, &self.limits, &m.data, &m.custom_metadata).and_then(
+                    |()| {
+                        if batch.events.len() >= self.limits.max_events_per_append {
+                            return Err(Status::invalid_argument(format!(
+                                "an append holds at most {} events here",
+                                self.limits.max_events_per_append
+                            )));
+                        }
+                        Ok(())
+                    },
+                )
             {
                 return Err((batch.stream, status));
             }
-            match convert::new_event(m.id, m.metadata, m.custom_metadata.to_vec(), m.data.to_vec()) {
+            match convert::new_event(
+                m.id,
+                m.metadata,
+                m.custom_metadata.to_vec(),
+                m.data.to_vec(),
+            ) {
                 Ok(e) => batch.events.push(e),
                 Err(status) => return Err((batch.stream, status)),
             }

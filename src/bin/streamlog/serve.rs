@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Args;
-use streamlog::server::{DEFAULT_PORT, Server, ServerOptions};
 use streamlog::Store;
+use streamlog::server::{DEFAULT_PORT, Server, ServerOptions};
 
 use crate::{CliError, CliResult};
 
@@ -51,7 +51,10 @@ pub fn run(args: ServeArgs) -> CliResult {
 /// Completes on the first SIGINT or SIGTERM.
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}
