@@ -214,6 +214,14 @@ pub(super) fn status(e: &Error) -> Status {
         }
         _ => Code::Internal,
     };
+    if !matches!(code, Code::InvalidArgument | Code::FailedPrecondition) {
+        // The store's own trouble (not the client's): the operator must hear of it.
+        super::logline::emit(
+            "error",
+            "store_error",
+            serde_json::json!({ "code": format!("{code:?}"), "error": e.to_string() }),
+        );
+    }
     Status::new(code, e.to_string())
 }
 

@@ -118,9 +118,18 @@ impl Server {
     /// # Errors
     /// [`Error::Io`] when the address cannot be bound.
     pub async fn bind(store: Store, options: ServerOptions) -> Result<Server> {
-        let listener = tokio::net::TcpListener::bind(options.listen)
-            .await
-            .map_err(|e| Error::io(format!("listen on {}", options.listen), e))?;
+        let listener = match tokio::net::TcpListener::bind(options.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                let e = Error::io(format!("listen on {}", options.listen), e);
+                logline::emit(
+                    "error",
+                    "start",
+                    serde_json::json!({ "listen": options.listen.to_string(), "error": e.to_string() }),
+                );
+                return Err(e);
+            }
+        };
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
