@@ -22,6 +22,7 @@
 // end); boxing it on the way would only move the allocation.
 #![allow(clippy::result_large_err)]
 
+mod connection;
 mod convert;
 mod features;
 mod limits;
@@ -194,7 +195,10 @@ impl Server {
                 "protocol_version": features::PROTOCOL_VERSION,
             }),
         );
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |accepted| accepted.map(connection::Connection::new),
+        );
         let signal = async move {
             shutdown.await;
             logline::emit("info", "stopping", serde_json::json!({}));
@@ -202,7 +206,6 @@ impl Server {
         };
         let serve = tonic::transport::Server::builder()
             .max_concurrent_streams(Some(options.max_concurrent_streams))
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_routes(Routes::from(routes))
