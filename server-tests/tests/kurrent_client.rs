@@ -600,3 +600,53 @@ async fn what_is_not_supported_says_so() {
     assert!(e.is_unsupported_feature(), "{e:?}");
     server.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_appends_are_refused_and_the_server_goes_on() {
+    let (_dir, server) = start().await;
+    let client = server.client();
+    let big = EventData::binary("Big", vec![7u8; 17 << 20].into());
+    let e = client
+        .append_to_stream("big", &expect(StreamState::Any), big)
+        .await
+        .expect_err("a message over the server's limit is refused");
+    assert!(
+        !matches!(e, kurrentdb::Error::WrongExpectedVersion { .. }),
+        "refused as too large, not as a conflict: {e:?}"
+    );
+    let no_type = EventData::binary("", vec![1u8].into());
+    let e = client
+        .append_to_stream("untyped", &expect(StreamState::Any), no_type)
+        .await
+        .expect_err("an event without a type is refused");
+    assert!(
+        matches!(
+            &e,
+            kurrentdb::Error::Grpc {
+                code: tonic::Code::InvalidArgument,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    // Nothing of either was appended, and the server still serves.
+    assert!(
+        server
+            .store
+            .stream_version("big")
+            .expect("version")
+            .is_none()
+    );
+    assert!(
+        server
+            .store
+            .stream_version("untyped")
+            .expect("version")
+            .is_none()
+    );
+    client
+        .append_to_stream("after", &expect(StreamState::NoStream), json("T", 0))
+        .await
+        .expect("an append after the refused ones");
+    server.shut_down().await;
+}
