@@ -91,6 +91,8 @@ mod expected_version;
 pub mod inspect;
 pub mod io;
 mod rng;
+#[cfg(feature = "server")]
+pub mod server;
 mod store;
 mod subscribe;
 

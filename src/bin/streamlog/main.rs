@@ -8,6 +8,7 @@
 mod bench;
 mod crashtest;
 mod output;
+mod serve;
 mod tail;
 
 use std::ffi::OsString;
@@ -76,6 +77,9 @@ enum Command {
     /// Follow events as they commit (also those another process writes), one JSON object
     /// per event with its resume token; exits after --limit events or on SIGINT/SIGTERM.
     Tail(tail::TailArgs),
+    /// Serve the store to KurrentDB (EventStoreDB) gRPC clients until SIGINT/SIGTERM;
+    /// connect with `esdb://127.0.0.1:2113?tls=false`.
+    Serve(serve::ServeArgs),
     /// Measure append and read throughput and latency against a plain-file baseline.
     Bench(bench::BenchArgs),
     /// Kill -9 a writer process at random moments; check no acknowledged event is lost.
@@ -313,6 +317,7 @@ fn run(command: Command) -> CliResult {
         Command::Snapshot(c) => snapshot(c, &mut out)?,
         Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
         Command::Tail(a) => tail::run(a, &mut out)?,
+        Command::Serve(a) => serve::run(a)?,
         Command::Bench(a) => bench::run(a, &mut out)?,
         Command::Crashtest(a) => crashtest::run(a, &mut out)?,
         Command::CrashtestWriter(a) => crashtest::writer(a, &mut out)?,

@@ -1,0 +1,463 @@
+//! `Streams.Read`: reads of a stream or of `$all`, both ways, and catch-up then live
+//! subscriptions, mapped onto [`Store::read_stream`], [`Store::read_all`],
+//! [`Store::subscribe_all`] and [`Store::subscribe_stream`].
+//!
+//! Reads run on a blocking thread and hand their answers over through a small bounded
+//! channel: a slow client holds the reader up instead of growing a queue. Subscriptions
+//! use the store's own subscription streams (feature `tokio`), which do the same.
+
+use std::ops::ControlFlow;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt as _;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use super::convert;
+use super::proto::event_store::client::streams::read_req::options::{
+    self, AllOptions, FilterOptions, StreamOptions, all_options, filter_options, stream_options,
+};
+use super::proto::event_store::client::streams::{ReadReq, ReadResp, read_resp};
+use super::streams::{Answers, StreamsService, stopped};
+use crate::{
+    DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, Position, RecordedEvent, ResumeToken, Store,
+    SubscribeAll, SubscribeStream,
+};
+
+/// Answers a read or a subscription waits for its client at most this many messages ahead.
+const ANSWERS_AHEAD: usize = 32;
+
+/// Events read at once while a backward `$all` read walks back.
+const BACKWARD_CHUNK_EVENTS: u32 = 256;
+
+/// How a read answers: what the client asked about ids, and where answers go.
+struct Reply {
+    tx: mpsc::Sender<Result<ReadResp, Status>>,
+    uuid_as_string: bool,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Reply {
+    /// Sends one answer from a blocking thread; an error ends the read (client gone or
+    /// server stopping).
+    fn send(&self, content: read_resp::Content) -> Result<(), Status> {
+        if *self.shutdown.borrow() {
+            return Err(Status::unavailable("the server is shutting down"));
+        }
+        self.tx
+            .blocking_send(Ok(ReadResp {
+                content: Some(content),
+            }))
+            .map_err(|_| Status::cancelled("the client went away"))
+    }
+
+    fn event(&self, e: RecordedEvent) -> read_resp::Content {
+        event_content(e, self.uuid_as_string)
+    }
+}
+
+fn event_content(e: RecordedEvent, uuid_as_string: bool) -> read_resp::Content {
+    let (commit, _) = convert::event_position(e.position, e.append_index);
+    read_resp::Content::Event(read_resp::ReadEvent {
+        event: Some(convert::recorded_event(e, uuid_as_string)),
+        link: None,
+        position: Some(read_resp::read_event::Position::CommitPosition(commit)),
+    })
+}
+
+/// The filter of a read or subscription of `$all`, and its checkpoint interval.
+fn filter(option: Option<options::FilterOption>) -> Result<Option<(Filter, u64)>, Status> {
+    let Some(options::FilterOption::Filter(FilterOptions {
+        filter,
+        window,
+        checkpoint_interval_multiplier,
+    })) = option
+    else {
+        return Ok(None);
+    };
+    let every = match window {
+        Some(filter_options::Window::Max(max)) => {
+            u64::from(max.max(1)).saturating_mul(u64::from(checkpoint_interval_multiplier.max(1)))
+        }
+        Some(filter_options::Window::Count(())) | None => DEFAULT_CHECKPOINT_EVERY,
+    };
+    let (on_stream, expression) = match filter {
+        Some(filter_options::Filter::StreamIdentifier(e)) => (true, e),
+        Some(filter_options::Filter::EventType(e)) => (false, e),
+        None => return Ok(None),
+    };
+    let bad = |e: crate::Error| Status::invalid_argument(e.to_string());
+    let filter = match (expression.prefix.is_empty(), expression.regex.is_empty()) {
+        (false, _) if on_stream => Filter::stream_prefixes(expression.prefix),
+        (false, _) => Filter::event_type_prefixes(expression.prefix),
+        (true, false) if on_stream => Filter::stream_regex(&expression.regex).map_err(bad)?,
+        (true, false) => Filter::event_type_regex(&expression.regex).map_err(bad)?,
+        (true, true) => {
+            return Err(Status::invalid_argument(
+                "a filter needs a regular expression or prefixes",
+            ));
+        }
+    };
+    Ok(Some((filter, every)))
+}
+
+/// Starts answering a `Streams.Read` call.
+pub(super) async fn read(
+    service: &StreamsService,
+    request: ReadReq,
+) -> Result<Answers<ReadResp>, Status> {
+    let options = request
+        .options
+        .ok_or_else(|| Status::invalid_argument("a read has no options"))?;
+    let uuid_as_string = matches!(
+        options.uuid_option.and_then(|u| u.content),
+        Some(options::uuid_option::Content::String(()))
+    );
+    let backwards = options.read_direction == options::ReadDirection::Backwards as i32;
+    let filter = filter(options.filter_option)?;
+    let (tx, rx) = mpsc::channel(ANSWERS_AHEAD);
+    let reply = Reply {
+        tx,
+        uuid_as_string,
+        shutdown: service.shutdown.clone(),
+    };
+    let store = service.store.clone();
+    match (options.stream_option, options.count_option) {
+        (Some(options::StreamOption::Stream(s)), Some(options::CountOption::Count(count))) => {
+            if filter.is_some() {
+                return Err(Status::invalid_argument("filters apply to $all only"));
+            }
+            let count = usize::try_from(count).unwrap_or(usize::MAX);
+            run_blocking(reply, move |reply| {
+                read_stream(&store, s, backwards, count, reply)
+            });
+        }
+        (Some(options::StreamOption::All(a)), Some(options::CountOption::Count(count))) => {
+            let count = usize::try_from(count).unwrap_or(usize::MAX);
+            let filter = filter.map(|(f, _)| f);
+            run_blocking(reply, move |reply| {
+                if backwards {
+                    read_all_backward(&store, a, count, filter.as_ref(), reply)
+                } else {
+                    read_all_forward(&store, a, count, filter.as_ref(), reply)
+                }
+            });
+        }
+        (Some(options::StreamOption::Stream(s)), Some(options::CountOption::Subscription(_))) => {
+            if filter.is_some() {
+                return Err(Status::invalid_argument("filters apply to $all only"));
+            }
+            let stream = convert::stream_name(s.stream_identifier)?;
+            let from = match s.revision_option {
+                Some(stream_options::RevisionOption::Start(())) | None => {
+                    SubscribeStream::new(stream.clone())
+                }
+                Some(stream_options::RevisionOption::End(())) => {
+                    SubscribeStream::new(stream.clone()).from_end()
+                }
+                Some(stream_options::RevisionOption::Revision(r)) => {
+                    SubscribeStream::new(stream.clone()).from_version(r.saturating_add(1))
+                }
+            };
+            let subscription = blocking(move || store.subscribe_stream(from)).await?;
+            subscribe(subscription, reply, true)?;
+        }
+        (Some(options::StreamOption::All(a)), Some(options::CountOption::Subscription(_))) => {
+            let mut from = match a.all_option {
+                Some(all_options::AllOption::Start(())) | None => SubscribeAll::from_start(),
+                Some(all_options::AllOption::End(())) => SubscribeAll::from_end(),
+                Some(all_options::AllOption::Position(p)) => {
+                    SubscribeAll::from(convert::token_after(p.commit_position, p.prepare_position)?)
+                }
+            };
+            if let Some((f, every)) = filter {
+                from = from.filter(f).checkpoint_every(every);
+            }
+            let subscription = blocking(move || store.subscribe_all(from)).await?;
+            subscribe(subscription, reply, false)?;
+        }
+        _ => {
+            return Err(Status::invalid_argument(
+                "a read names a stream or $all, and a count or a subscription",
+            ));
+        }
+    }
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// Runs a store call on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("a read task failed: {e}")))?
+        .map_err(|e| convert::status(&e))
+}
+
+/// Runs a read on a blocking thread; its error, if any, ends the answers.
+fn run_blocking(reply: Reply, read: impl FnOnce(&Reply) -> Result<(), Status> + Send + 'static) {
+    tokio::task::spawn_blocking(move || {
+        if let Err(status) = read(&reply) {
+            // The client may be gone; then nobody is told.
+            let _ = reply.tx.blocking_send(Err(status));
+        }
+    });
+}
+
+fn store_status(e: crate::Error) -> Status {
+    convert::status(&e)
+}
+
+fn read_stream(
+    store: &Store,
+    options: StreamOptions,
+    backwards: bool,
+    count: usize,
+    reply: &Reply,
+) -> Result<(), Status> {
+    let stream = convert::stream_name(options.stream_identifier)?;
+    let Some(last) = store.stream_version(&stream).map_err(store_status)? else {
+        return reply.send(read_resp::Content::StreamNotFound(
+            read_resp::StreamNotFound {
+                stream_identifier: Some(convert::stream_identifier(&stream)),
+            },
+        ));
+    };
+    use stream_options::RevisionOption as R;
+    let events = if backwards {
+        let from = match options.revision_option {
+            Some(R::Start(())) => Some(0),
+            Some(R::End(())) | None => None,
+            Some(R::Revision(r)) => Some(r),
+        };
+        store.read_stream_backward(&stream, from)
+    } else {
+        let from = match options.revision_option {
+            Some(R::Start(())) | None => 0,
+            Some(R::End(())) => last.saturating_add(1),
+            Some(R::Revision(r)) => r,
+        };
+        store.read_stream(&stream, from)
+    }
+    .map_err(store_status)?;
+    for e in events.take(count) {
+        reply.send(reply.event(e.map_err(store_status)?))?;
+    }
+    Ok(())
+}
+
+fn read_all_forward(
+    store: &Store,
+    options: AllOptions,
+    count: usize,
+    filter: Option<&Filter>,
+    reply: &Reply,
+) -> Result<(), Status> {
+    let from = match options.all_option {
+        Some(all_options::AllOption::Start(())) | None => ResumeToken::START,
+        Some(all_options::AllOption::End(())) => return Ok(()),
+        Some(all_options::AllOption::Position(p)) => {
+            convert::token_at(p.commit_position, p.prepare_position)?
+        }
+    };
+    if count == 0 {
+        return Ok(());
+    }
+    let mut sent = 0;
+    let mut outcome = Ok(());
+    store
+        .read_all(from)
+        .map_err(store_status)?
+        .for_each_view(|v| {
+            if filter.is_some_and(|f| !f.matches_event(&v)) {
+                return ControlFlow::Continue(());
+            }
+            if let Err(status) = reply.send(reply.event(v.to_recorded())) {
+                outcome = Err(status);
+                return ControlFlow::Break(());
+            }
+            sent += 1;
+            if sent >= count {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .map_err(store_status)?;
+    outcome
+}
+
+/// A backward `$all` read: a forward pass notes where each append starts and how many
+/// events it holds (16 bytes an append), then the appends are read again in chunks from
+/// the end, each chunk sent in reverse.
+fn read_all_backward(
+    store: &Store,
+    options: AllOptions,
+    count: usize,
+    filter: Option<&Filter>,
+    reply: &Reply,
+) -> Result<(), Status> {
+    let bound = match options.all_option {
+        Some(all_options::AllOption::End(())) | None => None,
+        Some(all_options::AllOption::Start(())) => return Ok(()),
+        Some(all_options::AllOption::Position(p)) => {
+            Some(convert::token_at(p.commit_position, p.prepare_position)?)
+        }
+    };
+    if count == 0 {
+        return Ok(());
+    }
+    let mut appends: Vec<(Position, u32)> = Vec::new();
+    store
+        .read_all(ResumeToken::START)
+        .map_err(store_status)?
+        .for_each_view(|v| {
+            if bound.is_some_and(|b| (v.position, v.append_index) > (b.position, b.skip)) {
+                return ControlFlow::Break(());
+            }
+            match appends.last_mut() {
+                Some((p, n)) if *p == v.position => *n = n.saturating_add(1),
+                _ => appends.push((v.position, 1)),
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(store_status)?;
+    let mut sent = 0;
+    let mut end = appends.len();
+    while end > 0 {
+        let mut start = end;
+        let mut events: u32 = 0;
+        while start > 0 && events < BACKWARD_CHUNK_EVENTS {
+            start -= 1;
+            events = events.saturating_add(appends.get(start).map_or(0, |a| a.1));
+        }
+        let Some(&(first, _)) = appends.get(start) else {
+            break;
+        };
+        let mut chunk = Vec::new();
+        let mut scanned: u32 = 0;
+        store
+            .read_all(ResumeToken::at(first))
+            .map_err(store_status)?
+            .for_each_view(|v| {
+                if scanned >= events {
+                    return ControlFlow::Break(());
+                }
+                scanned += 1;
+                if filter.is_none_or(|f| f.matches_event(&v)) {
+                    chunk.push(v.to_recorded());
+                }
+                ControlFlow::Continue(())
+            })
+            .map_err(store_status)?;
+        for e in chunk.into_iter().rev() {
+            reply.send(reply.event(e))?;
+            sent += 1;
+            if sent >= count {
+                return Ok(());
+            }
+        }
+        end = start;
+    }
+    Ok(())
+}
+
+/// Runs a subscription: a confirmation, then its deliveries, until the client goes, the
+/// store closes (UNAVAILABLE, so clients resubscribe) or the server stops.
+fn subscribe(
+    subscription: crate::Subscription,
+    reply: Reply,
+    of_stream: bool,
+) -> Result<(), Status> {
+    let mut deliveries = subscription
+        .into_stream()
+        .map_err(|e| convert::status(&e))?;
+    let Reply {
+        tx,
+        uuid_as_string,
+        mut shutdown,
+    } = reply;
+    tokio::spawn(async move {
+        let id = uuid::Uuid::new_v4().hyphenated().to_string();
+        let confirmation = read_resp::Content::Confirmation(read_resp::SubscriptionConfirmation {
+            subscription_id: id,
+        });
+        if tx
+            .send(Ok(ReadResp {
+                content: Some(confirmation),
+            }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut last_token: Option<ResumeToken> = None;
+        let mut last_revision: Option<u64> = None;
+        loop {
+            let delivery = tokio::select! {
+                d = deliveries.next() => d,
+                () = tx.closed() => return,
+                () = stopped(&mut shutdown) => {
+                    let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
+                    return;
+                }
+            };
+            let content = match delivery {
+                Some(Ok(Delivery::Event(e))) => {
+                    last_token = Some(e.resume_token());
+                    last_revision = Some(e.version);
+                    event_content(e, uuid_as_string)
+                }
+                Some(Ok(Delivery::Checkpoint(token))) => {
+                    last_token = Some(token);
+                    let (commit_position, prepare_position) = convert::token_position(token);
+                    read_resp::Content::Checkpoint(read_resp::Checkpoint {
+                        commit_position,
+                        prepare_position,
+                        timestamp: Some(convert::now_timestamp()),
+                    })
+                }
+                Some(Ok(Delivery::CaughtUp)) => read_resp::Content::CaughtUp(read_resp::CaughtUp {
+                    timestamp: Some(convert::now_timestamp()),
+                    stream_revision: if of_stream {
+                        last_revision.and_then(|r| i64::try_from(r).ok())
+                    } else {
+                        None
+                    },
+                    position: if of_stream {
+                        None
+                    } else {
+                        last_token.map(|t| {
+                            let (commit_position, prepare_position) = convert::token_position(t);
+                            read_resp::Position {
+                                commit_position,
+                                prepare_position,
+                            }
+                        })
+                    },
+                }),
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(convert::status(&e))).await;
+                    return;
+                }
+                None => {
+                    let _ = tx
+                        .send(Err(Status::unavailable("the store was closed")))
+                        .await;
+                    return;
+                }
+            };
+            if tx
+                .send(Ok(ReadResp {
+                    content: Some(content),
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(())
+}
