@@ -43,6 +43,10 @@
 //!   [`Store::read_all_with`] and the readers' `for_each_view`.
 //! - State: an [`Aggregate`] loaded by [`Store::load`] from the latest [`Snapshot`] and
 //!   the events after it, with a [`SnapshotPolicy`].
+//! - Lifecycle: [`Store::set_stream_metadata`] ([`StreamMetadata`]: keep the newest N
+//!   events, events younger than an age, or from a version on; free user metadata),
+//!   [`Store::delete_stream`] (soft: the stream reads as empty, a later append re-creates
+//!   it) and [`Store::tombstone_stream`] (hard: [`Error::StreamDeleted`] from then on).
 //! - Processors: [`Store::subscribe_all`] ([`SubscribeAll`], with a [`Filter`]) and
 //!   [`Store::subscribe_stream`] ([`SubscribeStream`]) catch up, then stay live; each
 //!   [`Delivery::Event`] carries a [`ResumeToken`] to save with
@@ -114,10 +118,11 @@ pub use index::IndexReport;
 pub use log::{Damage, TailKind, TruncatedTail, VerifyReport};
 pub use snapshot::SnapshotReport;
 pub use store::{
-    Aggregate, AllEvents, AppendResult, Durability, EventId, EventRef, EventView, ExpectedVersion,
-    INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES,
-    NewEvent, Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR,
-    SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo, StreamEvents,
+    Aggregate, AllEvents, AppendResult, DeleteResult, Durability, EventId, EventRef, EventView,
+    ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES,
+    METADATA_EVENT, METADATA_STREAM, MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position,
+    RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot,
+    SnapshotPolicy, Store, StoreInfo, StreamEvents, StreamMetadata, TOMBSTONE_EVENT,
 };
 #[cfg(feature = "tokio")]
 pub use subscribe::SubscriptionStream;

@@ -196,6 +196,9 @@ impl Inner {
                 {
                     self.index
                         .record(stream, first_version, count, header.position, header.crc);
+                    if stream == super::METADATA_STREAM {
+                        self.apply_metadata_frame(header.position, bytes.body(), old)?;
+                    }
                 }
             }
             self.indexed_to.fetch_max(end, Ordering::AcqRel);

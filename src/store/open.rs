@@ -151,6 +151,7 @@ impl Store {
             index,
             frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
             snapshots,
+            registry: super::metadata::Registry::default(),
             published: Published::default(),
             indexed_to: std::sync::atomic::AtomicU64::new(indexed_to),
             live: std::sync::OnceLock::new(),
@@ -176,6 +177,8 @@ impl Store {
             options,
             _lock: lock,
         });
+        // Stream metadata and deletes, before any read or write can need them.
+        inner.load_registry(inner.visible())?;
         if !inner.options.read_only {
             start_background(&inner)?;
             live::start_publisher(&inner)?;

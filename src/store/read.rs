@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::Store;
 use super::event::{EventId, EventView, Position, RecordedEvent, ResumeToken};
 use super::lookup::{Found, Lookup};
+use super::metadata::Retention;
 use crate::error::{Error, Result};
 use crate::format::{self, FrameKind};
 use crate::index::Entry;
@@ -24,13 +25,69 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a `$all` reader does with the events of one stream.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    All,
+    /// A hard-deleted stream.
+    None,
+    Some(Retention),
+}
+
+/// The stream metadata a `$all` reader applies: the rules in force at its creation, with
+/// the last versions of the streams whose rule keeps a number of events.
+#[derive(Debug)]
+struct AllRetention {
+    lookup: Lookup,
+    now_us: i64,
+    /// Last versions looked up for `max_count` rules (bounded: cleared when full).
+    last: rustc_hash::FxHashMap<String, Option<u64>>,
+}
+
+/// Streams with a `max_count` rule whose last version a `$all` reader remembers.
+const LAST_VERSIONS_MAX: usize = 4096;
+
+impl AllRetention {
+    fn for_stream(&mut self, stream: &str) -> Result<Keep> {
+        let visible = self.lookup.visible;
+        let Some(rule) = self.lookup.inner.rule(stream, visible) else {
+            return Ok(Keep::All);
+        };
+        if rule.tombstoned {
+            return Ok(Keep::None);
+        }
+        let last = match (rule.max_count, self.last.get(stream)) {
+            (None, _) => None,
+            (Some(_), Some(last)) => *last,
+            (Some(_), None) => {
+                let last = self
+                    .lookup
+                    .inner
+                    .resolve(stream, u64::MAX, visible)?
+                    .map(|f| f.entry.last_version());
+                if self.last.len() >= LAST_VERSIONS_MAX {
+                    self.last.clear();
+                }
+                self.last.insert(stream.to_string(), last);
+                last
+            }
+        };
+        Ok(match Retention::new(&rule, last, self.now_us) {
+            None => Keep::All,
+            Some(r) => Keep::Some(r),
+        })
+    }
+}
+
 /// Hands the events of the events frame at `position` (read in place by a `$all` reader)
-/// to `visit` as borrowed views, in version order, until `visit` breaks. `locate` names
-/// the file and offset for errors. (Stream readers get [`DecodedFrame`]s instead.)
+/// to `visit` as borrowed views, in version order, until `visit` breaks; events that the
+/// stream's metadata hides are passed over. `locate` names the file and offset for errors.
+/// (Stream readers get [`DecodedFrame`]s instead.)
 ///
 /// [`DecodedFrame`]: super::frame::DecodedFrame
 fn visit_frame(
     locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
+    retention: &mut AllRetention,
     position: u64,
     frame: &[u8],
     mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
@@ -44,10 +101,20 @@ fn visit_frame(
             reason: e.to_string(),
         }
     })?;
+    let keep = retention.for_stream(body.stream)?;
     Ok(body.events.iter().enumerate().try_for_each(|(i, e)| {
+        let version = body.first_version.saturating_add(i as u64);
+        match keep {
+            Keep::All => {}
+            Keep::None => return ControlFlow::Continue(()),
+            Keep::Some(r) if !r.keeps(version, e.timestamp_us) => {
+                return ControlFlow::Continue(());
+            }
+            Keep::Some(_) => {}
+        }
         visit(EventView {
             stream: body.stream,
-            version: body.first_version.saturating_add(i as u64),
+            version,
             position: Position(position),
             append_index: u32::try_from(i).unwrap_or(u32::MAX),
             id: EventId(e.id),
@@ -90,23 +157,46 @@ struct StreamCursor {
     ahead: VecDeque<Entry>,
     /// Forward: the last entry read from the index, where the next batch starts.
     scanned: Option<Entry>,
+    /// The stream metadata's rules when the reader was created, if they hide anything.
+    retention: Option<Retention>,
 }
 
 impl StreamCursor {
-    fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
+    fn new(
+        lookup: Lookup,
+        stream: &str,
+        from: u64,
+        backward: bool,
+        retention: Option<Retention>,
+    ) -> Self {
+        // Forward, the events below the retention floor are never looked up.
+        let floor = retention.map_or(0, |r| r.floor);
         StreamCursor {
             lookup,
             stream: stream.to_string(),
-            next: Some(from),
+            next: Some(if backward { from } else { from.max(floor) }),
             backward,
             ahead: VecDeque::new(),
             scanned: None,
+            retention,
         }
+    }
+
+    /// Whether the stream's metadata keeps the event.
+    fn keeps(&self, e: &EventView<'_>) -> bool {
+        self.retention
+            .is_none_or(|r| r.keeps(e.version, e.timestamp_us))
     }
 
     /// The next frame of the stream and the version to start at within it (forward: the
     /// first to keep; backward: the last).
     fn next_frame(&mut self) -> Result<Option<(Found, u64)>> {
+        // Backward, the reader ends at the retention floor.
+        if let (Some(next), Some(r)) = (self.next, self.retention)
+            && next < r.floor
+        {
+            self.next = None;
+        }
         let step = match (self.backward, self.scanned) {
             (false, Some(after)) => self.next_ahead(after),
             _ => self.next_lookup(),
@@ -191,6 +281,9 @@ impl StreamCursor {
                 |v| if backward { v <= from } else { v >= from },
                 backward,
                 |e| {
+                    if !self.keeps(&e) {
+                        return ControlFlow::Continue(());
+                    }
                     seen += 1;
                     last = Some(e.version);
                     visit(e)
@@ -227,17 +320,33 @@ pub struct StreamEvents {
 }
 
 impl StreamEvents {
-    pub(crate) fn forward(lookup: Lookup, stream: &str, from: u64) -> Self {
-        Self::new(lookup, stream, from, false)
+    pub(crate) fn forward(
+        lookup: Lookup,
+        stream: &str,
+        from: u64,
+        retention: Option<Retention>,
+    ) -> Self {
+        Self::new(lookup, stream, from, false, retention)
     }
 
-    pub(crate) fn backward(lookup: Lookup, stream: &str, from: Option<u64>) -> Self {
-        Self::new(lookup, stream, from.unwrap_or(u64::MAX), true)
+    pub(crate) fn backward(
+        lookup: Lookup,
+        stream: &str,
+        from: Option<u64>,
+        retention: Option<Retention>,
+    ) -> Self {
+        Self::new(lookup, stream, from.unwrap_or(u64::MAX), true, retention)
     }
 
-    fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
+    fn new(
+        lookup: Lookup,
+        stream: &str,
+        from: u64,
+        backward: bool,
+        retention: Option<Retention>,
+    ) -> Self {
         StreamEvents {
-            cursor: StreamCursor::new(lookup, stream, from, backward),
+            cursor: StreamCursor::new(lookup, stream, from, backward, retention),
             buffer: VecDeque::new(),
         }
     }
@@ -269,10 +378,17 @@ impl StreamEvents {
                 return Ok(());
             };
             let backward = self.cursor.backward;
+            let retention = self.cursor.retention;
+            let mut push = push_owned(&mut self.buffer);
             let _always_continue = found.frame.visit(
                 |v| if backward { v <= from } else { v >= from },
                 backward,
-                push_owned(&mut self.buffer),
+                |e| {
+                    if retention.is_some_and(|r| !r.keeps(e.version, e.timestamp_us)) {
+                        return ControlFlow::Continue(());
+                    }
+                    push(e)
+                },
             );
         }
         Ok(())
@@ -299,14 +415,22 @@ pub struct AllEvents {
     frames: LogFrames,
     buffer: VecDeque<RecordedEvent>,
     failed: bool,
+    /// Boxed: a reader is moved around (subscriptions hold one) and this is its bulk.
+    retention: Box<AllRetention>,
 }
 
 impl AllEvents {
-    pub(crate) fn new(frames: LogFrames) -> Self {
+    /// Reads `frames` (which end at `lookup`'s visible end).
+    pub(crate) fn new(frames: LogFrames, lookup: Lookup) -> Self {
         AllEvents {
             frames,
             buffer: VecDeque::new(),
             failed: false,
+            retention: Box::new(AllRetention {
+                lookup,
+                now_us: super::event::timestamp_us(std::time::SystemTime::now()),
+                last: rustc_hash::FxHashMap::default(),
+            }),
         }
     }
 
@@ -365,7 +489,8 @@ impl AllEvents {
                 if header.kind != FrameKind::Events {
                     return Ok(ControlFlow::Continue(()));
                 }
-                visit_frame(&|p| log.locate(p), header.position, frame, |e| {
+                let retention = &mut self.retention;
+                visit_frame(&|p| log.locate(p), retention, header.position, frame, |e| {
                     // After a break, the rest of this append is kept for the next call.
                     if broke {
                         rest.push(e.to_recorded());
@@ -416,6 +541,7 @@ impl Iterator for AllEvents {
             let log = self.frames.log();
             if let Err(e) = visit_frame(
                 &|p| log.locate(p),
+                &mut self.retention,
                 header.position,
                 &bytes,
                 push_owned(&mut self.buffer),
@@ -432,12 +558,18 @@ impl Store {
     /// seen: under [`Durability::Sync`](crate::Durability::Sync), those on disk; otherwise, those acknowledged.
     /// Reading never waits for the writer.
     ///
+    /// The stream's metadata ([`Store::set_stream_metadata`]) in force when the reader is
+    /// created decides what it returns: events below `truncate_before`, past `max_count`
+    /// or older than `max_age` are passed over (a soft-deleted stream reads as empty).
+    ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty stream name. Errors while reading come as
-    /// items of the iterator.
+    /// [`Error::InvalidArgument`] for an empty stream name; [`Error::StreamDeleted`] for a
+    /// hard-deleted stream. Errors while reading come as items of the iterator.
     pub fn read_stream(&self, stream: &str, from: u64) -> Result<StreamEvents> {
         check_stream_name(stream)?;
-        Ok(StreamEvents::forward(self.lookup(), stream, from))
+        let lookup = self.lookup();
+        let retention = self.inner.retention(stream, lookup.visible)?;
+        Ok(StreamEvents::forward(lookup, stream, from, retention))
     }
 
     /// Reads `stream` backward from version `from` (inclusive), or from its last event when
@@ -447,7 +579,9 @@ impl Store {
     /// As [`Store::read_stream`].
     pub fn read_stream_backward(&self, stream: &str, from: Option<u64>) -> Result<StreamEvents> {
         check_stream_name(stream)?;
-        Ok(StreamEvents::backward(self.lookup(), stream, from))
+        let lookup = self.lookup();
+        let retention = self.inner.retention(stream, lookup.visible)?;
+        Ok(StreamEvents::backward(lookup, stream, from, retention))
     }
 
     /// Hands `stream`'s events from version `from` (inclusive) to `visit`, in version
@@ -505,6 +639,13 @@ impl Store {
     /// ([`Position::START`]), the position of an append (its events included), or a
     /// [`ResumeToken`] (the events after the one that gave it).
     ///
+    /// Events that their stream's metadata hides (as for [`Store::read_stream`]) and the
+    /// events of hard-deleted streams are passed over. The changes of metadata themselves
+    /// are events of the system stream [`METADATA_STREAM`](crate::METADATA_STREAM)
+    /// (types [`METADATA_EVENT`](crate::METADATA_EVENT) and
+    /// [`TOMBSTONE_EVENT`](crate::TOMBSTONE_EVENT)) and are read like any other; a
+    /// consumer that wants only its own events skips streams starting with `$`.
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `from` is not the start of an append (a position past
     /// the end reads nothing); I/O errors. Errors while reading come as items of the
@@ -525,19 +666,33 @@ impl Store {
                     other => other,
                 })?;
         }
-        let mut events = AllEvents::new(self.inner.log.frames(from.0, visible));
+        let lookup = super::lookup::Lookup {
+            inner: Arc::clone(&self.inner) as Arc<dyn super::lookup::FrameLookup>,
+            visible,
+        };
+        let mut events = AllEvents::new(self.inner.log.frames(from.0, visible), lookup);
         events.skip_in(from, token.skip)?;
         Ok(events)
     }
 
-    /// The stream's last committed version, `None` if it has no events.
+    /// The stream's last committed version, `None` if it has no events or is soft deleted
+    /// ([`Store::delete_stream`]; every event below its `truncate_before`). Rules that keep
+    /// a number or an age of events do not change it. This is the version an
+    /// [`ExpectedVersion`](crate::ExpectedVersion) is checked against.
     ///
     /// # Errors
-    /// I/O errors and damage met while looking it up.
+    /// [`Error::StreamDeleted`] when the stream is hard deleted; I/O errors and damage met
+    /// while looking it up.
     pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
-        let found = self
-            .inner
-            .resolve_visible(stream, u64::MAX, self.visible())?;
-        Ok(found.map(|f| f.entry.last_version()))
+        let visible = self.visible();
+        let rule = self.inner.registry.rule_at(stream, visible);
+        if rule.is_some_and(|r| r.tombstoned) {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        let found = self.inner.resolve_visible(stream, u64::MAX, visible)?;
+        let last = found.map(|f| f.entry.last_version());
+        Ok(rule.map_or(last, |r| r.effective_last(last)))
     }
 }
