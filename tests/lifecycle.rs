@@ -16,7 +16,7 @@ use streamlog::{
 };
 
 fn ev(data: &str) -> NewEvent {
-    NewEvent::new("T", data.to_string())
+    NewEvent::new("T", data)
 }
 
 fn append_n(store: &Store, stream: &str, n: u64) {
@@ -577,6 +577,9 @@ fn a_delete_whose_sync_fails_is_neither_acknowledged_nor_seen() {
     }
 }
 
+/// A successful call: when it started and ended (since the test's start), where it landed.
+type Recorded = (Duration, Duration, Position, Call);
+
 /// One recorded call of the concurrent test.
 #[derive(Debug, Clone)]
 enum Call {
@@ -600,7 +603,7 @@ fn concurrent_appends_and_deletes_are_linearizable() {
     let store = Store::open(tmp.path()).unwrap();
     let t0 = Instant::now();
     // (start, end, position, call)
-    let history: Arc<Mutex<Vec<(Duration, Duration, Position, Call)>>> = Arc::default();
+    let history: Arc<Mutex<Vec<Recorded>>> = Arc::default();
     let threads = 5;
     let barrier = Arc::new(Barrier::new(threads));
     let mut handles = Vec::new();
