@@ -368,12 +368,33 @@ fn decode_event(
     }
 }
 
+/// The records of one stream that readers or the writer may still need, oldest first.
+#[derive(Debug, Default)]
+struct Records {
+    list: Vec<Record>,
+    /// The first record is visible to every reader: older ones were pruned, and a reader
+    /// created before it (seeing none of the kept records) applies it, a change it would
+    /// have seen had it started a moment later, rather than no rule at all.
+    first_settled: bool,
+}
+
+impl Records {
+    /// The record a reader seeing below `visible` applies.
+    fn at(&self, visible: u64) -> Option<&Record> {
+        self.list
+            .iter()
+            .rev()
+            .find(|r| r.position < visible)
+            .or_else(|| self.list.first().filter(|_| self.first_settled))
+    }
+}
+
 /// Stream → its metadata records, oldest first: the latest one (which may not be visible
-/// yet) and those readers may still need (the newest one below the durable end, and every
+/// yet) and those readers may still need (the newest one below the visible end, and every
 /// one after it).
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    streams: RwLock<rustc_hash::FxHashMap<String, Vec<Record>>>,
+    streams: RwLock<rustc_hash::FxHashMap<String, Records>>,
     /// Streams with records: while 0, a read path skips the registry's lock.
     len: AtomicUsize,
 }
@@ -395,7 +416,7 @@ impl Registry {
         let (stream, metadata) = decode_event(event_type, data)?;
         let mut streams = self.streams.write();
         let records = streams.entry(stream).or_default();
-        let previous = records.last();
+        let previous = records.list.last();
         let version = previous.map_or(0, |r| r.version.saturating_add(1));
         let record = match metadata {
             Some(metadata) => Record {
@@ -411,9 +432,10 @@ impl Registry {
                 tombstoned: true,
             },
         };
-        records.push(record);
-        if let Some(keep_from) = records.iter().rposition(|r| r.position < settled) {
-            records.drain(..keep_from);
+        records.list.push(record);
+        if let Some(keep_from) = records.list.iter().rposition(|r| r.position < settled) {
+            records.list.drain(..keep_from);
+            records.first_settled = true;
         }
         self.len.store(streams.len(), Ordering::Release);
         Ok(())
@@ -427,7 +449,7 @@ impl Registry {
         self.streams
             .read()
             .get(stream)
-            .and_then(|r| r.last().cloned())
+            .and_then(|r| r.list.last().cloned())
     }
 
     /// The stream's latest record below `visible` (for readers).
@@ -438,7 +460,7 @@ impl Registry {
         self.streams
             .read()
             .get(stream)
-            .and_then(|r| r.iter().rev().find(|r| r.position < visible).cloned())
+            .and_then(|r| r.at(visible).cloned())
     }
 
     /// The rule in force for `stream` below `visible`, if it has any.
@@ -446,12 +468,10 @@ impl Registry {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.streams.read().get(stream).and_then(|r| {
-            r.iter()
-                .rev()
-                .find(|r| r.position < visible)
-                .map(Record::rule)
-        })
+        self.streams
+            .read()
+            .get(stream)
+            .and_then(|r| r.at(visible).map(Record::rule))
     }
 }
 
@@ -512,6 +532,31 @@ mod tests {
         assert_eq!(r.rule_at("s", 201).and_then(|r| r.max_count), Some(1));
         assert_eq!(r.latest("s").map(|r| r.version), Some(1));
         assert!(r.apply_event(300, "other", &data, 0).is_err());
+    }
+
+    #[test]
+    fn a_reader_older_than_every_kept_record_applies_the_settled_one() {
+        let r = Registry::default();
+        let one = encode_metadata_event("s", &StreamMetadata::new().with_max_count(1));
+        let two = encode_metadata_event("s", &StreamMetadata::new().with_max_count(2));
+        assert_eq!(r.apply_event(100, METADATA_EVENT, &one, 0), Ok(()));
+        // Settled up to 300: the first record is pruned.
+        assert_eq!(r.apply_event(200, METADATA_EVENT, &two, 300), Ok(()));
+        let at = |visible| r.rule_at("s", visible).and_then(|r| r.max_count);
+        assert_eq!(at(150), Some(2), "not \"no rule\"");
+        assert_eq!(at(250), Some(2));
+        // A pending record is never applied by an older reader.
+        let three = encode_metadata_event("s", &StreamMetadata::new().with_max_count(3));
+        assert_eq!(r.apply_event(400, METADATA_EVENT, &three, 300), Ok(()));
+        assert_eq!(at(350), Some(2));
+        assert_eq!(at(401), Some(3));
+        let fresh = Registry::default();
+        assert_eq!(fresh.apply_event(500, METADATA_EVENT, &one, 0), Ok(()));
+        assert_eq!(
+            fresh.rule_at("s", 400),
+            None,
+            "a pending first record is not applied"
+        );
     }
 
     #[test]
