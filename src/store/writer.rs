@@ -410,8 +410,8 @@ impl Inner {
     }
 
     /// Whether this append repeats one already stored at the place `expected` names
-    /// (`NoStream`: version 0, or `created_at`, where the stream was re-created after a
-    /// soft delete). Returns the original result and the end of its frame (to wait for its
+    /// (`NoStream`: version 0, or, after a soft delete, `created_at` where the stream was
+    /// re-created, or the stream's last append). Returns the original result and the end of its frame (to wait for its
     /// durability).
     pub(super) fn find_retry(
         &self,
@@ -450,6 +450,9 @@ impl Inner {
                 state.first_version
             }
             ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
+            // A re-created stream's append may also be its last one (when its versions
+            // are still below a `truncate_before` set beyond the old end).
+            ExpectedVersion::NoStream if state.first_id == first_id => state.first_version,
             ExpectedVersion::NoStream => created_at,
             ExpectedVersion::Exact(v) if v < state.last_version() => v.saturating_add(1),
             ExpectedVersion::Exact(_) => return Ok(None),
