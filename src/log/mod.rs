@@ -145,6 +145,18 @@ impl Log {
     /// I/O errors listing or opening segment files; [`Error::UnsupportedFormat`] for a
     /// segment of a newer format.
     pub fn follow(&self, end: u64) -> Result<u64> {
+        let old = self.follow_files(end)?;
+        self.publish_followed(end);
+        Ok(old)
+    }
+
+    /// The first half of [`Log::follow`]: takes in the segments up to `end`, so that
+    /// [`Log::frames`] reads up to it, without moving the end readers see (the follower
+    /// indexes the new frames first). Returns the end readers see.
+    ///
+    /// # Errors
+    /// As [`Log::follow`].
+    pub fn follow_files(&self, end: u64) -> Result<u64> {
         let old = self.written();
         if !self.read_only || end <= old {
             return Ok(old);
@@ -172,9 +184,15 @@ impl Log {
                 )?));
             }
         }
-        self.written.fetch_max(end, Ordering::AcqRel);
-        self.durable.fetch_max(end, Ordering::AcqRel);
         Ok(old)
+    }
+
+    /// The second half of [`Log::follow`]: readers see up to `end`.
+    pub fn publish_followed(&self, end: u64) {
+        if self.read_only {
+            self.written.fetch_max(end, Ordering::AcqRel);
+            self.durable.fetch_max(end, Ordering::AcqRel);
+        }
     }
 
     /// End of the bytes handed to the OS.

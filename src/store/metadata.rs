@@ -417,6 +417,10 @@ impl Registry {
         let mut streams = self.streams.write();
         let records = streams.entry(stream).or_default();
         let previous = records.list.last();
+        // A follower that failed halfway takes the same frames in again.
+        if previous.is_some_and(|r| r.position >= position) {
+            return Ok(());
+        }
         let version = previous.map_or(0, |r| r.version.saturating_add(1));
         let record = match metadata {
             Some(metadata) => Record {
