@@ -82,6 +82,12 @@ pub enum Error {
         /// The newest format version of that kind of file this build reads.
         supported: u32,
     },
+    /// The stream was hard deleted ([`Store::tombstone_stream`](crate::Store::tombstone_stream)):
+    /// it can never be appended to, read or deleted again.
+    StreamDeleted {
+        /// The deleted stream.
+        stream: String,
+    },
 }
 
 impl Error {
@@ -163,6 +169,9 @@ impl fmt::Display for Error {
                  up to version {supported})",
                 file.display()
             ),
+            Error::StreamDeleted { stream } => {
+                write!(f, "stream {stream:?} is deleted (hard delete, tombstone)")
+            }
         }
     }
 }

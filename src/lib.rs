@@ -51,6 +51,10 @@
 //!   bound (a version, a position or a time).
 //! - Schema evolution: [`Upcasters`] in [`Options::with_upcasters`] rewrite events of
 //!   older schema versions ([`NewEvent::with_schema_version`]) on every read path.
+//! - Lifecycle: [`Store::set_stream_metadata`] ([`StreamMetadata`]: keep the newest N
+//!   events, events younger than an age, or from a version on; free user metadata),
+//!   [`Store::delete_stream`] (soft: the stream reads as empty, a later append re-creates
+//!   it) and [`Store::tombstone_stream`] (hard: [`Error::StreamDeleted`] from then on).
 //! - Processors: [`Store::subscribe_all`] ([`SubscribeAll`], with a [`Filter`]) and
 //!   [`Store::subscribe_stream`] ([`SubscribeStream`]) catch up, then stay live; each
 //!   [`Delivery::Event`] carries a [`ResumeToken`] to save with
@@ -124,11 +128,12 @@ pub use index::IndexReport;
 pub use log::{Damage, TailKind, TruncatedTail, VerifyReport};
 pub use snapshot::SnapshotReport;
 pub use store::{
-    Aggregate, AllEvents, AppendResult, AsOf, Clock, Durability, EventId, EventRef, EventView,
-    ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES,
-    MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position, RecordedEvent, RecoveryReport,
-    ResumeToken, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot, SnapshotPolicy, Store, StoreInfo,
-    StreamEvents, Upcast, Upcasters,
+    Aggregate, AllEvents, AppendResult, AsOf, Clock, DeleteResult, Durability, EventId, EventRef,
+    EventView, ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded, MAX_SEGMENT_SIZE_BYTES,
+    METADATA_EVENT, METADATA_STREAM, MIN_SEGMENT_SIZE_BYTES, NewEvent, Options, Position,
+    RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR, SNAPSHOTS_DIR, Snapshot,
+    SnapshotPolicy, Store, StoreInfo, StreamEvents, StreamMetadata, TOMBSTONE_EVENT, Upcast,
+    Upcasters,
 };
 #[cfg(feature = "tokio")]
 pub use subscribe::SubscriptionStream;

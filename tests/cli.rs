@@ -1331,3 +1331,159 @@ fn reads_as_of_a_version_or_a_time_and_between_times() {
         assert_eq!(code(&o), 2, "{bad:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn stream_meta_prints_and_changes_metadata_as_json_and_reads_honour_it() {
+    let s = TestStore::new();
+    for i in 0..5 {
+        s.append("order-1", "Placed", &format!(r#"{{"n":{i}}}"#));
+    }
+    let m = ok_lines(&streamlog(&["stream-meta", s.path(), "order-1"])).remove(0);
+    assert_eq!(m["stream"], "order-1");
+    assert_eq!(m["metadata_version"], Value::Null);
+    assert_eq!(m["metadata"], serde_json::json!({}));
+    let m = ok_lines(&streamlog(&[
+        "stream-meta",
+        s.path(),
+        "order-1",
+        "--max-count",
+        "2",
+        "--max-age",
+        "7d",
+        "--user",
+        r#"{"owner":"billing"}"#,
+    ]))
+    .remove(0);
+    assert_eq!(m["metadata_version"], 0);
+    assert_eq!(
+        m["metadata"],
+        serde_json::json!({"$maxCount": 2, "$maxAge": 604800, "owner": "billing"})
+    );
+    let versions: Vec<u64> = s
+        .read("order-1")
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(versions, [3, 4]);
+    // `none` removes a rule; the other fields stay.
+    let m = ok_lines(&streamlog(&[
+        "stream-meta",
+        s.path(),
+        "order-1",
+        "--max-count",
+        "none",
+        "--truncate-before",
+        "1",
+    ]))
+    .remove(0);
+    assert_eq!(
+        m["metadata"],
+        serde_json::json!({"$maxAge": 604800, "$tb": 1, "owner": "billing"})
+    );
+    assert_eq!(s.read("order-1").len(), 4);
+    let m = ok_lines(&streamlog(&["stream-meta", s.path(), "order-1"])).remove(0);
+    assert_eq!(m["metadata_version"], 1);
+}
+
+#[test]
+fn stream_meta_refuses_bad_input_with_exit_2_and_changes_nothing() {
+    let s = TestStore::new();
+    s.append("a", "T", "1");
+    for args in [
+        &["--user", "{"][..],
+        &["--user", "[1,2]"],
+        &["--user", r#"{"$maxCount":3}"#],
+        &["--max-count", "0"],
+        &["--max-count", "-1"],
+        &["--max-age", "0"],
+        &["--max-age", "3 fortnights"],
+        &["--truncate-before", "x"],
+    ] {
+        let mut all = vec!["stream-meta", s.path(), "a"];
+        all.extend_from_slice(args);
+        let o = streamlog(&all);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+    }
+    let o = streamlog(&["delete", s.path(), "$streams-metadata"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = streamlog(&[
+        "append",
+        s.path(),
+        "$streams-metadata",
+        "--type",
+        "$tombstone",
+        "--data",
+        r#"{"stream":"a"}"#,
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let m = ok_lines(&streamlog(&["stream-meta", s.path(), "a"])).remove(0);
+    assert_eq!(m["metadata_version"], Value::Null);
+    assert_eq!(s.read("a").len(), 1);
+}
+
+#[test]
+fn delete_soft_then_hard_and_a_hard_deleted_stream_exits_7() {
+    let s = TestStore::new();
+    s.append("a", "T", "1");
+    s.append("a", "T", "2");
+    s.append("b", "T", "3");
+    // Wrong expected version: exit 3, nothing deleted.
+    let o = streamlog(&["delete", s.path(), "a", "--expected", "0"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    let d = ok_lines(&streamlog(&["delete", s.path(), "a", "--expected", "1"])).remove(0);
+    assert_eq!(d["deleted"], "soft");
+    assert!(d["position"].is_u64());
+    assert!(s.read("a").is_empty());
+    let m = ok_lines(&streamlog(&["stream-meta", s.path(), "a"])).remove(0);
+    assert_eq!(
+        (m["deleted"].clone(), m["metadata"]["$tb"].clone()),
+        (true.into(), 2.into())
+    );
+    // Re-created: versions go on.
+    let o = streamlog(&[
+        "append",
+        s.path(),
+        "a",
+        "--expected",
+        "no-stream",
+        "--data",
+        "new",
+    ]);
+    assert_eq!(ok_lines(&o)[0]["first_version"], 2);
+    assert_eq!(s.read("a").len(), 1);
+    let d = ok_lines(&streamlog(&["delete", s.path(), "a", "--hard"])).remove(0);
+    assert_eq!(d["deleted"], "hard");
+    for args in [
+        &["read", s.path(), "a"][..],
+        &["read", s.path(), "a", "--backward"],
+        &["append", s.path(), "a", "--data", "x"],
+        &["delete", s.path(), "a"],
+        &["delete", s.path(), "a", "--hard"],
+        &["stream-meta", s.path(), "a", "--max-count", "3"],
+    ] {
+        let o = streamlog(args);
+        assert_eq!(code(&o), 7, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("deleted"), "{}", stderr(&o));
+    }
+    let m = ok_lines(&streamlog(&["stream-meta", s.path(), "a"])).remove(0);
+    assert_eq!(m["tombstoned"], true);
+    // $all passes over the deleted stream's events; the changes are system events.
+    let all = ok_lines(&streamlog(&["read-all", s.path()]));
+    let user: Vec<&str> = all
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap())
+        .filter(|s| !s.starts_with('$'))
+        .collect();
+    assert_eq!(user, ["b"]);
+    assert_eq!(
+        all.iter()
+            .filter(|e| e["stream"] == "$streams-metadata")
+            .count(),
+        2
+    );
+    let o = streamlog(&["verify", s.path()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // --help lists the exit code.
+    let help = String::from_utf8(streamlog(&["--help"]).stdout).unwrap();
+    assert!(help.contains("7 stream deleted"), "{help}");
+}

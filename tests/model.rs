@@ -1,6 +1,7 @@
 //! State-machine property test: the store against a `BTreeMap` model, with reopen and
 //! process-crash transitions (a crash image is the files as they are while the store is
-//! open: what a `kill -9` leaves behind).
+//! open: what a `kill -9` leaves behind), and stream lifecycle transitions: metadata
+//! (max count, truncate-before), soft delete and re-creation, hard delete.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -10,7 +11,8 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use streamlog::{
-    Durability, Error, ExpectedVersion, NewEvent, Options, Position, RecordedEvent, Store,
+    Durability, Error, ExpectedVersion, METADATA_STREAM, NewEvent, Options, Position,
+    RecordedEvent, Store, StreamMetadata,
 };
 
 #[derive(Debug, Clone)]
@@ -32,6 +34,21 @@ enum Op {
     Retry,
     Reopen,
     Crash,
+    Delete {
+        stream: u8,
+        expect: Expect,
+    },
+    Tombstone {
+        stream: u8,
+        expect: Expect,
+    },
+    SetMetadata {
+        stream: u8,
+        /// Against the metadata version.
+        expect: Expect,
+        max_count: Option<u64>,
+        truncate_before: Option<u64>,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -42,18 +59,91 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (-1i8..=1).prop_map(Expect::Exact),
     ];
     prop_oneof![
-        12 => (0u8..4, expect, proptest::collection::vec(0u16..600, 1..5))
+        12 => (0u8..4, expect.clone(), proptest::collection::vec(0u16..600, 1..5))
             .prop_map(|(stream, expect, sizes)| Op::Append { stream, expect, sizes }),
         2 => Just(Op::Retry),
         1 => Just(Op::Reopen),
         1 => Just(Op::Crash),
+        1 => (0u8..4, expect.clone()).prop_map(|(stream, expect)| Op::Delete { stream, expect }),
+        1 => (0u8..8, expect.clone()).prop_map(|(stream, expect)| Op::Tombstone { stream, expect }),
+        2 => (0u8..4, expect, proptest::option::of(1u64..4), proptest::option::of(0u64..6))
+            .prop_map(|(stream, expect, max_count, truncate_before)| Op::SetMetadata {
+                stream,
+                expect,
+                max_count,
+                truncate_before,
+            }),
     ]
+}
+
+/// One stream as the model sees it.
+#[derive(Default)]
+struct StreamModel {
+    /// Every event ever appended (deleted ones too), by version.
+    events: Vec<Vec<u8>>,
+    max_count: Option<u64>,
+    truncate_before: Option<u64>,
+    metadata_version: Option<u64>,
+    tombstoned: bool,
+}
+
+impl StreamModel {
+    fn last(&self) -> Option<u64> {
+        (self.events.len() as u64).checked_sub(1)
+    }
+
+    /// The last version as expected versions see it (`None` when soft deleted).
+    fn visible_last(&self) -> Option<u64> {
+        self.last()
+            .filter(|&l| self.truncate_before.is_none_or(|tb| l >= tb))
+    }
+
+    fn keeps(&self, version: u64) -> bool {
+        let last = self.last().unwrap_or(0);
+        !self.tombstoned
+            && self.truncate_before.is_none_or(|tb| version >= tb)
+            && self.max_count.is_none_or(|n| version + n > last)
+    }
+
+    fn kept(&self) -> Vec<u64> {
+        (0..self.events.len() as u64)
+            .filter(|&v| self.keeps(v))
+            .collect()
+    }
 }
 
 #[derive(Default)]
 struct Model {
-    streams: BTreeMap<String, Vec<Vec<u8>>>,
+    streams: BTreeMap<String, StreamModel>,
+    /// Every event in commit order (hidden ones too).
     all: Vec<(String, u64)>,
+    /// Events of the system stream of stream metadata.
+    system_events: u64,
+}
+
+impl Model {
+    /// The expected version `expect` makes of `last`, and whether it holds; `None` when
+    /// it names a version below 0.
+    fn expected(expect: &Expect, last: Option<u64>) -> Option<(ExpectedVersion, bool)> {
+        Some(match expect {
+            Expect::Any => (ExpectedVersion::Any, true),
+            Expect::NoStream => (ExpectedVersion::NoStream, last.is_none()),
+            Expect::Exists => (ExpectedVersion::StreamExists, last.is_some()),
+            Expect::Exact(d) => {
+                let v = last.map_or(0, |l| l as i64) + i64::from(*d);
+                if v < 0 {
+                    return None;
+                }
+                (ExpectedVersion::Exact(v as u64), last == Some(v as u64))
+            }
+        })
+    }
+
+    fn record_system_event(&mut self) {
+        self.all
+            .push((METADATA_STREAM.to_string(), self.system_events));
+        self.system_events += 1;
+    }
 }
 
 /// Small segments, a 16-entry memtable, a 4-stream cache and a 2 KiB frame cache, so that
@@ -89,14 +179,37 @@ fn copy_store(from: &Path, to: &Path) {
 }
 
 fn check(store: &Store, model: &Model) {
-    for (name, events) in &model.streams {
+    for (name, stream) in &model.streams {
+        if stream.tombstoned {
+            assert!(matches!(
+                store.read_stream(name, 0),
+                Err(Error::StreamDeleted { .. })
+            ));
+            assert!(matches!(
+                store.read_stream_backward(name, None),
+                Err(Error::StreamDeleted { .. })
+            ));
+            assert!(matches!(
+                store.stream_version(name),
+                Err(Error::StreamDeleted { .. })
+            ));
+            assert!(store.stream_metadata(name).unwrap().tombstoned);
+            continue;
+        }
+        let kept = stream.kept();
+        let events: Vec<Vec<u8>> = kept
+            .iter()
+            .map(|&v| stream.events[v as usize].clone())
+            .collect();
         let owned: Vec<RecordedEvent> = store
             .read_stream(name, 0)
             .unwrap()
             .map(|e| e.unwrap())
             .collect();
         let got: Vec<_> = owned.iter().map(|e| e.data.clone()).collect();
-        assert_eq!(&got, events, "stream {name}");
+        assert_eq!(got, events, "stream {name}");
+        let versions: Vec<u64> = owned.iter().map(|e| e.version).collect();
+        assert_eq!(versions, kept, "stream {name}");
         // The borrowing reader hands over exactly what the iterator yields.
         let mut viewed = Vec::new();
         let n = store
@@ -112,10 +225,27 @@ fn check(store: &Store, model: &Model) {
             .unwrap()
             .map(|e| e.unwrap().version)
             .collect();
-        assert_eq!(back, (0..events.len() as u64).rev().collect::<Vec<_>>());
+        assert_eq!(back, kept.iter().rev().copied().collect::<Vec<_>>());
+        assert_eq!(store.stream_version(name).unwrap(), stream.visible_last());
+        let m = store.stream_metadata(name).unwrap();
         assert_eq!(
-            store.stream_version(name).unwrap(),
-            (events.len() as u64).checked_sub(1)
+            (
+                m.max_count,
+                m.truncate_before,
+                m.metadata_version,
+                m.tombstoned
+            ),
+            (
+                stream.max_count,
+                stream.truncate_before,
+                stream.metadata_version,
+                false
+            ),
+            "metadata of {name}"
+        );
+        assert_eq!(
+            m.deleted,
+            stream.last().is_some() && stream.visible_last().is_none()
         );
     }
     let owned: Vec<RecordedEvent> = store
@@ -127,7 +257,13 @@ fn check(store: &Store, model: &Model) {
         .iter()
         .map(|e| (e.stream.to_string(), e.version))
         .collect();
-    assert_eq!(all, model.all);
+    let expected_all: Vec<(String, u64)> = model
+        .all
+        .iter()
+        .filter(|(s, v)| model.streams.get(s).is_none_or(|m| m.keeps(*v)))
+        .cloned()
+        .collect();
+    assert_eq!(all, expected_all);
     let mut viewed = Vec::new();
     store
         .read_all_with(Position::START, |e| {
@@ -144,40 +280,37 @@ fn run(ops: Vec<Op>, collide: bool) {
     let mut model = Model::default();
     let mut last_append: Option<(String, ExpectedVersion, Vec<NewEvent>, u64)> = None;
     for (step, op) in ops.into_iter().enumerate() {
-        match op {
+        match op.clone() {
             Op::Append {
                 stream,
                 expect,
                 sizes,
             } => {
                 let name = format!("stream-{stream}");
-                let current = model.streams.get(&name).map_or(0, Vec::len) as u64;
-                let last = current.checked_sub(1);
-                let (expected, ok) = match expect {
-                    Expect::Any => (ExpectedVersion::Any, true),
-                    Expect::NoStream => (ExpectedVersion::NoStream, last.is_none()),
-                    Expect::Exists => (ExpectedVersion::StreamExists, last.is_some()),
-                    Expect::Exact(d) => {
-                        let v = last.unwrap_or(0) as i64 + i64::from(d);
-                        if v < 0 {
-                            continue;
-                        }
-                        (ExpectedVersion::Exact(v as u64), last == Some(v as u64))
-                    }
+                let m = model.streams.entry(name.clone()).or_default();
+                let current = m.events.len() as u64;
+                let Some((expected, ok)) = Model::expected(&expect, m.visible_last()) else {
+                    continue;
                 };
+                let tombstoned = m.tombstoned;
                 let events: Vec<NewEvent> = sizes
                     .iter()
                     .enumerate()
                     .map(|(i, &n)| NewEvent::new("E", vec![(step + i) as u8; usize::from(n)]))
                     .collect();
                 let r = store.append(&name, expected, events.clone());
-                if ok {
+                if tombstoned {
+                    assert!(
+                        matches!(r, Err(Error::StreamDeleted { .. })),
+                        "step {step}: {r:?}"
+                    );
+                } else if ok {
                     let r = r.unwrap();
                     assert_eq!(r.first_version, current, "step {step}");
                     assert!(!r.deduplicated);
                     let entry = model.streams.entry(name.clone()).or_default();
                     for (i, e) in events.iter().enumerate() {
-                        entry.push(e.data.clone());
+                        entry.events.push(e.data.clone());
                         model.all.push((name.clone(), current + i as u64));
                     }
                     last_append = Some((name, expected, events, current));
@@ -190,9 +323,76 @@ fn run(ops: Vec<Op>, collide: bool) {
             }
             Op::Retry => {
                 if let Some((name, expected, events, first)) = &last_append {
-                    let r = store.append(name, *expected, events.clone()).unwrap();
-                    assert!(r.deduplicated, "step {step}");
-                    assert_eq!(r.first_version, *first);
+                    let r = store.append(name, *expected, events.clone());
+                    if model.streams[name].tombstoned {
+                        assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                    } else {
+                        let r = r.unwrap();
+                        assert!(r.deduplicated, "step {step}");
+                        assert_eq!(r.first_version, *first);
+                    }
+                }
+            }
+            Op::Delete { stream, expect } | Op::Tombstone { stream, expect } => {
+                let hard = matches!(op, Op::Tombstone { .. });
+                let name = format!("stream-{stream}");
+                let m = model.streams.entry(name.clone()).or_default();
+                let Some((expected, ok)) = Model::expected(&expect, m.visible_last()) else {
+                    continue;
+                };
+                let r = if hard {
+                    store.tombstone_stream(&name, expected)
+                } else {
+                    store.delete_stream(&name, expected)
+                };
+                if m.tombstoned {
+                    assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                } else if ok {
+                    r.unwrap();
+                    if hard {
+                        m.tombstoned = true;
+                    } else if let Some(last) = m.last() {
+                        m.truncate_before = Some(last + 1);
+                    }
+                    m.metadata_version = Some(m.metadata_version.map_or(0, |v| v + 1));
+                    model.record_system_event();
+                } else {
+                    assert!(
+                        matches!(r, Err(Error::WrongExpectedVersion { .. })),
+                        "step {step}: {r:?}"
+                    );
+                }
+            }
+            Op::SetMetadata {
+                stream,
+                expect,
+                max_count,
+                truncate_before,
+            } => {
+                let name = format!("stream-{stream}");
+                let m = model.streams.entry(name.clone()).or_default();
+                let Some((expected, ok)) = Model::expected(&expect, m.metadata_version) else {
+                    continue;
+                };
+                let mut metadata = StreamMetadata::new();
+                metadata.max_count = max_count;
+                metadata.truncate_before = truncate_before;
+                let r = store.set_stream_metadata(&name, expected, &metadata);
+                if m.tombstoned {
+                    assert!(matches!(r, Err(Error::StreamDeleted { .. })), "{r:?}");
+                } else if ok {
+                    let r = r.unwrap();
+                    let version = m.metadata_version.map_or(0, |v| v + 1);
+                    assert_eq!(r.first_version, version);
+                    m.metadata_version = Some(version);
+                    m.max_count = max_count;
+                    m.truncate_before = truncate_before;
+                    model.record_system_event();
+                } else {
+                    assert!(
+                        matches!(r, Err(Error::WrongExpectedVersion { .. })),
+                        "step {step}: {r:?}"
+                    );
                 }
             }
             Op::Reopen => {

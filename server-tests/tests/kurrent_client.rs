@@ -1,7 +1,8 @@
 //! `streamlog`'s gRPC server driven by the official KurrentDB Rust client (crate
 //! `kurrentdb`), a client we did not write: appends with each expected-revision kind,
-//! batches, reads both ways, `$all`, catch-up then live subscriptions with filters, and a
-//! subscription that lives through a server restart.
+//! batches, reads both ways, `$all`, catch-up then live subscriptions with filters, soft
+//! and hard deletes with the errors clients expect after them, and a subscription that
+//! lives through a server restart.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,6 +13,7 @@ use kurrentdb::{
     Position, ReadAllOptions, ReadStreamOptions, RetryOptions, StreamPosition, StreamState,
     SubscribeToAllOptions, SubscribeToStreamOptions, SubscriptionEvent, SubscriptionFilter,
 };
+use kurrentdb::{DeleteStreamOptions, TombstoneStreamOptions};
 use streamlog::Store;
 use streamlog::server::{Server, ServerOptions};
 use tokio::sync::oneshot;
@@ -593,11 +595,85 @@ async fn what_is_not_supported_says_so() {
         .await
         .expect_err("persistent subscriptions are not supported");
     assert!(e.is_unsupported_feature(), "{e:?}");
+    server.shut_down().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_and_hard_deletes_answer_as_clients_expect() {
+    let (_dir, server) = start().await;
+    let client = server.client();
+    for n in 0..3 {
+        client
+            .append_to_stream("cart-1", &expect(StreamState::Any), json("Added", n))
+            .await
+            .expect("append");
+    }
+    // A delete guarded by a wrong revision is refused and deletes nothing.
     let e = client
-        .delete_stream("s", &Default::default())
+        .delete_stream(
+            "cart-1",
+            &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(7)),
+        )
         .await
-        .expect_err("deletion is not wired yet");
-    assert!(e.is_unsupported_feature(), "{e:?}");
+        .expect_err("wrong expected revision");
+    assert!(
+        !matches!(e, kurrentdb::Error::ResourceDeleted),
+        "a conflict, not a deleted stream: {e:?}"
+    );
+    assert_eq!(
+        read_stream(&client, "cart-1", &ReadStreamOptions::default())
+            .await
+            .len(),
+        3
+    );
+
+    // Soft delete: the stream reads as not found; an append re-creates it, and its
+    // revisions go on after the old ones.
+    let at = client
+        .delete_stream(
+            "cart-1",
+            &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(2)),
+        )
+        .await
+        .expect("soft delete");
+    assert!(at.is_some(), "a delete reports its position");
+    let mut read = client
+        .read_stream("cart-1", &ReadStreamOptions::default())
+        .await
+        .expect("read");
+    match read.next().await {
+        Err(kurrentdb::Error::ResourceNotFound) | Ok(None) => {}
+        other => panic!("a soft-deleted stream reads as not found, got {other:?}"),
+    }
+    let r = client
+        .append_to_stream("cart-1", &expect(StreamState::NoStream), json("Added", 9))
+        .await
+        .expect("re-create after a soft delete");
+    assert_eq!(r.next_expected_version, 3);
+
+    // Hard delete: every later call on the stream says it is deleted.
+    client
+        .tombstone_stream("cart-1", &TombstoneStreamOptions::default())
+        .await
+        .expect("tombstone");
+    let e = client
+        .append_to_stream("cart-1", &expect(StreamState::Any), json("Added", 10))
+        .await
+        .expect_err("append to a tombstoned stream");
+    assert!(matches!(e, kurrentdb::Error::ResourceDeleted), "{e:?}");
+    let mut read = client
+        .read_stream("cart-1", &ReadStreamOptions::default())
+        .await
+        .expect("read");
+    match read.next().await {
+        Err(kurrentdb::Error::ResourceDeleted) => {}
+        other => panic!("a tombstoned stream reads as deleted, got {other:?}"),
+    }
+    let e = client
+        .delete_stream("cart-1", &DeleteStreamOptions::default())
+        .await
+        .expect_err("deleting a tombstoned stream again");
+    assert!(matches!(e, kurrentdb::Error::ResourceDeleted), "{e:?}");
     server.shut_down().await;
 }
 

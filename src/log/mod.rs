@@ -165,15 +165,17 @@ impl Log {
         }
     }
 
-    /// For a read-only log beside a live writer: moves the end of what is read to `end`,
-    /// taking in the segments the writer started meanwhile (the ones before them are
-    /// sealed by now: the writer seals a segment before it starts the next). Returns the
-    /// previous end; does nothing unless `end` is past it.
+    /// For a read-only log beside a live writer, the first half of following it: takes in
+    /// the segments the writer started meanwhile, up to `end` (the ones before them are
+    /// sealed by now: the writer seals a segment before it starts the next), so that
+    /// [`Log::frames`] reads up to `end`, without moving the end readers see (the follower
+    /// indexes the new frames first; [`Log::publish_followed`] is the second half).
+    /// Returns the end readers see; does nothing unless `end` is past it.
     ///
     /// # Errors
     /// I/O errors listing or opening segment files; [`Error::UnsupportedFormat`] for a
     /// segment of a newer format.
-    pub fn follow(&self, end: u64) -> Result<u64> {
+    pub fn follow_files(&self, end: u64) -> Result<u64> {
         let old = self.written();
         if !self.read_only || end <= old {
             return Ok(old);
@@ -201,9 +203,16 @@ impl Log {
                 )?));
             }
         }
-        self.written.fetch_max(end, Ordering::AcqRel);
-        self.durable.fetch_max(end, Ordering::AcqRel);
         Ok(old)
+    }
+
+    /// The second half of following a live writer ([`Log::follow_files`]): readers see up
+    /// to `end`.
+    pub fn publish_followed(&self, end: u64) {
+        if self.read_only {
+            self.written.fetch_max(end, Ordering::AcqRel);
+            self.durable.fetch_max(end, Ordering::AcqRel);
+        }
     }
 
     /// End of the bytes handed to the OS.

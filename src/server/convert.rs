@@ -205,9 +205,9 @@ pub(super) fn now_ticks() -> i64 {
 pub(super) fn status(e: &Error) -> Status {
     let code = match e {
         Error::InvalidArgument(_) | Error::TooLarge { .. } => Code::InvalidArgument,
-        Error::WrongExpectedVersion { .. } | Error::IdempotencyConflict { .. } => {
-            Code::FailedPrecondition
-        }
+        Error::WrongExpectedVersion { .. }
+        | Error::IdempotencyConflict { .. }
+        | Error::StreamDeleted { .. } => Code::FailedPrecondition,
         Error::Corrupted { .. } => Code::DataLoss,
         Error::Poisoned | Error::Closed | Error::ReadOnly | Error::Locked { .. } => {
             Code::Unavailable
@@ -222,7 +222,35 @@ pub(super) fn status(e: &Error) -> Status {
             serde_json::json!({ "code": format!("{code:?}"), "error": e.to_string() }),
         );
     }
-    Status::new(code, e.to_string())
+    let mut status = Status::new(code, e.to_string());
+    // The trailers KurrentDB sends, which the official clients read.
+    let trailers = status.metadata_mut();
+    let mut put = |key: &'static str, value: String| {
+        if let Ok(v) = value.parse() {
+            trailers.insert(key, v);
+        }
+    };
+    match e {
+        Error::StreamDeleted { stream } => {
+            put("exception", "stream-deleted".into());
+            put("stream-name", stream.clone());
+        }
+        Error::WrongExpectedVersion {
+            stream,
+            expected,
+            actual,
+        } => {
+            put("exception", "wrong-expected-version".into());
+            put("stream-name", stream.clone());
+            put("expected-version", expected.to_string());
+            put(
+                "actual-version",
+                actual.map_or_else(|| "-1".to_string(), |v| v.to_string()),
+            );
+        }
+        _ => {}
+    }
+    status
 }
 
 #[cfg(test)]

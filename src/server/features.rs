@@ -22,6 +22,8 @@ const SUPPORTED: &[(&str, &str, &[&str])] = &[
     ),
     ("event_store.client.streams.streams", "append", &[]),
     ("event_store.client.streams.streams", "batchappend", &[]),
+    ("event_store.client.streams.streams", "delete", &[]),
+    ("event_store.client.streams.streams", "tombstone", &[]),
     (
         "event_store.client.server_features.serverfeatures",
         "getsupportedmethods",

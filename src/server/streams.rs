@@ -15,7 +15,7 @@ use super::convert;
 use super::limits::Limits;
 use super::proto::event_store::client as pb;
 use super::proto::google::rpc;
-use crate::{AppendResult, Error, ExpectedVersion, NewEvent, Store};
+use crate::{AppendResult, Error, ExpectedVersion, NewEvent, ResumeToken, Store};
 use pb::streams::{
     AppendReq, AppendResp, BatchAppendReq, BatchAppendResp, DeleteReq, DeleteResp, ReadReq,
     ReadResp, TombstoneReq, TombstoneResp, append_req, append_resp, batch_append_req,
@@ -430,7 +430,7 @@ impl streams_server::Streams for StreamsService {
             Some(Rev::Any(())) | None => ExpectedVersion::Any,
         };
         let (commit_position, prepare_position) =
-            delete_stream(&self.store, &stream, expected, Deletion::Soft)?;
+            delete_stream(&self.store, &stream, expected, Deletion::Soft).await?;
         Ok(Response::new(DeleteResp {
             position_option: Some(pb::streams::delete_resp::PositionOption::Position(
                 pb::streams::delete_resp::Position {
@@ -458,7 +458,7 @@ impl streams_server::Streams for StreamsService {
             Some(Rev::Any(())) | None => ExpectedVersion::Any,
         };
         let (commit_position, prepare_position) =
-            delete_stream(&self.store, &stream, expected, Deletion::Hard)?;
+            delete_stream(&self.store, &stream, expected, Deletion::Hard).await?;
         Ok(Response::new(TombstoneResp {
             position_option: Some(pb::streams::tombstone_resp::PositionOption::Position(
                 pb::streams::tombstone_resp::Position {
@@ -550,28 +550,24 @@ pub(super) enum Deletion {
     Hard,
 }
 
-/// Where `Streams.Delete` and `Streams.Tombstone` reach the store; returns the
-/// (commit, prepare) position of the deletion.
-///
-/// INTEGRATION POINT: stream deletion is being added to the library (branch `lifecycle`:
-/// `Store::delete_stream` / `Store::tombstone_stream` returning `DeleteResult { position }`,
-/// and `Error::StreamDeleted` from reads and appends of a tombstoned stream). Until it is
-/// merged, both calls answer UNIMPLEMENTED. Wiring it: call the store here on a blocking
-/// thread, answer a `WrongExpectedVersion` error as FAILED_PRECONDITION, return
-/// [`convert::token_position`] of `ResumeToken::at(result.position)`, and map
-/// `Error::StreamDeleted` in [`convert::status`] to FAILED_PRECONDITION with the trailer
-/// `exception: stream-deleted` (what the official clients look for).
-fn delete_stream(
-    _store: &Store,
+/// Where `Streams.Delete` and `Streams.Tombstone` reach the store (on a blocking thread:
+/// a delete waits for its commit like an append); returns the (commit, prepare) position
+/// of the deletion. A wrong expected version, and a stream already hard deleted, come back
+/// as FAILED_PRECONDITION with the `exception` trailer clients read
+/// ([`convert::status`]).
+async fn delete_stream(
+    store: &Store,
     stream: &str,
-    _expected: ExpectedVersion,
+    expected: ExpectedVersion,
     how: Deletion,
 ) -> Result<(u64, u64), Status> {
-    let what = match how {
-        Deletion::Soft => "Streams.Delete",
-        Deletion::Hard => "Streams.Tombstone",
-    };
-    Err(Status::unimplemented(format!(
-        "{what} of {stream:?}: this streamlog server does not delete streams yet"
-    )))
+    let (store, name) = (store.clone(), stream.to_string());
+    let result = tokio::task::spawn_blocking(move || match how {
+        Deletion::Soft => store.delete_stream(&name, expected),
+        Deletion::Hard => store.tombstone_stream(&name, expected),
+    })
+    .await
+    .map_err(|e| Status::internal(format!("the delete task failed: {e}")))?
+    .map_err(|e| convert::status(&e))?;
+    Ok(convert::token_position(ResumeToken::at(result.position)))
 }

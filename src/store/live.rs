@@ -182,7 +182,9 @@ impl Inner {
         if self.live_published.load(Ordering::Acquire) == end {
             return Ok(());
         }
-        let old = self.log.follow(end)?;
+        // The new frames are indexed, and their metadata records taken in, before
+        // readers see them: no reader sees an event without the rule that hides it.
+        let old = self.log.follow_files(end)?;
         if end <= old {
             return Ok(());
         }
@@ -196,10 +198,14 @@ impl Inner {
                 {
                     self.index
                         .record(stream, first_version, count, header.position, header.crc);
+                    if stream == super::METADATA_STREAM {
+                        self.apply_metadata_frame(&header, bytes.body(), old)?;
+                    }
                 }
             }
             self.indexed_to.fetch_max(end, Ordering::AcqRel);
         }
+        self.log.publish_followed(end);
         self.published.notify();
         Ok(())
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::frame::DecodedFrame;
+use super::metadata::{Retention, Rule};
 use super::{Durability, Inner};
 use crate::error::{Error, Result};
 use crate::index::Entry;
@@ -25,6 +26,11 @@ pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
     fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>>;
     /// The frame `entry` points at, if it is below `visible` and `stream`'s.
     fn read_entry(&self, stream: &str, entry: Entry, visible: u64) -> Result<Option<Found>>;
+    /// The stream metadata's rule for `stream` as readers below `visible` apply it.
+    fn rule(&self, stream: &str, visible: u64) -> Option<Rule>;
+    /// Now, by the store's clock, in microseconds since the Unix epoch (ages are counted
+    /// from it).
+    fn now_us(&self) -> i64;
 }
 
 /// A reader's view: the store and the visibility bound at the reader's creation.
@@ -37,6 +43,10 @@ pub(crate) struct Lookup {
 }
 
 impl FrameLookup for Inner {
+    fn now_us(&self) -> i64 {
+        super::event::timestamp_us(self.options.clock.now())
+    }
+
     fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
         self.resolve_visible(stream, version, visible)
     }
@@ -54,6 +64,10 @@ impl FrameLookup for Inner {
         let frame = self.frame_at(entry.position, visible)?;
         Ok((frame.stream() == stream).then_some(Found { entry, frame }))
     }
+
+    fn rule(&self, stream: &str, visible: u64) -> Option<Rule> {
+        self.registry.rule_at(stream, visible)
+    }
 }
 
 impl Inner {
@@ -63,6 +77,31 @@ impl Inner {
             Durability::Sync => self.log.durable(),
             _ => self.log.written(),
         }
+    }
+
+    /// What a stream reader created now, seeing below `visible`, keeps of `stream`
+    /// (`None`: everything).
+    ///
+    /// # Errors
+    /// [`Error::StreamDeleted`] for a hard-deleted stream; errors looking up its last
+    /// version (for a `max_count` rule).
+    pub(super) fn retention(&self, stream: &str, visible: u64) -> Result<Option<Retention>> {
+        let Some(rule) = self.registry.rule_at(stream, visible) else {
+            return Ok(None);
+        };
+        if rule.tombstoned {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        let last = match rule.max_count {
+            Some(_) => self
+                .resolve_visible(stream, u64::MAX, visible)?
+                .map(|f| f.entry.last_version()),
+            None => None,
+        };
+        let now_us = super::event::timestamp_us(self.options.clock.now());
+        Ok(Retention::new(&rule, last, now_us))
     }
 
     /// `Error::Corrupted` for the frame at `position`, naming its file and file offset.

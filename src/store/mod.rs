@@ -5,6 +5,9 @@
 //! - `lookup`: finding a stream's frames through the index, visibility, the frame cache;
 //! - `read`: stream and `$all` readers;
 //! - `snapshots`: snapshots and aggregate loads;
+//! - `metadata`: stream metadata and deletes as events of a system stream, and the
+//!   registry of them every read path consults;
+//! - `lifecycle`: delete, tombstone, reading and changing stream metadata;
 //! - `maintenance`: index upkeep, background threads, the clean close;
 //! - `report`: info and verification;
 //! - `event`, `options`, `aggregate`, `frame`: the types of the model.
@@ -12,9 +15,11 @@
 mod aggregate;
 mod event;
 mod frame;
+mod lifecycle;
 mod live;
 mod lookup;
 mod maintenance;
+mod metadata;
 mod open;
 mod options;
 mod read;
@@ -30,8 +35,10 @@ pub use event::{
     AppendResult, EventId, EventRef, EventView, ExpectedVersion, NewEvent, Position, RecordedEvent,
     ResumeToken,
 };
+pub use lifecycle::DeleteResult;
 pub use live::LIVE_FILE;
 pub(crate) use live::read_live;
+pub use metadata::{METADATA_EVENT, METADATA_STREAM, StreamMetadata, TOMBSTONE_EVENT};
 pub use options::{Clock, Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub use read::{AllEvents, StreamEvents};
 pub(crate) use report::count_and_check_versions;
@@ -99,6 +106,9 @@ struct Inner {
     /// the cache needs no invalidation; it dies with the store.
     frames: Mutex<Generations<u64, Arc<DecodedFrame>, rustc_hash::FxBuildHasher>>,
     snapshots: SnapshotStore,
+    /// Stream metadata and deletes, read from the system stream at open and kept current
+    /// by the writer (or, in a follower, as it indexes the writer's frames).
+    registry: metadata::Registry,
     /// Wakes readers waiting for new visible appends (subscriptions).
     published: Published,
     /// Writer: the `LIVE` file it publishes its visible end in.

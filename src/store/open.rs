@@ -157,6 +157,7 @@ impl Store {
             index,
             frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
             snapshots,
+            registry: super::metadata::Registry::default(),
             published: Published::default(),
             indexed_to: std::sync::atomic::AtomicU64::new(indexed_to),
             live: std::sync::OnceLock::new(),
@@ -182,6 +183,8 @@ impl Store {
             options,
             _lock: lock,
         });
+        // Stream metadata and deletes, before any read or write can need them.
+        inner.load_registry(inner.visible())?;
         if !inner.options.read_only {
             // Commit times go on from the last append's, whatever the clock says now.
             let last = inner.last_commit_before(inner.log.written())?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::Store;
 use super::event::{EventId, EventView, Position, RecordedEvent, ResumeToken};
 use super::lookup::{Found, Lookup};
+use super::metadata::Retention;
 use crate::error::{Error, Result};
 use crate::format::{self, FrameHeader, FrameKind};
 use crate::index::Entry;
@@ -24,13 +25,69 @@ pub(crate) fn check_stream_name(stream: &str) -> Result<()> {
     Ok(())
 }
 
+/// What a `$all` reader does with the events of one stream.
+#[derive(Debug, Clone, Copy)]
+enum Keep {
+    All,
+    /// A hard-deleted stream.
+    None,
+    Some(Retention),
+}
+
+/// The stream metadata a `$all` reader applies: the rules in force at its creation, with
+/// the last versions of the streams whose rule keeps a number of events.
+#[derive(Debug)]
+struct AllRetention {
+    lookup: Lookup,
+    now_us: i64,
+    /// Last versions looked up for `max_count` rules (bounded: cleared when full).
+    last: rustc_hash::FxHashMap<String, Option<u64>>,
+}
+
+/// Streams with a `max_count` rule whose last version a `$all` reader remembers.
+const LAST_VERSIONS_MAX: usize = 4096;
+
+impl AllRetention {
+    fn for_stream(&mut self, stream: &str) -> Result<Keep> {
+        let visible = self.lookup.visible;
+        let Some(rule) = self.lookup.inner.rule(stream, visible) else {
+            return Ok(Keep::All);
+        };
+        if rule.tombstoned {
+            return Ok(Keep::None);
+        }
+        let last = match (rule.max_count, self.last.get(stream)) {
+            (None, _) => None,
+            (Some(_), Some(last)) => *last,
+            (Some(_), None) => {
+                let last = self
+                    .lookup
+                    .inner
+                    .resolve(stream, u64::MAX, visible)?
+                    .map(|f| f.entry.last_version());
+                if self.last.len() >= LAST_VERSIONS_MAX {
+                    self.last.clear();
+                }
+                self.last.insert(stream.to_string(), last);
+                last
+            }
+        };
+        Ok(match Retention::new(&rule, last, self.now_us) {
+            None => Keep::All,
+            Some(r) => Keep::Some(r),
+        })
+    }
+}
+
 /// Hands the events of the events frame at `position` (read in place by a `$all` reader)
-/// to `visit` as borrowed views, in version order, until `visit` breaks. `locate` names
-/// the file and offset for errors. (Stream readers get [`DecodedFrame`]s instead.)
+/// to `visit` as borrowed views, in version order, until `visit` breaks; events that the
+/// stream's metadata hides are passed over. `locate` names the file and offset for errors.
+/// (Stream readers get [`DecodedFrame`]s instead.)
 ///
 /// [`DecodedFrame`]: super::frame::DecodedFrame
 fn visit_frame(
     locate: &dyn Fn(u64) -> (std::path::PathBuf, u64),
+    retention: &mut AllRetention,
     position: u64,
     frame: &[u8],
     mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
@@ -46,10 +103,25 @@ fn visit_frame(
                 reason: e.to_string(),
             }
         })?;
+    let keep = retention.for_stream(body.stream)?;
     Ok(body.events.iter().enumerate().try_for_each(|(i, e)| {
+        let version = body.first_version.saturating_add(i as u64);
+        match keep {
+            Keep::All => {}
+            Keep::None => return ControlFlow::Continue(()),
+            Keep::Some(r)
+                if !r.keeps(
+                    version,
+                    super::metadata::event_time_us(body.committed_at_us, e.timestamp_us),
+                ) =>
+            {
+                return ControlFlow::Continue(());
+            }
+            Keep::Some(_) => {}
+        }
         visit(EventView {
             stream: body.stream,
-            version: body.first_version.saturating_add(i as u64),
+            version,
             position: Position(position),
             append_index: u32::try_from(i).unwrap_or(u32::MAX),
             id: EventId(e.id),
@@ -94,25 +166,46 @@ struct StreamCursor {
     ahead: VecDeque<Entry>,
     /// Forward: the last entry read from the index, where the next batch starts.
     scanned: Option<Entry>,
+    /// The stream metadata's rules when the reader was created, if they hide anything.
+    retention: Option<Retention>,
     /// Forward: the last version to hand over (an as-of read's bound).
     last: u64,
 }
 
 impl StreamCursor {
-    fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
+    fn new(
+        lookup: Lookup,
+        stream: &str,
+        from: u64,
+        backward: bool,
+        retention: Option<Retention>,
+    ) -> Self {
+        // Forward, the events below the retention floor are never looked up.
+        let floor = retention.map_or(0, |r| r.floor);
         StreamCursor {
             lookup,
             stream: stream.to_string(),
-            next: Some(from),
+            next: Some(if backward { from } else { from.max(floor) }),
             backward,
             ahead: VecDeque::new(),
             scanned: None,
+            retention,
             last: u64::MAX,
         }
     }
 
-    /// Whether version `v` is to be handed over, reading from `from` within a frame.
-    fn keeps(&self, v: u64, from: u64) -> bool {
+    /// Whether the stream's metadata keeps the event.
+    fn keeps(&self, e: &EventView<'_>) -> bool {
+        self.retention.is_none_or(|r| {
+            r.keeps(
+                e.version,
+                super::metadata::event_time_us(e.committed_at_us, e.timestamp_us),
+            )
+        })
+    }
+
+    /// Whether version `v` is in the read's range, reading from `from` within a frame.
+    fn in_range(&self, v: u64, from: u64) -> bool {
         if self.backward {
             v <= from
         } else {
@@ -123,6 +216,12 @@ impl StreamCursor {
     /// The next frame of the stream and the version to start at within it (forward: the
     /// first to keep; backward: the last).
     fn next_frame(&mut self) -> Result<Option<(Found, u64)>> {
+        // Backward, the reader ends at the retention floor.
+        if let (Some(next), Some(r)) = (self.next, self.retention)
+            && next < r.floor
+        {
+            self.next = None;
+        }
         let step = match (self.backward, self.scanned) {
             (false, Some(after)) => self.next_ahead(after),
             _ => self.next_lookup(),
@@ -211,9 +310,12 @@ impl StreamCursor {
             let mut last = None;
             let upcasters = &self.lookup.upcasters;
             let flow = found.frame.visit(
-                |v| self.keeps(v, from),
+                |v| self.in_range(v, from),
                 backward,
                 |e| {
+                    if !self.keeps(&e) {
+                        return ControlFlow::Continue(());
+                    }
                     seen += 1;
                     last = Some(e.version);
                     upcasters.apply(e, &mut visit)
@@ -250,24 +352,46 @@ pub struct StreamEvents {
 }
 
 impl StreamEvents {
-    pub(crate) fn forward(lookup: Lookup, stream: &str, from: u64) -> Self {
-        Self::new(lookup, stream, from, false)
+    pub(crate) fn forward(
+        lookup: Lookup,
+        stream: &str,
+        from: u64,
+        retention: Option<Retention>,
+    ) -> Self {
+        Self::new(lookup, stream, from, false, retention)
     }
 
-    pub(crate) fn backward(lookup: Lookup, stream: &str, from: Option<u64>) -> Self {
-        Self::new(lookup, stream, from.unwrap_or(u64::MAX), true)
+    pub(crate) fn backward(
+        lookup: Lookup,
+        stream: &str,
+        from: Option<u64>,
+        retention: Option<Retention>,
+    ) -> Self {
+        Self::new(lookup, stream, from.unwrap_or(u64::MAX), true, retention)
     }
 
     /// Forward from `from` up to version `last` (included).
-    pub(crate) fn forward_until(lookup: Lookup, stream: &str, from: u64, last: u64) -> Self {
-        let mut events = Self::new(lookup, stream, from, false);
+    pub(crate) fn forward_until(
+        lookup: Lookup,
+        stream: &str,
+        from: u64,
+        last: u64,
+        retention: Option<Retention>,
+    ) -> Self {
+        let mut events = Self::new(lookup, stream, from, false, retention);
         events.cursor.last = last;
         events
     }
 
-    fn new(lookup: Lookup, stream: &str, from: u64, backward: bool) -> Self {
+    fn new(
+        lookup: Lookup,
+        stream: &str,
+        from: u64,
+        backward: bool,
+        retention: Option<Retention>,
+    ) -> Self {
         StreamEvents {
-            cursor: StreamCursor::new(lookup, stream, from, backward),
+            cursor: StreamCursor::new(lookup, stream, from, backward, retention),
             buffer: VecDeque::new(),
         }
     }
@@ -302,9 +426,14 @@ impl StreamEvents {
             let cursor = &self.cursor;
             let mut push = push_owned(&mut self.buffer);
             let _always_continue = found.frame.visit(
-                |v| cursor.keeps(v, from),
+                |v| cursor.in_range(v, from),
                 backward,
-                |e| cursor.lookup.upcasters.apply(e, &mut push),
+                |e| {
+                    if !cursor.keeps(&e) {
+                        return ControlFlow::Continue(());
+                    }
+                    cursor.lookup.upcasters.apply(e, &mut push)
+                },
             );
         }
         Ok(())
@@ -332,6 +461,8 @@ pub struct AllEvents {
     buffer: VecDeque<RecordedEvent>,
     /// Ended: by an error, or at the `until` bound.
     failed: bool,
+    /// Boxed: a reader is moved around (subscriptions hold one) and this is its bulk.
+    retention: Box<AllRetention>,
     /// Ends before the first append committed at or after this time (microseconds).
     until_us: Option<i64>,
     /// Applied to every event handed out.
@@ -339,13 +470,19 @@ pub struct AllEvents {
 }
 
 impl AllEvents {
-    pub(crate) fn new(frames: LogFrames, upcasters: super::Upcasters) -> Self {
+    /// Reads `frames` (which end at `lookup`'s visible end).
+    pub(crate) fn new(frames: LogFrames, lookup: Lookup) -> Self {
         AllEvents {
             frames,
             buffer: VecDeque::new(),
             failed: false,
             until_us: None,
-            upcasters,
+            upcasters: lookup.upcasters.clone(),
+            retention: Box::new(AllRetention {
+                now_us: lookup.inner.now_us(),
+                lookup,
+                last: rustc_hash::FxHashMap::default(),
+            }),
         }
     }
 
@@ -417,7 +554,6 @@ impl AllEvents {
         let log = Arc::clone(self.frames.log_arc());
         let mut rest = Vec::new();
         let until_us = self.until_us;
-        let upcasters = self.upcasters.clone();
         loop {
             let mut broke = false;
             let mut past = false;
@@ -429,7 +565,9 @@ impl AllEvents {
                     past = true;
                     return Ok(ControlFlow::Continue(()));
                 }
-                visit_frame(&|p| log.locate(p), header.position, frame, |e| {
+                let retention = &mut self.retention;
+                let upcasters = &self.upcasters;
+                visit_frame(&|p| log.locate(p), retention, header.position, frame, |e| {
                     upcasters.apply(e, |e| {
                         // After a break, the rest of this append is kept for the next call.
                         if broke {
@@ -490,9 +628,13 @@ impl Iterator for AllEvents {
             let log = self.frames.log();
             let upcasters = &self.upcasters;
             let mut push = push_owned(&mut self.buffer);
-            if let Err(e) = visit_frame(&|p| log.locate(p), header.position, &bytes, |e| {
-                upcasters.apply(e, &mut push)
-            }) {
+            if let Err(e) = visit_frame(
+                &|p| log.locate(p),
+                &mut self.retention,
+                header.position,
+                &bytes,
+                |e| upcasters.apply(e, &mut push),
+            ) {
                 self.failed = true;
                 return Some(Err(e));
             }
@@ -505,12 +647,18 @@ impl Store {
     /// seen: under [`Durability::Sync`](crate::Durability::Sync), those on disk; otherwise, those acknowledged.
     /// Reading never waits for the writer.
     ///
+    /// The stream's metadata ([`Store::set_stream_metadata`]) in force when the reader is
+    /// created decides what it returns: events below `truncate_before`, past `max_count`
+    /// or older than `max_age` are passed over (a soft-deleted stream reads as empty).
+    ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for an empty stream name. Errors while reading come as
-    /// items of the iterator.
+    /// [`Error::InvalidArgument`] for an empty stream name; [`Error::StreamDeleted`] for a
+    /// hard-deleted stream. Errors while reading come as items of the iterator.
     pub fn read_stream(&self, stream: &str, from: u64) -> Result<StreamEvents> {
         check_stream_name(stream)?;
-        Ok(StreamEvents::forward(self.lookup(), stream, from))
+        let lookup = self.lookup();
+        let retention = self.inner.retention(stream, lookup.visible)?;
+        Ok(StreamEvents::forward(lookup, stream, from, retention))
     }
 
     /// Reads `stream` backward from version `from` (inclusive), or from its last event when
@@ -520,7 +668,9 @@ impl Store {
     /// As [`Store::read_stream`].
     pub fn read_stream_backward(&self, stream: &str, from: Option<u64>) -> Result<StreamEvents> {
         check_stream_name(stream)?;
-        Ok(StreamEvents::backward(self.lookup(), stream, from))
+        let lookup = self.lookup();
+        let retention = self.inner.retention(stream, lookup.visible)?;
+        Ok(StreamEvents::backward(lookup, stream, from, retention))
     }
 
     /// Hands `stream`'s events from version `from` (inclusive) to `visit`, in version
@@ -578,6 +728,13 @@ impl Store {
     /// ([`Position::START`]), the position of an append (its events included), or a
     /// [`ResumeToken`] (the events after the one that gave it).
     ///
+    /// Events that their stream's metadata hides (as for [`Store::read_stream`]) and the
+    /// events of hard-deleted streams are passed over. The changes of metadata themselves
+    /// are events of the system stream [`METADATA_STREAM`](crate::METADATA_STREAM)
+    /// (types [`METADATA_EVENT`](crate::METADATA_EVENT) and
+    /// [`TOMBSTONE_EVENT`](crate::TOMBSTONE_EVENT)) and are read like any other; a
+    /// consumer that wants only its own events skips streams starting with `$`.
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `from` is not the start of an append (a position past
     /// the end reads nothing); I/O errors. Errors while reading come as items of the
@@ -600,22 +757,34 @@ impl Store {
                     other => other,
                 })?;
         }
-        let mut events = AllEvents::new(
-            self.inner.log.frames(from.0, visible),
-            self.inner.options.upcasters.clone(),
-        );
+        let lookup = super::lookup::Lookup {
+            inner: Arc::clone(&self.inner) as Arc<dyn super::lookup::FrameLookup>,
+            visible,
+            upcasters: self.inner.options.upcasters.clone(),
+        };
+        let mut events = AllEvents::new(self.inner.log.frames(from.0, visible), lookup);
         events.skip_in(from, token.skip)?;
         Ok(events)
     }
 
-    /// The stream's last committed version, `None` if it has no events.
+    /// The stream's last committed version, `None` if it has no events or is soft deleted
+    /// ([`Store::delete_stream`]; every event below its `truncate_before`). Rules that keep
+    /// a number or an age of events do not change it. This is the version an
+    /// [`ExpectedVersion`](crate::ExpectedVersion) is checked against.
     ///
     /// # Errors
-    /// I/O errors and damage met while looking it up.
+    /// [`Error::StreamDeleted`] when the stream is hard deleted; I/O errors and damage met
+    /// while looking it up.
     pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
-        let found = self
-            .inner
-            .resolve_visible(stream, u64::MAX, self.visible())?;
-        Ok(found.map(|f| f.entry.last_version()))
+        let visible = self.visible();
+        let rule = self.inner.registry.rule_at(stream, visible);
+        if rule.is_some_and(|r| r.tombstoned) {
+            return Err(Error::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        let found = self.inner.resolve_visible(stream, u64::MAX, visible)?;
+        let last = found.map(|f| f.entry.last_version());
+        Ok(rule.map_or(last, |r| r.effective_last(last)))
     }
 }

@@ -90,10 +90,20 @@ impl Store {
     pub fn load<A: Aggregate>(&self, stream: &str) -> Result<Loaded<A>> {
         read::check_stream_name(stream)?;
         let lookup = self.lookup();
+        // Hard deleted: an error, as for every read of the stream.
+        let retention = self.inner.retention(stream, lookup.visible)?;
         let current = self
             .inner
             .resolve_visible(stream, u64::MAX, lookup.visible)?;
         let current = current.map(|f| f.entry.last_version());
+        // A snapshot's state includes every event up to its version: while the stream's
+        // metadata may hide some of them, no snapshot is used (or saved), and the state
+        // is replayed from the events that are kept.
+        let rules = self
+            .inner
+            .registry
+            .rule_at(stream, lookup.visible)
+            .filter(|r| r.hides_any());
         let (mut state, mut snapshot_version, mut ignored) = (A::default(), None, Vec::new());
         if let Some(cur) = current {
             let (snap, passed) = self.inner.snapshots.latest(stream, cur, |b| {
@@ -106,7 +116,13 @@ impl Store {
                 }
             })?;
             ignored = passed;
-            if let Some(s) = snap
+            if let (Some(s), Some(_)) = (&snap, rules) {
+                ignored.push(format!(
+                    "snapshot at version {}: not used while the stream's metadata (max count, \
+                     max age, truncate-before or a delete) hides events",
+                    s.version
+                ));
+            } else if let Some(s) = snap
                 && let Some(decoded) = A::decode(&s.data)
             {
                 state = decoded;
@@ -116,7 +132,7 @@ impl Store {
         let from = snapshot_version.map_or(0, |v| v + 1);
         let mut version = snapshot_version;
         let mut replayed = 0u64;
-        StreamEvents::forward(lookup, stream, from).for_each_view(|e| {
+        StreamEvents::forward(lookup, stream, from, retention).for_each_view(|e| {
             state.apply(&e);
             version = Some(e.version);
             replayed += 1;
@@ -133,6 +149,7 @@ impl Store {
         };
         let due = match (self.inner.options.snapshot_policy, version) {
             (_, None) => false,
+            _ if rules.is_some() => false,
             (SnapshotPolicy::Never, _) => false,
             (SnapshotPolicy::EveryEvents(n), Some(v)) => {
                 v + 1 - snapshot_version.map_or(0, |s| s + 1) >= n.max(1)

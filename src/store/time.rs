@@ -317,16 +317,20 @@ impl Store {
     pub fn read_stream_as_of(&self, stream: &str, from: u64, as_of: AsOf) -> Result<StreamEvents> {
         read::check_stream_name(stream)?;
         let lookup = self.lookup();
+        // The stream's metadata in force now applies (a deleted or expired event is not
+        // returned by a read of the past either); hard deleted: an error.
+        let retention = self.inner.retention(stream, lookup.visible)?;
         let last = self.inner.version_as_of(stream, as_of, lookup.visible)?;
         Ok(match last {
-            Some(last) => StreamEvents::forward_until(lookup, stream, from, last),
-            None => StreamEvents::forward_until(lookup, stream, 1, 0),
+            Some(last) => StreamEvents::forward_until(lookup, stream, from, last, retention),
+            None => StreamEvents::forward_until(lookup, stream, 1, 0, retention),
         })
     }
 
     /// Loads aggregate `A` of `stream` as it was at `as_of`: from the latest usable
     /// snapshot at or below the bound (not only the latest one), then the events after it
-    /// up to the bound. Saves no snapshot.
+    /// up to the bound. Saves no snapshot. The stream's metadata in force now applies, as
+    /// for [`Store::load`]: while it may hide events, no snapshot is used.
     ///
     /// # Errors
     /// As [`Store::stream_version_as_of`]; errors reading the events (snapshot problems
@@ -334,6 +338,12 @@ impl Store {
     pub fn load_as_of<A: Aggregate>(&self, stream: &str, as_of: AsOf) -> Result<Loaded<A>> {
         read::check_stream_name(stream)?;
         let lookup = self.lookup();
+        let retention = self.inner.retention(stream, lookup.visible)?;
+        let rules = self
+            .inner
+            .registry
+            .rule_at(stream, lookup.visible)
+            .filter(|r| r.hides_any());
         let bound = self.inner.version_as_of(stream, as_of, lookup.visible)?;
         let mut loaded = Loaded {
             state: A::default(),
@@ -360,7 +370,13 @@ impl Store {
                 }
             })?;
         loaded.ignored_snapshots = ignored;
-        if let Some(s) = snap
+        if let (Some(s), Some(_)) = (&snap, rules) {
+            loaded.ignored_snapshots.push(format!(
+                "snapshot at version {}: not used while the stream's metadata (max count, \
+                 max age, truncate-before or a delete) hides events",
+                s.version
+            ));
+        } else if let Some(s) = snap
             && let Some(decoded) = A::decode(&s.data)
         {
             loaded.state = decoded;
@@ -369,7 +385,7 @@ impl Store {
         }
         let from = loaded.snapshot_version.map_or(0, |v| v + 1);
         let (mut state, mut version, mut replayed) = (loaded.state, loaded.version, 0u64);
-        StreamEvents::forward_until(lookup, stream, from, bound).for_each_view(|e| {
+        StreamEvents::forward_until(lookup, stream, from, bound, retention).for_each_view(|e| {
             state.apply(&e);
             version = Some(e.version);
             replayed += 1;

@@ -151,7 +151,9 @@ impl Store {
     /// writes nothing.
     ///
     /// # Errors
-    /// - [`Error::WrongExpectedVersion`] when the stream is not at `expected`;
+    /// - [`Error::WrongExpectedVersion`] when the stream is not at `expected` (a
+    ///   soft-deleted stream counts as no stream: [`Store::stream_version`]);
+    /// - [`Error::StreamDeleted`] when the stream is hard deleted;
     /// - [`Error::IdempotencyConflict`] when the ids match an earlier append only in part;
     /// - [`Error::InvalidArgument`] for an empty batch, an empty or reserved (`$`-prefixed)
     ///   stream name, or an empty event type;
@@ -226,95 +228,61 @@ impl Store {
             if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
                 return Err(Error::Closed);
             }
+            // A hard-deleted stream refuses every append, retries of earlier ones too.
+            let rule = inner.registry.latest(stream);
+            if let Some(r) = rule.as_ref().filter(|r| r.tombstoned) {
+                let pending = r.position >= inner.log.durable();
+                let deleted = Error::StreamDeleted {
+                    stream: stream.to_string(),
+                };
+                return Err(inner.conflict_after_commit(writer, pending, deleted));
+            }
             let state = inner.stream_state(&mut writer, stream)?;
-            if let Some(found) = inner.find_retry(&writer, state, stream, expected, &records)? {
+            // After a soft delete, the stream is re-created at its truncate-before version.
+            let created_at = rule
+                .as_ref()
+                .and_then(|r| r.metadata.truncate_before)
+                .unwrap_or(0);
+            let retry = inner.find_retry(&writer, state, stream, expected, created_at, &records)?;
+            if let Some(found) = retry {
                 found
             } else {
                 let last = state.map(|s| s.last_version());
-                let ok = match expected {
-                    ExpectedVersion::Any => true,
-                    ExpectedVersion::NoStream => last.is_none(),
-                    ExpectedVersion::StreamExists => last.is_some(),
-                    ExpectedVersion::Exact(v) => last == Some(v),
-                };
-                if !ok {
+                // A soft-deleted stream does not exist for expected versions; its versions
+                // go on after its old last one.
+                let visible_last = rule
+                    .as_ref()
+                    .map_or(last, |r| r.rule().effective_last(last));
+                if !expected_matches(expected, visible_last) {
                     let conflict = Error::WrongExpectedVersion {
                         stream: stream.to_string(),
                         expected,
-                        actual: last,
+                        actual: visible_last,
                     };
                     // The append this one lost to may not be durable yet, and readers see
                     // only durable appends under `Sync`: wait for it, so that a read
                     // started after this returns sees the version it reports.
-                    let pending = state.is_some_and(|s| s.position >= inner.log.durable());
-                    if !pending || inner.options.durability != Durability::Sync {
-                        return Err(conflict);
-                    }
-                    let head = writer.appender.head();
-                    drop(writer);
-                    inner.commit(head)?;
-                    return Err(conflict);
+                    let durable = inner.log.durable();
+                    let pending = state.is_some_and(|s| s.position >= durable)
+                        || rule.is_some_and(|r| r.position >= durable);
+                    return Err(inner.conflict_after_commit(writer, pending, conflict));
                 }
                 let first_version =
                     last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
                         Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
                     })?;
-                let watermark = inner.log.durable();
-                // The commit time: the clock's, but never before the previous append's
-                // (the clock may step back). Stamped under the writer's lock, so commit
-                // times follow positions.
-                let committed_at_us =
-                    event::timestamp_us(inner.options.clock.now()).max(writer.last_commit_us);
-                writer.last_commit_us = committed_at_us;
-                let (position, buf) = writer.appender.reserve(frame_len);
-                let crc = format::encode_events_frame(
-                    buf,
-                    position,
-                    watermark,
-                    &format::EventsFrame {
-                        committed_at_us: Some(committed_at_us),
-                        stream,
-                        first_version,
-                        events: &records,
-                    },
-                )
-                .crc;
-                let count = records.len() as u32;
-                inner
-                    .index
-                    .record(stream, first_version, count, position, crc);
-                writer.streams.insert(
-                    stream,
-                    StreamState {
-                        first_version,
-                        count,
-                        position,
-                        first_id: records.first().map(|r| r.id).unwrap_or_default(),
-                    },
-                );
-                if inner.options.durability != Durability::Sync {
-                    inner.write_pending(&mut writer, false)?;
-                }
-                if inner.index_due() {
-                    inner.maintenance.notify_work();
-                }
+                let (position, end) =
+                    inner.encode_append(&mut writer, stream, first_version, &records, frame_len)?;
                 let result = AppendResult {
                     first_version,
-                    last_version: crate::index::last_version(first_version, count),
+                    last_version: crate::index::last_version(first_version, records.len() as u32),
                     position: Position(position),
                     deduplicated: false,
                 };
-                (result, position.saturating_add(frame_len))
+                (result, end)
             }
         };
-        if inner.options.durability == Durability::Sync {
-            inner.commit(end)?;
-        }
-        if inner.options.background_index_maintenance {
-            inner.index_backpressure();
-        } else if inner.index_due() {
-            inner.maintain_index(false);
-        }
+        inner.after_append(end)?;
         Ok(result)
     }
 
@@ -332,7 +300,102 @@ impl Store {
     }
 }
 
+/// Whether a stream whose last version is `last` (`None`: no stream) is at `expected`.
+pub(super) fn expected_matches(expected: ExpectedVersion, last: Option<u64>) -> bool {
+    match expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => last.is_none(),
+        ExpectedVersion::StreamExists => last.is_some(),
+        ExpectedVersion::Exact(v) => last == Some(v),
+    }
+}
+
 impl Inner {
+    /// Encodes the append of `records` to `stream` at `first_version` into the writer's
+    /// buffer (in `frame_len` bytes), indexes it, and hands it to the log outside `Sync`.
+    /// Returns its position and the end of its frame.
+    pub(super) fn encode_append(
+        &self,
+        writer: &mut Writer,
+        stream: &str,
+        first_version: u64,
+        records: &[EventRecord<'_>],
+        frame_len: u64,
+    ) -> Result<(u64, u64)> {
+        let watermark = self.log.durable();
+        // The commit time: the clock's, but never before the previous append's (the clock
+        // may step back). Stamped under the writer's lock, so commit times follow positions.
+        let committed_at_us =
+            event::timestamp_us(self.options.clock.now()).max(writer.last_commit_us);
+        writer.last_commit_us = committed_at_us;
+        let (position, buf) = writer.appender.reserve(frame_len);
+        let crc = format::encode_events_frame(
+            buf,
+            position,
+            watermark,
+            &format::EventsFrame {
+                committed_at_us: Some(committed_at_us),
+                stream,
+                first_version,
+                events: records,
+            },
+        )
+        .crc;
+        let count = records.len() as u32;
+        self.index
+            .record(stream, first_version, count, position, crc);
+        writer.streams.insert(
+            stream,
+            StreamState {
+                first_version,
+                count,
+                position,
+                first_id: records.first().map(|r| r.id).unwrap_or_default(),
+            },
+        );
+        if self.options.durability != Durability::Sync {
+            self.write_pending(writer, false)?;
+        }
+        if self.index_due() {
+            self.maintenance.notify_work();
+        }
+        Ok((position, position.saturating_add(frame_len)))
+    }
+
+    /// After the writer's lock is released: waits (under `Sync`) until everything below
+    /// `end` is durable, and keeps the index's memory in bounds.
+    pub(super) fn after_append(&self, end: u64) -> Result<()> {
+        if self.options.durability == Durability::Sync {
+            self.commit(end)?;
+        }
+        if self.options.background_index_maintenance {
+            self.index_backpressure();
+        } else if self.index_due() {
+            self.maintain_index(false);
+        }
+        Ok(())
+    }
+
+    /// Returns `conflict` once what it reports is visible: when the append or change it
+    /// lost to is `pending` (not durable yet) under `Sync`, after committing it, so that a
+    /// read started after the caller returns sees the state the conflict reports.
+    pub(super) fn conflict_after_commit(
+        &self,
+        writer: parking_lot::MutexGuard<'_, Writer>,
+        pending: bool,
+        conflict: Error,
+    ) -> Error {
+        if !pending || self.options.durability != Durability::Sync {
+            return conflict;
+        }
+        let head = writer.appender.head();
+        drop(writer);
+        match self.commit(head) {
+            Ok(()) => conflict,
+            Err(e) => e,
+        }
+    }
+
     /// [`Inner::resolve`] for the writer: frames written or still in its buffer.
     pub(super) fn resolve_for_writer(
         &self,
@@ -379,14 +442,37 @@ impl Inner {
         Ok(Some(state))
     }
 
-    /// Whether this append repeats one already stored at the place `expected` names. Returns
-    /// the original result and the end of its frame (to wait for its durability).
+    /// Whether this append repeats one already stored at the place `expected` names
+    /// (`NoStream`: version 0, or, after a soft delete, `created_at` where the stream was
+    /// re-created, or the stream's last append). Returns the original result and the end of its frame (to wait for its
+    /// durability).
     pub(super) fn find_retry(
         &self,
         writer: &Writer,
         state: Option<StreamState>,
         stream: &str,
         expected: ExpectedVersion,
+        created_at: u64,
+        records: &[EventRecord<'_>],
+    ) -> Result<Option<(AppendResult, u64)>> {
+        if expected == ExpectedVersion::NoStream && created_at > 0 {
+            let found = self.find_retry(writer, state, stream, expected, 0, records)?;
+            if found.is_some() {
+                return Ok(found);
+            }
+            return self.find_retry_at(writer, state, stream, expected, created_at, records);
+        }
+        self.find_retry_at(writer, state, stream, expected, 0, records)
+    }
+
+    /// [`Inner::find_retry`], for `NoStream` at `created_at`.
+    fn find_retry_at(
+        &self,
+        writer: &Writer,
+        state: Option<StreamState>,
+        stream: &str,
+        expected: ExpectedVersion,
+        created_at: u64,
         records: &[EventRecord<'_>],
     ) -> Result<Option<(AppendResult, u64)>> {
         let (Some(first_id), Some(state)) = (records.first().map(|r| r.id), state) else {
@@ -397,7 +483,10 @@ impl Inner {
                 state.first_version
             }
             ExpectedVersion::Any | ExpectedVersion::StreamExists => return Ok(None),
-            ExpectedVersion::NoStream => 0,
+            // A re-created stream's append may also be its last one (when its versions
+            // are still below a `truncate_before` set beyond the old end).
+            ExpectedVersion::NoStream if state.first_id == first_id => state.first_version,
+            ExpectedVersion::NoStream => created_at,
             ExpectedVersion::Exact(v) if v < state.last_version() => v.saturating_add(1),
             ExpectedVersion::Exact(_) => return Ok(None),
         };

@@ -3,7 +3,7 @@
 //!
 //! Machine-readable output is one JSON object per line on stdout; errors go to stderr.
 //! Exit codes: 0 ok, 1 other error, 2 usage, 3 wrong expected version, 4 locked,
-//! 5 corruption, 6 written by a newer streamlog (7, stream deleted, is reserved).
+//! 5 corruption, 6 written by a newer streamlog, 7 stream deleted (hard delete).
 
 mod bench;
 mod crashtest;
@@ -29,7 +29,7 @@ use crate::output::{Obj, line};
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage (bad arguments, or a value the store \
 refuses: an empty or reserved name, a size over a limit), 3 wrong expected version, 4 locked, \
 5 corruption found, 6 written by a newer streamlog (unsupported format version), 7 stream \
-deleted (reserved).";
+deleted (reading, appending to or deleting a hard-deleted stream).";
 
 /// Command-line tool for streamlog stores.
 #[derive(Debug, Parser)]
@@ -47,6 +47,12 @@ enum Command {
     Read(ReadArgs),
     /// Read every stream's events in commit order, one JSON object per line.
     ReadAll(ReadAllArgs),
+    /// Delete a stream: soft (it reads as empty; a later append re-creates it, its versions
+    /// going on after the old ones) or, with --hard, for good (exit 7 from then on).
+    Delete(DeleteArgs),
+    /// Print a stream's metadata as JSON, or change it with the options (KurrentDB's
+    /// $maxCount, $maxAge, $tb and user keys); reads honour it at once.
+    StreamMeta(StreamMetaArgs),
     /// Summary of a store and of what recovery finds (read-only).
     Info {
         /// Store directory.
@@ -188,6 +194,110 @@ struct ReadArgs {
 }
 
 #[derive(Debug, Args)]
+struct DeleteArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Stream name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    stream: String,
+    /// Expected state of the stream: any, no-stream, exists or a version number.
+    #[arg(long, default_value = "any", value_parser = parse_expected)]
+    expected: ExpectedVersion,
+    /// Hard delete (tombstone): the stream can never be read or appended to again.
+    #[arg(long)]
+    hard: bool,
+}
+
+/// A metadata option's value: a new value, or `none` to remove the rule.
+#[derive(Debug, Clone, Copy)]
+enum Setting<T> {
+    Set(T),
+    Clear,
+}
+
+impl<T> Setting<T> {
+    fn apply(self, field: &mut Option<T>) {
+        *field = match self {
+            Setting::Set(v) => Some(v),
+            Setting::Clear => None,
+        };
+    }
+}
+
+#[derive(Debug, Args)]
+struct StreamMetaArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Stream name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    stream: String,
+    /// Keep only the newest N events (`none` removes the rule).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    max_count: Option<Setting<u64>>,
+    /// Hide events older than DURATION: a number of seconds, or a number with a unit
+    /// s, m, h, d or w (`90m`, `7d`); `none` removes the rule.
+    #[arg(long, value_name = "DURATION", value_parser = parse_age)]
+    max_age: Option<Setting<std::time::Duration>>,
+    /// Hide the events below version V (`none` removes the rule; a soft delete sets it).
+    #[arg(long, value_name = "V", value_parser = parse_version)]
+    truncate_before: Option<Setting<u64>>,
+    /// User metadata: a JSON object (replaces the stored one; `{}` removes it).
+    #[arg(long, value_name = "JSON")]
+    user: Option<String>,
+}
+
+fn parse_setting<T>(
+    s: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Setting<T>, String> {
+    if s == "none" {
+        return Ok(Setting::Clear);
+    }
+    parse(s).map(Setting::Set)
+}
+
+fn parse_count(s: &str) -> Result<Setting<u64>, String> {
+    parse_setting(s, |s| match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 (to hide every event, delete the stream)".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("expected a whole number or none, not {s:?}")),
+    })
+}
+
+fn parse_version(s: &str) -> Result<Setting<u64>, String> {
+    parse_setting(s, |s| {
+        s.parse::<u64>()
+            .map_err(|_| format!("expected a version number or none, not {s:?}"))
+    })
+}
+
+/// `90`, `90s`, `15m`, `2h`, `7d`, `1w`.
+fn parse_age(s: &str) -> Result<Setting<std::time::Duration>, String> {
+    parse_setting(s, |s| {
+        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (number, unit) = s.split_at(digits);
+        let bad =
+            || format!("expected a duration such as 3600, 90m, 24h or 7d, or none, not {s:?}");
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let unit_s: u64 = match unit {
+            "" | "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            "w" => 604_800,
+            _ => return Err(bad()),
+        };
+        let secs = n
+            .checked_mul(unit_s)
+            .ok_or_else(|| format!("{s:?} is too long"))?;
+        if secs == 0 {
+            return Err("must be at least one second".into());
+        }
+        Ok(std::time::Duration::from_secs(secs))
+    })
+}
+
+#[derive(Debug, Args)]
 struct ReadAllArgs {
     /// Store directory.
     dir: PathBuf,
@@ -274,6 +384,7 @@ impl CliError {
             CliError::Store(streamlog::Error::Locked { .. }) => 4,
             CliError::Store(streamlog::Error::Corrupted { .. }) | CliError::CorruptionFound(_) => 5,
             CliError::Store(streamlog::Error::UnsupportedFormat { .. }) => 6,
+            CliError::Store(streamlog::Error::StreamDeleted { .. }) => 7,
             CliError::Usage(_) => 2,
             CliError::Store(_) | CliError::Other(_) | CliError::Output(_) => 1,
         }
@@ -311,6 +422,8 @@ fn run(command: Command) -> CliResult {
         Command::Append(a) => append(a, &mut out)?,
         Command::Read(a) => read(a, &mut out)?,
         Command::ReadAll(a) => read_all(a, &mut out)?,
+        Command::Delete(a) => delete(a, &mut out)?,
+        Command::StreamMeta(a) => stream_meta(a, &mut out)?,
         Command::Info { dir } => info(&dir, &mut out)?,
         Command::Verify { dir } => verify(&dir, &mut out)?,
         Command::Reindex { dir } => reindex(&dir, &mut out)?,
@@ -518,6 +631,97 @@ fn filtered(
         (Ok(e), Some(f)) => f.matches(&e.stream, &e.event_type),
         _ => true,
     })
+}
+
+fn delete(a: DeleteArgs, out: &mut impl Write) -> CliResult {
+    require_store(&a.dir)?;
+    let store = Store::open(&a.dir)?;
+    let r = if a.hard {
+        store.tombstone_stream(&a.stream, a.expected)
+    } else {
+        store.delete_stream(&a.stream, a.expected)
+    }
+    .map_err(refused)?;
+    if let Err(e) = store.close() {
+        eprintln!("streamlog: warning: the delete is durable, but closing the store failed: {e}");
+    }
+    line(
+        out,
+        Obj::new()
+            .field("stream", a.stream.as_str())
+            .field("deleted", if a.hard { "hard" } else { "soft" })
+            .field("position", r.position.0),
+    )?;
+    Ok(())
+}
+
+/// A stream's metadata as one JSON object: its state, and the metadata as KurrentDB
+/// stores it.
+fn metadata_obj(stream: &str, m: &streamlog::StreamMetadata) -> Obj {
+    Obj::new()
+        .field("stream", stream)
+        .field("metadata_version", m.metadata_version)
+        .field("deleted", m.deleted)
+        .field("tombstoned", m.tombstoned)
+        .raw("metadata", &String::from_utf8_lossy(&m.to_json()))
+}
+
+fn stream_meta(a: StreamMetaArgs, out: &mut impl Write) -> CliResult {
+    let changes = a.max_count.is_some()
+        || a.max_age.is_some()
+        || a.truncate_before.is_some()
+        || a.user.is_some();
+    if !changes {
+        let store = open_read_only(&a.dir)?;
+        let m = store.stream_metadata(&a.stream).map_err(refused)?;
+        line(out, metadata_obj(&a.stream, &m))?;
+        return Ok(());
+    }
+    // Checked before the store is opened: bad input changes nothing.
+    let user = match a.user.as_deref() {
+        None => None,
+        Some(json) => {
+            let value: Value = serde_json::from_str(json)
+                .map_err(|e| CliError::Usage(format!("--user: not JSON: {e}")))?;
+            match value {
+                Value::Object(map) if map.is_empty() => Some(None),
+                Value::Object(_) => Some(Some(value.to_string().into_bytes())),
+                _ => return Err(CliError::Usage("--user: expected a JSON object".into())),
+            }
+        }
+    };
+    require_store(&a.dir)?;
+    let store = Store::open(&a.dir)?;
+    let mut m = store.stream_metadata(&a.stream).map_err(refused)?;
+    if m.tombstoned {
+        return Err(CliError::Store(streamlog::Error::StreamDeleted {
+            stream: a.stream,
+        }));
+    }
+    let expected = m
+        .metadata_version
+        .map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+    if let Some(s) = a.max_count {
+        s.apply(&mut m.max_count);
+    }
+    if let Some(s) = a.max_age {
+        s.apply(&mut m.max_age);
+    }
+    if let Some(s) = a.truncate_before {
+        s.apply(&mut m.truncate_before);
+    }
+    if let Some(custom) = user {
+        m.custom = custom;
+    }
+    store
+        .set_stream_metadata(&a.stream, expected, &m)
+        .map_err(refused)?;
+    let m = store.stream_metadata(&a.stream)?;
+    if let Err(e) = store.close() {
+        eprintln!("streamlog: warning: the change is durable, but closing the store failed: {e}");
+    }
+    line(out, metadata_obj(&a.stream, &m))?;
+    Ok(())
 }
 
 fn info(dir: &Path, out: &mut impl Write) -> CliResult {
