@@ -311,6 +311,26 @@ impl Log {
         seg.read_frame(position, limit.saturating_sub(seg.base()))
     }
 
+    /// Tells the storage that the frames at `positions` (ascending) will be read with
+    /// [`Log::read_frame`] soon; see [`Segment::will_read_frames`]. A hint only.
+    pub fn will_read_frames(&self, positions: &[u64]) {
+        let segments = self.segments.read().clone();
+        let mut rest = positions;
+        while let Some(&first) = rest.first() {
+            let idx = segments.partition_point(|s| s.base() <= first);
+            // The positions up to the next segment's base are this segment's.
+            let end = segments.get(idx).map_or(u64::MAX, |s| s.base());
+            let n = rest.partition_point(|&p| p < end).max(1);
+            let (here, after) = rest.split_at(n.min(rest.len()));
+            rest = after;
+            if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) {
+                let offsets: Vec<u64> =
+                    here.iter().map(|&p| p.saturating_sub(seg.base())).collect();
+                seg.will_read_frames(&offsets);
+            }
+        }
+    }
+
     /// Frames from `from` (a frame position, a segment base, or 0) up to `limit`, in order.
     pub fn frames(self: &Arc<Self>, from: u64, limit: u64) -> LogFrames {
         LogFrames {
