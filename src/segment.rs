@@ -271,6 +271,30 @@ impl Segment {
         Ok(Ok(header))
     }
 
+    /// Tells the storage that the point reads ([`Segment::read_frame`]) of the frames at
+    /// these file offsets (ascending) come soon, so that it fetches them all at once: the
+    /// page-aligned range each point read covers, neighbours merged. A hint: errors are
+    /// ignored, and nothing read changes.
+    pub fn will_read_frames(&self, offsets: &[u64]) {
+        let page = POINT_READ_BYTES as u64;
+        let mut pending: Option<(u64, u64)> = None;
+        for &offset in offsets {
+            let start = offset - offset % page;
+            let end = offset.saturating_add(page);
+            pending = match pending {
+                Some((s, e)) if start <= e => Some((s, e.max(end))),
+                Some((s, e)) => {
+                    let _ = self.file.will_need(s, e - s);
+                    Some((start, end))
+                }
+                None => Some((start, end)),
+            };
+        }
+        if let Some((s, e)) = pending {
+            let _ = self.file.will_need(s, e - s);
+        }
+    }
+
     fn read_exact_or_eof(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
         let mut done = 0;
         while done < buf.len() {

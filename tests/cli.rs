@@ -806,39 +806,71 @@ fn bench_json_reports_every_field_with_a_positive_ratio() {
         "2",
     ]);
     let out = ok_lines(&o);
-    assert_eq!(out.len(), 1);
-    let b = &out[0];
-    for field in [
-        "workload",
-        "durability",
-        "events",
-        "bytes",
-        "seconds",
-        "events_per_s",
-        "mb_per_s",
-        "latency_p50_us",
-        "latency_p99_us",
-        "latency_p999_us",
-        "baseline_mb_per_s",
-        "ratio",
-        "read_stream_events",
-        "read_stream_us",
-        "read_all_events_per_s",
-        "read_all_mb_per_s",
+    // The default run: durable (what the library does by default) first, then buffered,
+    // each against its own baseline, in a store of its own under --dir.
+    assert_eq!(out.len(), 2, "{out:?}");
+    for (b, durability, baseline) in [
+        (&out[0], "sync", "write + fdatasync"),
+        (&out[1], "buffered", "page cache write"),
     ] {
-        assert!(b.get(field).is_some(), "missing {field}: {b}");
+        for field in [
+            "workload",
+            "durability",
+            "events",
+            "bytes",
+            "seconds",
+            "events_per_s",
+            "mb_per_s",
+            "latency_p50_us",
+            "latency_p99_us",
+            "latency_p999_us",
+            "baseline",
+            "baseline_mb_per_s",
+            "ratio",
+            "read_stream_events",
+            "read_stream_us",
+            "read_all_events_per_s",
+            "read_all_mb_per_s",
+        ] {
+            assert!(b.get(field).is_some(), "missing {field}: {b}");
+        }
+        assert_eq!(b["events"], 2000);
+        assert_eq!(b["durability"], durability);
+        assert_eq!(b["baseline"], baseline);
+        assert!(b["ratio"].as_f64().unwrap() > 0.0, "{b}");
+        assert!(b["bytes"].as_u64().unwrap() > 2000 * 150);
+        assert!(b["latency_p50_us"].as_f64().unwrap() > 0.0);
+        // 2000 events, batch 100, 1000 streams: 20 appends to streams bench-0..bench-19.
+        assert_eq!(b["read_stream_events"], 100);
+        assert_eq!(b["read_all_events"], 2000);
+        // The store it wrote is a valid store holding exactly those events.
+        let store = dir.join(durability);
+        assert_eq!(b["dir"], store.to_str().unwrap());
+        let info = ok_lines(&streamlog(&["info", store.to_str().unwrap()])).remove(0);
+        assert_eq!(info["events"], 2000);
     }
-    assert_eq!(b["events"], 2000);
-    assert_eq!(b["durability"], "buffered");
-    assert!(b["ratio"].as_f64().unwrap() > 0.0, "{b}");
-    assert!(b["bytes"].as_u64().unwrap() > 2000 * 150);
-    assert!(b["latency_p50_us"].as_f64().unwrap() > 0.0);
-    // 2000 events, batch 100, 1000 streams: 20 appends to streams bench-0..bench-19.
-    assert_eq!(b["read_stream_events"], 100);
-    assert_eq!(b["read_all_events"], 2000);
-    // The store it wrote is a valid store holding exactly those events.
+}
+
+#[test]
+fn bench_with_one_durability_runs_once_in_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("bench");
+    let o = streamlog(&[
+        "bench",
+        "--events",
+        "500",
+        "--durability",
+        "buffered",
+        "--json",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let out = ok_lines(&o);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["durability"], "buffered");
+    assert_eq!(out[0]["baseline"], "page cache write");
     let info = ok_lines(&streamlog(&["info", dir.to_str().unwrap()])).remove(0);
-    assert_eq!(info["events"], 2000);
+    assert_eq!(info["events"], 500);
 }
 
 #[test]
@@ -857,6 +889,7 @@ fn bench_sync_reports_baseline_syncs() {
     ]);
     let b = ok_lines(&o).remove(0);
     assert_eq!(b["durability"], "sync");
+    assert_eq!(b["baseline"], "write + fdatasync");
     assert!(b["baseline_syncs_per_s"].as_f64().unwrap() > 0.0, "{b}");
     assert_eq!(b["baseline_writes"], 40);
 }
@@ -866,11 +899,25 @@ fn bench_human_output_is_a_few_aligned_lines() {
     let o = streamlog(&["bench", "--events", "500", "--batch", "50"]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = String::from_utf8(o.stdout.clone()).unwrap();
+    // Durable first (the library's default), each with its own plainly named baseline.
     assert!(
-        text.starts_with("workload     append_refs buffered, 150 B events, batch 50"),
+        text.starts_with("workload     append_refs sync, 150 B events, batch 50"),
         "{text}"
     );
-    assert!(text.contains("ratio"));
+    let buffered = text
+        .find("workload     append_refs buffered, 150 B events, batch 50")
+        .expect(&text);
+    assert!(
+        text[..buffered].contains("baseline     write + fdatasync: "),
+        "{text}"
+    );
+    assert!(
+        text[buffered..].contains("baseline     page cache write: "),
+        "{text}"
+    );
+    assert!(text.contains("summary      sync "), "{text}");
+    assert!(text.contains("× write + fdatasync"), "{text}");
+    assert!(text.contains("× page cache write"), "{text}");
     // No progress bar in a pipe.
     assert!(o.stderr.is_empty(), "{}", stderr(&o));
 }

@@ -335,6 +335,49 @@ fn the_memtable_is_flushed_by_log_bytes_too_so_a_crash_replays_a_bounded_tail() 
 }
 
 #[test]
+fn by_default_an_open_after_a_crash_replays_a_few_mib_of_log_at_most() {
+    let live = tempfile::tempdir().unwrap();
+    // Default bounds, except that maintenance runs on the append path (so the test
+    // needs no waiting): 120 appends of 100 KB, 12 MB of log, far fewer appends than
+    // the memtable holds.
+    let opts = || {
+        Options::default()
+            .with_durability(Durability::Buffered)
+            .with_background_index_maintenance(false)
+    };
+    let store = Store::open_with(live.path(), opts()).unwrap();
+    for i in 0..120u32 {
+        store
+            .append(
+                &format!("s-{}", i % 3),
+                ExpectedVersion::Any,
+                [NewEvent::new("E", vec![b'x'; 100_000])],
+            )
+            .unwrap();
+    }
+    store.sync().unwrap();
+    let image = tempfile::tempdir().unwrap();
+    for sub in ["segments", "index"] {
+        fs::create_dir_all(image.path().join(sub)).unwrap();
+        for e in fs::read_dir(live.path().join(sub)).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), image.path().join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    drop(store);
+    let store = Store::open_with(image.path(), opts()).unwrap();
+    let r = store.recovery_report();
+    assert!(r.index.rebuilt.is_none(), "{r:?}");
+    // 4 MiB of log is 41 of these appends.
+    assert!(
+        r.index.replayed_frames <= 42,
+        "replayed {} of 120 appends",
+        r.index.replayed_frames
+    );
+    assert_eq!(store.read_all(Position::START).unwrap().count(), 120);
+}
+
+#[test]
 fn reindex_of_a_path_without_a_store_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nothing-here");

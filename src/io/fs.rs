@@ -44,6 +44,17 @@ impl StorageFile for FsFile {
         Ok(self.file.metadata()?.len())
     }
 
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
+        // `posix_fadvise` through rustix (safe; the crate denies `unsafe`): the kernel
+        // starts reading the pages and returns without waiting for them.
+        let Some(len) = std::num::NonZeroU64::new(len) else {
+            return Ok(());
+        };
+        rustix::fs::fadvise(&self.file, offset, Some(len), rustix::fs::Advice::WillNeed)
+            .map_err(io::Error::from)
+    }
+
     #[allow(unsafe_code)]
     fn map(&self) -> io::Result<Mapping> {
         if self.len()? == 0 {

@@ -62,6 +62,18 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
         Ok(self.len()? == 0)
     }
 
+    /// Tells the backend that `len` bytes at `offset` will be read soon, so that it can
+    /// start fetching them while the caller does other work (the real backend:
+    /// `posix_fadvise(POSIX_FADV_WILLNEED)`, which queues the reads and returns). A hint
+    /// only: it changes no byte and no later result. The default does nothing.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend; callers may ignore it, since nothing depends on it.
+    fn will_need(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
+
     /// A read-only view of the whole file, for files that will never change again
     /// (sealed segments). The real backend memory-maps the file.
     ///

@@ -230,6 +230,26 @@ impl Log {
         self.poisoned.load(Ordering::Acquire)
     }
 
+    /// Tells the storage that the frames at `positions` (ascending) will be read with
+    /// [`Log::read_frame`] soon; see [`Segment::will_read_frames`]. A hint only.
+    pub fn will_read_frames(&self, positions: &[u64]) {
+        let segments = self.segments.read().clone();
+        let mut rest = positions;
+        while let Some(&first) = rest.first() {
+            let idx = segments.partition_point(|s| s.base() <= first);
+            // The positions up to the next segment's base are this segment's.
+            let end = segments.get(idx).map_or(u64::MAX, |s| s.base());
+            let n = rest.partition_point(|&p| p < end).max(1);
+            let (here, after) = rest.split_at(n.min(rest.len()));
+            rest = after;
+            if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) {
+                let offsets: Vec<u64> =
+                    here.iter().map(|&p| p.saturating_sub(seg.base())).collect();
+                seg.will_read_frames(&offsets);
+            }
+        }
+    }
+
     /// Marks the log poisoned; returns the error to pass on.
     fn poison(&self, e: Error) -> Error {
         self.poisoned.store(true, Ordering::Release);

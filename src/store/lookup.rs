@@ -31,6 +31,10 @@ pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
     /// Now, by the store's clock, in microseconds since the Unix epoch (ages are counted
     /// from it).
     fn now_us(&self) -> i64;
+    /// A hint that the frames of `entries` below `visible` will be read soon: those not
+    /// in the frame cache are asked of the storage all at once, so that a cold read waits
+    /// for the disk about once instead of once per frame. Changes no result.
+    fn will_read(&self, entries: &[Entry], visible: u64);
 }
 
 /// A reader's view: the store and the visibility bound at the reader's creation.
@@ -67,6 +71,23 @@ impl FrameLookup for Inner {
 
     fn rule(&self, stream: &str, visible: u64) -> Option<Rule> {
         self.registry.rule_at(stream, visible)
+    }
+
+    fn will_read(&self, entries: &[Entry], visible: u64) {
+        let mut positions: Vec<u64> = {
+            let cached = self.frames.lock();
+            entries
+                .iter()
+                .map(|e| e.position)
+                .filter(|&p| p < visible && !cached.contains_key(&p))
+                .collect()
+        };
+        if positions.len() < 2 {
+            // One frame is read right away anyway: a hint would only add a system call.
+            return;
+        }
+        positions.sort_unstable();
+        self.log.will_read_frames(&positions);
     }
 }
 

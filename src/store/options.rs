@@ -65,9 +65,12 @@ pub struct Options {
     /// table file. Default 65,536 (about 5 MiB); at least 16.
     pub memtable_entries: usize,
     /// The memtable is also flushed once the log it covers reaches this many bytes, which
-    /// bounds what an open after a crash replays whatever the appends' size (the index
-    /// covers the rest). Each flush first syncs the log, so a smaller bound costs buffered
-    /// writers throughput. Default 256 MiB (a segment); at least 1.
+    /// bounds what an open after a crash replays whatever the appends' size or the log's
+    /// length (the index covers the rest). The flush runs on the index maintainer's thread,
+    /// off the append path; it first syncs the log up to what it covers, so a much smaller
+    /// bound costs buffered writers throughput. Default 4 MiB (an open after a crash reads
+    /// and checks at most about that much of the log, plus what a flush still in progress
+    /// covers); at least 1.
     pub memtable_log_bytes: u64,
     /// Streams whose latest append the writer keeps in memory (a bounded cache backed by
     /// the index). Default 65,536 (about 8 MiB); at least 2.
@@ -189,7 +192,7 @@ impl Default for Options {
             max_events_per_append: 10_000,
             max_frame_bytes: 64 << 20,
             memtable_entries: 65_536,
-            memtable_log_bytes: 256 << 20,
+            memtable_log_bytes: 4 << 20,
             stream_cache_entries: 65_536,
             frame_cache_bytes: 32 << 20,
             preallocate_bytes: 1 << 20,

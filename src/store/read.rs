@@ -250,6 +250,9 @@ impl StreamCursor {
                     self.next = None;
                     return Ok(None);
                 };
+                // The stream's next frames are known now: the storage fetches them all
+                // at once while they are read one by one.
+                self.lookup.inner.will_read(&batch, self.lookup.visible);
                 after = *last;
                 self.scanned = Some(after);
                 self.ahead.extend(batch);

@@ -1,5 +1,10 @@
 //! `streamlog bench`: append throughput and latency, read throughput, and a plain-file
 //! baseline writing the same bytes in the same number of writes, all measured in one run.
+//!
+//! Without `--durability` it runs twice: first durable (`Sync`, the library's default,
+//! against "write + fdatasync", a plain file synced after every write), then buffered
+//! (against "page cache write", plain writes that the OS flushes when it likes), so the
+//! headline is what users get by default, and each figure has its own baseline.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -20,6 +25,11 @@ use crate::{CliError, CliResult, progress_bar};
 const MAX_WRITERS: usize = 4096;
 /// The interval of `--durability periodic`.
 const PERIODIC_INTERVAL: Duration = Duration::from_millis(100);
+/// Events appended when `--events` is not given, buffered or periodic.
+const DEFAULT_EVENTS: u64 = 1_000_000;
+/// Events appended when `--events` is not given, sync: at one fdatasync per append of 100
+/// events, a few seconds on a disk that syncs a few hundred times a second.
+const DEFAULT_SYNC_EVENTS: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DurabilityArg {
@@ -40,6 +50,15 @@ impl DurabilityArg {
         }
     }
 
+    /// The plain-file baseline this durability is measured against, named for what it is.
+    fn baseline_name(self) -> &'static str {
+        match self {
+            DurabilityArg::Sync => "write + fdatasync",
+            DurabilityArg::Periodic => "write + fdatasync every 100 ms",
+            DurabilityArg::Buffered => "page cache write",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             DurabilityArg::Sync => "sync",
@@ -54,9 +73,9 @@ pub struct BenchArgs {
     /// Store directory (default: a fresh temporary directory, removed afterwards).
     #[arg(long, value_name = "D")]
     dir: Option<PathBuf>,
-    /// Events to append in total.
-    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
-    events: u64,
+    /// Events to append in total [default: 100000 for sync, 1000000 otherwise].
+    #[arg(long, value_name = "N")]
+    events: Option<u64>,
     /// Bytes of data per event.
     #[arg(long, value_name = "B", default_value_t = 150)]
     event_size: usize,
@@ -69,9 +88,10 @@ pub struct BenchArgs {
     /// Writer threads sharing the store.
     #[arg(long, value_name = "W", default_value_t = 1)]
     writers: usize,
-    /// Durability of the store (periodic syncs every 100 ms).
-    #[arg(long, value_enum, default_value_t = DurabilityArg::Buffered)]
-    durability: DurabilityArg,
+    /// Durability of the store (periodic syncs every 100 ms) [default: sync, then
+    /// buffered, each against its own baseline; with --dir, in D/sync and D/buffered].
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
     /// One JSON object instead of human-readable lines.
     #[arg(long)]
     json: bool,
@@ -80,7 +100,7 @@ pub struct BenchArgs {
 impl BenchArgs {
     fn validate(&self) -> CliResult {
         let usage = |m: &str| Err(CliError::Usage(m.to_string()));
-        if self.events == 0 {
+        if self.events == Some(0) {
             return usage("--events must be at least 1");
         }
         if self.batch == 0 {
@@ -131,6 +151,33 @@ impl BenchArgs {
         }
         Ok(())
     }
+}
+
+/// One measured run: the arguments with the durability and event count resolved.
+struct Plan {
+    events: u64,
+    event_size: usize,
+    streams: u64,
+    batch: u64,
+    writers: usize,
+    durability: DurabilityArg,
+}
+
+impl Plan {
+    fn new(a: &BenchArgs, durability: DurabilityArg) -> Plan {
+        let default_events = match durability {
+            DurabilityArg::Sync => DEFAULT_SYNC_EVENTS,
+            DurabilityArg::Periodic | DurabilityArg::Buffered => DEFAULT_EVENTS,
+        };
+        Plan {
+            events: a.events.unwrap_or(default_events),
+            event_size: a.event_size,
+            streams: a.streams,
+            batch: a.batch,
+            writers: a.writers,
+            durability,
+        }
+    }
 
     fn workload(&self) -> String {
         format!(
@@ -167,7 +214,7 @@ struct AppendRun {
     appends: u64,
 }
 
-fn run_appends(store: &Arc<Store>, a: &BenchArgs) -> CliResult<AppendRun> {
+fn run_appends(store: &Arc<Store>, a: &Plan) -> CliResult<AppendRun> {
     let appends = a.events.div_ceil(a.batch);
     let payload: Arc<[u8]> = (0..a.event_size)
         .map(|i| b"0123456789abcdefghijklmnopqrstuvwxyz"[i % 36])
@@ -333,10 +380,18 @@ fn r6(x: f64) -> f64 {
     (x * 1e6).round() / 1e6
 }
 
+/// What one run's summary line needs.
+struct Outcome {
+    durability: DurabilityArg,
+    mb_per_s: f64,
+    events_per_s: f64,
+    ratio: f64,
+}
+
 pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
     a.validate()?;
     let temp;
-    let dir = match &a.dir {
+    let (root, temporary) = match &a.dir {
         Some(d) => {
             // The bench writes a store of its own: never into someone's store or files.
             let used = std::fs::read_dir(d).is_ok_and(|mut entries| entries.next().is_some());
@@ -346,21 +401,82 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
                     d.display()
                 )));
             }
-            d.clone()
+            (d.clone(), false)
         }
         None => {
             temp = tempfile::tempdir().map_err(|e| {
                 CliError::Other(format!("cannot create a temporary directory: {e}"))
             })?;
-            temp.path().to_path_buf()
+            (temp.path().to_path_buf(), true)
         }
     };
+    let dir_text = |dir: &Path| {
+        if temporary {
+            format!("{} (temporary, removed)", dir.display())
+        } else {
+            dir.display().to_string()
+        }
+    };
+    match a.durability {
+        Some(durability) => {
+            run_one(
+                &Plan::new(&a, durability),
+                &root,
+                &dir_text(&root),
+                a.json,
+                out,
+            )?;
+        }
+        None => {
+            // What users get by default first, then the fast mode for comparison; each
+            // in a store of its own.
+            let mut outcomes = Vec::with_capacity(2);
+            for durability in [DurabilityArg::Sync, DurabilityArg::Buffered] {
+                let dir = root.join(durability.name());
+                if !a.json && !outcomes.is_empty() {
+                    writeln!(out)?;
+                }
+                outcomes.push(run_one(
+                    &Plan::new(&a, durability),
+                    &dir,
+                    &dir_text(&dir),
+                    a.json,
+                    out,
+                )?);
+            }
+            if !a.json {
+                writeln!(out)?;
+                for o in &outcomes {
+                    writeln!(
+                        out,
+                        "summary      {:<8} {:.0} events/s, {:.1} MB/s = {:.3} × {}",
+                        o.durability.name(),
+                        o.events_per_s,
+                        o.mb_per_s,
+                        o.ratio,
+                        o.durability.baseline_name()
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs one plan in a store at `dir` (created), prints its report, and returns its summary.
+fn run_one(
+    a: &Plan,
+    dir: &Path,
+    dir_text: &str,
+    json: bool,
+    out: &mut impl Write,
+) -> CliResult<Outcome> {
     let store = Arc::new(Store::open_with(
-        &dir,
+        dir,
         Options::default().with_durability(a.durability.durability()),
     )?);
     let bytes_before = store.info()?.bytes;
-    let run = run_appends(&store, &a)?;
+    let run = run_appends(&store, a)?;
 
     // Everything appended reaches the disk (already so for sync).
     let t = Instant::now();
@@ -398,7 +514,7 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
         .ok_or_else(|| CliError::Other("the store is still shared after the benchmark".into()))?;
     store.close()?;
 
-    let baseline = run_baseline(&dir, bytes, run.appends, a.durability)?;
+    let baseline = run_baseline(dir, bytes, run.appends, a.durability)?;
 
     let h = &run.latency_ns;
     let q = |quantile: f64| h.value_at_quantile(quantile) as f64 / 1000.0;
@@ -426,12 +542,8 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
     let baseline_syncs_per_s = per_s(baseline.syncs as f64, baseline.seconds);
     let read_all_events_per_s = per_s(read_all_events as f64, read_all_seconds);
     let read_all_mb_per_s = per_s(mb(read_all_bytes), read_all_seconds);
-    let dir_text = match &a.dir {
-        Some(d) => d.display().to_string(),
-        None => format!("{} (temporary, removed)", dir.display()),
-    };
 
-    if a.json {
+    if json {
         let obj = Obj::new()
             .field("workload", a.workload())
             .field("durability", a.durability.name())
@@ -453,6 +565,7 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
             .field("latency_mean_us", r3(mean))
             .field("in_append_share", r3(in_append_share))
             .field("final_sync_ms", r3(final_sync_seconds * 1e3))
+            .field("baseline", a.durability.baseline_name())
             .field("baseline_writes", baseline.writes)
             .field("baseline_syncs", baseline.syncs)
             .field("baseline_seconds", r6(baseline.seconds))
@@ -486,9 +599,9 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
             String::new()
         };
         let how = match a.durability {
-            DurabilityArg::Sync => "preallocated, write_all + sync_data each",
-            DurabilityArg::Periodic => "write_all, sync_data every 100 ms",
-            DurabilityArg::Buffered => "write_all",
+            DurabilityArg::Sync => "a preallocated plain file, write_all + sync_data each",
+            DurabilityArg::Periodic => "a plain file, write_all, sync_data every 100 ms",
+            DurabilityArg::Buffered => "a plain file, write_all, no sync",
         };
         writeln!(out, "workload     {}", a.workload())?;
         writeln!(
@@ -512,12 +625,16 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
         )?;
         writeln!(
             out,
-            "baseline     plain file, {how}, {} writes: {:.3} s, {:.1} MB/s{sync_note}",
-            baseline.writes, baseline.seconds, baseline_mb_per_s
+            "baseline     {}: {how}, {} writes: {:.3} s, {:.1} MB/s{sync_note}",
+            a.durability.baseline_name(),
+            baseline.writes,
+            baseline.seconds,
+            baseline_mb_per_s
         )?;
         writeln!(
             out,
-            "ratio        {ratio:.3} (streamlog MB/s / baseline MB/s)"
+            "ratio        {ratio:.3} (streamlog MB/s / {} MB/s)",
+            a.durability.baseline_name()
         )?;
         writeln!(
             out,
@@ -536,5 +653,10 @@ pub fn run(a: BenchArgs, out: &mut impl Write) -> CliResult {
         )?;
         writeln!(out, "dir          {dir_text}")?;
     }
-    Ok(())
+    Ok(Outcome {
+        durability: a.durability,
+        mb_per_s,
+        events_per_s,
+        ratio,
+    })
 }
