@@ -154,23 +154,31 @@ fn every_read_path_honours_max_count_and_truncate_before() {
 }
 
 #[test]
-fn max_age_hides_events_older_than_it_by_their_timestamp() {
+fn max_age_hides_events_committed_longer_ago_than_it() {
+    // The age of an event counts from its commit time, which the store stamps from its
+    // clock (here a clock the test moves); a timestamp the caller gives does not count.
     let tmp = tempfile::tempdir().unwrap();
-    let store = Store::open(tmp.path()).unwrap();
     let now = SystemTime::now();
-    let old = now - Duration::from_secs(7200);
+    let clock_at = std::sync::Arc::new(std::sync::Mutex::new(now - Duration::from_secs(7200)));
+    let read_clock = std::sync::Arc::clone(&clock_at);
+    let store = Store::open_with(
+        tmp.path(),
+        streamlog::Options::default().with_clock(streamlog::Clock::from_fn(move || {
+            *read_clock.lock().unwrap()
+        })),
+    )
+    .unwrap();
+    store
+        .append("s", ExpectedVersion::NoStream, [ev("old"), ev("old2")])
+        .unwrap();
+    *clock_at.lock().unwrap() = now;
     store
         .append(
             "s",
-            ExpectedVersion::NoStream,
-            [
-                ev("old").with_timestamp(old),
-                ev("old2").with_timestamp(old),
-            ],
+            ExpectedVersion::Exact(1),
+            // Backdated by its writer: still committed now, so still young.
+            [ev("new").with_timestamp(now - Duration::from_secs(100_000))],
         )
-        .unwrap();
-    store
-        .append("s", ExpectedVersion::Exact(1), [ev("new")])
         .unwrap();
     store
         .set_stream_metadata(
