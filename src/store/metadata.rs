@@ -62,7 +62,8 @@ pub struct StreamMetadata {
     /// Keep only the newest this many events (at least 1).
     pub max_count: Option<u64>,
     /// Hide events older than this (whole seconds, at least one), measured from the
-    /// event's timestamp.
+    /// event's commit time (for events written by format 1, which have none, from its
+    /// timestamp).
     pub max_age: Option<Duration>,
     /// Hide the events below this version. A soft delete sets it to the stream's last
     /// version + 1.
