@@ -222,33 +222,61 @@ impl Inner {
             return Ok(None);
         };
         let last = current.entry.last_version();
-        let within = |v: u64| -> Result<bool> {
-            Ok(match as_of {
-                AsOf::Version(bound) => v <= bound,
-                AsOf::Position(p) => match self.resolve_visible(stream, v, visible)? {
-                    Some(f) => f.entry.position <= p.0,
-                    None => false,
-                },
-                AsOf::Time(t) => match self.resolve_visible(stream, v, visible)? {
-                    Some(f) => {
-                        f.frame.committed_at_us().unwrap_or(i64::MIN) <= event::timestamp_us(t)
-                    }
-                    None => false,
-                },
-            })
-        };
-        // The largest version within the bound: versions within it form a prefix.
-        let (mut lo, mut hi) = (0u64, last.saturating_add(1));
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if within(mid)? {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+        let p = match as_of {
+            AsOf::Version(bound) => return Ok(Some(bound.min(last))),
+            // A time bound reads the probed frames' commit times (through the frame
+            // cache, that measured faster than turning the time into a position with
+            // `position_at` first).
+            AsOf::Time(t) => {
+                let t = event::timestamp_us(t);
+                return search_prefix(last, |v| {
+                    Ok(self
+                        .resolve_visible(stream, v, visible)?
+                        .is_some_and(|f| f.frame.committed_at_us().unwrap_or(i64::MIN) <= t))
+                });
             }
+            AsOf::Position(p) => p.0,
+        };
+        let within = |v: u64| -> Result<bool> {
+            Ok(self
+                .resolve_visible(stream, v, visible)?
+                .is_some_and(|f| f.entry.position <= p))
+        };
+        // A position bound is searched on the index entries alone, one lookup a probe and
+        // no frame read; the answer is then confirmed through the frames (the entries of
+        // a stream sharing this one's keys could mislead the search), and searched again
+        // through the frames if it does not hold.
+        let (hash, check) = self.index.keys(stream);
+        let found = search_prefix(last, |v| {
+            Ok(self
+                .index
+                .floor(hash, check, v, &[])?
+                .is_some_and(|e| e.position <= p && e.position < visible))
+        })?;
+        let holds = match found {
+            Some(v) => within(v)? && (v == last || !within(v.saturating_add(1))?),
+            None => !within(0)?,
+        };
+        if holds {
+            return Ok(found);
         }
-        Ok(lo.checked_sub(1))
+        search_prefix(last, within)
     }
+}
+
+/// The largest version in `0..=last` for which `within` holds, when the versions it
+/// holds for form a prefix (`None` when it holds for none): a binary search.
+fn search_prefix(last: u64, mut within: impl FnMut(u64) -> Result<bool>) -> Result<Option<u64>> {
+    let (mut lo, mut hi) = (0u64, last.saturating_add(1));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if within(mid)? {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo.checked_sub(1))
 }
 
 impl Store {
