@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use streamlog::io::sim::SplitMix64 as Rng;
 use streamlog::{
     Aggregate, AsOf, Durability, EventView, ExpectedVersion, NewEvent, Options, Position,
     SnapshotPolicy, Store,
@@ -27,17 +28,6 @@ use streamlog::{
 
 const EVENT_BYTES: usize = 150;
 const ALIGN_RUN: Duration = Duration::from_secs(4);
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n.max(1)
-    }
-}
 
 fn segment_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir.join("segments"))
@@ -142,7 +132,7 @@ fn timed_store(dir: &std::path::Path, n: u64) -> (Store, SystemTime, SystemTime)
 
 fn mean_lookup(store: &Store, start: SystemTime, end: SystemTime) -> Duration {
     let span = end.duration_since(start).unwrap().as_micros() as u64;
-    let mut rng = Rng(5);
+    let mut rng = Rng::new(5);
     let times: Vec<SystemTime> = (0..1000)
         .map(|_| start + Duration::from_micros(rng.below(span)))
         .collect();
@@ -246,7 +236,7 @@ fn part_c_with(frame_cache_bytes: usize) {
         std::hint::black_box(store.load::<Sum>("acct").unwrap());
     }
     let latest = t.elapsed() / rounds;
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let mut row = |name: &str, bound: &mut dyn FnMut(&mut Rng) -> AsOf| {
         let t = Instant::now();
         for _ in 0..rounds {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use streamlog::io::sim::SplitMix64 as Rng;
 use streamlog::{
     Aggregate, AsOf, Clock, Durability, EventView, ExpectedVersion, NewEvent, Options, Position,
     RecordedEvent, Store,
@@ -37,21 +38,6 @@ fn all(store: &Store) -> Vec<RecordedEvent> {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
-}
-
-/// A tiny deterministic generator (the tests need no more).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 #[test]
@@ -105,7 +91,7 @@ fn check_time_search(aligned: bool, durability: Durability) {
         .with_sector_aligned_commits(aligned)
         .with_clock(clock);
     let store = Store::open_with(dir.path(), options.clone()).unwrap();
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let start = now.load(Ordering::SeqCst);
     for i in 0..600u64 {
         if rng.below(3) != 0 {
@@ -127,7 +113,7 @@ fn check_time_search(aligned: bool, durability: Durability) {
 
 fn check_after_reopen(dir: tempfile::TempDir, options: Options, start: i64, now: Arc<AtomicI64>) {
     let store = Store::open_with(dir.path(), options).unwrap();
-    let mut rng = Rng(11);
+    let mut rng = Rng::new(11);
     for i in 0..300u64 {
         now.fetch_add(rng.below(1_500) as i64, Ordering::SeqCst);
         store
@@ -327,7 +313,7 @@ fn as_of_model(
     .with_segment_size_bytes(32 << 10)
     .with_clock(clock);
     let mut store = Store::open_with(dir, options.clone()).unwrap();
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     // (stream, version, value, position, committed_at)
     let mut model: Vec<ModelEvent> = Vec::new();
     let mut last_t = i64::MIN;
