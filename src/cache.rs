@@ -42,6 +42,13 @@ impl<K: Hash + Eq, V, S: BuildHasher + Default> Generations<K, V, S> {
         }
     }
 
+    /// Drops every entry.
+    pub(crate) fn clear(&mut self) {
+        self.young.clear();
+        self.old.clear();
+        self.young_weight = 0;
+    }
+
     /// The cached value of `key`, promoted to the young generation.
     pub(crate) fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
     where

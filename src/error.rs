@@ -88,6 +88,15 @@ pub enum Error {
         /// The deleted stream.
         stream: String,
     },
+    /// No frame is at this position any more: a scavenge removed it, because every event
+    /// in it was deleted, expired or truncated (see
+    /// [`Store::scavenge`](crate::Store::scavenge)). Reads that start or resume there go
+    /// on at the next surviving frame; this error reaches a caller only from a read of
+    /// that exact frame.
+    Scavenged {
+        /// The position that was read.
+        position: u64,
+    },
 }
 
 impl Error {
@@ -172,6 +181,11 @@ impl fmt::Display for Error {
             Error::StreamDeleted { stream } => {
                 write!(f, "stream {stream:?} is deleted (hard delete, tombstone)")
             }
+            Error::Scavenged { position } => write!(
+                f,
+                "no frame at position {position} any more: a scavenge removed its deleted or \
+                 expired events"
+            ),
         }
     }
 }

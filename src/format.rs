@@ -9,14 +9,17 @@
 
 use std::fmt;
 
+pub mod compact;
 pub(crate) mod le;
 
 use le::Reader;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
-/// Current on-disk format version written into segment headers.
-pub const FORMAT_VERSION: u32 = 2;
+/// Current on-disk format version written into segment headers (3: rewritten segments
+/// exist; a segment of the log is laid out as in version 2 unless its kind is
+/// [`compact::SEGMENT_KIND_COMPACTED`]).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest format version this build reads (and appends after: see `docs/format.md`).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Segment file kind: a segment of the event log.

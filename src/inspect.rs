@@ -51,13 +51,26 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
     for seg in segments.iter().take(segments.len().saturating_sub(1)) {
         seg.seal()?;
     }
-    let continuity = std::cell::RefCell::new(crate::index::VersionContinuity::default());
+    let continuity = std::cell::RefCell::new(
+        crate::index::VersionContinuity::default()
+            .with_removed(crate::index::Hashing::Standard, removed_runs(&segments)),
+    );
     let mut report = verify_segments(&segments, limit, &mut progress, &|h, bytes| {
         crate::store::count_and_check_versions(&continuity, h, bytes.body())
     })?;
     report.version_problems = continuity.into_inner().into_problems();
     report.index_problems = check_index(dir, &segments)?;
     Ok(report)
+}
+
+/// What the rewritten segments among `segments` record as removed (damaged ones are
+/// passed over: verification reports them).
+pub(crate) fn removed_runs(segments: &[Arc<Segment>]) -> Vec<crate::format::compact::RemovedRun> {
+    segments
+        .iter()
+        .filter_map(|s| s.compact_map().ok().flatten())
+        .flat_map(|m| m.removed().to_vec())
+        .collect()
 }
 
 /// Checks the index files against the log: the manifest and every table block decode, the

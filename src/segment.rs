@@ -10,6 +10,9 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
+use crate::format::compact::{
+    self, BLOCK_HEADER_LEN, BlockRef, FOOTER_LEN, Footer, RemovedRun, SEGMENT_KIND_COMPACTED,
+};
 use crate::format::{
     self, DecodeError, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN,
     SegmentHeader,
@@ -52,6 +55,38 @@ pub struct Segment {
     /// The format version its header declares: set when the header is checked (or the
     /// segment created).
     version: std::sync::OnceLock<u32>,
+    /// Whether it is a rewritten segment (and then its block map): set on first need.
+    compact: std::sync::OnceLock<Option<Arc<CompactMap>>>,
+}
+
+/// What a rewritten segment's footer, block map and removed runs say (format 3, see
+/// `format::compact`).
+#[derive(Debug)]
+pub struct CompactMap {
+    footer: Footer,
+    blocks: Vec<BlockRef>,
+    removed: Vec<RemovedRun>,
+}
+
+impl CompactMap {
+    /// The position the segment ends at (the next segment's base).
+    pub fn logical_end(&self) -> u64 {
+        self.footer.logical_end
+    }
+
+    /// What the scavenge that wrote it removed.
+    pub fn removed(&self) -> &[RemovedRun] {
+        &self.removed
+    }
+
+    /// Index of the block that may hold `position`: the last one starting at or before it
+    /// (a block's frames may spread over more positions than its bytes, where frames
+    /// between them were removed).
+    fn block_for(&self, position: u64) -> Option<usize> {
+        self.blocks
+            .partition_point(|b| b.first_position <= position)
+            .checked_sub(1)
+    }
 }
 
 /// The bytes of one frame: borrowed from a mapping or read into a buffer.
@@ -64,6 +99,8 @@ pub struct FrameBytes {
 enum FrameStorage {
     Mapped(Mapping, usize, usize),
     Owned(Arc<[u8]>),
+    /// A frame inside a decoded block of a rewritten segment.
+    Block(Arc<[u8]>, usize, usize),
 }
 
 impl std::ops::Deref for FrameBytes {
@@ -72,6 +109,7 @@ impl std::ops::Deref for FrameBytes {
         match &self.bytes {
             FrameStorage::Mapped(m, start, end) => m.get(*start..*end).unwrap_or_default(),
             FrameStorage::Owned(v) => v,
+            FrameStorage::Block(b, start, end) => b.get(*start..*end).unwrap_or_default(),
         }
     }
 }
@@ -172,6 +210,7 @@ impl Segment {
             map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
             version: std::sync::OnceLock::from(format::FORMAT_VERSION),
+            compact: std::sync::OnceLock::from(None),
         })
     }
 
@@ -200,6 +239,7 @@ impl Segment {
             map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
             version: std::sync::OnceLock::new(),
+            compact: std::sync::OnceLock::new(),
         })
     }
 
@@ -222,6 +262,105 @@ impl Segment {
     /// Logical position of the first frame.
     pub fn first_frame_position(&self) -> u64 {
         self.base.saturating_add(SEGMENT_HEADER_LEN as u64)
+    }
+
+    /// Reads a rewritten segment's footer and tables (once): `Ok(Ok(None))` for a segment
+    /// that is not one (or whose header does not decode: [`Segment::check_header`] reports
+    /// that), `Ok(Err((file offset, reason)))` for a rewritten one whose tables do not check.
+    fn load_compact(
+        &self,
+    ) -> Result<std::result::Result<Option<Arc<CompactMap>>, (u64, DecodeError)>> {
+        if let Some(found) = self.compact.get() {
+            return Ok(Ok(found.clone()));
+        }
+        let mut buf = [0u8; SEGMENT_HEADER_LEN];
+        let n = self.read_exact_or_eof(&mut buf, 0)?;
+        let rewritten = self.kind == format::SEGMENT_KIND_EVENTS
+            && format::decode_segment_header(buf.get(..n).unwrap_or_default())
+                .is_ok_and(|h| h.kind == SEGMENT_KIND_COMPACTED && h.version >= 3);
+        if !rewritten {
+            let _ = self.compact.set(None);
+            return Ok(Ok(None));
+        }
+        let file_len = self
+            .file
+            .len()
+            .map_err(|e| Error::io(format!("stat {}", self.path.display()), e))?;
+        let footer_at = file_len.saturating_sub(FOOTER_LEN as u64);
+        let mut footer = [0u8; FOOTER_LEN];
+        let n = self.read_exact_or_eof(&mut footer, footer_at)?;
+        let footer = match compact::decode_footer(
+            footer.get(..n).unwrap_or_default(),
+            self.base,
+            file_len,
+        ) {
+            Ok(f) => f,
+            Err(e) => return Ok(Err((footer_at, e))),
+        };
+        let tables_len = usize::try_from(footer_at.saturating_sub(footer.map_offset))
+            .map_err(|_| Error::InvalidArgument("rewritten segment tables too large".into()))?;
+        let mut tables = vec![0u8; tables_len];
+        let n = self.read_exact_or_eof(&mut tables, footer.map_offset)?;
+        let (blocks, removed) =
+            match compact::decode_tables(tables.get(..n).unwrap_or_default(), &footer, self.base) {
+                Ok(t) => t,
+                Err(e) => return Ok(Err((footer.map_offset, e))),
+            };
+        let map = Arc::new(CompactMap {
+            footer,
+            blocks,
+            removed,
+        });
+        let _ = self.sealed_len.set(file_len);
+        let _ = self.compact.set(Some(Arc::clone(&map)));
+        Ok(Ok(Some(map)))
+    }
+
+    /// The block map of a rewritten segment; `None` for a segment as the writer wrote it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a rewritten segment's footer or tables do not check;
+    /// I/O errors.
+    pub fn compact_map(&self) -> Result<Option<Arc<CompactMap>>> {
+        self.load_compact()?.map_err(|(offset, reason)| {
+            Error::corrupted(self.path.clone(), offset, reason.to_string())
+        })
+    }
+
+    /// Whether it is a rewritten segment (as far as known: after its header was checked).
+    pub fn is_compacted(&self) -> bool {
+        self.compact.get().is_some_and(Option::is_some)
+    }
+
+    /// How many positions it covers: the file's length, or for a rewritten segment the
+    /// length it had before (its logical end minus its base).
+    ///
+    /// # Errors
+    /// As [`Segment::compact_map`].
+    pub fn logical_len(&self) -> Result<u64> {
+        match self.compact_map()? {
+            Some(map) => Ok(map.logical_end().saturating_sub(self.base)),
+            None => self.file_len(),
+        }
+    }
+
+    /// The position a sealed segment ends at (its logical end); `None` for the active one.
+    pub fn sealed_end(&self) -> Option<u64> {
+        match self.compact.get() {
+            Some(Some(map)) => Some(map.logical_end()),
+            _ => self.sealed_len().map(|len| self.base.saturating_add(len)),
+        }
+    }
+
+    /// Reads the bytes of a file range (`len` at `offset`; fewer at the end of the file).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn read_range(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let n = self.read_exact_or_eof(&mut buf, offset)?;
+        buf.truncate(n);
+        Ok(buf)
     }
 
     /// The file's length in bytes.
@@ -259,8 +398,14 @@ impl Segment {
             }
             Err(e) => return Ok(Err(e)),
         };
-        if header.kind != self.kind {
+        let rewritten = header.kind == SEGMENT_KIND_COMPACTED
+            && self.kind == format::SEGMENT_KIND_EVENTS
+            && header.version >= 3;
+        if header.kind != self.kind && !rewritten {
             return Ok(Err(DecodeError::Invalid("segment kind")));
+        }
+        if rewritten && let Err((_, reason)) = self.load_compact()? {
+            return Ok(Err(reason));
         }
         if header.base_position != self.base {
             return Ok(Err(DecodeError::Invalid(
@@ -389,25 +534,30 @@ impl Segment {
 
     /// A sequential reader over the file (mapping when sealed, read-ahead buffer if not).
     pub fn reader(self: &Arc<Self>) -> SegmentReader {
+        let map = if self.is_compacted() {
+            None
+        } else {
+            self.mapping()
+        };
+        self.new_reader(map, READ_AHEAD_BYTES)
+    }
+
+    fn new_reader(self: &Arc<Self>, map: Option<Mapping>, read_ahead: usize) -> SegmentReader {
         SegmentReader {
             segment: Arc::clone(self),
-            map: self.mapping(),
+            map,
             buf: Vec::new(),
             buf_offset: 0,
-            read_ahead: READ_AHEAD_BYTES,
+            read_ahead,
+            compact: self.compact.get().cloned().flatten(),
+            block: None,
         }
     }
 
     /// A reader for a few reads at scattered places (a search): it reads a page at a time
     /// and, like [`Segment::read_frame`], never through the mapping.
     pub fn point_reader(self: &Arc<Self>) -> SegmentReader {
-        SegmentReader {
-            segment: Arc::clone(self),
-            map: None,
-            buf: Vec::new(),
-            buf_offset: 0,
-            read_ahead: POINT_READ_BYTES,
-        }
+        self.new_reader(None, POINT_READ_BYTES)
     }
 
     /// Reads and fully checks the frame at logical `position`, not reading past file
@@ -424,14 +574,8 @@ impl Segment {
         // fetches the rest of a longer one). Not through the mapping even when sealed:
         // random reads through a mapping fault file pages into the process's resident set,
         // so memory would grow with the part of the log read, not with what is in use.
-        SegmentReader {
-            segment: Arc::clone(self),
-            map: None,
-            buf: Vec::new(),
-            buf_offset: 0,
-            read_ahead: POINT_READ_BYTES,
-        }
-        .frame_at(position, limit)
+        self.new_reader(None, POINT_READ_BYTES)
+            .frame_at(position, limit)
     }
 }
 
@@ -444,6 +588,11 @@ pub struct SegmentReader {
     buf_offset: u64,
     /// Bytes read at once when the buffer misses; 0 reads exactly what is asked.
     read_ahead: usize,
+    /// A rewritten segment's block map: positions are found through it, and "offsets"
+    /// in this reader's calls are positions minus the base, not file offsets.
+    compact: Option<Arc<CompactMap>>,
+    /// The last block decoded (its index in the map, its frames).
+    block: Option<(usize, Arc<[u8]>)>,
 }
 
 impl SegmentReader {
@@ -503,6 +652,11 @@ impl SegmentReader {
     /// # Errors
     /// [`Error::Io`] on read failure, [`Error::Corrupted`] when the frame does not check.
     pub fn frame_at(&mut self, position: u64, limit: u64) -> Result<(FrameHeader, FrameBytes)> {
+        if let Some(map) = self.compact.clone() {
+            let (header, raw, start, len) = self.compact_frame(&map, position)?;
+            let bytes = FrameStorage::Block(raw, start, start.saturating_add(len));
+            return Ok((header, FrameBytes { bytes }));
+        }
         let offset = self.file_offset(position);
         match self.try_frame_at(offset, limit)? {
             Ok(found) => Ok(found),
@@ -520,6 +674,15 @@ impl SegmentReader {
     /// # Errors
     /// As [`SegmentReader::frame_at`].
     pub fn frame_ref_at(&mut self, position: u64, limit: u64) -> Result<(FrameHeader, &[u8])> {
+        if let Some(map) = self.compact.clone() {
+            let (header, _, start, len) = self.compact_frame(&map, position)?;
+            let bytes = self
+                .block
+                .as_ref()
+                .and_then(|(_, raw)| raw.get(start..start.saturating_add(len)))
+                .unwrap_or_default();
+            return Ok((header, bytes));
+        }
         let offset = self.file_offset(position);
         let segment = Arc::clone(&self.segment);
         match self.try_frame_ref_at(offset, limit)? {
@@ -560,6 +723,21 @@ impl SegmentReader {
         limit: u64,
     ) -> Result<Result<(FrameHeader, &[u8]), DecodeError>> {
         let position = self.segment.base.saturating_add(offset);
+        if let Some(map) = self.compact.clone() {
+            return match self.compact_lookup(&map, position)? {
+                Ok(Some((header, _, start, len))) => Ok(Ok((
+                    header,
+                    self.block
+                        .as_ref()
+                        .and_then(|(_, raw)| raw.get(start..start.saturating_add(len)))
+                        .unwrap_or_default(),
+                ))),
+                Ok(None) => Ok(Err(DecodeError::Invalid(
+                    "no frame here: a scavenge removed it",
+                ))),
+                Err((_, reason)) => Ok(Err(reason)),
+            };
+        }
         let available = limit.saturating_sub(offset);
         let head = self.bytes_at(offset, FRAME_HEADER_LEN, limit)?;
         if (head.len() as u64) < FRAME_HEADER_LEN as u64 || available < FRAME_HEADER_LEN as u64 {
@@ -604,6 +782,9 @@ impl SegmentReader {
         end: u64,
         mut visit: impl FnMut(&FrameHeader, &FrameBytes) -> Result<()>,
     ) -> Result<ScanEnd> {
+        if let Some(map) = self.compact.clone() {
+            return self.scan_compacted(&map, from, end, visit);
+        }
         let mut offset = from;
         while offset < end {
             match self.try_frame_at(offset, end)? {
@@ -651,6 +832,13 @@ impl SegmentReader {
     /// # Errors
     /// I/O errors.
     pub fn resync(&mut self, from: u64, end: u64) -> Result<Option<u64>> {
+        if self.compact.is_some() {
+            let base = self.segment.base;
+            return Ok(self
+                .next_frame_at_or_after(base.saturating_add(from))?
+                .filter(|&p| p < base.saturating_add(end))
+                .map(|p| p.saturating_sub(base)));
+        }
         let magic = FRAME_MAGIC.to_le_bytes();
         let mut offset = from;
         // Frames are mostly small: look near `from` first, then in growing windows.
@@ -690,6 +878,221 @@ impl SegmentReader {
         end: u64,
     ) -> Result<Result<(FrameHeader, FrameBytes), DecodeError>> {
         self.try_frame_at(offset, end)
+    }
+
+    /// Decodes block `i` of a rewritten segment, or takes the one decoded last.
+    fn load_block(
+        &mut self,
+        map: &CompactMap,
+        i: usize,
+    ) -> Result<std::result::Result<Arc<[u8]>, (u64, DecodeError)>> {
+        if let Some((j, raw)) = &self.block
+            && *j == i
+        {
+            return Ok(Ok(Arc::clone(raw)));
+        }
+        let Some(b) = map.blocks.get(i).copied() else {
+            return Ok(Err((0, DecodeError::Invalid("no such block"))));
+        };
+        let len =
+            BLOCK_HEADER_LEN.saturating_add(usize::try_from(b.stored_len).unwrap_or(usize::MAX));
+        let bytes = self.segment.read_range(b.file_offset, len)?;
+        let decoded =
+            compact::decode_block_header(&bytes).and_then(|(codec, stored_len, raw_len, crc)| {
+                if codec != b.codec || stored_len != b.stored_len || raw_len != b.raw_len {
+                    return Err(DecodeError::Invalid(
+                        "block header differs from the block map",
+                    ));
+                }
+                compact::decode_block(
+                    codec,
+                    bytes.get(BLOCK_HEADER_LEN..).unwrap_or_default(),
+                    raw_len,
+                    crc,
+                )
+            });
+        match decoded {
+            Ok(raw) => {
+                let raw: Arc<[u8]> = Arc::from(raw);
+                self.block = Some((i, Arc::clone(&raw)));
+                Ok(Ok(raw))
+            }
+            Err(e) => Ok(Err((b.file_offset, e))),
+        }
+    }
+
+    /// The checked frame at `position` of a rewritten segment: its header, the decoded
+    /// block and where the frame is in it; `Ok(None)` when a scavenge removed it.
+    /// `Err((file offset, reason))` when the block or the frame does not check.
+    #[allow(clippy::type_complexity)]
+    fn compact_lookup(
+        &mut self,
+        map: &CompactMap,
+        position: u64,
+    ) -> Result<
+        std::result::Result<Option<(FrameHeader, Arc<[u8]>, usize, usize)>, (u64, DecodeError)>,
+    > {
+        let Some(i) = map.block_for(position) else {
+            return Ok(Ok(None));
+        };
+        let Some(b) = map.blocks.get(i).copied() else {
+            return Ok(Ok(None));
+        };
+        let raw = match self.load_block(map, i)? {
+            Ok(raw) => raw,
+            Err(e) => return Ok(Err(e)),
+        };
+        let found = (|| {
+            let Some(start) = compact::find_in_block(&raw, b.first_position, position)? else {
+                return Ok(None);
+            };
+            let header = format::decode_frame_header(raw.get(start..).unwrap_or_default())?;
+            let len =
+                usize::try_from(header.frame_len()).map_err(|_| DecodeError::Invalid("length"))?;
+            let bytes =
+                raw.get(start..start.saturating_add(len))
+                    .ok_or(DecodeError::Truncated {
+                        needed: header.frame_len(),
+                        available: raw.len().saturating_sub(start) as u64,
+                    })?;
+            format::check_frame(&header, bytes, position)?;
+            Ok(Some((header, start, len)))
+        })();
+        Ok(match found {
+            Ok(Some((header, start, len))) => Ok(Some((header, raw, start, len))),
+            Ok(None) => Ok(None),
+            Err(e) => Err((b.file_offset, e)),
+        })
+    }
+
+    /// [`SegmentReader::compact_lookup`] with its outcomes as errors.
+    fn compact_frame(
+        &mut self,
+        map: &CompactMap,
+        position: u64,
+    ) -> Result<(FrameHeader, Arc<[u8]>, usize, usize)> {
+        match self.compact_lookup(map, position)? {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(Error::Scavenged { position }),
+            Err((offset, reason)) => Err(Error::corrupted(
+                self.segment.path.clone(),
+                offset,
+                reason.to_string(),
+            )),
+        }
+    }
+
+    /// For a rewritten segment: the position of the first surviving frame at or after
+    /// `position` (`None`: none in this segment). A block that does not decode is passed
+    /// over (reading its frames reports the damage). For a segment as written, `position`
+    /// itself.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn next_frame_at_or_after(&mut self, position: u64) -> Result<Option<u64>> {
+        let Some(map) = self.compact.clone() else {
+            return Ok(Some(position));
+        };
+        let mut i = map.blocks.partition_point(|b| b.first_position <= position);
+        if let Some(prev) = i.checked_sub(1)
+            && let Some(b) = map.blocks.get(prev).copied()
+        {
+            if let Ok(raw) = self.load_block(&map, prev)?
+                && let Ok(positions) = compact::block_positions(&raw, b.first_position)
+                && let Some(&(p, _)) = positions.iter().find(|(p, _)| *p >= position)
+            {
+                return Ok(Some(p));
+            }
+        }
+        while let Some(b) = map.blocks.get(i) {
+            if b.first_position >= position {
+                return Ok(Some(b.first_position));
+            }
+            i = i.saturating_add(1);
+        }
+        Ok(None)
+    }
+
+    /// [`SegmentReader::scan`] of a rewritten segment: its surviving frames with
+    /// positions from `base + from` to `base + end`.
+    fn scan_compacted(
+        &mut self,
+        map: &CompactMap,
+        from: u64,
+        end: u64,
+        mut visit: impl FnMut(&FrameHeader, &FrameBytes) -> Result<()>,
+    ) -> Result<ScanEnd> {
+        let base = self.segment.base;
+        let (from_p, end_p) = (base.saturating_add(from), base.saturating_add(end));
+        for (i, b) in map.blocks.iter().enumerate() {
+            // Blocks wholly before `from`: the next one starts at or before it.
+            if map
+                .blocks
+                .get(i.saturating_add(1))
+                .is_some_and(|next| next.first_position <= from_p)
+            {
+                continue;
+            }
+            if b.first_position >= end_p {
+                break;
+            }
+            let block_offset = b.first_position.saturating_sub(base);
+            let raw = match self.load_block(map, i)? {
+                Ok(raw) => raw,
+                Err((_, reason)) => {
+                    return Ok(ScanEnd::Damaged {
+                        offset: block_offset.max(from),
+                        reason,
+                    });
+                }
+            };
+            let positions = match compact::block_positions(&raw, b.first_position) {
+                Ok(p) => p,
+                Err(reason) => {
+                    return Ok(ScanEnd::Damaged {
+                        offset: block_offset.max(from),
+                        reason,
+                    });
+                }
+            };
+            for (position, start) in positions {
+                if position < from_p {
+                    continue;
+                }
+                if position >= end_p {
+                    break;
+                }
+                let checked = format::decode_frame_header(raw.get(start..).unwrap_or_default())
+                    .and_then(|header| {
+                        let len = usize::try_from(header.frame_len())
+                            .map_err(|_| DecodeError::Invalid("length"))?;
+                        let bytes = raw
+                            .get(start..start.saturating_add(len))
+                            .unwrap_or_default();
+                        format::check_frame(&header, bytes, position)?;
+                        Ok((header, len))
+                    });
+                match checked {
+                    Ok((header, len)) => {
+                        let bytes = FrameBytes {
+                            bytes: FrameStorage::Block(
+                                Arc::clone(&raw),
+                                start,
+                                start.saturating_add(len),
+                            ),
+                        };
+                        visit(&header, &bytes)?;
+                    }
+                    Err(reason) => {
+                        return Ok(ScanEnd::Damaged {
+                            offset: position.saturating_sub(base),
+                            reason,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(ScanEnd::Clean { offset: end })
     }
 
     /// Raw bytes at file `offset` (up to `len`), for inspection of damaged frames.
@@ -760,6 +1163,8 @@ mod tests {
             buf: Vec::new(),
             buf_offset: 0,
             read_ahead: POINT_READ_BYTES,
+            compact: None,
+            block: None,
         };
         // Even with no limit from the caller, the frame reads as truncated.
         assert!(matches!(

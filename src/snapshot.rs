@@ -432,9 +432,39 @@ impl SnapshotStore {
     /// # Errors
     /// I/O errors (the old generation stays in force).
     pub fn reclaim(&self, keep: usize) -> Result<(u64, u64)> {
+        self.reclaim_filtered(keep, &|_| false)
+    }
+
+    /// [`SnapshotStore::reclaim`] that also drops every snapshot of the streams `drop`
+    /// `dropped_stream` names (hard-deleted or erased streams). Writes nothing when there is nothing to
+    /// drop and `keep` is `usize::MAX`.
+    ///
+    /// # Errors
+    /// As [`SnapshotStore::reclaim`].
+    pub fn reclaim_filtered(
+        &self,
+        keep: usize,
+        dropped_stream: &dyn Fn(&str) -> bool,
+    ) -> Result<(u64, u64)> {
         let Some(old) = self.live() else {
             return Ok((0, 0));
         };
+        if keep == usize::MAX {
+            let mut any = false;
+            for item in old.log.frames(0, old.log.written()) {
+                let (h, bytes) = item?;
+                if h.kind == FrameKind::Snapshot
+                    && format::decode_snapshot_body(bytes.body())
+                        .is_ok_and(|b| dropped_stream(b.stream))
+                {
+                    any = true;
+                    break;
+                }
+            }
+            if !any {
+                return Ok((old.index.totals().appends, 0));
+            }
+        }
         if self.read_only {
             return Err(Error::ReadOnly);
         }
@@ -460,7 +490,9 @@ impl SnapshotStore {
                 dropped += 1;
                 continue;
             };
-            if Self::among_latest(&old, &body, h.position, keep)? {
+            if !dropped_stream(body.stream)
+                && (keep == usize::MAX || Self::among_latest(&old, &body, h.position, keep)?)
+            {
                 let len = format::snapshot_body_len(&body).saturating_add(FRAME_HEADER_LEN as u64);
                 Self::append(&new, &body, len)?;
                 kept += 1;

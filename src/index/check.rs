@@ -12,14 +12,59 @@ use crate::error::Result;
 pub struct VersionContinuity {
     next: HashMap<String, u64>,
     problems: Vec<String>,
+    /// Versions a scavenge removed, by stream keys: `(first, end)` ranges.
+    removed: HashMap<(u64, u32), Vec<(u64, u64)>>,
+    hashing: super::Hashing,
 }
 
 impl VersionContinuity {
+    /// Takes in the removed runs that rewritten segments record (so that the versions a
+    /// scavenge took out are no gap), streams named by `hashing`'s keys.
+    pub fn with_removed(
+        mut self,
+        hashing: super::Hashing,
+        runs: impl IntoIterator<Item = crate::format::compact::RemovedRun>,
+    ) -> Self {
+        self.hashing = hashing;
+        for run in runs {
+            self.removed
+                .entry((run.hash, run.check))
+                .or_default()
+                .push((
+                    run.first_version,
+                    run.first_version.saturating_add(run.count),
+                ));
+        }
+        for ranges in self.removed.values_mut() {
+            ranges.sort_unstable();
+        }
+        self
+    }
+
+    /// Whether removed runs of `stream` cover every version from `from` to `to`.
+    fn removed_covers(&self, stream: &str, from: u64, to: u64) -> bool {
+        let Some(ranges) = self.removed.get(&self.hashing.keys(stream)) else {
+            return false;
+        };
+        let mut at = from;
+        for &(first, end) in ranges {
+            if first <= at && end > at {
+                at = end;
+            }
+            if at >= to {
+                return true;
+            }
+        }
+        at >= to
+    }
+
     /// The next append of the log: `count` events of `stream` from `first_version`, at
     /// `position`.
     pub fn see(&mut self, stream: &str, first_version: u64, count: u32, position: u64) {
         let expected = self.next.get(stream).copied().unwrap_or(0);
-        if first_version != expected {
+        if first_version != expected
+            && !(first_version > expected && self.removed_covers(stream, expected, first_version))
+        {
             self.problems.push(format!(
                 "stream {stream:?}: the append at position {position} starts at version \
                  {first_version}, but the stream's previous append ends before {expected}"

@@ -280,6 +280,11 @@ impl Index {
         self.state.read().manifest.clone()
     }
 
+    /// How stream names map to keys.
+    pub fn hashing(&self) -> Hashing {
+        self.hashing
+    }
+
     /// The keys of a stream.
     pub fn keys(&self, stream: &str) -> (u64, u32) {
         self.hashing.keys(stream)
@@ -360,10 +365,10 @@ impl Index {
     /// # Errors
     /// I/O errors; the frozen memtable stays in place (and readable) on failure.
     pub fn flush_frozen(&self) -> Result<bool> {
+        let _m = self.manifest_lock.lock();
         let Some(frozen) = self.state.read().frozen.clone() else {
             return Ok(false);
         };
-        let _m = self.manifest_lock.lock();
         let id = self.next_table_id();
         let entries = frozen.entries.iter().map(memtable_entry);
         write_table(self.storage.as_ref(), &self.dir, id, entries)?;
@@ -471,6 +476,150 @@ impl Index {
             let _ = self.storage.remove(old.path());
         }
         Ok(true)
+    }
+
+    /// Removes the entries of the frames at the positions `removed` says (frames a
+    /// scavenge took out of the log): each table holding any is rewritten without them
+    /// and a new manifest names the new tables; the memtable and a frozen memtable are
+    /// filtered in memory. The totals go down by what is removed. When the manifest's last
+    /// frame is among them, the manifest no longer names one (that check of the index
+    /// against its log is skipped until the next flush). Returns the entries removed.
+    ///
+    /// # Errors
+    /// I/O errors and damaged table blocks (the old tables stay in force).
+    pub fn remove_entries(&self, removed: &dyn Fn(u64) -> bool) -> Result<u64> {
+        let _merging = self.merge_lock.lock();
+        // Held throughout: no flush adds a table (or takes the frozen memtable) meanwhile.
+        let _m = self.manifest_lock.lock();
+        let tables = self.state.read().tables.clone();
+        let mut replaced: Vec<(u64, Arc<Table>)> = Vec::new();
+        let mut from_tables = Totals::default();
+        let count = |t: &mut Totals, e: &Entry| {
+            t.events = t.events.saturating_add(u64::from(e.count));
+            t.appends = t.appends.saturating_add(1);
+            if e.first_version == 0 {
+                t.streams = t.streams.saturating_add(1);
+            }
+        };
+        for table in &tables {
+            let mut gone = Totals::default();
+            table.for_each(|e| {
+                if removed(e.position) {
+                    count(&mut gone, &e);
+                }
+                Ok(())
+            })?;
+            if gone.appends == 0 {
+                continue;
+            }
+            let id = {
+                let mut st = self.state.write();
+                let id = st.manifest.next_table_id;
+                st.manifest.next_table_id = id + 1;
+                id
+            };
+            let mut kept = Vec::new();
+            table.for_each(|e| {
+                if !removed(e.position) {
+                    kept.push(e);
+                }
+                Ok(())
+            })?;
+            write_table(self.storage.as_ref(), &self.dir, id, kept.into_iter())?;
+            replaced.push((
+                table.id(),
+                Arc::new(Table::open(self.storage.as_ref(), &self.dir, id)?),
+            ));
+            from_tables.events = from_tables.events.saturating_add(gone.events);
+            from_tables.appends = from_tables.appends.saturating_add(gone.appends);
+            from_tables.streams = from_tables.streams.saturating_add(gone.streams);
+        }
+        let sub = |t: &mut Totals, gone: &Totals| {
+            t.events = t.events.saturating_sub(gone.events);
+            t.appends = t.appends.saturating_sub(gone.appends);
+            t.streams = t.streams.saturating_sub(gone.streams);
+        };
+        let mut manifest = self.state.read().manifest.clone();
+        for (old, new) in &replaced {
+            if let Some(slot) = manifest.tables.iter_mut().find(|t| **t == *old) {
+                *slot = new.id();
+            }
+        }
+        let mut manifest_totals = Totals {
+            events: manifest.events,
+            appends: manifest.appends,
+            streams: manifest.streams,
+        };
+        sub(&mut manifest_totals, &from_tables);
+        manifest.events = manifest_totals.events;
+        manifest.appends = manifest_totals.appends;
+        manifest.streams = manifest_totals.streams;
+        if manifest.last_frame_position != 0 && removed(manifest.last_frame_position) {
+            manifest.last_frame_position = 0;
+            manifest.last_frame_crc = 0;
+        }
+        if !replaced.is_empty() || manifest != self.state.read().manifest {
+            manifest.store(self.storage.as_ref(), &self.dir)?;
+        }
+        let mut total = from_tables;
+        {
+            let mut st = self.state.write();
+            for (old, new) in &replaced {
+                if let Some(slot) = st.tables.iter_mut().find(|t| t.id() == *old) {
+                    *slot = Arc::clone(new);
+                }
+            }
+            let mut gone = Totals::default();
+            st.memtable.retain(|k, v| {
+                let e = memtable_entry((k, v));
+                let remove = removed(e.position);
+                if remove {
+                    count(&mut gone, &e);
+                }
+                !remove
+            });
+            if let Some(frozen) = st.frozen.clone() {
+                let mut frozen_gone = Totals::default();
+                let mut entries = frozen.entries.clone();
+                entries.retain(|k, v| {
+                    let e = memtable_entry((k, v));
+                    let remove = removed(e.position);
+                    if remove {
+                        count(&mut frozen_gone, &e);
+                    }
+                    !remove
+                });
+                let mut totals = frozen.totals;
+                sub(&mut totals, &from_tables);
+                sub(&mut totals, &frozen_gone);
+                let last_frame = if removed(frozen.last_frame.0) {
+                    (0, 0)
+                } else {
+                    frozen.last_frame
+                };
+                st.frozen = Some(Arc::new(Frozen {
+                    entries,
+                    covered: frozen.covered,
+                    totals,
+                    last_frame,
+                }));
+                sub(&mut st.totals, &frozen_gone);
+                total.appends = total.appends.saturating_add(frozen_gone.appends);
+            }
+            sub(&mut st.totals, &from_tables);
+            sub(&mut st.totals, &gone);
+            total.appends = total.appends.saturating_add(gone.appends);
+            if st.last_frame.0 != 0 && removed(st.last_frame.0) {
+                st.last_frame = (0, 0);
+            }
+            st.manifest = manifest;
+        }
+        for (old, _) in &replaced {
+            // The manifest no longer names them; a crash before this leaves debris that the
+            // next open removes.
+            let _ = self.storage.remove(&self.dir.join(table_file_name(*old)));
+        }
+        Ok(total.appends)
     }
 
     /// The candidate entry for `version` of the stream with keys `(hash, check)`: the entry

@@ -98,6 +98,17 @@ impl Appender {
         Some((position, usize::try_from(len).unwrap_or(0), buf))
     }
 
+    /// Makes the next frame start a new segment (sealing the active one when written).
+    pub fn roll_next_segment(&mut self) {
+        self.roll_next = true;
+    }
+
+    /// Whether the active segment holds no frame yet.
+    pub fn active_is_empty(&self) -> bool {
+        self.head.saturating_sub(self.active_base)
+            <= self.first_frame_offset.max(SEGMENT_HEADER_LEN as u64)
+    }
+
     /// Takes the encoded bytes, to be written with [`Log::write`].
     pub fn take(&mut self) -> Vec<Chunk> {
         std::mem::take(&mut self.chunks)

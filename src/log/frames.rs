@@ -56,10 +56,18 @@ impl LogFrames {
             // A sealed segment's length is known; a segment that was not sealed when the
             // reader was made was the active one, which holds everything below `limit`
             // (the log's end when the iterator was made). No stat per frame.
-            let seg_end = reader
-                .segment()
-                .sealed_len()
-                .map_or(u64::MAX, |len| base.saturating_add(len));
+            let seg_end = reader.segment().sealed_end().unwrap_or(u64::MAX);
+            if reader.segment().is_compacted() && self.next < seg_end {
+                // A rewritten segment: the next frame is the next one a scavenge kept.
+                self.next = match reader.next_frame_at_or_after(self.next) {
+                    Ok(Some(p)) => p.min(seg_end),
+                    Ok(None) => seg_end,
+                    Err(_) => self.next,
+                };
+                if self.next >= self.limit {
+                    return None;
+                }
+            }
             if self.next >= seg_end {
                 // Move on to the next segment, which starts where this one ends.
                 let next_seg = self.log.segment_for(self.next)?;

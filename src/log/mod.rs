@@ -21,7 +21,7 @@ pub(crate) use recovery::{check_covered, list_segment_files, open_segments};
 pub(crate) use verify::verify_segments;
 pub use verify::{Damage, VerifyReport};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -242,7 +242,9 @@ impl Log {
             let n = rest.partition_point(|&p| p < end).max(1);
             let (here, after) = rest.split_at(n.min(rest.len()));
             rest = after;
-            if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) {
+            if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i))
+                && !seg.is_compacted()
+            {
                 let offsets: Vec<u64> =
                     here.iter().map(|&p| p.saturating_sub(seg.base())).collect();
                 seg.will_read_frames(&offsets);
@@ -385,6 +387,18 @@ impl Log {
         let Some(seg) = self.segment_for(position) else {
             return Ok(None);
         };
+        if seg.is_compacted() {
+            let mut reader = seg.point_reader();
+            let Some(at) = reader.next_frame_at_or_after(position)? else {
+                return Ok(None);
+            };
+            return match reader.frame_at(at, limit.saturating_sub(seg.base())) {
+                Ok((h, bytes)) if at.saturating_add(h.frame_len()) <= limit => Ok(Some((h, bytes))),
+                Ok(_) => Ok(None),
+                Err(Error::Io { context, source }) => Err(Error::Io { context, source }),
+                Err(_) => Ok(None),
+            };
+        }
         let from = position
             .max(seg.first_frame_position())
             .saturating_sub(seg.base());
@@ -433,6 +447,106 @@ impl Log {
         }
     }
 
+    /// Puts a rewritten segment (`bytes`, a whole file of format 3's rewritten kind) in
+    /// place of the sealed segment starting at `base`, crash-safely: the bytes go to a
+    /// temporary file beside it, which is synced, renamed over the segment's file (an
+    /// atomic switch), and the directory synced. From then on readers read the new file;
+    /// those already reading the old one go on reading it (its file stays open while they
+    /// hold it). A crash leaves either file whole; a temporary file left behind is removed
+    /// at the next open. Returns the new segment.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when no sealed segment starts at `base` (the active
+    /// segment is never rewritten); [`Error::Corrupted`] when the new file does not check;
+    /// I/O errors (the old file then stays in force).
+    pub fn replace_segment(&self, base: u64, bytes: &[u8]) -> Result<Arc<Segment>> {
+        if self.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let old = {
+            let segments = self.segments.read();
+            let i = segments
+                .binary_search_by_key(&base, |s| s.base())
+                .map_err(|_| Error::InvalidArgument(format!("no segment starts at {base}")))?;
+            if i + 1 >= segments.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "the segment at {base} is the active one"
+                )));
+            }
+            segments.get(i).cloned()
+        }
+        .ok_or_else(|| Error::InvalidArgument(format!("no segment starts at {base}")))?;
+        let path = old.path().to_path_buf();
+        let temp = temp_rewrite_path(&path);
+        let ctx = |what: &str, p: &std::path::Path| format!("{what} {}", p.display());
+        if self
+            .storage
+            .exists(&temp)
+            .map_err(|e| Error::io(ctx("stat", &temp), e))?
+        {
+            self.storage
+                .remove(&temp)
+                .map_err(|e| Error::io(ctx("remove", &temp), e))?;
+        }
+        let file = self
+            .storage
+            .create(&temp)
+            .map_err(|e| Error::io(ctx("create", &temp), e))?;
+        file.write_at(bytes, 0)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| Error::io(ctx("write", &temp), e))?;
+        drop(file);
+        let new = Arc::new(Segment::open(
+            self.storage.as_ref(),
+            &temp,
+            base,
+            self.kind,
+            true,
+        )?);
+        let logical = match new.check_header()? {
+            Ok(_) => new.logical_len()?,
+            Err(reason) => {
+                let _ = self.storage.remove(&temp);
+                return Err(Error::corrupted(temp, 0, reason.to_string()));
+            }
+        };
+        if logical != old.logical_len()? {
+            let _ = self.storage.remove(&temp);
+            return Err(Error::InvalidArgument(format!(
+                "a rewrite of the segment at {base} must end where it ends"
+            )));
+        }
+        self.storage
+            .rename(&temp, &path)
+            .map_err(|e| Error::io(ctx("rename over", &path), e))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(|e| Error::io(ctx("sync", &self.dir), e))?;
+        let new = Arc::new(Segment::open(
+            self.storage.as_ref(),
+            &path,
+            base,
+            self.kind,
+            true,
+        )?);
+        if let Err(reason) = new.check_header()? {
+            return Err(Error::corrupted(path, 0, reason.to_string()));
+        }
+        new.seal()?;
+        let mut segments = self.segments.write();
+        if let Ok(i) = segments.binary_search_by_key(&base, |s| s.base())
+            && let Some(slot) = segments.get_mut(i)
+        {
+            *slot = Arc::clone(&new);
+        }
+        Ok(new)
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<Arc<Segment>> {
+        self.segments.read().clone()
+    }
+
     /// Segment files with their lengths, oldest first.
     ///
     /// # Errors
@@ -444,4 +558,12 @@ impl Log {
             .map(|s| Ok((s.path().to_path_buf(), s.file_len()?)))
             .collect()
     }
+}
+
+/// Where [`Log::replace_segment`] writes a rewritten segment before the switch: the
+/// segment's name plus `.rewrite` (not a segment name: listings pass over it).
+pub fn temp_rewrite_path(segment: &Path) -> PathBuf {
+    let mut name = segment.as_os_str().to_os_string();
+    name.push(".rewrite");
+    PathBuf::from(name)
 }

@@ -111,6 +111,21 @@ impl Log {
         replay_from: impl FnOnce(&[Arc<Segment>]) -> u64,
         mut visit: impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
     ) -> Result<(Log, LogRecovery)> {
+        if !read_only {
+            // A rewrite a crash interrupted before its switch: the segment it was for is
+            // whole, the temporary file is debris.
+            for name in storage
+                .list(dir)
+                .map_err(|e| Error::io(format!("list {}", dir.display()), e))?
+            {
+                if name.ends_with(".seg.rewrite") {
+                    let path = dir.join(&name);
+                    storage
+                        .remove(&path)
+                        .map_err(|e| Error::io(format!("remove {}", path.display()), e))?;
+                }
+            }
+        }
         let mut segments = open_segments(storage.as_ref(), dir, kind, read_only)?;
         // Beside a live writer, nothing past the end it published is read: the files
         // change there while they are scanned, and a scan could meet a stale buffer of
@@ -144,7 +159,7 @@ impl Log {
         let count = segments.len();
         for (i, seg) in segments.clone().iter().enumerate() {
             let is_last = i + 1 == count;
-            let len = seg.file_len()?.min(limit.saturating_sub(seg.base()));
+            let len = seg.logical_len()?.min(limit.saturating_sub(seg.base()));
             match seg.check_header()? {
                 Ok(h) => scan.attested = scan.attested.max(h.base_position),
                 Err(reason) if is_last => {
@@ -171,6 +186,16 @@ impl Log {
                 continue;
             }
             scan.scan_segment(seg, len, is_last, read_only, &mut visit)?;
+        }
+        // A rewritten segment is never appended to: when it is the last (the segment a
+        // scavenge started after it did not survive a crash), a new one starts at its end.
+        if let Some(last) = segments.last().cloned()
+            && last.is_compacted()
+            && !read_only
+        {
+            let end = last.logical_len()?.saturating_add(last.base());
+            segments.push(Arc::new(Segment::create(storage.as_ref(), dir, end, kind)?));
+            scan.end = end.saturating_add(SEGMENT_HEADER_LEN as u64);
         }
         // Seal every segment but the last; the last is the active one.
         for seg in segments.iter().take(segments.len().saturating_sub(1)) {
@@ -392,7 +417,7 @@ pub(crate) fn open_segments(
     for (base, path) in files {
         let seg = Arc::new(Segment::open(storage, &path, base, kind, read_only)?);
         if let Some(prev) = segments.last() {
-            let prev_len = prev.file_len()?;
+            let prev_len = prev.logical_len()?;
             let expected = prev.base().saturating_add(prev_len);
             if expected != base {
                 return Err(Error::corrupted(

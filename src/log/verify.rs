@@ -90,8 +90,13 @@ pub(crate) fn verify_segments(
     let mut attested = 0u64;
     let mut damage = Vec::new();
     for seg in segments {
-        let len = seg.file_len()?.min(limit.saturating_sub(seg.base()));
-        match seg.check_header()? {
+        let header = seg.check_header()?;
+        let len = match seg.logical_len() {
+            Ok(len) => len,
+            Err(_) => seg.file_len()?,
+        }
+        .min(limit.saturating_sub(seg.base()));
+        match header {
             Ok(h) => attested = attested.max(h.base_position),
             Err(reason) => {
                 damage.push((seg.path().to_path_buf(), seg.base(), 0, reason.to_string()))

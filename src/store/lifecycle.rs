@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use super::event::{self, AppendResult, EventId, ExpectedVersion, Position};
-use super::lookup::{FrameLookup, Lookup};
 use super::metadata::{
-    METADATA_EVENT, METADATA_STREAM, StreamMetadata, TOMBSTONE_EVENT, encode_metadata_event,
-    encode_tombstone_event,
+    ERASED_EVENT, METADATA_EVENT, METADATA_STREAM, StreamMetadata, TOMBSTONE_EVENT,
+    encode_erased_event, encode_metadata_event, encode_tombstone_event,
 };
-use super::read::{StreamEvents, check_stream_name};
+use super::read::check_stream_name;
 use super::writer::expected_matches;
 use super::{Inner, Store};
 use crate::error::{Error, Result};
@@ -35,6 +34,9 @@ enum Change<'a> {
     Delete,
     /// Hard delete, expected at a stream version.
     Tombstone,
+    /// Hard delete recorded without the stream's name (an erasure), expected at a stream
+    /// version; allowed after a tombstone.
+    Erase,
 }
 
 impl Store {
@@ -135,6 +137,11 @@ impl Store {
         Ok(m)
     }
 
+    /// Records the erasure of `stream` (see [`Store::erase_stream`]).
+    pub(super) fn erase_record(&self, stream: &str, expected: ExpectedVersion) -> Result<()> {
+        self.change(stream, expected, Change::Erase).map(|_| ())
+    }
+
     /// Records `change` of `stream` in the system stream, under the writer's lock.
     fn change(
         &self,
@@ -172,7 +179,10 @@ impl Store {
             let durable = inner.log.durable();
             let record = inner.registry.latest(stream);
             let record_pending = record.as_ref().is_some_and(|r| r.position >= durable);
-            if record.as_ref().is_some_and(|r| r.tombstoned) {
+            let erasing_tombstoned = matches!(change, Change::Erase)
+                && !inner.registry.is_erased(stream)
+                && record.as_ref().is_some_and(|r| r.tombstoned);
+            if record.as_ref().is_some_and(|r| r.tombstoned) && !erasing_tombstoned {
                 let deleted = Error::StreamDeleted {
                     stream: stream.to_string(),
                 };
@@ -201,13 +211,13 @@ impl Store {
                     };
                     (METADATA_EVENT, encode_metadata_event(stream, &stored))
                 }
-                Change::Delete | Change::Tombstone => {
+                Change::Delete | Change::Tombstone | Change::Erase => {
                     let state = inner.stream_state(&mut writer, stream)?;
                     let last = state.map(|s| s.last_version());
                     let actual = record
                         .as_ref()
                         .map_or(last, |r| r.rule().effective_last(last));
-                    if !expected_matches(expected, actual) {
+                    if !erasing_tombstoned && !expected_matches(expected, actual) {
                         let conflict = Error::WrongExpectedVersion {
                             stream: stream.to_string(),
                             expected,
@@ -217,7 +227,9 @@ impl Store {
                             record_pending || state.is_some_and(|s| s.position >= durable);
                         return Err(inner.conflict_after_commit(writer, pending, conflict));
                     }
-                    if matches!(change, Change::Tombstone) {
+                    if matches!(change, Change::Erase) {
+                        (ERASED_EVENT, encode_erased_event(inner.index.keys(stream)))
+                    } else if matches!(change, Change::Tombstone) {
                         (TOMBSTONE_EVENT, encode_tombstone_event(stream))
                     } else {
                         let deleted = StreamMetadata {
@@ -276,29 +288,51 @@ impl Inner {
     /// Errors reading the stream; [`Error::Corrupted`] for an event in it that the store
     /// did not write.
     pub(super) fn load_registry(self: &Arc<Self>, visible: u64) -> Result<()> {
-        // The system stream is read as stored: no upcaster applies to it.
-        let lookup = Lookup {
-            inner: Arc::clone(self) as Arc<dyn FrameLookup>,
-            visible,
-            upcasters: super::Upcasters::new(),
+        // Walked through its index entries rather than as a stream: a scavenge may have
+        // removed the records of erased streams from its middle (versions with gaps).
+        let (hash, check) = self.index.keys(METADATA_STREAM);
+        let mut after = crate::index::Entry {
+            hash,
+            first_version: 0,
+            position: 0,
+            count: 0,
+            check,
         };
-        let mut failed = None;
-        StreamEvents::forward(lookup, METADATA_STREAM, 0, None).for_each_view(|e| {
-            match self
-                .registry
-                .apply_event(e.position.0, e.event_type, e.data, visible)
-            {
-                Ok(()) => std::ops::ControlFlow::Continue(()),
-                Err(why) => {
-                    failed = Some(self.corrupted_at(
-                        e.position.0,
-                        format!("event {} of {METADATA_STREAM}: {why}", e.version),
-                    ));
-                    std::ops::ControlFlow::Break(())
+        loop {
+            let batch =
+                self.index
+                    .entries_after(hash, check, after.first_version, after.position, 256)?;
+            let Some(last) = batch.last() else {
+                return Ok(());
+            };
+            after = *last;
+            for entry in batch {
+                if entry.position >= visible {
+                    continue;
+                }
+                let frame = match self.frame_at(entry.position, visible) {
+                    Ok(frame) => frame,
+                    // An entry of a frame a scavenge removed (the index is rewritten
+                    // after the segments): nothing to take in.
+                    Err(Error::Scavenged { .. }) => continue,
+                    Err(e) => return Err(e),
+                };
+                if frame.stream() != METADATA_STREAM {
+                    continue;
+                }
+                for i in 0..frame.len() {
+                    let Some(e) = frame.view(i) else { continue };
+                    self.registry
+                        .apply_event(entry.position, e.event_type, e.data, visible)
+                        .map_err(|why| {
+                            self.corrupted_at(
+                                entry.position,
+                                format!("event {} of {METADATA_STREAM}: {why}", e.version),
+                            )
+                        })?;
                 }
             }
-        })?;
-        failed.map_or(Ok(()), Err)
+        }
     }
 
     /// Takes in the events of a frame of the system stream (a follower indexing the

@@ -65,7 +65,12 @@ impl FrameLookup for Inner {
         if entry.position >= visible {
             return Ok(None);
         }
-        let frame = self.frame_at(entry.position, visible)?;
+        let frame = match self.frame_at(entry.position, visible) {
+            Ok(frame) => frame,
+            // An entry left by a scavenge a crash interrupted: no frame there any more.
+            Err(Error::Scavenged { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
         Ok((frame.stream() == stream).then_some(Found { entry, frame }))
     }
 
@@ -169,7 +174,11 @@ impl Inner {
             if pos >= visible {
                 return Ok(None);
             }
-            self.frame_at(pos, visible).map(Some)
+            match self.frame_at(pos, visible) {
+                Ok(frame) => Ok(Some(frame)),
+                Err(Error::Scavenged { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
     }
 

@@ -23,6 +23,10 @@ pub const METADATA_STREAM: &str = "$streams-metadata";
 pub const METADATA_EVENT: &str = "$metadata";
 /// Event type of a hard delete in [`METADATA_STREAM`].
 pub const TOMBSTONE_EVENT: &str = "$tombstone";
+/// Event type of an erasure record in [`METADATA_STREAM`]: the stream, named only by its
+/// index keys (never by its name, which the erasure removes from every file), is hard
+/// deleted for good (see [`Store::erase_stream`](crate::Store::erase_stream)).
+pub const ERASED_EVENT: &str = "$erased";
 
 /// The JSON keys of the metadata the store enforces (the rest is the user's).
 const MAX_COUNT_KEY: &str = "$maxCount";
@@ -340,6 +344,36 @@ pub(crate) fn encode_tombstone_event(stream: &str) -> Vec<u8> {
     Value::Object(map).to_string().into_bytes()
 }
 
+/// The event data of the erasure of the stream with index keys `(hash, check)`:
+/// `{"erased":"<16 hex digits>:<8 hex digits>"}`.
+pub(crate) fn encode_erased_event(keys: (u64, u32)) -> Vec<u8> {
+    format!("{{\"erased\":\"{:016x}:{:08x}\"}}", keys.0, keys.1).into_bytes()
+}
+
+/// The keys an erasure record names.
+fn decode_erased_event(data: &[u8]) -> std::result::Result<(u64, u32), String> {
+    let value: Value = serde_json::from_slice(data).map_err(|e| format!("not JSON: {e}"))?;
+    let text = value
+        .get("erased")
+        .and_then(Value::as_str)
+        .ok_or("no \"erased\" keys")?;
+    let (hash, check) = text.split_once(':').ok_or("erased keys not hash:check")?;
+    let hash = u64::from_str_radix(hash, 16).map_err(|e| format!("erased hash: {e}"))?;
+    let check = u32::from_str_radix(check, 16).map_err(|e| format!("erased check: {e}"))?;
+    Ok((hash, check))
+}
+
+/// The stream an event of [`METADATA_STREAM`] is about (`None` for an erasure record,
+/// which names none).
+pub(crate) fn record_stream(event_type: &str, data: &[u8]) -> Option<String> {
+    if event_type == ERASED_EVENT {
+        return None;
+    }
+    decode_event(event_type, data)
+        .ok()
+        .map(|(stream, _)| stream)
+}
+
 /// Decodes an event of [`METADATA_STREAM`]: the stream it is about, its metadata (`None`
 /// for a tombstone).
 ///
@@ -394,8 +428,16 @@ impl Records {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     streams: RwLock<rustc_hash::FxHashMap<String, Records>>,
-    /// Streams with records: while 0, a read path skips the registry's lock.
+    /// Streams with records, erased streams and scavenged streams together: while 0, a
+    /// read path skips the registry's locks.
     len: AtomicUsize,
+    /// Erased streams, by index keys (an erasure record names no stream): hard deleted.
+    erased: RwLock<rustc_hash::FxHashMap<(u64, u32), u64>>,
+    /// Streams a scavenge removed events of, by index keys: the first version that
+    /// survives. Reads start there even when the rule that hid the events is lifted.
+    scavenged: RwLock<rustc_hash::FxHashMap<(u64, u32), u64>>,
+    /// How stream names map to index keys.
+    hashing: parking_lot::Mutex<crate::index::Hashing>,
 }
 
 impl Registry {
@@ -412,6 +454,12 @@ impl Registry {
         data: &[u8],
         settled: u64,
     ) -> std::result::Result<(), String> {
+        if event_type == ERASED_EVENT {
+            let keys = decode_erased_event(data)?;
+            self.erased.write().entry(keys).or_insert(position);
+            self.update_len();
+            return Ok(());
+        }
         let (stream, metadata) = decode_event(event_type, data)?;
         let mut streams = self.streams.write();
         let records = streams.entry(stream).or_default();
@@ -440,14 +488,79 @@ impl Registry {
             records.list.drain(..keep_from);
             records.first_settled = true;
         }
-        self.len.store(streams.len(), Ordering::Release);
+        drop(streams);
+        self.update_len();
         Ok(())
+    }
+
+    fn update_len(&self) {
+        let n = self
+            .streams
+            .read()
+            .len()
+            .saturating_add(self.erased.read().len())
+            .saturating_add(self.scavenged.read().len());
+        self.len.store(n, Ordering::Release);
+    }
+
+    /// Uses `hashing` to find erased and scavenged streams by name (the index's).
+    pub(crate) fn set_hashing(&self, hashing: crate::index::Hashing) {
+        *self.hashing.lock() = hashing;
+    }
+
+    /// Whether the stream was erased (below `visible`, or at all when `visible` is
+    /// `u64::MAX`).
+    fn erased_at(&self, stream: &str, visible: u64) -> Option<Record> {
+        if self.erased.read().is_empty() {
+            return None;
+        }
+        let keys = self.hashing.lock().keys(stream);
+        let position = *self.erased.read().get(&keys)?;
+        (position < visible).then(|| Record {
+            position,
+            version: 0,
+            metadata: StreamMetadata::default(),
+            tombstoned: true,
+        })
+    }
+
+    /// Whether the stream was erased, seen or not.
+    pub(crate) fn is_erased(&self, stream: &str) -> bool {
+        self.erased_at(stream, u64::MAX).is_some()
+    }
+
+    /// Takes in what a scavenge removed of the stream with `keys`: every version below
+    /// `first_surviving` is gone.
+    pub(crate) fn note_scavenged(&self, keys: (u64, u32), first_surviving: u64) {
+        {
+            let mut map = self.scavenged.write();
+            let floor = map.entry(keys).or_insert(0);
+            *floor = (*floor).max(first_surviving);
+        }
+        self.update_len();
+    }
+
+    /// The first version of the stream a scavenge left (0: it removed none).
+    pub(crate) fn scavenged_floor(&self, stream: &str) -> u64 {
+        if self.scavenged.read().is_empty() {
+            return 0;
+        }
+        let hashing = *self.hashing.lock();
+        if matches!(hashing, crate::index::Hashing::ForcedCollisions) {
+            // Every stream has the same keys in that test mode: no floor is known.
+            return 0;
+        }
+        let keys = hashing.keys(stream);
+        self.scavenged.read().get(&keys).copied().unwrap_or(0)
     }
 
     /// The stream's latest record, visible or not (for the writer).
     pub(crate) fn latest(&self, stream: &str) -> Option<Record> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
+        }
+        if let Some(erased) = self.erased_at(stream, u64::MAX) {
+            return Some(erased);
         }
         self.streams
             .read()
@@ -460,6 +573,9 @@ impl Registry {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
+        if let Some(erased) = self.erased_at(stream, visible) {
+            return Some(erased);
+        }
         self.streams
             .read()
             .get(stream)
@@ -471,10 +587,24 @@ impl Registry {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        self.streams
+        if let Some(erased) = self.erased_at(stream, visible) {
+            return Some(erased.rule());
+        }
+        let rule = self
+            .streams
             .read()
             .get(stream)
-            .and_then(|r| r.at(visible).map(Record::rule))
+            .and_then(|r| r.at(visible).map(Record::rule));
+        // What a scavenge removed stays removed when the rule that hid it is lifted: the
+        // first surviving version acts as a truncate-before.
+        match self.scavenged_floor(stream) {
+            0 => rule,
+            floor => {
+                let mut rule = rule.unwrap_or_default();
+                rule.truncate_before = Some(rule.truncate_before.unwrap_or(0).max(floor));
+                Some(rule)
+            }
+        }
     }
 }
 

@@ -24,6 +24,7 @@ mod open;
 mod options;
 mod read;
 mod report;
+mod scavenge;
 mod snapshots;
 mod time;
 mod upcast;
@@ -38,11 +39,14 @@ pub use event::{
 pub use lifecycle::DeleteResult;
 pub use live::LIVE_FILE;
 pub(crate) use live::read_live;
-pub use metadata::{METADATA_EVENT, METADATA_STREAM, StreamMetadata, TOMBSTONE_EVENT};
+pub use metadata::{
+    ERASED_EVENT, METADATA_EVENT, METADATA_STREAM, StreamMetadata, TOMBSTONE_EVENT,
+};
 pub use options::{Clock, Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BYTES, Options};
 pub use read::{AllEvents, StreamEvents};
 pub(crate) use report::count_and_check_versions;
 pub use report::{RecoveryReport, StoreInfo};
+pub use scavenge::{ScavengeOptions, ScavengeReport};
 pub use time::AsOf;
 pub use upcast::{Upcast, Upcasters};
 
@@ -136,6 +140,8 @@ struct Inner {
     /// The last error of the index maintainer (index files are derived data: a failure to
     /// write them loses nothing and is retried).
     index_error: Mutex<Option<String>>,
+    /// One scavenge at a time.
+    scavenging: Mutex<()>,
     _lock: Box<dyn LockGuard>,
 }
 

@@ -110,6 +110,14 @@ impl Store {
         } else {
             Hashing::Standard
         };
+        // A scavenge a crash interrupted may have switched segments without rewriting the
+        // index after them: the index (derived data) is rebuilt from the segments.
+        let marker = dir.join(super::scavenge::SCAVENGE_MARKER);
+        let interrupted_scavenge = options
+            .storage
+            .exists(&marker)
+            .map_err(|e| Error::io(format!("stat {}", marker.display()), e))?;
+        let rebuild_index = rebuild_index || interrupted_scavenge;
         let (index, log, mut recovery) =
             open_log_and_index(dir, &options, hashing, rebuild_index, live_end, progress)?;
         let (snapshots, snapshot_report) = SnapshotStore::open(
@@ -180,10 +188,26 @@ impl Store {
             maintenance_done: Condvar::new(),
             maintenance_lock: Mutex::new(()),
             index_error: Mutex::new(None),
+            scavenging: Mutex::new(()),
             options,
             _lock: lock,
         });
-        // Stream metadata and deletes, before any read or write can need them.
+        // Stream metadata and deletes, before any read or write can need them; and where
+        // scavenges left each stream's first surviving version.
+        inner.registry.set_hashing(hashing);
+        let system_keys = hashing.keys(super::METADATA_STREAM);
+        for seg in inner.log.segments() {
+            if let Some(map) = seg.compact_map()? {
+                for run in map.removed() {
+                    if (run.hash, run.check) != system_keys {
+                        inner.registry.note_scavenged(
+                            (run.hash, run.check),
+                            run.first_version.saturating_add(run.count),
+                        );
+                    }
+                }
+            }
+        }
         inner.load_registry(inner.visible())?;
         if !inner.options.read_only {
             // Commit times go on from the last append's, whatever the clock says now.
@@ -191,6 +215,18 @@ impl Store {
             inner.writer.lock().last_commit_us = last.unwrap_or(i64::MIN);
             start_background(&inner)?;
             live::start_publisher(&inner)?;
+            if interrupted_scavenge {
+                // The rebuilt index is written before the marker goes: until then, the
+                // next open rebuilds it again.
+                inner.maintain_index(true);
+                if inner.index_error.lock().is_none() {
+                    let storage = inner.options.storage.as_ref();
+                    storage
+                        .remove(&marker)
+                        .and_then(|()| storage.sync_dir(dir))
+                        .map_err(|e| Error::io(format!("remove {}", marker.display()), e))?;
+                }
+            }
         } else {
             live::start_follower(&inner)?;
         }

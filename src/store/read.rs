@@ -753,11 +753,16 @@ impl Store {
             self.inner
                 .log
                 .read_frame(from.0, visible)
-                .map_err(|e| match e {
-                    Error::Corrupted { .. } | Error::InvalidArgument(_) => Error::InvalidArgument(
-                        format!("position {from} is not the start of an append"),
-                    ),
-                    other => other,
+                .map(|_| ())
+                .or_else(|e| match e {
+                    // A frame a scavenge removed: reading goes on at the next one kept.
+                    Error::Scavenged { .. } => Ok(()),
+                    Error::Corrupted { .. } | Error::InvalidArgument(_) => {
+                        Err(Error::InvalidArgument(format!(
+                            "position {from} is not the start of an append"
+                        )))
+                    }
+                    other => Err(other),
                 })?;
         }
         let lookup = super::lookup::Lookup {

@@ -154,7 +154,11 @@ impl Store {
     /// I/O errors.
     pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport> {
         let visible = self.visible();
-        let continuity = std::cell::RefCell::new(crate::index::VersionContinuity::default());
+        let continuity =
+            std::cell::RefCell::new(crate::index::VersionContinuity::default().with_removed(
+                self.inner.index.hashing(),
+                crate::inspect::removed_runs(&self.inner.log.segments()),
+            ));
         let mut report = self.inner.log.verify(visible, progress, |h, bytes| {
             count_and_check_versions(&continuity, h, bytes.body())
         })?;

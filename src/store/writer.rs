@@ -414,7 +414,11 @@ impl Inner {
                     .map_err(|e| self.corrupted_at(pos, e))?;
                 return Ok(Some(Arc::new(frame)));
             }
-            self.frame_at(pos, self.log.written()).map(Some)
+            match self.frame_at(pos, self.log.written()) {
+                Ok(frame) => Ok(Some(frame)),
+                Err(Error::Scavenged { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
     }
 

@@ -1,0 +1,512 @@
+//! Scavenge (compaction) and erasure: sealed segments rewritten without their dead frames,
+//! every surviving frame at its position (format 3's rewritten segments), the index
+//! rewritten to match, and snapshots of hard-deleted streams dropped.
+//!
+//! A frame is dead when the stream metadata in force hides every event in it (deleted,
+//! hard deleted, erased, expired, truncated or past `max_count`) and it is not the
+//! stream's last append (which is kept, as KurrentDB keeps a stream's last event: the
+//! next version and expected-version checks are found from it), unless the stream is hard
+//! deleted. Only a prefix of each stream is removed: once a frame of a stream is kept,
+//! its later frames are too, so a stream's surviving events are always consecutive. A
+//! record of the system stream is dead when it is about an erased stream.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use super::metadata::{self, METADATA_STREAM, Retention};
+use super::{Inner, Store};
+use crate::error::{Error, Result};
+use crate::format::compact::{CompactWriter, RemovedRun};
+use crate::format::{self, FRAME_HEADER_LEN, FrameHeader, FrameKind};
+use crate::segment::{FrameBytes, Segment};
+
+/// The file whose presence says a scavenge was under way: an open that finds it rebuilds
+/// the index (derived data) from the segments, since the crash may have come between a
+/// segment's switch and the index's rewrite.
+pub(crate) const SCAVENGE_MARKER: &str = "SCAVENGING";
+
+/// What to do in a scavenge ([`Store::scavenge`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScavengeOptions {
+    max_bytes_per_s: Option<u64>,
+    compression_level: Option<i32>,
+    compress_all: bool,
+}
+
+impl Default for ScavengeOptions {
+    fn default() -> Self {
+        ScavengeOptions {
+            max_bytes_per_s: None,
+            compression_level: Some(3),
+            compress_all: false,
+        }
+    }
+}
+
+impl ScavengeOptions {
+    /// Reads the log no faster than `bytes_per_s` on average (sleeping between reads), so
+    /// that appends and reads beside it keep the disk. Default: unthrottled.
+    pub fn with_max_bytes_per_s(mut self, bytes_per_s: u64) -> Self {
+        self.max_bytes_per_s = Some(bytes_per_s.max(1));
+        self
+    }
+
+    /// The zstd level of rewritten segments' blocks (1..=22; 3 by default), or `None` to
+    /// store them uncompressed. A block is stored as it is when compressing it does not
+    /// make it smaller.
+    pub fn with_compression(mut self, level: Option<i32>) -> Self {
+        self.compression_level = level.map(|l| l.clamp(1, 22));
+        self
+    }
+
+    /// Also rewrites (compresses) sealed segments that hold nothing dead and were never
+    /// rewritten. Default: only segments with something to remove are rewritten.
+    pub fn with_compress_all(mut self, all: bool) -> Self {
+        self.compress_all = all;
+        self
+    }
+}
+
+/// What a scavenge did (or, from [`Store::reclaimable`], would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScavengeReport {
+    /// Segments read.
+    pub segments_scanned: usize,
+    /// Segments rewritten.
+    pub segments_rewritten: usize,
+    /// Bytes of the rewritten segments' files before.
+    pub bytes_before: u64,
+    /// Bytes of their files after.
+    pub bytes_after: u64,
+    /// Frames removed (appends, and markers such as padding).
+    pub frames_removed: u64,
+    /// Events removed.
+    pub events_removed: u64,
+    /// Bytes of the log's positions that hold dead frames (what a rewrite without
+    /// compression gives back).
+    pub dead_bytes: u64,
+    /// Index entries removed.
+    pub index_entries_removed: u64,
+    /// Snapshots dropped (of hard-deleted and erased streams).
+    pub snapshots_dropped: u64,
+}
+
+/// What a scavenge decides per stream, fixed when it starts.
+#[derive(Debug)]
+struct StreamFate {
+    /// `None`: everything kept; `Some(None)`: hard deleted (nothing kept); else the rule.
+    retention: Option<Option<Retention>>,
+    /// The stream's last append: never removed unless it is hard deleted.
+    last_position: Option<u64>,
+    /// Still in the stream's dead prefix.
+    prefix: bool,
+}
+
+/// Decides, frame by frame in log order, what is dead.
+struct Decider<'a> {
+    inner: &'a Inner,
+    visible: u64,
+    now_us: i64,
+    streams: FxHashMap<String, StreamFate>,
+}
+
+impl Decider<'_> {
+    fn fate(&mut self, stream: &str) -> Result<&mut StreamFate> {
+        if !self.streams.contains_key(stream) {
+            let rule = self.inner.registry.rule_at(stream, self.visible);
+            let last = self
+                .inner
+                .resolve_visible(stream, u64::MAX, self.visible)?
+                .map(|f| f.entry);
+            let retention = match rule {
+                None => None,
+                Some(r) if r.tombstoned => Some(None),
+                Some(r) => {
+                    Retention::new(&r, last.map(|e| e.last_version()), self.now_us).map(Some)
+                }
+            };
+            self.streams.insert(
+                stream.to_string(),
+                StreamFate {
+                    retention,
+                    last_position: last.map(|e| e.position),
+                    prefix: true,
+                },
+            );
+        }
+        self.streams
+            .get_mut(stream)
+            .ok_or_else(|| Error::InvalidArgument("stream fate".into()))
+    }
+
+    /// Whether the frame is dead; `Some((stream, first version, count))` for an events
+    /// frame.
+    fn dead(
+        &mut self,
+        header: &FrameHeader,
+        bytes: &FrameBytes,
+    ) -> Result<(bool, Option<(String, u64, u32)>)> {
+        match header.kind {
+            FrameKind::Events => {}
+            // Markers hold no data: a rewritten segment needs none of them (it is sealed,
+            // and everything in it is attested by the segments after it).
+            FrameKind::Checkpoint | FrameKind::Padding => return Ok((true, None)),
+            FrameKind::Snapshot => return Ok((false, None)),
+        }
+        let position = header.position;
+        let body = format::decode_events_body(header, bytes.body())
+            .map_err(|e| self.inner.corrupted_at(position, e))?;
+        let summary = (
+            body.stream.to_string(),
+            body.first_version,
+            u32::try_from(body.events.len()).unwrap_or(u32::MAX),
+        );
+        if body.stream == METADATA_STREAM {
+            // Records of erased streams name them: they go. The stream's last record is
+            // kept (its version numbers the next one).
+            let fate = self.fate(METADATA_STREAM)?;
+            if fate.last_position == Some(position) {
+                return Ok((false, Some(summary)));
+            }
+            let all_erased = body.events.iter().all(|e| {
+                metadata::record_stream(e.event_type, e.data)
+                    .is_some_and(|s| self.inner.registry.is_erased(&s))
+            });
+            return Ok((all_erased, Some(summary)));
+        }
+        let committed = body.committed_at_us;
+        let fate = self.fate(body.stream)?;
+        let dead = match fate.retention {
+            None => false,
+            Some(None) => true,
+            Some(Some(r)) => {
+                fate.prefix
+                    && fate.last_position != Some(position)
+                    && body.events.iter().enumerate().all(|(i, e)| {
+                        let version = body.first_version.saturating_add(i as u64);
+                        !r.keeps(version, metadata::event_time_us(committed, e.timestamp_us))
+                    })
+            }
+        };
+        if !dead {
+            fate.prefix = false;
+        }
+        Ok((dead, Some(summary)))
+    }
+}
+
+/// Paces reads to a rate.
+struct Throttle {
+    rate: Option<u64>,
+    start: Instant,
+    bytes: u64,
+}
+
+impl Throttle {
+    fn read(&mut self, bytes: u64) {
+        self.bytes = self.bytes.saturating_add(bytes);
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            let elapsed = self.start.elapsed();
+            if due > elapsed {
+                std::thread::sleep(due - elapsed);
+            }
+        }
+    }
+}
+
+/// One segment's verdict.
+#[derive(Default)]
+struct SegmentPlan {
+    dead: Vec<u64>,
+    runs: Vec<RemovedRun>,
+    frames_removed: u64,
+    events_removed: u64,
+    dead_bytes: u64,
+    read_bytes: u64,
+}
+
+impl Store {
+    /// Scavenges the store: rewrites its sealed segments without their dead frames (see
+    /// below), each surviving frame kept byte for byte at its position, so that
+    /// positions, resume tokens and checkpoints stay valid. The active segment is sealed
+    /// first (the next append starts a new one), so what was deleted just now is
+    /// reclaimed too. Segments are rewritten one at a time, crash-safely (new file,
+    /// sync, atomic rename over the old one, sync of the directory); then the index is
+    /// rewritten without their entries, and snapshots of hard-deleted streams are
+    /// dropped. Appends, reads and subscriptions go on meanwhile: readers already in an
+    /// old file finish it, and positions never change.
+    ///
+    /// Dead: every event of the frame hidden by the stream's metadata (deleted, hard
+    /// deleted, erased, expired by `max_age`, below `truncate_before`, past `max_count`),
+    /// in the stream's first frames (only a prefix of a stream is removed) and not its
+    /// last frame unless it is hard deleted; clean-close and padding markers; records of
+    /// erased streams in the system stream. What is removed stays removed when a rule is
+    /// lifted later (reads start at the first surviving version). A rule changed while a
+    /// scavenge runs may or may not be taken into account by it.
+    ///
+    /// Rewritten segments are compressed with zstd (see [`ScavengeOptions`]). A crash
+    /// during a scavenge leaves each segment whole, old or new; the next open rebuilds
+    /// the index, and the next scavenge goes on where it stopped.
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`] on a read-only store; [`Error::Corrupted`] for damage met in a
+    /// segment (nothing of that segment is rewritten); I/O errors (segments already
+    /// switched stay switched, the rest stay as they were).
+    pub fn scavenge(&self, options: &ScavengeOptions) -> Result<ScavengeReport> {
+        self.scavenge_with(options, |_, _| {})
+    }
+
+    /// [`Store::scavenge`], calling `progress(bytes read, bytes to read)` as it goes.
+    ///
+    /// # Errors
+    /// As [`Store::scavenge`].
+    pub fn scavenge_with(
+        &self,
+        options: &ScavengeOptions,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<ScavengeReport> {
+        let inner = &*self.inner;
+        if inner.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let _one = inner.scavenging.lock();
+        inner.seal_active()?;
+        let marker = inner.dir.join(SCAVENGE_MARKER);
+        let storage = inner.options.storage.as_ref();
+        storage
+            .create(&marker)
+            .and_then(|f| f.sync_data())
+            .and_then(|()| storage.sync_dir(&inner.dir))
+            .map_err(|e| Error::io(format!("create {}", marker.display()), e))?;
+        let report = self.scavenge_segments(options, &mut progress, false)?;
+        storage
+            .remove(&marker)
+            .and_then(|()| storage.sync_dir(&inner.dir))
+            .map_err(|e| Error::io(format!("remove {}", marker.display()), e))?;
+        Ok(report)
+    }
+
+    /// What a scavenge would remove now, without writing anything: dead frames, events
+    /// and bytes in every segment, the active one included.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] for damage met; I/O errors.
+    pub fn reclaimable(&self) -> Result<ScavengeReport> {
+        self.scavenge_segments(&ScavengeOptions::default(), &mut |_, _| {}, true)
+    }
+
+    /// Erases `stream` for good: hard deletes it (recorded without its name: it can never
+    /// be appended to, read or deleted again, as after [`Store::tombstone_stream`]), then
+    /// scavenges every segment, rewrites the index and drops the stream's snapshots, so
+    /// that afterwards none of the stream's events, metadata or name is in any file of the
+    /// store. A stream already hard deleted can still be erased. Returns what the scavenge
+    /// did.
+    ///
+    /// # Errors
+    /// As [`Store::tombstone_stream`] (a stream already erased is no error: the scavenge
+    /// runs again), and as [`Store::scavenge`].
+    pub fn erase_stream(
+        &self,
+        stream: &str,
+        expected: super::ExpectedVersion,
+    ) -> Result<ScavengeReport> {
+        if !self.inner.registry.is_erased(stream) {
+            self.erase_record(stream, expected)?;
+        }
+        self.scavenge(&ScavengeOptions::default())
+    }
+
+    fn scavenge_segments(
+        &self,
+        options: &ScavengeOptions,
+        progress: &mut dyn FnMut(u64, u64),
+        dry_run: bool,
+    ) -> Result<ScavengeReport> {
+        let inner = &*self.inner;
+        let visible = inner.visible();
+        let mut decider = Decider {
+            inner,
+            visible,
+            now_us: super::event::timestamp_us(inner.options.clock.now()),
+            streams: FxHashMap::default(),
+        };
+        let segments = inner.log.segments();
+        let last = segments.len().saturating_sub(1);
+        let total: u64 = segments.iter().map(|s| s.logical_len().unwrap_or(0)).sum();
+        let mut throttle = Throttle {
+            rate: options.max_bytes_per_s,
+            start: Instant::now(),
+            bytes: 0,
+        };
+        let mut report = ScavengeReport::default();
+        let mut removed: HashSet<u64> = HashSet::new();
+        let mut done = 0u64;
+        let system_keys = inner.index.keys(METADATA_STREAM);
+        let mut floors: FxHashMap<(u64, u32), u64> = FxHashMap::default();
+        for (i, seg) in segments.iter().enumerate() {
+            // The active segment is rewritten only after the next scavenge seals it.
+            let sealed = i < last;
+            if !dry_run && !sealed {
+                break;
+            }
+            let end = if sealed {
+                seg.logical_len()?
+            } else {
+                visible.saturating_sub(seg.base())
+            };
+            let plan = plan_segment(&mut decider, inner, seg, end, &mut throttle)?;
+            done = done.saturating_add(plan.read_bytes);
+            progress(done, total);
+            report.segments_scanned += 1;
+            report.frames_removed += plan.frames_removed;
+            report.events_removed += plan.events_removed;
+            report.dead_bytes += plan.dead_bytes;
+            let rewrite = !plan.dead.is_empty()
+                || (options.compress_all
+                    && !seg.is_compacted()
+                    && options.compression_level.is_some());
+            if dry_run || !rewrite {
+                continue;
+            }
+            let before = seg.file_len()?;
+            let bytes = rewrite_segment(seg, &plan, options.compression_level)?;
+            inner.log.replace_segment(seg.base(), &bytes)?;
+            report.segments_rewritten += 1;
+            report.bytes_before += before;
+            report.bytes_after += bytes.len() as u64;
+            for run in &plan.runs {
+                if (run.hash, run.check) != system_keys {
+                    let floor = floors.entry((run.hash, run.check)).or_insert(0);
+                    *floor = (*floor).max(run.first_version.saturating_add(run.count));
+                }
+            }
+            removed.extend(plan.dead.iter().copied());
+        }
+        if dry_run {
+            return Ok(report);
+        }
+        for (keys, floor) in floors {
+            inner.registry.note_scavenged(keys, floor);
+        }
+        if !removed.is_empty() {
+            report.index_entries_removed = inner.index.remove_entries(&|p| removed.contains(&p))?;
+            // Decoded frames of removed positions must not outlive their files.
+            inner.frames.lock().clear();
+        }
+        let registry = &inner.registry;
+        let (_, dropped) = inner.snapshots.reclaim_filtered(usize::MAX, &|stream| {
+            registry.is_erased(stream) || registry.latest(stream).is_some_and(|r| r.tombstoned)
+        })?;
+        report.snapshots_dropped = dropped;
+        Ok(report)
+    }
+}
+
+/// Reads a segment's frames up to `end` (an offset from its base) and decides what is dead.
+fn plan_segment(
+    decider: &mut Decider<'_>,
+    inner: &Inner,
+    seg: &std::sync::Arc<Segment>,
+    end: u64,
+    throttle: &mut Throttle,
+) -> Result<SegmentPlan> {
+    let mut plan = SegmentPlan::default();
+    // Runs already removed from a rewritten segment stay on record.
+    if let Some(map) = seg.compact_map()? {
+        plan.runs.extend_from_slice(map.removed());
+    }
+    let mut reader = seg.reader();
+    let how = reader.scan(format::SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
+        plan.read_bytes = plan.read_bytes.saturating_add(h.frame_len());
+        throttle.read(h.frame_len());
+        let (dead, summary) = decider.dead(h, bytes)?;
+        if !dead {
+            return Ok(());
+        }
+        plan.dead.push(h.position);
+        plan.frames_removed += 1;
+        plan.dead_bytes = plan.dead_bytes.saturating_add(h.frame_len());
+        if let Some((stream, first_version, count)) = summary {
+            plan.events_removed += u64::from(count);
+            let (hash, check) = inner.index.keys(&stream);
+            let merged = plan
+                .runs
+                .iter_mut()
+                .rev()
+                .find(|r| (r.hash, r.check) == (hash, check));
+            match merged {
+                Some(r) if r.first_version.saturating_add(r.count) == first_version => {
+                    r.count = r.count.saturating_add(u64::from(count));
+                }
+                _ => plan.runs.push(RemovedRun {
+                    hash,
+                    check,
+                    first_version,
+                    count: u64::from(count),
+                    position: h.position,
+                }),
+            }
+        }
+        Ok(())
+    })?;
+    match how {
+        crate::segment::ScanEnd::Clean { .. } => Ok(plan),
+        crate::segment::ScanEnd::ZeroTail { .. } if !seg.is_sealed() => Ok(plan),
+        crate::segment::ScanEnd::ZeroTail { offset, .. } => Err(Error::corrupted(
+            seg.path(),
+            offset,
+            "zeros inside a sealed segment",
+        )),
+        crate::segment::ScanEnd::Damaged { offset, reason } => {
+            Err(Error::corrupted(seg.path(), offset, reason.to_string()))
+        }
+    }
+}
+
+/// The rewritten file of `seg` without the frames `plan` names dead.
+fn rewrite_segment(
+    seg: &std::sync::Arc<Segment>,
+    plan: &SegmentPlan,
+    level: Option<i32>,
+) -> Result<Vec<u8>> {
+    let dead: HashSet<u64> = plan.dead.iter().copied().collect();
+    let mut writer = CompactWriter::new(seg.base(), format::FORMAT_VERSION, level);
+    let end = seg.logical_len()?;
+    let mut reader = seg.reader();
+    let how = reader.scan(format::SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
+        if !dead.contains(&h.position) {
+            let len = usize::try_from(h.frame_len()).unwrap_or(usize::MAX);
+            writer.push_frame(h.position, bytes.get(..len).unwrap_or_default());
+        }
+        Ok(())
+    })?;
+    if let crate::segment::ScanEnd::Damaged { offset, reason } = how {
+        return Err(Error::corrupted(seg.path(), offset, reason.to_string()));
+    }
+    let mut runs = plan.runs.clone();
+    runs.sort_by_key(|r| r.position);
+    Ok(writer.finish(seg.base().saturating_add(end), &runs))
+}
+
+impl Inner {
+    /// Seals the active segment when it holds any frame: a padding frame (a header, no
+    /// data) is committed as the first frame of a new segment, which seals the old one.
+    pub(super) fn seal_active(&self) -> Result<()> {
+        let end = {
+            let mut writer = self.writer.lock();
+            if writer.appender.active_is_empty() {
+                return Ok(());
+            }
+            writer.appender.roll_next_segment();
+            let watermark = self.log.durable();
+            let (position, buf) = writer.appender.reserve(FRAME_HEADER_LEN as u64);
+            format::encode_padding_frame(buf, position, watermark, FRAME_HEADER_LEN);
+            position.saturating_add(FRAME_HEADER_LEN as u64)
+        };
+        self.commit(end)
+    }
+}

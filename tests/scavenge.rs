@@ -1,0 +1,365 @@
+//! Scavenge and erasure: space comes back, every surviving event keeps its position, reads,
+//! resume tokens and `verify` stay right, across reopen; an erased stream leaves no byte of
+//! its data, metadata or name in any file of the store.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use streamlog::{
+    Error, ExpectedVersion, NewEvent, Options, Position, RecordedEvent, ResumeToken,
+    ScavengeOptions, Store, StreamMetadata,
+};
+
+fn options() -> Options {
+    // Small segments: a scavenge has several sealed segments to rewrite.
+    Options::default().with_segment_size_bytes(64 * 1024)
+}
+
+fn all(store: &Store) -> Vec<RecordedEvent> {
+    store
+        .read_all(Position::START)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn stream(store: &Store, s: &str) -> Vec<RecordedEvent> {
+    store
+        .read_stream(s, 0)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn key(e: &RecordedEvent) -> (String, u64, u64, u32, Vec<u8>) {
+    (
+        e.stream.to_string(),
+        e.version,
+        e.position.0,
+        e.append_index,
+        e.data.clone(),
+    )
+}
+
+fn log_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum()
+}
+
+/// A store of orders and customers: customer-7 is deleted, customer-8 has max_count 2,
+/// customer-9 is tombstoned.
+fn populate(store: &Store) {
+    for i in 0..600u64 {
+        let s = format!("customer-{}", i % 10);
+        let events: Vec<NewEvent> = (0..1 + i % 3)
+            .map(|j| {
+                NewEvent::new(
+                    "OrderPlaced",
+                    format!(
+                        "{{\"order\":{i},\"line\":{j},\"note\":\"{}\"}}",
+                        "x".repeat(40)
+                    ),
+                )
+            })
+            .collect();
+        store.append(&s, ExpectedVersion::Any, events).unwrap();
+    }
+    store
+        .delete_stream("customer-7", ExpectedVersion::Any)
+        .unwrap();
+    store
+        .set_stream_metadata(
+            "customer-8",
+            ExpectedVersion::Any,
+            &StreamMetadata::new().with_max_count(2),
+        )
+        .unwrap();
+    store
+        .tombstone_stream("customer-9", ExpectedVersion::Any)
+        .unwrap();
+}
+
+#[test]
+fn scavenge_keeps_every_live_event_at_its_position_and_gives_space_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open_with(&dir, options()).unwrap();
+    populate(&store);
+    let before_all: Vec<_> = all(&store).iter().map(key).collect();
+    let before_streams: Vec<Vec<_>> = (0..9)
+        .map(|i| {
+            stream(&store, &format!("customer-{i}"))
+                .iter()
+                .map(key)
+                .collect()
+        })
+        .collect();
+    let reclaimable = store.reclaimable().unwrap();
+    assert!(reclaimable.events_removed > 0);
+    let bytes_before = log_bytes(&dir);
+
+    let report = store.scavenge(&ScavengeOptions::default()).unwrap();
+    assert!(report.segments_rewritten > 0, "{report:?}");
+    assert!(report.bytes_after < report.bytes_before, "{report:?}");
+    assert_eq!(report.events_removed, reclaimable.events_removed);
+    assert!(log_bytes(&dir) < bytes_before);
+
+    let check = |store: &Store| {
+        assert_eq!(all(store).iter().map(key).collect::<Vec<_>>(), before_all);
+        for i in 0..9 {
+            let s = format!("customer-{i}");
+            assert_eq!(
+                stream(store, &s).iter().map(key).collect::<Vec<_>>(),
+                before_streams[i],
+                "{s}"
+            );
+        }
+        assert!(matches!(
+            store.read_stream("customer-9", 0),
+            Err(Error::StreamDeleted { .. })
+        ));
+        let v = store.verify(|_| {}).unwrap();
+        assert!(v.is_clean(), "{v:?}");
+        // Resuming inside the log from any event's token gives exactly what follows.
+        let events = all(store);
+        for (n, e) in events.iter().enumerate().step_by(97) {
+            let rest: Vec<_> = store
+                .read_all(e.resume_token())
+                .unwrap()
+                .map(|r| key(&r.unwrap()))
+                .collect();
+            assert_eq!(rest, events[n + 1..].iter().map(key).collect::<Vec<_>>());
+        }
+    };
+    check(&store);
+    assert_eq!(
+        store.reclaimable().unwrap().events_removed,
+        0,
+        "a second look finds nothing more to remove"
+    );
+    // Appends go on after it, versions continue.
+    let r = store
+        .append(
+            "customer-7",
+            ExpectedVersion::NoStream,
+            [NewEvent::new("Back", "{}")],
+        )
+        .unwrap();
+    assert!(r.first_version > 0);
+    drop(store);
+    let store = Store::open_with(&dir, options()).unwrap();
+    let after_reopen = all(&store);
+    assert_eq!(after_reopen.last().unwrap().stream.as_ref(), "customer-7");
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    // A second scavenge over rewritten segments is a no-op for them and keeps them right.
+    store.scavenge(&ScavengeOptions::default()).unwrap();
+    assert_eq!(all(&store).len(), after_reopen.len());
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+}
+
+#[test]
+fn lifting_a_rule_after_a_scavenge_does_not_bring_back_removed_events_or_gaps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open_with(&dir, options()).unwrap();
+    for i in 0..100u64 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+        store
+            .append(
+                "other",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    store
+        .set_stream_metadata(
+            "s",
+            ExpectedVersion::Any,
+            &StreamMetadata::new().with_max_count(10),
+        )
+        .unwrap();
+    store.scavenge(&ScavengeOptions::default()).unwrap();
+    store
+        .set_stream_metadata("s", ExpectedVersion::Any, &StreamMetadata::new())
+        .unwrap();
+    let versions: Vec<u64> = stream(&store, "s").iter().map(|e| e.version).collect();
+    assert_eq!(versions, (90..100).collect::<Vec<_>>());
+    drop(store);
+    let store = Store::open_with(&dir, options()).unwrap();
+    let versions: Vec<u64> = stream(&store, "s").iter().map(|e| e.version).collect();
+    assert_eq!(versions, (90..100).collect::<Vec<_>>());
+    assert_eq!(stream(&store, "other").len(), 100);
+}
+
+/// Every file under `dir`, read whole.
+fn files(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap()));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn an_erased_stream_leaves_no_byte_of_its_name_data_or_metadata_in_any_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let name = "customer-ZQXJ-4711";
+    let secret = b"jane.doe@example.org";
+    let meta = b"GDPR-subject-ZQXJ";
+    {
+        let store = Store::open_with(&dir, options()).unwrap();
+        for i in 0..300u64 {
+            store
+                .append(
+                    "orders",
+                    ExpectedVersion::Any,
+                    [NewEvent::new("Placed", format!("{{\"n\":{i}}}"))],
+                )
+                .unwrap();
+            if i % 3 == 0 {
+                store
+                    .append(
+                        name,
+                        ExpectedVersion::Any,
+                        [NewEvent::new(
+                            "EmailChanged",
+                            format!("{{\"email\":\"{}\"}}", String::from_utf8_lossy(secret)),
+                        )
+                        .with_metadata(meta)],
+                    )
+                    .unwrap();
+            }
+        }
+        store
+            .set_stream_metadata(
+                name,
+                ExpectedVersion::Any,
+                &StreamMetadata::new()
+                    .with_custom(format!("{{\"tag\":\"{}\"}}", String::from_utf8_lossy(meta))),
+            )
+            .unwrap();
+        store.save_snapshot(name, 99, "profile-v1", secret).unwrap();
+        store
+            .save_snapshot("orders", 10, "count-v1", b"11")
+            .unwrap();
+        store.close().unwrap();
+    }
+    let store = Store::open_with(&dir, options()).unwrap();
+    let found = |needle: &[u8]| {
+        files(&dir)
+            .into_iter()
+            .filter(|(_, bytes)| contains(bytes, needle))
+            .map(|(p, _)| p)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        !found(name.as_bytes()).is_empty(),
+        "the test must see the name before"
+    );
+    assert!(!found(secret).is_empty());
+    let report = store.erase_stream(name, ExpectedVersion::Any).unwrap();
+    assert!(report.events_removed >= 100, "{report:?}");
+    assert_eq!(report.snapshots_dropped, 1, "{report:?}");
+    for needle in [name.as_bytes(), secret, meta] {
+        assert_eq!(
+            found(needle),
+            Vec::<std::path::PathBuf>::new(),
+            "{}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    assert!(matches!(
+        store.append(name, ExpectedVersion::Any, [NewEvent::new("Again", "{}")]),
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert!(matches!(
+        store.read_stream(name, 0),
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert_eq!(stream(&store, "orders").len(), 300);
+    assert!(store.latest_snapshot("orders").unwrap().is_some());
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    store.close().unwrap();
+    // After reopening: still erased, still clean, still no trace.
+    let store = Store::open_with(&dir, options()).unwrap();
+    assert!(matches!(
+        store.append(name, ExpectedVersion::Any, [NewEvent::new("Again", "{}")]),
+        Err(Error::StreamDeleted { .. })
+    ));
+    assert_eq!(
+        all(&store)
+            .iter()
+            .filter(|e| !e.stream.starts_with('$'))
+            .count(),
+        300
+    );
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    store.close().unwrap();
+    for needle in [name.as_bytes(), secret, meta] {
+        assert_eq!(found(needle), Vec::<std::path::PathBuf>::new());
+    }
+}
+
+#[test]
+fn a_checkpoint_at_a_removed_event_resumes_at_the_next_surviving_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open_with(&dir, options()).unwrap();
+    let mut tokens = Vec::new();
+    for i in 0..50u64 {
+        let r = store
+            .append(
+                "gone",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+        tokens.push(ResumeToken::after(r.position, 0));
+        store
+            .append(
+                "kept",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    store
+        .tombstone_stream("gone", ExpectedVersion::Any)
+        .unwrap();
+    store.scavenge(&ScavengeOptions::default()).unwrap();
+    for (i, t) in tokens.iter().enumerate() {
+        let rest: Vec<u64> = store
+            .read_all(*t)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.stream.as_ref() == "kept")
+            .map(|e| e.version)
+            .collect();
+        assert_eq!(rest, (i as u64..50).collect::<Vec<_>>());
+    }
+}
