@@ -102,7 +102,7 @@ fn check_index(dir: &Path, segments: &[Arc<Segment>]) -> Result<Vec<String>> {
     let found = index.check_against_log(covered, |visit| {
         let mut log_damaged = false;
         for seg in segments {
-            let end = seg.file_len()?.min(covered.saturating_sub(seg.base()));
+            let end = seg.logical_len()?.min(covered.saturating_sub(seg.base()));
             if end <= SEGMENT_HEADER_LEN as u64 {
                 continue;
             }
@@ -243,6 +243,12 @@ fn dump_segment(seg: &Arc<Segment>, visit: &mut impl FnMut(DumpItem) -> Result<(
         len,
         header,
     })?;
+    // A rewritten segment's frames are found by position (offsets from its base, up to
+    // its logical end), not by file offset.
+    let len = match seg.compact_map() {
+        Ok(Some(map)) => map.logical_end().saturating_sub(seg.base()),
+        _ => len,
+    };
     let mut reader = seg.reader();
     let mut from = SEGMENT_HEADER_LEN as u64;
     while from < len {

@@ -734,7 +734,11 @@ fn set_format_version(path: &Path, version: u32, crc_end: Option<usize>) {
 fn make_newer(what: &str, dir: &Path) -> PathBuf {
     // One past the version this build writes for that kind of file.
     let (file, crc_end, newer) = match what {
-        "segment" => (first_segment(dir), Some(28), 3),
+        "segment" => (
+            first_segment(dir),
+            Some(28),
+            streamlog::format::FORMAT_VERSION + 1,
+        ),
         "index manifest" => (dir.join(streamlog::INDEX_DIR).join("MANIFEST"), None, 2),
         "snapshot segment" => {
             let generation = std::fs::read_dir(dir.join(streamlog::SNAPSHOTS_DIR))
@@ -747,7 +751,7 @@ fn make_newer(what: &str, dir: &Path) -> PathBuf {
                     .join("segments")
                     .join(streamlog::segment::segment_file_name(0)),
                 Some(28),
-                3,
+                streamlog::format::FORMAT_VERSION + 1,
             )
         }
         _ => unreachable!("{what}"),

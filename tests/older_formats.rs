@@ -177,3 +177,87 @@ fn a_format_1_store_without_its_index_is_reindexed_from_format_1_frames() {
     assert_eq!(v, (0..17).rev().collect::<Vec<_>>());
     assert!(store.verify(|_| {}).unwrap().is_clean());
 }
+
+/// What the v2 fixture holds as readers see it (tests/fixtures/README.md).
+fn check_v2_content(store: &Store) {
+    let events: Vec<RecordedEvent> = all(store)
+        .into_iter()
+        .filter(|e| !e.stream.starts_with('$'))
+        .collect();
+    // account-2 is soft deleted, account-3 tombstoned ($all passes over both), and
+    // account-1 keeps its last 3 events.
+    let per = |s: &str| events.iter().filter(|e| &*e.stream == s).count();
+    assert_eq!(per("account-0"), 13);
+    assert_eq!(per("account-1"), 3);
+    assert_eq!(per("account-2"), 0);
+    assert_eq!(per("account-3"), 0);
+    let first = events.iter().find(|e| &*e.stream == "account-0").unwrap();
+    assert_eq!(first.data, b"{\"amount\":1}".to_vec());
+    assert_eq!(first.schema_version, 0);
+    assert!(first.committed_at().is_some());
+    assert!(matches!(
+        store.read_stream("account-3", 0),
+        Err(streamlog::Error::StreamDeleted { .. })
+    ));
+    assert_eq!(store.stream_version("account-2").unwrap(), None);
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+}
+
+#[test]
+fn a_format_2_store_opens_reads_appends_and_scavenges() {
+    let (_tmp, dir) = copy_fixture("v2-store");
+    let old_segments: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    {
+        let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
+        check_v2_content(&store);
+    }
+    let store = Store::open_with(&dir, Options::default().with_segment_size_bytes(4096)).unwrap();
+    check_v2_content(&store);
+    // The first append starts a new segment; the old ones keep their bytes.
+    store
+        .append(
+            "account-0",
+            ExpectedVersion::Any,
+            [NewEvent::new("Deposited", "{\"amount\":5}")],
+        )
+        .unwrap();
+    for (path, bytes) in &old_segments {
+        assert_eq!(&fs::read(path).unwrap(), bytes, "{}", path.display());
+    }
+    // A re-created soft-deleted stream goes on after its old versions.
+    let r = store
+        .append(
+            "account-2",
+            ExpectedVersion::NoStream,
+            [NewEvent::new("Opened", "{}")],
+        )
+        .unwrap();
+    assert_eq!(r.first_version, 10);
+    let report = store
+        .scavenge(&streamlog::ScavengeOptions::default())
+        .unwrap();
+    assert!(report.events_removed > 0, "{report:?}");
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(
+        store
+            .read_stream("account-2", 0)
+            .unwrap()
+            .map(|e| e.unwrap().version)
+            .collect::<Vec<_>>(),
+        vec![10]
+    );
+    store.close().unwrap();
+    let store = Store::open(&dir).unwrap();
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    assert_eq!(store.read_stream("account-1", 0).unwrap().count(), 3);
+}

@@ -65,8 +65,12 @@ impl RecoveryReport {
 pub struct StoreInfo {
     /// Segment files.
     pub segments: usize,
-    /// Bytes in all segment files.
+    /// Bytes of the log: the positions its segments cover (what they held before any
+    /// scavenge rewrote them).
     pub bytes: u64,
+    /// Bytes of the segment files on disk: less than [`StoreInfo::bytes`] once a scavenge
+    /// removed frames or compressed segments.
+    pub physical_bytes: u64,
     /// Events stored.
     pub events: u64,
     /// Streams with at least one event.
@@ -119,6 +123,18 @@ impl Store {
     /// I/O errors reading file sizes.
     pub fn info(&self) -> Result<StoreInfo> {
         let files = self.inner.log.segment_files()?;
+        // Zeros preallocated past the end of the active segment are not the log's.
+        let preallocated = match self.inner.log.segments().last() {
+            Some(active) => active
+                .file_len()?
+                .saturating_sub(self.inner.log.written().saturating_sub(active.base())),
+            None => 0,
+        };
+        let physical_bytes = files
+            .iter()
+            .map(|(_, len)| len)
+            .sum::<u64>()
+            .saturating_sub(preallocated);
         let (snapshots, snapshot_bytes) = self.inner.snapshots.stats()?;
         let totals = self.inner.index.totals();
         let manifest = self.inner.index.manifest();
@@ -126,11 +142,15 @@ impl Store {
             segments: files.len(),
             // The log's bytes: positions count them, and the files' lengths may include
             // preallocated zeros past the end.
-            bytes: files
+            bytes: self
+                .inner
+                .log
+                .segments()
                 .iter()
-                .map(|(_, len)| len)
-                .sum::<u64>()
+                .map(|s| s.logical_len())
+                .sum::<Result<u64>>()?
                 .min(self.inner.log.written()),
+            physical_bytes,
             events: totals.events,
             streams: totals.streams,
             appends: totals.appends,

@@ -113,7 +113,16 @@ struct Decider<'a> {
     streams: FxHashMap<String, StreamFate>,
 }
 
-impl Decider<'_> {
+impl<'a> Decider<'a> {
+    fn new(inner: &'a Inner) -> Self {
+        Decider {
+            inner,
+            visible: inner.visible(),
+            now_us: super::event::timestamp_us(inner.options.clock.now()),
+            streams: FxHashMap::default(),
+        }
+    }
+
     fn fate(&mut self, stream: &str) -> Result<&mut StreamFate> {
         if !self.streams.contains_key(stream) {
             let rule = self.inner.registry.rule_at(stream, self.visible);
@@ -206,6 +215,14 @@ struct Throttle {
 }
 
 impl Throttle {
+    fn new(rate: Option<u64>) -> Self {
+        Throttle {
+            rate,
+            start: Instant::now(),
+            bytes: 0,
+        }
+    }
+
     fn read(&mut self, bytes: u64) {
         self.bytes = self.bytes.saturating_add(bytes);
         if let Some(rate) = self.rate {
@@ -274,7 +291,16 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let _one = inner.scavenging.lock();
-        inner.seal_active()?;
+        // The active segment is sealed (and so rewritten below) when it holds dead events.
+        if let Some(active) = inner.log.segments().last() {
+            let mut decider = Decider::new(inner);
+            let end = inner.visible().saturating_sub(active.base());
+            let mut unthrottled = Throttle::new(None);
+            if plan_segment(&mut decider, inner, active, end, &mut unthrottled)?.events_removed > 0
+            {
+                inner.seal_active()?;
+            }
+        }
         let marker = inner.dir.join(SCAVENGE_MARKER);
         let storage = inner.options.storage.as_ref();
         storage
@@ -328,20 +354,11 @@ impl Store {
     ) -> Result<ScavengeReport> {
         let inner = &*self.inner;
         let visible = inner.visible();
-        let mut decider = Decider {
-            inner,
-            visible,
-            now_us: super::event::timestamp_us(inner.options.clock.now()),
-            streams: FxHashMap::default(),
-        };
+        let mut decider = Decider::new(inner);
         let segments = inner.log.segments();
         let last = segments.len().saturating_sub(1);
         let total: u64 = segments.iter().map(|s| s.logical_len().unwrap_or(0)).sum();
-        let mut throttle = Throttle {
-            rate: options.max_bytes_per_s,
-            start: Instant::now(),
-            bytes: 0,
-        };
+        let mut throttle = Throttle::new(options.max_bytes_per_s);
         let mut report = ScavengeReport::default();
         let mut removed: HashSet<u64> = HashSet::new();
         let mut done = 0u64;
@@ -365,7 +382,8 @@ impl Store {
             report.frames_removed += plan.frames_removed;
             report.events_removed += plan.events_removed;
             report.dead_bytes += plan.dead_bytes;
-            let rewrite = !plan.dead.is_empty()
+            // Markers alone (a clean close's checkpoint, padding) are not worth a rewrite.
+            let rewrite = plan.events_removed > 0
                 || (options.compress_all
                     && !seg.is_compacted()
                     && options.compression_level.is_some());

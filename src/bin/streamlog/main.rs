@@ -50,6 +50,13 @@ enum Command {
     /// Delete a stream: soft (it reads as empty; a later append re-creates it, its versions
     /// going on after the old ones) or, with --hard, for good (exit 7 from then on).
     Delete(DeleteArgs),
+    /// Rewrite sealed segments without deleted, expired and truncated events (the active
+    /// segment is sealed first), keeping every surviving event's position; compresses
+    /// what it rewrites. Prints segments rewritten, bytes before and after, events removed.
+    Scavenge(ScavengeArgs),
+    /// Erase a stream for good: hard delete it, then scavenge every segment, index table
+    /// and snapshot, so that none of its events, metadata or name is left in any file.
+    Erase(EraseArgs),
     /// Print a stream's metadata as JSON, or change it with the options (KurrentDB's
     /// $maxCount, $maxAge, $tb and user keys); reads honour it at once.
     StreamMeta(StreamMetaArgs),
@@ -206,6 +213,59 @@ struct DeleteArgs {
     /// Hard delete (tombstone): the stream can never be read or appended to again.
     #[arg(long)]
     hard: bool,
+}
+
+#[derive(Debug, Args)]
+struct ScavengeArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Read the log no faster than this many bytes per second (e.g. 50000000; suffixes
+    /// K, M, G for 2^10, 2^20, 2^30).
+    #[arg(long, value_parser = parse_rate)]
+    max_bytes_per_s: Option<u64>,
+    /// Store rewritten blocks uncompressed.
+    #[arg(long)]
+    no_compress: bool,
+    /// Also compress sealed segments that hold nothing to remove.
+    #[arg(long)]
+    compress_all: bool,
+}
+
+#[derive(Debug, Args)]
+struct EraseArgs {
+    /// Store directory.
+    dir: PathBuf,
+    /// Stream name.
+    #[arg(value_parser = NonEmptyStringValueParser::new())]
+    stream: String,
+    /// Expected state of the stream: any, no-stream, exists or a version number.
+    #[arg(long, default_value = "any", value_parser = parse_expected)]
+    expected: ExpectedVersion,
+}
+
+/// A rate in bytes per second: digits with an optional K, M or G (powers of 1024).
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, ' '),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a rate in bytes per second: {s:?}"))?;
+    let scale: u64 = match unit {
+        ' ' => 1,
+        'K' => 1 << 10,
+        'M' => 1 << 20,
+        'G' => 1 << 30,
+        _ => return Err(format!("unknown unit in {s:?} (K, M or G)")),
+    };
+    let rate = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("rate too large: {s:?}"))?;
+    if rate == 0 {
+        return Err("the rate must be above 0".into());
+    }
+    Ok(rate)
 }
 
 /// A metadata option's value: a new value, or `none` to remove the rule.
@@ -424,6 +484,8 @@ fn run(command: Command) -> CliResult {
         Command::ReadAll(a) => read_all(a, &mut out)?,
         Command::Delete(a) => delete(a, &mut out)?,
         Command::StreamMeta(a) => stream_meta(a, &mut out)?,
+        Command::Scavenge(a) => scavenge(a, &mut out)?,
+        Command::Erase(a) => erase(a, &mut out)?,
         Command::Info { dir } => info(&dir, &mut out)?,
         Command::Verify { dir } => verify(&dir, &mut out)?,
         Command::Reindex { dir } => reindex(&dir, &mut out)?,
@@ -655,6 +717,55 @@ fn delete(a: DeleteArgs, out: &mut impl Write) -> CliResult {
     Ok(())
 }
 
+fn scavenge_obj(r: &streamlog::ScavengeReport, seconds: f64) -> Obj {
+    Obj::new()
+        .field("segments_scanned", r.segments_scanned)
+        .field("segments_rewritten", r.segments_rewritten)
+        .field("bytes_before", r.bytes_before)
+        .field("bytes_after", r.bytes_after)
+        .field("events_removed", r.events_removed)
+        .field("frames_removed", r.frames_removed)
+        .field("index_entries_removed", r.index_entries_removed)
+        .field("snapshots_dropped", r.snapshots_dropped)
+        .field("seconds", seconds)
+}
+
+fn scavenge(a: ScavengeArgs, out: &mut impl Write) -> CliResult {
+    require_store(&a.dir)?;
+    let store = Store::open(&a.dir)?;
+    let mut options = streamlog::ScavengeOptions::default().with_compress_all(a.compress_all);
+    if a.no_compress {
+        options = options.with_compression(None);
+    }
+    if let Some(rate) = a.max_bytes_per_s {
+        options = options.with_max_bytes_per_s(rate);
+    }
+    let bar = progress_bar(segment_bytes(&a.dir), "scavenge");
+    let start = std::time::Instant::now();
+    let result = store.scavenge_with(&options, |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    });
+    bar.finish_and_clear();
+    let report = result?;
+    store.close()?;
+    line(out, scavenge_obj(&report, start.elapsed().as_secs_f64()))?;
+    Ok(())
+}
+
+fn erase(a: EraseArgs, out: &mut impl Write) -> CliResult {
+    require_store(&a.dir)?;
+    let store = Store::open(&a.dir)?;
+    let start = std::time::Instant::now();
+    let report = store.erase_stream(&a.stream, a.expected).map_err(refused)?;
+    store.close()?;
+    line(
+        out,
+        scavenge_obj(&report, start.elapsed().as_secs_f64()).field("erased", a.stream.as_str()),
+    )?;
+    Ok(())
+}
+
 /// A stream's metadata as one JSON object: its state, and the metadata as KurrentDB
 /// stores it.
 fn metadata_obj(stream: &str, m: &streamlog::StreamMetadata) -> Obj {
@@ -727,12 +838,17 @@ fn stream_meta(a: StreamMetaArgs, out: &mut impl Write) -> CliResult {
 fn info(dir: &Path, out: &mut impl Write) -> CliResult {
     let store = open_read_only(dir)?;
     let i = store.info()?;
+    let reclaimable = store.reclaimable()?;
     line(
         out,
         Obj::new()
             .field("dir", dir.display().to_string())
             .field("segments", i.segments)
             .field("bytes", i.bytes)
+            .field("logical_bytes", i.bytes)
+            .field("physical_bytes", i.physical_bytes)
+            .field("reclaimable_bytes", reclaimable.dead_bytes)
+            .field("reclaimable_events", reclaimable.events_removed)
             .field("events", i.events)
             .field("streams", i.streams)
             .field("appends", i.appends)
