@@ -835,7 +835,7 @@ impl SegmentReader {
         if self.compact.is_some() {
             let base = self.segment.base;
             return Ok(self
-                .next_frame_at_or_after(base.saturating_add(from))?
+                .next_kept(base.saturating_add(from), true)?
                 .filter(|&p| p < base.saturating_add(end))
                 .map(|p| p.saturating_sub(base)));
         }
@@ -990,6 +990,13 @@ impl SegmentReader {
     /// # Errors
     /// I/O errors.
     pub fn next_frame_at_or_after(&mut self, position: u64) -> Result<Option<u64>> {
+        self.next_kept(position, false)
+    }
+
+    /// [`SegmentReader::next_frame_at_or_after`]; a block that does not decode is passed
+    /// over when `skip_damaged` (to go on after damage), else `position` itself is
+    /// returned, so that reading there reports the damage instead of skipping frames.
+    fn next_kept(&mut self, position: u64, skip_damaged: bool) -> Result<Option<u64>> {
         let Some(map) = self.compact.clone() else {
             return Ok(Some(position));
         };
@@ -997,11 +1004,22 @@ impl SegmentReader {
         if let Some(prev) = i.checked_sub(1)
             && let Some(b) = map.blocks.get(prev).copied()
         {
-            if let Ok(raw) = self.load_block(&map, prev)?
-                && let Ok(positions) = compact::block_positions(&raw, b.first_position)
-                && let Some(&(p, _)) = positions.iter().find(|(p, _)| *p >= position)
-            {
-                return Ok(Some(p));
+            let found = match self.load_block(&map, prev)? {
+                Ok(raw) => compact::block_positions(&raw, b.first_position)
+                    .map(|positions| {
+                        positions
+                            .iter()
+                            .find(|(p, _)| *p >= position)
+                            .map(|&(p, _)| p)
+                    })
+                    .map_err(|_| ()),
+                Err(_) => Err(()),
+            };
+            match found {
+                Ok(Some(p)) => return Ok(Some(p)),
+                Ok(None) => {}
+                Err(()) if !skip_damaged => return Ok(Some(position)),
+                Err(()) => {}
             }
         }
         while let Some(b) = map.blocks.get(i) {
