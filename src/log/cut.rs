@@ -145,3 +145,99 @@ impl Log {
         Ok(removable)
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::format::{self, FRAME_HEADER_LEN, SEGMENT_KIND_RAFT};
+    use crate::io::sim::SimStorage;
+
+    fn open(storage: &SimStorage, dir: &Path) -> (Log, Vec<(u64, Vec<u8>)>) {
+        let mut frames = Vec::new();
+        let (log, _) = Log::open(
+            Arc::new(storage.clone()),
+            dir,
+            SEGMENT_KIND_RAFT,
+            1024,
+            false,
+            None,
+            |_| 0,
+            |_, h, bytes| {
+                frames.push((h.position, bytes.body().to_vec()));
+                Ok(())
+            },
+        )
+        .unwrap();
+        (log, frames)
+    }
+
+    /// Appends one record frame per body, synced; returns their positions.
+    fn append(log: &Log, bodies: impl IntoIterator<Item = Vec<u8>>) -> Vec<u64> {
+        let mut appender = log.appender();
+        let mut positions = Vec::new();
+        for body in bodies {
+            let (position, out) = appender.reserve((FRAME_HEADER_LEN + body.len()) as u64);
+            format::encode_record_frame(out, position, log.durable(), &body);
+            positions.push(position);
+        }
+        log.write(&appender.take()).unwrap();
+        log.sync().unwrap();
+        positions
+    }
+
+    fn body(i: u8) -> Vec<u8> {
+        vec![i; 200]
+    }
+
+    #[test]
+    fn truncate_to_cuts_at_a_frame_across_segments_durably() {
+        let storage = SimStorage::new(7);
+        let dir = Path::new("/raft");
+        crate::io::create_dir_durably(&storage, dir).unwrap();
+        let (log, _) = open(&storage, dir);
+        let positions = append(&log, (0..20).map(body));
+        let segments = log.segment_bases().len();
+        assert!(segments >= 4, "{segments} segments");
+
+        // Not a frame boundary, past the end: refused, nothing changed.
+        assert!(matches!(
+            log.truncate_to(positions[5] + 1),
+            Err(Error::Corrupted { .. } | Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            log.truncate_to(log.written() + 1),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(!log.is_poisoned());
+
+        // Cut at frame 6 (segments back), then append other frames after it.
+        log.truncate_to(positions[6]).unwrap();
+        assert_eq!(log.written(), positions[6]);
+        assert!(log.segment_bases().len() < segments);
+        append(&log, (100..103).map(body));
+        drop(log);
+
+        // A power cut now loses nothing that was synced, and the cut stays cut.
+        storage.crash();
+        let (log, frames) = open(&storage, dir);
+        let got: Vec<u8> = frames.iter().map(|(_, b)| b[0]).collect();
+        assert_eq!(got, [0, 1, 2, 3, 4, 5, 100, 101, 102]);
+        assert_eq!(frames[6].0, positions[6]);
+
+        // Removing whole segments from the head keeps a log that opens.
+        let keep_from = frames[4].0;
+        let removed = log.remove_segments_before(keep_from).unwrap();
+        assert!(removed > 0);
+        assert!(log.segment_bases()[0] <= keep_from);
+        drop(log);
+        storage.crash();
+        let (_, frames) = open(&storage, dir);
+        let first = frames.first().unwrap().1[0];
+        assert!(first <= 4, "{first}");
+        assert_eq!(frames.last().unwrap().1[0], 102);
+    }
+}
