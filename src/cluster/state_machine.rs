@@ -199,10 +199,9 @@ impl StoreStateMachine {
         let store = self.store.read().clone();
         let saved = store.sync().and_then(|()| store.info()).and_then(|info| {
             // While appends are matched after a restart, the store's end is past
-            // what the applied id covers: the saved end stays where it was.
-            if inner.replay.is_empty() {
-                state.store_end = info.head.0;
-            }
+            // what the applied id covers: the saved end is where the first append still
+            // to be matched starts.
+            state.store_end = inner.replay.front().map_or(info.head.0, |&(p, _)| p);
             super::meta::write_atomic(&FsStorage, &inner.dir, STATE_FILE, &state)
         });
         saved.map_err(|e| StorageIOError::write_state_machine(&e))?;
