@@ -26,6 +26,10 @@ pub const OLDEST_FORMAT_VERSION: u32 = 1;
 pub const SEGMENT_KIND_EVENTS: u32 = 1;
 /// Segment file kind: a segment of the snapshot log.
 pub const SEGMENT_KIND_SNAPSHOTS: u32 = 2;
+/// Segment file kind: a segment of a replicated (raft) log, holding record frames whose
+/// bodies the `cluster` layer encodes.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub const SEGMENT_KIND_RAFT: u32 = 4;
 /// Size of the segment header in bytes.
 pub const SEGMENT_HEADER_LEN: usize = 32;
 
@@ -185,6 +189,9 @@ pub enum FrameKind {
     Snapshot,
     /// Filler that ends a group commit on a sector boundary (format 2); holds no data.
     Padding,
+    /// An opaque record: a body this layer does not interpret, framed and checked like
+    /// every other frame (in raft log segments, one replicated log entry per frame).
+    Record,
 }
 
 impl FrameKind {
@@ -194,6 +201,7 @@ impl FrameKind {
             FrameKind::Checkpoint => 2,
             FrameKind::Snapshot => 3,
             FrameKind::Padding => 4,
+            FrameKind::Record => 5,
         }
     }
     fn from_byte(b: u8) -> Result<Self, DecodeError> {
@@ -202,6 +210,7 @@ impl FrameKind {
             2 => Ok(FrameKind::Checkpoint),
             3 => Ok(FrameKind::Snapshot),
             4 => Ok(FrameKind::Padding),
+            5 => Ok(FrameKind::Record),
             _ => Err(DecodeError::Invalid("frame kind")),
         }
     }
@@ -252,7 +261,7 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, DecodeError> {
     let flags = r.u8()?;
     let allowed = match kind {
         FrameKind::Events => EVENTS_FLAG_COMMITTED,
-        FrameKind::Checkpoint | FrameKind::Snapshot | FrameKind::Padding => 0,
+        FrameKind::Checkpoint | FrameKind::Snapshot | FrameKind::Padding | FrameKind::Record => 0,
     };
     if flags & !allowed != 0 {
         return Err(DecodeError::Invalid("frame flags"));
@@ -458,6 +467,19 @@ pub fn encode_events_frame(
 /// Appends a checkpoint frame (no body) to `out`.
 pub fn encode_checkpoint_frame(out: &mut Vec<u8>, position: u64, watermark: u64) -> Encoded {
     encode_frame(out, FrameKind::Checkpoint, 0, position, watermark, |_| {})
+}
+
+/// Appends a record frame with the opaque `body` to `out`.
+#[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+pub fn encode_record_frame(
+    out: &mut Vec<u8>,
+    position: u64,
+    watermark: u64,
+    body: &[u8],
+) -> Encoded {
+    encode_frame(out, FrameKind::Record, 0, position, watermark, |b| {
+        b.extend_from_slice(body);
+    })
 }
 
 /// Appends a padding frame of `len` bytes in all (at least [`FRAME_HEADER_LEN`]; its body

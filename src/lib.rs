@@ -90,6 +90,8 @@
 #![deny(clippy::unwrap_used)]
 
 mod cache;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod error;
 mod expected_version;
 pub mod inspect;

@@ -38,6 +38,9 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// A rewritten segment's part that does not check: the file offset and what is wrong.
+type Checked<T> = std::result::Result<T, (u64, DecodeError)>;
+
 /// One segment file.
 #[derive(Debug)]
 pub struct Segment {
@@ -267,9 +270,7 @@ impl Segment {
     /// Reads a rewritten segment's footer and tables (once): `Ok(Ok(None))` for a segment
     /// that is not one (or whose header does not decode: [`Segment::check_header`] reports
     /// that), `Ok(Err((file offset, reason)))` for a rewritten one whose tables do not check.
-    fn load_compact(
-        &self,
-    ) -> Result<std::result::Result<Option<Arc<CompactMap>>, (u64, DecodeError)>> {
+    fn load_compact(&self) -> Result<Checked<Option<Arc<CompactMap>>>> {
         if let Some(found) = self.compact.get() {
             return Ok(Ok(found.clone()));
         }
@@ -881,11 +882,7 @@ impl SegmentReader {
     }
 
     /// Decodes block `i` of a rewritten segment, or takes the one decoded last.
-    fn load_block(
-        &mut self,
-        map: &CompactMap,
-        i: usize,
-    ) -> Result<std::result::Result<Arc<[u8]>, (u64, DecodeError)>> {
+    fn load_block(&mut self, map: &CompactMap, i: usize) -> Result<Checked<Arc<[u8]>>> {
         if let Some((j, raw)) = &self.block
             && *j == i
         {
@@ -929,9 +926,7 @@ impl SegmentReader {
         &mut self,
         map: &CompactMap,
         position: u64,
-    ) -> Result<
-        std::result::Result<Option<(FrameHeader, Arc<[u8]>, usize, usize)>, (u64, DecodeError)>,
-    > {
+    ) -> Result<Checked<Option<(FrameHeader, Arc<[u8]>, usize, usize)>>> {
         let Some(i) = map.block_for(position) else {
             return Ok(Ok(None));
         };

@@ -109,11 +109,11 @@ fn scavenge_keeps_every_live_event_at_its_position_and_gives_space_back() {
 
     let check = |store: &Store| {
         assert_eq!(all(store).iter().map(key).collect::<Vec<_>>(), before_all);
-        for i in 0..9 {
+        for (i, before) in before_streams.iter().enumerate() {
             let s = format!("customer-{i}");
             assert_eq!(
-                stream(store, &s).iter().map(key).collect::<Vec<_>>(),
-                before_streams[i],
+                &stream(store, &s).iter().map(key).collect::<Vec<_>>(),
+                before,
                 "{s}"
             );
         }

@@ -10,6 +10,7 @@
 //! - `frames`: walking frames in order.
 
 mod appender;
+mod cut;
 mod frames;
 mod recovery;
 mod verify;

@@ -105,6 +105,9 @@ struct StreamFate {
     prefix: bool,
 }
 
+/// Whether a frame is dead, and for an events frame its (stream, first version, count).
+type Verdict = (bool, Option<(String, u64, u32)>);
+
 /// Decides, frame by frame in log order, what is dead.
 struct Decider<'a> {
     inner: &'a Inner,
@@ -153,17 +156,13 @@ impl<'a> Decider<'a> {
 
     /// Whether the frame is dead; `Some((stream, first version, count))` for an events
     /// frame.
-    fn dead(
-        &mut self,
-        header: &FrameHeader,
-        bytes: &FrameBytes,
-    ) -> Result<(bool, Option<(String, u64, u32)>)> {
+    fn dead(&mut self, header: &FrameHeader, bytes: &FrameBytes) -> Result<Verdict> {
         match header.kind {
             FrameKind::Events => {}
             // Markers hold no data: a rewritten segment needs none of them (it is sealed,
             // and everything in it is attested by the segments after it).
             FrameKind::Checkpoint | FrameKind::Padding => return Ok((true, None)),
-            FrameKind::Snapshot => return Ok((false, None)),
+            FrameKind::Snapshot | FrameKind::Record => return Ok((false, None)),
         }
         let position = header.position;
         let body = format::decode_events_body(header, bytes.body())

@@ -152,6 +152,8 @@ pub struct Subscription {
     failed: bool,
 }
 
+// One per subscription: the size of the `$all` reader is not worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Source {
     All {

@@ -110,6 +110,7 @@ pub fn frame_header(h: &FrameHeader) -> Obj {
                 FrameKind::Checkpoint => "checkpoint",
                 FrameKind::Snapshot => "snapshot",
                 FrameKind::Padding => "padding",
+                FrameKind::Record => "record",
             },
         )
         .field("position", h.position)

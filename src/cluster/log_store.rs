@@ -1,0 +1,494 @@
+//! Raft log storage on the engine's own segmented, checksummed log: one record frame per
+//! entry, in segments of their own kind under `DIR/log/`; the vote, the committed log id
+//! and the purged log id in one state file replaced atomically (`DIR/log-state`).
+//!
+//! - **Append** writes the entries' frames and syncs the log (`fdatasync`) before telling
+//!   openraft they are flushed: one write and one sync per call, however many entries
+//!   openraft batched into it.
+//! - **Truncate** (a follower dropping uncommitted entries that conflict with the
+//!   leader's) cuts the log at the first dropped entry's frame, durably, before returning
+//!   (see [`Log::truncate_to`]): later appends then never sit in front of stale frames.
+//! - **Purge** saves the purged log id first, then removes the segments that hold only
+//!   purged entries; entries of a partly purged segment stay on disk and are skipped when
+//!   the log is opened again.
+//! - **Open** is the engine's recovery: a damaged frame below what a later frame or
+//!   segment header attests is corruption and fails the open; above it, a torn tail, cut
+//!   and reported. The entries that remain must come in increasing index order.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, Membership, OptionalSend, RaftLogReader,
+    StorageError, StorageIOError, Vote,
+};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::command::Command;
+use super::meta;
+use super::{NodeId, TypeConfig};
+use crate::error::{Error, Result};
+use crate::format::le::Reader;
+use crate::format::{self, FRAME_HEADER_LEN, FrameKind, SEGMENT_KIND_RAFT};
+use crate::io::{FsStorage, Storage, create_dir_durably};
+use crate::log::{Log, LogRecovery};
+
+/// The state file's name in the log's directory.
+const STATE_FILE: &str = "log-state";
+/// The segments' directory in the log's directory.
+const SEGMENTS_DIR: &str = "log";
+/// Default size of a raft log segment: purging removes whole segments, so smaller ones
+/// free space sooner after a snapshot.
+pub const DEFAULT_RAFT_SEGMENT_BYTES: u64 = 64 << 20;
+/// Version byte at the start of every entry record.
+const ENTRY_VERSION: u8 = 1;
+
+const PAYLOAD_BLANK: u8 = 0;
+const PAYLOAD_NORMAL: u8 = 1;
+const PAYLOAD_MEMBERSHIP: u8 = 2;
+
+/// What the state file holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct LogStateFile {
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId<NodeId>>,
+    purged: Option<LogId<NodeId>>,
+}
+
+/// The raft log of one node, on the engine's log (see the module docs). A cheap handle:
+/// clones share the same log (openraft's log readers are clones).
+#[derive(Debug, Clone)]
+pub struct RaftLog {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    log: Log,
+    /// Position and id of every entry after the purged one, by index.
+    entries: BTreeMap<u64, (u64, LogId<NodeId>)>,
+    state: LogStateFile,
+    recovery: LogRecovery,
+}
+
+impl RaftLog {
+    /// Opens (or creates) the raft log in `dir` on the real file system, with segments of
+    /// [`DEFAULT_RAFT_SEGMENT_BYTES`].
+    ///
+    /// # Errors
+    /// As [`RaftLog::open_with`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<RaftLog> {
+        Self::open_with(dir, Arc::new(FsStorage), DEFAULT_RAFT_SEGMENT_BYTES)
+    }
+
+    /// Opens (or creates) the raft log in `dir` through `storage` (the simulated disk in
+    /// tests), with segments of `segment_bytes`.
+    ///
+    /// # Errors
+    /// [`Error::Corrupted`] when a frame below the attested durable position is damaged,
+    /// when a record does not decode, when the entries have a hole, or when the state file
+    /// does not check; [`Error::Io`] for I/O failures.
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        storage: Arc<dyn Storage>,
+        segment_bytes: u64,
+    ) -> Result<RaftLog> {
+        let dir = dir.as_ref().to_path_buf();
+        let segments_dir = dir.join(SEGMENTS_DIR);
+        create_dir_durably(storage.as_ref(), &dir)
+            .and_then(|()| create_dir_durably(storage.as_ref(), &segments_dir))
+            .map_err(|e| Error::io(format!("create {}", segments_dir.display()), e))?;
+        let state: LogStateFile =
+            meta::read(storage.as_ref(), &dir, STATE_FILE)?.unwrap_or_default();
+        let mut found: Vec<(u64, LogId<NodeId>)> = Vec::new();
+        let (log, recovery) = Log::open(
+            Arc::clone(&storage),
+            &segments_dir,
+            SEGMENT_KIND_RAFT,
+            segment_bytes,
+            false,
+            None,
+            |_| 0,
+            |seg, h, bytes| {
+                if h.kind != FrameKind::Record {
+                    return Err(Error::corrupted(
+                        seg.path(),
+                        h.position.saturating_sub(seg.base()),
+                        format!("a {:?} frame in a raft log segment", h.kind),
+                    ));
+                }
+                let id = decode_log_id(bytes.body()).map_err(|e| {
+                    Error::corrupted(
+                        seg.path(),
+                        h.position.saturating_sub(seg.base()),
+                        format!("raft entry: {e}"),
+                    )
+                })?;
+                found.push((h.position, id));
+                Ok(())
+            },
+        )?;
+        let purged_index = state.purged.map(|p| p.index);
+        let mut entries: BTreeMap<u64, (u64, LogId<NodeId>)> = BTreeMap::new();
+        for (position, id) in found {
+            if purged_index.is_some_and(|p| id.index <= p) {
+                continue;
+            }
+            // Appends only go forward (an append over older entries cuts them first).
+            if let Some((&last, _)) = entries.last_key_value()
+                && id.index <= last
+            {
+                let (file, offset) = log.locate(position);
+                return Err(Error::corrupted(
+                    file,
+                    offset,
+                    format!("raft entry {} after entry {last}", id.index),
+                ));
+            }
+            entries.insert(id.index, (position, id));
+        }
+        Ok(RaftLog {
+            inner: Arc::new(Mutex::new(Inner {
+                storage,
+                dir,
+                log,
+                entries,
+                state,
+                recovery,
+            })),
+        })
+    }
+
+    /// What recovery found and did when the log was opened (a torn tail cut, …).
+    pub fn recovery_report(&self) -> LogRecovery {
+        self.inner.lock().recovery.clone()
+    }
+
+    /// Ids of the entries held (after the purged one), oldest first.
+    pub fn entry_ids(&self) -> Vec<LogId<NodeId>> {
+        self.inner
+            .lock()
+            .entries
+            .values()
+            .map(|(_, id)| *id)
+            .collect()
+    }
+
+    /// Number of segment files of the log.
+    pub fn segment_count(&self) -> usize {
+        self.inner.lock().log.segment_bases().len()
+    }
+
+    /// Reads the entries with indexes in `range` that the log holds.
+    fn read_range(&self, range: impl RangeBounds<u64>) -> Result<Vec<Entry<TypeConfig>>> {
+        let inner = self.inner.lock();
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => Bound::Included(e),
+            Bound::Excluded(&e) => Bound::Excluded(e),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let limit = inner.log.written();
+        let mut out = Vec::new();
+        if matches!(end, Bound::Excluded(e) if e <= start) {
+            return Ok(out);
+        }
+        for (position, id) in inner
+            .entries
+            .range((Bound::Included(start), end))
+            .map(|(_, v)| v)
+        {
+            let (h, bytes) = inner.log.read_frame(*position, limit)?;
+            let entry = decode_entry(bytes.body()).map_err(|e| {
+                let (file, offset) = inner.log.locate(h.position);
+                Error::corrupted(file, offset, format!("raft entry: {e}"))
+            })?;
+            if entry.log_id != *id {
+                let (file, offset) = inner.log.locate(h.position);
+                return Err(Error::corrupted(
+                    file,
+                    offset,
+                    format!("raft entry {} where {} was recorded", entry.log_id, id),
+                ));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// Writes and syncs `entries`: durable when this returns. Entries must come in
+    /// increasing index order; those at or before the purged one are dropped; one at or
+    /// below an entry the log
+    /// holds replaces it and everything after it (cut first, durably, as by a truncate).
+    /// Openraft never leaves a hole; this layer does not assume it (its test suite
+    /// appends with holes).
+    fn append_entries(&self, entries: impl IntoIterator<Item = Entry<TypeConfig>>) -> Result<()> {
+        // An entry at or before the purged one is covered by the state machine already
+        // (openraft's test suite appends such entries after purging the log up to what
+        // the state machine applied): it is not kept.
+        let purged = self.inner.lock().state.purged.map(|p| p.index);
+        let entries: Vec<Entry<TypeConfig>> = entries
+            .into_iter()
+            .filter(|e| purged.is_none_or(|p| e.log_id.index > p))
+            .collect();
+        let Some(first) = entries.first().map(|e| e.log_id.index) else {
+            return Ok(());
+        };
+        if entries.windows(2).any(|w| match w {
+            [a, b] => b.log_id.index <= a.log_id.index,
+            _ => false,
+        }) {
+            return Err(Error::InvalidArgument(
+                "raft entries to append are not in increasing index order".into(),
+            ));
+        }
+        self.truncate_from(first)?;
+        let mut inner = self.inner.lock();
+        let mut appender = inner.log.appender();
+        let watermark = inner.log.durable();
+        let mut added = Vec::new();
+        let mut body = Vec::new();
+        for entry in entries {
+            body.clear();
+            encode_entry(&entry, &mut body)?;
+            if u32::try_from(body.len()).is_err() {
+                return Err(Error::TooLarge {
+                    what: "raft entry bytes",
+                    size: body.len() as u64,
+                    limit: u64::from(u32::MAX),
+                });
+            }
+            let len = FRAME_HEADER_LEN.saturating_add(body.len()) as u64;
+            let (position, out) = appender.reserve(len);
+            format::encode_record_frame(out, position, watermark, &body);
+            added.push((position, entry.log_id));
+        }
+        inner.log.write(&appender.take())?;
+        inner.log.sync()?;
+        inner
+            .entries
+            .extend(added.into_iter().map(|(p, id)| (id.index, (p, id))));
+        Ok(())
+    }
+
+    /// Drops the entries from `index` on, durably.
+    fn truncate_from(&self, index: u64) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let Some((_, &(position, _))) = inner.entries.range(index..).next() else {
+            return Ok(());
+        };
+        inner.log.truncate_to(position)?;
+        inner.entries.split_off(&index);
+        Ok(())
+    }
+
+    /// Drops the entries up to `id` (included): the purged id is saved first, then the
+    /// segments holding only purged entries are removed.
+    fn purge_to(&self, id: LogId<NodeId>) -> Result<()> {
+        let mut inner = self.inner.lock();
+        if inner.state.purged.is_some_and(|p| p.index >= id.index) {
+            return Ok(());
+        }
+        let mut state = inner.state.clone();
+        state.purged = Some(id);
+        meta::write_atomic(inner.storage.as_ref(), &inner.dir, STATE_FILE, &state)?;
+        inner.state = state;
+        inner.entries = inner.entries.split_off(&id.index.saturating_add(1));
+        let keep_from = inner
+            .entries
+            .first_key_value()
+            .map_or_else(|| inner.log.written(), |(_, (p, _))| *p);
+        inner.log.remove_segments_before(keep_from)?;
+        Ok(())
+    }
+
+    fn save_state(&self, change: impl FnOnce(&mut LogStateFile)) -> Result<()> {
+        let mut inner = self.inner.lock();
+        let mut state = inner.state.clone();
+        change(&mut state);
+        meta::write_atomic(inner.storage.as_ref(), &inner.dir, STATE_FILE, &state)?;
+        inner.state = state;
+        Ok(())
+    }
+}
+
+fn write_err(e: Error) -> StorageError<NodeId> {
+    StorageIOError::write_logs(&e).into()
+}
+
+fn read_err(e: Error) -> StorageError<NodeId> {
+    StorageIOError::read_logs(&e).into()
+}
+
+impl RaftLogReader<TypeConfig> for RaftLog {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> std::result::Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        self.read_range(range).map_err(read_err)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for RaftLog {
+    type LogReader = RaftLog;
+
+    async fn get_log_state(
+        &mut self,
+    ) -> std::result::Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let inner = self.inner.lock();
+        let last_purged_log_id = inner.state.purged;
+        let last_log_id = inner
+            .entries
+            .last_key_value()
+            .map(|(_, (_, id))| *id)
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(
+        &mut self,
+        vote: &Vote<NodeId>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        let vote = *vote;
+        self.save_state(|s| s.vote = Some(vote))
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(
+        &mut self,
+    ) -> std::result::Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.inner.lock().state.vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<NodeId>>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        if self.inner.lock().state.committed == committed {
+            return Ok(());
+        }
+        self.save_state(|s| s.committed = committed)
+            .map_err(write_err)
+    }
+
+    async fn read_committed(
+        &mut self,
+    ) -> std::result::Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
+        Ok(self.inner.lock().state.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> std::result::Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        match self.append_entries(entries) {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                Err(write_err(e))
+            }
+        }
+    }
+
+    async fn truncate(
+        &mut self,
+        log_id: LogId<NodeId>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        self.truncate_from(log_id.index).map_err(write_err)
+    }
+
+    async fn purge(
+        &mut self,
+        log_id: LogId<NodeId>,
+    ) -> std::result::Result<(), StorageError<NodeId>> {
+        self.purge_to(log_id).map_err(write_err)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry records (the body of a record frame; docs/format.md, "Raft log segments")
+// ---------------------------------------------------------------------------------------
+
+/// Appends an entry's record to `out`.
+fn encode_entry(entry: &Entry<TypeConfig>, out: &mut Vec<u8>) -> Result<()> {
+    out.push(ENTRY_VERSION);
+    out.extend_from_slice(&entry.log_id.leader_id.term.to_le_bytes());
+    out.extend_from_slice(&entry.log_id.leader_id.node_id.to_le_bytes());
+    out.extend_from_slice(&entry.log_id.index.to_le_bytes());
+    match &entry.payload {
+        EntryPayload::Blank => out.push(PAYLOAD_BLANK),
+        EntryPayload::Normal(cmd) => {
+            out.push(PAYLOAD_NORMAL);
+            cmd.encode(out);
+        }
+        EntryPayload::Membership(m) => {
+            out.push(PAYLOAD_MEMBERSHIP);
+            serde_json::to_writer(&mut *out, m)
+                .map_err(|e| Error::InvalidArgument(format!("encode membership: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The log id at the start of an entry record.
+fn decode_log_id(body: &[u8]) -> std::result::Result<LogId<NodeId>, format::DecodeError> {
+    let mut r = Reader::new(body);
+    read_log_id(&mut r)
+}
+
+fn read_log_id(r: &mut Reader<'_>) -> std::result::Result<LogId<NodeId>, format::DecodeError> {
+    if r.u8()? != ENTRY_VERSION {
+        return Err(format::DecodeError::Invalid("raft entry version"));
+    }
+    let term = r.u64()?;
+    let node = r.u64()?;
+    let index = r.u64()?;
+    Ok(LogId::new(CommittedLeaderId::new(term, node), index))
+}
+
+/// Decodes a whole entry record.
+fn decode_entry(body: &[u8]) -> std::result::Result<Entry<TypeConfig>, format::DecodeError> {
+    let mut r = Reader::new(body);
+    let log_id = read_log_id(&mut r)?;
+    let payload = match r.u8()? {
+        PAYLOAD_BLANK => EntryPayload::Blank,
+        PAYLOAD_NORMAL => EntryPayload::Normal(Command::decode(&mut r)?),
+        PAYLOAD_MEMBERSHIP => {
+            let rest = r.take(r.remaining())?;
+            let m: Membership<NodeId, openraft::BasicNode> = serde_json::from_slice(rest)
+                .map_err(|_| format::DecodeError::Invalid("raft membership"))?;
+            EntryPayload::Membership(m)
+        }
+        _ => return Err(format::DecodeError::Invalid("raft entry payload")),
+    };
+    if r.remaining() != 0 {
+        return Err(format::DecodeError::Invalid("bytes after the raft entry"));
+    }
+    Ok(Entry { log_id, payload })
+}

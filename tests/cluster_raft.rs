@@ -1,0 +1,301 @@
+//! Three openraft nodes in one process on our raft log and state machine, connected by
+//! direct calls (the gRPC network is not written yet): elections, replicated appends with
+//! expected versions and retries, a new node brought up to date by a snapshot after the
+//! leader purged its log, and a retry recognised by the next leader after the first stops.
+//!
+//! Run with `cargo test --release --features cluster --test cluster_raft`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{Config, Raft, SnapshotPolicy};
+use parking_lot::Mutex;
+use streamlog::cluster::{BasicNode, Command, RaftLog, Response, StoreStateMachine, TypeConfig};
+use streamlog::{EventId, ExpectedVersion, NewEvent, Options, Position};
+
+type NodeRaft = Raft<TypeConfig>;
+
+/// Delivers each request by calling the target node's `Raft` directly.
+#[derive(Clone, Default)]
+struct Router {
+    nodes: Arc<Mutex<BTreeMap<u64, NodeRaft>>>,
+}
+
+struct Conn {
+    router: Router,
+    target: u64,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Router {
+    type Network = Conn;
+
+    async fn new_client(&mut self, target: u64, _node: &BasicNode) -> Conn {
+        Conn {
+            router: self.clone(),
+            target,
+        }
+    }
+}
+
+impl Conn {
+    // The error is openraft's, as its network trait returns it.
+    #[allow(clippy::result_large_err)]
+    fn raft<E: std::error::Error>(&self) -> Result<NodeRaft, RPCError<u64, BasicNode, E>> {
+        self.router
+            .nodes
+            .lock()
+            .get(&self.target)
+            .cloned()
+            .ok_or_else(|| {
+                RPCError::Network(NetworkError::new(&std::io::Error::other("no such node")))
+            })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Conn {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let raft = self.raft()?;
+        raft.append_entries(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, BasicNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        let raft = self.raft()?;
+        raft.install_snapshot(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
+        let raft = self.raft()?;
+        raft.vote(rpc)
+            .await
+            .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+struct Node {
+    id: u64,
+    raft: NodeRaft,
+    sm: StoreStateMachine,
+}
+
+async fn start(router: &Router, dir: &std::path::Path, id: u64) -> Node {
+    let config = Config {
+        heartbeat_interval: 100,
+        election_timeout_min: 400,
+        election_timeout_max: 800,
+        // Snapshots and purges happen during the test: the new node must get one.
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(20),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Config::default()
+    }
+    .validate()
+    .unwrap();
+    let log = RaftLog::open(dir.join(format!("n{id}/raft"))).unwrap();
+    let sm = StoreStateMachine::open(dir.join(format!("n{id}/sm")), Options::default()).unwrap();
+    let raft = Raft::new(id, Arc::new(config), router.clone(), log, sm.clone())
+        .await
+        .unwrap();
+    router.nodes.lock().insert(id, raft.clone());
+    Node { id, raft, sm }
+}
+
+fn events(sm: &StoreStateMachine) -> Vec<(String, u64, EventId)> {
+    sm.store()
+        .read_all(Position::START)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.stream.to_string(), e.version, e.id)
+        })
+        .collect()
+}
+
+fn append(stream: &str, expected: ExpectedVersion, id: u8) -> Command {
+    Command::append(
+        stream,
+        expected,
+        [NewEvent::new("E", [id]).with_id(EventId([id; 16]))],
+    )
+}
+
+#[test]
+fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let router = Router::default();
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            nodes.push(start(&router, dir.path(), id).await);
+        }
+        let members: BTreeMap<u64, BasicNode> = (1..=3)
+            .map(|id| (id, BasicNode::new(format!("n{id}"))))
+            .collect();
+        nodes[0].raft.initialize(members).await.unwrap();
+        let m = nodes[0]
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .unwrap();
+        let leader_id = m.current_leader.unwrap();
+        let leader = router.nodes.lock().get(&leader_id).cloned().unwrap();
+
+        // Every replica decides by expected version the same way.
+        for i in 0..60u8 {
+            let expected = if i == 0 {
+                ExpectedVersion::NoStream
+            } else {
+                ExpectedVersion::Exact(u64::from(i) - 1)
+            };
+            let r = leader
+                .client_write(append("order-1", expected, i))
+                .await
+                .unwrap();
+            assert!(
+                matches!(r.data, Response::Appended(a) if a.first_version == u64::from(i)),
+                "{:?}",
+                r.data
+            );
+        }
+        let stale = leader
+            .client_write(append("order-1", ExpectedVersion::Exact(3), 200))
+            .await
+            .unwrap();
+        assert_eq!(
+            stale.data,
+            Response::WrongExpectedVersion { actual: Some(59) }
+        );
+        // A retry of an append already stored answers its original result.
+        let retry = leader
+            .client_write(append("order-1", ExpectedVersion::Exact(58), 59))
+            .await
+            .unwrap();
+        assert!(
+            matches!(retry.data, Response::Appended(a) if a.first_version == 59 && a.deduplicated),
+            "{:?}",
+            retry.data
+        );
+        let last = leader.metrics().borrow().last_applied.unwrap().index;
+        for n in &nodes {
+            n.raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index(Some(last), "caught up")
+                .await
+                .unwrap();
+        }
+        let want = events(&nodes[0].sm);
+        assert_eq!(want.len(), 60);
+        for n in &nodes[1..] {
+            assert_eq!(events(&n.sm), want);
+        }
+
+        // The leader's log was purged behind its snapshots: a new node can only catch
+        // up by installing one.
+        let purged = leader.metrics().borrow().purged;
+        assert!(purged.is_some_and(|p| p.index > 1), "purged: {purged:?}");
+        let n4 = start(&router, dir.path(), 4).await;
+        leader
+            .add_learner(4, BasicNode::new("n4"), true)
+            .await
+            .unwrap();
+        n4.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(last), "learner caught up")
+            .await
+            .unwrap();
+        assert!(n4.raft.metrics().borrow().snapshot.is_some());
+        assert_eq!(events(&n4.sm), want);
+
+        // The leader stops: the two other voters elect a new one, which recognises a
+        // retry of an append the old leader stored, and goes on.
+        router.nodes.lock().remove(&leader_id);
+        leader.shutdown().await.unwrap();
+        let survivors: Vec<&Node> = nodes
+            .iter()
+            .chain([&n4])
+            .filter(|n| n.id != leader_id)
+            .collect();
+        let m = survivors[0]
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != leader_id),
+                "a new leader",
+            )
+            .await
+            .unwrap();
+        let new_leader = router
+            .nodes
+            .lock()
+            .get(&m.current_leader.unwrap())
+            .cloned()
+            .unwrap();
+        let retry = new_leader
+            .client_write(append("order-1", ExpectedVersion::Exact(58), 59))
+            .await
+            .unwrap();
+        assert!(
+            matches!(retry.data, Response::Appended(a) if a.first_version == 59 && a.deduplicated),
+            "{:?}",
+            retry.data
+        );
+        let next = new_leader
+            .client_write(append("order-1", ExpectedVersion::Exact(59), 60))
+            .await
+            .unwrap();
+        assert!(
+            matches!(next.data, Response::Appended(a) if a.first_version == 60 && !a.deduplicated),
+            "{:?}",
+            next.data
+        );
+        let last = new_leader.metrics().borrow().last_applied.unwrap().index;
+        for n in &survivors {
+            n.raft
+                .wait(Some(Duration::from_secs(10)))
+                .applied_index_at_least(Some(last), "caught up")
+                .await
+                .unwrap();
+        }
+        let want = events(&survivors[0].sm);
+        assert_eq!(want.len(), 61);
+        for n in &survivors[1..] {
+            assert_eq!(events(&n.sm), want);
+        }
+
+        for n in survivors {
+            n.raft.shutdown().await.unwrap();
+        }
+    });
+}

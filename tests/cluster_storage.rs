@@ -1,0 +1,492 @@
+//! The cluster layer's storage: openraft's own storage test suite against our raft log and
+//! state machine, then what the suite never does: reopening, crashes and damage.
+//!
+//! Run with `cargo test --release --features cluster --test cluster_storage`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
+    StorageError, Vote,
+};
+use streamlog::cluster::{Command, RaftLog, Response, StoreStateMachine, TypeConfig};
+use streamlog::io::FsStorage;
+use streamlog::{ExpectedVersion, NewEvent, Options, Position};
+use tempfile::TempDir;
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, RaftLog, StoreStateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, RaftLog, StoreStateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().unwrap();
+        let log = RaftLog::open_with(dir.path().join("raft"), Arc::new(FsStorage), 4096).unwrap();
+        let sm = StoreStateMachine::open(dir.path().join("sm"), Options::default()).unwrap();
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes() {
+    Suite::test_all(Builder).unwrap();
+}
+
+fn log_id(term: u64, index: u64) -> LogId<u64> {
+    LogId::new(CommittedLeaderId::new(term, 1), index)
+}
+
+fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+    let payload = match index % 3 {
+        0 => EntryPayload::Blank,
+        1 => EntryPayload::Normal(Command::append(
+            format!("s-{}", index % 7),
+            ExpectedVersion::Any,
+            [NewEvent::new("E", vec![index as u8; 200])],
+        )),
+        _ => EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1, 2, 3])], None)),
+    };
+    Entry {
+        log_id: log_id(term, index),
+        payload,
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn all_entries(log: &mut RaftLog) -> Vec<Entry<TypeConfig>> {
+    log.try_get_log_entries(..).await.unwrap()
+}
+
+/// Entries, vote, committed and purged ids survive a reopen, after appends, a truncation
+/// that reaches back into an earlier segment, and a purge that removes whole segments.
+#[test]
+fn raft_log_reopens_as_it_was_after_truncate_and_purge() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft");
+    rt().block_on(async {
+        let mut log = RaftLog::open_with(&path, Arc::new(FsStorage), 4096).unwrap();
+        for i in 1..=120 {
+            log.blocking_append([entry(1, i)]).await.unwrap();
+        }
+        let segments_before = log.segment_count();
+        assert!(segments_before > 5, "{segments_before} segments");
+        log.save_vote(&Vote::new(3, 2)).await.unwrap();
+        log.save_committed(Some(log_id(1, 60))).await.unwrap();
+
+        // A conflicting tail: dropped from entry 81 on (several segments back), then
+        // replaced by entries of a later term.
+        log.truncate(log_id(1, 81)).await.unwrap();
+        assert_eq!(log.entry_ids().last().unwrap().index, 80);
+        assert!(log.segment_count() < segments_before);
+        log.blocking_append((81..=90).map(|i| entry(2, i)))
+            .await
+            .unwrap();
+
+        log.purge(log_id(1, 40)).await.unwrap();
+        let purged_segments = log.segment_count();
+
+        let before = all_entries(&mut log).await;
+        assert_eq!(before.first().unwrap().log_id.index, 41);
+        assert_eq!(before.last().unwrap().log_id, log_id(2, 90));
+        let state = log.get_log_state().await.unwrap();
+        drop(log);
+
+        let mut log = RaftLog::open_with(&path, Arc::new(FsStorage), 4096).unwrap();
+        assert!(log.recovery_report().truncated.is_none());
+        assert_eq!(log.segment_count(), purged_segments);
+        assert_eq!(all_entries(&mut log).await, before);
+        assert_eq!(log.get_log_state().await.unwrap(), state);
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 60)));
+
+        // The log goes on where it was; an append over held entries replaces them.
+        log.blocking_append([entry(2, 91)]).await.unwrap();
+        log.blocking_append([entry(3, 88)]).await.unwrap();
+        // An entry the purge covered is not kept.
+        log.blocking_append([entry(3, 20)]).await.unwrap();
+        drop(log);
+        let mut log = RaftLog::open_with(&path, Arc::new(FsStorage), 4096).unwrap();
+        let ids: Vec<_> = all_entries(&mut log)
+            .await
+            .iter()
+            .map(|e| e.log_id)
+            .collect();
+        assert_eq!(ids.len(), 88 - 40);
+        assert_eq!(ids[ids.len() - 2..], [log_id(2, 87), log_id(3, 88)]);
+    });
+}
+
+/// A purge past the last entry (a snapshot installed on a follower that was behind):
+/// the log is empty from the purged id on and continues after it, also after a reopen.
+#[test]
+fn raft_log_purged_past_its_end_continues_after_the_purged_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft");
+    rt().block_on(async {
+        let mut log = RaftLog::open_with(&path, Arc::new(FsStorage), 4096).unwrap();
+        log.blocking_append((1..=5).map(|i| entry(1, i)))
+            .await
+            .unwrap();
+        log.purge(log_id(1, 50)).await.unwrap();
+        let state = log.get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(1, 50)));
+        log.blocking_append([entry(2, 51)]).await.unwrap();
+        drop(log);
+        let mut log = RaftLog::open_with(&path, Arc::new(FsStorage), 4096).unwrap();
+        let ids: Vec<_> = all_entries(&mut log)
+            .await
+            .iter()
+            .map(|e| e.log_id)
+            .collect();
+        assert_eq!(ids, vec![log_id(2, 51)]);
+        assert_eq!(
+            log.get_log_state().await.unwrap().last_purged_log_id,
+            Some(log_id(1, 50))
+        );
+    });
+}
+
+/// The engine's recovery rule holds for the raft log: a torn last frame (never
+/// acknowledged: it was not synced) is cut and reported; damage below what a later
+/// frame attests refuses the open.
+#[test]
+fn raft_log_cuts_a_torn_tail_and_refuses_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft");
+    rt().block_on(async {
+        let mut log = RaftLog::open_with(&path, Arc::new(FsStorage), 1 << 20).unwrap();
+        for i in 1..=10 {
+            log.blocking_append([entry(1, i)]).await.unwrap();
+        }
+        drop(log);
+    });
+    let seg = std::fs::read_dir(path.join("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let bytes = std::fs::read(&seg).unwrap();
+    // A torn append after the last entry: half a copy of a frame.
+    let mut torn = bytes.clone();
+    torn.extend_from_slice(&bytes[32..32 + 40]);
+    std::fs::write(&seg, &torn).unwrap();
+    rt().block_on(async {
+        let mut log = RaftLog::open_with(&path, Arc::new(FsStorage), 1 << 20).unwrap();
+        let cut = log.recovery_report().truncated.expect("a torn tail");
+        assert_eq!(cut.bytes_dropped, 40);
+        assert_eq!(all_entries(&mut log).await.len(), 10);
+    });
+    // A flipped bit in the first entry, which the later entries attest as durable.
+    let mut damaged = std::fs::read(&seg).unwrap();
+    damaged[32 + 40] ^= 0x01;
+    std::fs::write(&seg, &damaged).unwrap();
+    let err = RaftLog::open_with(&path, Arc::new(FsStorage), 1 << 20).unwrap_err();
+    assert!(matches!(err, streamlog::Error::Corrupted { .. }), "{err}");
+}
+
+fn append_entry(index: u64, stream: &str, expected: ExpectedVersion, id: u8) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(Command::append(
+            stream,
+            expected,
+            [NewEvent::new("E", [id]).with_id(streamlog::EventId([id; 16]))],
+        )),
+    }
+}
+
+/// Applying decides by expected version, the same on every replica; a retry with the
+/// same event id is answered with the original result.
+#[test]
+fn state_machine_applies_appends_with_their_expected_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut sm = StoreStateMachine::open(dir.path().join("sm"), Options::default()).unwrap();
+        let out = sm
+            .apply([
+                append_entry(1, "a", ExpectedVersion::NoStream, 1),
+                append_entry(2, "a", ExpectedVersion::NoStream, 2),
+                append_entry(3, "a", ExpectedVersion::Exact(0), 3),
+                append_entry(4, "a", ExpectedVersion::Exact(0), 3),
+            ])
+            .await
+            .unwrap();
+        assert!(
+            matches!(&out[0], Response::Appended(a) if a.first_version == 0 && !a.deduplicated)
+        );
+        assert_eq!(out[1], Response::WrongExpectedVersion { actual: Some(0) });
+        assert!(matches!(&out[2], Response::Appended(a) if a.first_version == 1));
+        assert!(matches!(&out[3], Response::Appended(a) if a.first_version == 1 && a.deduplicated));
+        let (applied, _) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(1, 4)));
+        assert_eq!(sm.store().stream_version("a").unwrap(), Some(1));
+    });
+}
+
+/// After a crash between the store taking appends and the applied id being saved, the
+/// entries applied again are matched with what the store holds: nothing is appended
+/// twice, and an entry that failed before still writes nothing.
+#[test]
+fn state_machine_reapplied_entries_do_not_duplicate_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm_dir = dir.path().join("sm");
+    rt().block_on(async {
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        sm.apply([append_entry(1, "a", ExpectedVersion::NoStream, 1)])
+            .await
+            .unwrap();
+        // Saved state: applied = 1. Copy it aside, as a crash would leave it.
+        let saved = std::fs::read(sm_dir.join("sm-state")).unwrap();
+        let out = sm
+            .apply([
+                append_entry(2, "a", ExpectedVersion::Any, 2),
+                append_entry(3, "b", ExpectedVersion::Exact(5), 3),
+                append_entry(4, "a", ExpectedVersion::Any, 4),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[1], Response::WrongExpectedVersion { actual: None });
+        drop(sm);
+        std::fs::write(sm_dir.join("sm-state"), &saved).unwrap();
+
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1)));
+        // Entry 2 is matched, then the node stops again before entry 4 is: the saved
+        // state must still let entry 4 be matched after the next open.
+        let out = sm
+            .apply([append_entry(2, "a", ExpectedVersion::Any, 2)])
+            .await
+            .unwrap();
+        assert_eq!(out, [Response::Recovered]);
+        drop(sm);
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        let out = sm
+            .apply([
+                append_entry(3, "b", ExpectedVersion::Exact(5), 3),
+                append_entry(4, "a", ExpectedVersion::Any, 4),
+                append_entry(5, "a", ExpectedVersion::Exact(2), 5),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(&out[..2], &[Response::Recovered, Response::Recovered]);
+        assert!(matches!(&out[2], Response::Appended(a) if a.first_version == 3));
+        let store = sm.store();
+        let ids: Vec<u8> = store
+            .read_all(Position::START)
+            .unwrap()
+            .map(|e| e.unwrap().id.0[0])
+            .collect();
+        assert_eq!(ids, vec![1, 2, 4, 5]);
+        assert_eq!(store.stream_version("b").unwrap(), None);
+    });
+}
+
+/// A snapshot built on one state machine and installed on another gives the same store:
+/// the same events at the same positions.
+#[test]
+fn snapshot_ships_the_store_to_another_node() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut leader = StoreStateMachine::open(dir.path().join("l"), Options::default()).unwrap();
+        let mut follower =
+            StoreStateMachine::open(dir.path().join("f"), Options::default()).unwrap();
+        let entries: Vec<_> = (1..=50)
+            .map(|i| append_entry(i, &format!("s{}", i % 4), ExpectedVersion::Any, i as u8))
+            .collect();
+        leader.apply(entries).await.unwrap();
+        let snap = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        let mut incoming = follower.begin_receiving_snapshot().await.unwrap();
+        let mut data = snap.snapshot;
+        tokio::io::copy(&mut data, &mut *incoming).await.unwrap();
+        follower
+            .install_snapshot(&snap.meta, incoming)
+            .await
+            .unwrap();
+        assert_eq!(
+            follower.applied_state().await.unwrap().0,
+            Some(log_id(1, 50))
+        );
+        let read = |sm: &StoreStateMachine| -> Vec<(u64, String, u64, u8)> {
+            sm.store()
+                .read_all(Position::START)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    (e.position.0, e.stream.to_string(), e.version, e.id.0[0])
+                })
+                .collect()
+        };
+        assert_eq!(read(&follower), read(&leader));
+        assert_eq!(read(&follower).len(), 50);
+        // The follower goes on applying after the snapshot.
+        let out = follower
+            .apply([append_entry(51, "s0", ExpectedVersion::Any, 51)])
+            .await
+            .unwrap();
+        assert!(matches!(&out[0], Response::Appended(_)));
+        drop(follower);
+        let follower = StoreStateMachine::open(dir.path().join("f"), Options::default()).unwrap();
+        assert_eq!(read(&follower).len(), 51);
+    });
+}
+
+/// One step of the crash test's workload.
+#[derive(Debug, Clone)]
+enum Op {
+    Append(Vec<(u64, u64)>),
+    Vote(u64),
+    Committed(u64, u64),
+    Truncate(u64),
+    Purge(u64, u64),
+}
+
+/// The ids the log holds after `op`, from `ids` and the purged index.
+fn model_after(op: &Op, ids: &[LogId<u64>]) -> Vec<LogId<u64>> {
+    match op {
+        Op::Append(batch) => {
+            let first = batch[0].1;
+            let mut out: Vec<_> = ids.iter().copied().filter(|id| id.index < first).collect();
+            out.extend(batch.iter().map(|&(t, i)| log_id(t, i)));
+            out
+        }
+        Op::Truncate(i) => ids.iter().copied().filter(|id| id.index < *i).collect(),
+        Op::Purge(_, i) => ids.iter().copied().filter(|id| id.index > *i).collect(),
+        Op::Vote(_) | Op::Committed(..) => ids.to_vec(),
+    }
+}
+
+async fn run_op(log: &mut RaftLog, op: &Op) -> Result<(), StorageError<u64>> {
+    match op {
+        Op::Append(batch) => {
+            log.blocking_append(batch.iter().map(|&(t, i)| entry(t, i)))
+                .await
+        }
+        Op::Vote(term) => log.save_vote(&Vote::new(*term, 1)).await,
+        Op::Committed(t, i) => log.save_committed(Some(log_id(*t, *i))).await,
+        Op::Truncate(i) => log.truncate(log_id(1, *i)).await,
+        Op::Purge(t, i) => log.purge(log_id(*t, *i)).await,
+    }
+}
+
+/// Power cuts at every mutating call of a workload of appends, votes, truncations and
+/// purges (the simulated disk keeps, zeroes or garbles each unsynced sector): the log
+/// reopens with every acknowledged operation in place, and the interrupted one either
+/// done, not done, or (an append or a truncation) done up to some entry, never a hole.
+#[test]
+fn raft_log_survives_a_power_cut_at_every_write() {
+    use streamlog::io::sim::SimStorage;
+    let ops = vec![
+        Op::Append((1..=10).map(|i| (1, i)).collect()),
+        Op::Vote(1),
+        Op::Append((11..=20).map(|i| (1, i)).collect()),
+        Op::Truncate(15),
+        Op::Append((15..=25).map(|i| (2, i)).collect()),
+        Op::Committed(2, 18),
+        Op::Purge(1, 8),
+        Op::Append((26..=30).map(|i| (2, i)).collect()),
+        Op::Vote(2),
+        Op::Append((27..=29).map(|i| (3, i)).collect()),
+        Op::Truncate(28),
+        Op::Purge(2, 26),
+    ];
+    let dir = std::path::Path::new("/node/raft");
+    let mut completed_runs = 0;
+    for crash_at in 1..10_000u64 {
+        let sim = SimStorage::new(crash_at);
+        let outcome = rt().block_on(async {
+            let mut log = RaftLog::open_with(dir, Arc::new(sim.clone()), 2048).unwrap();
+            sim.fail_after_ops(crash_at);
+            let mut ids: Vec<LogId<u64>> = Vec::new();
+            let mut vote = None;
+            for op in &ops {
+                if run_op(&mut log, op).await.is_err() {
+                    return (ids, vote, Some(op.clone()));
+                }
+                ids = model_after(op, &ids);
+                if let Op::Vote(t) = op {
+                    vote = Some(Vote::new(*t, 1));
+                }
+            }
+            (ids, vote, None)
+        });
+        let (before, vote_before, in_flight) = outcome;
+        sim.crash();
+        rt().block_on(async {
+            let mut log = RaftLog::open_with(dir, Arc::new(sim.clone()), 2048)
+                .unwrap_or_else(|e| panic!("crash at op {crash_at}: reopen failed: {e}"));
+            let got: Vec<LogId<u64>> = all_entries(&mut log)
+                .await
+                .iter()
+                .map(|e| e.log_id)
+                .collect();
+            let ctx = format!("crash at op {crash_at}, in flight {in_flight:?}");
+            match &in_flight {
+                None => assert_eq!(got, before, "{ctx}"),
+                Some(op @ Op::Append(_)) => {
+                    let after = model_after(op, &before);
+                    let old_or_new = got == after[..got.len().min(after.len())]
+                        || (got.len() <= before.len() && got == before[..got.len()]);
+                    assert!(old_or_new, "{ctx}: {got:?}");
+                    // Acknowledged entries below the append's first index survive.
+                    let first = match op {
+                        Op::Append(b) => b[0].1,
+                        _ => unreachable!(),
+                    };
+                    let kept_before: Vec<_> = before
+                        .iter()
+                        .copied()
+                        .filter(|id| id.index < first)
+                        .collect();
+                    assert_eq!(got[..kept_before.len()], kept_before[..], "{ctx}");
+                }
+                Some(op @ Op::Truncate(_)) => {
+                    let after = model_after(op, &before);
+                    assert!(
+                        got.len() >= after.len()
+                            && got.len() <= before.len()
+                            && got == before[..got.len()],
+                        "{ctx}: {got:?}"
+                    );
+                }
+                Some(op) => {
+                    let after = model_after(op, &before);
+                    assert!(got == before || got == after, "{ctx}: {got:?}");
+                }
+            }
+            let vote = log.read_vote().await.unwrap();
+            match &in_flight {
+                Some(Op::Vote(t)) => {
+                    assert!(
+                        vote == vote_before || vote == Some(Vote::new(*t, 1)),
+                        "{vote:?}"
+                    )
+                }
+                _ => assert_eq!(vote, vote_before, "crash at op {crash_at}"),
+            }
+        });
+        if in_flight.is_none() {
+            completed_runs += 1;
+            if completed_runs >= 3 {
+                assert!(
+                    crash_at > 50,
+                    "the workload has more than {crash_at} writes"
+                );
+                break;
+            }
+        }
+    }
+}
