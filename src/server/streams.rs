@@ -97,10 +97,10 @@ impl StreamsService {
         })
         .await
         .map_err(|e| Status::internal(format!("the append task failed: {e}")))?;
-        if let Ok(Outcome::Done(r)) = &result {
-            if !r.deduplicated {
-                self.metrics.appended(count, bytes);
-            }
+        if let Ok(Outcome::Done(r)) = &result
+            && !r.deduplicated
+        {
+            self.metrics.appended(count, bytes);
         }
         result.map_err(|e| convert::status(&e))
     }
