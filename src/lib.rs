@@ -127,7 +127,7 @@ mod snapshot;
 
 pub use error::{Error, Result};
 pub use index::IndexReport;
-pub use log::{Damage, TailKind, TruncatedTail, VerifyReport};
+pub use log::{Damage, SYNC_BUCKET_BOUNDS_US, SyncStats, TailKind, TruncatedTail, VerifyReport};
 pub use snapshot::SnapshotReport;
 pub use store::{
     Aggregate, AllEvents, AppendResult, AsOf, Clock, DeleteResult, Durability, ERASED_EVENT,

@@ -1538,3 +1538,92 @@ fn delete_soft_then_hard_and_a_hard_deleted_stream_exits_7() {
     let help = String::from_utf8(streamlog(&["--help"]).stdout).unwrap();
     assert!(help.contains("7 stream deleted"), "{help}");
 }
+
+#[test]
+fn hash_password_prints_an_argon2_hash_that_serve_accepts() {
+    let o = streamlog_with_stdin(&["hash-password"], b"changeit\n");
+    assert_eq!(code(&o), 0, "stderr: {}", stderr(&o));
+    let hash = String::from_utf8(o.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let o = streamlog_with_stdin(&["hash-password"], b"");
+    assert_eq!(code(&o), 2, "an empty password is refused");
+
+    // A server with these users and /metrics starts, says so, and stops on SIGTERM.
+    let s = TestStore::new();
+    let users = s.dir.parent().unwrap().join("users");
+    std::fs::write(&users, format!("# operators\nadmin:{hash}\n")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .args(["serve", s.path(), "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0", "--users"])
+        .arg(&users)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut start = String::new();
+    std::io::BufRead::read_line(&mut log, &mut start).unwrap();
+    let start: Value = serde_json::from_str(&start).unwrap();
+    assert_eq!(start["event"], "start", "{start}");
+    assert_eq!(start["authentication"], true, "{start}");
+    assert_eq!(start["tls"], false, "{start}");
+    let metrics = start["metrics"].as_str().expect("the metrics address");
+    let mut scrape = std::net::TcpStream::connect(metrics).unwrap();
+    scrape
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut scrape, &mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("streamlog_appends_total 0"), "{answer}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
+    assert!(rest.contains(r#""event":"stop""#), "{rest}");
+}
+
+#[test]
+fn serve_refuses_bad_tls_and_users_files_with_exit_2() {
+    let s = TestStore::new();
+    let files = s.dir.parent().unwrap().to_path_buf();
+    let missing = files.join("missing.pem");
+    let garbage = files.join("garbage.pem");
+    std::fs::write(&garbage, "not PEM\n").unwrap();
+    let bad_users = files.join("users");
+    std::fs::write(&bad_users, "admin:plaintext\n").unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    for (args, needle) in [
+        (vec!["--tls-cert".to_owned(), path(&garbage)], "--tls-key"),
+        (
+            vec![
+                "--tls-cert".to_owned(),
+                path(&missing),
+                "--tls-key".to_owned(),
+                path(&garbage),
+            ],
+            "missing.pem",
+        ),
+        (
+            vec![
+                "--tls-cert".to_owned(),
+                path(&garbage),
+                "--tls-key".to_owned(),
+                path(&garbage),
+            ],
+            "no certificate",
+        ),
+        (vec!["--users".to_owned(), path(&bad_users)], "line 1"),
+        (vec!["--users".to_owned(), path(&missing)], "missing.pem"),
+    ] {
+        let mut all = vec!["serve", s.path(), "--listen", "127.0.0.1:0"];
+        all.extend(args.iter().map(String::as_str));
+        let o = streamlog(&all);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}

@@ -1,17 +1,30 @@
-//! Durable appends per second through `streamlog serve` over loopback, with 1 and 64
-//! concurrent clients (official KurrentDB Rust client, one connection each), against the
-//! embedded store in the same run (1 and 64 threads), all under `Durability::Sync`.
+//! `streamlog serve` over loopback against the embedded store, in the same run:
+//!
+//! 1. durable appends per second with 1 and 64 concurrent clients (official KurrentDB
+//!    Rust client, one connection each) against 1 and 64 embedded threads, all under
+//!    `Durability::Sync`;
+//! 2. end-to-end latency from an append's call to its event reaching a live subscriber
+//!    (p50/p99), through gRPC and embedded (`Store::subscribe_stream`);
+//! 3. `$all` read throughput (events/s) through gRPC and embedded (`Store::read_all`),
+//!    over the same store.
 //!
 //! `cargo bench -p streamlog-server-tests --bench loopback [-- SECONDS]` (default 5 s a
-//! case). Prints one JSON object per case and a Markdown table.
+//! case). Prints one JSON object per case and Markdown tables.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use kurrentdb::{Client, ClientSettings, EventData};
+use kurrentdb::{
+    Client, ClientSettings, EventData, ReadAllOptions, StreamPosition, SubscribeToStreamOptions,
+};
 use streamlog::server::{Server, ServerOptions};
-use streamlog::{ExpectedVersion, NewEvent, Store};
+use streamlog::{Delivery, ExpectedVersion, NewEvent, ResumeToken, Store, SubscribeStream};
+
+/// Events in the store that the `$all` read cases read.
+const ALL_EVENTS: u64 = 200_000;
+/// Events per append while that store is filled.
+const FILL_BATCH: u64 = 100;
 
 /// Bytes of data of each event (a small JSON document).
 const PAYLOAD: &str =
@@ -50,6 +63,266 @@ fn main() {
             );
         }
     }
+
+    let embedded_latency = latency_embedded(duration);
+    let grpc_latency = latency_grpc(duration);
+    println!();
+    println!("| append → subscriber | events | p50 µs | p99 µs |");
+    println!("|---|---:|---:|---:|");
+    for (path, l) in [
+        ("embedded", &embedded_latency),
+        ("gRPC loopback", &grpc_latency),
+    ] {
+        println!(
+            "| {path} | {} | {:.0} | {:.0} |",
+            l.events, l.p50_us, l.p99_us
+        );
+    }
+    println!(
+        "gRPC / embedded latency: p50 {:.1}x, p99 {:.1}x",
+        grpc_latency.p50_us / embedded_latency.p50_us,
+        grpc_latency.p99_us / embedded_latency.p99_us
+    );
+
+    let (embedded_read, grpc_read) = read_all_throughput();
+    println!();
+    println!("| $all read | events | events/s |");
+    println!("|---|---:|---:|");
+    println!("| embedded | {ALL_EVENTS} | {embedded_read:.0} |");
+    println!("| gRPC loopback | {ALL_EVENTS} | {grpc_read:.0} |");
+    println!(
+        "gRPC / embedded $all read: {:.0}%",
+        100.0 * grpc_read / embedded_read
+    );
+}
+
+/// Latencies of one append → subscriber case.
+struct Latency {
+    events: usize,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn latency_report(path: &str, mut samples: Vec<Duration>) -> Latency {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1e6
+    };
+    let l = Latency {
+        events: samples.len(),
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    };
+    println!(
+        "{}",
+        serde_json::json!({"case": "append_to_subscriber", "path": path, "events": l.events,
+            "p50_us": l.p50_us.round(), "p99_us": l.p99_us.round()})
+    );
+    l
+}
+
+/// One writer appends (durably, one event at a time) for `duration`; a subscriber on
+/// the same stream notes when each event reaches it. The event carries the nanoseconds
+/// since `origin` at which its append was called.
+fn latency_embedded(duration: Duration) -> Latency {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("open");
+    let origin = Instant::now();
+    let mut subscription = store
+        .subscribe_stream(SubscribeStream::new("latency"))
+        .expect("subscribe");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = origin.elapsed().as_nanos() as u64;
+                store
+                    .append(
+                        "latency",
+                        ExpectedVersion::Any,
+                        [NewEvent::new("Ping", t.to_le_bytes())],
+                    )
+                    .expect("append");
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let mut samples = Vec::new();
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        if let Some(Delivery::Event(e)) = subscription
+            .next_timeout(Duration::from_millis(100))
+            .expect("delivery")
+        {
+            let sent = u64::from_le_bytes(e.data[..8].try_into().expect("8 bytes"));
+            samples.push(origin.elapsed() - Duration::from_nanos(sent));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    drop(subscription);
+    store.close().expect("close");
+    latency_report("embedded", samples)
+}
+
+/// The same through the server: one client appends, another subscribes.
+fn latency_grpc(duration: Duration) -> Latency {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path().join("store")).expect("open");
+        let (addr, stop_server, served) = start_server(&store).await;
+        let settings: ClientSettings = format!("esdb://{addr}?tls=false")
+            .parse()
+            .expect("settings");
+        let (writer, reader) = (
+            Client::new(settings.clone()).expect("client"),
+            Client::new(settings).expect("client"),
+        );
+        writer.server_info().await.expect("connect");
+        reader.server_info().await.expect("connect");
+        let origin = Instant::now();
+        let mut subscription = reader
+            .subscribe_to_stream("latency", &SubscribeToStreamOptions::default())
+            .await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let appender = {
+            let stop = Arc::clone(&stop);
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let t = origin.elapsed().as_nanos() as u64;
+                    let event = EventData::binary("Ping", t.to_le_bytes().to_vec().into());
+                    writer
+                        .append_to_stream("latency", &Default::default(), event)
+                        .await
+                        .expect("append");
+                }
+            })
+        };
+        let mut samples = Vec::new();
+        let deadline = tokio::time::Instant::now() + duration;
+        while let Ok(next) = tokio::time::timeout_at(deadline, subscription.next()).await {
+            let e = next.expect("event");
+            let data = &e.get_original_event().data;
+            let sent = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+            samples.push(origin.elapsed() - Duration::from_nanos(sent));
+        }
+        stop.store(true, Ordering::Relaxed);
+        appender.await.expect("appender");
+        drop(subscription);
+        let _ = stop_server.send(());
+        served.await.expect("server task").expect("server");
+        store.close().expect("close");
+        latency_report("grpc loopback", samples)
+    })
+}
+
+/// Fills a store with `ALL_EVENTS` events (100 streams, appends of `FILL_BATCH`), then
+/// reads `$all` from the start embedded and through the server, each twice (the second
+/// read counts: both from the page cache). Returns events/s (embedded, gRPC).
+fn read_all_throughput() -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("store")).expect("open");
+    for batch in 0..ALL_EVENTS / FILL_BATCH {
+        let events = (0..FILL_BATCH).map(|_| NewEvent::new("Deposited", PAYLOAD));
+        store
+            .append(
+                &format!("account-{}", batch % 100),
+                ExpectedVersion::Any,
+                events,
+            )
+            .expect("fill");
+    }
+    let embedded_once = || {
+        let start = Instant::now();
+        let mut n = 0u64;
+        for e in store.read_all(ResumeToken::START).expect("read $all") {
+            e.expect("event");
+            n += 1;
+        }
+        assert_eq!(n, ALL_EVENTS);
+        n as f64 / start.elapsed().as_secs_f64()
+    };
+    embedded_once();
+    let embedded = embedded_once();
+    println!(
+        "{}",
+        serde_json::json!({"case": "read_all", "path": "embedded", "events": ALL_EVENTS,
+            "events_per_s": embedded.round()})
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let grpc = runtime.block_on(async {
+        let (addr, stop_server, served) = start_server(&store).await;
+        let client = Client::new(
+            format!("esdb://{addr}?tls=false")
+                .parse()
+                .expect("settings"),
+        )
+        .expect("client");
+        client.server_info().await.expect("connect");
+        let mut rate = 0.0;
+        for _ in 0..2 {
+            let start = Instant::now();
+            let mut read = client
+                .read_all(
+                    &ReadAllOptions::default()
+                        .position(StreamPosition::Start)
+                        .max_count(usize::MAX),
+                )
+                .await
+                .expect("read $all");
+            let mut n = 0u64;
+            while read.next().await.expect("event").is_some() {
+                n += 1;
+            }
+            assert_eq!(n, ALL_EVENTS);
+            rate = n as f64 / start.elapsed().as_secs_f64();
+        }
+        let _ = stop_server.send(());
+        served.await.expect("server task").expect("server");
+        rate
+    });
+    println!(
+        "{}",
+        serde_json::json!({"case": "read_all", "path": "grpc loopback", "events": ALL_EVENTS,
+            "events_per_s": grpc.round()})
+    );
+    store.close().expect("close");
+    (embedded, grpc)
+}
+
+type Served = tokio::task::JoinHandle<streamlog::Result<()>>;
+
+/// Serves `store` on a free loopback port.
+async fn start_server(
+    store: &Store,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    Served,
+) {
+    let server = Server::bind(
+        store.clone(),
+        ServerOptions::new("127.0.0.1:0".parse().expect("addr")),
+    )
+    .await
+    .expect("bind");
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, served)
 }
 
 fn report(path: &str, clients: usize, appends: u64, elapsed: Duration) -> f64 {

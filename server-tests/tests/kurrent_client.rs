@@ -726,3 +726,116 @@ async fn oversized_and_malformed_appends_are_refused_and_the_server_goes_on() {
         .expect("an append after the refused ones");
     server.shut_down().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_metadata_is_read_and_written_through_the_metadata_stream() {
+    use kurrentdb::{StreamMetadata, StreamMetadataResult};
+    let (_dir, server) = start().await;
+    let client = server.client();
+
+    match client
+        .get_stream_metadata("billing-1", &ReadStreamOptions::default())
+        .await
+        .expect("metadata of a stream that has none")
+    {
+        StreamMetadataResult::NotFound => {}
+        other => panic!("expected no metadata, got {other:?}"),
+    }
+    for n in 0..5 {
+        client
+            .append_to_stream(
+                "billing-1",
+                &AppendToStreamOptions::default(),
+                json("Billed", n),
+            )
+            .await
+            .expect("append");
+    }
+
+    let mut custom = StreamMetadata::builder()
+        .max_count(2)
+        .max_age(Duration::from_secs(3600))
+        .insert_custom_property("owner", "billing")
+        .build();
+    let written = client
+        .set_stream_metadata("billing-1", &expect(StreamState::NoStream), &custom)
+        .await
+        .expect("first metadata");
+    assert_eq!(written.next_expected_version, 0);
+
+    // The store applies it at once: only the newest two events are read.
+    let events = read_stream(&client, "billing-1", &ReadStreamOptions::default()).await;
+    let revisions: Vec<u64> = events.iter().map(|(r, _, _)| *r).collect();
+    assert_eq!(revisions, vec![3, 4]);
+    match client
+        .get_stream_metadata("billing-1", &ReadStreamOptions::default())
+        .await
+        .expect("metadata")
+    {
+        StreamMetadataResult::Success(m) => {
+            assert_eq!(m.stream_name(), "$$billing-1");
+            assert_eq!(m.version(), 0);
+            assert_eq!(m.metadata(), &custom);
+        }
+        other => panic!("expected metadata, got {other:?}"),
+    }
+    let versioned = match client
+        .get_stream_metadata(
+            "billing-1",
+            &ReadStreamOptions::default()
+                .position(StreamPosition::End)
+                .backwards(),
+        )
+        .await
+        .expect("metadata, read backwards")
+    {
+        StreamMetadataResult::Success(m) => m,
+        other => panic!("expected metadata, got {other:?}"),
+    };
+    assert_eq!(versioned.version(), 0);
+
+    // The metadata stream's revision is the expected version of the next change.
+    match client
+        .set_stream_metadata("billing-1", &expect(StreamState::NoStream), &custom)
+        .await
+    {
+        Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+            assert_eq!(current, CurrentRevision::Current(0));
+        }
+        other => panic!("expected a wrong expected version, got {other:?}"),
+    }
+    custom = StreamMetadata::builder().truncate_before(1).build();
+    let written = client
+        .set_stream_metadata(
+            "billing-1",
+            &expect(StreamState::StreamRevision(0)),
+            &custom,
+        )
+        .await
+        .expect("second metadata");
+    assert_eq!(written.next_expected_version, 1);
+    let events = read_stream(&client, "billing-1", &ReadStreamOptions::default()).await;
+    assert_eq!(events.len(), 4, "$tb 1 hides revision 0 only: {events:?}");
+
+    // Metadata that is not a JSON object is refused, and changes nothing.
+    let refused = client
+        .append_to_stream(
+            "$$billing-1",
+            &AppendToStreamOptions::default(),
+            EventData::binary("$metadata", b"[1,2]".to_vec().into()),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    match client
+        .get_stream_metadata("billing-1", &ReadStreamOptions::default())
+        .await
+        .expect("metadata")
+    {
+        StreamMetadataResult::Success(m) => {
+            assert_eq!(m.version(), 1);
+            assert_eq!(m.metadata(), &custom);
+        }
+        other => panic!("expected metadata, got {other:?}"),
+    }
+    server.shut_down().await;
+}

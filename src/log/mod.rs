@@ -13,12 +13,14 @@ mod appender;
 mod cut;
 mod frames;
 mod recovery;
+mod sync_times;
 mod verify;
 
 pub use appender::{Appender, Chunk};
 pub use frames::LogFrames;
 pub use recovery::{LogRecovery, TailKind, TruncatedTail};
 pub(crate) use recovery::{check_covered, list_segment_files, open_segments};
+pub use sync_times::{SYNC_BUCKET_BOUNDS_US, SyncStats};
 pub(crate) use verify::verify_segments;
 pub use verify::{Damage, VerifyReport};
 
@@ -56,6 +58,8 @@ pub struct Log {
     reserved: AtomicU64,
     /// Commits end on multiples of this many bytes of their segment file (0: packed).
     align: u64,
+    /// How long the commit syncs took.
+    sync_times: sync_times::SyncTimes,
 }
 
 impl Log {
@@ -347,11 +351,18 @@ impl Log {
         if target <= self.durable() {
             return Ok(self.durable());
         }
+        let started = std::time::Instant::now();
         active.sync().map_err(|e| self.poison(e))?;
+        self.sync_times.record(started.elapsed());
         if self.is_poisoned() {
             return Err(Error::Poisoned);
         }
         Ok(self.durable.fetch_max(target, Ordering::AcqRel).max(target))
+    }
+
+    /// How long the syncs of [`Log::sync`] took so far.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.sync_times.stats()
     }
 
     /// The segment holding logical `position`.

@@ -240,6 +240,7 @@ impl Log {
             preallocate: 0,
             reserved: AtomicU64::new(end),
             align: 0,
+            sync_times: Default::default(),
         };
         Ok((log, report))
     }

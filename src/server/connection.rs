@@ -1,5 +1,5 @@
-//! The server's side of a client connection: a TCP stream that acknowledges what it reads
-//! at once.
+//! The server's side of a client connection: a TCP stream (plain, or under TLS) that
+//! acknowledges what it reads at once.
 //!
 //! Clients that leave Nagle's algorithm on (the official Rust client does) send the frames
 //! of a client-streaming call (an append: headers, then messages, then the end of the
@@ -13,24 +13,59 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
-/// An accepted connection (see the module docs).
+use super::metrics::Open;
+
+/// An accepted connection (see the module docs), plain or TLS, counted in the metrics
+/// while it is open.
 #[derive(Debug)]
-pub(super) struct Connection(TcpStream);
+pub(super) struct Connection {
+    io: Io,
+    _open: Open,
+}
+
+#[derive(Debug)]
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// Sets an accepted stream up: Nagle's algorithm off for the server's own writes.
+pub(super) fn prepare(stream: &TcpStream) {
+    // A failure leaves the defaults: slower, still correct.
+    let _ = stream.set_nodelay(true);
+}
 
 impl Connection {
-    /// Wraps an accepted stream, with Nagle's algorithm off for the server's own writes.
-    pub(super) fn new(stream: TcpStream) -> Self {
-        // A failure leaves the defaults: slower, still correct.
-        let _ = stream.set_nodelay(true);
-        Connection(stream)
+    /// A plain HTTP/2 connection.
+    pub(super) fn plain(stream: TcpStream, open: Open) -> Self {
+        Connection {
+            io: Io::Plain(stream),
+            _open: open,
+        }
+    }
+
+    /// A connection whose TLS handshake is done.
+    pub(super) fn tls(stream: TlsStream<TcpStream>, open: Open) -> Self {
+        Connection {
+            io: Io::Tls(Box::new(stream)),
+            _open: open,
+        }
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match &self.io {
+            Io::Plain(s) => s,
+            Io::Tls(s) => s.get_ref().0,
+        }
     }
 
     fn acknowledge_at_once(&self) {
         #[cfg(target_os = "linux")]
         {
-            let _ = socket2::SockRef::from(&self.0).set_tcp_quickack(true);
+            let _ = socket2::SockRef::from(self.tcp()).set_tcp_quickack(true);
         }
     }
 }
@@ -41,7 +76,10 @@ impl AsyncRead for Connection {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let polled = Pin::new(&mut self.0).poll_read(cx, buf);
+        let polled = match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
         if let Poll::Ready(Ok(())) = polled {
             self.acknowledge_at_once();
         }
@@ -55,7 +93,10 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -63,19 +104,31 @@ impl AsyncWrite for Connection {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -83,6 +136,6 @@ impl Connected for Connection {
     type ConnectInfo = TcpConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.0.connect_info()
+        self.tcp().connect_info()
     }
 }

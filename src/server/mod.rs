@@ -22,20 +22,28 @@
 // end); boxing it on the way would only move the allocation.
 #![allow(clippy::result_large_err)]
 
+mod auth;
 mod connection;
 mod convert;
 mod features;
 mod limits;
 mod logline;
+mod metadata;
+mod metrics;
 mod proto;
 mod read;
 mod streams;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+pub use auth::{Users, hash_password};
+pub use tls::TlsIdentity;
+
+use tokio::sync::{mpsc, watch};
 use tonic::Status;
 use tonic::codegen::http;
 use tonic::service::Routes;
@@ -57,12 +65,18 @@ pub struct ServerOptions {
     max_append_bytes: usize,
     max_events_per_append: usize,
     shutdown_grace: Duration,
+    tls: Option<TlsIdentity>,
+    users: Option<Arc<Users>>,
+    metrics_listen: Option<SocketAddr>,
 }
+
+/// How long a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ServerOptions {
     /// Listening on `listen`, with the default limits: 16 MiB messages and appends, 10 000
     /// events an append, 256 concurrent calls per connection, 10 s for in-flight calls
-    /// to finish at shutdown.
+    /// to finish at shutdown; plain HTTP/2 (no TLS), no authentication, no `/metrics`.
     pub fn new(listen: SocketAddr) -> Self {
         ServerOptions {
             listen,
@@ -71,7 +85,30 @@ impl ServerOptions {
             max_append_bytes: 16 << 20,
             max_events_per_append: 10_000,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
+            users: None,
+            metrics_listen: None,
         }
+    }
+
+    /// Serves over TLS with this certificate and key (clients connect with `tls=true`).
+    pub fn with_tls(mut self, identity: TlsIdentity) -> Self {
+        self.tls = Some(identity);
+        self
+    }
+
+    /// Asks every call for the basic credentials of one of `users` (except
+    /// `ServerFeatures` and `Gossip`, which clients call before anything else and which
+    /// tell nothing about the data); others are answered UNAUTHENTICATED.
+    pub fn with_users(mut self, users: Users) -> Self {
+        self.users = Some(Arc::new(users));
+        self
+    }
+
+    /// Serves `/metrics` (Prometheus text format) over HTTP on `listen`.
+    pub fn with_metrics_listen(mut self, listen: SocketAddr) -> Self {
+        self.metrics_listen = Some(listen);
+        self
     }
 
     /// The largest gRPC message accepted or sent, in bytes (at least 64 KiB).
@@ -111,13 +148,15 @@ pub struct Server {
     options: ServerOptions,
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Server {
-    /// Binds the listening socket (port 0 picks a free port; see [`Server::local_addr`]).
+    /// Binds the listening socket, and the metrics one if asked (port 0 picks a free port;
+    /// see [`Server::local_addr`] and [`Server::metrics_addr`]).
     ///
     /// # Errors
-    /// [`Error::Io`] when the address cannot be bound.
+    /// [`Error::Io`] when an address cannot be bound.
     pub async fn bind(store: Store, options: ServerOptions) -> Result<Server> {
         let listener = match tokio::net::TcpListener::bind(options.listen).await {
             Ok(l) => l,
@@ -134,17 +173,39 @@ impl Server {
         let local_addr = listener
             .local_addr()
             .map_err(|e| Error::io("read the listening address", e))?;
+        let metrics_listener = match options.metrics_listen {
+            Some(addr) => match metrics::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    logline::emit(
+                        "error",
+                        "start",
+                        serde_json::json!({ "metrics_listen": addr.to_string(), "error": e.to_string() }),
+                    );
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
         Ok(Server {
             store,
             options,
             listener,
             local_addr,
+            metrics_listener,
         })
     }
 
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on, if it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then stops accepting connections, lets calls in
@@ -155,11 +216,13 @@ impl Server {
     /// # Errors
     /// [`Error::Io`] when the transport fails.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<()> {
+        let metrics_addr = self.metrics_addr();
         let Server {
             store,
             options,
             listener,
             local_addr,
+            metrics_listener,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let limits = Limits {
@@ -167,10 +230,15 @@ impl Server {
             max_events_per_append: options.max_events_per_append,
             max_batches_in_flight: 64,
         };
+        let metrics = metrics::Metrics::new(&store);
+        if let Some(l) = metrics_listener {
+            metrics::serve(Arc::clone(&metrics), l, stop_rx.clone());
+        }
         let streams = pb_streams::streams_server::StreamsServer::new(streams::StreamsService {
             store: store.clone(),
             limits,
             shutdown: stop_rx.clone(),
+            metrics: Arc::clone(&metrics),
         })
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -193,11 +261,16 @@ impl Server {
                 "listen": local_addr.to_string(),
                 "dir": store.path().display().to_string(),
                 "protocol_version": features::PROTOCOL_VERSION,
+                "tls": options.tls.is_some(),
+                "authentication": options.users.is_some(),
+                "metrics": metrics_addr.map(|a| a.to_string()),
             }),
         );
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |accepted| accepted.map(connection::Connection::new),
+        let incoming = accept(
+            listener,
+            options.tls.as_ref().map(TlsIdentity::acceptor),
+            Arc::clone(&metrics),
+            stop_rx.clone(),
         );
         let signal = async move {
             shutdown.await;
@@ -208,6 +281,9 @@ impl Server {
             .max_concurrent_streams(Some(options.max_concurrent_streams))
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .layer(auth::AuthLayer {
+                users: options.users.clone(),
+            })
             .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(incoming, signal);
         let mut stopping = stop_rx;
@@ -234,6 +310,68 @@ impl Server {
         }
         result
     }
+}
+
+/// Accepts connections on a task of its own, each TLS handshake on a task of its own (a
+/// slow or silent client holds up nobody else), and hands the ready connections over
+/// until the server stops or stops taking them.
+fn accept(
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    metrics: Arc<metrics::Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<connection::Connection>> {
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = streams::stopped(&mut shutdown) => return,
+                () = tx.closed() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    logline::emit(
+                        "error",
+                        "accept",
+                        serde_json::json!({ "error": e.to_string() }),
+                    );
+                    // Out of descriptors, most likely: give the others time to close.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            connection::prepare(&stream);
+            let Some(tls) = &tls else {
+                let connection = connection::Connection::plain(stream, metrics.connection());
+                if tx.send(Ok(connection)).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (tls, tx, metrics) = (tls.clone(), tx.clone(), Arc::clone(&metrics));
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let connection = connection::Connection::tls(stream, metrics.connection());
+                        let _ = tx.send(Ok(connection)).await;
+                    }
+                    Ok(Err(e)) => logline::emit(
+                        "warn",
+                        "tls_handshake",
+                        serde_json::json!({ "peer": peer.to_string(), "error": e.to_string() }),
+                    ),
+                    Err(_) => logline::emit(
+                        "warn",
+                        "tls_handshake",
+                        serde_json::json!({ "peer": peer.to_string(), "error": "timed out" }),
+                    ),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Answers every method this server does not implement.

@@ -160,21 +160,27 @@ pub(super) async fn read(
                 }
             };
             let subscription = blocking(move || store.subscribe_stream(from)).await?;
-            subscribe(subscription, reply, true)?;
+            subscribe(subscription, reply, true, service.metrics.subscription())?;
         }
         (Some(options::StreamOption::All(a)), Some(options::CountOption::Subscription(_))) => {
             let mut from = match a.all_option {
                 Some(all_options::AllOption::Start(())) | None => SubscribeAll::from_start(),
                 Some(all_options::AllOption::End(())) => SubscribeAll::from_end(),
                 Some(all_options::AllOption::Position(p)) => {
-                    SubscribeAll::from(convert::token_after(p.commit_position, p.prepare_position)?)
+                    let (commit, store) = (p.commit_position, store.clone());
+                    let prepare = tokio::task::spawn_blocking(move || {
+                        prepare_of(&store, commit, p.prepare_position)
+                    })
+                    .await
+                    .map_err(|e| Status::internal(format!("a read task failed: {e}")))??;
+                    SubscribeAll::from(convert::token_after(commit, prepare)?)
                 }
             };
             if let Some((f, every)) = filter {
                 from = from.filter(f).checkpoint_every(every);
             }
             let subscription = blocking(move || store.subscribe_all(from)).await?;
-            subscribe(subscription, reply, false)?;
+            subscribe(subscription, reply, false, service.metrics.subscription())?;
         }
         _ => {
             return Err(Status::invalid_argument(
@@ -183,6 +189,35 @@ pub(super) async fn read(
         }
     }
     Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
+/// How far back [`prepare_of`] looks for the append of a commit position: more events
+/// than any append through this server holds.
+const COMMIT_SEARCH_BYTES: u64 = 1 << 16;
+
+/// The prepare position of a position a client sent. Some clients (Python's) send the
+/// commit position of an event as both halves; this server's commit position of event
+/// `i` of the append at `P` is `P + i + 1`, inside the append's frame, so the append is
+/// the frame that holds byte `commit - 1`, found by trying the places before it (a
+/// frame header names its own position, so no other place passes for a frame start).
+/// A pair with two different halves, or one at the start of an append, is taken as is.
+///
+/// # Errors
+/// `INVALID_ARGUMENT` when no append holds the position.
+fn prepare_of(store: &Store, commit: u64, prepare: u64) -> Result<u64, Status> {
+    let starts_append = |p: u64| store.read_all(ResumeToken::at(Position(p))).is_ok();
+    if commit != prepare || commit == 0 || starts_append(commit) {
+        return Ok(prepare);
+    }
+    let lowest = commit.saturating_sub(COMMIT_SEARCH_BYTES);
+    (lowest..commit)
+        .rev()
+        .find(|&p| starts_append(p))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "position {commit} is not a position of this server"
+            ))
+        })
 }
 
 /// Runs a store call on a blocking thread.
@@ -217,6 +252,17 @@ fn read_stream(
     reply: &Reply,
 ) -> Result<(), Status> {
     let stream = convert::stream_name(options.stream_identifier)?;
+    if let Some(target) = super::metadata::target(&stream) {
+        return read_metadata(
+            store,
+            &stream,
+            target,
+            options.revision_option,
+            backwards,
+            count,
+            reply,
+        );
+    }
     let Some(last) = store.stream_version(&stream).map_err(store_status)? else {
         return reply.send(read_resp::Content::StreamNotFound(
             read_resp::StreamNotFound {
@@ -247,6 +293,43 @@ fn read_stream(
     Ok(())
 }
 
+/// A read of the metadata stream `$$S`: its one readable event is `S`'s current
+/// metadata, at the metadata version (earlier versions are not kept).
+fn read_metadata(
+    store: &Store,
+    stream: &str,
+    target: &str,
+    revision: Option<stream_options::RevisionOption>,
+    backwards: bool,
+    count: usize,
+    reply: &Reply,
+) -> Result<(), Status> {
+    let Some(event) = super::metadata::read(store, stream, target, reply.uuid_as_string)? else {
+        return reply.send(read_resp::Content::StreamNotFound(
+            read_resp::StreamNotFound {
+                stream_identifier: Some(convert::stream_identifier(stream)),
+            },
+        ));
+    };
+    use stream_options::RevisionOption as R;
+    let version = event.stream_revision;
+    let in_range = match (revision, backwards) {
+        (Some(R::Start(())) | None, false) | (Some(R::End(())) | None, true) => true,
+        (Some(R::Revision(r)), false) => r <= version,
+        (Some(R::Revision(r)), true) => r >= version,
+        (Some(R::End(())), false) | (Some(R::Start(())), true) => false,
+    };
+    if in_range && count > 0 {
+        reply.send(read_resp::Content::Event(read_resp::ReadEvent {
+            event: Some(event),
+            link: None,
+            // Clients expect a commit position on every event read (Python's asserts it).
+            position: Some(read_resp::read_event::Position::CommitPosition(0)),
+        }))?;
+    }
+    Ok(())
+}
+
 fn read_all_forward(
     store: &Store,
     options: AllOptions,
@@ -257,9 +340,10 @@ fn read_all_forward(
     let from = match options.all_option {
         Some(all_options::AllOption::Start(())) | None => ResumeToken::START,
         Some(all_options::AllOption::End(())) => return Ok(()),
-        Some(all_options::AllOption::Position(p)) => {
-            convert::token_at(p.commit_position, p.prepare_position)?
-        }
+        Some(all_options::AllOption::Position(p)) => convert::token_at(
+            p.commit_position,
+            prepare_of(store, p.commit_position, p.prepare_position)?,
+        )?,
     };
     if count == 0 {
         return Ok(());
@@ -301,9 +385,10 @@ fn read_all_backward(
     let bound = match options.all_option {
         Some(all_options::AllOption::End(())) | None => None,
         Some(all_options::AllOption::Start(())) => return Ok(()),
-        Some(all_options::AllOption::Position(p)) => {
-            Some(convert::token_at(p.commit_position, p.prepare_position)?)
-        }
+        Some(all_options::AllOption::Position(p)) => Some(convert::token_at(
+            p.commit_position,
+            prepare_of(store, p.commit_position, p.prepare_position)?,
+        )?),
     };
     if count == 0 {
         return Ok(());
@@ -369,6 +454,7 @@ fn subscribe(
     subscription: crate::Subscription,
     reply: Reply,
     of_stream: bool,
+    open: super::metrics::Open,
 ) -> Result<(), Status> {
     let mut deliveries = subscription
         .into_stream()
@@ -379,6 +465,8 @@ fn subscribe(
         mut shutdown,
     } = reply;
     tokio::spawn(async move {
+        // Counted as active while this task lives.
+        let _open = open;
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let confirmation = read_resp::Content::Confirmation(read_resp::SubscriptionConfirmation {
             subscription_id: id,

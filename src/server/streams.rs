@@ -13,6 +13,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::convert;
 use super::limits::Limits;
+use super::metadata;
+use super::metrics::Metrics;
 use super::proto::event_store::client as pb;
 use super::proto::google::rpc;
 use crate::{AppendResult, Error, ExpectedVersion, NewEvent, ResumeToken, Store};
@@ -29,6 +31,7 @@ pub(super) struct StreamsService {
     pub(super) limits: Limits,
     /// Becomes `true` when the server stops: subscriptions and batch streams end.
     pub(super) shutdown: watch::Receiver<bool>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 /// What an append ended in, for its answer.
@@ -51,11 +54,23 @@ impl StreamsService {
         events: Vec<NewEvent>,
     ) -> Result<Outcome, Status> {
         let store = self.store.clone();
+        let (count, bytes) = (
+            events.len(),
+            events
+                .iter()
+                .map(|e| e.data.len().saturating_add(e.metadata.len()))
+                .sum::<usize>(),
+        );
         let result = tokio::task::spawn_blocking(move || {
+            // `$$S` holds the metadata of `S`: its revision is the metadata version.
+            let metadata_of = metadata::target(&stream);
             if events.is_empty() {
                 // Clients append nothing to check an expectation; the store refuses empty
                 // appends, so check it here (a read, racing other appends like any read).
-                let actual = store.stream_version(&stream)?;
+                let actual = match metadata_of {
+                    Some(target) => metadata::version(&store, target)?,
+                    None => store.stream_version(&stream)?,
+                };
                 let ok = match expected {
                     ExpectedVersion::Any => true,
                     ExpectedVersion::NoStream => actual.is_none(),
@@ -68,7 +83,11 @@ impl StreamsService {
                     Ok(Outcome::Conflict { expected, actual })
                 };
             }
-            match store.append(&stream, expected, events) {
+            let appended = match metadata_of {
+                Some(target) => metadata::set(&store, target, expected, &events),
+                None => store.append(&stream, expected, events),
+            };
+            match appended {
                 Ok(r) => Ok(Outcome::Done(r)),
                 Err(Error::WrongExpectedVersion {
                     expected, actual, ..
@@ -78,6 +97,11 @@ impl StreamsService {
         })
         .await
         .map_err(|e| Status::internal(format!("the append task failed: {e}")))?;
+        if let Ok(Outcome::Done(r)) = &result
+            && !r.deduplicated
+        {
+            self.metrics.appended(count, bytes);
+        }
         result.map_err(|e| convert::status(&e))
     }
 }
@@ -263,7 +287,22 @@ fn batch_response(
                 }),
             )
         }
-        Err(status) => batch_error(&status, None),
+        Err(status) => {
+            // A hard-deleted stream is named in a detail, as KurrentDB does, which
+            // clients (Python's) turn into their "stream deleted" error.
+            let deleted = status
+                .metadata()
+                .get("exception")
+                .is_some_and(|v| v == "stream-deleted");
+            let details = deleted.then(|| prost_types::Any {
+                type_url: "type.googleapis.com/event_store.client.StreamDeleted".to_owned(),
+                value: pb::StreamDeleted {
+                    stream_identifier: Some(convert::stream_identifier(stream)),
+                }
+                .encode_to_vec(),
+            });
+            batch_error(&status, details)
+        }
     };
     BatchAppendResp {
         correlation_id: Some(correlation_id),

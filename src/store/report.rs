@@ -117,6 +117,14 @@ pub(crate) fn count_and_check_versions(
 }
 
 impl Store {
+    /// How long the store's commit syncs (`fdatasync` of the active segment, one per group
+    /// commit, or per [`Store::sync`]) have taken since it opened: a read-only view of
+    /// counters the log keeps, for monitoring (the server's `/metrics`). Syncs made while
+    /// sealing a segment or at open are not counted.
+    pub fn sync_stats(&self) -> crate::SyncStats {
+        self.inner.log.sync_stats()
+    }
+
     /// A summary of the store.
     ///
     /// # Errors

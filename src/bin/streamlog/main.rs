@@ -93,6 +93,9 @@ enum Command {
     /// Serve the store to KurrentDB (EventStoreDB) gRPC clients until SIGINT/SIGTERM;
     /// connect with `esdb://127.0.0.1:2113?tls=false`.
     Serve(serve::ServeArgs),
+    /// Read a password from standard input and print its argon2 hash, for a line
+    /// `name:HASH` of `serve --users FILE`.
+    HashPassword(serve::HashPasswordArgs),
     /// Measure append and read throughput and latency against a plain-file baseline.
     Bench(bench::BenchArgs),
     /// Kill -9 a writer process at random moments; check no acknowledged event is lost.
@@ -493,6 +496,7 @@ fn run(command: Command) -> CliResult {
         Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
         Command::Tail(a) => tail::run(a, &mut out)?,
         Command::Serve(a) => serve::run(a)?,
+        Command::HashPassword(a) => serve::hash_password(a)?,
         Command::Bench(a) => bench::run(a, &mut out)?,
         Command::Crashtest(a) => crashtest::run(a, &mut out)?,
         Command::CrashtestWriter(a) => crashtest::writer(a, &mut out)?,
