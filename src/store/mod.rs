@@ -105,6 +105,10 @@ struct Inner {
     /// ([`Options::frame_cache_bytes`]). Frames below the visible end never change, so
     /// the cache needs no invalidation; it dies with the store.
     frames: Mutex<Generations<u64, Arc<DecodedFrame>, rustc_hash::FxBuildHasher>>,
+    /// Commit times of the appends that searches for a time probed, by position (at most
+    /// [`time::COMMIT_TIMES_MAX`]): every search over a stream starts with the same
+    /// probes. Frames below the visible end never change, so it needs no invalidation.
+    commit_times: Mutex<rustc_hash::FxHashMap<u64, i64>>,
     snapshots: SnapshotStore,
     /// Stream metadata and deletes, read from the system stream at open and kept current
     /// by the writer (or, in a follower, as it indexes the writer's frames).

@@ -156,6 +156,7 @@ impl Store {
             dir: dir.to_path_buf(),
             index,
             frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
+            commit_times: Mutex::new(rustc_hash::FxHashMap::default()),
             snapshots,
             registry: super::metadata::Registry::default(),
             published: Published::default(),
