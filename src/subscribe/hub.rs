@@ -236,15 +236,27 @@ impl Hub {
             let position = {
                 let mut st = self.state.lock();
                 match st.position {
-                    Some(p) if !st.members.is_empty() => p,
+                    Some(p) if !st.members.is_empty() => Some(p),
                     _ => {
                         st.position = None;
                         self.joined.wait_for(&mut st, HUB_WAIT);
-                        continue;
+                        None
                     }
                 }
             };
+            let Some(position) = position else {
+                if store.upgrade().is_none() {
+                    // Closed (or every handle gone): nobody is left to serve.
+                    self.detach_all();
+                    return;
+                }
+                continue;
+            };
             if !store.wait_visible_beyond(position, HUB_WAIT) {
+                if store.upgrade().is_none() {
+                    self.detach_all();
+                    return;
+                }
                 continue;
             }
             let Some(handle) = store.upgrade() else {
