@@ -11,7 +11,10 @@
 //! (c) `load_as_of` vs `load`: one stream of 1,000,500 events (`STREAMLOG_BENCH_STREAM`
 //!     sets the 1,000,000) with a snapshot every 1,000 versions, so that `load` of the
 //!     latest state replays 500 events; the mean time of `load` and of `load_as_of` at
-//!     random versions, positions and times, with the decoded-frame cache and without.
+//!     random versions, positions and times, taking turns; with the decoded-frame cache,
+//!     without it, and without it with the store's files evicted from the page cache
+//!     before every load (`load` of the latest state otherwise rereads the same few
+//!     frames from memory every round, while a bound in the past reaches anywhere).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::ops::ControlFlow;
@@ -182,21 +185,44 @@ impl Aggregate for Sum {
 fn part_c() {
     // With the decoded-frame cache (the default), `load` of the latest state finds its
     // frames cached from the previous round while `load_as_of` at random bounds mostly
-    // does not; without the cache, both read and decode their frames every time.
-    for cache in [32usize << 20, 0] {
-        part_c_with(cache);
+    // does not; without the cache, both read and decode their frames every time. The
+    // last setting also evicts the store's files from the page cache before every load,
+    // of either kind: `load` of the latest state otherwise reads the same few frames
+    // every round (in memory, in the CPU's caches even), a bound in the past frames
+    // anywhere in the log; cold, both read from the disk.
+    for (cache, cold) in [(32usize << 20, false), (0, false), (0, true)] {
+        part_c_with(cache, cold);
     }
 }
 
-fn part_c_with(frame_cache_bytes: usize) {
+/// Drops the pages of every file under `dir` from the page cache (`POSIX_FADV_DONTNEED`
+/// on files that are not dirty: the store is synced first).
+fn evict(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            evict(&path);
+        } else if let Ok(f) = std::fs::File::open(&path) {
+            let _ = rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed);
+        }
+    }
+}
+
+fn part_c_with(frame_cache_bytes: usize, cold: bool) {
     let n: u64 = std::env::var("STREAMLOG_BENCH_STREAM")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     println!(
         "(c) load_as_of vs load: one stream of {n} + 500 events, a snapshot every 1,000 \
-         versions, frame cache {} MiB",
-        frame_cache_bytes >> 20
+         versions, frame cache {} MiB, page cache {}",
+        frame_cache_bytes >> 20,
+        if cold {
+            "evicted before every load"
+        } else {
+            "warm"
+        }
     );
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open_with(
@@ -221,44 +247,69 @@ fn part_c_with(frame_cache_bytes: usize) {
         }
     }
     store.sync().unwrap();
-    let mut times = Vec::new();
+    // Times anywhere between the first commit and the last, to the microsecond (not
+    // only the commit times of some appends, which a search could remember).
+    let (mut first, mut last) = (None, None);
     store
         .read_all_with(Position::START, |e| {
-            if e.append_index == 0 && e.version % 10_000 == 0 {
-                times.push(e.committed_at().unwrap());
-            }
+            let t = e.committed_at().unwrap();
+            first.get_or_insert(t);
+            last = Some(t);
             ControlFlow::Continue(())
         })
         .unwrap();
-    let rounds = 200u32;
-    let t = Instant::now();
-    for _ in 0..rounds {
-        std::hint::black_box(store.load::<Sum>("acct").unwrap());
-    }
-    let latest = t.elapsed() / rounds;
+    let first = first.unwrap();
+    let span_us = last.unwrap().duration_since(first).unwrap().as_micros() as u64;
+    // The four kinds of load take turns, in a rotating order, so that the machine's
+    // changing load weighs on all of them alike; the ratios compare their means.
+    let rounds: u32 = if cold { 100 } else { 400 };
     let mut rng = Rng::new(3);
-    let mut row = |name: &str, bound: &mut dyn FnMut(&mut Rng) -> AsOf| {
-        let t = Instant::now();
-        for _ in 0..rounds {
-            let b = bound(&mut rng);
-            std::hint::black_box(store.load_as_of::<Sum>("acct", b).unwrap());
+    let mut total = [Duration::ZERO; 4];
+    for round in 0..rounds {
+        for k in 0..4 {
+            let kind = (k + round as usize) % 4;
+            let bound = match kind {
+                0 => None,
+                1 => Some(AsOf::Version(rng.below(n))),
+                2 => Some(AsOf::Position(
+                    positions[rng.below(positions.len() as u64) as usize],
+                )),
+                _ => Some(AsOf::Time(
+                    first + Duration::from_micros(rng.below(span_us + 1)),
+                )),
+            };
+            if cold {
+                evict(tmp.path());
+            }
+            let t = Instant::now();
+            match bound {
+                None => {
+                    std::hint::black_box(store.load::<Sum>("acct").unwrap());
+                }
+                Some(b) => {
+                    std::hint::black_box(store.load_as_of::<Sum>("acct", b).unwrap());
+                }
+            }
+            total[kind] += t.elapsed();
         }
-        let d = t.elapsed() / rounds;
-        println!(
-            "| load_as_of {name} | {d:?} | {:.2} |",
-            d.as_secs_f64() / latest.as_secs_f64()
-        );
-    };
+    }
+    let mean = total.map(|t| t / rounds);
     println!("| load | mean | / load of the latest |");
     println!("|---|---:|---:|");
-    println!("| load (latest) | {latest:?} | 1.00 |");
-    row("(version)", &mut |r| AsOf::Version(r.below(n)));
-    row("(position)", &mut |r| {
-        AsOf::Position(positions[r.below(positions.len() as u64) as usize])
-    });
-    row("(time)", &mut |r| {
-        AsOf::Time(times[r.below(times.len() as u64) as usize])
-    });
+    for (name, d) in [
+        "load (latest)",
+        "load_as_of (version)",
+        "load_as_of (position)",
+        "load_as_of (time)",
+    ]
+    .iter()
+    .zip(mean)
+    {
+        println!(
+            "| {name} | {d:?} | {:.2} |",
+            d.as_secs_f64() / mean[0].as_secs_f64()
+        );
+    }
 }
 
 fn main() {

@@ -140,6 +140,6 @@ pub use store::{
 #[cfg(feature = "tokio")]
 pub use subscribe::SubscriptionStream;
 pub use subscribe::{
-    CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, MAX_CHECKPOINT_NAME_BYTES,
-    SubscribeAll, SubscribeStream, Subscription,
+    CHECKPOINTS_DIR, DEFAULT_CHECKPOINT_EVERY, Delivery, Filter, HANDOFF_CAPACITY,
+    MAX_CHECKPOINT_NAME_BYTES, SubscribeAll, SubscribeStream, Subscription,
 };

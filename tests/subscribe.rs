@@ -566,3 +566,144 @@ fn read_only_opens_beside_a_busy_writer_never_report_corruption() {
         stop.store(true, Ordering::Relaxed);
     });
 }
+
+/// Whether a thread of this process has the name `name` (Linux: /proc/self/task).
+fn thread_named(name: &str) -> bool {
+    std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks.filter_map(Result::ok).any(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+        })
+        .unwrap_or(false)
+}
+
+/// Filtered subscribers join and leave the store's shared reader all the time while
+/// writers append: slow ones overflow their hand-off and read the log by themselves, some
+/// drop their subscription and resume from their last token, some start late. Each must
+/// see exactly the matching events of the log, in order, once.
+#[test]
+fn filtered_subscribers_joining_and_leaving_the_shared_reader_lose_and_repeat_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        Options::default().with_durability(Durability::Buffered),
+    )
+    .unwrap();
+    const WRITERS: usize = 3;
+    const APPENDS: usize = 1500;
+    let done = std::sync::Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut rng = streamlog::io::sim::SplitMix64::new(w as u64 + 1);
+                for i in 0..APPENDS {
+                    let n = 1 + rng.below(3) as usize;
+                    let batch: Vec<NewEvent> = (0..n)
+                        .map(|k| {
+                            let t = if rng.below(3) == 0 { "Hot" } else { "Cold" };
+                            ev(t, &format!("{w}-{i}-{k}"))
+                        })
+                        .collect();
+                    store
+                        .append(&format!("s-{w}"), ExpectedVersion::Any, batch)
+                        .unwrap();
+                    if i % 64 == 0 {
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                }
+            })
+        })
+        .collect();
+    let subscribers: Vec<_> = (0..10u64)
+        .map(|s| {
+            let store = store.clone();
+            let done = std::sync::Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut rng = streamlog::io::sim::SplitMix64::new(100 + s);
+                let filter = || {
+                    if s % 2 == 0 {
+                        Filter::event_types(["Hot"])
+                    } else {
+                        Filter::event_type_prefix("Ho")
+                    }
+                };
+                if s % 5 == 4 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let mut got: Vec<(u64, u32)> = Vec::new();
+                let mut from = ResumeToken::START;
+                let mut sub = store
+                    .subscribe_all(
+                        SubscribeAll::from(from)
+                            .filter(filter())
+                            .checkpoint_every(50),
+                    )
+                    .unwrap();
+                let mut idle = 0;
+                loop {
+                    match sub.next_timeout(Duration::from_millis(100)).unwrap() {
+                        Some(Delivery::Event(e)) => {
+                            idle = 0;
+                            got.push((e.position.0, e.append_index));
+                            from = e.resume_token();
+                            // Slow subscribers: their hand-off overflows now and then.
+                            if s % 3 == 0 && rng.below(40) == 0 {
+                                std::thread::sleep(Duration::from_millis(3));
+                            }
+                            // Some drop their subscription and resume from the token.
+                            if s % 3 == 1 && rng.below(60) == 0 {
+                                drop(sub);
+                                sub = store
+                                    .subscribe_all(
+                                        SubscribeAll::from(from)
+                                            .filter(filter())
+                                            .checkpoint_every(50),
+                                    )
+                                    .unwrap();
+                            }
+                        }
+                        Some(Delivery::Checkpoint(t)) => {
+                            assert!(t >= from, "a checkpoint went back: {t} < {from}");
+                            from = t;
+                        }
+                        Some(_) => {}
+                        None if done.load(Ordering::Acquire) => {
+                            idle += 1;
+                            if idle > 5 {
+                                break;
+                            }
+                        }
+                        None => {}
+                    }
+                }
+                got
+            })
+        })
+        .collect();
+    let mut hub_seen = false;
+    for w in writers {
+        while !w.is_finished() {
+            hub_seen |= thread_named("streamlog-hub");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        w.join().unwrap();
+    }
+    done.store(true, Ordering::Release);
+    let want: Vec<(u64, u32)> = all_events(&store)
+        .iter()
+        .filter(|e| e.event_type == "Hot")
+        .map(|e| (e.position.0, e.append_index))
+        .collect();
+    assert!(want.len() > 1000, "only {} matching events", want.len());
+    for (s, sub) in subscribers.into_iter().enumerate() {
+        let got = sub.join().unwrap();
+        assert_eq!(got.len(), want.len(), "subscriber {s}: count");
+        assert!(
+            got == want,
+            "subscriber {s}: not the log's matching events in order"
+        );
+    }
+    assert!(hub_seen, "the shared reader never ran");
+}

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use streamlog::io::sim::SplitMix64 as Rng;
@@ -477,6 +477,57 @@ fn as_of_a_position_is_right_when_stream_keys_collide() {
                     .unwrap(),
                 want,
                 "{stream} as of {p}"
+            );
+        }
+    }
+}
+
+#[test]
+fn as_of_a_time_is_right_when_stream_keys_collide() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let clock_us = Arc::new(AtomicU64::new(0));
+    let c = Arc::clone(&clock_us);
+    let store = Store::open_with(
+        dir.path(),
+        Options::default()
+            .with_durability(Durability::Buffered)
+            .with_forced_hash_collisions()
+            .with_clock(streamlog::Clock::from_fn(move || {
+                start + Duration::from_micros(c.load(Ordering::Relaxed))
+            })),
+    )
+    .unwrap();
+    // Streams "a" and "b" share their index keys: a search guided by the other stream's
+    // entries must still answer for its own.
+    let mut model: Vec<(String, u64, u64)> = Vec::new();
+    for i in 0..90u64 {
+        clock_us.fetch_add(10, Ordering::Relaxed);
+        let stream = if i % 3 == 0 { "a" } else { "b" };
+        let r = store
+            .append(stream, ExpectedVersion::Any, [NewEvent::new("E", "x")])
+            .unwrap();
+        model.push((
+            stream.to_string(),
+            r.first_version,
+            clock_us.load(Ordering::Relaxed),
+        ));
+    }
+    for at in 0..=91 * 10 {
+        let at = at as u64;
+        for stream in ["a", "b"] {
+            let want = model
+                .iter()
+                .filter(|e| e.0 == stream && e.2 <= at)
+                .map(|e| e.1)
+                .max();
+            let time = start + Duration::from_micros(at);
+            assert_eq!(
+                store
+                    .stream_version_as_of(stream, AsOf::Time(time))
+                    .unwrap(),
+                want,
+                "{stream} as of {at} µs"
             );
         }
     }

@@ -28,6 +28,10 @@ impl Signal {
         self.state.lock().0 = true;
         self.cond.notify_all();
     }
+    /// Whether the thread was told to stop.
+    pub(super) fn is_stopped(&self) -> bool {
+        self.state.lock().0
+    }
     /// Waits for work, a stop or `timeout`; returns `false` on stop.
     pub(super) fn wait(&self, timeout: Duration) -> bool {
         let mut st = self.state.lock();
@@ -99,7 +103,11 @@ impl Inner {
         self.published.notify();
         for bg in std::mem::take(&mut *self.background.lock()) {
             bg.signal.stop();
-            let _ = bg.handle.join();
+            // A store thread that held the last handle closes the store itself: it ends
+            // right after, and cannot wait for itself.
+            if bg.handle.thread().id() != std::thread::current().id() {
+                let _ = bg.handle.join();
+            }
         }
         // Readers following from other processes see the last appends.
         self.publish_live();

@@ -109,12 +109,19 @@ struct Inner {
     /// ([`Options::frame_cache_bytes`]). Frames below the visible end never change, so
     /// the cache needs no invalidation; it dies with the store.
     frames: Mutex<Generations<u64, Arc<DecodedFrame>, rustc_hash::FxBuildHasher>>,
+    /// Commit times of the appends that searches for a time probed, by position (at most
+    /// [`time::COMMIT_TIMES_MAX`]): every search over a stream starts with the same
+    /// probes. Frames below the visible end never change, so it needs no invalidation.
+    commit_times: Mutex<rustc_hash::FxHashMap<u64, i64>>,
     snapshots: SnapshotStore,
     /// Stream metadata and deletes, read from the system stream at open and kept current
     /// by the writer (or, in a follower, as it indexes the writer's frames).
     registry: metadata::Registry,
     /// Wakes readers waiting for new visible appends (subscriptions).
     published: Published,
+    /// The subscription layer's per-store state (its shared reader), created with the
+    /// first subscription that needs it. Typed there: the store only keeps it.
+    subscription_hub: std::sync::OnceLock<Arc<dyn std::any::Any + Send + Sync>>,
     /// Writer: the `LIVE` file it publishes its visible end in.
     live: std::sync::OnceLock<Arc<dyn crate::io::StorageFile>>,
     /// Writer: the end last written to `LIVE`. Reader: `LIVE`'s content when it opened
@@ -181,28 +188,49 @@ impl Store {
     /// Waits until readers see beyond `position`, the store is closed, or `timeout`
     /// passes; returns whether they see beyond it.
     pub(crate) fn wait_visible_beyond(&self, position: u64, timeout: std::time::Duration) -> bool {
-        let inner = &self.inner;
-        if !inner.published.has_waker() {
-            let signal = Arc::new(maintenance::Signal::default());
-            if !inner.published.set_waker(Arc::clone(&signal)) {
-                // Without the thread, the commit path wakes waiters itself.
-                let _ = maintenance::spawn_background(
-                    inner,
-                    "streamlog-wake",
-                    signal,
-                    std::time::Duration::from_secs(1),
-                    |inner| inner.published.wake_waiters(),
-                );
-            }
+        wait_visible_beyond(&self.inner, position, timeout)
+    }
+
+    /// The subscription layer's per-store state, created by `init` the first time.
+    pub(crate) fn subscription_hub(
+        &self,
+        init: impl FnOnce() -> Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Arc<dyn std::any::Any + Send + Sync> {
+        Arc::clone(self.inner.subscription_hub.get_or_init(init))
+    }
+
+    /// A handle that does not keep the store open (see [`StoreRef`]).
+    pub(crate) fn downgrade(&self) -> StoreRef {
+        StoreRef {
+            inner: Arc::downgrade(&self.inner),
+            closer: Arc::downgrade(&self._closer),
         }
-        inner.published.wait_until(
-            || {
-                inner.visible() > position
-                    || inner.closed.load(std::sync::atomic::Ordering::Acquire)
-            },
-            timeout,
-        );
-        inner.visible() > position
+    }
+
+    /// Starts a thread of the store's own that runs `body` with a [`StoreRef`] and a
+    /// function that says whether the store is closing; `close` tells it so and waits for
+    /// it to end.
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) when the thread cannot be started.
+    pub(crate) fn spawn_worker(
+        &self,
+        name: &str,
+        body: impl FnOnce(StoreRef, Arc<dyn Fn() -> bool + Send + Sync>) + Send + 'static,
+    ) -> Result<()> {
+        let signal = Arc::new(Signal::default());
+        let stopped = Arc::clone(&signal);
+        let stop: Arc<dyn Fn() -> bool + Send + Sync> = Arc::new(move || stopped.is_stopped());
+        let handle = self.downgrade();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(handle, stop))
+            .map_err(|e| crate::Error::io(format!("start thread {name}"), e))?;
+        self.inner.background.lock().push(Background {
+            handle: thread,
+            signal,
+        });
+        Ok(())
     }
 
     /// Whether [`Store::close`] was called on any handle.
@@ -215,6 +243,62 @@ impl Store {
             inner: Arc::clone(&self.inner) as Arc<dyn lookup::FrameLookup>,
             visible: self.visible(),
             upcasters: self.inner.options.upcasters.clone(),
+        }
+    }
+}
+
+/// Waits until readers of `inner` see beyond `position`, the store is closed, or `timeout`
+/// passes; returns whether they see beyond it.
+fn wait_visible_beyond(inner: &Arc<Inner>, position: u64, timeout: std::time::Duration) -> bool {
+    if !inner.published.has_waker() {
+        let signal = Arc::new(maintenance::Signal::default());
+        if !inner.published.set_waker(Arc::clone(&signal)) {
+            // Without the thread, the commit path wakes waiters itself.
+            let _ = maintenance::spawn_background(
+                inner,
+                "streamlog-wake",
+                signal,
+                std::time::Duration::from_secs(1),
+                |inner| inner.published.wake_waiters(),
+            );
+        }
+    }
+    inner.published.wait_until(
+        || inner.visible() > position || inner.closed.load(std::sync::atomic::Ordering::Acquire),
+        timeout,
+    );
+    inner.visible() > position
+}
+
+/// A handle on a store that does not keep it open, for the store's own threads that
+/// serve its handles (the subscription layer's shared reader): it reaches the store only
+/// while the store is open and some [`Store`] handle is alive.
+#[derive(Debug, Clone)]
+pub(crate) struct StoreRef {
+    inner: std::sync::Weak<Inner>,
+    closer: std::sync::Weak<Closer>,
+}
+
+impl StoreRef {
+    /// A full handle, while the store is open and some handle is alive.
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        let closer = self.closer.upgrade()?;
+        let inner = self.inner.upgrade()?;
+        let store = Store {
+            inner,
+            _closer: closer,
+        };
+        (!store.is_closed()).then_some(store)
+    }
+
+    /// [`Store::wait_visible_beyond`], holding the store only while it waits (at most
+    /// `timeout`); `false` at once when the store is closed or gone.
+    pub(crate) fn wait_visible_beyond(&self, position: u64, timeout: std::time::Duration) -> bool {
+        match self.inner.upgrade() {
+            Some(inner) if !inner.closed.load(std::sync::atomic::Ordering::Acquire) => {
+                wait_visible_beyond(&inner, position, timeout)
+            }
+            _ => false,
         }
     }
 }

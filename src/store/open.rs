@@ -164,6 +164,8 @@ impl Store {
             dir: dir.to_path_buf(),
             index,
             frames: Mutex::new(Generations::new(options.frame_cache_bytes)),
+            commit_times: Mutex::new(rustc_hash::FxHashMap::default()),
+            subscription_hub: std::sync::OnceLock::new(),
             snapshots,
             registry: super::metadata::Registry::default(),
             published: Published::default(),

@@ -242,17 +242,26 @@ impl StreamCursor {
         };
         loop {
             let Some(entry) = self.ahead.pop_front() else {
+                // Each entry holds at least one version: a read that ends at `last` (as
+                // of a bound) needs no more entries than versions are left.
+                let wanted = self.last.saturating_sub(version).saturating_add(1);
+                let limit = usize::try_from(wanted).map_or(ENTRY_BATCH, |w| w.min(ENTRY_BATCH));
                 let batch = self
                     .lookup
                     .inner
-                    .entries_after(&self.stream, &after, ENTRY_BATCH)?;
+                    .entries_after(&self.stream, &after, limit)?;
                 let Some(last) = batch.last() else {
                     self.next = None;
                     return Ok(None);
                 };
                 // The stream's next frames are known now: the storage fetches them all
-                // at once while they are read one by one.
-                self.lookup.inner.will_read(&batch, self.lookup.visible);
+                // at once while they are read one by one (only those the read can reach:
+                // a hint for frames past the bound would make the kernel read them).
+                let reached = batch.partition_point(|e| e.first_version <= self.last);
+                self.lookup.inner.will_read(
+                    batch.get(..reached).unwrap_or_default(),
+                    self.lookup.visible,
+                );
                 after = *last;
                 self.scanned = Some(after);
                 self.ahead.extend(batch);

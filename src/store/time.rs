@@ -23,6 +23,11 @@ use crate::format::{self, FrameKind, SEGMENT_HEADER_LEN};
 /// (and the search for the last commit time looks back this far first).
 const WALK_BYTES: u64 = 8 << 10;
 
+/// Commit times a store remembers for its searches for a time (16 bytes each, plus the
+/// map's overhead): enough for the first dozen levels of the searches' binary trees,
+/// which every search over a stream shares. Cleared when full.
+pub(super) const COMMIT_TIMES_MAX: usize = 4096;
+
 /// A bound for reads and loads "as of" a point in the past.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {
@@ -224,16 +229,8 @@ impl Inner {
         let last = current.entry.last_version();
         let p = match as_of {
             AsOf::Version(bound) => return Ok(Some(bound.min(last))),
-            // A time bound reads the probed frames' commit times (through the frame
-            // cache, that measured faster than turning the time into a position with
-            // `position_at` first).
             AsOf::Time(t) => {
-                let t = event::timestamp_us(t);
-                return search_prefix(last, |v| {
-                    Ok(self
-                        .resolve_visible(stream, v, visible)?
-                        .is_some_and(|f| f.frame.committed_at_us().unwrap_or(i64::MIN) <= t))
-                });
+                return self.version_at_time(stream, event::timestamp_us(t), &current, visible);
             }
             AsOf::Position(p) => p.0,
         };
@@ -261,6 +258,105 @@ impl Inner {
             return Ok(found);
         }
         search_prefix(last, within)
+    }
+}
+
+impl Inner {
+    /// The last version of `stream` committed at or before `t_us`; `current` is the
+    /// stream's last frame. A binary search over the stream's appends: each probe is one
+    /// index lookup and the commit time of the append it names (remembered, or read and
+    /// checked with its events left undecoded), and settles every version of that append
+    /// at once. The answer is then confirmed through
+    /// the stream's own frames (an entry of a stream sharing this one's keys could
+    /// mislead the search), and searched again through them if it does not hold.
+    fn version_at_time(
+        &self,
+        stream: &str,
+        t_us: i64,
+        current: &super::lookup::Found,
+        visible: u64,
+    ) -> Result<Option<u64>> {
+        let last = current.entry.last_version();
+        let last_time = current.frame.committed_at_us().unwrap_or(i64::MIN);
+        if last_time <= t_us {
+            return Ok(Some(last));
+        }
+        let within = |v: u64| -> Result<bool> {
+            Ok(self
+                .resolve_visible(stream, v, visible)?
+                .is_some_and(|f| f.frame.committed_at_us().unwrap_or(i64::MIN) <= t_us))
+        };
+        let (hash, check) = self.index.keys(stream);
+        // Versions up to `ok` were committed at or before `t`; versions from `late` on
+        // after it.
+        let (mut ok, mut late) = (None::<u64>, current.entry.first_version);
+        loop {
+            let start = ok.map_or(0, |v| v.saturating_add(1));
+            if start >= late {
+                break;
+            }
+            let mid = start + (late - start) / 2;
+            let entry = self
+                .index
+                .floor(hash, check, mid, &[])?
+                .filter(|e| e.position < visible);
+            let probed = match entry {
+                Some(e) => Some((e, self.commit_time_at(e.position, visible)?)),
+                None => None,
+            };
+            match probed {
+                // Every version of the probed append is settled at once.
+                Some((e, time)) if time <= t_us => ok = Some(e.last_version().clamp(mid, late - 1)),
+                Some((e, _)) => late = e.first_version.clamp(start, mid),
+                None => late = mid,
+            }
+        }
+        let found = ok;
+        let holds = match found {
+            Some(v) => within(v)? && !within(v.saturating_add(1))?,
+            None => !within(0)?,
+        };
+        if holds {
+            return Ok(found);
+        }
+        search_prefix(last, within)
+    }
+
+    /// The commit time of the events frame at `position` (`i64::MIN` for format 1):
+    /// remembered from an earlier search, from the frame cache, or from the frame read and
+    /// checked, its events left undecoded.
+    fn commit_time_at(&self, position: u64, visible: u64) -> Result<i64> {
+        if let Some(&t) = self.commit_times.lock().get(&position) {
+            return Ok(t);
+        }
+        let cached = if self.options.frame_cache_bytes > 0 {
+            self.frames
+                .lock()
+                .get_mut(&position)
+                .map(|hit| hit.committed_at_us().unwrap_or(i64::MIN))
+        } else {
+            None
+        };
+        let t = match cached {
+            Some(t) => t,
+            None => {
+                let (header, bytes) = self.log.read_frame(position, visible)?;
+                if header.kind != FrameKind::Events {
+                    return Err(
+                        self.corrupted_at(position, "the index names a frame that holds no events")
+                    );
+                }
+                format::decode_commit_time(&header, bytes.body())
+                    .map_err(|e| self.corrupted_at(position, e))?
+                    .unwrap_or(i64::MIN)
+            }
+        };
+        let mut remembered = self.commit_times.lock();
+        if remembered.len() >= COMMIT_TIMES_MAX {
+            remembered.clear();
+        }
+        remembered.insert(position, t);
+        Ok(t)
     }
 }
 

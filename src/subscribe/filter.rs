@@ -106,6 +106,15 @@ impl Filter {
         }
     }
 
+    /// The event types this filter passes, when it passes exactly a set of them (so that
+    /// a shared reader can look subscribers up by type instead of testing each filter).
+    pub(crate) fn exact_event_types(&self) -> Option<&BTreeSet<String>> {
+        match &self.0 {
+            Kind::EventTypes(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// [`Filter::matches`] on an event view.
     pub fn matches_event(&self, e: &EventView<'_>) -> bool {
         self.matches(e.stream, e.event_type)

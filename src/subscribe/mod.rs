@@ -1,8 +1,11 @@
 //! The `subscribe` layer: catch-up then live subscriptions to `$all` and to one stream,
 //! server-side filters, and named consumer checkpoints. It sits beside the store and reads
-//! through its readers; the writer's commit wakes it (no polling), and a subscriber holds
-//! no queue: it reads the log from where it is, so a slow subscriber costs memory for one
-//! append at most, and the switch from catch-up to live cannot lose or repeat an event.
+//! through its readers; the writer's commit wakes it (no polling). A subscriber reads the
+//! log from where it is, so the switch from catch-up to live cannot lose or repeat an
+//! event; once live, filtered `$all` subscribers are served by one shared reader per
+//! store (`hub`), which checks each event once per distinct filter and hands matches out
+//! through a queue of at most [`HANDOFF_CAPACITY`] deliveries per subscriber: one that
+//! falls further behind reads the log by itself again, so memory stays bounded.
 //!
 //! What a subscriber sees is what readers see: under [`Durability::Sync`](crate::Durability)
 //! only durable appends (never one a crash could take back); under `Periodic` and
@@ -11,16 +14,21 @@
 
 mod checkpoint;
 mod filter;
+mod hub;
 #[cfg(feature = "tokio")]
 mod stream;
 
 pub use checkpoint::{CHECKPOINTS_DIR, MAX_CHECKPOINT_NAME_BYTES};
 pub use filter::Filter;
+pub use hub::HANDOFF_CAPACITY;
 #[cfg(feature = "tokio")]
 pub use stream::SubscriptionStream;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use hub::{Hub, Joined, Slot, Taken};
 
 use crate::error::Result;
 use crate::store::{AllEvents, Position, RecordedEvent, ResumeToken, Store};
@@ -152,7 +160,18 @@ pub struct Subscription {
     failed: bool,
 }
 
-// One per subscription: the size of the `$all` reader is not worth a box.
+/// A filtered `$all` subscription's place in its store's hub.
+#[derive(Debug)]
+struct HubLink {
+    hub: Arc<Hub>,
+    id: u64,
+    slot: Arc<Slot>,
+    /// It joined while the hub was ahead: it reads the log by itself up to here first.
+    backfill_until: Option<u64>,
+}
+
+// One per subscription, made once and never moved in bulk: boxing the `$all` reader
+// would only add an indirection to every read.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Source {
@@ -163,6 +182,8 @@ enum Source {
         filter: Option<Filter>,
         checkpoint_every: u64,
         skipped: u64,
+        /// While live with a filter: the store's shared reader serves it.
+        link: Option<Box<HubLink>>,
     },
     Stream {
         name: String,
@@ -216,6 +237,7 @@ impl Store {
                 filter: options.filter,
                 checkpoint_every: options.checkpoint_every,
                 skipped: 0,
+                link: None,
             },
             pending: VecDeque::new(),
             caught_up: false,
@@ -268,6 +290,19 @@ impl Subscription {
             if self.failed {
                 return Ok(None);
             }
+            if let Some(slot) = self.served_by_hub() {
+                let now = Instant::now();
+                if self.store.is_closed() || now >= deadline {
+                    return Ok(None);
+                }
+                let slice = deadline.saturating_duration_since(now).min(WAIT_SLICE);
+                match slot.take(slice) {
+                    Taken::Delivery(d) => self.took_from_hub(d),
+                    Taken::Detached(resume) => self.leave_hub(Some(resume)),
+                    Taken::Empty => {}
+                }
+                continue;
+            }
             let waiting_at = match self.fill() {
                 Ok(at) => at,
                 Err(e) => {
@@ -291,6 +326,9 @@ impl Subscription {
                 self.pending.push_back(Delivery::CaughtUp);
                 continue;
             }
+            if self.join_hub() {
+                continue;
+            }
             let now = Instant::now();
             if self.store.is_closed() || now >= deadline {
                 return Ok(None);
@@ -298,6 +336,90 @@ impl Subscription {
             let slice = deadline.saturating_duration_since(now).min(WAIT_SLICE);
             self.store.wait_visible_beyond(at, slice);
         }
+    }
+
+    /// The hand-off to take deliveries from, when the hub serves this subscription (and it
+    /// has read by itself what it had to first).
+    fn served_by_hub(&self) -> Option<Arc<Slot>> {
+        match &self.source {
+            Source::All {
+                link: Some(link), ..
+            } if link.backfill_until.is_none() => Some(Arc::clone(&link.slot)),
+            _ => None,
+        }
+    }
+
+    /// A delivery from the hub: it moves the subscription on as one read by itself would.
+    fn took_from_hub(&mut self, d: Delivery) {
+        if let Source::All { next, skipped, .. } = &mut self.source {
+            match &d {
+                Delivery::Event(e) => *next = e.resume_token(),
+                Delivery::Checkpoint(t) => *next = *t,
+                Delivery::CaughtUp => {}
+            }
+            *skipped = 0;
+        }
+        self.pending.push_back(d);
+    }
+
+    /// Leaves the hub; with `resume` (it was detached), reads the log by itself from
+    /// there (everything before it was delivered).
+    fn leave_hub(&mut self, resume: Option<ResumeToken>) {
+        if let Source::All {
+            next,
+            reader,
+            skipped,
+            link,
+            ..
+        } = &mut self.source
+            && let Some(l) = link.take()
+        {
+            l.hub.leave(l.id);
+            if let Some(t) = resume {
+                *next = t;
+                *reader = None;
+                *skipped = 0;
+            }
+        }
+    }
+
+    /// A caught-up filtered `$all` subscription with nothing new to read joins its store's
+    /// hub (see `hub`'s module docs); `true` when it did.
+    fn join_hub(&mut self) -> bool {
+        let Source::All {
+            next,
+            reader: None,
+            filter: Some(filter),
+            checkpoint_every,
+            skipped,
+            link: link @ None,
+        } = &mut self.source
+        else {
+            return false;
+        };
+        if !self.caught_up || next.skip != 0 {
+            return false;
+        }
+        let hub = Hub::of(&self.store);
+        let Some((id, slot, joined)) = hub.join(
+            &self.store,
+            next.position.0,
+            filter,
+            *checkpoint_every,
+            *skipped,
+        ) else {
+            return false;
+        };
+        *link = Some(Box::new(HubLink {
+            hub,
+            id,
+            slot,
+            backfill_until: match joined {
+                Joined::Now => None,
+                Joined::After(p) => Some(p),
+            },
+        }));
+        true
     }
 
     /// Reads what is there into `pending`; returns `Some(position)` when it found nothing
@@ -310,7 +432,18 @@ impl Subscription {
                 filter,
                 checkpoint_every,
                 skipped,
+                link,
             } => {
+                // Joined while the hub was ahead: up to where the hub's deliveries start,
+                // it reads by itself.
+                let until = link.as_ref().and_then(|l| l.backfill_until);
+                if let (Some(l), Some(u)) = (link.as_mut(), until)
+                    && next.position.0 >= u
+                {
+                    l.backfill_until = None;
+                    *reader = None;
+                    return Ok(None);
+                }
                 let r = match reader {
                     Some(r) => r,
                     None => {
@@ -323,7 +456,13 @@ impl Subscription {
                 };
                 let pending = &mut self.pending;
                 let every = *checkpoint_every;
+                let mut reached = false;
                 r.for_each_view(|v| {
+                    if until.is_some_and(|u| v.position.0 >= u) {
+                        // The hub delivers this one.
+                        reached = true;
+                        return std::ops::ControlFlow::Break(());
+                    }
                     *next = v.resume_token();
                     match filter {
                         Some(f) if !f.matches_event(&v) => {
@@ -342,7 +481,11 @@ impl Subscription {
                         }
                     }
                 })?;
-                if pending.is_empty() {
+                if let (true, Some(u), Some(l)) = (reached, until, link.as_mut()) {
+                    *next = ResumeToken::at(Position(u));
+                    l.backfill_until = None;
+                    *reader = None;
+                } else if pending.is_empty() {
                     // The reader reached the end it was made with: go on from the next
                     // append with a new one.
                     *next = ResumeToken::at(r.next_position());
@@ -361,6 +504,12 @@ impl Subscription {
                 Ok(self.pending.is_empty().then_some(visible))
             }
         }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.leave_hub(None);
     }
 }
 
