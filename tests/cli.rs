@@ -1627,3 +1627,71 @@ fn serve_refuses_bad_tls_and_users_files_with_exit_2() {
         assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
     }
 }
+
+#[test]
+fn a_scavenge_killed_with_sigkill_loses_nothing_live_and_the_next_one_finishes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let d = dir.to_str().unwrap();
+    {
+        let store = streamlog::Store::open_with(
+            &dir,
+            streamlog::Options::default().with_segment_size_bytes(64 * 1024),
+        )
+        .unwrap();
+        for i in 0..4000u64 {
+            let s = if i % 2 == 0 { "keep" } else { "drop" };
+            store
+                .append(
+                    s,
+                    streamlog::ExpectedVersion::Any,
+                    [streamlog::NewEvent::new("E", format!("{i:0>100}"))],
+                )
+                .unwrap();
+        }
+        store
+            .tombstone_stream("drop", streamlog::ExpectedVersion::Any)
+            .unwrap();
+        store.close().unwrap();
+    }
+    let before = String::from_utf8(streamlog(&["read", d, "keep"]).stdout).unwrap();
+    for delay_ms in [50u64, 150, 400] {
+        // Paced to about 1 MB/s, so that the kill lands in the middle of it.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+            .args(["scavenge", d, "--max-bytes-per-s", "1M"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(
+            String::from_utf8(streamlog(&["read", d, "keep"]).stdout).unwrap(),
+            before,
+            "killed after {delay_ms} ms"
+        );
+        let o = streamlog(&["verify", d]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    let o = streamlog(&["scavenge", d]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        String::from_utf8(streamlog(&["read", d, "keep"]).stdout).unwrap(),
+        before
+    );
+    let o = streamlog(&["verify", d]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let info = String::from_utf8(streamlog(&["info", d]).stdout).unwrap();
+    assert!(info.contains("\"reclaimable_events\":0"), "{info}");
+}

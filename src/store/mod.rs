@@ -46,7 +46,7 @@ pub use options::{Clock, Durability, MAX_SEGMENT_SIZE_BYTES, MIN_SEGMENT_SIZE_BY
 pub use read::{AllEvents, StreamEvents};
 pub(crate) use report::count_and_check_versions;
 pub use report::{RecoveryReport, StoreInfo};
-pub use scavenge::{ScavengeOptions, ScavengeReport};
+pub use scavenge::{SCAVENGE_MARKER, ScavengeOptions, ScavengeReport};
 pub use time::AsOf;
 pub use upcast::{Upcast, Upcasters};
 

@@ -25,7 +25,7 @@ use crate::segment::{FrameBytes, Segment};
 /// The file whose presence says a scavenge was under way: an open that finds it rebuilds
 /// the index (derived data) from the segments, since the crash may have come between a
 /// segment's switch and the index's rewrite.
-pub(crate) const SCAVENGE_MARKER: &str = "SCAVENGING";
+pub const SCAVENGE_MARKER: &str = "SCAVENGING";
 
 /// What to do in a scavenge ([`Store::scavenge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
