@@ -129,9 +129,23 @@ impl<'a> Decider<'a> {
     fn fate(&mut self, stream: &str) -> Result<&mut StreamFate> {
         if !self.streams.contains_key(stream) {
             let rule = self.inner.registry.rule_at(stream, self.visible);
+            // The stream's latest append as the writer sees it (appends go on meanwhile):
+            // looking for the last one below a fixed end would pass over every append
+            // made since, one index lookup each.
+            let written = self.inner.log.written();
             let last = self
                 .inner
-                .resolve_visible(stream, u64::MAX, self.visible)?
+                .resolve(stream, u64::MAX, |pos| {
+                    // Appends still in the writer's buffer are indexed already.
+                    if pos >= written {
+                        return Ok(None);
+                    }
+                    match self.inner.frame_at(pos, written) {
+                        Ok(frame) => Ok(Some(frame)),
+                        Err(Error::Scavenged { .. }) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })?
                 .map(|f| f.entry);
             let retention = match rule {
                 None => None,
@@ -291,9 +305,16 @@ impl Store {
         }
         let _one = inner.scavenging.lock();
         // The active segment is sealed (and so rewritten below) when it holds dead events.
+        // The end first, then the segment: appends may start a new segment meanwhile, and
+        // a segment sealed since ends where its file does.
+        let visible = inner.visible();
         if let Some(active) = inner.log.segments().last() {
             let mut decider = Decider::new(inner);
-            let end = inner.visible().saturating_sub(active.base());
+            let end = match active.sealed_end() {
+                Some(sealed) => sealed.min(visible),
+                None => visible,
+            }
+            .saturating_sub(active.base());
             let mut unthrottled = Throttle::new(None);
             if plan_segment(&mut decider, inner, active, end, &mut unthrottled)?.events_removed > 0
             {
@@ -372,7 +393,11 @@ impl Store {
             let end = if sealed {
                 seg.logical_len()?
             } else {
-                visible.saturating_sub(seg.base())
+                match seg.sealed_end() {
+                    Some(sealed) => sealed.min(visible),
+                    None => visible,
+                }
+                .saturating_sub(seg.base())
             };
             let plan = plan_segment(&mut decider, inner, seg, end, &mut throttle)?;
             done = done.saturating_add(plan.read_bytes);
