@@ -580,6 +580,25 @@ impl Segment {
     }
 }
 
+/// Decodes and checks (CRC, its position) the frame at `start` of a decoded block of a
+/// rewritten segment, which must be at `position`; returns its header and length.
+fn check_frame_in_block(
+    raw: &[u8],
+    start: usize,
+    position: u64,
+) -> std::result::Result<(FrameHeader, usize), DecodeError> {
+    let header = format::decode_frame_header(raw.get(start..).unwrap_or_default())?;
+    let len = usize::try_from(header.frame_len()).map_err(|_| DecodeError::Invalid("length"))?;
+    let bytes = raw
+        .get(start..start.saturating_add(len))
+        .ok_or(DecodeError::Truncated {
+            needed: header.frame_len(),
+            available: raw.len().saturating_sub(start) as u64,
+        })?;
+    format::check_frame(&header, bytes, position)?;
+    Ok((header, len))
+}
+
 /// Sequential access to a segment's bytes.
 #[derive(Debug)]
 pub struct SegmentReader {
@@ -941,16 +960,7 @@ impl SegmentReader {
             let Some(start) = compact::find_in_block(&raw, b.first_position, position)? else {
                 return Ok(None);
             };
-            let header = format::decode_frame_header(raw.get(start..).unwrap_or_default())?;
-            let len =
-                usize::try_from(header.frame_len()).map_err(|_| DecodeError::Invalid("length"))?;
-            let bytes =
-                raw.get(start..start.saturating_add(len))
-                    .ok_or(DecodeError::Truncated {
-                        needed: header.frame_len(),
-                        available: raw.len().saturating_sub(start) as u64,
-                    })?;
-            format::check_frame(&header, bytes, position)?;
+            let (header, len) = check_frame_in_block(&raw, start, position)?;
             Ok(Some((header, start, len)))
         })();
         Ok(match found {
@@ -1075,16 +1085,7 @@ impl SegmentReader {
                 if position >= end_p {
                     break;
                 }
-                let checked = format::decode_frame_header(raw.get(start..).unwrap_or_default())
-                    .and_then(|header| {
-                        let len = usize::try_from(header.frame_len())
-                            .map_err(|_| DecodeError::Invalid("length"))?;
-                        let bytes = raw
-                            .get(start..start.saturating_add(len))
-                            .unwrap_or_default();
-                        format::check_frame(&header, bytes, position)?;
-                        Ok((header, len))
-                    });
+                let checked = check_frame_in_block(&raw, start, position);
                 match checked {
                     Ok((header, len)) => {
                         let bytes = FrameBytes {
