@@ -72,6 +72,9 @@ pub struct Peer {
     pub scan_note: Option<&'static str>,
     /// Whether a copy of the files taken while open can be opened (W5 crash).
     pub crash_copy: bool,
+    /// What a reader of the report must know to read this peer's figures, if anything;
+    /// printed only when the peer is in the run.
+    pub note: Option<&'static str>,
 }
 
 impl Peer {

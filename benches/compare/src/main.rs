@@ -114,6 +114,11 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let started = Instant::now();
     let mut report = Report::new(&args, &scratch, cold.is_ok());
+    report.notes = peers
+        .iter()
+        .filter_map(|p| Some((p.name.to_string(), p.note?)))
+        .collect();
+    report.left_out = engines::left_out();
 
     eprintln!("raw baseline …");
     let raw = run_raw(&args, &scratch, cold.is_ok())?;

@@ -93,6 +93,12 @@ pub struct Report {
     pub command: String,
     pub machine: Vec<(String, String)>,
     pub cold: bool,
+    /// Bytes of data per event in this run.
+    pub event_size: usize,
+    /// Notes on peers, by name; printed for the peers that have figures in the tables.
+    pub notes: Vec<(String, &'static str)>,
+    /// Peers this binary was built without, and why.
+    pub left_out: Vec<(&'static str, &'static str)>,
     pub tables: Vec<Table>,
     pub sizes: Vec<(String, Result<u64, String>)>,
     pub elapsed: Duration,
@@ -105,11 +111,13 @@ impl Report {
             "cargo run --release -p streamlog-compare -- {}",
             argv.join(" ")
         );
-        let _ = args;
         Report {
             command: command.trim_end().to_string(),
             machine: machine(scratch),
             cold,
+            event_size: args.event_size,
+            notes: Vec::new(),
+            left_out: Vec::new(),
             tables: Vec::new(),
             sizes: Vec::new(),
             elapsed: Duration::ZERO,
@@ -143,11 +151,12 @@ impl Report {
             let _ = writeln!(m, "- {k}: {v}");
         }
         let _ = writeln!(m);
+        self.in_this_run(&mut m);
         let _ = writeln!(
             m,
             "## How to read the tables\n\n\
              - Every engine stores the same logical events (stream, version, global position, \
-             type, 150 B of data by default). Key-value engines keep each event under \
+             type, {} B of data in this run). Key-value engines keep each event under \
              (stream, version) and a commit-order key (position → stream key); see \
              `benches/compare/src/engine.rs`. streamlog also stores a 16-byte id and a timestamp \
              per event that the peers do not.\n\
@@ -158,16 +167,21 @@ impl Report {
              - **Durability** is what the engine's setting really gives. Engines marked \
              **not durable** can lose acknowledged appends in a machine crash however they are \
              called; they are listed but do not count as durable peers in the targets below.\n\
-             - okaywal is a write-ahead log in front of another store: after recovery it \
-             has handed its entries to the application and keeps no readable data or index, \
-             so its W5 figures are not comparable with stores that can serve reads once open.\n\
-             - Cold reads: {}.\n",
+             - Cold reads: {}.",
+            self.event_size,
             if self.cold {
                 "the page cache is dropped with `echo 3 > /proc/sys/vm/drop_caches` after reopening"
             } else {
                 "cold not measurable here (the page cache cannot be dropped)"
             }
         );
+        let engines = self.engines();
+        for (peer, note) in &self.notes {
+            if engines.contains(&peer.as_str()) {
+                let _ = writeln!(m, "- {note}");
+            }
+        }
+        let _ = writeln!(m);
         let _ = writeln!(m, "![speed relative to the raw baseline](compare.svg)\n");
         self.targets(&mut m);
         for t in &self.tables {
@@ -231,6 +245,66 @@ impl Report {
             );
         }
         m
+    }
+
+    /// The engines with a row in any table, in the order of the tables' rows.
+    fn engines(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for c in self.tables.iter().flat_map(|t| &t.cells) {
+            if !out.contains(&c.peer.as_str()) {
+                out.push(&c.peer);
+            }
+        }
+        out
+    }
+
+    /// Which workloads and engines this run holds, and which figures it lacks, all read
+    /// from the tables (so the text cannot disagree with them).
+    fn in_this_run(&self, m: &mut String) {
+        let ids: Vec<&str> = self.tables.iter().map(|t| t.id).collect();
+        let engines = self.engines();
+        let _ = writeln!(m, "## In this run\n");
+        let _ = writeln!(
+            m,
+            "- Workloads ({}): {}.",
+            ids.len(),
+            if ids.is_empty() {
+                "none".to_string()
+            } else {
+                ids.join(", ")
+            }
+        );
+        let _ = writeln!(
+            m,
+            "- Engines ({}): {}; each table also has the raw baseline.",
+            engines.len(),
+            if engines.is_empty() {
+                "none".to_string()
+            } else {
+                engines.join(", ")
+            }
+        );
+        for (peer, why) in &self.left_out {
+            let _ = writeln!(m, "- Not in this run: {peer}, {why}.");
+        }
+        // Missing figures, grouped by engine and reason.
+        for peer in &engines {
+            let mut reasons: Vec<(String, Vec<&str>)> = Vec::new();
+            for t in &self.tables {
+                for c in t.cells.iter().filter(|c| c.peer == *peer) {
+                    if let Err(why) = &c.value {
+                        match reasons.iter_mut().find(|(w, _)| w == why) {
+                            Some((_, tables)) => tables.push(t.id),
+                            None => reasons.push((why.clone(), vec![t.id])),
+                        }
+                    }
+                }
+            }
+            for (why, tables) in reasons {
+                let _ = writeln!(m, "- No figure for {peer} in {}: {why}.", tables.join(", "));
+            }
+        }
+        let _ = writeln!(m);
     }
 
     /// The targets streamlog is held to, each checked against this run's figures.
@@ -544,6 +618,9 @@ mod tests {
             command: "cargo run --release -p streamlog-compare".into(),
             machine: Vec::new(),
             cold: false,
+            event_size: 150,
+            notes: vec![("okaywal".into(), "okaywal is a write-ahead log.")],
+            left_out: Vec::new(),
             tables: ids
                 .iter()
                 .map(|id| {
@@ -570,5 +647,37 @@ mod tests {
         assert!(!with.contains(missing), "{with}");
         let without = report(&["W1"]).markdown();
         assert!(without.contains(missing), "{without}");
+    }
+
+    #[test]
+    fn workloads_engines_and_missing_figures_are_read_from_the_tables() {
+        let mut r = report(&["W1", "W3 warm"]);
+        r.tables[1].cells.push(Cell {
+            peer: "okaywal".into(),
+            label: String::new(),
+            durable: true,
+            value: Err("n/a: no index".into()),
+        });
+        r.left_out.push(("RocksDB", "built without it"));
+        let text = r.markdown();
+        assert!(text.contains("- Workloads (2): W1, W3 warm."), "{text}");
+        assert!(
+            text.contains("- Engines (2): streamlog, okaywal;"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- Not in this run: RocksDB, built without it."),
+            "{text}"
+        );
+        assert!(
+            text.contains("- No figure for okaywal in W3 warm: n/a: no index."),
+            "{text}"
+        );
+        assert!(text.contains("- okaywal is a write-ahead log."), "{text}");
+        assert!(text.contains("150 B of data in this run"), "{text}");
+        // A peer's note is printed only when the peer is in the run.
+        let alone = report(&["W1"]).markdown();
+        assert!(!alone.contains("write-ahead log"), "{alone}");
+        assert!(alone.contains("- Engines (1): streamlog;"), "{alone}");
     }
 }

@@ -19,6 +19,7 @@ pub const PEER: Peer = Peer {
     stream_read_note: Some("full scan filtered by stream (no per-stream index)"),
     scan_note: None,
     crash_copy: true,
+    note: Some("commitlog has no per-stream index: its W3 is a full scan filtered by stream."),
 };
 
 /// How much one read of the log returns.

@@ -10,6 +10,7 @@ mod rocksdb;
 mod sled;
 mod sqlite;
 mod streamlog;
+mod umadb;
 
 use crate::engine::Peer;
 
@@ -25,8 +26,21 @@ pub fn all() -> Vec<Peer> {
         sled::PEER,
         okaywal::PEER,
         commitlog::PEER,
+        umadb::PEER,
     ];
     #[cfg(feature = "rocksdb")]
     peers.push(rocksdb::PEER);
     peers
+}
+
+/// Peers with a driver here that this binary was built without, and why.
+pub fn left_out() -> Vec<(&'static str, &'static str)> {
+    #[allow(unused_mut)]
+    let mut out = Vec::new();
+    #[cfg(not(feature = "rocksdb"))]
+    out.push((
+        "RocksDB",
+        "built without the `rocksdb` feature (a default feature; it needs libclang and a C++ compiler)",
+    ));
+    out
 }

@@ -27,6 +27,9 @@ pub const PEER: Peer = Peer {
         "n/a: a WAL; recovery hands each entry to the manager once, then checkpoints it away (no read-back API)",
     ),
     crash_copy: true,
+    note: Some(
+        "okaywal is a write-ahead log in front of another store: after recovery it has handed its entries to the application and keeps no readable data or index, so its W5 figures are not comparable with stores that can serve reads once open.",
+    ),
 };
 
 type Positions = Arc<Mutex<Vec<LogPosition>>>;

@@ -17,6 +17,7 @@ pub const PEER: Peer = Peer {
     stream_read_note: None,
     scan_note: Some("commit-order keys, one lookup per event"),
     crash_copy: true,
+    note: None,
 };
 
 const EVENTS: TableDefinition<'_, &[u8], &[u8]> = TableDefinition::new("events");

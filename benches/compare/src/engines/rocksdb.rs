@@ -1,13 +1,14 @@
-//! RocksDB (opt-in feature `rocksdb`): stream keys and commit-order keys in the default
-//! column family.
+//! RocksDB (the `rocksdb` feature, on by default; building it needs libclang for its
+//! bindings and a C++ compiler): stream keys, commit-order keys and snapshot records in the
+//! default column family.
 
 use std::path::Path;
 
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
 use crate::engine::{
-    Engine, Mode, Peer, Seen, Sequencer, encode_value, position_key, stream_key, stream_prefix,
-    value_data, version_of_key,
+    Engine, Mode, Peer, Seen, Sequencer, decode_snapshot, encode_snapshot, encode_value,
+    position_key, snapshot_key, stream_key, stream_prefix, visit_by_position, visit_stream,
 };
 
 pub const PEER: Peer = Peer {
@@ -18,6 +19,7 @@ pub const PEER: Peer = Peer {
     stream_read_note: None,
     scan_note: Some("commit-order keys, one lookup per event"),
     crash_copy: true,
+    note: None,
 };
 
 struct Rocks {
@@ -61,45 +63,32 @@ impl Engine for Rocks {
     ) -> anyhow::Result<u64> {
         let prefix = stream_prefix(stream);
         let start = stream_key(stream, from);
-        let mut n = 0;
-        for kv in self
+        let kvs = self
             .db
             .iterator(IteratorMode::From(&start, Direction::Forward))
-        {
-            let (k, v) = kv?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            f(Seen {
-                version: version_of_key(&k)?,
-                data: value_data(&v)?,
-            });
-            n += 1;
-        }
-        Ok(n)
+            .take_while(|kv| !matches!(kv, Ok((k, _)) if !k.starts_with(&prefix)));
+        visit_stream(kvs, f)
+    }
+
+    fn save_snapshot(&self, stream: &str, version: u64, state: &[u8]) -> anyhow::Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.mode == Mode::Durable);
+        self.db
+            .put_opt(snapshot_key(stream), encode_snapshot(version, state), &wo)?;
+        Ok(())
+    }
+
+    fn latest_snapshot(&self, stream: &str) -> anyhow::Result<Option<(u64, Vec<u8>)>> {
+        let v = self.db.get(snapshot_key(stream))?;
+        v.map(|v| decode_snapshot(&v)).transpose()
     }
 
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64> {
-        let mut n = 0;
-        for kv in self
+        let positions = self
             .db
             .iterator(IteratorMode::From(b"P", Direction::Forward))
-        {
-            let (k, key) = kv?;
-            if !k.starts_with(b"P") {
-                break;
-            }
-            let v = self
-                .db
-                .get(&key)?
-                .ok_or_else(|| anyhow::anyhow!("dangling position key"))?;
-            f(Seen {
-                version: version_of_key(&key)?,
-                data: value_data(&v)?,
-            });
-            n += 1;
-        }
-        Ok(n)
+            .take_while(|kv| !matches!(kv, Ok((k, _)) if !k.starts_with(b"P")));
+        visit_by_position(positions, |key| Ok(self.db.get(key)?), f)
     }
 
     fn sync(&self) -> anyhow::Result<()> {

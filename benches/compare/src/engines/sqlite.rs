@@ -15,6 +15,7 @@ pub const PEER: Peer = Peer {
     stream_read_note: None,
     scan_note: Some("ORDER BY position over an index on position"),
     crash_copy: true,
+    note: None,
 };
 
 struct Sqlite {
