@@ -25,6 +25,8 @@ use crate::{CliError, CliResult, progress_bar};
 const MAX_WRITERS: usize = 4096;
 /// The interval of `--durability periodic`.
 const PERIODIC_INTERVAL: Duration = Duration::from_millis(100);
+/// Bytes of zeros written at a time when the sync baseline preallocates its file.
+const PREALLOCATE_CHUNK_BYTES: usize = 1 << 20;
 /// Events appended when `--events` is not given, buffered or periodic.
 const DEFAULT_EVENTS: u64 = 1_000_000;
 /// Events appended when `--events` is not given, sync: at one fdatasync per append of 100
@@ -128,12 +130,6 @@ impl BenchArgs {
             return Err(CliError::Usage(format!(
                 "--event-size must be at most {} (the store's max_event_bytes)",
                 limits.max_event_bytes
-            )));
-        }
-        if self.batch > limits.max_events_per_append as u64 {
-            return Err(CliError::Usage(format!(
-                "--batch must be at most {} (the store's max_events_per_append)",
-                limits.max_events_per_append
             )));
         }
         // The largest append: a full batch to the longest stream name.
@@ -323,8 +319,15 @@ fn run_baseline(
     let mut file = File::create(&path).map_err(|e| io("create", e))?;
     let result = (|| -> CliResult<Baseline> {
         if durability == DurabilityArg::Sync {
-            let zeros = vec![0u8; usize::try_from(bytes).unwrap_or(0)];
-            file.write_all(&zeros).map_err(|e| io("preallocate", e))?;
+            // In chunks: a large --events must not need its whole size in memory.
+            let zeros = vec![0u8; PREALLOCATE_CHUNK_BYTES];
+            let mut left = bytes;
+            while left > 0 {
+                let n = usize::try_from(left).map_or(zeros.len(), |l| l.min(zeros.len()));
+                file.write_all(&zeros[..n])
+                    .map_err(|e| io("preallocate", e))?;
+                left -= n as u64;
+            }
             file.sync_all().map_err(|e| io("sync", e))?;
             file.seek(SeekFrom::Start(0)).map_err(|e| io("seek", e))?;
         }
