@@ -47,6 +47,7 @@ fn codec(c: &mut Criterion) {
         stream: "account-42",
         first_version: 0,
         events: &records,
+        checkpoint: None,
     };
     format::encode_events_frame(&mut frame, 4096, 0, &events);
     let mut g = c.benchmark_group("codec");

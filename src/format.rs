@@ -16,10 +16,11 @@ use le::Reader;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
-/// Current on-disk format version written into segment headers (3: rewritten segments
-/// exist; a segment of the log is laid out as in version 2 unless its kind is
+/// Current on-disk format version written into segment headers (4: an events frame may
+/// carry a consumer checkpoint after its events, [`EVENTS_FLAG_CHECKPOINT`]; 3: rewritten
+/// segments exist; a segment of the log is laid out as in version 2 unless its kind is
 /// [`compact::SEGMENT_KIND_COMPACTED`]).
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// The oldest format version this build reads (and appends after: see `docs/format.md`).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Segment file kind: a segment of the event log.
@@ -52,6 +53,33 @@ const SCHEMA_VERSION_LEN: usize = 4;
 /// each record carries a schema version (format 2). Events frames of format 1 have no
 /// flag; every events frame this build writes has it.
 pub const EVENTS_FLAG_COMMITTED: u8 = 0x01;
+/// Flag of an events frame (format 4): a consumer checkpoint follows the last event
+/// record ([`CheckpointTrailer`]), saved by the same atomic write as the events. Only
+/// with [`EVENTS_FLAG_COMMITTED`].
+pub const EVENTS_FLAG_CHECKPOINT: u8 = 0x02;
+/// Longest checkpoint name a trailer holds (the names of `checkpoints/<name>` files).
+pub const MAX_CHECKPOINT_NAME_LEN: usize = 128;
+/// Fixed part of a checkpoint trailer: name length, position, skip.
+const CHECKPOINT_TRAILER_FIXED: usize = 1 + 8 + 4;
+
+/// A consumer checkpoint carried by an events frame: the consumer `name` has handled
+/// everything before the resume token (`position`, `skip`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointTrailer<'a> {
+    /// The checkpoint's name (1 to [`MAX_CHECKPOINT_NAME_LEN`] bytes).
+    pub name: &'a str,
+    /// The resume token's append position.
+    pub position: u64,
+    /// The resume token's count of events of that append already handled.
+    pub skip: u32,
+}
+
+impl CheckpointTrailer<'_> {
+    /// Encoded size of the trailer.
+    pub fn encoded_len(&self) -> u64 {
+        (CHECKPOINT_TRAILER_FIXED as u64).saturating_add(self.name.len() as u64)
+    }
+}
 
 /// Why bytes could not be decoded. Displayed as the `reason` of `Error::Corrupted`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +253,8 @@ pub struct FrameHeader {
     pub crc: u32,
     /// What the body holds.
     pub kind: FrameKind,
-    /// Flags: `EVENTS_FLAG_COMMITTED` on events frames of format 2, otherwise 0.
+    /// Flags: `EVENTS_FLAG_COMMITTED` on events frames of format 2 and later,
+    /// `EVENTS_FLAG_CHECKPOINT` on those that carry a checkpoint; otherwise 0.
     pub flags: u8,
     /// The frame's own logical position.
     pub position: u64,
@@ -237,6 +266,11 @@ impl FrameHeader {
     /// Whether this events frame has format 2's layout (commit time, schema versions).
     pub fn is_committed_layout(&self) -> bool {
         self.flags & EVENTS_FLAG_COMMITTED != 0
+    }
+
+    /// Whether this events frame carries a consumer checkpoint after its events (format 4).
+    pub fn has_checkpoint(&self) -> bool {
+        self.flags & EVENTS_FLAG_CHECKPOINT != 0
     }
 
     /// Total frame length: header plus body.
@@ -260,11 +294,16 @@ pub fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, DecodeError> {
     let kind = FrameKind::from_byte(r.u8()?)?;
     let flags = r.u8()?;
     let allowed = match kind {
-        FrameKind::Events => EVENTS_FLAG_COMMITTED,
+        FrameKind::Events => EVENTS_FLAG_COMMITTED | EVENTS_FLAG_CHECKPOINT,
         FrameKind::Checkpoint | FrameKind::Snapshot | FrameKind::Padding | FrameKind::Record => 0,
     };
     if flags & !allowed != 0 {
         return Err(DecodeError::Invalid("frame flags"));
+    }
+    if flags & EVENTS_FLAG_CHECKPOINT != 0 && flags & EVENTS_FLAG_COMMITTED == 0 {
+        return Err(DecodeError::Invalid(
+            "checkpoint flag on an events frame of format 1's layout",
+        ));
     }
     if r.u16()? != 0 {
         return Err(DecodeError::Invalid("frame header reserved bytes"));
@@ -419,6 +458,8 @@ pub struct EventsFrame<'a> {
     pub first_version: u64,
     /// The events (1 or more).
     pub events: &'a [EventRecord<'a>],
+    /// A consumer checkpoint saved with the events (format 4; only with a commit time).
+    pub checkpoint: Option<CheckpointTrailer<'a>>,
 }
 
 /// Appends an events frame to `out`. The caller has checked the
@@ -430,7 +471,7 @@ pub fn encode_events_frame(
     watermark: u64,
     frame: &EventsFrame<'_>,
 ) -> Encoded {
-    let flags = match frame.committed_at_us {
+    let mut flags = match frame.committed_at_us {
         Some(_) => EVENTS_FLAG_COMMITTED,
         None => 0,
     };
@@ -439,7 +480,13 @@ pub fn encode_events_frame(
         stream,
         first_version,
         events,
+        checkpoint,
     } = *frame;
+    // Format 1's layout has no room for a checkpoint: the caller never asks for both.
+    let checkpoint = checkpoint.filter(|_| committed_at_us.is_some());
+    if checkpoint.is_some() {
+        flags |= EVENTS_FLAG_CHECKPOINT;
+    }
     encode_frame(out, FrameKind::Events, flags, position, watermark, |b| {
         if let Some(t) = committed_at_us {
             b.extend_from_slice(&t.to_le_bytes());
@@ -460,6 +507,12 @@ pub fn encode_events_frame(
             b.extend_from_slice(e.metadata);
             b.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
             b.extend_from_slice(e.data);
+        }
+        if let Some(c) = checkpoint {
+            b.push(u8::try_from(c.name.len()).unwrap_or(u8::MAX));
+            b.extend_from_slice(c.name.as_bytes());
+            b.extend_from_slice(&c.position.to_le_bytes());
+            b.extend_from_slice(&c.skip.to_le_bytes());
         }
     })
 }
@@ -508,6 +561,8 @@ pub struct EventsBody<'a> {
     pub first_version: u64,
     /// The events, in version order.
     pub events: Vec<EventRecord<'a>>,
+    /// The consumer checkpoint saved with the events, if any (format 4).
+    pub checkpoint: Option<CheckpointTrailer<'a>>,
 }
 
 /// The commit time of an events frame (format 2), without decoding its events; `None`
@@ -604,6 +659,20 @@ pub fn decode_events_body<'b>(
             data,
         });
     }
+    let checkpoint = if header.has_checkpoint() {
+        let name_len = usize::from(r.u8()?);
+        if name_len == 0 || name_len > MAX_CHECKPOINT_NAME_LEN {
+            return Err(DecodeError::Invalid("checkpoint name length"));
+        }
+        let name = r.str(name_len, "checkpoint name is not UTF-8")?;
+        Some(CheckpointTrailer {
+            name,
+            position: r.u64()?,
+            skip: r.u32()?,
+        })
+    } else {
+        None
+    };
     if r.remaining() != 0 {
         return Err(DecodeError::Invalid("trailing bytes after the last event"));
     }
@@ -612,6 +681,7 @@ pub fn decode_events_body<'b>(
         stream,
         first_version,
         events,
+        checkpoint,
     })
 }
 
@@ -741,6 +811,7 @@ mod tests {
                 stream: "account-42",
                 first_version: 3,
                 events: &events,
+                checkpoint: None,
             },
         );
         let len = encoded.len;
@@ -796,13 +867,64 @@ mod tests {
             stream: "s",
             first_version: 0,
             events: &events,
+            checkpoint: None,
         };
         encode_events_frame(&mut buf, 64, 64, &frame);
-        buf[13] |= 0x02;
+        buf[13] |= 0x04;
         assert_eq!(
             decode_frame_header(&buf),
             Err(DecodeError::Invalid("frame flags"))
         );
+        buf[13] = EVENTS_FLAG_CHECKPOINT;
+        assert!(decode_frame_header(&buf).is_err());
+    }
+
+    #[test]
+    fn a_checkpoint_trailer_round_trips_and_its_damage_is_refused() {
+        let events = [record("T", b"x"), record("U", b"yy")];
+        let checkpoint = CheckpointTrailer {
+            name: "invoicer",
+            position: 4096,
+            skip: 1,
+        };
+        let frame = EventsFrame {
+            committed_at_us: Some(7),
+            stream: "s",
+            first_version: 3,
+            events: &events,
+            checkpoint: Some(checkpoint),
+        };
+        let mut buf = Vec::new();
+        let encoded = encode_events_frame(&mut buf, 64, 0, &frame);
+        assert_eq!(
+            encoded.len as u64,
+            FRAME_HEADER_LEN as u64 + events_body_len("s", &events) + checkpoint.encoded_len()
+        );
+        let header = decode_frame_header(&buf).unwrap();
+        assert!(header.has_checkpoint() && header.is_committed_layout());
+        check_frame(&header, &buf, 64).unwrap();
+        let body = decode_events_body(&header, &buf[FRAME_HEADER_LEN..]).unwrap();
+        assert_eq!(body.checkpoint, Some(checkpoint));
+        assert_eq!(body.events.len(), 2);
+        // A trailer cut short, a bad name length, a byte too many: refused.
+        let body_bytes = &buf[FRAME_HEADER_LEN..];
+        assert!(decode_events_body(&header, &body_bytes[..body_bytes.len() - 1]).is_err());
+        let mut longer = body_bytes.to_vec();
+        longer.push(0);
+        assert!(decode_events_body(&header, &longer).is_err());
+        let name_len_at = body_bytes.len() - 12 - checkpoint.name.len() - 1;
+        for bad in [0u8, 200] {
+            let mut b = body_bytes.to_vec();
+            b[name_len_at] = bad;
+            assert!(
+                decode_events_body(&header, &b).is_err(),
+                "name length {bad}"
+            );
+        }
+        // Without the flag, the trailer is trailing bytes.
+        let mut plain = header;
+        plain.flags = EVENTS_FLAG_COMMITTED;
+        assert!(decode_events_body(&plain, body_bytes).is_err());
     }
 
     #[test]
@@ -855,6 +977,7 @@ mod tests {
                     stream: "s",
                     first_version: 0,
                     events: &[record("T", b"payload")],
+                    checkpoint: None,
                 },
             );
             for bit in 0..buf.len() * 8 {
@@ -940,7 +1063,7 @@ mod tests {
                     .map(|e| EventRecord { schema_version: if committed_at_us.is_some() { e.schema_version } else { 0 }, ..*e })
                     .collect();
                 let mut buf = Vec::new();
-                let frame = EventsFrame { committed_at_us, stream: &stream, first_version: first, events: &events };
+                let frame = EventsFrame { committed_at_us, stream: &stream, first_version: first, events: &events, checkpoint: None };
                 encode_events_frame(&mut buf, 4096, 0, &frame);
                 let h = decode_frame_header(&buf).unwrap();
                 check_frame(&h, &buf, 4096).unwrap();

@@ -1146,6 +1146,7 @@ mod tests {
             stream: "s",
             first_version: 0,
             events: &[e],
+            checkpoint: None,
         };
         encode_events_frame(&mut out, position, 0, &frame);
         out

@@ -119,12 +119,12 @@ fn a_segment_of_a_newer_format_is_refused_and_left_as_it_is() {
     let tmp = tempfile::tempdir().unwrap();
     filled_store(tmp.path());
     let seg = event_segment(tmp.path());
-    set_version(&seg, 4, Some(28));
+    set_version(&seg, 5, Some(28));
     // The only (so the last) segment: not mistaken for a torn creation and removed.
-    assert_refused_untouched(tmp.path(), &seg, 4, 3);
+    assert_refused_untouched(tmp.path(), &seg, 5, 4);
     let err = Store::open(tmp.path()).unwrap_err().to_string();
     assert!(err.contains("newer streamlog"), "{err}");
-    assert!(err.contains("format version 4"), "{err}");
+    assert!(err.contains("format version 5"), "{err}");
     // verify refuses too rather than call it damage.
     assert!(matches!(
         streamlog::inspect::verify_dir(tmp.path(), |_| {}),
@@ -136,7 +136,7 @@ fn a_segment_of_a_newer_format_is_refused_and_left_as_it_is() {
 fn a_newer_version_in_a_header_whose_crc_fails_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     filled_store(tmp.path());
-    set_version(&event_segment(tmp.path()), 4, None);
+    set_version(&event_segment(tmp.path()), 5, None);
     assert!(matches!(
         Store::open_with(tmp.path(), options().with_read_only(true)),
         Err(Error::Corrupted { .. })
@@ -166,6 +166,6 @@ fn a_snapshot_segment_of_a_newer_format_is_not_discarded() {
     let tmp = tempfile::tempdir().unwrap();
     filled_store(tmp.path());
     let seg = snapshot_segment(tmp.path());
-    set_version(&seg, 4, Some(28));
-    assert_refused_untouched(tmp.path(), &seg, 4, 3);
+    set_version(&seg, 5, Some(28));
+    assert_refused_untouched(tmp.path(), &seg, 5, 4);
 }

@@ -261,3 +261,68 @@ fn a_format_2_store_opens_reads_appends_and_scavenges() {
     assert!(v.is_clean(), "{v:?}");
     assert_eq!(store.read_stream("account-1", 0).unwrap().count(), 3);
 }
+
+#[test]
+fn a_format_3_store_with_rewritten_segments_opens_reads_appends_and_checkpoints() {
+    let (_tmp, dir) = copy_fixture("v3-store");
+    let old_segments: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect();
+    let check = |store: &Store| {
+        let events: Vec<RecordedEvent> = all(store)
+            .into_iter()
+            .filter(|e| !e.stream.starts_with('$'))
+            .collect();
+        let per = |s: &str| events.iter().filter(|e| &*e.stream == s).count();
+        // The scavenge kept account-0 whole (13 events, then one more after it), the
+        // last 3 of account-1, nothing of the deleted account-2 and account-3.
+        assert_eq!(per("account-0"), 14);
+        assert_eq!(per("account-1"), 3);
+        assert_eq!(per("account-2"), 0);
+        assert_eq!(per("account-3"), 0);
+        let last = events.last().unwrap();
+        assert_eq!(last.data, b"{\"amount\":7}".to_vec());
+        assert_eq!(last.version, 13);
+        // The named checkpoint, a version-1 file.
+        let token = store.checkpoint("projector").unwrap().unwrap();
+        assert_eq!(token.skip, 2);
+        let v = store.verify(|_| {}).unwrap();
+        assert!(v.is_clean(), "{v:?}");
+    };
+    {
+        let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
+        check(&store);
+        let info = store.info().unwrap();
+        assert!(info.physical_bytes < info.bytes, "{info:?}");
+    }
+    let store = Store::open_with(&dir, Options::default().with_segment_size_bytes(4096)).unwrap();
+    check(&store);
+    let before = store.checkpoint("projector").unwrap().unwrap();
+    // An append with a checkpoint (format 4) starts a new segment; the old ones keep
+    // their bytes.
+    let moved = ResumeToken::after(before.position, 2);
+    store
+        .append_and_checkpoint(
+            "account-0",
+            ExpectedVersion::Exact(13),
+            [NewEvent::new("Deposited", "{\"amount\":8}")],
+            "projector",
+            moved,
+        )
+        .unwrap();
+    assert_eq!(store.checkpoint("projector").unwrap(), Some(moved));
+    for (path, bytes) in &old_segments {
+        assert_eq!(&fs::read(path).unwrap(), bytes, "{}", path.display());
+    }
+    store.close().unwrap();
+    let store = Store::open(&dir).unwrap();
+    assert_eq!(store.checkpoint("projector").unwrap(), Some(moved));
+    assert_eq!(store.stream_version("account-0").unwrap(), Some(14));
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+}

@@ -477,6 +477,77 @@ fn reader_follows_a_live_writer(durability: Durability) {
 }
 
 #[test]
+fn a_followers_index_memory_stays_bounded_as_the_writer_flushes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = |o: Options| {
+        o.with_memtable_entries(64)
+            .with_memtable_log_bytes(16 * 1024)
+    };
+    let writer = Store::open_with(
+        tmp.path(),
+        // The writer flushes its memtable in the appending thread, as soon as it is due.
+        small(
+            Options::default()
+                .with_durability(Durability::Buffered)
+                .with_background_index_maintenance(false),
+        ),
+    )
+    .unwrap();
+    writer
+        .append("a", ExpectedVersion::Any, [ev("T", "0")])
+        .unwrap();
+    writer.sync().unwrap();
+    let reader =
+        Store::open_with(tmp.path(), small(Options::default().with_read_only(true))).unwrap();
+    let mut sub = reader.subscribe_all(SubscribeAll::from_start()).unwrap();
+    let mut seen = take_events(&mut sub, 1).len();
+    let mut most = 0;
+    for round in 0..20 {
+        for i in 0..100 {
+            writer
+                .append(
+                    &format!("s-{}", i % 7),
+                    ExpectedVersion::Any,
+                    [ev("T", "x")],
+                )
+                .unwrap();
+        }
+        writer.sync().unwrap();
+        seen += take_events(&mut sub, 100).len();
+        most = most.max(reader.info().unwrap().index_memory_entries);
+        eprintln!(
+            "round {round}: reader {:?} writer {:?}",
+            reader.info().unwrap(),
+            writer.info().unwrap()
+        );
+        assert!(
+            most <= 2 * 64 + 100,
+            "round {round}: {most} entries in the follower's memory"
+        );
+    }
+    assert_eq!(seen, 2001);
+    // Reads through the adopted tables see every event once.
+    for s in 0..7 {
+        let stream = format!("s-{s}");
+        let versions: Vec<u64> = reader
+            .read_stream(&stream, 0)
+            .unwrap()
+            .map(|e| e.unwrap().version)
+            .collect();
+        assert_eq!(
+            versions,
+            (0..versions.len() as u64).collect::<Vec<_>>(),
+            "{stream}"
+        );
+        assert_eq!(
+            reader.stream_version(&stream).unwrap(),
+            writer.stream_version(&stream).unwrap()
+        );
+    }
+    assert!(reader.info().unwrap().index_tables > 0);
+}
+
+#[test]
 fn a_read_only_open_follows_a_live_writer_under_sync() {
     reader_follows_a_live_writer(Durability::Sync);
 }

@@ -41,6 +41,7 @@ fn a_forged_frame_with_a_version_gap_is_reported() {
             stream: "s",
             first_version: 5,
             events: &records,
+            checkpoint: None,
         },
     );
     OpenOptions::new()

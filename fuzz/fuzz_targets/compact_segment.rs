@@ -87,6 +87,7 @@ fn round_trip(bytes: &[u8], level: u8) {
                 stream: "s",
                 first_version: i as u64,
                 events: std::slice::from_ref(&e),
+                checkpoint: None,
             },
         );
         // Every third frame is "removed": the positions skip it.

@@ -99,6 +99,7 @@ fn round_trip(header: &format::FrameHeader, body: &[u8], position: u64, watermar
             stream: decoded.stream,
             first_version: decoded.first_version,
             events: &decoded.events,
+            checkpoint: decoded.checkpoint,
         },
     );
     let frame = &out[3..];

@@ -167,6 +167,7 @@ fn assembled(input: &mut Input<'_>) {
                     stream,
                     first_version,
                     events: &events,
+                    checkpoint: None,
                 };
                 format::encode_events_frame(seg, position, wm, &frame);
                 if lie == 0xFE {

@@ -555,6 +555,7 @@ mod tests {
                 stream: "s",
                 first_version: 0,
                 events: std::slice::from_ref(&e),
+                checkpoint: None,
             },
         );
         out

@@ -229,6 +229,41 @@ impl Index {
         Ok(Ok((manifest, tables)))
     }
 
+    /// For a read-only handle that follows a live writer: takes in the tables the writer
+    /// has flushed since this handle loaded its manifest, when they cover no more of the
+    /// log than `followed` (what this handle has indexed), and drops the memtable entries
+    /// they hold, so that the memtable stays as small as the writer's. Returns whether it
+    /// did. A manifest or table that cannot be read now (a merge may have removed a table
+    /// between the two reads) is left for the next call.
+    ///
+    /// # Errors
+    /// I/O errors other than a missing file.
+    pub fn adopt_flushed(&self, followed: u64) -> Result<bool> {
+        let current = self.state.read().manifest.covered_position;
+        // The manifest alone first (a few bytes): most calls end here.
+        match Manifest::load(self.storage.as_ref(), &self.dir)? {
+            Some(Ok(m)) if m.covered_position > current && m.covered_position <= followed => {}
+            _ => return Ok(false),
+        }
+        let (manifest, tables) = match Self::load(self.storage.as_ref(), &self.dir)? {
+            Ok(loaded) => loaded,
+            Err(_) => return Ok(false),
+        };
+        if manifest.covered_position <= current || manifest.covered_position > followed {
+            return Ok(false);
+        }
+        let mut s = self.state.write();
+        if s.frozen.is_some() || s.manifest.covered_position != current {
+            return Ok(false);
+        }
+        let covered = manifest.covered_position;
+        s.memtable
+            .retain(|&(_, _, position), _| position >= covered);
+        s.tables = tables;
+        s.manifest = manifest;
+        Ok(true)
+    }
+
     /// Removes index files that the manifest does not name.
     fn remove_unlisted(&self) -> Result<Vec<PathBuf>> {
         let live: Vec<u64> = self.state.read().manifest.tables.clone();
@@ -320,6 +355,14 @@ impl Index {
     /// Entries in the memtable.
     pub fn memtable_len(&self) -> usize {
         self.state.read().memtable.len()
+    }
+
+    /// Entries in memory: the memtable and the frozen memtable waiting to be flushed.
+    pub fn memory_entries(&self) -> usize {
+        let s = self.state.read();
+        s.memtable
+            .len()
+            .saturating_add(s.frozen.as_ref().map_or(0, |f| f.entries.len()))
     }
 
     /// The log position below which every frame is in a frozen memtable or a table: the

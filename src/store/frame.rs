@@ -179,6 +179,7 @@ mod tests {
             stream: "s-1",
             first_version: 7,
             events: &records,
+            checkpoint: None,
         };
         encode_events_frame(&mut buf, 4096, 0, &frame);
         let header = decode_frame_header(&buf).unwrap();

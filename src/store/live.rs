@@ -204,6 +204,11 @@ impl Inner {
                 }
             }
             self.indexed_to.fetch_max(end, Ordering::AcqRel);
+            // The writer's flushed tables replace what this handle indexed by itself,
+            // so its memtable stays bounded as the writer's is.
+            if self.index.memtable_len() >= self.options.memtable_entries {
+                self.index.adopt_flushed(end)?;
+            }
         }
         self.log.publish_followed(end);
         self.published.notify();

@@ -74,6 +74,15 @@ impl Inner {
             }
             if let Some(covered) = self.index.frozen_covered() {
                 self.commit(covered)?;
+                // The next open replays the log from the index's end: a consumer
+                // checkpoint an append carried below it must have its file first.
+                if let Some(end) = self.unmirrored_checkpoint_below(covered) {
+                    self.mirror_checkpoints()?;
+                    return Err(Error::io(
+                        format!("the checkpoint of the append ending at {end} has no file yet"),
+                        std::io::Error::other("the index waits for it"),
+                    ));
+                }
                 self.index.flush_frozen()?;
                 self.maintenance_done.notify_all();
             }

@@ -13,6 +13,7 @@
 //! - `event`, `options`, `aggregate`, `frame`: the types of the model.
 
 mod aggregate;
+mod checkpoints;
 mod event;
 mod frame;
 mod lifecycle;
@@ -32,6 +33,7 @@ mod writer;
 
 pub use crate::snapshot::Snapshot;
 pub use aggregate::{Aggregate, Loaded, SnapshotPolicy};
+pub use checkpoints::{CHECKPOINTS_DIR, MAX_CHECKPOINT_NAME_BYTES};
 pub use event::{
     AppendResult, EventId, EventRef, EventView, ExpectedVersion, NewEvent, Position, RecordedEvent,
     ResumeToken,
@@ -149,6 +151,12 @@ struct Inner {
     index_error: Mutex<Option<String>>,
     /// One scavenge at a time.
     scavenging: Mutex<()>,
+    /// Checkpoints carried by appends whose files are not written yet (see
+    /// `checkpoints.rs`), and their number (read without the lock on the commit path).
+    pending_checkpoints: Mutex<Vec<checkpoints::PendingCheckpoint>>,
+    pending_checkpoint_count: std::sync::atomic::AtomicUsize,
+    /// One checkpoint file replaced at a time.
+    checkpoint_files: Mutex<()>,
     _lock: Box<dyn LockGuard>,
 }
 

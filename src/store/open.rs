@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
+use super::checkpoints::PendingCheckpoint;
 use super::live;
 use super::maintenance::{Signal, spawn_background};
 use super::writer::{self, Published, Writer};
 use super::{
     Closer, INDEX_DIR, Inner, LOCK_FILE, RecoveryReport, SEGMENTS_DIR, SNAPSHOTS_DIR, Store,
 };
-use super::{Durability, Options};
+use super::{Durability, Options, Position, ResumeToken};
 use crate::cache::Generations;
 use crate::error::{Error, Result};
 use crate::format::{self, FrameHeader, FrameKind};
@@ -118,7 +119,7 @@ impl Store {
             .exists(&marker)
             .map_err(|e| Error::io(format!("stat {}", marker.display()), e))?;
         let rebuild_index = rebuild_index || interrupted_scavenge;
-        let (index, log, mut recovery) =
+        let (index, log, mut recovery, replayed_checkpoints) =
             open_log_and_index(dir, &options, hashing, rebuild_index, live_end, progress)?;
         let (snapshots, snapshot_report) = SnapshotStore::open(
             Arc::clone(&options.storage),
@@ -191,6 +192,9 @@ impl Store {
             maintenance_lock: Mutex::new(()),
             index_error: Mutex::new(None),
             scavenging: Mutex::new(()),
+            pending_checkpoints: Mutex::new(Vec::new()),
+            pending_checkpoint_count: std::sync::atomic::AtomicUsize::new(0),
+            checkpoint_files: Mutex::new(()),
             options,
             _lock: lock,
         });
@@ -212,6 +216,9 @@ impl Store {
         }
         inner.load_registry(inner.visible())?;
         if !inner.options.read_only {
+            // Checkpoints saved with appends in the replayed tail: their files may not
+            // have been written before the crash.
+            inner.reconcile_checkpoints(replayed_checkpoints)?;
             // Commit times go on from the last append's, whatever the clock says now.
             let last = inner.last_commit_before(inner.log.written())?;
             inner.writer.lock().last_commit_us = last.unwrap_or(i64::MIN);
@@ -277,7 +284,8 @@ fn lock_dir(dir: &Path, options: &Options) -> Result<Box<dyn LockGuard>> {
 }
 
 /// Opens the index and the log of events, the log's recovery replayed into the index
-/// (all of it when `rebuild` is asked).
+/// (all of it when `rebuild` is asked). Also returns the consumer checkpoints carried by
+/// the replayed frames.
 fn open_log_and_index(
     dir: &Path,
     options: &Options,
@@ -285,7 +293,7 @@ fn open_log_and_index(
     rebuild: bool,
     live_end: Option<u64>,
     progress: &mut dyn FnMut(u64),
-) -> Result<(Index, Log, RecoveryReport)> {
+) -> Result<(Index, Log, RecoveryReport, Vec<PendingCheckpoint>)> {
     let files = IndexedLogFiles {
         index_dir: &dir.join(INDEX_DIR),
         segments_dir: &dir.join(SEGMENTS_DIR),
@@ -297,9 +305,41 @@ fn open_log_and_index(
         rebuild,
         read_limit: live_end,
     };
+    let checkpoints = std::cell::RefCell::new(Vec::new());
+    let key = key_fn(|header, body| {
+        if header.kind == FrameKind::Events
+            && header.has_checkpoint()
+            && let Ok(events) = format::decode_events_body(header, body)
+            && let Some(c) = events.checkpoint
+        {
+            checkpoints.borrow_mut().push(PendingCheckpoint {
+                name: c.name.to_string(),
+                token: ResumeToken {
+                    position: Position(c.position),
+                    skip: c.skip,
+                },
+                frame_end: header.position.saturating_add(header.frame_len()),
+            });
+        }
+        events_key(header, body)
+    });
     let (index, log, recovery, index_report) =
-        open_indexed_log(&options.storage, files, events_key, progress)?;
-    Ok((index, log, RecoveryReport::from_log(recovery, index_report)))
+        open_indexed_log(&options.storage, files, key, progress)?;
+    Ok((
+        index,
+        log,
+        RecoveryReport::from_log(recovery, index_report),
+        checkpoints.into_inner(),
+    ))
+}
+
+/// Gives a closure the signature the index's replay asks for (a key borrowing from the
+/// body it is given, whatever its lifetime).
+fn key_fn<F>(f: F) -> F
+where
+    F: for<'b> Fn(&FrameHeader, &'b [u8]) -> Option<(&'b str, u64, u32)>,
+{
+    f
 }
 
 /// The index key of an events frame: its stream, first version and event count.

@@ -89,6 +89,10 @@ pub struct StoreInfo {
     pub index_covered: Position,
     /// The last error writing index files, if any (retried; no data is at risk).
     pub index_error: Option<String>,
+    /// Index entries held in memory (the memtable, and a frozen one waiting to be
+    /// written): bounded by about twice [`Options::memtable_entries`](crate::Options),
+    /// in a read-only handle following a live writer too.
+    pub index_memory_entries: usize,
     /// Snapshots stored.
     pub snapshots: u64,
     /// Bytes of the snapshot segment files.
@@ -168,6 +172,7 @@ impl Store {
             index_tables: self.inner.index.table_count(),
             index_covered: Position(manifest.covered_position),
             index_error: self.inner.index_error.lock().clone(),
+            index_memory_entries: self.inner.index.memory_entries(),
             snapshots,
             snapshot_bytes,
         })

@@ -199,6 +199,12 @@ impl<'a> Decider<'a> {
             });
             return Ok((all_erased, Some(summary)));
         }
+        // A consumer checkpoint the frame carries whose file is not written yet lives
+        // only here until it is: the frame stays, and so do its stream's later frames.
+        let holds_checkpoint = header.has_checkpoint()
+            && self
+                .inner
+                .carries_pending_checkpoint(position.saturating_add(header.frame_len()));
         let committed = body.committed_at_us;
         let fate = self.fate(body.stream)?;
         let dead = match fate.retention {
@@ -213,6 +219,7 @@ impl<'a> Decider<'a> {
                     })
             }
         };
+        let dead = dead && !holds_checkpoint;
         if !dead {
             fate.prefix = false;
         }

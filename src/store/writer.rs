@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::event::{self, AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position};
+use super::event::{
+    self, AppendResult, EventId, EventRef, ExpectedVersion, NewEvent, Position, ResumeToken,
+};
 use super::frame::DecodedFrame;
 use super::lookup::Found;
 use super::maintenance::Signal;
@@ -189,16 +191,82 @@ impl Store {
                 "stream names starting with '$' are reserved: {stream:?}"
             )));
         }
-        self.append_any_stream(stream, expected, events)
+        self.append_any_stream(stream, expected, events, None)
+    }
+
+    /// [`Store::append`] and [`Store::save_checkpoint`] in one atomic write: the
+    /// checkpoint travels in the append's frame, so after any crash either the events are
+    /// stored and `checkpoint(name)` returns `token`, or neither happened. A processor that
+    /// reads events, writes the events they lead to and saves its input position this way
+    /// never both processes an input again and writes its output twice (exactly once, for
+    /// processors that write back to this store; at least once otherwise, see
+    /// [`Store::save_checkpoint`]).
+    ///
+    /// ```
+    /// # fn main() -> streamlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| streamlog::Error::InvalidArgument(e.to_string()))?;
+    /// use streamlog::{ExpectedVersion, NewEvent, Position, ResumeToken, Store};
+    ///
+    /// let store = Store::open(dir.path())?;
+    /// store.append("order-7", ExpectedVersion::Any, [NewEvent::new("Placed", br#"{"total":30}"#)])?;
+    /// // The processor: for each order event after its checkpoint, an invoice event, and
+    /// // its input position saved with it.
+    /// let from = store.checkpoint("invoicer")?.unwrap_or(ResumeToken::START);
+    /// for e in store.read_all(from)? {
+    ///     let e = e?;
+    ///     if !e.stream.starts_with("order-") {
+    ///         continue;
+    ///     }
+    ///     let invoice = NewEvent::new("Invoiced", e.data.clone());
+    ///     store.append_and_checkpoint(
+    ///         &format!("invoice-{}", &e.stream[6..]),
+    ///         ExpectedVersion::Any,
+    ///         [invoice],
+    ///         "invoicer",
+    ///         e.resume_token(),
+    ///     )?;
+    /// }
+    /// assert!(store.checkpoint("invoicer")?.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// A retry recognised as a duplicate (see [`Store::append`]) writes nothing, the
+    /// checkpoint included. Under `Periodic` and `Buffered`, [`Store::checkpoint`] through
+    /// this handle returns the new token at once, and other processes see it once the
+    /// append is durable.
+    ///
+    /// # Errors
+    /// As [`Store::append`], and [`Error::InvalidArgument`] for a bad checkpoint name
+    /// (see [`Store::checkpoint`]).
+    pub fn append_and_checkpoint(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+        name: &str,
+        token: ResumeToken,
+    ) -> Result<AppendResult> {
+        super::checkpoints::check_name(name)?;
+        if stream.starts_with('$') {
+            return Err(Error::InvalidArgument(format!(
+                "stream names starting with '$' are reserved: {stream:?}"
+            )));
+        }
+        let events: Vec<NewEvent> = events.into_iter().collect();
+        let refs: Vec<EventRef<'_>> = events.iter().map(NewEvent::as_ref).collect();
+        self.append_any_stream(stream, expected, &refs, Some((name, token)))
     }
 
     /// [`Store::append_refs`] to any stream, system streams (`$`-prefixed) included: for
-    /// the store's own records in system streams.
+    /// the store's own records in system streams; with a consumer checkpoint to save in the
+    /// same frame, for [`Store::append_and_checkpoint`].
     pub(crate) fn append_any_stream(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         events: &[EventRef<'_>],
+        checkpoint: Option<(&str, ResumeToken)>,
     ) -> Result<AppendResult> {
         let inner = &*self.inner;
         if inner.options.read_only {
@@ -216,7 +284,15 @@ impl Store {
                 data: e.data,
             })
             .collect();
-        let frame_len = inner.options.check_records(stream, &records)?;
+        let trailer = checkpoint.map(|(name, token)| format::CheckpointTrailer {
+            name,
+            position: token.position.0,
+            skip: token.skip,
+        });
+        let frame_len = inner
+            .options
+            .check_records(stream, &records)?
+            .saturating_add(trailer.map_or(0, |t| t.encoded_len()));
 
         let (result, end) = {
             let mut writer = inner.writer.lock();
@@ -271,8 +347,21 @@ impl Store {
                     last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
                         Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
                     })?;
-                let (position, end) =
-                    inner.encode_append(&mut writer, stream, first_version, &records, frame_len)?;
+                let (position, end) = inner.encode_append_with(
+                    &mut writer,
+                    stream,
+                    first_version,
+                    &records,
+                    frame_len,
+                    trailer,
+                )?;
+                if let Some((name, token)) = checkpoint {
+                    inner.add_pending_checkpoint(super::checkpoints::PendingCheckpoint {
+                        name: name.to_string(),
+                        token,
+                        frame_end: end,
+                    });
+                }
                 let result = AppendResult {
                     first_version,
                     last_version: crate::index::last_version(first_version, records.len() as u32),
@@ -322,6 +411,20 @@ impl Inner {
         records: &[EventRecord<'_>],
         frame_len: u64,
     ) -> Result<(u64, u64)> {
+        self.encode_append_with(writer, stream, first_version, records, frame_len, None)
+    }
+
+    /// [`Inner::encode_append`] with a consumer checkpoint after the events (`frame_len`
+    /// counts it).
+    pub(super) fn encode_append_with(
+        &self,
+        writer: &mut Writer,
+        stream: &str,
+        first_version: u64,
+        records: &[EventRecord<'_>],
+        frame_len: u64,
+        checkpoint: Option<format::CheckpointTrailer<'_>>,
+    ) -> Result<(u64, u64)> {
         let watermark = self.log.durable();
         // The commit time: the clock's, but never before the previous append's (the clock
         // may step back). Stamped under the writer's lock, so commit times follow positions.
@@ -338,6 +441,7 @@ impl Inner {
                 stream,
                 first_version,
                 events: records,
+                checkpoint,
             },
         )
         .crc;
@@ -537,7 +641,17 @@ impl Inner {
     /// find no commit in progress becomes the leader: it takes every frame encoded so far,
     /// writes them with one write per segment and syncs once, while later appenders queue
     /// their frames for the next leader.
+    ///
+    /// Then the files of the consumer checkpoints that appends carried and that are
+    /// durable now are written (see `checkpoints.rs`); a failure there is not this
+    /// caller's: those stay pending, and the index maintainer reports them.
     pub(super) fn commit(&self, end: u64) -> Result<()> {
+        self.commit_log(end)?;
+        let _ = self.mirror_checkpoints();
+        Ok(())
+    }
+
+    fn commit_log(&self, end: u64) -> Result<()> {
         let mut committing = self.committing.lock();
         loop {
             if self.log.durable() >= end {

@@ -12,13 +12,12 @@
 //! `Buffered`, acknowledged appends, which a machine crash (not a process crash) may take
 //! back.
 
-mod checkpoint;
 mod filter;
 mod hub;
 #[cfg(feature = "tokio")]
 mod stream;
 
-pub use checkpoint::{CHECKPOINTS_DIR, MAX_CHECKPOINT_NAME_BYTES};
+pub use crate::store::{CHECKPOINTS_DIR, MAX_CHECKPOINT_NAME_BYTES};
 pub use filter::Filter;
 pub use hub::HANDOFF_CAPACITY;
 #[cfg(feature = "tokio")]
