@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt as _;
 use kurrentdb::{
     AppendToStreamOptions, Client, ClientSettings, EventData, ReadAllOptions, StreamPosition,
     StreamState,
@@ -182,6 +181,13 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!("--- node {} log (last lines, newest first):\n{}", n.id, tail.join("\n"));
+            }
+        }
         for n in &mut self.nodes {
             if let Some(mut c) = n.child.take() {
                 let _ = Command::new("kill")
@@ -200,11 +206,13 @@ type Ack = (String, u64, uuid::Uuid);
 #[derive(Default)]
 struct History {
     acks: Vec<Ack>,
-    /// When each successful append returned.
-    successes: Vec<Instant>,
+    /// When each successful append was sent and when it returned.
+    successes: Vec<(Instant, Instant)>,
     /// Contract violations seen by the writers.
     violations: Vec<String>,
     retries: u64,
+    /// The latest failures (for a failure's report).
+    errors: Vec<String>,
 }
 
 fn event_id(writer: usize, attempt: u64) -> uuid::Uuid {
@@ -226,12 +234,14 @@ fn client(addresses: &str) -> Client {
 /// result), on the shared stream the writer moves to the version it was told.
 async fn writer(
     w: usize,
-    client: Client,
+    addresses: String,
     stream: String,
     shared: bool,
     stop: Arc<AtomicBool>,
     history: Arc<Mutex<History>>,
 ) {
+    let mut client = client(&addresses);
+    let mut failures_in_a_row = 0u32;
     let mut next_version: u64 = 0;
     let mut attempt: u64 = 0;
     let mut pending_retry = false;
@@ -245,8 +255,10 @@ async fn writer(
             .stream_state(state)
             .deadline(Duration::from_secs(3));
         let event = EventData::binary("Tick", format!("{w}/{attempt}").into_bytes().into()).id(id);
+        let sent = Instant::now();
         match client.append_to_stream(stream.as_str(), &options, event).await {
             Ok(r) => {
+                failures_in_a_row = 0;
                 let mut h = history.lock().unwrap();
                 if r.next_expected_version != next_version {
                     h.violations.push(format!(
@@ -255,7 +267,7 @@ async fn writer(
                     ));
                 }
                 h.acks.push((stream.clone(), next_version, id));
-                h.successes.push(Instant::now());
+                h.successes.push((sent, Instant::now()));
                 next_version += 1;
                 attempt += 1;
                 pending_retry = false;
@@ -276,9 +288,24 @@ async fn writer(
                     return;
                 }
             }
-            Err(_) => {
+            Err(e) => {
                 // Unknown outcome: retry the same append (same id, same expected version).
-                history.lock().unwrap().retries += 1;
+                // The client reconnects by itself on "not leader" and on server errors,
+                // but stays with a node that does not answer (paused): after two failures
+                // in a row, a new client discovers the leader through gossip again.
+                {
+                    let mut h = history.lock().unwrap();
+                    h.retries += 1;
+                    h.errors.push(format!("writer {w}: {e}"));
+                    if h.errors.len() > 30 {
+                        h.errors.remove(0);
+                    }
+                }
+                failures_in_a_row += 1;
+                if failures_in_a_row >= 2 && !matches!(e, kurrentdb::Error::NotLeaderException(_)) {
+                    client = self::client(&addresses);
+                    failures_in_a_row = 0;
+                }
                 if stop.load(Ordering::Relaxed) && shared {
                     return;
                 }
@@ -335,7 +362,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         };
         writers.push(tokio::spawn(writer(
             w,
-            client(&cluster.addresses()),
+            cluster.addresses(),
             stream,
             shared,
             Arc::clone(&stop),
@@ -375,14 +402,40 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
             .unwrap_or_else(|| panic!("no new leader within {ELECTION_BOUND:?} after fault {faults}"));
         assert_ne!(next, leader);
         elections.push(took);
-        // The first append acknowledged after the fault.
+        // The first append sent after the fault and acknowledged.
         let deadline = Instant::now() + Duration::from_secs(20);
         let failover = loop {
-            let first_after = history.lock().unwrap().successes.iter().copied().find(|t| *t > at);
+            let first_after = history
+                .lock()
+                .unwrap()
+                .successes
+                .iter()
+                .filter(|(sent, _)| *sent > at)
+                .map(|(_, done)| *done)
+                .min();
             if let Some(t) = first_after {
                 break t - at;
             }
-            assert!(Instant::now() < deadline, "no append succeeded within 20 s of fault {faults}");
+            if Instant::now() >= deadline {
+                let mut views = Vec::new();
+                for n in &cluster.nodes {
+                    let v = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        streamlog::server::cluster_status(&n.addr),
+                    )
+                    .await;
+                    views.push(format!("node {} (paused {}): {v:?}", n.id, n.paused));
+                }
+                let (retries, errors) = {
+                    let h = history.lock().unwrap();
+                    (h.retries, h.errors.join("\n"))
+                };
+                panic!(
+                    "no append succeeded within 20 s of fault {faults}; retries {retries}; \
+                     latest errors:\n{errors}\nnodes:\n{}",
+                    views.join("\n")
+                );
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         failovers.push(failover);
