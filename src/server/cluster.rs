@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 use tonic::metadata::MetadataValue;
 
-use crate::cluster::{BasicNode, Command, NodeId, RaftLog, Response, StoreStateMachine, TypeConfig};
+use crate::cluster::{
+    BasicNode, Command, NodeId, RaftLog, Response, StoreStateMachine, TypeConfig,
+};
 use crate::error::{Error, Result};
 use crate::{ExpectedVersion, NewEvent, Options, Store};
 
@@ -70,9 +72,13 @@ impl Default for ClusterTimings {
 /// [`Error::InvalidArgument`] when `spec` is not `ID=HOST:PORT` with a numeric id, a
 /// non-empty host and a port in 1..=65535.
 pub fn parse_peer(spec: &str) -> Result<(NodeId, String)> {
-    let bad = |why: &str| Error::InvalidArgument(format!("peer {spec:?}: {why} (want ID=HOST:PORT)"));
+    let bad =
+        |why: &str| Error::InvalidArgument(format!("peer {spec:?}: {why} (want ID=HOST:PORT)"));
     let (id, addr) = spec.split_once('=').ok_or_else(|| bad("no '='"))?;
-    let id: NodeId = id.trim().parse().map_err(|_| bad("the id is not a number"))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .map_err(|_| bad("the id is not a number"))?;
     check_address(addr).map_err(|why| bad(&why))?;
     Ok((id, addr.to_string()))
 }
@@ -143,7 +149,11 @@ impl ClusterNode {
         if !peers.contains_key(&id) {
             return Err(Error::InvalidArgument(format!(
                 "node id {id} is not in the peer list ({})",
-                peers.keys().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                peers
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         for addr in peers.values() {
@@ -261,12 +271,14 @@ impl ClusterNode {
     /// # Errors
     /// A not-leader status on a follower; UNAVAILABLE when the leadership cannot be
     /// confirmed in time.
-    pub(super) async fn ready_to_read(&self, requires_leader: bool) -> std::result::Result<(), Status> {
+    pub(super) async fn ready_to_read(
+        &self,
+        requires_leader: bool,
+    ) -> std::result::Result<(), Status> {
         if !requires_leader {
             return Ok(());
         }
-        match tokio::time::timeout(READ_CHECK_TIMEOUT, self.inner.raft.ensure_linearizable())
-            .await
+        match tokio::time::timeout(READ_CHECK_TIMEOUT, self.inner.raft.ensure_linearizable()).await
         {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
@@ -307,7 +319,8 @@ impl ClusterNode {
                 // would step down soon); others know themselves and the leader they hear.
                 let alive = *id == self.inner.id
                     || Some(*id) == leader
-                    || (leader == Some(self.inner.id) && heard.is_some_and(|ms| ms < 5_000)
+                    || (leader == Some(self.inner.id)
+                        && heard.is_some_and(|ms| ms < 5_000)
                         && replicated_recently(&m, *id));
                 Member {
                     id: *id,
@@ -341,7 +354,10 @@ impl ClusterNode {
     }
 
     /// Carries out a membership change (on the leader).
-    pub(super) async fn admin(&self, request: AdminRequest) -> std::result::Result<serde_json::Value, Status> {
+    pub(super) async fn admin(
+        &self,
+        request: AdminRequest,
+    ) -> std::result::Result<serde_json::Value, Status> {
         let raft = &self.inner.raft;
         let map_err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(&f),

@@ -45,9 +45,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::{Users, hash_password};
-pub use tls::TlsIdentity;
 #[cfg(feature = "cluster")]
 pub use raft_network::{admin as cluster_admin, status as cluster_status};
+pub use tls::TlsIdentity;
 
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
@@ -292,9 +292,7 @@ impl Server {
             ),
             None => routes,
         };
-        let routes = routes
-            .into_axum_router()
-            .fallback(unimplemented);
+        let routes = routes.into_axum_router().fallback(unimplemented);
         #[cfg(feature = "cluster")]
         let node_id = node.as_ref().map(cluster::ClusterNode::id);
         #[cfg(not(feature = "cluster"))]

@@ -237,8 +237,8 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = std::mem::take(&mut rpc.entries);
-        let data = encode_entries(&entries)
-            .map_err(|e| CallError::Network(e.to_string()).into_rpc())?;
+        let data =
+            encode_entries(&entries).map_err(|e| CallError::Network(e.to_string()).into_rpc())?;
         let json = serde_json::to_vec(&rpc)
             .map_err(|e| CallError::Network(format!("encode: {e}")).into_rpc())?;
         let request = RaftRequest {

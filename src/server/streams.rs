@@ -121,7 +121,9 @@ impl StreamsService {
                         }
                         Ok(Outcome::Done(a.into()))
                     }
-                    R::WrongExpectedVersion { actual } => Ok(Outcome::Conflict { expected, actual }),
+                    R::WrongExpectedVersion { actual } => {
+                        Ok(Outcome::Conflict { expected, actual })
+                    }
                     R::StreamDeleted => Err(convert::status(&Error::StreamDeleted { stream })),
                     R::Refused(reason) => Err(Status::invalid_argument(reason)),
                     R::Empty | R::Recovered => Err(Status::unavailable(

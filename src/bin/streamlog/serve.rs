@@ -160,7 +160,9 @@ fn cluster_args(id: u64, peers: &[String]) -> CliResult<(u64, BTreeMap<u64, Stri
             )));
         }
         if map.insert(peer, addr).is_some() {
-            return Err(CliError::Usage(format!("--peer: node id {peer} is given twice")));
+            return Err(CliError::Usage(format!(
+                "--peer: node id {peer} is given twice"
+            )));
         }
     }
     if !map.contains_key(&id) {
