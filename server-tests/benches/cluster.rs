@@ -122,11 +122,9 @@ impl Nodes {
             if self.children[i].is_none() {
                 continue;
             }
-            let s = tokio::time::timeout(
-                Duration::from_secs(1),
-                streamlog::server::cluster_status(a),
-            )
-            .await;
+            let s =
+                tokio::time::timeout(Duration::from_secs(1), streamlog::server::cluster_status(a))
+                    .await;
             if let Ok(Ok(s)) = s
                 && s["state"] == "Leader"
             {
@@ -240,7 +238,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 }
 
 fn main() {
-    let mut args = std::env::args().skip(1).filter_map(|a| a.parse::<u64>().ok());
+    let mut args = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<u64>().ok());
     let seconds = args.next().unwrap_or(5);
     let kills = args.next().unwrap_or(20) as usize;
     let duration = Duration::from_secs(seconds);
@@ -296,7 +296,10 @@ fn main() {
                 if let Some(t) = first {
                     break t - at;
                 }
-                assert!(Instant::now() < deadline, "no append within 60 s of kill {k}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no append within 60 s of kill {k}"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             };
             println!(
@@ -311,7 +314,9 @@ fn main() {
         let _ = writer.await;
 
         println!();
-        println!("| clients | single node appends/s | 3-node cluster appends/s | cluster / single |");
+        println!(
+            "| clients | single node appends/s | 3-node cluster appends/s | cluster / single |"
+        );
         println!("|---:|---:|---:|---:|");
         for (clients, s, c) in &rows {
             println!("| {clients} | {s:.0} | {c:.0} | {:.0}% |", 100.0 * c / s);

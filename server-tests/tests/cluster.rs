@@ -426,7 +426,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         let Some((leader, _)) = cluster.wait_leader(None, ELECTION_BOUND).await else {
             panic!("no leader {ELECTION_BOUND:?} before fault {faults}");
         };
-        let kill = faults % 2 == 0;
+        let kill = faults.is_multiple_of(2);
         let at = Instant::now();
         if kill {
             cluster.kill(leader);

@@ -2,11 +2,11 @@
 //! streamlog cluster, served by the same gRPC server as the KurrentDB services.
 //!
 //! - The raft traffic between nodes is the `streamlog.raft.Raft` service
-//!   (`proto/streamlog/raft.proto`): [`network`](super::raft_network) holds its client
+//!   (`proto/streamlog/raft.proto`): the server's `raft_network` module holds its client
 //!   (openraft's `RaftNetworkFactory` over tonic channels) and its server.
 //! - Writes go through raft on the leader ([`ClusterNode::append`]); a follower answers
 //!   them with KurrentDB's "not leader" error, which names the leader's address
-//!   ([`not_leader`]), so official clients reconnect there.
+//!   (`not_leader`), so official clients reconnect there.
 //! - Reads come from the node's state-machine store: on the leader after openraft's
 //!   linearizability check when the client sends `requires-leader: true` (official
 //!   clients do with their default node preference); from any node's store otherwise.
@@ -179,7 +179,7 @@ impl ClusterNode {
         })
         .await
         .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
-        let network = super::raft_network::GrpcNetwork::default();
+        let network = super::raft_network::GrpcNetwork;
         let raft = NodeRaft::new(id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::io("start raft", std::io::Error::other(e)))?;
