@@ -33,5 +33,14 @@ fn compile_protos() -> Result<(), Box<dyn std::error::Error>> {
             ".event_store.client.streams.BatchAppendReq.ProposedMessage.custom_metadata",
         ])
         .compile_fds(descriptors)?;
+    // The raft service between the nodes of a cluster: its client is the nodes' network
+    // and `streamlog cluster`.
+    let descriptors = protox::compile(["proto/streamlog/raft.proto"], ["proto"])?;
+    tonic_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .bytes([".streamlog.raft"])
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -492,3 +492,56 @@ fn decode_entry(body: &[u8]) -> std::result::Result<Entry<TypeConfig>, format::D
     }
     Ok(Entry { log_id, payload })
 }
+
+/// Most entries one [`decode_entries`] call accepts (a bound on what a damaged or hostile
+/// message may ask for; openraft sends at most `max_payload_entries` at a time).
+const MAX_WIRE_ENTRIES: usize = 1 << 20;
+
+/// Encodes entries for the network between nodes: per entry, its record's length (u32)
+/// and the record, exactly as the raft log stores it (docs/format.md, "Raft entries on
+/// the wire").
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when an entry's record is longer than 4 GiB or its
+/// membership cannot be encoded.
+pub fn encode_entries(entries: &[Entry<TypeConfig>]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut record = Vec::new();
+    for entry in entries {
+        record.clear();
+        encode_entry(entry, &mut record)?;
+        let len = u32::try_from(record.len()).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "raft entry {} is too large to send ({} bytes)",
+                entry.log_id.index,
+                record.len()
+            ))
+        })?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&record);
+    }
+    Ok(out)
+}
+
+/// Decodes what [`encode_entries`] wrote.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming what does not decode (never a panic, whatever the
+/// bytes).
+pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry<TypeConfig>>> {
+    let bad = |what: format::DecodeError| {
+        Error::InvalidArgument(format!("raft entries from the network: {what}"))
+    };
+    let mut r = Reader::new(bytes);
+    let mut entries = Vec::new();
+    while r.remaining() > 0 {
+        if entries.len() >= MAX_WIRE_ENTRIES {
+            return Err(bad(format::DecodeError::Invalid("too many entries")));
+        }
+        let len = r.u32().map_err(bad)?;
+        let len = usize::try_from(len).map_err(|_| bad(format::DecodeError::Invalid("length")))?;
+        let record = r.take(len).map_err(bad)?;
+        entries.push(decode_entry(record).map_err(bad)?);
+    }
+    Ok(entries)
+}

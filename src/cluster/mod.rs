@@ -36,7 +36,7 @@ mod snapshot;
 mod state_machine;
 
 pub use command::{Appended, Command, Expected, ProposedEvent, Response};
-pub use log_store::{DEFAULT_RAFT_SEGMENT_BYTES, RaftLog};
+pub use log_store::{DEFAULT_RAFT_SEGMENT_BYTES, RaftLog, decode_entries, encode_entries};
 pub use openraft;
 pub use openraft::BasicNode;
 pub use state_machine::{StoreSnapshotBuilder, StoreStateMachine};

@@ -56,29 +56,73 @@ impl server_features::server_features_server::ServerFeatures for FeaturesService
     }
 }
 
-/// Answers `Gossip`: one member, this node, always the leader.
+/// Answers `Gossip`: one member, this node, always the leader; or a cluster's members.
 #[derive(Debug, Clone)]
 pub(super) struct GossipService {
     /// The address clients reach this node at.
     pub(super) advertised: SocketAddr,
     /// This node's id for this run.
     pub(super) instance_id: uuid::Uuid,
+    /// The raft node when the server is a node of a cluster: the members come from it.
+    #[cfg(feature = "cluster")]
+    pub(super) node: Option<super::cluster::ClusterNode>,
+}
+
+/// A UUID in the protocol's structured form.
+fn structured_uuid(id: uuid::Uuid) -> super::proto::event_store::client::Uuid {
+    use super::proto::event_store::client::uuid;
+    let (msb, lsb) = id.as_u64_pair();
+    super::proto::event_store::client::Uuid {
+        value: Some(uuid::Value::Structured(uuid::Structured {
+            most_significant_bits: msb.cast_signed(),
+            least_significant_bits: lsb.cast_signed(),
+        })),
+    }
+}
+
+/// The members of a cluster as KurrentDB's gossip lists them: leader, followers, learners
+/// as read-only replicas (which clients with the default preference never pick for
+/// writes); each member's instance id is derived from its node id, stable across runs.
+#[cfg(feature = "cluster")]
+fn cluster_members(node: &super::cluster::ClusterNode) -> Vec<MemberInfo> {
+    use super::cluster::Role;
+    use gossip::member_info::VNodeState;
+    node.members()
+        .into_iter()
+        .filter_map(|m| {
+            let (address, port) = m.endpoint()?;
+            let state = match m.role {
+                Role::Leader => VNodeState::Leader,
+                Role::Follower => VNodeState::Follower,
+                Role::Learner => VNodeState::ReadOnlyReplica,
+                Role::Unknown => VNodeState::Unknown,
+            };
+            Some(MemberInfo {
+                instance_id: Some(structured_uuid(uuid::Uuid::from_u64_pair(0, m.id))),
+                time_stamp: convert::now_ticks(),
+                state: state as i32,
+                is_alive: m.alive,
+                http_end_point: Some(EndPoint {
+                    address,
+                    port: u32::from(port),
+                }),
+            })
+        })
+        .collect()
 }
 
 #[tonic::async_trait]
 impl gossip::gossip_server::Gossip for GossipService {
     async fn read(&self, _request: Request<()>) -> Result<Response<ClusterInfo>, Status> {
-        let (msb, lsb) = self.instance_id.as_u64_pair();
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.node {
+            return Ok(Response::new(ClusterInfo {
+                members: cluster_members(node),
+            }));
+        }
         Ok(Response::new(ClusterInfo {
             members: vec![MemberInfo {
-                instance_id: Some(super::proto::event_store::client::Uuid {
-                    value: Some(super::proto::event_store::client::uuid::Value::Structured(
-                        super::proto::event_store::client::uuid::Structured {
-                            most_significant_bits: msb.cast_signed(),
-                            least_significant_bits: lsb.cast_signed(),
-                        },
-                    )),
-                }),
+                instance_id: Some(structured_uuid(self.instance_id)),
                 time_stamp: convert::now_ticks(),
                 state: gossip::member_info::VNodeState::Leader as i32,
                 is_alive: true,

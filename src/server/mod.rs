@@ -23,6 +23,8 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 mod connection;
 mod convert;
 mod features;
@@ -31,6 +33,8 @@ mod logline;
 mod metadata;
 mod metrics;
 mod proto;
+#[cfg(feature = "cluster")]
+mod raft_network;
 mod read;
 mod streams;
 mod tls;
@@ -41,6 +45,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::{Users, hash_password};
+#[cfg(feature = "cluster")]
+pub use raft_network::{admin as cluster_admin, status as cluster_status};
 pub use tls::TlsIdentity;
 
 use tokio::sync::{mpsc, watch};
@@ -149,9 +155,24 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     local_addr: SocketAddr,
     metrics_listener: Option<tokio::net::TcpListener>,
+    #[cfg(feature = "cluster")]
+    node: Option<cluster::ClusterNode>,
 }
 
 impl Server {
+    /// Binds a server of a cluster node (see [`cluster`]): writes go through raft on the
+    /// leader, followers answer them with the leader's address, the raft traffic between
+    /// the nodes is served on the same port.
+    ///
+    /// # Errors
+    /// As [`Server::bind`].
+    #[cfg(feature = "cluster")]
+    pub async fn bind_node(node: cluster::ClusterNode, options: ServerOptions) -> Result<Server> {
+        let mut server = Server::bind(node.store(), options).await?;
+        server.node = Some(node);
+        Ok(server)
+    }
+
     /// Binds the listening socket, and the metrics one if asked (port 0 picks a free port;
     /// see [`Server::local_addr`] and [`Server::metrics_addr`]).
     ///
@@ -193,6 +214,8 @@ impl Server {
             listener,
             local_addr,
             metrics_listener,
+            #[cfg(feature = "cluster")]
+            node: None,
         })
     }
 
@@ -223,6 +246,8 @@ impl Server {
             listener,
             local_addr,
             metrics_listener,
+            #[cfg(feature = "cluster")]
+            node,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let limits = Limits {
@@ -239,6 +264,8 @@ impl Server {
             limits,
             shutdown: stop_rx.clone(),
             metrics: Arc::clone(&metrics),
+            #[cfg(feature = "cluster")]
+            node: node.clone(),
         })
         .max_decoding_message_size(options.max_message_bytes)
         .max_encoding_message_size(options.max_message_bytes);
@@ -248,12 +275,28 @@ impl Server {
         let gossip = gossip::gossip_server::GossipServer::new(features::GossipService {
             advertised: local_addr,
             instance_id: uuid::Uuid::new_v4(),
+            #[cfg(feature = "cluster")]
+            node: node.clone(),
         });
         let routes = Routes::new(streams)
             .add_service(features)
-            .add_service(gossip)
-            .into_axum_router()
-            .fallback(unimplemented);
+            .add_service(gossip);
+        #[cfg(feature = "cluster")]
+        let routes = match &node {
+            Some(node) => routes.add_service(
+                proto::streamlog::raft::raft_server::RaftServer::new(raft_network::RaftService {
+                    node: node.clone(),
+                })
+                .max_decoding_message_size(raft_network::MAX_RAFT_MESSAGE_BYTES)
+                .max_encoding_message_size(raft_network::MAX_RAFT_MESSAGE_BYTES),
+            ),
+            None => routes,
+        };
+        let routes = routes.into_axum_router().fallback(unimplemented);
+        #[cfg(feature = "cluster")]
+        let node_id = node.as_ref().map(cluster::ClusterNode::id);
+        #[cfg(not(feature = "cluster"))]
+        let node_id: Option<u64> = None;
         logline::emit(
             "info",
             "start",
@@ -264,6 +307,7 @@ impl Server {
                 "tls": options.tls.is_some(),
                 "authentication": options.users.is_some(),
                 "metrics": metrics_addr.map(|a| a.to_string()),
+                "node_id": node_id,
             }),
         );
         let incoming = accept(

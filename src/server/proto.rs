@@ -40,3 +40,11 @@ pub mod google {
         tonic::include_proto!("google.rpc");
     }
 }
+
+/// `streamlog.*`: streamlog's own services.
+pub mod streamlog {
+    /// `streamlog.raft`: the raft traffic between the nodes of a cluster.
+    pub mod raft {
+        tonic::include_proto!("streamlog.raft");
+    }
+}

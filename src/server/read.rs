@@ -121,7 +121,7 @@ pub(super) async fn read(
         uuid_as_string,
         shutdown: service.shutdown.clone(),
     };
-    let store = service.store.clone();
+    let store = service.store();
     match (options.stream_option, options.count_option) {
         (Some(options::StreamOption::Stream(s)), Some(options::CountOption::Count(count))) => {
             if filter.is_some() {

@@ -32,6 +32,10 @@ pub(super) struct StreamsService {
     /// Becomes `true` when the server stops: subscriptions and batch streams end.
     pub(super) shutdown: watch::Receiver<bool>,
     pub(super) metrics: Arc<Metrics>,
+    /// The raft node when the server is a node of a cluster: writes go through it, reads
+    /// come from its store.
+    #[cfg(feature = "cluster")]
+    pub(super) node: Option<super::cluster::ClusterNode>,
 }
 
 /// What an append ended in, for its answer.
@@ -46,14 +50,90 @@ enum Outcome {
 }
 
 impl StreamsService {
-    /// Appends on a blocking thread (an append under `Sync` waits for its fsync).
+    /// The store reads come from: the server's, or the cluster node's state machine (which
+    /// a snapshot install replaces).
+    pub(super) fn store(&self) -> Store {
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.node {
+            return node.store();
+        }
+        self.store.clone()
+    }
+
+    /// Waits until this server may answer a read asked with `metadata` (a cluster node
+    /// answers on the leader, or anywhere with `requires-leader: false`).
+    pub(super) async fn ready_to_read(
+        &self,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> Result<(), Status> {
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.node {
+            return node
+                .ready_to_read(super::cluster::requires_leader(metadata))
+                .await;
+        }
+        let _ = metadata;
+        Ok(())
+    }
+
+    /// Refuses what a cluster node cannot replicate yet (deletes, tombstones, stream
+    /// metadata): applied on one node only, it would make the replicas differ.
+    fn refuse_unreplicated(&self, what: &str) -> Result<(), Status> {
+        #[cfg(feature = "cluster")]
+        if self.node.is_some() {
+            return Err(Status::unimplemented(format!(
+                "{what} is not replicated by streamlog's cluster yet: a cluster node refuses \
+                 it (appends and reads are replicated; see docs/server.md)"
+            )));
+        }
+        let _ = what;
+        Ok(())
+    }
+
+    /// Appends: through raft on a cluster node, else on a blocking thread.
     async fn append_blocking(
         &self,
         stream: String,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Outcome, Status> {
-        let store = self.store.clone();
+        if metadata::target(&stream).is_some() {
+            self.refuse_unreplicated("stream metadata")?;
+        }
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.node {
+            if events.is_empty() {
+                // A check of an expectation is a read, linearizable on the leader.
+                node.ready_to_read(true).await?;
+            } else {
+                let (count, bytes) = (
+                    events.len(),
+                    events
+                        .iter()
+                        .map(|e| e.data.len().saturating_add(e.metadata.len()))
+                        .sum::<usize>(),
+                );
+                use crate::cluster::Response as R;
+                return match node.append(&stream, expected, events).await? {
+                    R::Appended(a) => {
+                        if !a.deduplicated {
+                            self.metrics.appended(count, bytes);
+                        }
+                        Ok(Outcome::Done(a.into()))
+                    }
+                    R::WrongExpectedVersion { actual } => {
+                        Ok(Outcome::Conflict { expected, actual })
+                    }
+                    R::StreamDeleted => Err(convert::status(&Error::StreamDeleted { stream })),
+                    R::Refused(reason) => Err(Status::invalid_argument(reason)),
+                    R::Empty | R::Recovered => Err(Status::unavailable(
+                        "the append's outcome is unknown after a restart of the leader; \
+                         retry it with the same event ids",
+                    )),
+                };
+            }
+        }
+        let store = self.store();
         let (count, bytes) = (
             events.len(),
             events
@@ -325,6 +405,21 @@ impl streams_server::Streams for StreamsService {
     type ReadStream = Answers<ReadResp>;
 
     async fn read(&self, request: Request<ReadReq>) -> Result<Response<Self::ReadStream>, Status> {
+        let subscription = request
+            .get_ref()
+            .options
+            .as_ref()
+            .and_then(|o| o.count_option.as_ref())
+            .is_some_and(|c| {
+                matches!(
+                    c,
+                    pb::streams::read_req::options::CountOption::Subscription(_)
+                )
+            });
+        // Subscriptions run on any node: they follow its store as it applies entries.
+        if !subscription {
+            self.ready_to_read(request.metadata()).await?;
+        }
         let answers = super::read::read(self, request.into_inner()).await?;
         Ok(Response::new(answers))
     }
@@ -461,6 +556,7 @@ impl streams_server::Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("a delete has no options"))?;
+        self.refuse_unreplicated("deleting a stream")?;
         let stream = convert::stream_name(options.stream_identifier)?;
         let expected = match options.expected_stream_revision {
             Some(Rev::Revision(v)) => ExpectedVersion::Exact(v),
@@ -489,6 +585,7 @@ impl streams_server::Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("a tombstone has no options"))?;
+        self.refuse_unreplicated("tombstoning a stream")?;
         let stream = convert::stream_name(options.stream_identifier)?;
         let expected = match options.expected_stream_revision {
             Some(Rev::Revision(v)) => ExpectedVersion::Exact(v),

@@ -93,6 +93,10 @@ enum Command {
     /// Serve the store to KurrentDB (EventStoreDB) gRPC clients until SIGINT/SIGTERM;
     /// connect with `esdb://127.0.0.1:2113?tls=false`.
     Serve(serve::ServeArgs),
+    /// Administer a running cluster (`serve --node-id … --peer …`): status, add a
+    /// learner, promote learners to voters, remove members.
+    #[command(subcommand)]
+    Cluster(serve::ClusterCommand),
     /// Read a password from standard input and print its argon2 hash, for a line
     /// `name:HASH` of `serve --users FILE`.
     HashPassword(serve::HashPasswordArgs),
@@ -496,6 +500,7 @@ fn run(command: Command) -> CliResult {
         Command::Dump { dir, segment } => dump(&dir, segment.as_deref(), &mut out)?,
         Command::Tail(a) => tail::run(a, &mut out)?,
         Command::Serve(a) => serve::run(a)?,
+        Command::Cluster(c) => serve::cluster(c, &mut out)?,
         Command::HashPassword(a) => serve::hash_password(a)?,
         Command::Bench(a) => bench::run(a, &mut out)?,
         Command::Crashtest(a) => crashtest::run(a, &mut out)?,

@@ -1,13 +1,16 @@
 //! `streamlog serve`: the KurrentDB-compatible gRPC server over a store directory, until
-//! SIGINT or SIGTERM.
+//! SIGINT or SIGTERM; with `--node-id` and `--peer`, one node of a replicated cluster.
+//! `streamlog cluster …`: membership changes and status of a running cluster.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead as _;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
 
-use clap::Args;
-use streamlog::Store;
+use clap::{Args, Subcommand};
+use streamlog::server::cluster::{AdminRequest, ClusterNode, ClusterTimings, parse_peer};
 use streamlog::server::{DEFAULT_PORT, Server, ServerOptions, TlsIdentity, Users};
+use streamlog::{Options, Store};
 
 use crate::{CliError, CliResult};
 
@@ -16,9 +19,19 @@ pub struct ServeArgs {
     /// Store directory (created if needed).
     dir: PathBuf,
     /// Address to listen on (plain HTTP/2). Port 0 picks a free port; the start log line
-    /// says which.
-    #[arg(long, value_name = "HOST:PORT", default_value_t = SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)))]
-    listen: SocketAddr,
+    /// says which. Default: 127.0.0.1:2113, or in a cluster this node's --peer address.
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<SocketAddr>,
+    /// Run as node N of a cluster (needs --peer): the raft log goes in DIR/raft/, the
+    /// store in DIR/sm/ (see docs/server.md, "Cluster mode").
+    #[arg(long, value_name = "N", requires = "peer")]
+    node_id: Option<u64>,
+    /// A member of the cluster, this node included, as ID=HOST:PORT (repeat for each; the
+    /// same list on every node). The address is where clients and the other nodes reach
+    /// it. On the first start the lowest id initializes the cluster with all of them as
+    /// voters.
+    #[arg(long, value_name = "ID=HOST:PORT", requires = "node_id")]
+    peer: Vec<String>,
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
     max_message_bytes: usize,
@@ -61,8 +74,33 @@ pub fn run(args: ServeArgs) -> CliResult {
         Some(path) => Some(Users::from_file(path).map_err(usage)?),
         None => None,
     };
-    let store = Store::open(&args.dir)?;
-    let mut options = ServerOptions::new(args.listen)
+    let cluster = match args.node_id {
+        Some(id) => Some(cluster_args(id, &args.peer)?),
+        None => None,
+    };
+    if cluster.is_some() && users.is_some() {
+        return Err(CliError::Usage(
+            "--users is not supported with --node-id yet: the nodes' raft traffic carries no \
+             credentials"
+                .into(),
+        ));
+    }
+    let listen = match (args.listen, &cluster) {
+        (Some(l), _) => l,
+        (None, Some((id, peers))) => {
+            let addr = &peers[id];
+            addr.to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    CliError::Usage(format!(
+                        "cannot listen on the address of --peer {id}={addr}; give --listen"
+                    ))
+                })?
+        }
+        (None, None) => SocketAddr::from(([127, 0, 0, 1], DEFAULT_PORT)),
+    };
+    let mut options = ServerOptions::new(listen)
         .with_max_message_bytes(args.max_message_bytes)
         .with_max_append_bytes(args.max_message_bytes)
         .with_max_concurrent_streams(args.max_concurrent_streams);
@@ -80,6 +118,25 @@ pub fn run(args: ServeArgs) -> CliResult {
         .thread_name("streamlog-serve")
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the server's runtime: {e}")))?;
+    if let Some((id, peers)) = cluster {
+        runtime.block_on(async {
+            let node = ClusterNode::start(
+                &args.dir,
+                id,
+                &peers,
+                Options::default(),
+                ClusterTimings::default(),
+            )
+            .await?;
+            let server = Server::bind_node(node.clone(), options).await?;
+            let served = server.run(stop_signal()).await;
+            let stopped = node.shutdown().await;
+            served.and(stopped)
+        })?;
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        return Ok(());
+    }
+    let store = Store::open(&args.dir)?;
     runtime.block_on(async {
         let server = Server::bind(store.clone(), options).await?;
         server.run(stop_signal()).await
@@ -87,6 +144,108 @@ pub fn run(args: ServeArgs) -> CliResult {
     // The tasks and threads of subscriptions hold handles: end them before closing.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     store.close()?;
+    Ok(())
+}
+
+/// Checks `--node-id` and `--peer`: every peer `ID=HOST:PORT`, ids and addresses unique,
+/// the node's own id among them.
+fn cluster_args(id: u64, peers: &[String]) -> CliResult<(u64, BTreeMap<u64, String>)> {
+    let mut map = BTreeMap::new();
+    let mut addresses = BTreeSet::new();
+    for spec in peers {
+        let (peer, addr) = parse_peer(spec).map_err(|e| CliError::Usage(e.to_string()))?;
+        if !addresses.insert(addr.clone()) {
+            return Err(CliError::Usage(format!(
+                "--peer: address {addr} is given twice"
+            )));
+        }
+        if map.insert(peer, addr).is_some() {
+            return Err(CliError::Usage(format!(
+                "--peer: node id {peer} is given twice"
+            )));
+        }
+    }
+    if !map.contains_key(&id) {
+        return Err(CliError::Usage(format!(
+            "--node-id {id} is not in the --peer list (which names every member, this node \
+             included)"
+        )));
+    }
+    Ok((id, map))
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Print a node's view of the cluster (its role, term, log, the members and their
+    /// roles) as one JSON object.
+    Status {
+        /// The node's address.
+        #[arg(value_name = "HOST:PORT")]
+        node: String,
+    },
+    /// Add a node as a learner (non-voting; start it first with the same --peer list
+    /// plus itself); the leader answers once the learner has caught up.
+    AddLearner {
+        /// The leader's address.
+        #[arg(long, value_name = "HOST:PORT")]
+        leader: String,
+        /// The new node, as ID=HOST:PORT.
+        #[arg(value_name = "ID=HOST:PORT")]
+        node: String,
+    },
+    /// Make learners voters.
+    Promote {
+        /// The leader's address.
+        #[arg(long, value_name = "HOST:PORT")]
+        leader: String,
+        /// The learners' node ids.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<u64>,
+    },
+    /// Remove members (voters or learners) from the cluster.
+    Remove {
+        /// The leader's address.
+        #[arg(long, value_name = "HOST:PORT")]
+        leader: String,
+        /// The members' node ids.
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<u64>,
+    },
+}
+
+/// Runs a `streamlog cluster` command: one call to a node, its JSON answer on stdout.
+pub fn cluster(command: ClusterCommand, out: &mut impl std::io::Write) -> CliResult {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::Other(format!("cannot start a runtime: {e}")))?;
+    let answer = runtime.block_on(async {
+        match command {
+            ClusterCommand::Status { node } => streamlog::server::cluster_status(&node).await,
+            ClusterCommand::AddLearner { leader, node } => {
+                let (id, address) = parse_peer(&node)?;
+                let request = AdminRequest::AddLearner { id, address };
+                streamlog::server::cluster_admin(&leader, &request).await
+            }
+            ClusterCommand::Promote { leader, ids } => {
+                let request = AdminRequest::Promote {
+                    ids: ids.into_iter().collect(),
+                };
+                streamlog::server::cluster_admin(&leader, &request).await
+            }
+            ClusterCommand::Remove { leader, ids } => {
+                let request = AdminRequest::Remove {
+                    ids: ids.into_iter().collect(),
+                };
+                streamlog::server::cluster_admin(&leader, &request).await
+            }
+        }
+    });
+    let answer = answer.map_err(|e| match e {
+        streamlog::Error::InvalidArgument(m) => CliError::Usage(m),
+        e => CliError::Store(e),
+    })?;
+    writeln!(out, "{answer}")?;
     Ok(())
 }
 

@@ -1,0 +1,335 @@
+//! A 3-node `streamlog serve` cluster on loopback against a single `streamlog serve`, in
+//! the same run, with the official KurrentDB Rust client:
+//!
+//! 1. durable appends per second with 1 and 64 concurrent clients (one event of ~86 bytes
+//!    an append, each client to its own stream, expected version any, one connection
+//!    each, all to the leader);
+//! 2. failover time over KILLS kills of the leader (SIGKILL): from the kill to the first
+//!    append acknowledged among those sent after it (one writer that moves to the next
+//!    node when its node does not answer, and follows "not leader" answers); the killed
+//!    node is restarted before the next kill.
+//!
+//! `cargo bench -p streamlog-server-tests --bench cluster [-- SECONDS [KILLS]]` (default
+//! 5 s a case, 20 kills; needs the `streamlog` binary of the same build: run
+//! `cargo build --release` first, or set `STREAMLOG_BIN`). Prints one JSON object per
+//! case and Markdown tables.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kurrentdb::{AppendToStreamOptions, Client, ClientSettings, EventData};
+
+const PAYLOAD: &str =
+    r#"{"amount":1234,"currency":"EUR","note":"benchmark event of about one hundred bytes"}"#;
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("STREAMLOG_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("streamlog"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --release` first, or set STREAMLOG_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// `streamlog serve` processes: one single node, or the members of a cluster.
+struct Nodes {
+    addrs: Vec<String>,
+    dirs: Vec<PathBuf>,
+    peers: Vec<String>,
+    children: Vec<Option<Child>>,
+}
+
+impl Nodes {
+    fn start(root: &Path, count: usize, cluster: bool) -> Nodes {
+        let addrs: Vec<String> = (0..count)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let dirs = (0..count)
+            .map(|i| root.join(format!("node{}", i + 1)))
+            .collect();
+        let peers = if cluster {
+            addrs
+                .iter()
+                .enumerate()
+                .map(|(i, a)| format!("{}={a}", i + 1))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut nodes = Nodes {
+            addrs,
+            dirs,
+            peers,
+            children: (0..count).map(|_| None).collect(),
+        };
+        for i in 0..count {
+            nodes.launch(i);
+        }
+        nodes
+    }
+
+    fn launch(&mut self, i: usize) {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve").arg(&self.dirs[i]);
+        if self.peers.is_empty() {
+            cmd.args(["--listen", &self.addrs[i]]);
+        } else {
+            cmd.args(["--node-id", &(i + 1).to_string()]);
+            for p in &self.peers {
+                cmd.args(["--peer", p]);
+            }
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start streamlog serve");
+        self.children[i] = Some(child);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.children[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn leader(&self) -> Option<usize> {
+        if self.peers.is_empty() {
+            return Some(0);
+        }
+        for (i, a) in self.addrs.iter().enumerate() {
+            if self.children[i].is_none() {
+                continue;
+            }
+            let s =
+                tokio::time::timeout(Duration::from_secs(1), streamlog::server::cluster_status(a))
+                    .await;
+            if let Ok(Ok(s)) = s
+                && s["state"] == "Leader"
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn wait_leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(i) = self.leader().await {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i);
+        }
+    }
+}
+
+fn client(addr: &str) -> Client {
+    let settings: ClientSettings = format!("esdb://{addr}?tls=false")
+        .parse()
+        .expect("settings");
+    Client::new(settings).expect("client")
+}
+
+/// Appends per second of `clients` clients of the node at `addr` for `duration`.
+async fn throughput(addr: &str, clients: usize, duration: Duration) -> f64 {
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = client(addr);
+        client.server_info().await.expect("connect");
+        let (done, stop) = (Arc::clone(&done), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let stream = format!("bench-{c}");
+            while !stop.load(Ordering::Relaxed) {
+                let event = EventData::binary("Paid", PAYLOAD.as_bytes().to_vec().into());
+                client
+                    .append_to_stream(stream.as_str(), &AppendToStreamOptions::default(), event)
+                    .await
+                    .expect("append");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    tokio::time::sleep(duration).await;
+    let n = done.load(Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    n as f64 / elapsed.as_secs_f64()
+}
+
+/// One writer appending continuously to the cluster, noting when each acknowledged append
+/// was sent and returned.
+fn failover_writer(
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    acks: Arc<std::sync::Mutex<Vec<(Instant, Instant)>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut node = 0;
+        let mut c = client(&addrs[node]);
+        let mut failures = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let sent = Instant::now();
+            let event = EventData::binary("Paid", PAYLOAD.as_bytes().to_vec().into());
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                c.append_to_stream("failover", &AppendToStreamOptions::default(), event),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => {
+                    failures = 0;
+                    acks.lock().expect("acks").push((sent, Instant::now()));
+                }
+                Ok(Err(kurrentdb::Error::NotLeaderException(_))) => {}
+                _ => {
+                    failures += 1;
+                    if failures >= 2 {
+                        node = (node + 1) % addrs.len();
+                        c = client(&addrs[node]);
+                        failures = 0;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    })
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn main() {
+    let mut args = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<u64>().ok());
+    let seconds = args.next().unwrap_or(5);
+    let kills = args.next().unwrap_or(20) as usize;
+    let duration = Duration::from_secs(seconds);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let root = tempfile::tempdir().expect("tempdir");
+        let single = Nodes::start(&root.path().join("single"), 1, false);
+        let cluster = Nodes::start(&root.path().join("cluster"), 3, true);
+        let leader = cluster.wait_leader().await;
+        // The single node answers once it listens.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while client(&single.addrs[0]).server_info().await.is_err() {
+            assert!(Instant::now() < deadline, "the single node does not answer");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut rows = Vec::new();
+        for clients in [1usize, 64] {
+            let s = throughput(&single.addrs[0], clients, duration).await;
+            let c = throughput(&cluster.addrs[leader], clients, duration).await;
+            for (path, rate) in [("single node", s), ("3-node cluster", c)] {
+                println!(
+                    "{}",
+                    serde_json::json!({"case": "durable_appends", "path": path,
+                        "clients": clients, "appends_per_s": rate.round()})
+                );
+            }
+            rows.push((clients, s, c));
+        }
+        drop(single);
+
+        let mut cluster = cluster;
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let writer = failover_writer(cluster.addrs.clone(), Arc::clone(&stop), Arc::clone(&acks));
+        let mut failovers = Vec::new();
+        for k in 0..kills {
+            let leader = cluster.wait_leader().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let at = Instant::now();
+            cluster.kill(leader);
+            let deadline = at + Duration::from_secs(60);
+            let took = loop {
+                let first = acks
+                    .lock()
+                    .expect("acks")
+                    .iter()
+                    .filter(|(sent, _)| *sent > at)
+                    .map(|(_, done)| *done)
+                    .min();
+                if let Some(t) = first {
+                    break t - at;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no append within 60 s of kill {k}"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            };
+            println!(
+                "{}",
+                serde_json::json!({"case": "failover", "kill": k + 1, "ms": took.as_millis()})
+            );
+            failovers.push(took.as_secs_f64() * 1e3);
+            cluster.launch(leader);
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let _ = writer.await;
+
+        println!();
+        println!(
+            "| clients | single node appends/s | 3-node cluster appends/s | cluster / single |"
+        );
+        println!("|---:|---:|---:|---:|");
+        for (clients, s, c) in &rows {
+            println!("| {clients} | {s:.0} | {c:.0} | {:.0}% |", 100.0 * c / s);
+        }
+        failovers.sort_by(f64::total_cmp);
+        println!();
+        println!(
+            "failover (leader SIGKILL → first acknowledged append sent after it) over {} kills: \
+             p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            failovers.len(),
+            percentile(&failovers, 0.50),
+            percentile(&failovers, 0.99),
+            failovers.last().copied().unwrap_or(0.0)
+        );
+    });
+}

@@ -1,0 +1,605 @@
+//! A 3-node cluster of `streamlog serve` processes on loopback, written to continuously by
+//! the official KurrentDB Rust client with expected versions and idempotent retries (the
+//! same event ids on every retry), while the leader is killed with SIGKILL and restarted,
+//! or paused with SIGSTOP and resumed, again and again.
+//!
+//! Writers connect to one node each (no discovery): followers answer "not leader" with
+//! the leader's address and the client reconnects there; a writer whose node does not
+//! answer moves to the next. A client given all nodes finds the leader by gossip at the
+//! end.
+//!
+//! Checked at the end: every acknowledged append is on every node at its acknowledged
+//! version, no event id twice, versions gap-free, the three nodes hold the same events
+//! in the same order (stream, version, id; positions may differ, docs/design.md), a new
+//! leader after each fault within [`ELECTION_BOUND`], and the clients' history keeps the
+//! concurrency contract (acknowledged appends with exact expected versions form one chain
+//! per stream: no version acknowledged twice).
+//!
+//! Short by default (four faults); `STREAMLOG_CLUSTER_SOAK_SECS=600` runs faults for that
+//! long. Figures (faults, election and failover times) are printed at the end.
+//!
+//! Needs the `streamlog` binary of the same build: `cargo test --release` at the workspace
+//! root builds it (or set `STREAMLOG_BIN`).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kurrentdb::{
+    AppendToStreamOptions, Client, ClientSettings, EventData, ReadAllOptions, StreamPosition,
+    StreamState,
+};
+
+/// A new leader must be elected within this long after a fault.
+const ELECTION_BOUND: Duration = Duration::from_secs(15);
+/// Writers on a stream of their own each.
+const SOLO_WRITERS: usize = 4;
+/// Writers racing on one shared stream.
+const SHARED_WRITERS: usize = 2;
+const SHARED_STREAM: &str = "shared";
+
+fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("STREAMLOG_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<this test> -> target/<profile>/streamlog
+    let exe = std::env::current_exe().expect("current exe");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("streamlog"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo test --release` at the workspace root (it builds the \
+         streamlog binary), or set STREAMLOG_BIN",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+struct Node {
+    id: u64,
+    addr: String,
+    dir: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    peers: Vec<String>,
+}
+
+impl Cluster {
+    fn start(root: &Path) -> Cluster {
+        let nodes: Vec<Node> = (1..=3)
+            .map(|id| Node {
+                id,
+                addr: format!("127.0.0.1:{}", free_port()),
+                dir: root.join(format!("node{id}")),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        let peers = nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.addr))
+            .collect();
+        let mut cluster = Cluster { nodes, peers };
+        for i in 0..3 {
+            cluster.launch(i);
+        }
+        cluster
+    }
+
+    fn launch(&mut self, i: usize) {
+        let node = &self.nodes[i];
+        std::fs::create_dir_all(&node.dir).expect("node dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.dir.with_extension("log"))
+            .expect("log file");
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .arg(&node.dir)
+            .args(["--node-id", &node.id.to_string()]);
+        for p in &self.peers {
+            cmd.args(["--peer", p]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start streamlog serve");
+        self.nodes[i].child = Some(child);
+        self.nodes[i].paused = false;
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        let pid = self.nodes[i].child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    fn kill(&mut self, i: usize) {
+        self.signal(i, "-KILL");
+        let mut child = self.nodes[i].child.take().expect("running");
+        let _ = child.wait();
+    }
+
+    fn addresses(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The index of the node that reports itself leader, asking the running, unpaused
+    /// nodes other than `except`.
+    async fn leader(&self, except: Option<usize>) -> Option<usize> {
+        for (i, n) in self.nodes.iter().enumerate() {
+            if Some(i) == except || n.child.is_none() || n.paused {
+                continue;
+            }
+            let status = tokio::time::timeout(
+                Duration::from_secs(1),
+                streamlog::server::cluster_status(&n.addr),
+            )
+            .await;
+            if let Ok(Ok(s)) = status
+                && s["state"] == "Leader"
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn wait_leader(
+        &self,
+        except: Option<usize>,
+        bound: Duration,
+    ) -> Option<(usize, Duration)> {
+        let start = Instant::now();
+        while start.elapsed() < bound {
+            if let Some(i) = self.leader(except).await {
+                return Some((i, start.elapsed()));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.nodes {
+                let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!(
+                    "--- node {} log (last lines, newest first):\n{}",
+                    n.id,
+                    tail.join("\n")
+                );
+            }
+        }
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-CONT", &c.id().to_string()])
+                    .status();
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+/// One acknowledged append: stream, version, event id.
+type Ack = (String, u64, uuid::Uuid);
+
+#[derive(Default)]
+struct History {
+    acks: Vec<Ack>,
+    /// When each successful append was sent and when it returned.
+    successes: Vec<(Instant, Instant)>,
+    /// Contract violations seen by the writers.
+    violations: Vec<String>,
+    retries: u64,
+    /// The latest failures (for a failure's report).
+    errors: Vec<String>,
+}
+
+fn event_id(writer: usize, attempt: u64) -> uuid::Uuid {
+    uuid::Uuid::from_u64_pair(writer as u64 + 1, attempt)
+}
+
+/// A client of the node at `address` (no discovery): a follower answers its writes with
+/// "not leader" and the leader's address, and the client reconnects there.
+fn client(address: &str) -> Client {
+    let settings: ClientSettings = format!("esdb://{address}?tls=false")
+        .parse()
+        .expect("connection string");
+    Client::new(settings).expect("client")
+}
+
+/// A client of all the nodes, finding the leader through their gossip.
+fn discovering_client(addresses: &str) -> Client {
+    let settings: ClientSettings = format!(
+        "esdb://{addresses}?tls=false&maxDiscoverAttempts=20&discoveryInterval=100&gossipTimeout=1000"
+    )
+    .parse()
+    .expect("connection string");
+    Client::new(settings).expect("client")
+}
+
+/// A writer appending one event at a time with exact expected versions. Any failure other
+/// than a conflict is retried with the same event id and expected version; a conflict on
+/// a stream of its own is a violation (a retry of a stored append answers its original
+/// result), on the shared stream the writer moves to the version it was told.
+async fn writer(
+    w: usize,
+    addresses: Vec<String>,
+    stream: String,
+    shared: bool,
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<History>>,
+) {
+    let mut node = w % addresses.len();
+    let mut client = client(&addresses[node]);
+    let mut failures_in_a_row = 0u32;
+    let mut next_version: u64 = 0;
+    let mut attempt: u64 = 0;
+    let mut pending_retry = false;
+    while !stop.load(Ordering::Relaxed) || pending_retry {
+        let id = event_id(w, attempt);
+        let state = match next_version {
+            0 => StreamState::NoStream,
+            v => StreamState::StreamRevision(v - 1),
+        };
+        let options = AppendToStreamOptions::default()
+            .stream_state(state)
+            .deadline(Duration::from_secs(3));
+        let event = EventData::binary("Tick", format!("{w}/{attempt}").into_bytes().into()).id(id);
+        let sent = Instant::now();
+        // The client's deadline goes to the server only: a paused node would hold the
+        // call until HTTP/2 keep-alive gives up (about 20 s), so it is bounded here too.
+        let outcome = match tokio::time::timeout(
+            Duration::from_secs(3),
+            client.append_to_stream(stream.as_str(), &options, event),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(kurrentdb::Error::DeadlineExceeded),
+        };
+        match outcome {
+            Ok(r) => {
+                failures_in_a_row = 0;
+                let mut h = history.lock().unwrap();
+                if r.next_expected_version != next_version {
+                    h.violations.push(format!(
+                        "{stream}: append at {next_version} acknowledged as {}",
+                        r.next_expected_version
+                    ));
+                }
+                h.acks.push((stream.clone(), next_version, id));
+                h.successes.push((sent, Instant::now()));
+                next_version += 1;
+                attempt += 1;
+                pending_retry = false;
+            }
+            Err(kurrentdb::Error::WrongExpectedVersion { current, .. }) => {
+                if shared {
+                    next_version = match current {
+                        kurrentdb::CurrentRevision::Current(v) => v + 1,
+                        kurrentdb::CurrentRevision::NoStream => 0,
+                    };
+                    attempt += 1;
+                    pending_retry = false;
+                } else {
+                    history.lock().unwrap().violations.push(format!(
+                        "{stream}: the retry of the append at {next_version} was refused: \
+                         the stream is at {current:?}"
+                    ));
+                    return;
+                }
+            }
+            Err(e) => {
+                // Unknown outcome: retry the same append (same id, same expected version).
+                // The client reconnects by itself on "not leader" (to the leader named)
+                // but not when a node does not answer (killed, paused): after two
+                // failures in a row, a new client of the next node.
+                {
+                    let mut h = history.lock().unwrap();
+                    h.retries += 1;
+                    h.errors.push(format!("writer {w}: {e}"));
+                    if h.errors.len() > 30 {
+                        h.errors.remove(0);
+                    }
+                }
+                failures_in_a_row += 1;
+                if failures_in_a_row >= 2 && !matches!(e, kurrentdb::Error::NotLeaderException(_)) {
+                    node = (node + 1) % addresses.len();
+                    client = self::client(&addresses[node]);
+                    failures_in_a_row = 0;
+                }
+                if stop.load(Ordering::Relaxed) && shared {
+                    return;
+                }
+                pending_retry = true;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Every event on the node at `addr`, in `$all` order, read from its own store
+/// (no leader required).
+async fn events_of(addr: &str) -> Vec<Ack> {
+    let settings: ClientSettings = format!("esdb://{addr}?tls=false&nodePreference=follower")
+        .parse()
+        .expect("connection string");
+    let client = Client::new(settings).expect("client");
+    let options = ReadAllOptions::default()
+        .forwards()
+        .position(StreamPosition::Start)
+        .max_count(usize::MAX);
+    let mut out = Vec::new();
+    let mut stream = client.read_all(&options).await.expect("read $all");
+    while let Some(e) = stream.next().await.expect("read $all") {
+        let e = e.get_original_event();
+        out.push((e.stream_id().to_owned(), e.revision, e.id));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_the_leader() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start(root.path());
+    let soak = std::env::var("STREAMLOG_CLUSTER_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let (first, t) = cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("a first leader");
+    eprintln!(
+        "first leader: node {} after {:?}",
+        cluster.nodes[first].id, t
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let history = Arc::new(Mutex::new(History::default()));
+    let mut writers = Vec::new();
+    for w in 0..SOLO_WRITERS + SHARED_WRITERS {
+        let shared = w >= SOLO_WRITERS;
+        let stream = if shared {
+            SHARED_STREAM.to_owned()
+        } else {
+            format!("solo-{w}")
+        };
+        writers.push(tokio::spawn(writer(
+            w,
+            cluster.nodes.iter().map(|n| n.addr.clone()).collect(),
+            stream,
+            shared,
+            Arc::clone(&stop),
+            Arc::clone(&history),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Faults on the leader: SIGKILL then restart, SIGSTOP then SIGCONT, in turn.
+    let started = Instant::now();
+    let mut faults = 0usize;
+    let mut elections = Vec::new();
+    let mut failovers = Vec::new();
+    loop {
+        let more = match soak {
+            Some(d) => started.elapsed() < d,
+            None => faults < 4,
+        };
+        if !more {
+            break;
+        }
+        let Some((leader, _)) = cluster.wait_leader(None, ELECTION_BOUND).await else {
+            panic!("no leader {ELECTION_BOUND:?} before fault {faults}");
+        };
+        let kill = faults.is_multiple_of(2);
+        let at = Instant::now();
+        if kill {
+            cluster.kill(leader);
+        } else {
+            cluster.signal(leader, "-STOP");
+            cluster.nodes[leader].paused = true;
+        }
+        faults += 1;
+        let (next, took) = cluster
+            .wait_leader(Some(leader), ELECTION_BOUND)
+            .await
+            .unwrap_or_else(|| {
+                panic!("no new leader within {ELECTION_BOUND:?} after fault {faults}")
+            });
+        assert_ne!(next, leader);
+        elections.push(took);
+        // The first append sent after the fault and acknowledged.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let failover = loop {
+            let first_after = history
+                .lock()
+                .unwrap()
+                .successes
+                .iter()
+                .filter(|(sent, _)| *sent > at)
+                .map(|(_, done)| *done)
+                .min();
+            if let Some(t) = first_after {
+                break t - at;
+            }
+            if Instant::now() >= deadline {
+                let mut views = Vec::new();
+                for n in &cluster.nodes {
+                    let v = tokio::time::timeout(
+                        Duration::from_secs(1),
+                        streamlog::server::cluster_status(&n.addr),
+                    )
+                    .await;
+                    views.push(format!("node {} (paused {}): {v:?}", n.id, n.paused));
+                }
+                let (retries, errors) = {
+                    let h = history.lock().unwrap();
+                    (h.retries, h.errors.join("\n"))
+                };
+                panic!(
+                    "no append succeeded within 20 s of fault {faults}; retries {retries}; \
+                     latest errors:\n{errors}\nnodes:\n{}",
+                    views.join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        failovers.push(failover);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        if kill {
+            cluster.launch(leader);
+        } else {
+            cluster.signal(leader, "-CONT");
+            cluster.nodes[leader].paused = false;
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+
+    // Let the writers run on the healed cluster, then stop them (retries finish).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("writers finish their retries")
+            .expect("writer task");
+    }
+    let mut history = std::mem::take(&mut *history.lock().unwrap());
+
+    // A client given every node finds the leader through gossip and appends.
+    let discovering = discovering_client(&cluster.addresses());
+    let id = uuid::Uuid::from_u64_pair(u64::MAX, 0);
+    let options = AppendToStreamOptions::default().stream_state(StreamState::NoStream);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = EventData::binary("Found", b"leader".to_vec().into()).id(id);
+        match discovering
+            .append_to_stream("discovered", &options, event)
+            .await
+        {
+            Ok(r) => {
+                assert_eq!(r.next_expected_version, 0);
+                history.acks.push(("discovered".to_owned(), 0, id));
+                break;
+            }
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "a discovering client cannot append: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    assert!(
+        history.violations.is_empty(),
+        "violations: {:?}",
+        history.violations
+    );
+    assert!(
+        history.acks.len() > 50,
+        "only {} appends acknowledged",
+        history.acks.len()
+    );
+
+    // All nodes converge: poll until their `$all` agree.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let all = loop {
+        let mut all = Vec::new();
+        for n in &cluster.nodes {
+            all.push(events_of(&n.addr).await);
+        }
+        if all.iter().all(|e| *e == all[0]) {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not converge: {:?} events",
+            all.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let events = &all[0];
+
+    // No id twice, versions gap-free per stream.
+    let mut ids = HashSet::new();
+    let mut versions: HashMap<&str, u64> = HashMap::new();
+    let mut at: HashMap<(&str, u64), uuid::Uuid> = HashMap::new();
+    for (stream, version, id) in events {
+        assert!(ids.insert(*id), "event {id} twice");
+        let next = versions.entry(stream.as_str()).or_insert(0);
+        assert_eq!(
+            *version, *next,
+            "{stream}: version {version} after {next} events"
+        );
+        *next += 1;
+        at.insert((stream.as_str(), *version), *id);
+    }
+    // Every acknowledged append is there at its acknowledged version; no version was
+    // acknowledged twice (one chain per stream).
+    let mut acked: BTreeMap<(&str, u64), uuid::Uuid> = BTreeMap::new();
+    for (stream, version, id) in &history.acks {
+        if let Some(other) = acked.insert((stream.as_str(), *version), *id) {
+            panic!("{stream}@{version} acknowledged to {other} and to {id}");
+        }
+        assert_eq!(
+            at.get(&(stream.as_str(), *version)),
+            Some(id),
+            "acknowledged {stream}@{version} ({id}) is not on the nodes"
+        );
+    }
+
+    let ms = |d: &Duration| d.as_millis();
+    let mut e: Vec<u128> = elections.iter().map(ms).collect();
+    let mut f: Vec<u128> = failovers.iter().map(ms).collect();
+    e.sort_unstable();
+    f.sort_unstable();
+    eprintln!(
+        "faults {faults} ({} SIGKILL, {} SIGSTOP) in {:?}; acknowledged appends {}, \
+         retries {}, events {}; election ms {:?}; failover (fault -> first acknowledged \
+         append) ms {:?}",
+        faults.div_ceil(2),
+        faults / 2,
+        started.elapsed(),
+        history.acks.len(),
+        history.retries,
+        events.len(),
+        e,
+        f
+    );
+}

@@ -1,0 +1,502 @@
+//! Cluster mode (features `server` and `cluster`): a [`ClusterNode`] is one raft node of a
+//! streamlog cluster, served by the same gRPC server as the KurrentDB services.
+//!
+//! - The raft traffic between nodes is the `streamlog.raft.Raft` service
+//!   (`proto/streamlog/raft.proto`): the server's `raft_network` module holds its client
+//!   (openraft's `RaftNetworkFactory` over tonic channels) and its server.
+//! - Writes go through raft on the leader ([`ClusterNode::append`]); a follower answers
+//!   them with KurrentDB's "not leader" error, which names the leader's address
+//!   (`not_leader`), so official clients reconnect there.
+//! - Reads come from the node's state-machine store: on the leader after openraft's
+//!   linearizability check when the client sends `requires-leader: true` (official
+//!   clients do with their default node preference); from any node's store otherwise.
+//! - `Gossip.Read` lists the members with their roles ([`ClusterNode::members`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{ChangeMembers, Config, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tonic::Status;
+use tonic::metadata::MetadataValue;
+
+use crate::cluster::{
+    BasicNode, Command, NodeId, RaftLog, Response, StoreStateMachine, TypeConfig,
+};
+use crate::error::{Error, Result};
+use crate::{ExpectedVersion, NewEvent, Options, Store};
+
+/// The openraft node type of a cluster node.
+pub type NodeRaft = openraft::Raft<TypeConfig>;
+
+/// How long a linearizable read waits for the leader to confirm its leadership.
+const READ_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a write waits for its entry to be committed and applied.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a node keeps its raft log under its directory.
+pub const RAFT_LOG_DIR: &str = "raft";
+/// Where a node keeps its state machine (its store) under its directory.
+pub const STATE_MACHINE_DIR: &str = "sm";
+
+/// Raft timings of a cluster node.
+#[derive(Debug, Clone, Copy)]
+pub struct ClusterTimings {
+    /// How often the leader sends heartbeats, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// The shortest election timeout, in milliseconds.
+    pub election_timeout_min_ms: u64,
+    /// The longest election timeout, in milliseconds.
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for ClusterTimings {
+    /// 100 ms heartbeats, elections after 500 to 1000 ms without one: a lost leader is
+    /// replaced in about a second on a local network.
+    fn default() -> Self {
+        ClusterTimings {
+            heartbeat_ms: 100,
+            election_timeout_min_ms: 500,
+            election_timeout_max_ms: 1000,
+        }
+    }
+}
+
+/// One member of a cluster as `--peer ID=HOST:PORT` names it.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] when `spec` is not `ID=HOST:PORT` with a numeric id, a
+/// non-empty host and a port in 1..=65535.
+pub fn parse_peer(spec: &str) -> Result<(NodeId, String)> {
+    let bad =
+        |why: &str| Error::InvalidArgument(format!("peer {spec:?}: {why} (want ID=HOST:PORT)"));
+    let (id, addr) = spec.split_once('=').ok_or_else(|| bad("no '='"))?;
+    let id: NodeId = id
+        .trim()
+        .parse()
+        .map_err(|_| bad("the id is not a number"))?;
+    check_address(addr).map_err(|why| bad(&why))?;
+    Ok((id, addr.to_string()))
+}
+
+/// Checks that `addr` is `HOST:PORT` (an IPv6 host in brackets).
+///
+/// # Errors
+/// Why it is not.
+pub fn check_address(addr: &str) -> std::result::Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("address {addr:?} has no port"))?;
+    if host.is_empty() {
+        return Err(format!("address {addr:?} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("address {addr:?}: bad port {port:?}")),
+    }
+}
+
+/// Splits `HOST:PORT` (brackets of an IPv6 host removed).
+fn host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+/// A running raft node of a cluster: its raft instance and its state-machine store. A
+/// cheap handle: clones share the node.
+#[derive(Clone)]
+pub struct ClusterNode {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    id: NodeId,
+    raft: NodeRaft,
+    sm: StoreStateMachine,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterNode {
+    /// Opens the node's raft log (`DIR/raft/`) and state machine (`DIR/sm/`, a store
+    /// opened with `options`), starts raft with a gRPC network to the peers, and, when the
+    /// raft state is empty and `id` is the lowest id of `peers`, initializes the cluster
+    /// with every peer as a voter (the others wait for its first message). A node with
+    /// saved state goes on from it; `peers` then only matters for that first start.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when `id` is not one of `peers` or an address does not
+    /// parse; the open errors of the log and the store; [`Error::Io`] when raft cannot
+    /// start.
+    pub async fn start(
+        dir: &Path,
+        id: NodeId,
+        peers: &BTreeMap<NodeId, String>,
+        options: Options,
+        timings: ClusterTimings,
+    ) -> Result<ClusterNode> {
+        if !peers.contains_key(&id) {
+            return Err(Error::InvalidArgument(format!(
+                "node id {id} is not in the peer list ({})",
+                peers
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        for addr in peers.values() {
+            check_address(addr).map_err(Error::InvalidArgument)?;
+        }
+        let config = Config {
+            cluster_name: "streamlog".into(),
+            heartbeat_interval: timings.heartbeat_ms,
+            election_timeout_min: timings.election_timeout_min_ms,
+            election_timeout_max: timings.election_timeout_max_ms,
+            // A chunk of a snapshot is a few MiB written to disk on the receiver.
+            install_snapshot_timeout: 5_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| Error::InvalidArgument(format!("raft configuration: {e}")))?;
+        let (log_dir, sm_dir) = (dir.join(RAFT_LOG_DIR), dir.join(STATE_MACHINE_DIR));
+        let (log, sm) = tokio::task::spawn_blocking(move || {
+            let log = RaftLog::open(log_dir)?;
+            let sm = StoreStateMachine::open(sm_dir, options)?;
+            Ok::<_, Error>((log, sm))
+        })
+        .await
+        .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
+        let network = super::raft_network::GrpcNetwork;
+        let raft = NodeRaft::new(id, Arc::new(config), network, log, sm.clone())
+            .await
+            .map_err(|e| Error::io("start raft", std::io::Error::other(e)))?;
+        let lowest = peers.keys().next().copied();
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| Error::io("start raft", std::io::Error::other(e)))?;
+        if !initialized && lowest == Some(id) {
+            let members: BTreeMap<NodeId, BasicNode> = peers
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+                .collect();
+            // Refused only when the node was initialized meanwhile (by a leader's
+            // message): nothing to do then.
+            if let Err(e) = raft.initialize(members).await {
+                super::logline::emit(
+                    "info",
+                    "cluster_initialize",
+                    serde_json::json!({ "node_id": id, "result": e.to_string() }),
+                );
+            }
+        }
+        Ok(ClusterNode {
+            inner: Arc::new(NodeInner { id, raft, sm }),
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// The node's raft instance.
+    pub fn raft(&self) -> &NodeRaft {
+        &self.inner.raft
+    }
+
+    /// The node's state-machine store as it stands (replaced when a snapshot is
+    /// installed), for reads. Writes go through [`ClusterNode::append`] only.
+    pub fn store(&self) -> Store {
+        self.inner.sm.store()
+    }
+
+    /// Stops raft (the caller closes nothing else: the store is dropped with the node).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when raft reports a failure while stopping.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| Error::io("stop raft", std::io::Error::other(e)))
+    }
+
+    /// Proposes an append through raft and waits for its replicated outcome.
+    ///
+    /// # Errors
+    /// A not-leader status (with the leader's address) on a follower, UNAVAILABLE when no
+    /// leader is known or the write timed out.
+    pub(super) async fn append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> std::result::Result<Response, Status> {
+        let cmd = Command::append(stream, expected, events);
+        match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(cmd)).await {
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(not_leader(&f))
+            }
+            Ok(Err(e)) => Err(Status::unavailable(format!(
+                "the append was not replicated: {e}"
+            ))),
+            Err(_) => Err(Status::unavailable(format!(
+                "the append was not committed within {} s (is a quorum of the cluster up?); \
+                 retry it with the same event ids",
+                WRITE_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// Waits until this node may answer a read: at once when `requires_leader` is false
+    /// (a follower's store, maybe behind the leader's), else after openraft confirmed
+    /// this node leads and its store holds everything committed before the call.
+    ///
+    /// # Errors
+    /// A not-leader status on a follower; UNAVAILABLE when the leadership cannot be
+    /// confirmed in time.
+    pub(super) async fn ready_to_read(
+        &self,
+        requires_leader: bool,
+    ) -> std::result::Result<(), Status> {
+        if !requires_leader {
+            return Ok(());
+        }
+        match tokio::time::timeout(READ_CHECK_TIMEOUT, self.inner.raft.ensure_linearizable()).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)))) => {
+                Err(not_leader(&f))
+            }
+            Ok(Err(e)) => Err(Status::unavailable(format!(
+                "this node cannot confirm it leads: {e}"
+            ))),
+            Err(_) => Err(Status::unavailable(
+                "this node could not confirm it leads in time (is a quorum up?)",
+            )),
+        }
+    }
+
+    /// The members as this node sees them: id, address, role, and whether it is known to
+    /// be alive.
+    pub fn members(&self) -> Vec<Member> {
+        let m = self.inner.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let leader = m.current_leader;
+        let heard = m.millis_since_quorum_ack;
+        membership
+            .nodes()
+            .map(|(id, node)| {
+                let role = if Some(*id) == leader {
+                    Role::Leader
+                } else if voters.contains(id) {
+                    if leader.is_some() {
+                        Role::Follower
+                    } else {
+                        Role::Unknown
+                    }
+                } else {
+                    Role::Learner
+                };
+                // The leader knows who answers its heartbeats (it has a quorum, or it
+                // would step down soon); others know themselves and the leader they hear.
+                let alive = *id == self.inner.id
+                    || Some(*id) == leader
+                    || (leader == Some(self.inner.id)
+                        && heard.is_some_and(|ms| ms < 5_000)
+                        && replicated_recently(&m, *id));
+                Member {
+                    id: *id,
+                    address: node.addr.clone(),
+                    role,
+                    alive,
+                }
+            })
+            .collect()
+    }
+
+    /// This node's view as JSON, for `streamlog cluster status`.
+    pub fn status(&self) -> serde_json::Value {
+        let m = self.inner.raft.metrics().borrow().clone();
+        serde_json::json!({
+            "node_id": self.inner.id,
+            "state": format!("{:?}", m.state),
+            "current_term": m.current_term,
+            "current_leader": m.current_leader,
+            "last_log_index": m.last_log_index,
+            "last_applied": m.last_applied.map(|l| l.index),
+            "snapshot": m.snapshot.map(|l| l.index),
+            "purged": m.purged.map(|l| l.index),
+            "members": self.members(),
+            "replication": m.replication.as_ref().map(|r| {
+                r.iter()
+                    .map(|(id, l)| (id.to_string(), serde_json::json!(l.map(|l| l.index))))
+                    .collect::<serde_json::Map<_, _>>()
+            }),
+        })
+    }
+
+    /// Carries out a membership change (on the leader).
+    pub(super) async fn admin(
+        &self,
+        request: AdminRequest,
+    ) -> std::result::Result<serde_json::Value, Status> {
+        let raft = &self.inner.raft;
+        let map_err = |e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => not_leader(&f),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                Status::failed_precondition(e.to_string())
+            }
+            RaftError::Fatal(e) => Status::unavailable(e.to_string()),
+        };
+        match request {
+            AdminRequest::AddLearner { id, address } => {
+                check_address(&address).map_err(Status::invalid_argument)?;
+                let r = raft
+                    .add_learner(id, BasicNode::new(address), true)
+                    .await
+                    .map_err(map_err)?;
+                Ok(serde_json::json!({ "added_learner": id, "log_index": r.log_id.index }))
+            }
+            AdminRequest::Promote { ids } => {
+                let r = raft
+                    .change_membership(ChangeMembers::AddVoterIds(ids.clone()), false)
+                    .await
+                    .map_err(map_err)?;
+                Ok(serde_json::json!({ "promoted": ids, "log_index": r.log_id.index }))
+            }
+            AdminRequest::Remove { ids } => {
+                let voters: BTreeSet<NodeId> = raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+                let removed_voters: BTreeSet<NodeId> = ids.intersection(&voters).copied().collect();
+                if !removed_voters.is_empty() {
+                    raft.change_membership(ChangeMembers::RemoveVoters(removed_voters), true)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let r = raft
+                    .change_membership(ChangeMembers::RemoveNodes(ids.clone()), false)
+                    .await
+                    .map_err(map_err)?;
+                Ok(serde_json::json!({ "removed": ids, "log_index": r.log_id.index }))
+            }
+        }
+    }
+}
+
+/// Whether the leader's replication to `id` has reached past the entries it had when it
+/// was elected (a member that answers).
+fn replicated_recently(m: &openraft::RaftMetrics<NodeId, BasicNode>, id: NodeId) -> bool {
+    m.replication
+        .as_ref()
+        .and_then(|r| r.get(&id).copied().flatten())
+        .is_some()
+}
+
+/// A member's role, as this node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// The leader this node knows of.
+    Leader,
+    /// A voter following the leader.
+    Follower,
+    /// A non-voting member (a learner, KurrentDB's read-only replica).
+    Learner,
+    /// A voter while no leader is known.
+    Unknown,
+}
+
+/// A member of the cluster, as [`ClusterNode::members`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its node id.
+    pub id: NodeId,
+    /// Its address (`HOST:PORT`), as the peer list or `cluster add-learner` gave it.
+    pub address: String,
+    /// Its role.
+    pub role: Role,
+    /// Whether this node knows it to be alive.
+    pub alive: bool,
+}
+
+impl Member {
+    /// The host and port clients connect to.
+    pub fn endpoint(&self) -> Option<(String, u16)> {
+        host_port(&self.address)
+    }
+}
+
+/// A membership change asked through the `Admin` call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminRequest {
+    /// Adds a learner (non-voting), which the leader brings up to date before answering.
+    AddLearner {
+        /// The new node's id.
+        id: NodeId,
+        /// Its address.
+        address: String,
+    },
+    /// Makes learners voters.
+    Promote {
+        /// The learners' ids.
+        ids: BTreeSet<NodeId>,
+    },
+    /// Removes members (voters first become learners, then leave).
+    Remove {
+        /// Their ids.
+        ids: BTreeSet<NodeId>,
+    },
+}
+
+/// KurrentDB's "not leader" answer: NOT_FOUND with the `exception: not-leader` trailer and
+/// the leader's host and port, which official clients read to reconnect to the leader.
+/// Without a known leader (an election under way), UNAVAILABLE: clients then look for a
+/// node again.
+pub(super) fn not_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
+    let Some((host, port)) = f.leader_node.as_ref().and_then(|n| host_port(&n.addr)) else {
+        return Status::unavailable(
+            "this node is not the leader and no leader is known yet (an election is under way); retry",
+        );
+    };
+    let mut status = Status::not_found("Leader info available");
+    let md = status.metadata_mut();
+    md.insert("exception", MetadataValue::from_static("not-leader"));
+    if let Ok(v) = MetadataValue::try_from(host.as_str()) {
+        md.insert("leader-endpoint-host", v);
+    }
+    md.insert("leader-endpoint-port", MetadataValue::from(u32::from(port)));
+    status
+}
+
+/// Whether a call asks for the leader, as KurrentDB reads `requires-leader`: `true` asks
+/// for the leader (official clients send it with their default node preference, so their
+/// reads are linearizable by default); `false` or no header (a client that prefers
+/// followers or any node) lets any node answer from its own store.
+pub(super) fn requires_leader(metadata: &tonic::metadata::MetadataMap) -> bool {
+    metadata
+        .get("requires-leader")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
