@@ -253,6 +253,33 @@ fn a_carried_checkpoint_whose_file_was_lost_comes_back_from_the_log() {
 }
 
 #[test]
+fn a_damaged_checkpoint_file_is_replaced_by_the_next_carried_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store_at(tmp.path());
+    let t = ResumeToken::at(Position(1));
+    store.save_checkpoint("p", t).unwrap();
+    std::fs::write(tmp.path().join("checkpoints").join("p"), b"garbage").unwrap();
+    assert!(matches!(
+        store.checkpoint("p"),
+        Err(streamlog::Error::Corrupted { .. })
+    ));
+    let t2 = ResumeToken::at(Position(2));
+    store
+        .append_and_checkpoint(
+            "o",
+            ExpectedVersion::Any,
+            [NewEvent::new("T", "x")],
+            "p",
+            t2,
+        )
+        .unwrap();
+    assert_eq!(store.checkpoint("p").unwrap(), Some(t2));
+    store.close().unwrap();
+    let store = store_at(tmp.path());
+    assert_eq!(store.checkpoint("p").unwrap(), Some(t2));
+}
+
+#[test]
 fn under_buffered_this_handle_reads_its_checkpoint_before_the_append_is_durable() {
     let tmp = tempfile::tempdir().unwrap();
     let store = Store::open_with(

@@ -212,7 +212,13 @@ impl Inner {
         };
         let mut first_error = None;
         for p in ready {
-            let result = self.read_checkpoint_file(&p.name).and_then(|file| {
+            // A damaged file holds nothing to keep: the log's checkpoint replaces it
+            // (left pending, it would keep the index from flushing).
+            let existing = match self.read_checkpoint_file(&p.name) {
+                Err(Error::Corrupted { .. }) => Ok(None),
+                other => other,
+            };
+            let result = existing.and_then(|file| {
                 if file.is_some_and(|f| f.saved_at >= p.frame_end) {
                     return Ok(());
                 }
