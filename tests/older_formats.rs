@@ -35,6 +35,18 @@ fn copy_fixture(name: &str) -> (tempfile::TempDir, PathBuf) {
     (tmp, dir)
 }
 
+/// Every segment file of the store in `dir`, with its bytes.
+fn segment_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let bytes = fs::read(&p).unwrap();
+            (p, bytes)
+        })
+        .collect()
+}
+
 fn all(store: &Store) -> Vec<RecordedEvent> {
     store
         .read_all(Position::START)
@@ -207,14 +219,7 @@ fn check_v2_content(store: &Store) {
 #[test]
 fn a_format_2_store_opens_reads_appends_and_scavenges() {
     let (_tmp, dir) = copy_fixture("v2-store");
-    let old_segments: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.join("segments"))
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            let bytes = fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let old_segments = segment_files(&dir);
     {
         let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
         check_v2_content(&store);
@@ -265,14 +270,7 @@ fn a_format_2_store_opens_reads_appends_and_scavenges() {
 #[test]
 fn a_format_3_store_with_rewritten_segments_opens_reads_appends_and_checkpoints() {
     let (_tmp, dir) = copy_fixture("v3-store");
-    let old_segments: Vec<(PathBuf, Vec<u8>)> = fs::read_dir(dir.join("segments"))
-        .unwrap()
-        .map(|e| {
-            let p = e.unwrap().path();
-            let bytes = fs::read(&p).unwrap();
-            (p, bytes)
-        })
-        .collect();
+    let old_segments = segment_files(&dir);
     let check = |store: &Store| {
         let events: Vec<RecordedEvent> = all(store)
             .into_iter()
