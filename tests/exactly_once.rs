@@ -366,3 +366,89 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// While a carried checkpoint's file cannot be written (here `checkpoints` is a file, not
+/// a directory: a persistent error, as a read-only or full directory would be), the index
+/// cannot be flushed past it. Appends go on until the index's memory is at its bound, then
+/// are refused with an error that says why, before anything is written (never a wait
+/// without end, never memory without bound), and go on again once the file can be
+/// written. Nothing acknowledged is lost, across a reopen too.
+fn appends_are_refused_while_a_checkpoint_file_cannot_be_written(background: bool) {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = || {
+        Options::default()
+            .with_memtable_entries(16)
+            .with_background_index_maintenance(background)
+    };
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    let blocker = tmp.path().join("checkpoints");
+    let _ = std::fs::remove_dir_all(&blocker);
+    std::fs::write(&blocker, b"not a directory").unwrap();
+    let token = ResumeToken::at(Position(0));
+    store
+        .append_and_checkpoint(
+            "out",
+            ExpectedVersion::Any,
+            [NewEvent::new("T", "x")],
+            "p",
+            token,
+        )
+        .unwrap();
+    let mut acknowledged = 0u64;
+    let refused = loop {
+        match store.append("in", ExpectedVersion::Any, [NewEvent::new("T", "y")]) {
+            Ok(_) => acknowledged += 1,
+            Err(e) => break e,
+        }
+        assert!(
+            acknowledged < 1_000,
+            "never refused: the index's memory grows"
+        );
+    };
+    assert!(
+        matches!(refused, streamlog::Error::Io { .. }) && refused.to_string().contains("index"),
+        "{refused}"
+    );
+    assert!(store.info().unwrap().index_error.is_some());
+    // At most four memtables and the frozen one (16 entries each), and more than one.
+    assert!((16..=5 * 16).contains(&acknowledged), "{acknowledged}");
+    // The refused append wrote nothing.
+    assert_eq!(
+        store.read_stream("in", 0).unwrap().count() as u64,
+        acknowledged
+    );
+
+    std::fs::remove_file(&blocker).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match store.append("in", ExpectedVersion::Any, [NewEvent::new("T", "y")]) {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("still refused: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("appends did not resume: {e}"),
+        }
+    }
+    acknowledged += 1;
+    assert_eq!(store.checkpoint("p").unwrap(), Some(token));
+    assert!(store.info().unwrap().index_error.is_none());
+    store.close().unwrap();
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    assert_eq!(
+        store.read_stream("in", 0).unwrap().count() as u64,
+        acknowledged
+    );
+    assert_eq!(store.read_stream("out", 0).unwrap().count(), 1);
+    assert_eq!(store.checkpoint("p").unwrap(), Some(token));
+}
+
+#[test]
+fn appends_are_refused_while_a_checkpoint_file_cannot_be_written_background_maintenance() {
+    appends_are_refused_while_a_checkpoint_file_cannot_be_written(true);
+}
+
+#[test]
+fn appends_are_refused_while_a_checkpoint_file_cannot_be_written_inline_maintenance() {
+    appends_are_refused_while_a_checkpoint_file_cannot_be_written(false);
+}

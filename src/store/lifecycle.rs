@@ -167,6 +167,7 @@ impl Store {
         if inner.options.read_only {
             return Err(Error::ReadOnly);
         }
+        inner.index_room()?;
         let now_us = event::timestamp_us(inner.options.clock.now());
         let (result, end) = {
             let mut writer = inner.writer.lock();

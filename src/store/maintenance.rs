@@ -76,8 +76,10 @@ impl Inner {
                 self.commit(covered)?;
                 // The next open replays the log from the index's end: a consumer
                 // checkpoint an append carried below it must have its file first.
-                if let Some(end) = self.unmirrored_checkpoint_below(covered) {
+                if self.unmirrored_checkpoint_below(covered).is_some() {
                     self.mirror_checkpoints()?;
+                }
+                if let Some(end) = self.unmirrored_checkpoint_below(covered) {
                     return Err(Error::io(
                         format!("the checkpoint of the append ending at {end} has no file yet"),
                         std::io::Error::other("the index waits for it"),
@@ -92,15 +94,65 @@ impl Inner {
         *self.index_error.lock() = result.err().map(|e| e.to_string());
     }
 
-    /// Appenders wait here when the index maintainer fell far behind, so that memory stays
-    /// bounded (four memtables' worth).
+    /// The most index entries the memtable may hold before appends wait for the index
+    /// maintainer (four memtables' worth).
+    fn index_memory_limit(&self) -> usize {
+        self.options.memtable_entries.saturating_mul(4)
+    }
+
+    /// Appenders wait here, after their append, when the index maintainer fell far behind,
+    /// so that memory stays bounded. They stop waiting when a round of maintenance fails:
+    /// their appends are done, and the next ones are refused by [`Inner::index_room`]
+    /// until the index can be flushed again.
     pub(super) fn index_backpressure(&self) {
-        let limit = self.options.memtable_entries.saturating_mul(4);
+        let limit = self.index_memory_limit();
         let mut guard = self.maintenance_lock.lock();
         while self.index.memtable_len() >= limit && !self.log.is_poisoned() {
             self.maintenance.notify_work();
             self.maintenance_done
                 .wait_for(&mut guard, Duration::from_millis(100));
+            if self.index_error.lock().is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Called before an append takes the writer's lock: when the memtable is at its bound
+    /// and the index cannot be flushed (the last round of maintenance failed, e.g. a
+    /// checkpoint file or an index table cannot be written), the append is refused before
+    /// anything is written, instead of growing memory without bound or waiting forever.
+    /// One more round of maintenance is tried first (in this thread when maintenance is
+    /// inline), so appends go on as soon as the cause is gone.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] saying why the index cannot be flushed.
+    pub(super) fn index_room(&self) -> Result<()> {
+        let limit = self.index_memory_limit();
+        if self.index.memtable_len() < limit || self.index_error.lock().is_none() {
+            return Ok(());
+        }
+        if self.options.background_index_maintenance {
+            let mut guard = self.maintenance_lock.lock();
+            self.maintenance.notify_work();
+            self.maintenance_done
+                .wait_for(&mut guard, Duration::from_millis(100));
+        } else {
+            self.maintain_index(false);
+        }
+        if self.index.memtable_len() < limit {
+            return Ok(());
+        }
+        match self.index_error.lock().clone() {
+            Some(why) => Err(Error::io(
+                format!(
+                    "append refused: the index holds {} entries in memory and cannot be \
+                     flushed (see `info().index_error`); appends resume once it can",
+                    self.index.memtable_len()
+                ),
+                std::io::Error::other(why),
+            )),
+            None => Ok(()),
         }
     }
 

@@ -293,6 +293,7 @@ impl Store {
             .options
             .check_records(stream, &records)?
             .saturating_add(trailer.map_or(0, |t| t.encoded_len()));
+        inner.index_room()?;
 
         let (result, end) = {
             let mut writer = inner.writer.lock();
