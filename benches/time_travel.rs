@@ -10,8 +10,10 @@
 //!     time per lookup, and the ratio of the large store to the small one.
 //! (c) `load_as_of` vs `load`: one stream of 1,000,500 events (`STREAMLOG_BENCH_STREAM`
 //!     sets the 1,000,000) with a snapshot every 1,000 versions, so that `load` of the
-//!     latest state replays 500 events; the mean time of `load` and of `load_as_of` at
-//!     random versions, positions and times, taking turns; with the decoded-frame cache,
+//!     latest state replays 500 events; `load` and `load_as_of` at random versions,
+//!     positions and times take turns (1,000 rounds warm, 300 cold), and the median, 90th
+//!     percentile and mean of each kind are reported, with the ratios of the medians and
+//!     of the 90th percentiles to `load`'s from the same run; with the decoded-frame cache,
 //!     without it, and without it with the store's files evicted from the page cache
 //!     before every load (`load` of the latest state otherwise rereads the same few
 //!     frames from memory every round, while a bound in the past reaches anywhere).
@@ -247,36 +249,46 @@ fn part_c_with(frame_cache_bytes: usize, cold: bool) {
         }
     }
     store.sync().unwrap();
-    // Times anywhere between the first commit and the last, to the microsecond (not
-    // only the commit times of some appends, which a search could remember).
-    let (mut first, mut last) = (None, None);
+    // Times to the microsecond (not only the commit times of appends, which a search
+    // could remember), drawn as the other bounds are: a random append, then a random time
+    // from its commit up to the next one's. (Drawn evenly between the first commit and
+    // the last, bounds would crowd where appends were slow, such as the latest ones.)
+    let mut commits: Vec<SystemTime> = Vec::with_capacity(positions.len() + 1);
+    let mut at = None;
     store
         .read_all_with(Position::START, |e| {
-            let t = e.committed_at().unwrap();
-            first.get_or_insert(t);
-            last = Some(t);
+            if at != Some(e.position) {
+                at = Some(e.position);
+                commits.push(e.committed_at().unwrap());
+            }
             ControlFlow::Continue(())
         })
         .unwrap();
-    let first = first.unwrap();
-    let span_us = last.unwrap().duration_since(first).unwrap().as_micros() as u64;
+    let random_time = |rng: &mut Rng| {
+        let i = rng.below(commits.len() as u64 - 1) as usize;
+        let gap_us = commits[i + 1]
+            .duration_since(commits[i])
+            .unwrap()
+            .as_micros() as u64;
+        commits[i] + Duration::from_micros(rng.below(gap_us.max(1)))
+    };
     // The four kinds of load take turns, in a rotating order, so that the machine's
-    // changing load weighs on all of them alike; the ratios compare their means.
-    let rounds: u32 = if cold { 100 } else { 400 };
+    // changing load weighs on all of them alike. The ratios compare medians (and 90th
+    // percentiles): on a shared machine, a few loads that another process delays move a
+    // mean by more than the difference being measured.
+    let rounds: usize = if cold { 300 } else { 1000 };
     let mut rng = Rng::new(3);
-    let mut total = [Duration::ZERO; 4];
+    let mut times: [Vec<Duration>; 4] = std::array::from_fn(|_| Vec::with_capacity(rounds));
     for round in 0..rounds {
         for k in 0..4 {
-            let kind = (k + round as usize) % 4;
+            let kind = (k + round) % 4;
             let bound = match kind {
                 0 => None,
                 1 => Some(AsOf::Version(rng.below(n))),
                 2 => Some(AsOf::Position(
                     positions[rng.below(positions.len() as u64) as usize],
                 )),
-                _ => Some(AsOf::Time(
-                    first + Duration::from_micros(rng.below(span_us + 1)),
-                )),
+                _ => Some(AsOf::Time(random_time(&mut rng))),
             };
             if cold {
                 evict(tmp.path());
@@ -290,24 +302,38 @@ fn part_c_with(frame_cache_bytes: usize, cold: bool) {
                     std::hint::black_box(store.load_as_of::<Sum>("acct", b).unwrap());
                 }
             }
-            total[kind] += t.elapsed();
+            times[kind].push(t.elapsed());
         }
     }
-    let mean = total.map(|t| t / rounds);
-    println!("| load | mean | / load of the latest |");
-    println!("|---|---:|---:|");
-    for (name, d) in [
+    // (median, 90th percentile, mean) of each kind.
+    let stats = times.map(|mut t| {
+        t.sort_unstable();
+        let at = |q: f64| t[((t.len() - 1) as f64 * q).round() as usize];
+        let mean = t.iter().sum::<Duration>() / t.len() as u32;
+        (at(0.5), at(0.9), mean)
+    });
+    let latest = stats[0];
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "| load ({rounds} of each kind) | median | p90 | mean | median / latest | p90 / latest |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for (name, (median, p90, mean)) in [
         "load (latest)",
         "load_as_of (version)",
         "load_as_of (position)",
         "load_as_of (time)",
     ]
     .iter()
-    .zip(mean)
+    .zip(stats)
     {
         println!(
-            "| {name} | {d:?} | {:.2} |",
-            d.as_secs_f64() / mean[0].as_secs_f64()
+            "| {name} | {:.1} µs | {:.1} µs | {:.1} µs | {:.2} | {:.2} |",
+            us(median),
+            us(p90),
+            us(mean),
+            median.as_secs_f64() / latest.0.as_secs_f64(),
+            p90.as_secs_f64() / latest.1.as_secs_f64(),
         );
     }
 }

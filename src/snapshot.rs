@@ -290,7 +290,7 @@ impl SnapshotStore {
         g.log.write(&chunks)?;
         appender.recycle(chunks);
         g.index
-            .record(snapshot.stream, snapshot.version, 1, position, crc);
+            .record(snapshot.stream, snapshot.version, 1, position, crc, None);
         g.count.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }

@@ -216,6 +216,33 @@ fn check_v2_content(store: &Store) {
     assert!(v.is_clean(), "{v:?}");
 }
 
+/// The versions of `stream` as of each of its events' commit times (and a microsecond
+/// before each), searched on index entries of version 1 tables (which carry no commit
+/// time) or of both versions, agree with a scan of the stream.
+fn check_time_bounds(store: &Store, stream: &str) {
+    let events: Vec<RecordedEvent> = store
+        .read_stream(stream, 0)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect();
+    assert!(events.len() >= 3, "{stream}: {} events", events.len());
+    for e in &events {
+        let t = e.committed_at().unwrap();
+        for at in [t, t - std::time::Duration::from_micros(1)] {
+            let want = events
+                .iter()
+                .filter(|x| x.committed_at().unwrap() <= at)
+                .map(|x| x.version)
+                .max();
+            assert_eq!(
+                store.stream_version_at(stream, at).unwrap(),
+                want,
+                "{stream} at {at:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_format_2_store_opens_reads_appends_and_scavenges() {
     let (_tmp, dir) = copy_fixture("v2-store");
@@ -223,6 +250,8 @@ fn a_format_2_store_opens_reads_appends_and_scavenges() {
     {
         let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
         check_v2_content(&store);
+        // Its index table is of version 1: entries without commit times.
+        check_time_bounds(&store, "account-0");
     }
     let store = Store::open_with(&dir, Options::default().with_segment_size_bytes(4096)).unwrap();
     check_v2_content(&store);
@@ -265,6 +294,9 @@ fn a_format_2_store_opens_reads_appends_and_scavenges() {
     let v = store.verify(|_| {}).unwrap();
     assert!(v.is_clean(), "{v:?}");
     assert_eq!(store.read_stream("account-1", 0).unwrap().count(), 3);
+    // Rewritten by the scavenge and flushed at close: tables of version 2 now, holding
+    // the old entries (no commit time) and the new ones (with theirs).
+    check_time_bounds(&store, "account-0");
 }
 
 #[test]

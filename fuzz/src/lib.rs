@@ -420,9 +420,7 @@ pub fn open_check_reopen(
 pub fn fix_table_crcs(b: &mut [u8]) {
     // The layout constants of src/index/table.rs (its module is private; docs/format.md).
     const TABLE_HEADER_LEN: usize = 16;
-    const ENTRY_LEN: usize = 32;
     const BLOCK_ENTRIES: u64 = 128;
-    const BLOCK_LEN: usize = 128 * 32 + 4;
     const FOOTER_LEN: usize = 48;
     let len = b.len();
     let Some(f) = len.checked_sub(FOOTER_LEN) else {
@@ -431,6 +429,9 @@ pub fn fix_table_crcs(b: &mut [u8]) {
     if f < TABLE_HEADER_LEN {
         return;
     }
+    // Entries of 40 bytes (table version 2, with commit times), 32 in version 1.
+    let entry_len: usize = if b[8..12] == 1u32.to_le_bytes() { 32 } else { 40 };
+    let block_len = 128 * entry_len + 4;
     let rd = |b: &[u8], at: usize| u64::from_le_bytes(b[at..at + 8].try_into().unwrap());
     let entries = rd(b, f);
     let fences_offset = rd(b, f + 16);
@@ -439,14 +440,14 @@ pub fn fix_table_crcs(b: &mut [u8]) {
     let mut left = entries;
     while left > 0 {
         let n = left.min(BLOCK_ENTRIES) as usize;
-        let end = start + n * ENTRY_LEN;
+        let end = start + n * entry_len;
         if end + 4 > f {
             break;
         }
         let crc = crc32(&b[start..end]);
         b[end..end + 4].copy_from_slice(&crc.to_le_bytes());
         left -= n as u64;
-        start += BLOCK_LEN;
+        start += block_len;
     }
     if let Ok(fo) = usize::try_from(fences_offset) {
         if fo <= f {

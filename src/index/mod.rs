@@ -1,6 +1,7 @@
 //! The `index` layer: `(stream hash, version) → position`, persistent and bounded in memory.
 //!
-//! One entry per append (frame): `(stream_hash, first_version, position) → (count, check)`.
+//! One entry per append (frame): `(stream_hash, first_version, position) → (count, check,
+//! commit time)`.
 //! Recent entries live in a memtable; a full memtable is frozen and flushed to an immutable
 //! sorted table file under `index/`; tables are merged so their number stays logarithmic in
 //! the number of entries; a manifest (replaced atomically) names the live tables and the log
@@ -18,7 +19,9 @@ mod table;
 pub use cache::{StreamCache, StreamState};
 pub use manifest::Manifest;
 pub use over_log::{IndexedLogFiles, open_indexed_log};
-pub use table::{Entry, Table, last_version, parse_table_file_name, table_file_name, write_table};
+pub use table::{
+    Entry, NO_COMMIT_TIME, Table, last_version, parse_table_file_name, table_file_name, write_table,
+};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -43,6 +46,18 @@ pub fn stream_check(stream: &str) -> u32 {
     crc32fast::hash(stream.as_bytes())
 }
 
+/// The commit time an index entry records for the frame with this header and body: its
+/// own (format 2), `i64::MIN` for an events frame of format 1 (which counts as committed
+/// before every later frame), `None` for other kinds or a body too short to hold it.
+pub fn commit_time_of(header: &crate::format::FrameHeader, body: &[u8]) -> Option<i64> {
+    if header.kind != crate::format::FrameKind::Events {
+        return None;
+    }
+    crate::format::decode_commit_time(header, body)
+        .ok()
+        .map(|t| t.unwrap_or(i64::MIN))
+}
+
 /// How keys are derived from stream names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Hashing {
@@ -63,7 +78,8 @@ impl Hashing {
     }
 }
 
-type Memtable = BTreeMap<(u64, u64, u64), (u32, u32)>;
+/// `(hash, first version, position) → (count, check, commit time or NO_COMMIT_TIME)`.
+type Memtable = BTreeMap<(u64, u64, u64), (u32, u32, i64)>;
 
 /// A manifest and the tables it names, as loaded at open.
 type Loaded = (Manifest, Vec<Arc<Table>>);
@@ -326,7 +342,8 @@ impl Index {
     }
 
     /// Records an append: `count` events of `stream` from `first_version` in the frame at
-    /// `position`, whose stored CRC is `frame_crc`.
+    /// `position`, whose stored CRC is `frame_crc`, committed at `committed_at_us` (see
+    /// [`Entry::committed_at_us`]; `None` when it has none to record).
     pub fn record(
         &self,
         stream: &str,
@@ -334,11 +351,13 @@ impl Index {
         count: u32,
         position: u64,
         frame_crc: u32,
+        committed_at_us: Option<i64>,
     ) {
         let (hash, check) = self.keys(stream);
+        let time = committed_at_us.unwrap_or(NO_COMMIT_TIME);
         let mut s = self.state.write();
         s.memtable
-            .insert((hash, first_version, position), (count, check));
+            .insert((hash, first_version, position), (count, check, time));
         s.totals.events = s.totals.events.saturating_add(u64::from(count));
         s.totals.appends = s.totals.appends.saturating_add(1);
         if first_version == 0 {
@@ -810,7 +829,7 @@ impl Index {
 
 /// A memtable item as an [`Entry`].
 fn memtable_entry(
-    (&(hash, first_version, position), &(count, check)): (&(u64, u64, u64), &(u32, u32)),
+    (&(hash, first_version, position), &(count, check, time)): (&(u64, u64, u64), &(u32, u32, i64)),
 ) -> Entry {
     Entry {
         hash,
@@ -818,6 +837,7 @@ fn memtable_entry(
         position,
         count,
         check,
+        committed_at_us: Some(time).filter(|&t| t != NO_COMMIT_TIME),
     }
 }
 
@@ -858,7 +878,7 @@ mod tests {
         let mut expect = Vec::new();
         for v in 0..62u64 {
             let stream = ["a", "b", "c"][(v % 3) as usize];
-            idx.record(stream, v / 3, 1, pos, 0);
+            idx.record(stream, v / 3, 1, pos, 0, None);
             expect.push((v / 3, pos));
             pos += 10;
             if idx.memtable_full() {
@@ -880,6 +900,7 @@ mod tests {
                 position: 0,
                 count: 0,
                 check: 0,
+                committed_at_us: None,
             };
             loop {
                 let batch = idx
@@ -911,7 +932,13 @@ mod tests {
         let (h, c) = idx.keys("s");
         let mut pos = 100;
         for v in (0..40).step_by(2) {
-            idx.record("s", v, 2, pos, v as u32);
+            // Commit times of either kind: recorded, and format 1's.
+            let time = if v % 4 == 0 {
+                i64::MIN
+            } else {
+                v as i64 * 1000
+            };
+            idx.record("s", v, 2, pos, v as u32, Some(time));
             pos += 10;
             if idx.memtable_full() {
                 assert!(idx.freeze(pos));
@@ -920,9 +947,17 @@ mod tests {
             }
         }
         assert!(idx.table_count() <= 4, "tables: {}", idx.table_count());
+        let time_of = |first: u64| {
+            if first.is_multiple_of(4) {
+                i64::MIN
+            } else {
+                first as i64 * 1000
+            }
+        };
         for v in 0..40u64 {
             let e = idx.floor(h, c, v, &[]).unwrap().unwrap();
             assert_eq!(e.first_version, v / 2 * 2);
+            assert_eq!(e.committed_at_us, Some(time_of(e.first_version)));
         }
         assert_eq!(idx.floor(h, c ^ 1, 5, &[]).unwrap(), None);
         let last = idx.floor(h, c, u64::MAX, &[]).unwrap().unwrap();
@@ -933,6 +968,14 @@ mod tests {
         let (idx, report) = Index::open(storage, dir.path(), Hashing::Standard, 4, false).unwrap();
         assert_eq!(report.covered_position, covered);
         assert!(report.rebuilt.is_none());
-        assert_eq!(idx.floor(h, c, 7, &[]).unwrap().unwrap().first_version, 6);
+        for v in 0..40u64 {
+            let e = idx.floor(h, c, v, &[]).unwrap().unwrap();
+            assert_eq!(e.first_version, v / 2 * 2);
+            assert_eq!(
+                e.committed_at_us,
+                Some(time_of(e.first_version)),
+                "after reopen"
+            );
+        }
     }
 }

@@ -85,7 +85,14 @@ pub fn open_indexed_log(
         },
         |_segment, header, bytes| {
             if let Some((stream, first_version, count)) = key(header, bytes.body()) {
-                index.record(stream, first_version, count, header.position, header.crc);
+                index.record(
+                    stream,
+                    first_version,
+                    count,
+                    header.position,
+                    header.crc,
+                    super::commit_time_of(header, bytes.body()),
+                );
                 replayed += 1;
             }
             progress(header.frame_len());

@@ -1,9 +1,10 @@
 //! Immutable sorted index table files (`index/<id>.idx`), read through a mapping.
 //!
 //! Layout (all little-endian; see docs/format.md):
-//! header (16 bytes) · blocks of up to 128 entries of 32 bytes, each block followed by the
-//! CRC of its entries · fences (the first key of each block, 24 bytes each) · footer (48
-//! bytes). Entries are sorted by `(stream_hash, first_version, position)`.
+//! header (16 bytes) · blocks of up to 128 entries of 40 bytes (32 in version 1, which has
+//! no commit times), each block followed by the CRC of its entries · fences (the first key
+//! of each block, 24 bytes each) · footer (48 bytes). Entries are sorted by
+//! `(stream_hash, first_version, position)`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,16 +18,26 @@ use crate::io::{Mapping, Storage};
 pub const TABLE_MAGIC: [u8; 8] = *b"SLOGIDX\0";
 /// Magic in the footer of an index table.
 pub const TABLE_FOOTER_MAGIC: [u8; 8] = *b"SLIDXEND";
-/// Format version of index tables.
-pub const TABLE_VERSION: u32 = 1;
+/// Format version of the index tables written: 2 (entries carry their append's commit
+/// time). Version 1 tables are still read; their entries have no commit time.
+pub const TABLE_VERSION: u32 = 2;
 /// Bytes of the table header.
 pub const TABLE_HEADER_LEN: u64 = 16;
-/// Bytes of one entry.
-pub const ENTRY_LEN: usize = 32;
+/// Bytes of one entry (table version 2).
+pub const ENTRY_LEN: usize = 40;
+/// Bytes of one entry of a version 1 table (no commit time).
+pub const ENTRY_LEN_V1: usize = 32;
 /// Entries per full block.
 pub const BLOCK_ENTRIES: usize = 128;
-/// Bytes of a full block: its entries and their CRC.
-pub const BLOCK_LEN: u64 = (BLOCK_ENTRIES * ENTRY_LEN + 4) as u64;
+/// The commit time stored for an entry that has none recorded (an entry carried over from
+/// a version 1 table, or a snapshot's): searches read it from the frame instead. A real
+/// commit time of this value would only cost such a read.
+pub const NO_COMMIT_TIME: i64 = i64::MAX;
+
+/// Bytes of a full block of entries of `entry_len` bytes, with their CRC.
+const fn block_len(entry_len: usize) -> u64 {
+    (BLOCK_ENTRIES * entry_len + 4) as u64
+}
 /// Bytes of one fence.
 pub const FENCE_LEN: usize = 24;
 /// Bytes of the footer.
@@ -55,6 +66,10 @@ pub struct Entry {
     /// A second, independent hash of the stream name ([`super::stream_check`]) that lets
     /// lookups skip the entries of a colliding stream without reading its frame.
     pub check: u32,
+    /// When the append was committed, in microseconds since the Unix epoch (`i64::MIN` for
+    /// a frame of format 1, which has none and counts as committed before every later
+    /// one); `None` when not recorded (version 1 tables, snapshot entries).
+    pub committed_at_us: Option<i64>,
 }
 
 impl Entry {
@@ -79,9 +94,12 @@ impl Entry {
         out.extend_from_slice(&self.position.to_le_bytes());
         out.extend_from_slice(&self.count.to_le_bytes());
         out.extend_from_slice(&self.check.to_le_bytes());
+        out.extend_from_slice(&self.committed_at_us.unwrap_or(NO_COMMIT_TIME).to_le_bytes());
     }
 
-    fn decode(b: &[u8]) -> std::result::Result<Entry, DecodeError> {
+    /// Decodes an entry of `entry_len` bytes ([`ENTRY_LEN`], or [`ENTRY_LEN_V1`] without
+    /// a commit time).
+    fn decode(b: &[u8], entry_len: usize) -> std::result::Result<Entry, DecodeError> {
         let mut r = Reader::new(b);
         Ok(Entry {
             hash: r.u64()?,
@@ -89,6 +107,11 @@ impl Entry {
             position: r.u64()?,
             count: r.u32()?,
             check: r.u32()?,
+            committed_at_us: if entry_len == ENTRY_LEN {
+                Some(r.i64()?).filter(|&t| t != NO_COMMIT_TIME)
+            } else {
+                None
+            },
         })
     }
 }
@@ -208,6 +231,8 @@ pub struct Table {
     entries: u64,
     blocks: u64,
     fences_offset: u64,
+    /// Bytes of one entry: [`ENTRY_LEN`], or [`ENTRY_LEN_V1`] for a version 1 table.
+    entry_len: usize,
     /// One bit per block whose CRC has been checked (the file never changes once
     /// written): lookups pay for a block's CRC once per open, not on every read.
     verified: Vec<AtomicU64>,
@@ -237,8 +262,9 @@ impl Table {
         if header.array() != Ok(TABLE_MAGIC) {
             return Err(bad(0, "bad index table magic"));
         }
-        match header.u32() {
-            Ok(TABLE_VERSION) => {}
+        let entry_len = match header.u32() {
+            Ok(TABLE_VERSION) => ENTRY_LEN,
+            Ok(1) => ENTRY_LEN_V1,
             // Checked before anything a newer layout may have changed (the footer).
             Ok(found) if found > TABLE_VERSION => {
                 return Err(Error::UnsupportedFormat {
@@ -248,7 +274,7 @@ impl Table {
                 });
             }
             _ => return Err(bad(8, "unsupported index table version")),
-        }
+        };
         if header.u32() != Ok(0) {
             return Err(bad(12, "index table header reserved bytes"));
         }
@@ -262,7 +288,7 @@ impl Table {
             .map_err(|e| bad(f, &format!("bad index table footer: {e}")))?;
         // Counts come from the file: bound them by its length before any arithmetic, so
         // that a forged footer is an error, never an overflow.
-        if entries > len / ENTRY_LEN as u64 || blocks > len / FENCE_LEN as u64 {
+        if entries > len / entry_len as u64 || blocks > len / FENCE_LEN as u64 {
             return Err(bad(f, "index table footer counts exceed the file's length"));
         }
         let expect_blocks = entries.div_ceil(BLOCK_ENTRIES as u64);
@@ -270,7 +296,10 @@ impl Table {
         let expect_fences = if entries == 0 {
             TABLE_HEADER_LEN
         } else {
-            TABLE_HEADER_LEN + (expect_blocks - 1) * BLOCK_LEN + last * ENTRY_LEN as u64 + 4
+            TABLE_HEADER_LEN
+                + (expect_blocks - 1) * block_len(entry_len)
+                + last * entry_len as u64
+                + 4
         };
         if blocks != expect_blocks
             || fences_offset != expect_fences
@@ -294,6 +323,7 @@ impl Table {
             entries,
             blocks,
             fences_offset,
+            entry_len,
             verified: (0..blocks.div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -333,13 +363,13 @@ impl Table {
 
     /// The entries of `block`, after checking its CRC.
     fn block(&self, block: u64) -> Result<&[u8]> {
-        let start = TABLE_HEADER_LEN + block * BLOCK_LEN;
+        let start = TABLE_HEADER_LEN + block * block_len(self.entry_len);
         let n = if block + 1 == self.blocks {
             self.entries - block * BLOCK_ENTRIES as u64
         } else {
             BLOCK_ENTRIES as u64
         };
-        let end = start + n * ENTRY_LEN as u64;
+        let end = start + n * self.entry_len as u64;
         let bytes = self
             .map
             .get(start as usize..end as usize)
@@ -399,9 +429,9 @@ impl Table {
         };
         loop {
             let bytes = self.block(block)?;
-            let entry = |i: usize| block_entry(bytes, i);
+            let entry = |i: usize| block_entry(bytes, i, self.entry_len);
             // The number of entries with a key <= `key`.
-            let lo = partition_point(bytes, |e| e.key() <= key);
+            let lo = partition_point(bytes, self.entry_len, |e| e.key() <= key);
             for i in (0..lo).rev() {
                 match entry(i) {
                     Some(e) if e.hash == hash => {
@@ -439,10 +469,10 @@ impl Table {
         let mut block = self.block_at_or_below(key).unwrap_or(0);
         loop {
             let bytes = self.block(block)?;
-            let entry = |i: usize| block_entry(bytes, i);
-            let n = bytes.len() / ENTRY_LEN;
+            let entry = |i: usize| block_entry(bytes, i, self.entry_len);
+            let n = bytes.len() / self.entry_len;
             // The first entry with a key >= `key`.
-            let lo = partition_point(bytes, |e| e.key() < key);
+            let lo = partition_point(bytes, self.entry_len, |e| e.key() < key);
             for i in lo..n {
                 match entry(i) {
                     Some(e) if e.hash == hash => {
@@ -468,8 +498,8 @@ impl Table {
         for block in 0..self.blocks {
             for e in self
                 .block(block)?
-                .chunks_exact(ENTRY_LEN)
-                .filter_map(|b| Entry::decode(b).ok())
+                .chunks_exact(self.entry_len)
+                .filter_map(|b| Entry::decode(b, self.entry_len).ok())
             {
                 visit(e)?;
             }
@@ -489,20 +519,20 @@ impl Table {
     }
 }
 
-/// Entry `i` of a block's bytes, if it decodes.
-fn block_entry(bytes: &[u8], i: usize) -> Option<Entry> {
+/// Entry `i` of a block's bytes (entries of `entry_len` bytes), if it decodes.
+fn block_entry(bytes: &[u8], i: usize, entry_len: usize) -> Option<Entry> {
     bytes
-        .get(i * ENTRY_LEN..(i + 1) * ENTRY_LEN)
-        .and_then(|b| Entry::decode(b).ok())
+        .get(i * entry_len..(i + 1) * entry_len)
+        .and_then(|b| Entry::decode(b, entry_len).ok())
 }
 
 /// Binary search in a block's bytes, in place: the number of leading entries for which
 /// `before` holds (entries are sorted by key; one that does not decode ends the prefix).
-fn partition_point(bytes: &[u8], before: impl Fn(&Entry) -> bool) -> usize {
-    let (mut lo, mut hi) = (0usize, bytes.len() / ENTRY_LEN);
+fn partition_point(bytes: &[u8], entry_len: usize, before: impl Fn(&Entry) -> bool) -> usize {
+    let (mut lo, mut hi) = (0usize, bytes.len() / entry_len);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if block_entry(bytes, mid).is_some_and(|e| before(&e)) {
+        if block_entry(bytes, mid, entry_len).is_some_and(|e| before(&e)) {
             lo = mid + 1;
         } else {
             hi = mid;
@@ -535,9 +565,10 @@ impl Iterator for TableIter<'_> {
             }
             match self.table.block(self.block) {
                 Ok(bytes) => {
+                    let entry_len = self.table.entry_len;
                     self.buf = bytes
-                        .chunks_exact(ENTRY_LEN)
-                        .filter_map(|b| Entry::decode(b).ok())
+                        .chunks_exact(entry_len)
+                        .filter_map(|b| Entry::decode(b, entry_len).ok())
                         .collect();
                     self.at = 0;
                     self.block += 1;
@@ -601,10 +632,81 @@ mod tests {
                 position: 1000 + i,
                 count: 3,
                 check: (i % 37) as u32,
+                // Every kind of commit time: recorded, format 1's, not recorded.
+                committed_at_us: match i % 3 {
+                    0 => Some(1_800_000_000_000_000 + i as i64),
+                    1 => Some(i64::MIN),
+                    _ => None,
+                },
             })
             .collect();
         v.sort();
         v
+    }
+
+    /// `entries` as a version 1 table (32-byte entries, no commit time), written by hand.
+    fn write_v1_table(dir: &Path, id: u64, entries: &[Entry]) {
+        let mut out = Vec::new();
+        out.extend_from_slice(&TABLE_MAGIC);
+        out.extend_from_slice(&1u32.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        let mut fences = Vec::new();
+        let chunks: Vec<&[Entry]> = entries.chunks(BLOCK_ENTRIES).collect();
+        for block in &chunks {
+            let first = block[0];
+            for x in [first.hash, first.first_version, first.position] {
+                fences.extend_from_slice(&x.to_le_bytes());
+            }
+            let start = out.len();
+            for e in *block {
+                let mut b = Vec::new();
+                e.encode(&mut b);
+                out.extend_from_slice(&b[..ENTRY_LEN_V1]);
+            }
+            let crc = crc32fast::hash(&out[start..]);
+            out.extend_from_slice(&crc.to_le_bytes());
+        }
+        let fences_offset = out.len() as u64;
+        out.extend_from_slice(&fences);
+        let footer = out.len();
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        out.extend_from_slice(&(chunks.len() as u64).to_le_bytes());
+        out.extend_from_slice(&fences_offset.to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&fences).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&TABLE_FOOTER_MAGIC);
+        let crc = crc32fast::hash(&out[footer..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        std::fs::write(dir.join(table_file_name(id)), out).unwrap();
+    }
+
+    #[test]
+    fn a_version_1_table_reads_with_no_commit_times() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0u64, 1, 128, 300] {
+            let all = entries(n);
+            write_v1_table(dir.path(), n, &all);
+            let t = Table::open(&FsStorage, dir.path(), n).unwrap();
+            let want: Vec<Entry> = all
+                .iter()
+                .map(|e| Entry {
+                    committed_at_us: None,
+                    ..*e
+                })
+                .collect();
+            assert_eq!(t.iter().collect::<Vec<_>>(), want, "n {n}");
+            if let Some(last) = want.last() {
+                let mut got = None;
+                t.floor(last.hash, last.first_version, |e| {
+                    got = Some(e);
+                    false
+                })
+                .unwrap();
+                assert_eq!(got.map(|e| e.committed_at_us), Some(None));
+                assert!(got.is_some_and(|e| e.key() <= last.key()));
+            }
+        }
     }
 
     #[test]

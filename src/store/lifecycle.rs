@@ -298,6 +298,7 @@ impl Inner {
             position: 0,
             count: 0,
             check,
+            committed_at_us: None,
         };
         loop {
             let batch =

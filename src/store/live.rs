@@ -196,8 +196,14 @@ impl Inner {
                 if let Some((stream, first_version, count)) =
                     super::open::events_key(&header, bytes.body())
                 {
-                    self.index
-                        .record(stream, first_version, count, header.position, header.crc);
+                    self.index.record(
+                        stream,
+                        first_version,
+                        count,
+                        header.position,
+                        header.crc,
+                        crate::index::commit_time_of(&header, bytes.body()),
+                    );
                     if stream == super::METADATA_STREAM {
                         self.apply_metadata_frame(&header, bytes.body(), old)?;
                     }

@@ -62,7 +62,7 @@ pub struct Options {
     /// size less the segment and frame headers, and at most 4 GiB.
     pub max_frame_bytes: u64,
     /// Index entries (one per append) kept in memory before they are flushed to an index
-    /// table file. Default 65,536 (about 5 MiB); at least 16.
+    /// table file. Default 65,536 (about 6 MiB); at least 16.
     pub memtable_entries: usize,
     /// The memtable is also flushed once the log it covers reaches this many bytes, which
     /// bounds what an open after a crash replays whatever the appends' size or the log's

@@ -1,31 +1,39 @@
 //! Time travel: commit times, the position committed at a time, and reads and loads as of
 //! a bound (a version, a position or a time).
 //!
-//! The log is its own time index. Every append of format 2 carries its commit time, commit
-//! times never decrease along the log, and every frame names its own position under its
-//! CRC, so a frame boundary can be found from any byte offset. Finding the first append
-//! committed at or after a time is then a binary search: over the segments by the commit
-//! time of their first append, then over byte offsets inside one segment, each probe
-//! reading the first frame after the offset. Nothing is stored for it, so there is
-//! nothing to rebuild, keep in step or lose.
+//! The log is its own time index for `$all`. Every append of format 2 carries its commit
+//! time, commit times never decrease along the log, and every frame names its own position
+//! under its CRC, so a frame boundary can be found from any byte offset. Finding the first
+//! append committed at or after a time is then a binary search: over the segments by the
+//! commit time of their first append, then over byte offsets inside one segment, each
+//! probe reading the first frame after the offset.
+//!
+//! A stream's version as of a position or a time is searched on its index entries, which
+//! carry each append's position and commit time (index tables of version 2): index
+//! lookups only, then one frame read to confirm the answer against streams sharing the
+//! stream's keys. Entries of version 1 tables have no commit time; for them the search
+//! reads the frame's (remembered for later searches).
 
 use std::ops::ControlFlow;
 use std::time::SystemTime;
 
 use super::aggregate::{Aggregate, Loaded};
 use super::event::{self, Position, ResumeToken};
+use super::lookup::Found;
 use super::read::{self, AllEvents, StreamEvents};
 use super::{Inner, Store};
 use crate::error::Result;
 use crate::format::{self, FrameKind, SEGMENT_HEADER_LEN};
+use crate::index::Entry;
 
 /// Below this many bytes, the search inside a segment walks frames instead of probing
 /// (and the search for the last commit time looks back this far first).
 const WALK_BYTES: u64 = 8 << 10;
 
-/// Commit times a store remembers for its searches for a time (16 bytes each, plus the
-/// map's overhead): enough for the first dozen levels of the searches' binary trees,
-/// which every search over a stream shares. Cleared when full.
+/// Commit times a store remembers for its searches for a time over index entries that do
+/// not carry one (version 1 tables; 16 bytes each, plus the map's overhead): enough for
+/// the first dozen levels of the searches' binary trees, which every search over a stream
+/// shares. Cleared when full.
 pub(super) const COMMIT_TIMES_MAX: usize = 4096;
 
 /// A bound for reads and loads "as of" a point in the past.
@@ -38,6 +46,26 @@ pub enum AsOf {
     Position(Position),
     /// Up to and including the appends committed at or before this time.
     Time(SystemTime),
+}
+
+/// A position or a time bound, as the search over a stream's appends compares them.
+#[derive(Debug, Clone, Copy)]
+enum Bound {
+    /// The appends at positions at or below it.
+    Position(u64),
+    /// The appends committed at or before it (microseconds since the Unix epoch).
+    Time(i64),
+}
+
+impl Bound {
+    /// Whether the stream's frame `found` (read, and confirmed by its stream name) is
+    /// within the bound.
+    fn holds_for(self, found: &Found) -> bool {
+        match self {
+            Bound::Position(p) => found.entry.position <= p,
+            Bound::Time(t_us) => found.frame.committed_at_us().unwrap_or(i64::MIN) <= t_us,
+        }
+    }
 }
 
 /// One events frame met by a search: where it starts and ends, and its commit time
@@ -220,75 +248,28 @@ impl Inner {
         })
     }
 
-    /// The last version of `stream` within `as_of` (visible below `visible`), by binary
-    /// search over its versions through the index: O(log n) lookups.
+    /// The last version of `stream` within `as_of` (visible below `visible`). A version
+    /// bound is the answer itself; a position or a time bound is a binary search over the
+    /// stream's appends on their index entries alone (each entry carries its position and
+    /// its commit time), then confirmed with one frame read ([`Inner::confirm_bound`]).
     fn version_as_of(&self, stream: &str, as_of: AsOf, visible: u64) -> Result<Option<u64>> {
         let Some(current) = self.resolve_visible(stream, u64::MAX, visible)? else {
             return Ok(None);
         };
         let last = current.entry.last_version();
-        let p = match as_of {
+        let bound = match as_of {
             AsOf::Version(bound) => return Ok(Some(bound.min(last))),
-            AsOf::Time(t) => {
-                return self.version_at_time(stream, event::timestamp_us(t), &current, visible);
-            }
-            AsOf::Position(p) => p.0,
+            AsOf::Position(p) => Bound::Position(p.0),
+            AsOf::Time(t) => Bound::Time(event::timestamp_us(t)),
         };
-        let within = |v: u64| -> Result<bool> {
-            Ok(self
-                .resolve_visible(stream, v, visible)?
-                .is_some_and(|f| f.entry.position <= p))
-        };
-        // A position bound is searched on the index entries alone, one lookup a probe and
-        // no frame read; the answer is then confirmed through the frames (the entries of
-        // a stream sharing this one's keys could mislead the search), and searched again
-        // through the frames if it does not hold.
-        let (hash, check) = self.index.keys(stream);
-        let found = search_prefix(last, |v| {
-            Ok(self
-                .index
-                .floor(hash, check, v, &[])?
-                .is_some_and(|e| e.position <= p && e.position < visible))
-        })?;
-        let holds = match found {
-            Some(v) => within(v)? && (v == last || !within(v.saturating_add(1))?),
-            None => !within(0)?,
-        };
-        if holds {
-            return Ok(found);
-        }
-        search_prefix(last, within)
-    }
-}
-
-impl Inner {
-    /// The last version of `stream` committed at or before `t_us`; `current` is the
-    /// stream's last frame. A binary search over the stream's appends: each probe is one
-    /// index lookup and the commit time of the append it names (remembered, or read and
-    /// checked with its events left undecoded), and settles every version of that append
-    /// at once. The answer is then confirmed through
-    /// the stream's own frames (an entry of a stream sharing this one's keys could
-    /// mislead the search), and searched again through them if it does not hold.
-    fn version_at_time(
-        &self,
-        stream: &str,
-        t_us: i64,
-        current: &super::lookup::Found,
-        visible: u64,
-    ) -> Result<Option<u64>> {
-        let last = current.entry.last_version();
-        let last_time = current.frame.committed_at_us().unwrap_or(i64::MIN);
-        if last_time <= t_us {
+        // The stream's last append, read and confirmed by its name: within the bound, it
+        // is the answer; if not, no version from its first on is.
+        if bound.holds_for(&current) {
             return Ok(Some(last));
         }
-        let within = |v: u64| -> Result<bool> {
-            Ok(self
-                .resolve_visible(stream, v, visible)?
-                .is_some_and(|f| f.frame.committed_at_us().unwrap_or(i64::MIN) <= t_us))
-        };
         let (hash, check) = self.index.keys(stream);
-        // Versions up to `ok` were committed at or before `t`; versions from `late` on
-        // after it.
+        // Versions up to `ok` are within the bound (by the entries searched so far);
+        // versions from `late` on are not.
         let (mut ok, mut late) = (None::<u64>, current.entry.first_version);
         loop {
             let start = ok.map_or(0, |v| v.saturating_add(1));
@@ -301,25 +282,91 @@ impl Inner {
                 .floor(hash, check, mid, &[])?
                 .filter(|e| e.position < visible);
             let probed = match entry {
-                Some(e) => Some((e, self.commit_time_at(e.position, visible)?)),
+                Some(e) => Some((e, self.entry_within(&e, bound, visible)?)),
                 None => None,
             };
             match probed {
                 // Every version of the probed append is settled at once.
-                Some((e, time)) if time <= t_us => ok = Some(e.last_version().clamp(mid, late - 1)),
-                Some((e, _)) => late = e.first_version.clamp(start, mid),
+                Some((e, true)) => ok = Some(e.last_version().clamp(mid, late - 1)),
+                Some((e, false)) => late = e.first_version.clamp(start, mid),
                 None => late = mid,
             }
         }
-        let found = ok;
-        let holds = match found {
-            Some(v) => within(v)? && !within(v.saturating_add(1))?,
-            None => !within(0)?,
-        };
-        if holds {
-            return Ok(found);
+        if self.confirm_bound(stream, ok, last, bound, hash, check, visible)? {
+            return Ok(ok);
         }
-        search_prefix(last, within)
+        // Misled by the entries of a stream sharing this one's keys (or by stale ones): the
+        // search again, each probe confirmed through the stream's own frames.
+        search_prefix(last, |v| {
+            Ok(self
+                .resolve_visible(stream, v, visible)?
+                .is_some_and(|f| bound.holds_for(&f)))
+        })
+    }
+
+    /// Whether the append of `entry` is within `bound`: by its position, or by the commit
+    /// time its entry records (read from its frame when the entry has none: entries of
+    /// version 1 index tables).
+    fn entry_within(&self, entry: &Entry, bound: Bound, visible: u64) -> Result<bool> {
+        Ok(match bound {
+            Bound::Position(p) => entry.position <= p,
+            Bound::Time(t_us) => match entry.committed_at_us {
+                Some(at) => at <= t_us,
+                None => self.commit_time_at(entry.position, visible)? <= t_us,
+            },
+        })
+    }
+
+    /// Whether `found` (the answer of the search on the index entries: the last version of
+    /// `stream` within `bound`, `None` for none) is right, though the entries searched may
+    /// include those of another stream with the same keys. For `Some(v)` below the stream's
+    /// `last` version, it holds when the stream's own frame holding `v` (read, and
+    /// confirmed by its name) is within the bound and ends at `v`, and no entry with
+    /// these keys that starts at `v + 1` is within it: the stream's append holding `v + 1`
+    /// starts there (versions have no gaps), so it is after the bound, and so is every
+    /// later one. One frame read, which the load that follows reads again from the page
+    /// cache (it is the last one it replays).
+    #[allow(clippy::too_many_arguments)]
+    fn confirm_bound(
+        &self,
+        stream: &str,
+        found: Option<u64>,
+        last: u64,
+        bound: Bound,
+        hash: u64,
+        check: u32,
+        visible: u64,
+    ) -> Result<bool> {
+        let Some(v) = found else {
+            // No version within the bound: the stream's first append is after it.
+            return Ok(!self
+                .resolve_visible(stream, 0, visible)?
+                .is_some_and(|f| bound.holds_for(&f)));
+        };
+        let Some(holding) = self.resolve_visible(stream, v, visible)? else {
+            return Ok(false);
+        };
+        if !bound.holds_for(&holding) {
+            return Ok(false);
+        }
+        if v >= last {
+            return Ok(true);
+        }
+        if holding.entry.last_version() != v {
+            return Ok(false);
+        }
+        let next = v.saturating_add(1);
+        let mut seen = Vec::new();
+        while let Some(e) = self.index.floor(hash, check, next, &seen)? {
+            if e.first_version != next {
+                break;
+            }
+            if e.position < visible && self.entry_within(&e, bound, visible)? {
+                return Ok(false);
+            }
+            seen.push(e.position);
+        }
+        Ok(true)
     }
 
     /// The commit time of the events frame at `position` (`i64::MIN` for format 1):

@@ -447,8 +447,14 @@ impl Inner {
         )
         .crc;
         let count = records.len() as u32;
-        self.index
-            .record(stream, first_version, count, position, crc);
+        self.index.record(
+            stream,
+            first_version,
+            count,
+            position,
+            crc,
+            Some(committed_at_us),
+        );
         writer.streams.insert(
             stream,
             StreamState {
