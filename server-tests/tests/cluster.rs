@@ -29,8 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kurrentdb::{
-    AppendToStreamOptions, Client, ClientSettings, EventData, ReadAllOptions, StreamPosition,
-    StreamState,
+    AppendToStreamOptions, Client, ClientSettings, DeleteStreamOptions, EventData, ReadAllOptions,
+    ReadStreamOptions, StreamMetadata, StreamMetadataResult, StreamPosition, StreamState,
+    TombstoneStreamOptions,
 };
 
 /// A new leader must be elected within this long after a fault.
@@ -602,4 +603,177 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         e,
         f
     );
+}
+
+/// Retries a client call while the cluster is between leaders or the client is moving to
+/// the leader (not-leader answers, unavailable nodes), for up to 20 s; any other outcome
+/// is returned.
+macro_rules! on_leader {
+    ($call:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match $call.await {
+                Err(
+                    e @ (kurrentdb::Error::NotLeaderException(_)
+                    | kurrentdb::Error::ServerError(_)
+                    | kurrentdb::Error::GrpcConnectionError(_)
+                    | kurrentdb::Error::ConnectionClosed
+                    | kurrentdb::Error::DeadlineExceeded),
+                ) if Instant::now() < deadline => {
+                    eprintln!("retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// Deletes, tombstones and stream metadata through the official client against a
+/// cluster: a follower sends the client to the leader, the leader answers as a single
+/// node does (conflicts, "stream deleted" after a tombstone), and every node holds the
+/// same records afterwards, read from its own store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_tombstones_and_metadata_are_replicated_to_every_node() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = Cluster::start(root.path());
+    let (leader, _) = cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("a leader");
+    // The followers learn the leader with its first heartbeat.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let follower = (leader + 1) % cluster.nodes.len();
+    let client = client(&cluster.nodes[follower].addr);
+
+    let first = client
+        .delete_stream("soft", &DeleteStreamOptions::default())
+        .await
+        .expect_err("a follower does not delete");
+    assert!(
+        matches!(first, kurrentdb::Error::NotLeaderException(_)),
+        "a follower answers a delete with not-leader: {first:?}"
+    );
+    for stream in ["soft", "hard", "meta"] {
+        for n in 0..3u64 {
+            let state = match n {
+                0 => StreamState::NoStream,
+                n => StreamState::StreamRevision(n - 1),
+            };
+            let event = EventData::binary("Tick", n.to_string().into_bytes().into());
+            on_leader!(client.append_to_stream(
+                stream,
+                &AppendToStreamOptions::default().stream_state(state),
+                event.clone()
+            ))
+            .expect("append");
+        }
+    }
+
+    let conflict = on_leader!(client.delete_stream(
+        "soft",
+        &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(7))
+    ))
+    .expect_err("a delete at a wrong revision");
+    assert!(
+        !matches!(conflict, kurrentdb::Error::ResourceDeleted),
+        "a conflict, not a deleted stream: {conflict:?}"
+    );
+    let at = on_leader!(client.delete_stream(
+        "soft",
+        &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(2))
+    ))
+    .expect("soft delete");
+    assert!(at.is_some(), "a delete reports its position");
+    on_leader!(client.tombstone_stream(
+        "hard",
+        &TombstoneStreamOptions::default().stream_state(StreamState::StreamRevision(2))
+    ))
+    .expect("tombstone");
+    let deleted = on_leader!(client.append_to_stream(
+        "hard",
+        &AppendToStreamOptions::default(),
+        EventData::binary("Tick", b"late".to_vec().into())
+    ))
+    .expect_err("an append to a tombstoned stream");
+    assert!(
+        matches!(deleted, kurrentdb::Error::ResourceDeleted),
+        "{deleted:?}"
+    );
+    let metadata = StreamMetadata::builder()
+        .max_count(1)
+        .insert_custom_property("owner", "ops")
+        .build();
+    let written = on_leader!(client.set_stream_metadata(
+        "meta",
+        &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+        &metadata
+    ))
+    .expect("metadata");
+    assert_eq!(written.next_expected_version, 0);
+    let stale = on_leader!(client.set_stream_metadata(
+        "meta",
+        &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+        &metadata
+    ))
+    .expect_err("metadata at a stale revision");
+    assert!(
+        matches!(stale, kurrentdb::Error::WrongExpectedVersion { .. }),
+        "{stale:?}"
+    );
+
+    // Every node, read from its own store (no leader required).
+    for node in &cluster.nodes {
+        let settings: ClientSettings =
+            format!("esdb://{}?tls=false&nodePreference=follower", node.addr)
+                .parse()
+                .expect("connection string");
+        let reader = Client::new(settings).expect("client");
+        let options = ReadStreamOptions::default().requires_leader(false);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let hard = match reader.read_stream("hard", &options).await {
+                Ok(mut s) => s.next().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            let soft = match reader.read_stream("soft", &options).await {
+                Ok(mut s) => s.next().await.map(|e| e.is_none()),
+                Err(e) => Err(e),
+            };
+            let meta = reader.get_stream_metadata("meta", &options).await;
+            let applied = matches!(hard, Err(kurrentdb::Error::ResourceDeleted))
+                && matches!(soft, Ok(true) | Err(kurrentdb::Error::ResourceNotFound))
+                && matches!(&meta, Ok(StreamMetadataResult::Success(m)) if m.metadata() == &metadata);
+            if applied {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}: hard {hard:?}, soft {soft:?}, meta {meta:?}",
+                node.id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut all = Vec::new();
+        for n in &cluster.nodes {
+            all.push(events_of(&n.addr).await);
+        }
+        if all.iter().all(|e| *e == all[0]) {
+            // The three changes are records of the system stream, the same on each node.
+            let changes = all[0]
+                .iter()
+                .filter(|(s, _, _)| s == "$streams-metadata")
+                .count();
+            assert_eq!(changes, 3, "{:?}", all[0]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not converge: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,7 +1,8 @@
 //! The state machine: a streamlog [`Store`], written only by applying log entries.
 //!
-//! **Applying.** Each command is one [`Store::append`] with its expected version, in log
-//! order, on one thread, with the proposer's time as the commit time (an injected
+//! **Applying.** Each command is one [`Store::append`] (or one delete, tombstone or
+//! metadata change, its record's id fixed by the proposer) with its expected version, in
+//! log order, on one thread, with the proposer's time as the commit time (an injected
 //! [`Clock`]): every replica decides the same, and the outcome (appended,
 //! `WrongExpectedVersion`, `StreamDeleted`, refused) is the entry's [`Response`].
 //! Retries of an append (same event ids) are recognised by the store as on a single node,
@@ -12,9 +13,10 @@
 //! applied log id is saved with the store's end (`DIR/sm-state`, atomic replace). After a
 //! crash the store holds those appends and maybe some after them (a prefix of the log:
 //! the engine's recovery keeps whole appends in order). Openraft applies the entries after
-//! the saved id again; each one whose append the store already holds is matched with it
-//! (by its first event id, frame after frame) instead of being appended twice, and one
-//! that wrote nothing then is skipped: its original answer went out before the crash.
+//! the saved id again; each one whose append (or change record) the store already holds
+//! is matched with it (by its first record id, frame after frame) instead of being
+//! written twice, and one that wrote nothing then is skipped: its original answer went
+//! out before the crash.
 //! Once the store's end is reached, entries are applied normally.
 //!
 //! **Snapshots** are the store's segment files up to the end matching the applied log id,
@@ -33,12 +35,15 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::command::{Command, Response};
+use super::command::{Command, Operation, Response};
 use super::snapshot;
 use super::{BasicNode, NodeId, TypeConfig};
 use crate::error::{Error, Result};
 use crate::io::FsStorage;
-use crate::{Clock, Durability, ExpectedVersion, Options, Position, Store};
+use crate::store::LifecycleChange;
+use crate::{
+    Clock, Durability, EventId, ExpectedVersion, Options, Position, Store, StreamMetadata,
+};
 
 /// The state file's name in the state machine's directory.
 const STATE_FILE: &str = "sm-state";
@@ -150,17 +155,38 @@ impl StoreStateMachine {
 
     fn apply_command(&self, inner: &mut Inner, cmd: &Command) -> Result<Response> {
         if let Some(&(_, first_id)) = inner.replay.front() {
-            // Before the restart, the store took the appends up to its end: this entry
+            // Before the restart, the store took the changes up to its end: this entry
             // either wrote the next of them, or wrote nothing.
-            if cmd.events.first().is_some_and(|e| e.id == first_id) {
+            if cmd.first_record_id() == Some(first_id) {
                 inner.replay.pop_front();
             }
             return Ok(Response::Recovered);
         }
         inner.clock_us.store(cmd.proposed_at_us, Ordering::Release);
         let store = self.store.read().clone();
-        let events: Vec<_> = cmd.events.iter().map(|e| e.to_new_event()).collect();
-        match store.append(&cmd.stream, ExpectedVersion::from(cmd.expected), events) {
+        let expected = ExpectedVersion::from(cmd.expected);
+        let stream = cmd.stream.as_str();
+        let outcome = match &cmd.operation {
+            Operation::Append(events) => {
+                let events: Vec<_> = events.iter().map(|e| e.to_new_event()).collect();
+                store.append(stream, expected, events)
+            }
+            Operation::Delete { id } => {
+                store.change_with_id(stream, expected, LifecycleChange::Delete, EventId(*id))
+            }
+            Operation::Tombstone { id } => {
+                store.change_with_id(stream, expected, LifecycleChange::Tombstone, EventId(*id))
+            }
+            Operation::SetMetadata { id, json } => StreamMetadata::from_json(json).and_then(|m| {
+                store.change_with_id(
+                    stream,
+                    expected,
+                    LifecycleChange::Metadata(&m),
+                    EventId(*id),
+                )
+            }),
+        };
+        match outcome {
             Ok(r) => Ok(Response::Appended(r.into())),
             Err(Error::WrongExpectedVersion { actual, .. }) => {
                 Ok(Response::WrongExpectedVersion { actual })
