@@ -20,8 +20,10 @@ use openraft::raft::{
 };
 use openraft::{Config, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
-use streamlog::cluster::{BasicNode, Command, RaftLog, Response, StoreStateMachine, TypeConfig};
-use streamlog::{EventId, ExpectedVersion, NewEvent, Options, Position};
+use streamlog::cluster::{
+    BasicNode, Command, RaftLog, Replaced, Response, StoreStateMachine, TypeConfig,
+};
+use streamlog::{Delivery, EventId, ExpectedVersion, NewEvent, Options, Position, SubscribeAll};
 
 type NodeRaft = Raft<TypeConfig>;
 
@@ -248,6 +250,12 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
         let purged = leader.metrics().borrow().purged;
         assert!(purged.is_some_and(|p| p.index > 1), "purged: {purged:?}");
         let n4 = start(&router, dir.path(), 4).await;
+        // A subscription follows the new node's store as it stands before it joins; the
+        // snapshot replaces that store, and says so to whoever took it.
+        let (empty, mut replaced) = n4.sm.store_watched();
+        let mut subscription = empty.subscribe_all(SubscribeAll::from_start()).unwrap();
+        assert!(!replaced.is_replaced());
+        let others: Vec<Replaced> = nodes.iter().map(|n| n.sm.store_watched().1).collect();
         leader
             .add_learner(4, BasicNode::new("n4"), true)
             .await
@@ -259,6 +267,26 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
             .unwrap();
         assert!(n4.raft.metrics().borrow().snapshot.is_some());
         assert_eq!(events(&n4.sm), want);
+        tokio::time::timeout(Duration::from_secs(10), replaced.wait())
+            .await
+            .expect("the snapshot install replaced the store");
+        assert!(replaced.is_replaced());
+        // The replaced store got none of the events: a subscription on it would wait for
+        // ever, which is why the server ends those subscriptions.
+        assert!(empty.read_all(Position::START).unwrap().next().is_none());
+        let mut delivered = Vec::new();
+        while let Some(d) = subscription
+            .next_timeout(Duration::from_millis(100))
+            .unwrap()
+        {
+            if let Delivery::Event(e) = d {
+                delivered.push(e.id);
+            }
+        }
+        assert!(delivered.is_empty(), "{delivered:?}");
+        assert!(!n4.sm.store_watched().1.is_replaced());
+        // The nodes that were up to date installed nothing.
+        assert!(others.iter().all(|r| !r.is_replaced()));
 
         // The leader stops: the two other voters elect a new one, which recognises a
         // retry of an append the old leader stored, and goes on.

@@ -39,7 +39,7 @@ pub use command::{Appended, Command, Expected, Operation, ProposedEvent, Respons
 pub use log_store::{DEFAULT_RAFT_SEGMENT_BYTES, RaftLog, decode_entries, encode_entries};
 pub use openraft;
 pub use openraft::BasicNode;
-pub use state_machine::{StoreSnapshotBuilder, StoreStateMachine};
+pub use state_machine::{Replaced, StoreSnapshotBuilder, StoreStateMachine};
 
 /// A node's id in a cluster.
 pub type NodeId = u64;

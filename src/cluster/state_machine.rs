@@ -20,7 +20,9 @@
 //! Once the store's end is reached, entries are applied normally.
 //!
 //! **Snapshots** are the store's segment files up to the end matching the applied log id,
-//! shipped whole (see [`super::snapshot`]).
+//! shipped whole (see [`super::snapshot`]). Installing one replaces the store: readers
+//! take the new one from then on, and a [`Replaced`] taken with the old one tells
+//! subscriptions on it to end.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -33,7 +35,7 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use super::command::{Command, Operation, Response};
 use super::snapshot;
@@ -85,6 +87,36 @@ pub struct StoreStateMachine {
     inner: Arc<Mutex<Inner>>,
     /// The store as it stands, for reads (replaced when a snapshot is installed).
     store: Arc<parking_lot::RwLock<Store>>,
+    /// How many stores snapshot installs replaced: bumped under `store`'s write lock, so
+    /// a reader takes a store and its number together (see [`Replaced`]).
+    installs: Arc<watch::Sender<u64>>,
+}
+
+/// Tells when the store a handle was taken with ([`StoreStateMachine::store_watched`])
+/// has been replaced by a snapshot install. The replaced store never changes again: a
+/// subscription on it would wait for events that go to the new store.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    installs: watch::Receiver<u64>,
+    /// The install count when the store was taken.
+    taken_at: u64,
+}
+
+impl Replaced {
+    /// Whether the store has been replaced.
+    pub fn is_replaced(&self) -> bool {
+        *self.installs.borrow() != self.taken_at
+    }
+
+    /// Completes once the store has been replaced (at once if it already was); never if
+    /// the state machine goes away without replacing it.
+    pub async fn wait(&mut self) {
+        let taken_at = self.taken_at;
+        let gone = self.installs.wait_for(|n| *n != taken_at).await.is_err();
+        if gone {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl std::fmt::Debug for StoreStateMachine {
@@ -144,6 +176,7 @@ impl StoreStateMachine {
                 snapshot_seq: 0,
             })),
             store: Arc::new(parking_lot::RwLock::new(store)),
+            installs: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -151,6 +184,18 @@ impl StoreStateMachine {
     /// this handle would make this replica differ from the others.
     pub fn store(&self) -> Store {
         self.store.read().clone()
+    }
+
+    /// The store as it stands, with what tells when a snapshot install replaces it (for
+    /// subscriptions, which follow one store). As [`StoreStateMachine::store`], for reads
+    /// only.
+    pub fn store_watched(&self) -> (Store, Replaced) {
+        let store = self.store.read();
+        let replaced = Replaced {
+            installs: self.installs.subscribe(),
+            taken_at: *self.installs.borrow(),
+        };
+        (store.clone(), replaced)
     }
 
     fn apply_command(&self, inner: &mut Inner, cmd: &Command) -> Result<Response> {
@@ -418,7 +463,12 @@ impl RaftStateMachine<TypeConfig> for StoreStateMachine {
         super::meta::write_atomic(&FsStorage, &inner.dir, STATE_FILE, &state).map_err(err)?;
         inner.state = state;
         inner.replay.clear();
-        let old_store = std::mem::replace(&mut *self.store.write(), store);
+        let old_store = {
+            let mut live = self.store.write();
+            let old = std::mem::replace(&mut *live, store);
+            self.installs.send_modify(|n| *n = n.wrapping_add(1));
+            old
+        };
         drop(old_store);
         let _ = std::fs::remove_dir_all(inner.dir.join(old_dir));
         if let Some((_, old_name)) = old_snapshot

@@ -224,6 +224,12 @@ impl ClusterNode {
         self.inner.sm.store()
     }
 
+    /// The node's store with what tells when a snapshot install replaces it (see
+    /// [`crate::cluster::Replaced`]), for subscriptions.
+    pub fn store_watched(&self) -> (Store, crate::cluster::Replaced) {
+        self.inner.sm.store_watched()
+    }
+
     /// Stops raft (the caller closes nothing else: the store is dropped with the node).
     ///
     /// # Errors

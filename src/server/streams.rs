@@ -61,6 +61,17 @@ impl StreamsService {
         self.store.clone()
     }
 
+    /// The store reads come from (as [`StreamsService::store`]), with what ends a
+    /// subscription on it when a snapshot install replaces it.
+    pub(super) fn store_watched(&self) -> (Store, super::read::StoreWatch) {
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.node {
+            let (store, replaced) = node.store_watched();
+            return (store, super::read::StoreWatch::cluster(replaced));
+        }
+        (self.store.clone(), super::read::StoreWatch::never())
+    }
+
     /// Waits until this server may answer a read asked with `metadata` (a cluster node
     /// answers on the leader, or anywhere with `requires-leader: false`).
     pub(super) async fn ready_to_read(
