@@ -19,11 +19,10 @@
 //! long. Figures (faults, election and failover times) are printed at the end.
 //!
 //! Needs the `streamlog` binary of the same build: `cargo test --release` at the workspace
-//! root builds it (or set `STREAMLOG_BIN`).
+//! root builds it (or set `STREAMLOG_BIN`); the processes are started by this crate's
+//! `Nodes` (src/lib.rs).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +32,7 @@ use kurrentdb::{
     ReadStreamOptions, StreamMetadata, StreamMetadataResult, StreamPosition, StreamState,
     TombstoneStreamOptions,
 };
+use streamlog_server_tests::Nodes;
 
 /// A new leader must be elected within this long after a fault.
 const ELECTION_BOUND: Duration = Duration::from_secs(15);
@@ -41,178 +41,6 @@ const SOLO_WRITERS: usize = 4;
 /// Writers racing on one shared stream.
 const SHARED_WRITERS: usize = 2;
 const SHARED_STREAM: &str = "shared";
-
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("STREAMLOG_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/streamlog
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("streamlog"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --release` at the workspace root (it builds the \
-         streamlog binary), or set STREAMLOG_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-struct Node {
-    id: u64,
-    addr: String,
-    dir: PathBuf,
-    child: Option<Child>,
-    paused: bool,
-}
-
-struct Cluster {
-    nodes: Vec<Node>,
-    peers: Vec<String>,
-}
-
-impl Cluster {
-    fn start(root: &Path) -> Cluster {
-        let nodes: Vec<Node> = (1..=3)
-            .map(|id| Node {
-                id,
-                addr: format!("127.0.0.1:{}", free_port()),
-                dir: root.join(format!("node{id}")),
-                child: None,
-                paused: false,
-            })
-            .collect();
-        let peers = nodes
-            .iter()
-            .map(|n| format!("{}={}", n.id, n.addr))
-            .collect();
-        let mut cluster = Cluster { nodes, peers };
-        for i in 0..3 {
-            cluster.launch(i);
-        }
-        cluster
-    }
-
-    fn launch(&mut self, i: usize) {
-        let node = &self.nodes[i];
-        std::fs::create_dir_all(&node.dir).expect("node dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.with_extension("log"))
-            .expect("log file");
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg(&node.dir)
-            .args(["--node-id", &node.id.to_string()]);
-        for p in &self.peers {
-            cmd.args(["--peer", p]);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start streamlog serve");
-        self.nodes[i].child = Some(child);
-        self.nodes[i].paused = false;
-    }
-
-    fn signal(&self, i: usize, signal: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
-    fn kill(&mut self, i: usize) {
-        self.signal(i, "-KILL");
-        let mut child = self.nodes[i].child.take().expect("running");
-        let _ = child.wait();
-    }
-
-    fn addresses(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| n.addr.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The index of the node that reports itself leader, asking the running, unpaused
-    /// nodes other than `except`.
-    async fn leader(&self, except: Option<usize>) -> Option<usize> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if Some(i) == except || n.child.is_none() || n.paused {
-                continue;
-            }
-            let status = tokio::time::timeout(
-                Duration::from_secs(1),
-                streamlog::server::cluster_status(&n.addr),
-            )
-            .await;
-            if let Ok(Ok(s)) = status
-                && s["state"] == "Leader"
-            {
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    async fn wait_leader(
-        &self,
-        except: Option<usize>,
-        bound: Duration,
-    ) -> Option<(usize, Duration)> {
-        let start = Instant::now();
-        while start.elapsed() < bound {
-            if let Some(i) = self.leader(except).await {
-                return Some((i, start.elapsed()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.nodes {
-                let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                eprintln!(
-                    "--- node {} log (last lines, newest first):\n{}",
-                    n.id,
-                    tail.join("\n")
-                );
-            }
-        }
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-CONT", &c.id().to_string()])
-                    .status();
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
 
 /// One acknowledged append: stream, version, event id.
 type Ack = (String, u64, uuid::Uuid);
@@ -376,7 +204,7 @@ async fn events_of(addr: &str) -> Vec<Ack> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_the_leader() {
     let root = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::start(root.path());
+    let mut cluster = Nodes::cluster(root.path(), 3);
     let soak = std::env::var("STREAMLOG_CLUSTER_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -432,8 +260,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         if kill {
             cluster.kill(leader);
         } else {
-            cluster.signal(leader, "-STOP");
-            cluster.nodes[leader].paused = true;
+            cluster.pause(leader);
         }
         faults += 1;
         let (next, took) = cluster
@@ -466,7 +293,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
                         streamlog::server::cluster_status(&n.addr),
                     )
                     .await;
-                    views.push(format!("node {} (paused {}): {v:?}", n.id, n.paused));
+                    views.push(format!("node {} (paused {}): {v:?}", n.id, n.is_paused()));
                 }
                 let (retries, errors) = {
                     let h = history.lock().unwrap();
@@ -485,8 +312,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         if kill {
             cluster.launch(leader);
         } else {
-            cluster.signal(leader, "-CONT");
-            cluster.nodes[leader].paused = false;
+            cluster.resume(leader);
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
@@ -636,7 +462,7 @@ macro_rules! on_leader {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_tombstones_and_metadata_are_replicated_to_every_node() {
     let root = tempfile::tempdir().expect("tempdir");
-    let cluster = Cluster::start(root.path());
+    let cluster = Nodes::cluster(root.path(), 3);
     let (leader, _) = cluster
         .wait_leader(None, Duration::from_secs(30))
         .await

@@ -230,26 +230,41 @@ impl GrpcConnection {
     }
 }
 
-impl RaftNetwork<TypeConfig> for GrpcConnection {
-    async fn append_entries(
+impl GrpcConnection {
+    /// One raft call: `rpc` as JSON with its bulk `data` beside it, bounded by openraft's
+    /// time to live for it, and the target's `Result` decoded.
+    async fn send<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let entries = std::mem::take(&mut rpc.entries);
-        let data =
-            encode_entries(&entries).map_err(|e| CallError::Network(e.to_string()).into_rpc())?;
-        let json = serde_json::to_vec(&rpc)
+        method: Method,
+        rpc: &impl Serialize,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<T, RPCError<NodeId, BasicNode, E>> {
+        let json = serde_json::to_vec(rpc)
             .map_err(|e| CallError::Network(format!("encode: {e}")).into_rpc())?;
         let request = RaftRequest {
             json: json.into(),
             data: data.into(),
         };
         let reply = self
-            .call(Method::AppendEntries, request, option.hard_ttl())
+            .call(method, request, option.hard_ttl())
             .await
             .map_err(CallError::into_rpc)?;
         self.answer(&reply)
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GrpcConnection {
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        // The entries travel in the raft log's record encoding, beside the JSON.
+        let entries = std::mem::take(&mut rpc.entries);
+        let data =
+            encode_entries(&entries).map_err(|e| CallError::Network(e.to_string()).into_rpc())?;
+        self.send(Method::AppendEntries, &rpc, data, &option).await
     }
 
     async fn install_snapshot(
@@ -260,18 +275,10 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        // The chunk travels raw, beside the JSON.
         let data = std::mem::take(&mut rpc.data);
-        let json = serde_json::to_vec(&rpc)
-            .map_err(|e| CallError::Network(format!("encode: {e}")).into_rpc())?;
-        let request = RaftRequest {
-            json: json.into(),
-            data: data.into(),
-        };
-        let reply = self
-            .call(Method::InstallSnapshot, request, option.hard_ttl())
+        self.send(Method::InstallSnapshot, &rpc, data, &option)
             .await
-            .map_err(CallError::into_rpc)?;
-        self.answer(&reply)
     }
 
     async fn vote(
@@ -279,17 +286,7 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let json = serde_json::to_vec(&rpc)
-            .map_err(|e| CallError::Network(format!("encode: {e}")).into_rpc())?;
-        let request = RaftRequest {
-            json: json.into(),
-            data: Default::default(),
-        };
-        let reply = self
-            .call(Method::Vote, request, option.hard_ttl())
-            .await
-            .map_err(CallError::into_rpc)?;
-        self.answer(&reply)
+        self.send(Method::Vote, &rpc, Vec::new(), &option).await
     }
 }
 
