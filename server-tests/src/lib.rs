@@ -84,20 +84,27 @@ pub struct Nodes {
     pub nodes: Vec<Node>,
     /// `ID=HOST:PORT` of every member; empty for a single node.
     peers: Vec<String>,
+    /// More arguments for every node's `streamlog serve`.
+    args: Vec<String>,
 }
 
 impl Nodes {
     /// Starts a single node in `root/node1`.
     pub fn single(root: &Path) -> Nodes {
-        Nodes::start(root, 1, false)
+        Nodes::start(root, 1, false, &[])
     }
 
     /// Starts the `count` members of a cluster in `root/node1`, `root/node2`, ….
     pub fn cluster(root: &Path, count: usize) -> Nodes {
-        Nodes::start(root, count, true)
+        Nodes::start(root, count, true, &[])
     }
 
-    fn start(root: &Path, count: usize, cluster: bool) -> Nodes {
+    /// As [`Nodes::cluster`], every node given `args` too (`--users FILE`, …).
+    pub fn cluster_with_args(root: &Path, count: usize, args: &[&str]) -> Nodes {
+        Nodes::start(root, count, true, args)
+    }
+
+    fn start(root: &Path, count: usize, cluster: bool, args: &[&str]) -> Nodes {
         let nodes: Vec<Node> = (1..=count as u64)
             .map(|id| Node {
                 id,
@@ -115,7 +122,11 @@ impl Nodes {
         } else {
             Vec::new()
         };
-        let mut started = Nodes { nodes, peers };
+        let mut started = Nodes {
+            nodes,
+            peers,
+            args: args.iter().map(ToString::to_string).collect(),
+        };
         for i in 0..count {
             started.launch(i);
         }
@@ -145,6 +156,7 @@ impl Nodes {
                 cmd.args(["--peer", p]);
             }
         }
+        cmd.args(&self.args);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(log)

@@ -603,3 +603,107 @@ async fn deletes_tombstones_and_metadata_are_replicated_to_every_node() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// With `--users` and `--cluster-secret-file`, clients authenticate as on a single node
+/// and the nodes' raft traffic with the shared secret: the cluster elects a leader and
+/// replicates an authenticated client's append to every node; clients without
+/// credentials, and administration calls without the secret (or with another one), are
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_users_the_nodes_authenticate_with_the_cluster_secret() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let users = root.path().join("users");
+    let hash = streamlog::server::hash_password("s3cret").expect("hash");
+    std::fs::write(&users, format!("ops:{hash}\n")).expect("users file");
+    let secret = root.path().join("cluster-secret");
+    std::fs::write(&secret, "f3b1c0de5eed0123456789abcdef4242\n").expect("secret file");
+    let args = [
+        "--users",
+        users.to_str().expect("path"),
+        "--cluster-secret-file",
+        secret.to_str().expect("path"),
+    ];
+    let cluster = Nodes::cluster_with_args(root.path(), 3, &args);
+    let (leader, _) = cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("a leader: the nodes' raft calls carry the secret");
+    let addr = &cluster.nodes[leader].addr;
+
+    let settings: ClientSettings = format!("esdb://ops:s3cret@{addr}?tls=false")
+        .parse()
+        .expect("connection string");
+    let ops = Client::new(settings).expect("client");
+    let event = EventData::binary("Tick", b"1".to_vec().into());
+    on_leader!(ops.append_to_stream(
+        "secured",
+        &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+        event.clone()
+    ))
+    .expect("an authenticated append");
+    let anonymous = client(addr)
+        .append_to_stream("secured", &AppendToStreamOptions::default(), event.clone())
+        .await
+        .expect_err("an append without credentials");
+    assert!(
+        matches!(anonymous, kurrentdb::Error::AccessDenied),
+        "{anonymous:?}"
+    );
+    let settings: ClientSettings = format!("esdb://ops:wrong@{addr}?tls=false")
+        .parse()
+        .expect("connection string");
+    let wrong = Client::new(settings)
+        .expect("client")
+        .append_to_stream("secured", &AppendToStreamOptions::default(), event)
+        .await
+        .expect_err("an append with a wrong password");
+    assert!(matches!(wrong, kurrentdb::Error::AccessDenied), "{wrong:?}");
+
+    // Administration needs the secret: none, or another one, is refused before the
+    // request is looked at; the right one reaches the leader (which refuses to promote a
+    // node that is not a learner).
+    let promote = streamlog::server::cluster::AdminRequest::Promote {
+        ids: [99].into_iter().collect(),
+    };
+    let other = streamlog::server::ClusterSecret::new("another-secret-0123456789").expect("secret");
+    for presented in [None, Some(&other)] {
+        let refused = streamlog::server::cluster_admin(addr, &promote, presented)
+            .await
+            .expect_err("administration without the cluster's secret");
+        assert!(refused.to_string().contains("secret"), "{refused}");
+    }
+    let right = streamlog::server::ClusterSecret::from_file(&secret).expect("secret");
+    let answer = streamlog::server::cluster_admin(addr, &promote, Some(&right)).await;
+    assert!(
+        answer
+            .as_ref()
+            .is_err_and(|e| !e.to_string().contains("secret")),
+        "{answer:?}"
+    );
+
+    // The append reached every node through raft calls that carried the secret.
+    for node in &cluster.nodes {
+        let settings: ClientSettings = format!(
+            "esdb://ops:s3cret@{}?tls=false&nodePreference=follower",
+            node.addr
+        )
+        .parse()
+        .expect("connection string");
+        let reader = Client::new(settings).expect("client");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let read = match reader
+                .read_stream("secured", &ReadStreamOptions::default())
+                .await
+            {
+                Ok(mut s) => s.next().await.map(|e| e.is_some()),
+                Err(e) => Err(e),
+            };
+            if matches!(read, Ok(true)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {}: {read:?}", node.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}

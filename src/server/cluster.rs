@@ -134,6 +134,8 @@ impl ClusterNode {
     /// raft state is empty and `id` is the lowest id of `peers`, initializes the cluster
     /// with every peer as a voter (the others wait for its first message). A node with
     /// saved state goes on from it; `peers` then only matters for that first start.
+    /// `secret`, when given, goes with every raft call to the peers (they must have been
+    /// started with the same; see [`super::ClusterSecret`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `id` is not one of `peers` or an address does not
@@ -145,6 +147,7 @@ impl ClusterNode {
         peers: &BTreeMap<NodeId, String>,
         options: Options,
         timings: ClusterTimings,
+        secret: Option<super::ClusterSecret>,
     ) -> Result<ClusterNode> {
         if !peers.contains_key(&id) {
             return Err(Error::InvalidArgument(format!(
@@ -179,7 +182,7 @@ impl ClusterNode {
         })
         .await
         .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
-        let network = super::raft_network::GrpcNetwork;
+        let network = super::raft_network::GrpcNetwork { secret };
         let raft = NodeRaft::new(id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::io("start raft", std::io::Error::other(e)))?;
