@@ -1629,6 +1629,58 @@ fn serve_refuses_bad_tls_and_users_files_with_exit_2() {
 }
 
 #[test]
+fn serve_in_cluster_mode_with_users_needs_a_cluster_secret_exit_2() {
+    let s = TestStore::new();
+    let files = s.dir.parent().unwrap().to_path_buf();
+    let hash = streamlog::server::hash_password("pw").unwrap();
+    let users = files.join("users");
+    std::fs::write(&users, format!("ops:{hash}\n")).unwrap();
+    let short = files.join("short-secret");
+    std::fs::write(&short, "tooshort\n").unwrap();
+    let spaced = files.join("spaced-secret");
+    std::fs::write(&spaced, "0123456789 abcdef0123\n").unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let node = ["--node-id", "1", "--peer", "1=127.0.0.1:1"].map(str::to_owned);
+    let with_node = |more: &[String]| node.iter().chain(more).cloned().collect::<Vec<_>>();
+    for (args, needle) in [
+        (
+            with_node(&["--users".to_owned(), path(&users)]),
+            "--cluster-secret-file",
+        ),
+        (
+            with_node(&[
+                "--users".to_owned(),
+                path(&users),
+                "--cluster-secret-file".to_owned(),
+                path(&short),
+            ]),
+            "16 to 1024",
+        ),
+        (
+            with_node(&["--cluster-secret-file".to_owned(), path(&spaced)]),
+            "visible ASCII",
+        ),
+        (
+            with_node(&[
+                "--cluster-secret-file".to_owned(),
+                path(&files.join("none")),
+            ]),
+            "cannot read",
+        ),
+        (
+            vec!["--cluster-secret-file".to_owned(), path(&short)],
+            "--node-id",
+        ),
+    ] {
+        let mut all = vec!["serve", s.path()];
+        all.extend(args.iter().map(String::as_str));
+        let o = streamlog(&all);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn a_scavenge_killed_with_sigkill_loses_nothing_live_and_the_next_one_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");

@@ -1,7 +1,8 @@
 //! Three openraft nodes in one process on our raft log and state machine, connected by
-//! direct calls (the gRPC network is not written yet): elections, replicated appends with
-//! expected versions and retries, a new node brought up to date by a snapshot after the
-//! leader purged its log, and a retry recognised by the next leader after the first stops.
+//! direct calls (the servers' gRPC network is tested in server-tests): elections,
+//! replicated appends with expected versions and retries, a new node brought up to date
+//! by a snapshot after the leader purged its log, a retry recognised by the next leader
+//! after the first stops, and replicated deletes, tombstones and metadata.
 //!
 //! Run with `cargo test --release --features cluster --test cluster_raft`.
 
@@ -19,8 +20,10 @@ use openraft::raft::{
 };
 use openraft::{Config, Raft, SnapshotPolicy};
 use parking_lot::Mutex;
-use streamlog::cluster::{BasicNode, Command, RaftLog, Response, StoreStateMachine, TypeConfig};
-use streamlog::{EventId, ExpectedVersion, NewEvent, Options, Position};
+use streamlog::cluster::{
+    BasicNode, Command, RaftLog, Replaced, Response, StoreStateMachine, TypeConfig,
+};
+use streamlog::{Delivery, EventId, ExpectedVersion, NewEvent, Options, Position, SubscribeAll};
 
 type NodeRaft = Raft<TypeConfig>;
 
@@ -146,30 +149,51 @@ fn append(stream: &str, expected: ExpectedVersion, id: u8) -> Command {
     )
 }
 
+/// Starts nodes 1 to 3, initializes them as a cluster and waits for a leader; returns
+/// the nodes and the leader's id.
+async fn three_nodes(router: &Router, dir: &std::path::Path) -> (Vec<Node>, u64) {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start(router, dir, id).await);
+    }
+    let members: BTreeMap<u64, BasicNode> = (1..=3)
+        .map(|id| (id, BasicNode::new(format!("n{id}"))))
+        .collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let m = nodes[0]
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap();
+    (nodes, m.current_leader.unwrap())
+}
+
+/// Waits until every node of `nodes` applied what `leader` applied.
+async fn caught_up<'a>(leader: &NodeRaft, nodes: impl IntoIterator<Item = &'a Node>) {
+    let last = leader.metrics().borrow().last_applied.unwrap().index;
+    for n in nodes {
+        n.raft
+            .wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(last), "caught up")
+            .await
+            .unwrap();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let router = Router::default();
-        let mut nodes = Vec::new();
-        for id in 1..=3 {
-            nodes.push(start(&router, dir.path(), id).await);
-        }
-        let members: BTreeMap<u64, BasicNode> = (1..=3)
-            .map(|id| (id, BasicNode::new(format!("n{id}"))))
-            .collect();
-        nodes[0].raft.initialize(members).await.unwrap();
-        let m = nodes[0]
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(|m| m.current_leader.is_some(), "a leader")
-            .await
-            .unwrap();
-        let leader_id = m.current_leader.unwrap();
+        let (nodes, leader_id) = three_nodes(&router, dir.path()).await;
         let leader = router.nodes.lock().get(&leader_id).cloned().unwrap();
 
         // Every replica decides by expected version the same way.
@@ -226,6 +250,12 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
         let purged = leader.metrics().borrow().purged;
         assert!(purged.is_some_and(|p| p.index > 1), "purged: {purged:?}");
         let n4 = start(&router, dir.path(), 4).await;
+        // A subscription follows the new node's store as it stands before it joins; the
+        // snapshot replaces that store, and says so to whoever took it.
+        let (empty, mut replaced) = n4.sm.store_watched();
+        let mut subscription = empty.subscribe_all(SubscribeAll::from_start()).unwrap();
+        assert!(!replaced.is_replaced());
+        let others: Vec<Replaced> = nodes.iter().map(|n| n.sm.store_watched().1).collect();
         leader
             .add_learner(4, BasicNode::new("n4"), true)
             .await
@@ -237,6 +267,26 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
             .unwrap();
         assert!(n4.raft.metrics().borrow().snapshot.is_some());
         assert_eq!(events(&n4.sm), want);
+        tokio::time::timeout(Duration::from_secs(10), replaced.wait())
+            .await
+            .expect("the snapshot install replaced the store");
+        assert!(replaced.is_replaced());
+        // The replaced store got none of the events: a subscription on it would wait for
+        // ever, which is why the server ends those subscriptions.
+        assert!(empty.read_all(Position::START).unwrap().next().is_none());
+        let mut delivered = Vec::new();
+        while let Some(d) = subscription
+            .next_timeout(Duration::from_millis(100))
+            .unwrap()
+        {
+            if let Delivery::Event(e) = d {
+                delivered.push(e.id);
+            }
+        }
+        assert!(delivered.is_empty(), "{delivered:?}");
+        assert!(!n4.sm.store_watched().1.is_replaced());
+        // The nodes that were up to date installed nothing.
+        assert!(others.iter().all(|r| !r.is_replaced()));
 
         // The leader stops: the two other voters elect a new one, which recognises a
         // retry of an append the old leader stored, and goes on.
@@ -294,6 +344,136 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
             assert_eq!(events(&n.sm), want);
         }
 
+        for n in survivors {
+            n.raft.shutdown().await.unwrap();
+        }
+    });
+}
+
+/// Deletes, tombstones and metadata are replicated commands: every node holds them (the
+/// same records), every node decides later writes the same, and a new leader goes on
+/// refusing appends to a tombstoned stream.
+#[test]
+fn deletes_tombstones_and_metadata_are_replicated_and_survive_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    runtime().block_on(async {
+        let router = Router::default();
+        let (nodes, leader_id) = three_nodes(&router, dir.path()).await;
+        let leader = router.nodes.lock().get(&leader_id).cloned().unwrap();
+        for (i, stream) in ["soft", "hard", "meta"].into_iter().enumerate() {
+            for v in 0..3u8 {
+                let expected = match v {
+                    0 => ExpectedVersion::NoStream,
+                    v => ExpectedVersion::Exact(u64::from(v) - 1),
+                };
+                let r = leader
+                    .client_write(append(stream, expected, 10 * i as u8 + v + 1))
+                    .await
+                    .unwrap();
+                assert!(matches!(r.data, Response::Appended(_)), "{:?}", r.data);
+            }
+        }
+        let write = |cmd: Command| {
+            let leader = leader.clone();
+            async move { leader.client_write(cmd).await.unwrap().data }
+        };
+        // A stale expected version is refused by the replicated decision.
+        assert_eq!(
+            write(Command::delete("soft", ExpectedVersion::Exact(1))).await,
+            Response::WrongExpectedVersion { actual: Some(2) }
+        );
+        let r = write(Command::delete("soft", ExpectedVersion::Exact(2))).await;
+        assert!(matches!(r, Response::Appended(_)), "{r:?}");
+        let r = write(Command::tombstone("hard", ExpectedVersion::Exact(2))).await;
+        assert!(matches!(r, Response::Appended(_)), "{r:?}");
+        let meta = br#"{"$maxCount":1,"owner":"ops"}"#;
+        let r =
+            write(Command::set_metadata("meta", ExpectedVersion::NoStream, meta).unwrap()).await;
+        assert!(
+            matches!(r, Response::Appended(a) if a.first_version == 0),
+            "{r:?}"
+        );
+        assert_eq!(
+            write(Command::set_metadata("meta", ExpectedVersion::NoStream, meta).unwrap()).await,
+            Response::WrongExpectedVersion { actual: Some(0) }
+        );
+        assert_eq!(
+            write(append("hard", ExpectedVersion::Any, 99)).await,
+            Response::StreamDeleted
+        );
+
+        // A follower does not take a delete: it names the leader.
+        let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
+        let refused = follower
+            .raft
+            .client_write(Command::tombstone("soft", ExpectedVersion::Any))
+            .await
+            .unwrap_err();
+        let forward = refused.forward_to_leader().expect("a not-leader answer");
+        assert_eq!(forward.leader_id, Some(leader_id));
+
+        caught_up(&leader, &nodes).await;
+        let want = events(&nodes[0].sm);
+        for n in &nodes {
+            assert_eq!(events(&n.sm), want, "node {}", n.id);
+            let store = n.sm.store();
+            assert_eq!(store.stream_version("soft").unwrap(), None, "node {}", n.id);
+            assert!(matches!(
+                store.stream_version("hard"),
+                Err(streamlog::Error::StreamDeleted { .. })
+            ));
+            let m = store.stream_metadata("meta").unwrap();
+            assert_eq!((m.max_count, m.metadata_version), (Some(1), Some(0)));
+            let readable: Vec<u64> = store
+                .read_stream("meta", 0)
+                .unwrap()
+                .map(|e| e.unwrap().version)
+                .collect();
+            assert_eq!(readable, [2], "node {}", n.id);
+        }
+
+        // The leader stops; the new one refuses appends to the tombstoned stream as the
+        // old one did, and re-creates the soft-deleted one after its old versions.
+        router.nodes.lock().remove(&leader_id);
+        leader.shutdown().await.unwrap();
+        let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != leader_id).collect();
+        let m = survivors[0]
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .metrics(
+                |m| m.current_leader.is_some_and(|l| l != leader_id),
+                "a new leader",
+            )
+            .await
+            .unwrap();
+        let new_leader = router
+            .nodes
+            .lock()
+            .get(&m.current_leader.unwrap())
+            .cloned()
+            .unwrap();
+        let r = new_leader
+            .client_write(append("hard", ExpectedVersion::Any, 98))
+            .await
+            .unwrap();
+        assert_eq!(r.data, Response::StreamDeleted);
+        let r = new_leader
+            .client_write(Command::tombstone("hard", ExpectedVersion::Any))
+            .await
+            .unwrap();
+        assert_eq!(r.data, Response::StreamDeleted);
+        let r = new_leader
+            .client_write(append("soft", ExpectedVersion::NoStream, 97))
+            .await
+            .unwrap();
+        assert!(
+            matches!(r.data, Response::Appended(a) if a.first_version == 3),
+            "{:?}",
+            r.data
+        );
+        caught_up(&new_leader, survivors.iter().copied()).await;
+        let want = events(&survivors[0].sm);
+        assert_eq!(events(&survivors[1].sm), want);
         for n in survivors {
             n.raft.shutdown().await.unwrap();
         }

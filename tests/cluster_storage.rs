@@ -40,10 +40,23 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 }
 
 fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
-    let payload = match index % 3 {
+    let stream = format!("s-{}", index % 7);
+    // Commands in both layouts (docs/format.md): appends, and deletes, tombstones and
+    // metadata.
+    let payload = match index % 12 {
         0 => EntryPayload::Blank,
-        1 => EntryPayload::Normal(Command::append(
-            format!("s-{}", index % 7),
+        3 => EntryPayload::Normal(Command::delete(stream, ExpectedVersion::Any)),
+        6 => EntryPayload::Normal(
+            Command::set_metadata(
+                stream,
+                ExpectedVersion::Any,
+                br#"{"$maxCount":3,"owner":"x"}"#,
+            )
+            .unwrap(),
+        ),
+        9 => EntryPayload::Normal(Command::tombstone(stream, ExpectedVersion::Exact(index))),
+        i if i % 3 == 1 => EntryPayload::Normal(Command::append(
+            stream,
             ExpectedVersion::Any,
             [NewEvent::new("E", vec![index as u8; 200])],
         )),
@@ -287,6 +300,152 @@ fn state_machine_reapplied_entries_do_not_duplicate_appends() {
             .collect();
         assert_eq!(ids, vec![1, 2, 4, 5]);
         assert_eq!(store.stream_version("b").unwrap(), None);
+    });
+}
+
+/// Stream and id of every record in `$all` (changes included, as records of
+/// `$streams-metadata`).
+fn all_ids(store: &streamlog::Store) -> Vec<(String, streamlog::EventId)> {
+    store
+        .read_all(Position::START)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.stream.to_string(), e.id)
+        })
+        .collect()
+}
+
+fn change_entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(cmd),
+    }
+}
+
+/// Deletes, tombstones and metadata are decided by their expected versions when applied,
+/// as on a single store: a conflict writes nothing, a tombstoned stream refuses every
+/// later change and append.
+#[test]
+fn state_machine_applies_deletes_tombstones_and_metadata_with_their_expected_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    rt().block_on(async {
+        let mut sm = StoreStateMachine::open(dir.path().join("sm"), Options::default()).unwrap();
+        let meta = br#"{"$maxCount":5,"owner":"ops"}"#;
+        let out = sm
+            .apply([
+                append_entry(1, "a", ExpectedVersion::NoStream, 1),
+                append_entry(2, "a", ExpectedVersion::Exact(0), 2),
+                change_entry(3, Command::delete("a", ExpectedVersion::Exact(0))),
+                change_entry(4, Command::delete("a", ExpectedVersion::Exact(1))),
+                change_entry(
+                    5,
+                    Command::set_metadata("b", ExpectedVersion::Exact(0), meta).unwrap(),
+                ),
+                change_entry(
+                    6,
+                    Command::set_metadata("b", ExpectedVersion::NoStream, meta).unwrap(),
+                ),
+                change_entry(7, Command::tombstone("c", ExpectedVersion::NoStream)),
+                append_entry(8, "c", ExpectedVersion::Any, 8),
+                change_entry(9, Command::delete("c", ExpectedVersion::Any)),
+                change_entry(
+                    10,
+                    Command::set_metadata("c", ExpectedVersion::Any, meta).unwrap(),
+                ),
+                change_entry(11, Command::delete("$all", ExpectedVersion::Any)),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out[2], Response::WrongExpectedVersion { actual: Some(1) });
+        assert!(matches!(&out[3], Response::Appended(_)), "{:?}", out[3]);
+        assert_eq!(out[4], Response::WrongExpectedVersion { actual: None });
+        assert!(
+            matches!(&out[5], Response::Appended(a) if a.first_version == 0),
+            "{:?}",
+            out[5]
+        );
+        assert!(matches!(&out[6], Response::Appended(_)), "{:?}", out[6]);
+        assert_eq!(
+            out[7..10],
+            [
+                Response::StreamDeleted,
+                Response::StreamDeleted,
+                Response::StreamDeleted
+            ]
+        );
+        assert!(matches!(&out[10], Response::Refused(_)), "{:?}", out[10]);
+        let store = sm.store();
+        assert_eq!(store.stream_version("a").unwrap(), None);
+        let b = store.stream_metadata("b").unwrap();
+        assert_eq!((b.max_count, b.metadata_version), (Some(5), Some(0)));
+        assert!(store.stream_metadata("c").unwrap().tombstoned);
+    });
+}
+
+/// A delete or new metadata applied again after a crash is recognised by the id its
+/// proposer fixed: `ExpectedVersion::Any` would let it write a second record (and move
+/// the metadata version on this replica only).
+#[test]
+fn state_machine_reapplied_changes_are_not_written_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm_dir = dir.path().join("sm");
+    let meta = br#"{"$maxCount":2}"#;
+    let entries = [
+        append_entry(2, "a", ExpectedVersion::NoStream, 2),
+        change_entry(3, Command::delete("a", ExpectedVersion::Any)),
+        change_entry(
+            4,
+            Command::set_metadata("b", ExpectedVersion::Any, meta).unwrap(),
+        ),
+        change_entry(5, Command::tombstone("d", ExpectedVersion::Any)),
+    ];
+    rt().block_on(async {
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        sm.apply([append_entry(1, "z", ExpectedVersion::NoStream, 1)])
+            .await
+            .unwrap();
+        let saved = std::fs::read(sm_dir.join("sm-state")).unwrap();
+        let out = sm.apply(entries.clone()).await.unwrap();
+        assert!(
+            out.iter().all(|r| matches!(r, Response::Appended(_))),
+            "{out:?}"
+        );
+        let before = (
+            sm.store().stream_metadata("a").unwrap(),
+            sm.store().stream_metadata("b").unwrap(),
+            all_ids(&sm.store()),
+        );
+        drop(sm);
+        std::fs::write(sm_dir.join("sm-state"), &saved).unwrap();
+
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        let out = sm.apply(entries.clone()).await.unwrap();
+        assert_eq!(out, vec![Response::Recovered; 4]);
+        let store = sm.store();
+        let after = (
+            store.stream_metadata("a").unwrap(),
+            store.stream_metadata("b").unwrap(),
+            all_ids(&store),
+        );
+        assert_eq!(after, before);
+        assert_eq!(
+            store.stream_metadata("b").unwrap().metadata_version,
+            Some(0)
+        );
+        assert!(store.stream_metadata("d").unwrap().tombstoned);
+        // Applying goes on normally after the matched entries.
+        let out = sm
+            .apply([change_entry(
+                6,
+                Command::set_metadata("b", ExpectedVersion::Exact(0), meta).unwrap(),
+            )])
+            .await
+            .unwrap();
+        assert!(
+            matches!(&out[0], Response::Appended(a) if a.first_version == 1),
+            "{out:?}"
+        );
     });
 }
 

@@ -14,151 +14,30 @@
 //! `cargo build --release` first, or set `STREAMLOG_BIN`). Prints one JSON object per
 //! case and Markdown tables.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kurrentdb::{AppendToStreamOptions, Client, ClientSettings, EventData};
+use streamlog_server_tests::Nodes;
 
 const PAYLOAD: &str =
     r#"{"amount":1234,"currency":"EUR","note":"benchmark event of about one hundred bytes"}"#;
-
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("STREAMLOG_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("streamlog"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release` first, or set STREAMLOG_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// `streamlog serve` processes: one single node, or the members of a cluster.
-struct Nodes {
-    addrs: Vec<String>,
-    dirs: Vec<PathBuf>,
-    peers: Vec<String>,
-    children: Vec<Option<Child>>,
-}
-
-impl Nodes {
-    fn start(root: &Path, count: usize, cluster: bool) -> Nodes {
-        let addrs: Vec<String> = (0..count)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
-        let dirs = (0..count)
-            .map(|i| root.join(format!("node{}", i + 1)))
-            .collect();
-        let peers = if cluster {
-            addrs
-                .iter()
-                .enumerate()
-                .map(|(i, a)| format!("{}={a}", i + 1))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let mut nodes = Nodes {
-            addrs,
-            dirs,
-            peers,
-            children: (0..count).map(|_| None).collect(),
-        };
-        for i in 0..count {
-            nodes.launch(i);
-        }
-        nodes
-    }
-
-    fn launch(&mut self, i: usize) {
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve").arg(&self.dirs[i]);
-        if self.peers.is_empty() {
-            cmd.args(["--listen", &self.addrs[i]]);
-        } else {
-            cmd.args(["--node-id", &(i + 1).to_string()]);
-            for p in &self.peers {
-                cmd.args(["--peer", p]);
-            }
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start streamlog serve");
-        self.children[i] = Some(child);
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.children[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    async fn leader(&self) -> Option<usize> {
-        if self.peers.is_empty() {
-            return Some(0);
-        }
-        for (i, a) in self.addrs.iter().enumerate() {
-            if self.children[i].is_none() {
-                continue;
-            }
-            let s =
-                tokio::time::timeout(Duration::from_secs(1), streamlog::server::cluster_status(a))
-                    .await;
-            if let Ok(Ok(s)) = s
-                && s["state"] == "Leader"
-            {
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    async fn wait_leader(&self) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(i) = self.leader().await {
-                return i;
-            }
-            assert!(Instant::now() < deadline, "no leader");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for i in 0..self.children.len() {
-            self.kill(i);
-        }
-    }
-}
 
 fn client(addr: &str) -> Client {
     let settings: ClientSettings = format!("esdb://{addr}?tls=false")
         .parse()
         .expect("settings");
     Client::new(settings).expect("client")
+}
+
+/// The index of the cluster's leader, waiting up to 30 s for one.
+async fn wait_leader(cluster: &Nodes) -> usize {
+    cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("no leader within 30 s")
+        .0
 }
 
 /// Appends per second of `clients` clients of the node at `addr` for `duration`.
@@ -250,19 +129,19 @@ fn main() {
         .expect("runtime");
     runtime.block_on(async move {
         let root = tempfile::tempdir().expect("tempdir");
-        let single = Nodes::start(&root.path().join("single"), 1, false);
-        let cluster = Nodes::start(&root.path().join("cluster"), 3, true);
-        let leader = cluster.wait_leader().await;
+        let single = Nodes::single(&root.path().join("single"));
+        let cluster = Nodes::cluster(&root.path().join("cluster"), 3);
+        let leader = wait_leader(&cluster).await;
         // The single node answers once it listens.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client(&single.addrs[0]).server_info().await.is_err() {
+        while client(&single.nodes[0].addr).server_info().await.is_err() {
             assert!(Instant::now() < deadline, "the single node does not answer");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let mut rows = Vec::new();
         for clients in [1usize, 64] {
-            let s = throughput(&single.addrs[0], clients, duration).await;
-            let c = throughput(&cluster.addrs[leader], clients, duration).await;
+            let s = throughput(&single.nodes[0].addr, clients, duration).await;
+            let c = throughput(&cluster.nodes[leader].addr, clients, duration).await;
             for (path, rate) in [("single node", s), ("3-node cluster", c)] {
                 println!(
                     "{}",
@@ -277,10 +156,11 @@ fn main() {
         let mut cluster = cluster;
         let stop = Arc::new(AtomicBool::new(false));
         let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let writer = failover_writer(cluster.addrs.clone(), Arc::clone(&stop), Arc::clone(&acks));
+        let addrs = cluster.nodes.iter().map(|n| n.addr.clone()).collect();
+        let writer = failover_writer(addrs, Arc::clone(&stop), Arc::clone(&acks));
         let mut failovers = Vec::new();
         for k in 0..kills {
-            let leader = cluster.wait_leader().await;
+            let leader = wait_leader(&cluster).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
             let at = Instant::now();
             cluster.kill(leader);

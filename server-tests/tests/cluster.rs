@@ -19,19 +19,20 @@
 //! long. Figures (faults, election and failover times) are printed at the end.
 //!
 //! Needs the `streamlog` binary of the same build: `cargo test --release` at the workspace
-//! root builds it (or set `STREAMLOG_BIN`).
+//! root builds it (or set `STREAMLOG_BIN`); the processes are started by this crate's
+//! `Nodes` (src/lib.rs).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kurrentdb::{
-    AppendToStreamOptions, Client, ClientSettings, EventData, ReadAllOptions, StreamPosition,
-    StreamState,
+    AppendToStreamOptions, Client, ClientSettings, DeleteStreamOptions, EventData, ReadAllOptions,
+    ReadStreamOptions, StreamMetadata, StreamMetadataResult, StreamPosition, StreamState,
+    TombstoneStreamOptions,
 };
+use streamlog_server_tests::Nodes;
 
 /// A new leader must be elected within this long after a fault.
 const ELECTION_BOUND: Duration = Duration::from_secs(15);
@@ -40,178 +41,6 @@ const SOLO_WRITERS: usize = 4;
 /// Writers racing on one shared stream.
 const SHARED_WRITERS: usize = 2;
 const SHARED_STREAM: &str = "shared";
-
-fn binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("STREAMLOG_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/deps/<this test> -> target/<profile>/streamlog
-    let exe = std::env::current_exe().expect("current exe");
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("streamlog"))
-        .expect("target dir");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo test --release` at the workspace root (it builds the \
-         streamlog binary), or set STREAMLOG_BIN",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-struct Node {
-    id: u64,
-    addr: String,
-    dir: PathBuf,
-    child: Option<Child>,
-    paused: bool,
-}
-
-struct Cluster {
-    nodes: Vec<Node>,
-    peers: Vec<String>,
-}
-
-impl Cluster {
-    fn start(root: &Path) -> Cluster {
-        let nodes: Vec<Node> = (1..=3)
-            .map(|id| Node {
-                id,
-                addr: format!("127.0.0.1:{}", free_port()),
-                dir: root.join(format!("node{id}")),
-                child: None,
-                paused: false,
-            })
-            .collect();
-        let peers = nodes
-            .iter()
-            .map(|n| format!("{}={}", n.id, n.addr))
-            .collect();
-        let mut cluster = Cluster { nodes, peers };
-        for i in 0..3 {
-            cluster.launch(i);
-        }
-        cluster
-    }
-
-    fn launch(&mut self, i: usize) {
-        let node = &self.nodes[i];
-        std::fs::create_dir_all(&node.dir).expect("node dir");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(node.dir.with_extension("log"))
-            .expect("log file");
-        let mut cmd = Command::new(binary());
-        cmd.arg("serve")
-            .arg(&node.dir)
-            .args(["--node-id", &node.id.to_string()]);
-        for p in &self.peers {
-            cmd.args(["--peer", p]);
-        }
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start streamlog serve");
-        self.nodes[i].child = Some(child);
-        self.nodes[i].paused = false;
-    }
-
-    fn signal(&self, i: usize, signal: &str) {
-        let pid = self.nodes[i].child.as_ref().expect("running").id();
-        let status = Command::new("kill")
-            .args([signal, &pid.to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {pid}");
-    }
-
-    fn kill(&mut self, i: usize) {
-        self.signal(i, "-KILL");
-        let mut child = self.nodes[i].child.take().expect("running");
-        let _ = child.wait();
-    }
-
-    fn addresses(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|n| n.addr.clone())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    /// The index of the node that reports itself leader, asking the running, unpaused
-    /// nodes other than `except`.
-    async fn leader(&self, except: Option<usize>) -> Option<usize> {
-        for (i, n) in self.nodes.iter().enumerate() {
-            if Some(i) == except || n.child.is_none() || n.paused {
-                continue;
-            }
-            let status = tokio::time::timeout(
-                Duration::from_secs(1),
-                streamlog::server::cluster_status(&n.addr),
-            )
-            .await;
-            if let Ok(Ok(s)) = status
-                && s["state"] == "Leader"
-            {
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    async fn wait_leader(
-        &self,
-        except: Option<usize>,
-        bound: Duration,
-    ) -> Option<(usize, Duration)> {
-        let start = Instant::now();
-        while start.elapsed() < bound {
-            if let Some(i) = self.leader(except).await {
-                return Some((i, start.elapsed()));
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            for n in &self.nodes {
-                let log = std::fs::read_to_string(n.dir.with_extension("log")).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                eprintln!(
-                    "--- node {} log (last lines, newest first):\n{}",
-                    n.id,
-                    tail.join("\n")
-                );
-            }
-        }
-        for n in &mut self.nodes {
-            if let Some(mut c) = n.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-CONT", &c.id().to_string()])
-                    .status();
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-}
 
 /// One acknowledged append: stream, version, event id.
 type Ack = (String, u64, uuid::Uuid);
@@ -375,7 +204,7 @@ async fn events_of(addr: &str) -> Vec<Ack> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_the_leader() {
     let root = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::start(root.path());
+    let mut cluster = Nodes::cluster(root.path(), 3);
     let soak = std::env::var("STREAMLOG_CLUSTER_SOAK_SECS")
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -431,8 +260,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         if kill {
             cluster.kill(leader);
         } else {
-            cluster.signal(leader, "-STOP");
-            cluster.nodes[leader].paused = true;
+            cluster.pause(leader);
         }
         faults += 1;
         let (next, took) = cluster
@@ -465,7 +293,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
                         streamlog::server::cluster_status(&n.addr),
                     )
                     .await;
-                    views.push(format!("node {} (paused {}): {v:?}", n.id, n.paused));
+                    views.push(format!("node {} (paused {}): {v:?}", n.id, n.is_paused()));
                 }
                 let (retries, errors) = {
                     let h = history.lock().unwrap();
@@ -484,8 +312,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         if kill {
             cluster.launch(leader);
         } else {
-            cluster.signal(leader, "-CONT");
-            cluster.nodes[leader].paused = false;
+            cluster.resume(leader);
         }
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
@@ -602,4 +429,281 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
         e,
         f
     );
+}
+
+/// Retries a client call while the cluster is between leaders or the client is moving to
+/// the leader (not-leader answers, unavailable nodes), for up to 20 s; any other outcome
+/// is returned.
+macro_rules! on_leader {
+    ($call:expr) => {{
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match $call.await {
+                Err(
+                    e @ (kurrentdb::Error::NotLeaderException(_)
+                    | kurrentdb::Error::ServerError(_)
+                    | kurrentdb::Error::GrpcConnectionError(_)
+                    | kurrentdb::Error::ConnectionClosed
+                    | kurrentdb::Error::DeadlineExceeded),
+                ) if Instant::now() < deadline => {
+                    eprintln!("retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// Deletes, tombstones and stream metadata through the official client against a
+/// cluster: a follower sends the client to the leader, the leader answers as a single
+/// node does (conflicts, "stream deleted" after a tombstone), and every node holds the
+/// same records afterwards, read from its own store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_tombstones_and_metadata_are_replicated_to_every_node() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let cluster = Nodes::cluster(root.path(), 3);
+    let (leader, _) = cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("a leader");
+    // The followers learn the leader with its first heartbeat.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let follower = (leader + 1) % cluster.nodes.len();
+    let client = client(&cluster.nodes[follower].addr);
+
+    let first = client
+        .delete_stream("soft", &DeleteStreamOptions::default())
+        .await
+        .expect_err("a follower does not delete");
+    assert!(
+        matches!(first, kurrentdb::Error::NotLeaderException(_)),
+        "a follower answers a delete with not-leader: {first:?}"
+    );
+    for stream in ["soft", "hard", "meta"] {
+        for n in 0..3u64 {
+            let state = match n {
+                0 => StreamState::NoStream,
+                n => StreamState::StreamRevision(n - 1),
+            };
+            let event = EventData::binary("Tick", n.to_string().into_bytes().into());
+            on_leader!(client.append_to_stream(
+                stream,
+                &AppendToStreamOptions::default().stream_state(state),
+                event.clone()
+            ))
+            .expect("append");
+        }
+    }
+
+    let conflict = on_leader!(client.delete_stream(
+        "soft",
+        &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(7))
+    ))
+    .expect_err("a delete at a wrong revision");
+    assert!(
+        !matches!(conflict, kurrentdb::Error::ResourceDeleted),
+        "a conflict, not a deleted stream: {conflict:?}"
+    );
+    let at = on_leader!(client.delete_stream(
+        "soft",
+        &DeleteStreamOptions::default().stream_state(StreamState::StreamRevision(2))
+    ))
+    .expect("soft delete");
+    assert!(at.is_some(), "a delete reports its position");
+    on_leader!(client.tombstone_stream(
+        "hard",
+        &TombstoneStreamOptions::default().stream_state(StreamState::StreamRevision(2))
+    ))
+    .expect("tombstone");
+    let deleted = on_leader!(client.append_to_stream(
+        "hard",
+        &AppendToStreamOptions::default(),
+        EventData::binary("Tick", b"late".to_vec().into())
+    ))
+    .expect_err("an append to a tombstoned stream");
+    assert!(
+        matches!(deleted, kurrentdb::Error::ResourceDeleted),
+        "{deleted:?}"
+    );
+    let metadata = StreamMetadata::builder()
+        .max_count(1)
+        .insert_custom_property("owner", "ops")
+        .build();
+    let written = on_leader!(client.set_stream_metadata(
+        "meta",
+        &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+        &metadata
+    ))
+    .expect("metadata");
+    assert_eq!(written.next_expected_version, 0);
+    let stale = on_leader!(client.set_stream_metadata(
+        "meta",
+        &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+        &metadata
+    ))
+    .expect_err("metadata at a stale revision");
+    assert!(
+        matches!(stale, kurrentdb::Error::WrongExpectedVersion { .. }),
+        "{stale:?}"
+    );
+
+    // Every node, read from its own store (no leader required).
+    for node in &cluster.nodes {
+        let settings: ClientSettings =
+            format!("esdb://{}?tls=false&nodePreference=follower", node.addr)
+                .parse()
+                .expect("connection string");
+        let reader = Client::new(settings).expect("client");
+        let options = ReadStreamOptions::default().requires_leader(false);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let hard = match reader.read_stream("hard", &options).await {
+                Ok(mut s) => s.next().await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            let soft = match reader.read_stream("soft", &options).await {
+                Ok(mut s) => s.next().await.map(|e| e.is_none()),
+                Err(e) => Err(e),
+            };
+            let meta = reader.get_stream_metadata("meta", &options).await;
+            let applied = matches!(hard, Err(kurrentdb::Error::ResourceDeleted))
+                && matches!(soft, Ok(true) | Err(kurrentdb::Error::ResourceNotFound))
+                && matches!(&meta, Ok(StreamMetadataResult::Success(m)) if m.metadata() == &metadata);
+            if applied {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}: hard {hard:?}, soft {soft:?}, meta {meta:?}",
+                node.id
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut all = Vec::new();
+        for n in &cluster.nodes {
+            all.push(events_of(&n.addr).await);
+        }
+        if all.iter().all(|e| *e == all[0]) {
+            // The three changes are records of the system stream, the same on each node.
+            let changes = all[0]
+                .iter()
+                .filter(|(s, _, _)| s == "$streams-metadata")
+                .count();
+            assert_eq!(changes, 3, "{:?}", all[0]);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nodes did not converge: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// With `--users` and `--cluster-secret-file`, clients authenticate as on a single node
+/// and the nodes' raft traffic with the shared secret: the cluster elects a leader and
+/// replicates an authenticated client's append to every node; clients without
+/// credentials, and administration calls without the secret (or with another one), are
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_users_the_nodes_authenticate_with_the_cluster_secret() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let users = root.path().join("users");
+    let hash = streamlog::server::hash_password("s3cret").expect("hash");
+    std::fs::write(&users, format!("ops:{hash}\n")).expect("users file");
+    let secret = root.path().join("cluster-secret");
+    std::fs::write(&secret, "f3b1c0de5eed0123456789abcdef4242\n").expect("secret file");
+    let args = [
+        "--users",
+        users.to_str().expect("path"),
+        "--cluster-secret-file",
+        secret.to_str().expect("path"),
+    ];
+    let cluster = Nodes::cluster_with_args(root.path(), 3, &args);
+    let (leader, _) = cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("a leader: the nodes' raft calls carry the secret");
+    let addr = &cluster.nodes[leader].addr;
+
+    let settings: ClientSettings = format!("esdb://ops:s3cret@{addr}?tls=false")
+        .parse()
+        .expect("connection string");
+    let ops = Client::new(settings).expect("client");
+    let event = EventData::binary("Tick", b"1".to_vec().into());
+    on_leader!(ops.append_to_stream(
+        "secured",
+        &AppendToStreamOptions::default().stream_state(StreamState::NoStream),
+        event.clone()
+    ))
+    .expect("an authenticated append");
+    let anonymous = client(addr)
+        .append_to_stream("secured", &AppendToStreamOptions::default(), event.clone())
+        .await
+        .expect_err("an append without credentials");
+    assert!(
+        matches!(anonymous, kurrentdb::Error::AccessDenied),
+        "{anonymous:?}"
+    );
+    let settings: ClientSettings = format!("esdb://ops:wrong@{addr}?tls=false")
+        .parse()
+        .expect("connection string");
+    let wrong = Client::new(settings)
+        .expect("client")
+        .append_to_stream("secured", &AppendToStreamOptions::default(), event)
+        .await
+        .expect_err("an append with a wrong password");
+    assert!(matches!(wrong, kurrentdb::Error::AccessDenied), "{wrong:?}");
+
+    // Administration needs the secret: none, or another one, is refused before the
+    // request is looked at; the right one reaches the leader (which refuses to promote a
+    // node that is not a learner).
+    let promote = streamlog::server::cluster::AdminRequest::Promote {
+        ids: [99].into_iter().collect(),
+    };
+    let other = streamlog::server::ClusterSecret::new("another-secret-0123456789").expect("secret");
+    for presented in [None, Some(&other)] {
+        let refused = streamlog::server::cluster_admin(addr, &promote, presented)
+            .await
+            .expect_err("administration without the cluster's secret");
+        assert!(refused.to_string().contains("secret"), "{refused}");
+    }
+    let right = streamlog::server::ClusterSecret::from_file(&secret).expect("secret");
+    let answer = streamlog::server::cluster_admin(addr, &promote, Some(&right)).await;
+    assert!(
+        answer
+            .as_ref()
+            .is_err_and(|e| !e.to_string().contains("secret")),
+        "{answer:?}"
+    );
+
+    // The append reached every node through raft calls that carried the secret.
+    for node in &cluster.nodes {
+        let settings: ClientSettings = format!(
+            "esdb://ops:s3cret@{}?tls=false&nodePreference=follower",
+            node.addr
+        )
+        .parse()
+        .expect("connection string");
+        let reader = Client::new(settings).expect("client");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let read = match reader
+                .read_stream("secured", &ReadStreamOptions::default())
+                .await
+            {
+                Ok(mut s) => s.next().await.map(|e| e.is_some()),
+                Err(e) => Err(e),
+            };
+            if matches!(read, Ok(true)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {}: {read:?}", node.id);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }

@@ -29,7 +29,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::command::Command;
+use super::command::{Command, Layout};
 use super::meta;
 use super::{NodeId, TypeConfig};
 use crate::error::{Error, Result};
@@ -51,6 +51,9 @@ const ENTRY_VERSION: u8 = 1;
 const PAYLOAD_BLANK: u8 = 0;
 const PAYLOAD_NORMAL: u8 = 1;
 const PAYLOAD_MEMBERSHIP: u8 = 2;
+/// A command other than an append (delete, tombstone, metadata), in its own layout, so
+/// that appends keep the layout of the records written before these were replicated.
+const PAYLOAD_CHANGE: u8 = 3;
 
 /// What the state file holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -444,7 +447,10 @@ fn encode_entry(entry: &Entry<TypeConfig>, out: &mut Vec<u8>) -> Result<()> {
     match &entry.payload {
         EntryPayload::Blank => out.push(PAYLOAD_BLANK),
         EntryPayload::Normal(cmd) => {
-            out.push(PAYLOAD_NORMAL);
+            out.push(match cmd.layout() {
+                Layout::Append => PAYLOAD_NORMAL,
+                Layout::Change => PAYLOAD_CHANGE,
+            });
             cmd.encode(out);
         }
         EntryPayload::Membership(m) => {
@@ -478,7 +484,8 @@ fn decode_entry(body: &[u8]) -> std::result::Result<Entry<TypeConfig>, format::D
     let log_id = read_log_id(&mut r)?;
     let payload = match r.u8()? {
         PAYLOAD_BLANK => EntryPayload::Blank,
-        PAYLOAD_NORMAL => EntryPayload::Normal(Command::decode(&mut r)?),
+        PAYLOAD_NORMAL => EntryPayload::Normal(Command::decode(&mut r, Layout::Append)?),
+        PAYLOAD_CHANGE => EntryPayload::Normal(Command::decode(&mut r, Layout::Change)?),
         PAYLOAD_MEMBERSHIP => {
             let rest = r.take(r.remaining())?;
             let m: Membership<NodeId, openraft::BasicNode> = serde_json::from_slice(rest)

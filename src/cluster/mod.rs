@@ -5,9 +5,9 @@
 //!   on the engine's own segmented, checksummed log, with its recovery rule; the vote,
 //!   the committed and the purged log id saved by atomic replace.
 //! - [`StoreStateMachine`]: the state machine (openraft's `RaftStateMachine`), a
-//!   [`Store`](crate::Store) that applies each [`Command`] as an append with its expected
-//!   version; the [`Response`] is the append's outcome. Snapshots ship the store's
-//!   segment files.
+//!   [`Store`](crate::Store) that applies each [`Command`] (an append, a delete, a
+//!   tombstone, new stream metadata) with its expected version; the [`Response`] is its
+//!   outcome. Snapshots ship the store's segment files.
 //! - [`TypeConfig`]: the openraft types of a streamlog cluster, for `openraft::Raft`.
 //!
 //! A node is `openraft::Raft::<TypeConfig>::new(id, config, network, log, state_machine)`
@@ -35,11 +35,11 @@ mod meta;
 mod snapshot;
 mod state_machine;
 
-pub use command::{Appended, Command, Expected, ProposedEvent, Response};
+pub use command::{Appended, Command, Expected, Operation, ProposedEvent, Response};
 pub use log_store::{DEFAULT_RAFT_SEGMENT_BYTES, RaftLog, decode_entries, encode_entries};
 pub use openraft;
 pub use openraft::BasicNode;
-pub use state_machine::{StoreSnapshotBuilder, StoreStateMachine};
+pub use state_machine::{Replaced, StoreSnapshotBuilder, StoreStateMachine};
 
 /// A node's id in a cluster.
 pub type NodeId = u64;

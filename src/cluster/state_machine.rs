@@ -1,7 +1,8 @@
 //! The state machine: a streamlog [`Store`], written only by applying log entries.
 //!
-//! **Applying.** Each command is one [`Store::append`] with its expected version, in log
-//! order, on one thread, with the proposer's time as the commit time (an injected
+//! **Applying.** Each command is one [`Store::append`] (or one delete, tombstone or
+//! metadata change, its record's id fixed by the proposer) with its expected version, in
+//! log order, on one thread, with the proposer's time as the commit time (an injected
 //! [`Clock`]): every replica decides the same, and the outcome (appended,
 //! `WrongExpectedVersion`, `StreamDeleted`, refused) is the entry's [`Response`].
 //! Retries of an append (same event ids) are recognised by the store as on a single node,
@@ -12,13 +13,16 @@
 //! applied log id is saved with the store's end (`DIR/sm-state`, atomic replace). After a
 //! crash the store holds those appends and maybe some after them (a prefix of the log:
 //! the engine's recovery keeps whole appends in order). Openraft applies the entries after
-//! the saved id again; each one whose append the store already holds is matched with it
-//! (by its first event id, frame after frame) instead of being appended twice, and one
-//! that wrote nothing then is skipped: its original answer went out before the crash.
+//! the saved id again; each one whose append (or change record) the store already holds
+//! is matched with it (by its first record id, frame after frame) instead of being
+//! written twice, and one that wrote nothing then is skipped: its original answer went
+//! out before the crash.
 //! Once the store's end is reached, entries are applied normally.
 //!
 //! **Snapshots** are the store's segment files up to the end matching the applied log id,
-//! shipped whole (see [`super::snapshot`]).
+//! shipped whole (see [`super::snapshot`]). Installing one replaces the store: readers
+//! take the new one from then on, and a [`Replaced`] taken with the old one tells
+//! subscriptions on it to end.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -31,14 +35,17 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
-use super::command::{Command, Response};
+use super::command::{Command, Operation, Response};
 use super::snapshot;
 use super::{BasicNode, NodeId, TypeConfig};
 use crate::error::{Error, Result};
 use crate::io::FsStorage;
-use crate::{Clock, Durability, ExpectedVersion, Options, Position, Store};
+use crate::store::LifecycleChange;
+use crate::{
+    Clock, Durability, EventId, ExpectedVersion, Options, Position, Store, StreamMetadata,
+};
 
 /// The state file's name in the state machine's directory.
 const STATE_FILE: &str = "sm-state";
@@ -80,6 +87,36 @@ pub struct StoreStateMachine {
     inner: Arc<Mutex<Inner>>,
     /// The store as it stands, for reads (replaced when a snapshot is installed).
     store: Arc<parking_lot::RwLock<Store>>,
+    /// How many stores snapshot installs replaced: bumped under `store`'s write lock, so
+    /// a reader takes a store and its number together (see [`Replaced`]).
+    installs: Arc<watch::Sender<u64>>,
+}
+
+/// Tells when the store a handle was taken with ([`StoreStateMachine::store_watched`])
+/// has been replaced by a snapshot install. The replaced store never changes again: a
+/// subscription on it would wait for events that go to the new store.
+#[derive(Debug, Clone)]
+pub struct Replaced {
+    installs: watch::Receiver<u64>,
+    /// The install count when the store was taken.
+    taken_at: u64,
+}
+
+impl Replaced {
+    /// Whether the store has been replaced.
+    pub fn is_replaced(&self) -> bool {
+        *self.installs.borrow() != self.taken_at
+    }
+
+    /// Completes once the store has been replaced (at once if it already was); never if
+    /// the state machine goes away without replacing it.
+    pub async fn wait(&mut self) {
+        let taken_at = self.taken_at;
+        let gone = self.installs.wait_for(|n| *n != taken_at).await.is_err();
+        if gone {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl std::fmt::Debug for StoreStateMachine {
@@ -139,6 +176,7 @@ impl StoreStateMachine {
                 snapshot_seq: 0,
             })),
             store: Arc::new(parking_lot::RwLock::new(store)),
+            installs: Arc::new(watch::channel(0).0),
         })
     }
 
@@ -148,19 +186,52 @@ impl StoreStateMachine {
         self.store.read().clone()
     }
 
+    /// The store as it stands, with what tells when a snapshot install replaces it (for
+    /// subscriptions, which follow one store). As [`StoreStateMachine::store`], for reads
+    /// only.
+    pub fn store_watched(&self) -> (Store, Replaced) {
+        let store = self.store.read();
+        let replaced = Replaced {
+            installs: self.installs.subscribe(),
+            taken_at: *self.installs.borrow(),
+        };
+        (store.clone(), replaced)
+    }
+
     fn apply_command(&self, inner: &mut Inner, cmd: &Command) -> Result<Response> {
         if let Some(&(_, first_id)) = inner.replay.front() {
-            // Before the restart, the store took the appends up to its end: this entry
+            // Before the restart, the store took the changes up to its end: this entry
             // either wrote the next of them, or wrote nothing.
-            if cmd.events.first().is_some_and(|e| e.id == first_id) {
+            if cmd.first_record_id() == Some(first_id) {
                 inner.replay.pop_front();
             }
             return Ok(Response::Recovered);
         }
         inner.clock_us.store(cmd.proposed_at_us, Ordering::Release);
         let store = self.store.read().clone();
-        let events: Vec<_> = cmd.events.iter().map(|e| e.to_new_event()).collect();
-        match store.append(&cmd.stream, ExpectedVersion::from(cmd.expected), events) {
+        let expected = ExpectedVersion::from(cmd.expected);
+        let stream = cmd.stream.as_str();
+        let outcome = match &cmd.operation {
+            Operation::Append(events) => {
+                let events: Vec<_> = events.iter().map(|e| e.to_new_event()).collect();
+                store.append(stream, expected, events)
+            }
+            Operation::Delete { id } => {
+                store.change_with_id(stream, expected, LifecycleChange::Delete, EventId(*id))
+            }
+            Operation::Tombstone { id } => {
+                store.change_with_id(stream, expected, LifecycleChange::Tombstone, EventId(*id))
+            }
+            Operation::SetMetadata { id, json } => StreamMetadata::from_json(json).and_then(|m| {
+                store.change_with_id(
+                    stream,
+                    expected,
+                    LifecycleChange::Metadata(&m),
+                    EventId(*id),
+                )
+            }),
+        };
+        match outcome {
             Ok(r) => Ok(Response::Appended(r.into())),
             Err(Error::WrongExpectedVersion { actual, .. }) => {
                 Ok(Response::WrongExpectedVersion { actual })
@@ -392,7 +463,12 @@ impl RaftStateMachine<TypeConfig> for StoreStateMachine {
         super::meta::write_atomic(&FsStorage, &inner.dir, STATE_FILE, &state).map_err(err)?;
         inner.state = state;
         inner.replay.clear();
-        let old_store = std::mem::replace(&mut *self.store.write(), store);
+        let old_store = {
+            let mut live = self.store.write();
+            let old = std::mem::replace(&mut *live, store);
+            self.installs.send_modify(|n| *n = n.wrapping_add(1));
+            old
+        };
         drop(old_store);
         let _ = std::fs::remove_dir_all(inner.dir.join(old_dir));
         if let Some((_, old_name)) = old_snapshot

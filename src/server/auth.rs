@@ -174,10 +174,108 @@ fn basic_credentials(header: &http::HeaderValue) -> Option<(String, String)> {
 }
 
 /// Calls that need no credentials: what clients ask before anything else, and what
-/// KurrentDB answers anonymously too (it tells nothing about the data).
+/// KurrentDB answers anonymously too (it tells nothing about the data), and a cluster
+/// node's status (its view of the members and their roles, as gossip gives).
 fn is_open(path: &str) -> bool {
     path.starts_with("/event_store.client.server_features.ServerFeatures/")
         || path.starts_with("/event_store.client.gossip.Gossip/")
+        || path == RAFT_STATUS
+}
+
+/// The raft service's calls (`proto/streamlog/raft.proto`): between the nodes of a
+/// cluster, and `streamlog cluster`'s administration.
+const RAFT_SERVICE: &str = "/streamlog.raft.Raft/";
+/// The one call of the raft service that is open: a node's status.
+const RAFT_STATUS: &str = "/streamlog.raft.Raft/Status";
+
+/// The gRPC metadata key that carries the [`ClusterSecret`] on raft calls.
+pub(crate) const CLUSTER_SECRET_HEADER: &str = "streamlog-cluster-secret";
+
+/// The secret the nodes of a cluster share (`serve --cluster-secret-file`): every raft
+/// call between them and every administration call carries it, and a node given one
+/// refuses those calls without it (UNAUTHENTICATED), compared in constant time. Needed
+/// with users (basic authentication), which it complements: users authenticate
+/// clients, the secret authenticates nodes. Without TLS it crosses the network in
+/// clear, as basic credentials do.
+#[derive(Clone)]
+pub struct ClusterSecret {
+    secret: Arc<str>,
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClusterSecret(..)")
+    }
+}
+
+impl ClusterSecret {
+    /// The shortest secret taken, in bytes.
+    pub const MIN_BYTES: usize = 16;
+    /// The longest secret taken, in bytes.
+    pub const MAX_BYTES: usize = 1024;
+
+    /// A secret of visible ASCII characters (it travels as a gRPC header), between
+    /// [`ClusterSecret::MIN_BYTES`] and [`ClusterSecret::MAX_BYTES`] long, e.g. the
+    /// output of `openssl rand -hex 32`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when it is too short, too long, or holds other
+    /// characters (spaces included).
+    pub fn new(secret: &str) -> Result<ClusterSecret> {
+        if secret.len() < Self::MIN_BYTES || secret.len() > Self::MAX_BYTES {
+            return Err(Error::InvalidArgument(format!(
+                "a cluster secret is {} to {} characters long, not {}",
+                Self::MIN_BYTES,
+                Self::MAX_BYTES,
+                secret.len()
+            )));
+        }
+        if !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::InvalidArgument(
+                "a cluster secret holds visible ASCII characters only (no spaces)".into(),
+            ));
+        }
+        Ok(ClusterSecret {
+            secret: Arc::from(secret),
+        })
+    }
+
+    /// Reads a secret from a file: its text without the line break at its end.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the file cannot be read or its text is not a
+    /// secret [`ClusterSecret::new`] takes.
+    pub fn from_file(path: &Path) -> Result<ClusterSecret> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "cannot read the cluster secret file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let secret = text.strip_suffix('\n').unwrap_or(&text);
+        let secret = secret.strip_suffix('\r').unwrap_or(secret);
+        ClusterSecret::new(secret).map_err(|e| match e {
+            Error::InvalidArgument(m) => {
+                Error::InvalidArgument(format!("cluster secret file {}: {m}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// Whether `presented` is the secret, compared in constant time (the time depends on
+    /// the lengths only).
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.secret.as_bytes().ct_eq(presented).into()
+    }
+
+    /// The secret as the value of [`CLUSTER_SECRET_HEADER`].
+    #[cfg(feature = "cluster")]
+    pub(crate) fn header_value(&self) -> tonic::metadata::MetadataValue<tonic::metadata::Ascii> {
+        // Checked by `new`: visible ASCII only, which is always a valid header value.
+        tonic::metadata::MetadataValue::try_from(&*self.secret)
+            .unwrap_or_else(|_| tonic::metadata::MetadataValue::from_static(""))
+    }
 }
 
 /// The layer that puts [`Authenticate`] in front of the services (a pass-through
@@ -185,6 +283,8 @@ fn is_open(path: &str) -> bool {
 #[derive(Debug, Clone)]
 pub(super) struct AuthLayer {
     pub(super) users: Option<Arc<Users>>,
+    /// Asked of the raft service's calls (but its status) when set.
+    pub(super) cluster_secret: Option<ClusterSecret>,
 }
 
 impl<S> tower_layer::Layer<S> for AuthLayer {
@@ -194,15 +294,18 @@ impl<S> tower_layer::Layer<S> for AuthLayer {
         Authenticate {
             inner,
             users: self.users.clone(),
+            cluster_secret: self.cluster_secret.clone(),
         }
     }
 }
 
-/// Checks each call's credentials before handing it on.
+/// Checks each call's credentials before handing it on: a user's for the KurrentDB
+/// services, the cluster's secret for the raft service.
 #[derive(Debug, Clone)]
 pub(super) struct Authenticate<S> {
     inner: S,
     users: Option<Arc<Users>>,
+    cluster_secret: Option<ClusterSecret>,
 }
 
 impl<S, B> Service<http::Request<B>> for Authenticate<S>
@@ -223,10 +326,31 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let path = request.uri().path();
+        if path.starts_with(RAFT_SERVICE) && path != RAFT_STATUS {
+            // Between nodes (and from `streamlog cluster`): the cluster's secret, never a
+            // user's credentials.
+            let allowed = self.cluster_secret.as_ref().is_none_or(|secret| {
+                request
+                    .headers()
+                    .get(CLUSTER_SECRET_HEADER)
+                    .is_some_and(|v| secret.matches(v.as_bytes()))
+            });
+            if allowed {
+                return Box::pin(self.inner.call(request));
+            }
+            return Box::pin(async {
+                Ok(Status::unauthenticated(
+                    "raft and administration calls need this cluster's secret \
+                     (--cluster-secret-file)",
+                )
+                .into_http())
+            });
+        }
         let Some(users) = self.users.clone() else {
             return Box::pin(self.inner.call(request));
         };
-        if is_open(request.uri().path()) {
+        if is_open(path) {
             return Box::pin(self.inner.call(request));
         }
         // The service that was made ready is the one to call; leave a fresh clone behind.
@@ -293,6 +417,27 @@ mod tests {
         assert_eq!(users.verified.lock().len(), 1);
         assert!(users.check("ops", "right").await);
         assert!(!users.check("ops", "wrong").await);
+    }
+
+    #[test]
+    fn a_cluster_secret_is_long_visible_ascii_and_matches_only_itself() {
+        let secret = ClusterSecret::new("0123456789abcdef0123").expect("secret");
+        assert!(secret.matches(b"0123456789abcdef0123"));
+        assert!(!secret.matches(b"0123456789abcdef0124"));
+        assert!(!secret.matches(b"0123456789abcdef012"));
+        assert!(!secret.matches(b""));
+        for bad in [
+            "short",
+            "0123456789 abcdef",
+            "0123456789abcdé0123",
+            &"x".repeat(1025),
+        ] {
+            assert!(
+                matches!(ClusterSecret::new(bad), Err(Error::InvalidArgument(_))),
+                "{bad:?} is refused"
+            );
+        }
+        assert!(!format!("{secret:?}").contains("0123"), "Debug hides it");
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! - The raft traffic between nodes is the `streamlog.raft.Raft` service
 //!   (`proto/streamlog/raft.proto`): the server's `raft_network` module holds its client
 //!   (openraft's `RaftNetworkFactory` over tonic channels) and its server.
-//! - Writes go through raft on the leader ([`ClusterNode::append`]); a follower answers
-//!   them with KurrentDB's "not leader" error, which names the leader's address
+//! - Writes (appends, deletes, tombstones, stream metadata) go through raft on the leader
+//!   (`ClusterNode::write`); a follower answers them with KurrentDB's "not leader" error, which names the leader's address
 //!   (`not_leader`), so official clients reconnect there.
 //! - Reads come from the node's state-machine store: on the leader after openraft's
 //!   linearizability check when the client sends `requires-leader: true` (official
@@ -27,7 +27,7 @@ use crate::cluster::{
     BasicNode, Command, NodeId, RaftLog, Response, StoreStateMachine, TypeConfig,
 };
 use crate::error::{Error, Result};
-use crate::{ExpectedVersion, NewEvent, Options, Store};
+use crate::{Options, Store};
 
 /// The openraft node type of a cluster node.
 pub type NodeRaft = openraft::Raft<TypeConfig>;
@@ -134,6 +134,8 @@ impl ClusterNode {
     /// raft state is empty and `id` is the lowest id of `peers`, initializes the cluster
     /// with every peer as a voter (the others wait for its first message). A node with
     /// saved state goes on from it; `peers` then only matters for that first start.
+    /// `secret`, when given, goes with every raft call to the peers (they must have been
+    /// started with the same; see [`super::ClusterSecret`]).
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `id` is not one of `peers` or an address does not
@@ -145,6 +147,7 @@ impl ClusterNode {
         peers: &BTreeMap<NodeId, String>,
         options: Options,
         timings: ClusterTimings,
+        secret: Option<super::ClusterSecret>,
     ) -> Result<ClusterNode> {
         if !peers.contains_key(&id) {
             return Err(Error::InvalidArgument(format!(
@@ -179,7 +182,7 @@ impl ClusterNode {
         })
         .await
         .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
-        let network = super::raft_network::GrpcNetwork;
+        let network = super::raft_network::GrpcNetwork { secret };
         let raft = NodeRaft::new(id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::io("start raft", std::io::Error::other(e)))?;
@@ -219,9 +222,15 @@ impl ClusterNode {
     }
 
     /// The node's state-machine store as it stands (replaced when a snapshot is
-    /// installed), for reads. Writes go through [`ClusterNode::append`] only.
+    /// installed), for reads. Writes go through raft only.
     pub fn store(&self) -> Store {
         self.inner.sm.store()
+    }
+
+    /// The node's store with what tells when a snapshot install replaces it (see
+    /// [`crate::cluster::Replaced`]), for subscriptions.
+    pub fn store_watched(&self) -> (Store, crate::cluster::Replaced) {
+        self.inner.sm.store_watched()
     }
 
     /// Stops raft (the caller closes nothing else: the store is dropped with the node).
@@ -236,29 +245,24 @@ impl ClusterNode {
             .map_err(|e| Error::io("stop raft", std::io::Error::other(e)))
     }
 
-    /// Proposes an append through raft and waits for its replicated outcome.
+    /// Proposes a command (an append, a delete, a tombstone, new metadata) through raft
+    /// and waits for its replicated outcome.
     ///
     /// # Errors
     /// A not-leader status (with the leader's address) on a follower, UNAVAILABLE when no
     /// leader is known or the write timed out.
-    pub(super) async fn append(
-        &self,
-        stream: &str,
-        expected: ExpectedVersion,
-        events: Vec<NewEvent>,
-    ) -> std::result::Result<Response, Status> {
-        let cmd = Command::append(stream, expected, events);
+    pub(super) async fn write(&self, cmd: Command) -> std::result::Result<Response, Status> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(cmd)).await {
             Ok(Ok(r)) => Ok(r.data),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
                 Err(not_leader(&f))
             }
             Ok(Err(e)) => Err(Status::unavailable(format!(
-                "the append was not replicated: {e}"
+                "the write was not replicated: {e}"
             ))),
             Err(_) => Err(Status::unavailable(format!(
-                "the append was not committed within {} s (is a quorum of the cluster up?); \
-                 retry it with the same event ids",
+                "the write was not committed within {} s (is a quorum of the cluster up?); \
+                 retry it (an append with the same event ids)",
                 WRITE_TIMEOUT.as_secs()
             ))),
         }

@@ -44,7 +44,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use auth::{Users, hash_password};
+pub use auth::{ClusterSecret, Users, hash_password};
 #[cfg(feature = "cluster")]
 pub use raft_network::{admin as cluster_admin, status as cluster_status};
 pub use tls::TlsIdentity;
@@ -73,6 +73,7 @@ pub struct ServerOptions {
     shutdown_grace: Duration,
     tls: Option<TlsIdentity>,
     users: Option<Arc<Users>>,
+    cluster_secret: Option<ClusterSecret>,
     metrics_listen: Option<SocketAddr>,
 }
 
@@ -93,6 +94,7 @@ impl ServerOptions {
             shutdown_grace: Duration::from_secs(10),
             tls: None,
             users: None,
+            cluster_secret: None,
             metrics_listen: None,
         }
     }
@@ -105,9 +107,20 @@ impl ServerOptions {
 
     /// Asks every call for the basic credentials of one of `users` (except
     /// `ServerFeatures` and `Gossip`, which clients call before anything else and which
-    /// tell nothing about the data); others are answered UNAUTHENTICATED.
+    /// tell nothing about the data, and a cluster node's raft service, which
+    /// [`ServerOptions::with_cluster_secret`] guards); others are answered
+    /// UNAUTHENTICATED.
     pub fn with_users(mut self, users: Users) -> Self {
         self.users = Some(Arc::new(users));
+        self
+    }
+
+    /// Asks the raft service's calls (a cluster node's raft traffic and administration,
+    /// but its status) for `secret` (see [`ClusterSecret`]); the node's own raft client
+    /// sends the secret given to [`cluster::ClusterNode::start`]. Required for a cluster
+    /// node with users.
+    pub fn with_cluster_secret(mut self, secret: ClusterSecret) -> Self {
+        self.cluster_secret = Some(secret);
         self
     }
 
@@ -165,9 +178,17 @@ impl Server {
     /// the nodes is served on the same port.
     ///
     /// # Errors
-    /// As [`Server::bind`].
+    /// [`Error::InvalidArgument`] for options with users but no cluster secret (the
+    /// raft calls between nodes would be open to anyone); otherwise as [`Server::bind`].
     #[cfg(feature = "cluster")]
     pub async fn bind_node(node: cluster::ClusterNode, options: ServerOptions) -> Result<Server> {
+        if options.users.is_some() && options.cluster_secret.is_none() {
+            return Err(Error::InvalidArgument(
+                "a cluster node with users needs a cluster secret for its raft traffic \
+                 (ServerOptions::with_cluster_secret, serve --cluster-secret-file)"
+                    .into(),
+            ));
+        }
         let mut server = Server::bind(node.store(), options).await?;
         server.node = Some(node);
         Ok(server)
@@ -306,6 +327,7 @@ impl Server {
                 "protocol_version": features::PROTOCOL_VERSION,
                 "tls": options.tls.is_some(),
                 "authentication": options.users.is_some(),
+                "cluster_secret": options.cluster_secret.is_some(),
                 "metrics": metrics_addr.map(|a| a.to_string()),
                 "node_id": node_id,
             }),
@@ -327,6 +349,7 @@ impl Server {
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(auth::AuthLayer {
                 users: options.users.clone(),
+                cluster_secret: options.cluster_secret.clone(),
             })
             .add_routes(Routes::from(routes))
             .serve_with_incoming_shutdown(incoming, signal);

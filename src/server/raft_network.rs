@@ -9,6 +9,10 @@
 //! log already checks), and a snapshot chunk goes as raw bytes. openraft sends snapshots
 //! in chunks (`snapshot_max_chunk_size`, 3 MiB by default).
 //!
+//! **Authentication.** With a [`ClusterSecret`], every call carries it in the
+//! `streamlog-cluster-secret` header and the server's authentication layer refuses raft
+//! and administration calls without it (`Status` stays open).
+//!
 //! **Failures.** Every call is bounded by openraft's time to live for it; a node that
 //! cannot be reached is reported `Unreachable` (openraft backs off), other transport
 //! failures as network errors, and the remote node's raft errors as remote errors.
@@ -28,6 +32,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
+use super::auth::{CLUSTER_SECRET_HEADER, ClusterSecret};
 use super::cluster::{AdminRequest, ClusterNode};
 use super::proto::streamlog::raft::raft_client::RaftClient;
 use super::proto::streamlog::raft::raft_server;
@@ -132,7 +137,10 @@ pub(super) fn client(addr: &str) -> Result<RaftClient<Channel>, String> {
 
 /// openraft's network over gRPC: one [`GrpcConnection`] per target.
 #[derive(Debug, Clone, Default)]
-pub(super) struct GrpcNetwork;
+pub(super) struct GrpcNetwork {
+    /// Sent with every call when the cluster has one.
+    pub(super) secret: Option<ClusterSecret>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
     type Network = GrpcConnection;
@@ -141,6 +149,7 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetwork {
         GrpcConnection {
             target,
             client: client(&node.addr),
+            secret: self.secret.clone(),
         }
     }
 }
@@ -151,6 +160,18 @@ pub(super) struct GrpcConnection {
     target: NodeId,
     /// The client, or why the target's address makes none.
     client: Result<RaftClient<Channel>, String>,
+    secret: Option<ClusterSecret>,
+}
+
+/// `request` with the cluster's secret, when there is one.
+fn with_secret<T>(request: T, secret: Option<&ClusterSecret>) -> Request<T> {
+    let mut request = Request::new(request);
+    if let Some(secret) = secret {
+        request
+            .metadata_mut()
+            .insert(CLUSTER_SECRET_HEADER, secret.header_value());
+    }
+    request
 }
 
 /// Why a call failed before the target answered.
@@ -193,7 +214,7 @@ impl GrpcConnection {
             Ok(c) => c,
             Err(m) => return Err(CallError::Unreachable(m.clone())),
         };
-        let mut request = Request::new(request);
+        let mut request = with_secret(request, self.secret.as_ref());
         request.set_timeout(ttl);
         let call = async {
             match method {
@@ -230,26 +251,41 @@ impl GrpcConnection {
     }
 }
 
-impl RaftNetwork<TypeConfig> for GrpcConnection {
-    async fn append_entries(
+impl GrpcConnection {
+    /// One raft call: `rpc` as JSON with its bulk `data` beside it, bounded by openraft's
+    /// time to live for it, and the target's `Result` decoded.
+    async fn send<T: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
         &mut self,
-        mut rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let entries = std::mem::take(&mut rpc.entries);
-        let data =
-            encode_entries(&entries).map_err(|e| CallError::Network(e.to_string()).into_rpc())?;
-        let json = serde_json::to_vec(&rpc)
+        method: Method,
+        rpc: &impl Serialize,
+        data: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<T, RPCError<NodeId, BasicNode, E>> {
+        let json = serde_json::to_vec(rpc)
             .map_err(|e| CallError::Network(format!("encode: {e}")).into_rpc())?;
         let request = RaftRequest {
             json: json.into(),
             data: data.into(),
         };
         let reply = self
-            .call(Method::AppendEntries, request, option.hard_ttl())
+            .call(method, request, option.hard_ttl())
             .await
             .map_err(CallError::into_rpc)?;
         self.answer(&reply)
+    }
+}
+
+impl RaftNetwork<TypeConfig> for GrpcConnection {
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        // The entries travel in the raft log's record encoding, beside the JSON.
+        let entries = std::mem::take(&mut rpc.entries);
+        let data =
+            encode_entries(&entries).map_err(|e| CallError::Network(e.to_string()).into_rpc())?;
+        self.send(Method::AppendEntries, &rpc, data, &option).await
     }
 
     async fn install_snapshot(
@@ -260,18 +296,10 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        // The chunk travels raw, beside the JSON.
         let data = std::mem::take(&mut rpc.data);
-        let json = serde_json::to_vec(&rpc)
-            .map_err(|e| CallError::Network(format!("encode: {e}")).into_rpc())?;
-        let request = RaftRequest {
-            json: json.into(),
-            data: data.into(),
-        };
-        let reply = self
-            .call(Method::InstallSnapshot, request, option.hard_ttl())
+        self.send(Method::InstallSnapshot, &rpc, data, &option)
             .await
-            .map_err(CallError::into_rpc)?;
-        self.answer(&reply)
     }
 
     async fn vote(
@@ -279,30 +307,25 @@ impl RaftNetwork<TypeConfig> for GrpcConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        let json = serde_json::to_vec(&rpc)
-            .map_err(|e| CallError::Network(format!("encode: {e}")).into_rpc())?;
-        let request = RaftRequest {
-            json: json.into(),
-            data: Default::default(),
-        };
-        let reply = self
-            .call(Method::Vote, request, option.hard_ttl())
-            .await
-            .map_err(CallError::into_rpc)?;
-        self.answer(&reply)
+        self.send(Method::Vote, &rpc, Vec::new(), &option).await
     }
 }
 
 /// Sends an administration request to the node at `addr` (its leader for membership
-/// changes) and returns its JSON answer.
+/// changes), with the cluster's secret when it has one, and returns its JSON answer.
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] for a bad address; [`Error::Io`] naming the node's answer
-/// when it refuses (a follower names its leader) or cannot be reached.
-pub async fn admin(addr: &str, request: &AdminRequest) -> crate::Result<serde_json::Value> {
+/// when it refuses (a follower names its leader; a node with a secret refuses a call
+/// without it) or cannot be reached.
+pub async fn admin(
+    addr: &str,
+    request: &AdminRequest,
+    secret: Option<&ClusterSecret>,
+) -> crate::Result<serde_json::Value> {
     let json = serde_json::to_vec(request)
         .map_err(|e| crate::Error::InvalidArgument(format!("encode: {e}")))?;
-    call_admin(addr, json, true).await
+    call_admin(addr, json, Some(secret)).await
 }
 
 /// The status of the node at `addr` (its view of the cluster), as JSON.
@@ -310,19 +333,24 @@ pub async fn admin(addr: &str, request: &AdminRequest) -> crate::Result<serde_js
 /// # Errors
 /// As [`admin`].
 pub async fn status(addr: &str) -> crate::Result<serde_json::Value> {
-    call_admin(addr, Vec::new(), false).await
+    call_admin(addr, Vec::new(), None).await
 }
 
-async fn call_admin(addr: &str, json: Vec<u8>, admin: bool) -> crate::Result<serde_json::Value> {
+/// An `Admin` call (with the secret to send, if any) when `admin` is `Some`, else a
+/// `Status` call (open: it needs no secret).
+async fn call_admin(
+    addr: &str,
+    json: Vec<u8>,
+    admin: Option<Option<&ClusterSecret>>,
+) -> crate::Result<serde_json::Value> {
     let mut client = client(addr).map_err(crate::Error::InvalidArgument)?;
     let request = RaftRequest {
         json: json.into(),
         data: Default::default(),
     };
-    let reply = if admin {
-        client.admin(request).await
-    } else {
-        client.status(request).await
+    let reply = match admin {
+        Some(secret) => client.admin(with_secret(request, secret)).await,
+        None => client.status(request).await,
     };
     let reply = reply.map_err(|status| {
         let leader = status

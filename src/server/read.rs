@@ -101,6 +101,47 @@ fn filter(option: Option<options::FilterOption>) -> Result<Option<(Filter, u64)>
     Ok(Some((filter, every)))
 }
 
+/// What a subscription answers when its node's store was replaced by a snapshot
+/// install (a cluster node that fell behind the leader's log): the store it followed
+/// never changes again, so it ends and the client subscribes again, to the new store.
+const STORE_REPLACED: &str =
+    "this node reloaded its store from a snapshot of the leader's; resubscribe";
+
+/// Ends a subscription whose store a snapshot install replaced (on a cluster node);
+/// never on a single node.
+pub(super) struct StoreWatch {
+    #[cfg(feature = "cluster")]
+    replaced: Option<crate::cluster::Replaced>,
+}
+
+impl StoreWatch {
+    /// For a store nothing replaces.
+    pub(super) fn never() -> StoreWatch {
+        StoreWatch {
+            #[cfg(feature = "cluster")]
+            replaced: None,
+        }
+    }
+
+    /// For a cluster node's store, taken with `replaced`.
+    #[cfg(feature = "cluster")]
+    pub(super) fn cluster(replaced: crate::cluster::Replaced) -> StoreWatch {
+        StoreWatch {
+            replaced: Some(replaced),
+        }
+    }
+
+    /// Completes once the store has been replaced; never for a single node's.
+    async fn replaced(&mut self) {
+        #[cfg(feature = "cluster")]
+        if let Some(r) = &mut self.replaced {
+            r.wait().await;
+            return;
+        }
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Starts answering a `Streams.Read` call.
 pub(super) async fn read(
     service: &StreamsService,
@@ -121,7 +162,7 @@ pub(super) async fn read(
         uuid_as_string,
         shutdown: service.shutdown.clone(),
     };
-    let store = service.store();
+    let (store, watch) = service.store_watched();
     match (options.stream_option, options.count_option) {
         (Some(options::StreamOption::Stream(s)), Some(options::CountOption::Count(count))) => {
             if filter.is_some() {
@@ -160,7 +201,13 @@ pub(super) async fn read(
                 }
             };
             let subscription = blocking(move || store.subscribe_stream(from)).await?;
-            subscribe(subscription, reply, true, service.metrics.subscription())?;
+            subscribe(
+                subscription,
+                reply,
+                watch,
+                true,
+                service.metrics.subscription(),
+            )?;
         }
         (Some(options::StreamOption::All(a)), Some(options::CountOption::Subscription(_))) => {
             let mut from = match a.all_option {
@@ -180,7 +227,13 @@ pub(super) async fn read(
                 from = from.filter(f).checkpoint_every(every);
             }
             let subscription = blocking(move || store.subscribe_all(from)).await?;
-            subscribe(subscription, reply, false, service.metrics.subscription())?;
+            subscribe(
+                subscription,
+                reply,
+                watch,
+                false,
+                service.metrics.subscription(),
+            )?;
         }
         _ => {
             return Err(Status::invalid_argument(
@@ -449,10 +502,12 @@ fn read_all_backward(
 }
 
 /// Runs a subscription: a confirmation, then its deliveries, until the client goes, the
-/// store closes (UNAVAILABLE, so clients resubscribe) or the server stops.
+/// store closes or is replaced by a snapshot install (UNAVAILABLE, so clients
+/// resubscribe) or the server stops.
 fn subscribe(
     subscription: crate::Subscription,
     reply: Reply,
+    mut watch: StoreWatch,
     of_stream: bool,
     open: super::metrics::Open,
 ) -> Result<(), Status> {
@@ -486,6 +541,10 @@ fn subscribe(
             let delivery = tokio::select! {
                 d = deliveries.next() => d,
                 () = tx.closed() => return,
+                () = watch.replaced() => {
+                    let _ = tx.send(Err(Status::unavailable(STORE_REPLACED))).await;
+                    return;
+                }
                 () = stopped(&mut shutdown) => {
                     let _ = tx.send(Err(Status::unavailable("the server is shutting down"))).await;
                     return;
@@ -548,4 +607,93 @@ fn subscribe(
         }
     });
     Ok(())
+}
+
+#[cfg(all(test, feature = "cluster"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+
+    use super::*;
+    use crate::cluster::{Command, StoreStateMachine};
+    use crate::{ExpectedVersion, NewEvent, Options};
+
+    async fn next_answer(
+        rx: &mut mpsc::Receiver<Result<ReadResp, Status>>,
+    ) -> Result<read_resp::Content, Status> {
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an answer in time")
+            .expect("the subscription answers before it ends");
+        answer.map(|r| r.content.unwrap())
+    }
+
+    /// A subscription on a cluster node's store goes on until a snapshot install
+    /// replaces that store, then ends with UNAVAILABLE saying to resubscribe.
+    #[test]
+    fn a_subscription_ends_when_a_snapshot_replaces_its_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut leader =
+                StoreStateMachine::open(dir.path().join("l"), Options::default()).unwrap();
+            let mut node =
+                StoreStateMachine::open(dir.path().join("n"), Options::default()).unwrap();
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
+                payload: EntryPayload::Normal(Command::append(
+                    "s",
+                    ExpectedVersion::NoStream,
+                    [NewEvent::new("E", b"x")],
+                )),
+            };
+            leader.apply([entry]).await.unwrap();
+
+            let (store, replaced) = node.store_watched();
+            let subscription = store.subscribe_all(SubscribeAll::from_start()).unwrap();
+            let (tx, mut rx) = mpsc::channel(8);
+            let (_stop, shutdown) = watch::channel(false);
+            let metrics = super::super::metrics::Metrics::new(&store);
+            let reply = Reply {
+                tx,
+                uuid_as_string: false,
+                shutdown,
+            };
+            let watch = StoreWatch::cluster(replaced);
+            subscribe(subscription, reply, watch, false, metrics.subscription()).unwrap();
+            assert!(matches!(
+                next_answer(&mut rx).await,
+                Ok(read_resp::Content::Confirmation(_))
+            ));
+            assert!(matches!(
+                next_answer(&mut rx).await,
+                Ok(read_resp::Content::CaughtUp(_))
+            ));
+
+            let snap = leader
+                .get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+            let mut incoming = node.begin_receiving_snapshot().await.unwrap();
+            let mut data = snap.snapshot;
+            tokio::io::copy(&mut data, &mut *incoming).await.unwrap();
+            node.install_snapshot(&snap.meta, incoming).await.unwrap();
+
+            let end = next_answer(&mut rx).await.unwrap_err();
+            assert_eq!(end.code(), tonic::Code::Unavailable);
+            assert_eq!(end.message(), STORE_REPLACED);
+            assert!(rx.recv().await.is_none(), "nothing after the end");
+            // A subscription taken now follows the new store, which holds the event.
+            let (store, replaced) = node.store_watched();
+            assert!(!replaced.is_replaced());
+            assert_eq!(store.stream_version("s").unwrap(), Some(0));
+        });
+    }
 }

@@ -1,5 +1,6 @@
 //! The `Streams` service: appends (one call or batched), reads and subscriptions (in
-//! `read`), deletes (waiting for the library's deletion, see [`delete_stream`]).
+//! `read`), deletes (waiting for the library's deletion, see
+//! [`StreamsService::delete_stream`]), each through raft on a cluster node.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -60,6 +61,17 @@ impl StreamsService {
         self.store.clone()
     }
 
+    /// The store reads come from (as [`StreamsService::store`]), with what ends a
+    /// subscription on it when a snapshot install replaces it.
+    pub(super) fn store_watched(&self) -> (Store, super::read::StoreWatch) {
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.node {
+            let (store, replaced) = node.store_watched();
+            return (store, super::read::StoreWatch::cluster(replaced));
+        }
+        (self.store.clone(), super::read::StoreWatch::never())
+    }
+
     /// Waits until this server may answer a read asked with `metadata` (a cluster node
     /// answers on the leader, or anywhere with `requires-leader: false`).
     pub(super) async fn ready_to_read(
@@ -76,18 +88,31 @@ impl StreamsService {
         Ok(())
     }
 
-    /// Refuses what a cluster node cannot replicate yet (deletes, tombstones, stream
-    /// metadata): applied on one node only, it would make the replicas differ.
-    fn refuse_unreplicated(&self, what: &str) -> Result<(), Status> {
-        #[cfg(feature = "cluster")]
-        if self.node.is_some() {
-            return Err(Status::unimplemented(format!(
-                "{what} is not replicated by streamlog's cluster yet: a cluster node refuses \
-                 it (appends and reads are replicated; see docs/server.md)"
-            )));
+    /// Proposes `cmd` through raft on a cluster node. The replicated outcome comes back
+    /// as the store answers on a single node (a conflict or a deleted stream as the
+    /// inner error); a status when it was not decided (not leader, no quorum, input
+    /// every replica refused).
+    #[cfg(feature = "cluster")]
+    async fn write_replicated(
+        node: &super::cluster::ClusterNode,
+        cmd: crate::cluster::Command,
+    ) -> Result<crate::Result<AppendResult>, Status> {
+        use crate::cluster::Response as R;
+        let (stream, expected) = (cmd.stream.clone(), ExpectedVersion::from(cmd.expected));
+        match node.write(cmd).await? {
+            R::Appended(a) => Ok(Ok(a.into())),
+            R::WrongExpectedVersion { actual } => Ok(Err(Error::WrongExpectedVersion {
+                stream,
+                expected,
+                actual,
+            })),
+            R::StreamDeleted => Ok(Err(Error::StreamDeleted { stream })),
+            R::Refused(reason) => Err(Status::invalid_argument(reason)),
+            R::Empty | R::Recovered => Err(Status::unavailable(
+                "the write's outcome is unknown after a restart of the leader; retry it \
+                 (an append with the same event ids)",
+            )),
         }
-        let _ = what;
-        Ok(())
     }
 
     /// Appends: through raft on a cluster node, else on a blocking thread.
@@ -97,9 +122,6 @@ impl StreamsService {
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
     ) -> Result<Outcome, Status> {
-        if metadata::target(&stream).is_some() {
-            self.refuse_unreplicated("stream metadata")?;
-        }
         #[cfg(feature = "cluster")]
         if let Some(node) = &self.node {
             if events.is_empty() {
@@ -113,23 +135,25 @@ impl StreamsService {
                         .map(|e| e.data.len().saturating_add(e.metadata.len()))
                         .sum::<usize>(),
                 );
-                use crate::cluster::Response as R;
-                return match node.append(&stream, expected, events).await? {
-                    R::Appended(a) => {
-                        if !a.deduplicated {
+                // `$$S` holds the metadata of `S`: the last event replaces it.
+                let cmd = match (metadata::target(&stream), events.last()) {
+                    (Some(target), Some(last)) => {
+                        crate::cluster::Command::set_metadata(target, expected, &last.data)
+                            .map_err(|e| convert::status(&e))?
+                    }
+                    _ => crate::cluster::Command::append(stream, expected, events),
+                };
+                return match Self::write_replicated(node, cmd).await? {
+                    Ok(r) => {
+                        if !r.deduplicated {
                             self.metrics.appended(count, bytes);
                         }
-                        Ok(Outcome::Done(a.into()))
+                        Ok(Outcome::Done(r))
                     }
-                    R::WrongExpectedVersion { actual } => {
-                        Ok(Outcome::Conflict { expected, actual })
-                    }
-                    R::StreamDeleted => Err(convert::status(&Error::StreamDeleted { stream })),
-                    R::Refused(reason) => Err(Status::invalid_argument(reason)),
-                    R::Empty | R::Recovered => Err(Status::unavailable(
-                        "the append's outcome is unknown after a restart of the leader; \
-                         retry it with the same event ids",
-                    )),
+                    Err(Error::WrongExpectedVersion {
+                        expected, actual, ..
+                    }) => Ok(Outcome::Conflict { expected, actual }),
+                    Err(e) => Err(convert::status(&e)),
                 };
             }
         }
@@ -556,7 +580,6 @@ impl streams_server::Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("a delete has no options"))?;
-        self.refuse_unreplicated("deleting a stream")?;
         let stream = convert::stream_name(options.stream_identifier)?;
         let expected = match options.expected_stream_revision {
             Some(Rev::Revision(v)) => ExpectedVersion::Exact(v),
@@ -564,8 +587,9 @@ impl streams_server::Streams for StreamsService {
             Some(Rev::StreamExists(())) => ExpectedVersion::StreamExists,
             Some(Rev::Any(())) | None => ExpectedVersion::Any,
         };
-        let (commit_position, prepare_position) =
-            delete_stream(&self.store, &stream, expected, Deletion::Soft).await?;
+        let (commit_position, prepare_position) = self
+            .delete_stream(&stream, expected, Deletion::Soft)
+            .await?;
         Ok(Response::new(DeleteResp {
             position_option: Some(pb::streams::delete_resp::PositionOption::Position(
                 pb::streams::delete_resp::Position {
@@ -585,7 +609,6 @@ impl streams_server::Streams for StreamsService {
             .into_inner()
             .options
             .ok_or_else(|| Status::invalid_argument("a tombstone has no options"))?;
-        self.refuse_unreplicated("tombstoning a stream")?;
         let stream = convert::stream_name(options.stream_identifier)?;
         let expected = match options.expected_stream_revision {
             Some(Rev::Revision(v)) => ExpectedVersion::Exact(v),
@@ -593,8 +616,9 @@ impl streams_server::Streams for StreamsService {
             Some(Rev::StreamExists(())) => ExpectedVersion::StreamExists,
             Some(Rev::Any(())) | None => ExpectedVersion::Any,
         };
-        let (commit_position, prepare_position) =
-            delete_stream(&self.store, &stream, expected, Deletion::Hard).await?;
+        let (commit_position, prepare_position) = self
+            .delete_stream(&stream, expected, Deletion::Hard)
+            .await?;
         Ok(Response::new(TombstoneResp {
             position_option: Some(pb::streams::tombstone_resp::PositionOption::Position(
                 pb::streams::tombstone_resp::Position {
@@ -686,24 +710,37 @@ pub(super) enum Deletion {
     Hard,
 }
 
-/// Where `Streams.Delete` and `Streams.Tombstone` reach the store (on a blocking thread:
-/// a delete waits for its commit like an append); returns the (commit, prepare) position
-/// of the deletion. A wrong expected version, and a stream already hard deleted, come back
-/// as FAILED_PRECONDITION with the `exception` trailer clients read
-/// ([`convert::status`]).
-async fn delete_stream(
-    store: &Store,
-    stream: &str,
-    expected: ExpectedVersion,
-    how: Deletion,
-) -> Result<(u64, u64), Status> {
-    let (store, name) = (store.clone(), stream.to_string());
-    let result = tokio::task::spawn_blocking(move || match how {
-        Deletion::Soft => store.delete_stream(&name, expected),
-        Deletion::Hard => store.tombstone_stream(&name, expected),
-    })
-    .await
-    .map_err(|e| Status::internal(format!("the delete task failed: {e}")))?
-    .map_err(|e| convert::status(&e))?;
-    Ok(convert::token_position(ResumeToken::at(result.position)))
+impl StreamsService {
+    /// Where `Streams.Delete` and `Streams.Tombstone` reach the store: through raft on a
+    /// cluster node, else on a blocking thread (a delete waits for its commit like an
+    /// append); returns the (commit, prepare) position of the deletion. A wrong expected
+    /// version, and a stream already hard deleted, come back as FAILED_PRECONDITION with
+    /// the `exception` trailer clients read ([`convert::status`]).
+    async fn delete_stream(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        how: Deletion,
+    ) -> Result<(u64, u64), Status> {
+        #[cfg(feature = "cluster")]
+        if let Some(node) = &self.node {
+            let cmd = match how {
+                Deletion::Soft => crate::cluster::Command::delete(stream, expected),
+                Deletion::Hard => crate::cluster::Command::tombstone(stream, expected),
+            };
+            let r = Self::write_replicated(node, cmd)
+                .await?
+                .map_err(|e| convert::status(&e))?;
+            return Ok(convert::token_position(ResumeToken::at(r.position)));
+        }
+        let (store, name) = (self.store(), stream.to_string());
+        let result = tokio::task::spawn_blocking(move || match how {
+            Deletion::Soft => store.delete_stream(&name, expected),
+            Deletion::Hard => store.tombstone_stream(&name, expected),
+        })
+        .await
+        .map_err(|e| Status::internal(format!("the delete task failed: {e}")))?
+        .map_err(|e| convert::status(&e))?;
+        Ok(convert::token_position(ResumeToken::at(result.position)))
+    }
 }

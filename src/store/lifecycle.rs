@@ -27,7 +27,7 @@ pub struct DeleteResult {
 }
 
 /// One change of a stream's lifecycle.
-enum Change<'a> {
+pub(crate) enum Change<'a> {
     /// New metadata, expected at a metadata version.
     Metadata(&'a StreamMetadata),
     /// Soft delete, expected at a stream version.
@@ -107,7 +107,6 @@ impl Store {
         expected: ExpectedVersion,
         metadata: &StreamMetadata,
     ) -> Result<AppendResult> {
-        metadata.check()?;
         self.change(stream, expected, Change::Metadata(metadata))
     }
 
@@ -142,13 +141,36 @@ impl Store {
         self.change(stream, expected, Change::Erase).map(|_| ())
     }
 
-    /// Records `change` of `stream` in the system stream, under the writer's lock.
+    /// Records `change` of `stream` in the system stream, under the writer's lock, as an
+    /// event with a new id.
     fn change(
         &self,
         stream: &str,
         expected: ExpectedVersion,
         change: Change<'_>,
     ) -> Result<AppendResult> {
+        self.change_with_id(stream, expected, change, EventId::new())
+    }
+
+    /// Records `change` of `stream` as [`Store::delete_stream`],
+    /// [`Store::tombstone_stream`] or [`Store::set_stream_metadata`] do, with `id` as the
+    /// id of its event in the system stream: a replicated log fixes the id when the
+    /// change is proposed, so every replica writes the same record and a replica that
+    /// applies the change again after a crash recognises it by its id. The metadata of a
+    /// [`Change::Metadata`] is checked here as [`Store::set_stream_metadata`] does.
+    ///
+    /// # Errors
+    /// As [`Store::delete_stream`] and [`Store::set_stream_metadata`].
+    pub(crate) fn change_with_id(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        change: Change<'_>,
+        id: EventId,
+    ) -> Result<AppendResult> {
+        if let Change::Metadata(metadata) = &change {
+            metadata.check()?;
+        }
         let inner = &*self.inner;
         check_stream_name(stream)?;
         if stream.starts_with('$') {
@@ -244,7 +266,7 @@ impl Store {
                 }
             };
             let records = [EventRecord {
-                id: EventId::new().0,
+                id: id.0,
                 timestamp_us: now_us,
                 schema_version: 0,
                 event_type,

@@ -38,6 +38,8 @@ pub use event::{
     AppendResult, EventId, EventRef, EventView, ExpectedVersion, NewEvent, Position, RecordedEvent,
     ResumeToken,
 };
+#[cfg(feature = "cluster")]
+pub(crate) use lifecycle::Change as LifecycleChange;
 pub use lifecycle::DeleteResult;
 pub use live::LIVE_FILE;
 pub(crate) use live::read_live;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use streamlog::server::cluster::{AdminRequest, ClusterNode, ClusterTimings, parse_peer};
-use streamlog::server::{DEFAULT_PORT, Server, ServerOptions, TlsIdentity, Users};
+use streamlog::server::{ClusterSecret, DEFAULT_PORT, Server, ServerOptions, TlsIdentity, Users};
 use streamlog::{Options, Store};
 
 use crate::{CliError, CliResult};
@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// `streamlog hash-password`); clients connect with `esdb://name:password@host…`.
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
+    /// In a cluster (--node-id): a file holding the secret the nodes share (one line of
+    /// 16 to 1024 visible ASCII characters, e.g. `openssl rand -hex 32`); raft and
+    /// administration calls must carry it. Required with --users.
+    #[arg(long, value_name = "FILE")]
+    cluster_secret_file: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (off by default).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<SocketAddr>,
@@ -78,10 +83,19 @@ pub fn run(args: ServeArgs) -> CliResult {
         Some(id) => Some(cluster_args(id, &args.peer)?),
         None => None,
     };
-    if cluster.is_some() && users.is_some() {
+    let cluster_secret = match (&args.cluster_secret_file, &cluster) {
+        (Some(path), Some(_)) => Some(ClusterSecret::from_file(path).map_err(usage)?),
+        (Some(_), None) => {
+            return Err(CliError::Usage(
+                "--cluster-secret-file is for a node of a cluster (with --node-id)".into(),
+            ));
+        }
+        (None, _) => None,
+    };
+    if cluster.is_some() && users.is_some() && cluster_secret.is_none() {
         return Err(CliError::Usage(
-            "--users is not supported with --node-id yet: the nodes' raft traffic carries no \
-             credentials"
+            "--users with --node-id needs --cluster-secret-file: the raft traffic between the \
+             nodes is authenticated by the secret they share"
                 .into(),
         ));
     }
@@ -110,6 +124,9 @@ pub fn run(args: ServeArgs) -> CliResult {
     if let Some(users) = users {
         options = options.with_users(users);
     }
+    if let Some(secret) = &cluster_secret {
+        options = options.with_cluster_secret(secret.clone());
+    }
     if let Some(addr) = args.metrics_listen {
         options = options.with_metrics_listen(addr);
     }
@@ -126,6 +143,7 @@ pub fn run(args: ServeArgs) -> CliResult {
                 &peers,
                 Options::default(),
                 ClusterTimings::default(),
+                cluster_secret,
             )
             .await?;
             let server = Server::bind_node(node.clone(), options).await?;
@@ -189,6 +207,9 @@ pub enum ClusterCommand {
         /// The leader's address.
         #[arg(long, value_name = "HOST:PORT")]
         leader: String,
+        /// The cluster's secret file (as the nodes' --cluster-secret-file), when it has one.
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: Option<PathBuf>,
         /// The new node, as ID=HOST:PORT.
         #[arg(value_name = "ID=HOST:PORT")]
         node: String,
@@ -198,6 +219,9 @@ pub enum ClusterCommand {
         /// The leader's address.
         #[arg(long, value_name = "HOST:PORT")]
         leader: String,
+        /// The cluster's secret file (as the nodes' --cluster-secret-file), when it has one.
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: Option<PathBuf>,
         /// The learners' node ids.
         #[arg(value_name = "ID", required = true)]
         ids: Vec<u64>,
@@ -207,6 +231,9 @@ pub enum ClusterCommand {
         /// The leader's address.
         #[arg(long, value_name = "HOST:PORT")]
         leader: String,
+        /// The cluster's secret file (as the nodes' --cluster-secret-file), when it has one.
+        #[arg(long, value_name = "FILE")]
+        cluster_secret_file: Option<PathBuf>,
         /// The members' node ids.
         #[arg(value_name = "ID", required = true)]
         ids: Vec<u64>,
@@ -219,25 +246,43 @@ pub fn cluster(command: ClusterCommand, out: &mut impl std::io::Write) -> CliRes
         .enable_all()
         .build()
         .map_err(|e| CliError::Other(format!("cannot start a runtime: {e}")))?;
+    let secret = |file: Option<PathBuf>| -> streamlog::Result<Option<ClusterSecret>> {
+        file.map(|f| ClusterSecret::from_file(&f)).transpose()
+    };
     let answer = runtime.block_on(async {
         match command {
             ClusterCommand::Status { node } => streamlog::server::cluster_status(&node).await,
-            ClusterCommand::AddLearner { leader, node } => {
+            ClusterCommand::AddLearner {
+                leader,
+                cluster_secret_file,
+                node,
+            } => {
                 let (id, address) = parse_peer(&node)?;
                 let request = AdminRequest::AddLearner { id, address };
-                streamlog::server::cluster_admin(&leader, &request).await
+                let secret = secret(cluster_secret_file)?;
+                streamlog::server::cluster_admin(&leader, &request, secret.as_ref()).await
             }
-            ClusterCommand::Promote { leader, ids } => {
+            ClusterCommand::Promote {
+                leader,
+                cluster_secret_file,
+                ids,
+            } => {
                 let request = AdminRequest::Promote {
                     ids: ids.into_iter().collect(),
                 };
-                streamlog::server::cluster_admin(&leader, &request).await
+                let secret = secret(cluster_secret_file)?;
+                streamlog::server::cluster_admin(&leader, &request, secret.as_ref()).await
             }
-            ClusterCommand::Remove { leader, ids } => {
+            ClusterCommand::Remove {
+                leader,
+                cluster_secret_file,
+                ids,
+            } => {
                 let request = AdminRequest::Remove {
                     ids: ids.into_iter().collect(),
                 };
-                streamlog::server::cluster_admin(&leader, &request).await
+                let secret = secret(cluster_secret_file)?;
+                streamlog::server::cluster_admin(&leader, &request, secret.as_ref()).await
             }
         }
     });
