@@ -157,8 +157,8 @@ fn an_index_table_of_a_newer_format_is_never_replaced() {
     let tmp = tempfile::tempdir().unwrap();
     filled_store(tmp.path());
     let t = index_table(tmp.path());
-    set_version(&t, 2, None);
-    assert_refused_untouched(tmp.path(), &t, 2, 1);
+    set_version(&t, 3, None);
+    assert_refused_untouched(tmp.path(), &t, 3, 2);
 }
 
 #[test]
