@@ -181,6 +181,25 @@ async fn caught_up<'a>(leader: &NodeRaft, nodes: impl IntoIterator<Item = &'a No
     }
 }
 
+/// Waits (10 s at most) until `survivor` sees a leader other than `old`, and returns it.
+async fn new_leader(router: &Router, survivor: &Node, old: u64) -> NodeRaft {
+    let m = survivor
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != old),
+            "a new leader",
+        )
+        .await
+        .unwrap();
+    router
+        .nodes
+        .lock()
+        .get(&m.current_leader.unwrap())
+        .cloned()
+        .unwrap()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -297,21 +316,7 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
             .chain([&n4])
             .filter(|n| n.id != leader_id)
             .collect();
-        let m = survivors[0]
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != leader_id),
-                "a new leader",
-            )
-            .await
-            .unwrap();
-        let new_leader = router
-            .nodes
-            .lock()
-            .get(&m.current_leader.unwrap())
-            .cloned()
-            .unwrap();
+        let new_leader = new_leader(&router, survivors[0], leader_id).await;
         let retry = new_leader
             .client_write(append("order-1", ExpectedVersion::Exact(58), 59))
             .await
@@ -437,21 +442,7 @@ fn deletes_tombstones_and_metadata_are_replicated_and_survive_the_leader() {
         router.nodes.lock().remove(&leader_id);
         leader.shutdown().await.unwrap();
         let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != leader_id).collect();
-        let m = survivors[0]
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .metrics(
-                |m| m.current_leader.is_some_and(|l| l != leader_id),
-                "a new leader",
-            )
-            .await
-            .unwrap();
-        let new_leader = router
-            .nodes
-            .lock()
-            .get(&m.current_leader.unwrap())
-            .cloned()
-            .unwrap();
+        let new_leader = new_leader(&router, survivors[0], leader_id).await;
         let r = new_leader
             .client_write(append("hard", ExpectedVersion::Any, 98))
             .await

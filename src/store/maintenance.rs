@@ -100,17 +100,23 @@ impl Inner {
         self.options.memtable_entries.saturating_mul(4)
     }
 
+    /// Wakes the background index maintainer and waits until it flushes a memtable, or
+    /// 100 ms.
+    fn await_maintenance(&self) {
+        let mut guard = self.maintenance_lock.lock();
+        self.maintenance.notify_work();
+        self.maintenance_done
+            .wait_for(&mut guard, Duration::from_millis(100));
+    }
+
     /// Appenders wait here, after their append, when the index maintainer fell far behind,
     /// so that memory stays bounded. They stop waiting when a round of maintenance fails:
     /// their appends are done, and the next ones are refused by [`Inner::index_room`]
     /// until the index can be flushed again.
     pub(super) fn index_backpressure(&self) {
         let limit = self.index_memory_limit();
-        let mut guard = self.maintenance_lock.lock();
         while self.index.memtable_len() >= limit && !self.log.is_poisoned() {
-            self.maintenance.notify_work();
-            self.maintenance_done
-                .wait_for(&mut guard, Duration::from_millis(100));
+            self.await_maintenance();
             if self.index_error.lock().is_some() {
                 return;
             }
@@ -133,10 +139,7 @@ impl Inner {
             return Ok(());
         }
         if self.options.background_index_maintenance {
-            let mut guard = self.maintenance_lock.lock();
-            self.maintenance.notify_work();
-            self.maintenance_done
-                .wait_for(&mut guard, Duration::from_millis(100));
+            self.await_maintenance();
         } else {
             self.maintain_index(false);
         }
