@@ -130,12 +130,12 @@ pub use index::IndexReport;
 pub use log::{Damage, SYNC_BUCKET_BOUNDS_US, SyncStats, TailKind, TruncatedTail, VerifyReport};
 pub use snapshot::SnapshotReport;
 pub use store::{
-    Aggregate, AllEvents, AppendResult, AsOf, Clock, DeleteResult, Durability, ERASED_EVENT,
-    EventId, EventRef, EventView, ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE, Loaded,
-    MAX_SEGMENT_SIZE_BYTES, METADATA_EVENT, METADATA_STREAM, MIN_SEGMENT_SIZE_BYTES, NewEvent,
-    Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR, SNAPSHOTS_DIR,
-    ScavengeOptions, ScavengeReport, Snapshot, SnapshotPolicy, Store, StoreInfo, StreamEvents,
-    StreamMetadata, TOMBSTONE_EVENT, Upcast, Upcasters,
+    Aggregate, AllEvents, AppendRequest, AppendResult, AsOf, Clock, DeleteResult, Durability,
+    ERASED_EVENT, EventId, EventRef, EventView, ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE,
+    Loaded, MAX_SEGMENT_SIZE_BYTES, METADATA_EVENT, METADATA_STREAM, MIN_SEGMENT_SIZE_BYTES,
+    NewEvent, Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR,
+    SNAPSHOTS_DIR, ScavengeOptions, ScavengeReport, Snapshot, SnapshotPolicy, Store, StoreInfo,
+    StreamEvents, StreamMetadata, TOMBSTONE_EVENT, Upcast, Upcasters,
 };
 #[cfg(feature = "tokio")]
 pub use subscribe::SubscriptionStream;

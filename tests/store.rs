@@ -11,7 +11,8 @@ use std::sync::Arc;
 
 use backend::{Backend, on_both_backends};
 use streamlog::{
-    Durability, Error, EventId, ExpectedVersion, NewEvent, Options, Position, RecordedEvent, Store,
+    AppendRequest, Durability, Error, EventId, EventRef, ExpectedVersion, NewEvent, Options,
+    Position, RecordedEvent, Store,
 };
 
 fn ev(t: &str, data: &str) -> NewEvent {
@@ -598,7 +599,6 @@ fn reopening_without_appending_does_not_grow_the_log<B: Backend>() {
 }
 
 fn borrowed_events_append_like_owned_ones_and_retry_idempotently<B: Backend>() {
-    use streamlog::EventRef;
     let disk = B::new();
     let tmp = disk.tempdir();
     let store = Store::open_with(tmp.path(), small(&disk)).unwrap();
@@ -765,6 +765,114 @@ fn a_reader_broken_off_inside_an_append_goes_on_with_the_next_event<B: Backend>(
 // Every scenario above runs on both backends: none is about the real file system alone.
 // The lock scenarios are between stores of one process, which the simulator models too;
 // flock between processes is tested through the CLI (tests/cli.rs).
+/// `append_many`: each append checked and applied in order as if alone, the ones that
+/// fail not stopping the others, and one commit for all of them.
+fn append_many_applies_each_append_in_order_with_one_commit<B: Backend>() {
+    let disk = B::new();
+    let tmp = disk.tempdir();
+    let options = small(&disk).with_background_index_maintenance(false);
+    let store = Store::open_with(tmp.path(), options.clone()).unwrap();
+    store
+        .tombstone_stream("gone", ExpectedVersion::Any)
+        .unwrap();
+    let first = [EventRef::new("A", b"1")];
+    let second = [EventRef::new("B", b"2")];
+    let other = [EventRef::new("C", b"3")];
+    let syncs = store.sync_stats().count;
+    let results = store
+        .append_many(&[
+            AppendRequest {
+                stream: "s",
+                expected: ExpectedVersion::NoStream,
+                events: &first,
+            },
+            // Sees the append before it in the same call.
+            AppendRequest {
+                stream: "s",
+                expected: ExpectedVersion::Exact(0),
+                events: &second,
+            },
+            AppendRequest {
+                stream: "t",
+                expected: ExpectedVersion::Exact(5),
+                events: &other,
+            },
+            AppendRequest {
+                stream: "$system",
+                expected: ExpectedVersion::Any,
+                events: &other,
+            },
+            AppendRequest {
+                stream: "t",
+                expected: ExpectedVersion::Any,
+                events: &[],
+            },
+            AppendRequest {
+                stream: "gone",
+                expected: ExpectedVersion::Any,
+                events: &other,
+            },
+            // A retry of the first: recognised, not written again.
+            AppendRequest {
+                stream: "s",
+                expected: ExpectedVersion::NoStream,
+                events: &first,
+            },
+            AppendRequest {
+                stream: "t",
+                expected: ExpectedVersion::NoStream,
+                events: &other,
+            },
+        ])
+        .unwrap();
+    assert_eq!(results.len(), 8);
+    let ok = |i: usize| results[i].as_ref().unwrap();
+    assert_eq!((ok(0).first_version, ok(0).deduplicated), (0, false));
+    assert_eq!(ok(1).first_version, 1);
+    assert!(
+        matches!(
+            &results[2],
+            Err(Error::WrongExpectedVersion { actual: None, .. })
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert!(
+        matches!(&results[3], Err(Error::InvalidArgument(_))),
+        "{:?}",
+        results[3]
+    );
+    assert!(
+        matches!(&results[4], Err(Error::InvalidArgument(_))),
+        "{:?}",
+        results[4]
+    );
+    assert!(
+        matches!(&results[5], Err(Error::StreamDeleted { .. })),
+        "{:?}",
+        results[5]
+    );
+    assert!(ok(6).deduplicated && ok(6).position == ok(0).position);
+    assert_eq!(ok(7).first_version, 0);
+    // Acknowledged under Sync: durable, with one sync for the whole call.
+    assert_eq!(store.sync_stats().count, syncs + 1);
+    assert!(store.info().unwrap().durable.0 > ok(7).position.0);
+    assert!(store.append_many(&[]).unwrap().is_empty());
+    drop(store);
+
+    let store = Store::open_with(tmp.path(), options.clone()).unwrap();
+    assert_eq!(versions(store.read_stream("s", 0).unwrap()), vec![0, 1]);
+    assert_eq!(versions(store.read_stream("t", 0).unwrap()), vec![0]);
+    drop(store);
+    let store = Store::open_with(tmp.path(), options.with_read_only(true)).unwrap();
+    let r = store.append_many(&[AppendRequest {
+        stream: "s",
+        expected: ExpectedVersion::Any,
+        events: &first,
+    }]);
+    assert!(matches!(r, Err(Error::ReadOnly)), "{r:?}");
+}
+
 on_both_backends! {
     open_creates_the_directory_and_appends_read_back,
     versions_are_gap_free_per_stream_and_batches_are_contiguous,
@@ -787,4 +895,5 @@ on_both_backends! {
     borrowed_events_append_like_owned_ones_and_retry_idempotently,
     borrowed_readers_hand_over_what_the_iterators_yield_and_stop_on_break,
     a_reader_broken_off_inside_an_append_goes_on_with_the_next_event,
+    append_many_applies_each_append_in_order_with_one_commit,
 }

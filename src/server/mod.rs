@@ -22,6 +22,7 @@
 // end); boxing it on the way would only move the allocation.
 #![allow(clippy::result_large_err)]
 
+mod appender;
 mod auth;
 #[cfg(feature = "cluster")]
 pub mod cluster;
@@ -280,8 +281,23 @@ impl Server {
         if let Some(l) = metrics_listener {
             metrics::serve(Arc::clone(&metrics), l, stop_rx.clone());
         }
+        // A cluster node's appends go through raft; a single node's are gathered into
+        // groups (see `appender.rs`).
+        #[cfg(feature = "cluster")]
+        let single = node.is_none();
+        #[cfg(not(feature = "cluster"))]
+        let single = true;
+        let appender = if single {
+            Some(
+                appender::Appender::start(&store)
+                    .map_err(|e| Error::io("start the append threads", e))?,
+            )
+        } else {
+            None
+        };
         let streams = pb_streams::streams_server::StreamsServer::new(streams::StreamsService {
             store: store.clone(),
+            appender: appender.clone(),
             limits,
             shutdown: stop_rx.clone(),
             metrics: Arc::clone(&metrics),
@@ -367,6 +383,11 @@ impl Server {
                 Ok(())
             }
         };
+        if let Some(appender) = appender {
+            // The calls have ended (or their grace has): the threads let go of the store
+            // before the caller closes it.
+            let _ = tokio::task::spawn_blocking(move || appender.stop()).await;
+        }
         match &result {
             Ok(()) => logline::emit("info", "stop", serde_json::json!({})),
             Err(e) => logline::emit(

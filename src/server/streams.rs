@@ -29,6 +29,8 @@ use pb::streams::{
 #[derive(Debug, Clone)]
 pub(super) struct StreamsService {
     pub(super) store: Store,
+    /// Gathers a single node's appends into groups; `None` on a cluster node.
+    pub(super) appender: Option<super::appender::Appender>,
     pub(super) limits: Limits,
     /// Becomes `true` when the server stops: subscriptions and batch streams end.
     pub(super) shutdown: watch::Receiver<bool>,
@@ -165,6 +167,24 @@ impl StreamsService {
                 .map(|e| e.data.len().saturating_add(e.metadata.len()))
                 .sum::<usize>(),
         );
+        if let Some(appender) = &self.appender
+            && !events.is_empty()
+            && metadata::target(&stream).is_none()
+        {
+            let result = match appender.append(stream, expected, events).await? {
+                Ok(r) => {
+                    if !r.deduplicated {
+                        self.metrics.appended(count, bytes);
+                    }
+                    Outcome::Done(r)
+                }
+                Err(Error::WrongExpectedVersion {
+                    expected, actual, ..
+                }) => Outcome::Conflict { expected, actual },
+                Err(e) => return Err(convert::status(&e)),
+            };
+            return Ok(result);
+        }
         let result = tokio::task::spawn_blocking(move || {
             // `$$S` holds the metadata of `S`: its revision is the metadata version.
             let metadata_of = metadata::target(&stream);

@@ -273,17 +273,7 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let now_us = event::timestamp_us(inner.options.clock.now());
-        let records: Vec<EventRecord<'_>> = events
-            .iter()
-            .map(|e| EventRecord {
-                id: e.id.0,
-                timestamp_us: e.timestamp.map_or(now_us, event::timestamp_us),
-                schema_version: e.schema_version,
-                event_type: e.event_type,
-                metadata: e.metadata,
-                data: e.data,
-            })
-            .collect();
+        let records = records_of(events, now_us);
         let trailer = checkpoint.map(|(name, token)| format::CheckpointTrailer {
             name,
             position: token.position.0,
@@ -297,83 +287,130 @@ impl Store {
 
         let (result, end) = {
             let mut writer = inner.writer.lock();
-            if inner.log.is_poisoned() {
-                return Err(Error::Poisoned);
-            }
-            // Checked under the writer's lock, which the close takes to write its
-            // checkpoint: no append lands after it.
-            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
-            // A hard-deleted stream refuses every append, retries of earlier ones too.
-            let rule = inner.registry.latest(stream);
-            if let Some(r) = rule.as_ref().filter(|r| r.tombstoned) {
-                let pending = r.position >= inner.log.durable();
-                let deleted = Error::StreamDeleted {
-                    stream: stream.to_string(),
-                };
-                return Err(inner.conflict_after_commit(writer, pending, deleted));
-            }
-            let state = inner.stream_state(&mut writer, stream)?;
-            // After a soft delete, the stream is re-created at its truncate-before version.
-            let created_at = rule
-                .as_ref()
-                .and_then(|r| r.metadata.truncate_before)
-                .unwrap_or(0);
-            let retry = inner.find_retry(&writer, state, stream, expected, created_at, &records)?;
-            if let Some(found) = retry {
-                found
-            } else {
-                let last = state.map(|s| s.last_version());
-                // A soft-deleted stream does not exist for expected versions; its versions
-                // go on after its old last one.
-                let visible_last = rule
-                    .as_ref()
-                    .map_or(last, |r| r.rule().effective_last(last));
-                if !expected_matches(expected, visible_last) {
-                    let conflict = Error::WrongExpectedVersion {
-                        stream: stream.to_string(),
-                        expected,
-                        actual: visible_last,
-                    };
-                    // The append this one lost to may not be durable yet, and readers see
-                    // only durable appends under `Sync`: wait for it, so that a read
-                    // started after this returns sees the version it reports.
-                    let durable = inner.log.durable();
-                    let pending = state.is_some_and(|s| s.position >= durable)
-                        || rule.is_some_and(|r| r.position >= durable);
-                    return Err(inner.conflict_after_commit(writer, pending, conflict));
+            inner.check_writable()?;
+            match inner.append_locked(
+                &mut writer,
+                stream,
+                expected,
+                &records,
+                frame_len,
+                checkpoint,
+            )? {
+                Locked::Done(result, end) => (result, end),
+                Locked::Refused { error, pending } => {
+                    return Err(inner.conflict_after_commit(writer, pending, error));
                 }
-                let first_version =
-                    last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
-                        Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
-                    })?;
-                let (position, end) = inner.encode_append_with(
-                    &mut writer,
-                    stream,
-                    first_version,
-                    &records,
-                    frame_len,
-                    trailer,
-                )?;
-                if let Some((name, token)) = checkpoint {
-                    inner.add_pending_checkpoint(super::checkpoints::PendingCheckpoint {
-                        name: name.to_string(),
-                        token,
-                        frame_end: end,
-                    });
-                }
-                let result = AppendResult {
-                    first_version,
-                    last_version: crate::index::last_version(first_version, records.len() as u32),
-                    position: Position(position),
-                    deduplicated: false,
-                };
-                (result, end)
             }
         };
         inner.after_append(end)?;
         Ok(result)
+    }
+
+    /// Several appends, each to its own stream with its own expected version, under one
+    /// hold of the writer's lock and with one commit: under [`Durability::Sync`], one
+    /// write and one sync for all of them, and the call returns once every append that
+    /// succeeded is on disk. For callers that collect appends from many clients, such as a
+    /// server, whose threads would otherwise each wait for the writer and the commit.
+    ///
+    /// Each append is its own atomic unit, exactly as with [`Store::append_refs`], checked
+    /// and applied in the order given: a later one sees the earlier ones (two appends to
+    /// one stream with [`ExpectedVersion::Exact`] can both succeed), and one that fails
+    /// does not stop the others. They are not atomic together: after a crash before this
+    /// returns, any of them may be stored or not, each whole or not at all.
+    ///
+    /// ```
+    /// # fn main() -> streamlog::Result<()> {
+    /// # let dir = tempfile::tempdir().map_err(|e| streamlog::Error::InvalidArgument(e.to_string()))?;
+    /// use streamlog::{AppendRequest, Error, EventRef, ExpectedVersion, Store};
+    ///
+    /// let store = Store::open(dir.path())?;
+    /// let placed = [EventRef::new("Placed", br#"{"total":30}"#)];
+    /// let paid = [EventRef::new("Paid", br#"{"amount":30}"#)];
+    /// let results = store.append_many(&[
+    ///     AppendRequest { stream: "order-1", expected: ExpectedVersion::NoStream, events: &placed },
+    ///     AppendRequest { stream: "order-2", expected: ExpectedVersion::Exact(4), events: &paid },
+    /// ])?;
+    /// assert_eq!(results[0].as_ref().map(|r| r.first_version).ok(), Some(0));
+    /// assert!(matches!(results[1], Err(Error::WrongExpectedVersion { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// The outer result fails when no append of the call can be acknowledged:
+    /// [`Error::ReadOnly`], [`Error::Closed`], [`Error::Poisoned`], [`Error::Io`] when the
+    /// write or sync fails (the store is poisoned from then on; none of the appends is
+    /// acknowledged), and the index error of [`Store::append`] when the index cannot be
+    /// flushed. Each inner result fails as [`Store::append_refs`] does for that append
+    /// alone ([`Error::WrongExpectedVersion`], [`Error::StreamDeleted`],
+    /// [`Error::IdempotencyConflict`], [`Error::InvalidArgument`], [`Error::TooLarge`]).
+    pub fn append_many(&self, appends: &[AppendRequest<'_>]) -> Result<Vec<Result<AppendResult>>> {
+        let inner = &*self.inner;
+        if inner.options.read_only {
+            return Err(Error::ReadOnly);
+        }
+        if appends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now_us = event::timestamp_us(inner.options.clock.now());
+        // Each append's records and frame length, or why it is refused before the lock.
+        let prepared: Vec<Result<(Vec<EventRecord<'_>>, u64)>> = appends
+            .iter()
+            .map(|a| {
+                if a.stream.starts_with('$') {
+                    return Err(Error::InvalidArgument(format!(
+                        "stream names starting with '$' are reserved: {:?}",
+                        a.stream
+                    )));
+                }
+                let records = records_of(a.events, now_us);
+                let frame_len = inner.options.check_records(a.stream, &records)?;
+                Ok((records, frame_len))
+            })
+            .collect();
+        inner.index_room()?;
+
+        let mut results = Vec::with_capacity(appends.len());
+        // Everything below this must be durable before the call returns: the appends'
+        // frames, and what a refused append lost to.
+        let mut commit_to = 0;
+        {
+            let mut writer = inner.writer.lock();
+            inner.check_writable()?;
+            for (a, p) in appends.iter().zip(prepared) {
+                let (records, frame_len) = match p {
+                    Ok(p) => p,
+                    Err(e) => {
+                        results.push(Err(e));
+                        continue;
+                    }
+                };
+                match inner.append_locked(
+                    &mut writer,
+                    a.stream,
+                    a.expected,
+                    &records,
+                    frame_len,
+                    None,
+                ) {
+                    Ok(Locked::Done(result, end)) => {
+                        commit_to = commit_to.max(end);
+                        results.push(Ok(result));
+                    }
+                    Ok(Locked::Refused { error, pending }) => {
+                        if pending {
+                            commit_to = commit_to.max(writer.appender.head());
+                        }
+                        results.push(Err(error));
+                    }
+                    // A failed write poisons the store: nothing of the call is acknowledged.
+                    Err(e) if inner.log.is_poisoned() => return Err(e),
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+        }
+        inner.after_append(commit_to)?;
+        Ok(results)
     }
 
     /// Forces everything appended so far to disk.
@@ -401,6 +438,99 @@ pub(super) fn expected_matches(expected: ExpectedVersion, last: Option<u64>) -> 
 }
 
 impl Inner {
+    /// Refuses writes to a poisoned or closed store; called under the writer's lock,
+    /// which the close takes to write its checkpoint, so no append lands after it.
+    fn check_writable(&self) -> Result<()> {
+        if self.log.is_poisoned() {
+            return Err(Error::Poisoned);
+        }
+        if self.closed.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    /// One append under the writer's lock: the hard-delete and expected-version checks,
+    /// the retry lookup, and the frame encoded into the log's buffer (see
+    /// [`Store::append`] for the rules). `frame_len` is what `check_records` returned for
+    /// `records`, with the checkpoint's trailer added.
+    fn append_locked(
+        &self,
+        writer: &mut Writer,
+        stream: &str,
+        expected: ExpectedVersion,
+        records: &[EventRecord<'_>],
+        frame_len: u64,
+        checkpoint: Option<(&str, ResumeToken)>,
+    ) -> Result<Locked> {
+        // A hard-deleted stream refuses every append, retries of earlier ones too.
+        let rule = self.registry.latest(stream);
+        if let Some(r) = rule.as_ref().filter(|r| r.tombstoned) {
+            return Ok(Locked::Refused {
+                error: Error::StreamDeleted {
+                    stream: stream.to_string(),
+                },
+                pending: r.position >= self.log.durable(),
+            });
+        }
+        let state = self.stream_state(writer, stream)?;
+        // After a soft delete, the stream is re-created at its truncate-before version.
+        let created_at = rule
+            .as_ref()
+            .and_then(|r| r.metadata.truncate_before)
+            .unwrap_or(0);
+        if let Some((result, end)) =
+            self.find_retry(writer, state, stream, expected, created_at, records)?
+        {
+            return Ok(Locked::Done(result, end));
+        }
+        let last = state.map(|s| s.last_version());
+        // A soft-deleted stream does not exist for expected versions; its versions go on
+        // after its old last one.
+        let visible_last = rule
+            .as_ref()
+            .map_or(last, |r| r.rule().effective_last(last));
+        if !expected_matches(expected, visible_last) {
+            // The append this one lost to may not be durable yet, and readers see only
+            // durable appends under `Sync`: the caller waits for it, so that a read
+            // started after it returns sees the version it reports.
+            let durable = self.log.durable();
+            return Ok(Locked::Refused {
+                error: Error::WrongExpectedVersion {
+                    stream: stream.to_string(),
+                    expected,
+                    actual: visible_last,
+                },
+                pending: state.is_some_and(|s| s.position >= durable)
+                    || rule.is_some_and(|r| r.position >= durable),
+            });
+        }
+        let first_version = last.map_or(Some(0), |v| v.checked_add(1)).ok_or_else(|| {
+            Error::InvalidArgument(format!("stream {stream:?} is at the last version"))
+        })?;
+        let trailer = checkpoint.map(|(name, token)| format::CheckpointTrailer {
+            name,
+            position: token.position.0,
+            skip: token.skip,
+        });
+        let (position, end) =
+            self.encode_append_with(writer, stream, first_version, records, frame_len, trailer)?;
+        if let Some((name, token)) = checkpoint {
+            self.add_pending_checkpoint(super::checkpoints::PendingCheckpoint {
+                name: name.to_string(),
+                token,
+                frame_end: end,
+            });
+        }
+        let result = AppendResult {
+            first_version,
+            last_version: crate::index::last_version(first_version, records.len() as u32),
+            position: Position(position),
+            deduplicated: false,
+        };
+        Ok(Locked::Done(result, end))
+    }
+
     /// Encodes the append of `records` to `stream` at `first_version` into the writer's
     /// buffer (in `frame_len` bytes), indexes it, and hands it to the log outside `Sync`.
     /// Returns its position and the end of its frame.
@@ -708,4 +838,42 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// One append of [`Store::append_many`]: a stream, the version it is expected at, and the
+/// events (borrowed, as in [`Store::append_refs`]).
+#[derive(Debug, Clone, Copy)]
+pub struct AppendRequest<'a> {
+    /// The stream to append to (not `$`-prefixed).
+    pub stream: &'a str,
+    /// The version the stream must be at.
+    pub expected: ExpectedVersion,
+    /// The events, appended as one atomic unit.
+    pub events: &'a [EventRef<'a>],
+}
+
+/// What an append came to under the writer's lock.
+pub(super) enum Locked {
+    /// Encoded (or found to be a retry of an earlier append): its result and the end of
+    /// its frame, which must be durable before the result is returned under `Sync`.
+    Done(AppendResult, u64),
+    /// Refused for the stream's state (expected version, hard delete); `pending` when what
+    /// it lost to is not durable yet (see [`Inner::conflict_after_commit`]).
+    Refused { error: Error, pending: bool },
+}
+
+/// The records of `events` as the log stores them, stamped `now_us` unless they carry a
+/// time of their own.
+fn records_of<'a>(events: &[EventRef<'a>], now_us: i64) -> Vec<EventRecord<'a>> {
+    events
+        .iter()
+        .map(|e| EventRecord {
+            id: e.id.0,
+            timestamp_us: e.timestamp.map_or(now_us, event::timestamp_us),
+            schema_version: e.schema_version,
+            event_type: e.event_type,
+            metadata: e.metadata,
+            data: e.data,
+        })
+        .collect()
 }
