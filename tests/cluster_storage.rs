@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
@@ -223,7 +224,9 @@ fn append_entry(index: u64, stream: &str, expected: ExpectedVersion, id: u8) -> 
 fn state_machine_applies_appends_with_their_expected_versions() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let mut sm = StoreStateMachine::open(dir.path().join("sm"), Options::default()).unwrap();
+        let mut sm = StoreStateMachine::open(dir.path().join("sm"), Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         let out = sm
             .apply([
                 append_entry(1, "a", ExpectedVersion::NoStream, 1),
@@ -253,7 +256,9 @@ fn state_machine_reapplied_entries_do_not_duplicate_appends() {
     let dir = tempfile::tempdir().unwrap();
     let sm_dir = dir.path().join("sm");
     rt().block_on(async {
-        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         sm.apply([append_entry(1, "a", ExpectedVersion::NoStream, 1)])
             .await
             .unwrap();
@@ -271,7 +276,9 @@ fn state_machine_reapplied_entries_do_not_duplicate_appends() {
         drop(sm);
         std::fs::write(sm_dir.join("sm-state"), &saved).unwrap();
 
-        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1)));
         // Entry 2 is matched, then the node stops again before entry 4 is: the saved
         // state must still let entry 4 be matched after the next open.
@@ -281,7 +288,9 @@ fn state_machine_reapplied_entries_do_not_duplicate_appends() {
             .unwrap();
         assert_eq!(out, [Response::Recovered]);
         drop(sm);
-        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         let out = sm
             .apply([
                 append_entry(3, "b", ExpectedVersion::Exact(5), 3),
@@ -300,6 +309,53 @@ fn state_machine_reapplied_entries_do_not_duplicate_appends() {
             .collect();
         assert_eq!(ids, vec![1, 2, 4, 5]);
         assert_eq!(store.stream_version("b").unwrap(), None);
+    });
+}
+
+/// By default the applied state is saved now and then, not after every batch: a node that
+/// stops before the next save applies the entries after the saved id again, and each one
+/// the store already holds is matched, not written twice; the snapshot build saves it.
+#[test]
+fn state_machine_saves_its_state_now_and_then_and_matches_the_rest_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm_dir = dir.path().join("sm");
+    let entries: Vec<_> = (1..=6u8)
+        .map(|i| append_entry(u64::from(i), "a", ExpectedVersion::Any, i))
+        .collect();
+    rt().block_on(async {
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::from_secs(3600));
+        for e in &entries[..4] {
+            sm.apply([e.clone()]).await.unwrap();
+        }
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 4)));
+        // Not saved yet: the node would start from nothing.
+        assert!(!sm_dir.join("sm-state").exists());
+        drop(sm);
+
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::from_secs(3600));
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        let out = sm.apply(entries.clone()).await.unwrap();
+        assert_eq!(out[..4].to_vec(), vec![Response::Recovered; 4]);
+        assert!(matches!(&out[4], Response::Appended(a) if a.first_version == 4));
+        assert!(matches!(&out[5], Response::Appended(a) if a.first_version == 5));
+        // A snapshot saves the state it covers.
+        let mut builder = sm.get_snapshot_builder().await;
+        builder.build_snapshot().await.unwrap();
+        drop(builder);
+        drop(sm);
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 6)));
+        let ids: Vec<u8> = sm
+            .store()
+            .read_all(Position::START)
+            .unwrap()
+            .map(|e| e.unwrap().id.0[0])
+            .collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
     });
 }
 
@@ -330,7 +386,9 @@ fn change_entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
 fn state_machine_applies_deletes_tombstones_and_metadata_with_their_expected_versions() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let mut sm = StoreStateMachine::open(dir.path().join("sm"), Options::default()).unwrap();
+        let mut sm = StoreStateMachine::open(dir.path().join("sm"), Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         let meta = br#"{"$maxCount":5,"owner":"ops"}"#;
         let out = sm
             .apply([
@@ -401,7 +459,9 @@ fn state_machine_reapplied_changes_are_not_written_twice() {
         change_entry(5, Command::tombstone("d", ExpectedVersion::Any)),
     ];
     rt().block_on(async {
-        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         sm.apply([append_entry(1, "z", ExpectedVersion::NoStream, 1)])
             .await
             .unwrap();
@@ -419,7 +479,9 @@ fn state_machine_reapplied_changes_are_not_written_twice() {
         drop(sm);
         std::fs::write(sm_dir.join("sm-state"), &saved).unwrap();
 
-        let mut sm = StoreStateMachine::open(&sm_dir, Options::default()).unwrap();
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         let out = sm.apply(entries.clone()).await.unwrap();
         assert_eq!(out, vec![Response::Recovered; 4]);
         let store = sm.store();
@@ -455,9 +517,12 @@ fn state_machine_reapplied_changes_are_not_written_twice() {
 fn snapshot_ships_the_store_to_another_node() {
     let dir = tempfile::tempdir().unwrap();
     rt().block_on(async {
-        let mut leader = StoreStateMachine::open(dir.path().join("l"), Options::default()).unwrap();
-        let mut follower =
-            StoreStateMachine::open(dir.path().join("f"), Options::default()).unwrap();
+        let mut leader = StoreStateMachine::open(dir.path().join("l"), Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
+        let mut follower = StoreStateMachine::open(dir.path().join("f"), Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         let entries: Vec<_> = (1..=50)
             .map(|i| append_entry(i, &format!("s{}", i % 4), ExpectedVersion::Any, i as u8))
             .collect();
@@ -498,7 +563,9 @@ fn snapshot_ships_the_store_to_another_node() {
             .unwrap();
         assert!(matches!(&out[0], Response::Appended(_)));
         drop(follower);
-        let follower = StoreStateMachine::open(dir.path().join("f"), Options::default()).unwrap();
+        let follower = StoreStateMachine::open(dir.path().join("f"), Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
         assert_eq!(read(&follower).len(), 51);
     });
 }
