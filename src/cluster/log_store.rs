@@ -2,12 +2,14 @@
 //! entry, in segments of their own kind under `DIR/log/`; the vote, the committed log id
 //! and the purged log id in one state file replaced atomically (`DIR/log-state`).
 //!
-//! - **Append** writes the entries' frames and syncs the log (`fdatasync`) before telling
-//!   openraft they are flushed: one write and one sync per call, however many entries
-//!   openraft batched into it.
+//! - **Append** writes the entries' frames (readable at once) and hands openraft's
+//!   "flushed" callback to the log's flusher thread, which syncs the log (`fdatasync`)
+//!   and only then calls it. The raft task goes on meanwhile, so the appends that arrive
+//!   during one sync share the next (group commit); callbacks are answered in order.
 //! - **Truncate** (a follower dropping uncommitted entries that conflict with the
 //!   leader's) cuts the log at the first dropped entry's frame, durably, before returning
 //!   (see [`Log::truncate_to`]): later appends then never sit in front of stale frames.
+//!   It first waits until every append before it is flushed and answered, as purge does.
 //! - **Purge** saves the purged log id first, then removes the segments that hold only
 //!   purged entries; entries of a partly purged segment stay on disk and are skipped when
 //!   the log is opened again.
@@ -74,11 +76,91 @@ pub struct RaftLog {
 struct Inner {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
-    log: Log,
+    log: Arc<Log>,
     /// Position and id of every entry after the purged one, by index.
     entries: BTreeMap<u64, (u64, LogId<NodeId>)>,
     state: LogStateFile,
     recovery: LogRecovery,
+    flusher: Arc<Flusher>,
+    /// The flusher's thread, joined when the log is dropped.
+    flush_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.flusher.queue.lock().stop = true;
+        self.flusher.changed.notify_all();
+        if let Some(t) = self.flush_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The appends waiting for their sync, shared by the raft task and the flusher thread.
+struct Flusher {
+    queue: Mutex<FlushQueue>,
+    changed: parking_lot::Condvar,
+}
+
+#[derive(Default)]
+struct FlushQueue {
+    /// Callbacks of written appends, in the order of their writes.
+    pending: Vec<LogFlushed<TypeConfig>>,
+    /// Appends handed over so far, and those answered.
+    submitted: u64,
+    answered: u64,
+    stop: bool,
+}
+
+impl Debug for Flusher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flusher").finish_non_exhaustive()
+    }
+}
+
+impl Flusher {
+    /// The flusher thread: syncs the log once for everything written before the callbacks
+    /// it takes, then answers them in order; drains what is queued before it stops.
+    fn run(&self, log: &Log) {
+        loop {
+            let taken = {
+                let mut q = self.queue.lock();
+                while q.pending.is_empty() && !q.stop {
+                    self.changed.wait(&mut q);
+                }
+                if q.pending.is_empty() {
+                    return;
+                }
+                std::mem::take(&mut q.pending)
+            };
+            let n = taken.len() as u64;
+            let synced = log.sync();
+            for callback in taken {
+                callback.log_io_completed(match &synced {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(std::io::Error::other(e.to_string())),
+                });
+            }
+            let mut q = self.queue.lock();
+            q.answered = q.answered.saturating_add(n);
+            self.changed.notify_all();
+        }
+    }
+
+    fn submit(&self, callback: LogFlushed<TypeConfig>) {
+        let mut q = self.queue.lock();
+        q.pending.push(callback);
+        q.submitted = q.submitted.saturating_add(1);
+        self.changed.notify_all();
+    }
+
+    /// Waits until every append handed over so far has been synced and answered.
+    fn wait_answered(&self) {
+        let mut q = self.queue.lock();
+        while q.answered < q.submitted {
+            self.changed.wait(&mut q);
+        }
+    }
 }
 
 impl RaftLog {
@@ -157,6 +239,18 @@ impl RaftLog {
             }
             entries.insert(id.index, (position, id));
         }
+        let log = Arc::new(log);
+        let flusher = Arc::new(Flusher {
+            queue: Mutex::new(FlushQueue::default()),
+            changed: parking_lot::Condvar::new(),
+        });
+        let flush_thread = {
+            let (flusher, log) = (Arc::clone(&flusher), Arc::clone(&log));
+            std::thread::Builder::new()
+                .name("streamlog-raft-flush".into())
+                .spawn(move || flusher.run(&log))
+                .map_err(|e| Error::io("start the raft log's flusher thread", e))?
+        };
         Ok(RaftLog {
             inner: Arc::new(Mutex::new(Inner {
                 storage,
@@ -165,6 +259,8 @@ impl RaftLog {
                 entries,
                 state,
                 recovery,
+                flusher,
+                flush_thread: Some(flush_thread),
             })),
         })
     }
@@ -230,13 +326,14 @@ impl RaftLog {
         Ok(out)
     }
 
-    /// Writes and syncs `entries`: durable when this returns. Entries must come in
+    /// Writes `entries` (readable when this returns; durable once the flusher has synced
+    /// the log after it). Entries must come in
     /// increasing index order; those at or before the purged one are dropped; one at or
     /// below an entry the log
     /// holds replaces it and everything after it (cut first, durably, as by a truncate).
     /// Openraft never leaves a hole; this layer does not assume it (its test suite
     /// appends with holes).
-    fn append_entries(&self, entries: impl IntoIterator<Item = Entry<TypeConfig>>) -> Result<()> {
+    fn write_entries(&self, entries: impl IntoIterator<Item = Entry<TypeConfig>>) -> Result<()> {
         // An entry at or before the purged one is covered by the state machine already
         // (openraft's test suite appends such entries after purging the log up to what
         // the state machine applied): it is not kept.
@@ -278,7 +375,6 @@ impl RaftLog {
             added.push((position, entry.log_id));
         }
         inner.log.write(&appender.take())?;
-        inner.log.sync()?;
         inner
             .entries
             .extend(added.into_iter().map(|(p, id)| (id.index, (p, id))));
@@ -287,6 +383,12 @@ impl RaftLog {
 
     /// Drops the entries from `index` on, durably.
     fn truncate_from(&self, index: u64) -> Result<()> {
+        if self.inner.lock().entries.range(index..).next().is_none() {
+            return Ok(());
+        }
+        // Cut only what every earlier append's answer has already covered: a callback
+        // answered after the cut would report entries flushed that are gone.
+        self.flusher().wait_answered();
         let mut inner = self.inner.lock();
         let Some((_, &(position, _))) = inner.entries.range(index..).next() else {
             return Ok(());
@@ -299,6 +401,7 @@ impl RaftLog {
     /// Drops the entries up to `id` (included): the purged id is saved first, then the
     /// segments holding only purged entries are removed.
     fn purge_to(&self, id: LogId<NodeId>) -> Result<()> {
+        self.flusher().wait_answered();
         let mut inner = self.inner.lock();
         if inner.state.purged.is_some_and(|p| p.index >= id.index) {
             return Ok(());
@@ -314,6 +417,10 @@ impl RaftLog {
             .map_or_else(|| inner.log.written(), |(_, (p, _))| *p);
         inner.log.remove_segments_before(keep_from)?;
         Ok(())
+    }
+
+    fn flusher(&self) -> Arc<Flusher> {
+        Arc::clone(&self.inner.lock().flusher)
     }
 
     fn save_state(&self, change: impl FnOnce(&mut LogStateFile)) -> Result<()> {
@@ -407,9 +514,9 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        match self.append_entries(entries) {
+        match self.write_entries(entries) {
             Ok(()) => {
-                callback.log_io_completed(Ok(()));
+                self.flusher().submit(callback);
                 Ok(())
             }
             Err(e) => {
