@@ -4,7 +4,8 @@
 //! by a snapshot after the leader purged its log, a retry recognised by the next leader
 //! after the first stops, and replicated deletes, tombstones and metadata.
 //!
-//! Run with `cargo test --release --features cluster --test cluster_raft`.
+//! Run with `cargo test --release --test integration cluster_raft::` (the `cluster` feature,
+//! on by default, compiles this module).
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,7 +1,8 @@
 //! The cluster layer's storage: openraft's own storage test suite against our raft log and
 //! state machine, then what the suite never does: reopening, crashes and damage.
 //!
-//! Run with `cargo test --release --features cluster --test cluster_storage`.
+//! Run with `cargo test --release --test integration cluster_storage::` (the `cluster`
+//! feature, on by default, compiles this module).
 
 #![allow(clippy::unwrap_used)]
 

@@ -1,6 +1,6 @@
 //! Regression cases found by the cargo-fuzz targets in `fuzz/` (see
 //! docs/reliability-fuzz.md). Each open bug is `#[ignore]`d until it is fixed; run them with
-//! `cargo test --test fuzz_regressions -- --ignored`.
+//! `cargo test --test integration fuzz_regressions:: -- --ignored`.
 
 #![allow(clippy::unwrap_used)]
 

@@ -7,11 +7,9 @@
 //! (see `backend`): `on_files::<scenario>` and `on_sim::<scenario>`.
 #![allow(clippy::unwrap_used)]
 
-mod backend;
-
 use std::path::{Path, PathBuf};
 
-use backend::{Backend, Files, TestDir, on_both_backends};
+use crate::backend::{Backend, Files, TestDir, on_both_backends};
 use streamlog::{Error, ExpectedVersion, NewEvent, Position, Store, TailKind};
 
 const SEGMENT: &str = "segments/00000000000000000000.seg";

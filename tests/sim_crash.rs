@@ -761,7 +761,7 @@ fn run_seed(seed: u64, durability: Durability, model: CrashModel, cycles: u64) -
     };
     panic!(
         "simulated crash test failed: seed {seed} ({durability}) at cycle {} step {}:\n{msg}\n\
-         recent steps:\n  {}\nreplay: STREAMLOG_SIM_SEED={seed} cargo test --test sim_crash",
+         recent steps:\n  {}\nreplay: STREAMLOG_SIM_SEED={seed} cargo test --test integration sim_crash::",
         run.cycle,
         run.step,
         run.trace.join("\n  ")

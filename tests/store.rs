@@ -4,12 +4,10 @@
 //! `backend`): `on_files::<scenario>` and `on_sim::<scenario>`.
 #![allow(clippy::unwrap_used)]
 
-mod backend;
-
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use backend::{Backend, on_both_backends};
+use crate::backend::{Backend, on_both_backends};
 use streamlog::{
     AppendRequest, Durability, Error, EventId, EventRef, ExpectedVersion, NewEvent, Options,
     Position, RecordedEvent, Store,

@@ -7,7 +7,7 @@
 //! `on_sim::<scenario>`. The real backend touches files with `std::fs`, independently of
 //! the engine's own file code; the simulated one goes through the `Storage` trait (open,
 //! read_at, write_at, truncate, …), as the engine does.
-// Each test crate uses a part of this module.
+// Each of tests/store.rs and tests/recovery.rs uses a part of this module.
 #![allow(dead_code)]
 
 use std::fs;
