@@ -40,17 +40,30 @@ async fn wait_leader(cluster: &Nodes) -> usize {
         .0
 }
 
-/// Appends per second of `clients` clients of the node at `addr` for `duration`.
+/// Appends per second of `clients` clients of the node at `addr` for `duration`, counted
+/// from when every client has connected (the official client waits its discovery
+/// interval, 500 ms, before its first connection: connected one after another, the first
+/// clients would append for half a minute before the clock starts).
 async fn throughput(addr: &str, clients: usize, duration: Duration) -> f64 {
     let done = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
+    let connected = futures::future::join_all((0..clients).map(|_| async {
         let client = client(addr);
         client.server_info().await.expect("connect");
-        let (done, stop) = (Arc::clone(&done), Arc::clone(&stop));
+        client
+    }))
+    .await;
+    let start_line = Arc::new(tokio::sync::Barrier::new(clients + 1));
+    let mut tasks = Vec::new();
+    for (c, client) in connected.into_iter().enumerate() {
+        let (done, stop, start_line) = (
+            Arc::clone(&done),
+            Arc::clone(&stop),
+            Arc::clone(&start_line),
+        );
         tasks.push(tokio::spawn(async move {
             let stream = format!("bench-{c}");
+            start_line.wait().await;
             while !stop.load(Ordering::Relaxed) {
                 let event = EventData::binary("Paid", PAYLOAD.as_bytes().to_vec().into());
                 client
@@ -61,6 +74,7 @@ async fn throughput(addr: &str, clients: usize, duration: Duration) -> f64 {
             }
         }));
     }
+    start_line.wait().await;
     let start = Instant::now();
     tokio::time::sleep(duration).await;
     let n = done.load(Ordering::Relaxed);
