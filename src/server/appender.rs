@@ -74,17 +74,15 @@ impl Appender {
         })
     }
 
-    /// Appends `events` to `stream` in the next group, and waits for the answer.
+    /// Appends `events` (holding `bytes` of data and metadata, which bound a group) to
+    /// `stream` in the next group, and waits for the answer.
     pub(super) async fn append(
         &self,
         stream: String,
         expected: ExpectedVersion,
         events: Vec<NewEvent>,
+        bytes: usize,
     ) -> Answer {
-        let bytes = events
-            .iter()
-            .map(|e| e.data.len().saturating_add(e.metadata.len()))
-            .sum();
         let (answer, answered) = oneshot::channel();
         let job = Job {
             stream,

@@ -171,7 +171,7 @@ impl StreamsService {
             && !events.is_empty()
             && metadata::target(&stream).is_none()
         {
-            let result = match appender.append(stream, expected, events).await? {
+            let result = match appender.append(stream, expected, events, bytes).await? {
                 Ok(r) => {
                     if !r.deduplicated {
                         self.metrics.appended(count, bytes);

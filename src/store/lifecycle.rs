@@ -193,12 +193,7 @@ impl Store {
         let now_us = event::timestamp_us(inner.options.clock.now());
         let (result, end) = {
             let mut writer = inner.writer.lock();
-            if inner.log.is_poisoned() {
-                return Err(Error::Poisoned);
-            }
-            if inner.closed.load(std::sync::atomic::Ordering::Acquire) {
-                return Err(Error::Closed);
-            }
+            inner.check_writable()?;
             let durable = inner.log.durable();
             let record = inner.registry.latest(stream);
             let record_pending = record.as_ref().is_some_and(|r| r.position >= durable);

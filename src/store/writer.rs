@@ -440,7 +440,7 @@ pub(super) fn expected_matches(expected: ExpectedVersion, last: Option<u64>) -> 
 impl Inner {
     /// Refuses writes to a poisoned or closed store; called under the writer's lock,
     /// which the close takes to write its checkpoint, so no append lands after it.
-    fn check_writable(&self) -> Result<()> {
+    pub(super) fn check_writable(&self) -> Result<()> {
         if self.log.is_poisoned() {
             return Err(Error::Poisoned);
         }
