@@ -224,7 +224,7 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
                 ExpectedVersion::Exact(u64::from(i) - 1)
             };
             let r = leader
-                .client_write(append("order-1", expected, i))
+                .client_write(append("order-1", expected, i).into())
                 .await
                 .unwrap();
             assert!(
@@ -234,7 +234,7 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
             );
         }
         let stale = leader
-            .client_write(append("order-1", ExpectedVersion::Exact(3), 200))
+            .client_write(append("order-1", ExpectedVersion::Exact(3), 200).into())
             .await
             .unwrap();
         assert_eq!(
@@ -243,7 +243,7 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
         );
         // A retry of an append already stored answers its original result.
         let retry = leader
-            .client_write(append("order-1", ExpectedVersion::Exact(58), 59))
+            .client_write(append("order-1", ExpectedVersion::Exact(58), 59).into())
             .await
             .unwrap();
         assert!(
@@ -319,7 +319,7 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
             .collect();
         let new_leader = new_leader(&router, survivors[0], leader_id).await;
         let retry = new_leader
-            .client_write(append("order-1", ExpectedVersion::Exact(58), 59))
+            .client_write(append("order-1", ExpectedVersion::Exact(58), 59).into())
             .await
             .unwrap();
         assert!(
@@ -328,7 +328,7 @@ fn three_nodes_replicate_catch_up_a_new_node_by_snapshot_and_survive_the_leader(
             retry.data
         );
         let next = new_leader
-            .client_write(append("order-1", ExpectedVersion::Exact(59), 60))
+            .client_write(append("order-1", ExpectedVersion::Exact(59), 60).into())
             .await
             .unwrap();
         assert!(
@@ -373,7 +373,7 @@ fn deletes_tombstones_and_metadata_are_replicated_and_survive_the_leader() {
                     v => ExpectedVersion::Exact(u64::from(v) - 1),
                 };
                 let r = leader
-                    .client_write(append(stream, expected, 10 * i as u8 + v + 1))
+                    .client_write(append(stream, expected, 10 * i as u8 + v + 1).into())
                     .await
                     .unwrap();
                 assert!(matches!(r.data, Response::Appended(_)), "{:?}", r.data);
@@ -381,7 +381,7 @@ fn deletes_tombstones_and_metadata_are_replicated_and_survive_the_leader() {
         }
         let write = |cmd: Command| {
             let leader = leader.clone();
-            async move { leader.client_write(cmd).await.unwrap().data }
+            async move { leader.client_write(cmd.into()).await.unwrap().data }
         };
         // A stale expected version is refused by the replicated decision.
         assert_eq!(
@@ -412,7 +412,7 @@ fn deletes_tombstones_and_metadata_are_replicated_and_survive_the_leader() {
         let follower = nodes.iter().find(|n| n.id != leader_id).unwrap();
         let refused = follower
             .raft
-            .client_write(Command::tombstone("soft", ExpectedVersion::Any))
+            .client_write(Command::tombstone("soft", ExpectedVersion::Any).into())
             .await
             .unwrap_err();
         let forward = refused.forward_to_leader().expect("a not-leader answer");
@@ -445,17 +445,17 @@ fn deletes_tombstones_and_metadata_are_replicated_and_survive_the_leader() {
         let survivors: Vec<&Node> = nodes.iter().filter(|n| n.id != leader_id).collect();
         let new_leader = new_leader(&router, survivors[0], leader_id).await;
         let r = new_leader
-            .client_write(append("hard", ExpectedVersion::Any, 98))
+            .client_write(append("hard", ExpectedVersion::Any, 98).into())
             .await
             .unwrap();
         assert_eq!(r.data, Response::StreamDeleted);
         let r = new_leader
-            .client_write(Command::tombstone("hard", ExpectedVersion::Any))
+            .client_write(Command::tombstone("hard", ExpectedVersion::Any).into())
             .await
             .unwrap();
         assert_eq!(r.data, Response::StreamDeleted);
         let r = new_leader
-            .client_write(append("soft", ExpectedVersion::NoStream, 97))
+            .client_write(append("soft", ExpectedVersion::NoStream, 97).into())
             .await
             .unwrap();
         assert!(

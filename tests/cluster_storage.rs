@@ -16,7 +16,7 @@ use openraft::{
     CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, RaftSnapshotBuilder,
     StorageError, Vote,
 };
-use streamlog::cluster::{Command, RaftLog, Response, StoreStateMachine, TypeConfig};
+use streamlog::cluster::{Command, Proposal, RaftLog, Response, StoreStateMachine, TypeConfig};
 use streamlog::io::FsStorage;
 use streamlog::{ExpectedVersion, NewEvent, Options, Position};
 use tempfile::TempDir;
@@ -44,24 +44,41 @@ fn log_id(term: u64, index: u64) -> LogId<u64> {
 fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
     let stream = format!("s-{}", index % 7);
     // Commands in both layouts (docs/format.md): appends, and deletes, tombstones and
-    // metadata.
+    // metadata; and batches of both.
     let payload = match index % 12 {
         0 => EntryPayload::Blank,
-        3 => EntryPayload::Normal(Command::delete(stream, ExpectedVersion::Any)),
+        3 => EntryPayload::Normal(Command::delete(stream, ExpectedVersion::Any).into()),
         6 => EntryPayload::Normal(
             Command::set_metadata(
                 stream,
                 ExpectedVersion::Any,
                 br#"{"$maxCount":3,"owner":"x"}"#,
             )
-            .unwrap(),
+            .unwrap()
+            .into(),
         ),
-        9 => EntryPayload::Normal(Command::tombstone(stream, ExpectedVersion::Exact(index))),
-        i if i % 3 == 1 => EntryPayload::Normal(Command::append(
-            stream,
-            ExpectedVersion::Any,
-            [NewEvent::new("E", vec![index as u8; 200])],
-        )),
+        9 => EntryPayload::Normal(Command::tombstone(stream, ExpectedVersion::Exact(index)).into()),
+        10 => EntryPayload::Normal(Proposal::Batch(vec![
+            Command::append(
+                stream.clone(),
+                ExpectedVersion::Any,
+                [NewEvent::new("E", vec![index as u8; 200])],
+            ),
+            Command::delete(stream.clone(), ExpectedVersion::Exact(index)),
+            Command::append(
+                stream,
+                ExpectedVersion::NoStream,
+                [NewEvent::new("F", vec![1; 3]), NewEvent::new("G", vec![])],
+            ),
+        ])),
+        i if i % 3 == 1 => EntryPayload::Normal(
+            Command::append(
+                stream,
+                ExpectedVersion::Any,
+                [NewEvent::new("E", vec![index as u8; 200])],
+            )
+            .into(),
+        ),
         _ => EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1, 2, 3])], None)),
     };
     Entry {
@@ -142,6 +159,56 @@ fn raft_log_reopens_as_it_was_after_truncate_and_purge() {
 
 /// A purge past the last entry (a snapshot installed on a follower that was behind):
 /// the log is empty from the purged id on and continues after it, also after a reopen.
+/// The committed id in the raft log's state file (`log-state`: a 16-byte header, then
+/// JSON).
+fn committed_on_disk(dir: &std::path::Path) -> serde_json::Value {
+    let bytes = std::fs::read(dir.join("log-state")).unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&bytes[16..]).unwrap();
+    state["committed"].clone()
+}
+
+/// The committed id is written to the state file at most every so often on its own (an
+/// older one on disk is safe: openraft re-learns it from the leader); a vote writes it
+/// with it, and so does closing the log.
+#[test]
+fn raft_log_saves_the_committed_id_now_and_then_with_the_vote_and_at_close() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("raft");
+    let hour = Duration::from_secs(3600);
+    rt().block_on(async {
+        let mut log = RaftLog::open_with(&dir, Arc::new(FsStorage), 4096)
+            .unwrap()
+            .saving_committed_every(hour);
+        log.blocking_append((1..=5).map(|i| entry(1, i)))
+            .await
+            .unwrap();
+        log.save_vote(&Vote::new(1, 1)).await.unwrap();
+        log.save_committed(Some(log_id(1, 3))).await.unwrap();
+        // In memory at once, on disk not yet.
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 3)));
+        assert!(committed_on_disk(&dir).is_null());
+
+        // A vote writes the committed id with it.
+        log.save_vote(&Vote::new(2, 1)).await.unwrap();
+        assert_eq!(committed_on_disk(&dir)["index"], 3);
+
+        // Closing the log writes it too.
+        log.save_committed(Some(log_id(1, 5))).await.unwrap();
+        assert_eq!(committed_on_disk(&dir)["index"], 3);
+        drop(log);
+        assert_eq!(committed_on_disk(&dir)["index"], 5);
+        let mut log = RaftLog::open_with(&dir, Arc::new(FsStorage), 4096).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 5)));
+        assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+
+        // With no interval, each one is written before `save_committed` returns.
+        let mut log = log.saving_committed_every(Duration::ZERO);
+        log.blocking_append([entry(2, 6)]).await.unwrap();
+        log.save_committed(Some(log_id(2, 6))).await.unwrap();
+        assert_eq!(committed_on_disk(&dir)["index"], 6);
+    });
+}
+
 #[test]
 fn raft_log_purged_past_its_end_continues_after_the_purged_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -211,11 +278,14 @@ fn raft_log_cuts_a_torn_tail_and_refuses_corruption() {
 fn append_entry(index: u64, stream: &str, expected: ExpectedVersion, id: u8) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(1, index),
-        payload: EntryPayload::Normal(Command::append(
-            stream,
-            expected,
-            [NewEvent::new("E", [id]).with_id(streamlog::EventId([id; 16]))],
-        )),
+        payload: EntryPayload::Normal(
+            Command::append(
+                stream,
+                expected,
+                [NewEvent::new("E", [id]).with_id(streamlog::EventId([id; 16]))],
+            )
+            .into(),
+        ),
     }
 }
 
@@ -246,6 +316,75 @@ fn state_machine_applies_appends_with_their_expected_versions() {
         let (applied, _) = sm.applied_state().await.unwrap();
         assert_eq!(applied, Some(log_id(1, 4)));
         assert_eq!(sm.store().stream_version("a").unwrap(), Some(1));
+    });
+}
+
+/// A batch entry applies its commands in order, each with its own expected version, and
+/// answers their outcomes in that order; applied again after a restart (the applied id
+/// not saved), every command the store already holds is matched, none written twice.
+#[test]
+fn state_machine_applies_a_batch_in_order_with_an_outcome_per_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let sm_dir = dir.path().join("sm");
+    let cmd = |stream: &str, expected, id: u8| {
+        Command::append(
+            stream,
+            expected,
+            [NewEvent::new("E", [id]).with_id(streamlog::EventId([id; 16]))],
+        )
+    };
+    let batch = Entry {
+        log_id: log_id(1, 2),
+        payload: EntryPayload::Normal(Proposal::Batch(vec![
+            cmd("a", ExpectedVersion::Exact(0), 2),
+            // Sees the first command's append: refused.
+            cmd("a", ExpectedVersion::Exact(0), 3),
+            cmd("b", ExpectedVersion::NoStream, 4),
+            Command::tombstone("c", ExpectedVersion::Any),
+            cmd("c", ExpectedVersion::Any, 5),
+            cmd("a", ExpectedVersion::Exact(1), 6),
+        ])),
+    };
+    rt().block_on(async {
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::from_secs(3600));
+        let first = append_entry(1, "a", ExpectedVersion::NoStream, 1);
+        let out = sm.apply([first.clone(), batch.clone()]).await.unwrap();
+        assert!(matches!(&out[0], Response::Appended(a) if a.first_version == 0));
+        let Response::Batch(outcomes) = &out[1] else {
+            panic!("a batch answers a batch: {:?}", out[1]);
+        };
+        assert_eq!(outcomes.len(), 6);
+        assert!(matches!(&outcomes[0], Response::Appended(a) if a.first_version == 1));
+        assert_eq!(
+            outcomes[1],
+            Response::WrongExpectedVersion { actual: Some(1) }
+        );
+        assert!(matches!(&outcomes[2], Response::Appended(a) if a.first_version == 0));
+        assert!(matches!(&outcomes[3], Response::Appended(_)));
+        assert_eq!(outcomes[4], Response::StreamDeleted);
+        assert!(matches!(&outcomes[5], Response::Appended(a) if a.first_version == 2));
+        let before = all_ids(&sm.store());
+        drop(sm);
+
+        // The applied id was never saved: both entries are applied again and matched.
+        let mut sm = StoreStateMachine::open(&sm_dir, Options::default())
+            .unwrap()
+            .saving_state_every(Duration::ZERO);
+        assert_eq!(sm.applied_state().await.unwrap().0, None);
+        let out = sm.apply([first, batch]).await.unwrap();
+        assert_eq!(out[0], Response::Recovered);
+        let Response::Batch(outcomes) = &out[1] else {
+            panic!("a batch answers a batch: {:?}", out[1]);
+        };
+        // The refused commands wrote nothing and are decided again the same way.
+        assert_eq!(outcomes[0], Response::Recovered);
+        assert_eq!(outcomes[2], Response::Recovered);
+        assert_eq!(outcomes[3], Response::Recovered);
+        assert_eq!(outcomes[5], Response::Recovered);
+        assert_eq!(all_ids(&sm.store()), before);
+        assert_eq!(sm.store().stream_version("a").unwrap(), Some(2));
     });
 }
 
@@ -376,7 +515,7 @@ fn all_ids(store: &streamlog::Store) -> Vec<(String, streamlog::EventId)> {
 fn change_entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(1, index),
-        payload: EntryPayload::Normal(cmd),
+        payload: EntryPayload::Normal(cmd.into()),
     }
 }
 

@@ -216,6 +216,9 @@ fn main() {
             println!("| {clients} | {s:.0} | {c:.0} | {:.0}% |", 100.0 * c / s);
         }
         failovers.sort_by(f64::total_cmp);
+        if failovers.is_empty() {
+            return;
+        }
         println!();
         println!(
             "failover (leader SIGKILL → first acknowledged append sent after it) over {} kills: \

@@ -131,6 +131,32 @@ pub struct Command {
     pub proposed_at_us: i64,
 }
 
+/// What one raft entry carries: one [`Command`], or a batch of them applied one after
+/// another in order, each with its own expected version and its own outcome.
+///
+/// A leader appends and syncs its log once per entry, and openraft 0.9 waits for that sync
+/// before it takes the next entry; the server therefore gathers the commands of concurrent
+/// clients into one batch entry (see `ClusterNode::write`), so that they share one sync,
+/// one replication round and one apply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Proposal {
+    /// One command; its entry answers the command's [`Response`].
+    One(Command),
+    /// Commands applied in this order; the entry answers [`Response::Batch`] with their
+    /// outcomes in the same order.
+    Batch(Vec<Command>),
+}
+
+impl From<Command> for Proposal {
+    fn from(cmd: Command) -> Self {
+        Proposal::One(cmd)
+    }
+}
+
+/// Most commands one batch may carry when decoded (a bound on what a damaged or hostile
+/// record may ask for; the server gathers far fewer).
+pub(crate) const MAX_COMMANDS_PER_BATCH: usize = 1 << 16;
+
 /// How the raft log lays out a command's payload (docs/format.md, "Raft log segments"):
 /// appends keep the layout of the first release; the other changes have their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -410,6 +436,8 @@ pub enum Response {
     /// Applied again after this replica restarted, matched against what its store
     /// already held: the original outcome was answered to the client before the restart.
     Recovered,
+    /// The outcomes of a [`Proposal::Batch`]'s commands, in its order.
+    Batch(Vec<Response>),
 }
 
 /// Microseconds since the Unix epoch of `t` (negative before it).

@@ -13,6 +13,13 @@
 //! - **Purge** saves the purged log id first, then removes the segments that hold only
 //!   purged entries; entries of a partly purged segment stay on disk and are skipped when
 //!   the log is opened again.
+//! - **The committed log id** is kept in memory and written with the state file at most
+//!   every [`DEFAULT_SAVE_COMMITTED_EVERY`] (and with every vote or purge, and when the log
+//!   is closed): openraft saves it after every commit, and an atomic replace (two syncs and
+//!   a rename) there would sit between every commit and its apply. A saved id older than
+//!   the real one is safe: openraft re-applies from the state machine's applied id at
+//!   startup and learns the rest from the leader, as in standard raft, where the committed
+//!   id is not saved at all.
 //! - **Open** is the engine's recovery: a damaged frame below what a later frame or
 //!   segment header attests is corruption and fails the open; above it, a torn tail, cut
 //!   and reported. The entries that remain must come in increasing index order.
@@ -31,7 +38,7 @@ use openraft::{
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::command::{Command, Layout};
+use super::command::{Command, Layout, MAX_COMMANDS_PER_BATCH, Proposal};
 use super::meta;
 use super::{NodeId, TypeConfig};
 use crate::error::{Error, Result};
@@ -47,6 +54,9 @@ const SEGMENTS_DIR: &str = "log";
 /// Default size of a raft log segment: purging removes whole segments, so smaller ones
 /// free space sooner after a snapshot.
 pub const DEFAULT_RAFT_SEGMENT_BYTES: u64 = 64 << 20;
+/// How often, at most, a new committed log id is written to the state file on its own
+/// (see the module docs).
+pub const DEFAULT_SAVE_COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 /// Version byte at the start of every entry record.
 const ENTRY_VERSION: u8 = 1;
 
@@ -56,6 +66,9 @@ const PAYLOAD_MEMBERSHIP: u8 = 2;
 /// A command other than an append (delete, tombstone, metadata), in its own layout, so
 /// that appends keep the layout of the records written before these were replicated.
 const PAYLOAD_CHANGE: u8 = 3;
+/// A batch of commands (a [`Proposal::Batch`]): their count (u32), then per command its
+/// payload kind (`1` or `3`), its length (u32) and its bytes in that layout.
+const PAYLOAD_BATCH: u8 = 4;
 
 /// What the state file holds.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -80,6 +93,11 @@ struct Inner {
     /// Position and id of every entry after the purged one, by index.
     entries: BTreeMap<u64, (u64, LogId<NodeId>)>,
     state: LogStateFile,
+    /// The committed id in `state` is newer than the one in the state file.
+    committed_unsaved: bool,
+    /// When the state file was last written, and how long a new committed id may wait.
+    saved_at: std::time::Instant,
+    save_committed_every: std::time::Duration,
     recovery: LogRecovery,
     flusher: Arc<Flusher>,
     /// The flusher's thread, joined when the log is dropped.
@@ -93,6 +111,22 @@ impl Drop for Inner {
         if let Some(t) = self.flush_thread.take() {
             let _ = t.join();
         }
+        if self.committed_unsaved {
+            // Best effort: an older committed id on disk is safe (see the module docs).
+            let _ = meta::write_atomic(self.storage.as_ref(), &self.dir, STATE_FILE, &self.state);
+        }
+    }
+}
+
+impl Inner {
+    /// Writes `state` (the whole state file, the newest committed id included) and makes
+    /// it this log's state.
+    fn write_state(&mut self, state: LogStateFile) -> Result<()> {
+        meta::write_atomic(self.storage.as_ref(), &self.dir, STATE_FILE, &state)?;
+        self.state = state;
+        self.committed_unsaved = false;
+        self.saved_at = std::time::Instant::now();
+        Ok(())
     }
 }
 
@@ -258,11 +292,23 @@ impl RaftLog {
                 log,
                 entries,
                 state,
+                committed_unsaved: false,
+                saved_at: std::time::Instant::now(),
+                save_committed_every: DEFAULT_SAVE_COMMITTED_EVERY,
                 recovery,
                 flusher,
                 flush_thread: Some(flush_thread),
             })),
         })
+    }
+
+    /// The same log, writing a new committed log id to its state file on its own at most
+    /// every `every` (default [`DEFAULT_SAVE_COMMITTED_EVERY`]; `Duration::ZERO` writes
+    /// each one before `save_committed` returns).
+    #[must_use]
+    pub fn saving_committed_every(self, every: std::time::Duration) -> RaftLog {
+        self.inner.lock().save_committed_every = every;
+        self
     }
 
     /// What recovery found and did when the log was opened (a torn tail cut, …).
@@ -408,8 +454,7 @@ impl RaftLog {
         }
         let mut state = inner.state.clone();
         state.purged = Some(id);
-        meta::write_atomic(inner.storage.as_ref(), &inner.dir, STATE_FILE, &state)?;
-        inner.state = state;
+        inner.write_state(state)?;
         inner.entries = inner.entries.split_off(&id.index.saturating_add(1));
         let keep_from = inner
             .entries
@@ -427,9 +472,7 @@ impl RaftLog {
         let mut inner = self.inner.lock();
         let mut state = inner.state.clone();
         change(&mut state);
-        meta::write_atomic(inner.storage.as_ref(), &inner.dir, STATE_FILE, &state)?;
-        inner.state = state;
-        Ok(())
+        inner.write_state(state)
     }
 }
 
@@ -492,11 +535,18 @@ impl RaftLogStorage<TypeConfig> for RaftLog {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> std::result::Result<(), StorageError<NodeId>> {
-        if self.inner.lock().state.committed == committed {
+        let mut inner = self.inner.lock();
+        if inner.state.committed == committed {
             return Ok(());
         }
-        self.save_state(|s| s.committed = committed)
-            .map_err(write_err)
+        if inner.saved_at.elapsed() < inner.save_committed_every {
+            inner.state.committed = committed;
+            inner.committed_unsaved = true;
+            return Ok(());
+        }
+        let mut state = inner.state.clone();
+        state.committed = committed;
+        inner.write_state(state).map_err(write_err)
     }
 
     async fn read_committed(
@@ -553,12 +603,32 @@ fn encode_entry(entry: &Entry<TypeConfig>, out: &mut Vec<u8>) -> Result<()> {
     out.extend_from_slice(&entry.log_id.index.to_le_bytes());
     match &entry.payload {
         EntryPayload::Blank => out.push(PAYLOAD_BLANK),
-        EntryPayload::Normal(cmd) => {
-            out.push(match cmd.layout() {
-                Layout::Append => PAYLOAD_NORMAL,
-                Layout::Change => PAYLOAD_CHANGE,
-            });
+        EntryPayload::Normal(Proposal::One(cmd)) => {
+            out.push(payload_kind(cmd));
             cmd.encode(out);
+        }
+        EntryPayload::Normal(Proposal::Batch(cmds)) => {
+            out.push(PAYLOAD_BATCH);
+            let count = u32::try_from(cmds.len())
+                .ok()
+                .filter(|&n| n as usize <= MAX_COMMANDS_PER_BATCH)
+                .ok_or_else(|| {
+                    Error::InvalidArgument(format!("a batch of {} commands", cmds.len()))
+                })?;
+            out.extend_from_slice(&count.to_le_bytes());
+            let mut bytes = Vec::new();
+            for cmd in cmds {
+                bytes.clear();
+                cmd.encode(&mut bytes);
+                let len = u32::try_from(bytes.len()).map_err(|_| Error::TooLarge {
+                    what: "raft command bytes",
+                    size: bytes.len() as u64,
+                    limit: u64::from(u32::MAX),
+                })?;
+                out.push(payload_kind(cmd));
+                out.extend_from_slice(&len.to_le_bytes());
+                out.extend_from_slice(&bytes);
+            }
         }
         EntryPayload::Membership(m) => {
             out.push(PAYLOAD_MEMBERSHIP);
@@ -567,6 +637,37 @@ fn encode_entry(entry: &Entry<TypeConfig>, out: &mut Vec<u8>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The payload kind of a single command's record.
+fn payload_kind(cmd: &Command) -> u8 {
+    match cmd.layout() {
+        Layout::Append => PAYLOAD_NORMAL,
+        Layout::Change => PAYLOAD_CHANGE,
+    }
+}
+
+/// Decodes a batch's commands (after its payload kind).
+fn decode_batch(r: &mut Reader<'_>) -> std::result::Result<Vec<Command>, format::DecodeError> {
+    let count = r.u32()? as usize;
+    if count > MAX_COMMANDS_PER_BATCH {
+        return Err(format::DecodeError::Invalid("batch command count"));
+    }
+    let mut cmds = Vec::with_capacity(count.min(1024));
+    for _ in 0..count {
+        let layout = match r.u8()? {
+            PAYLOAD_NORMAL => Layout::Append,
+            PAYLOAD_CHANGE => Layout::Change,
+            _ => return Err(format::DecodeError::Invalid("batch command kind")),
+        };
+        let len = r.u32()? as usize;
+        let mut one = Reader::new(r.take(len)?);
+        cmds.push(Command::decode(&mut one, layout)?);
+        if one.remaining() != 0 {
+            return Err(format::DecodeError::Invalid("bytes after a batch command"));
+        }
+    }
+    Ok(cmds)
 }
 
 /// The log id at the start of an entry record.
@@ -591,8 +692,13 @@ fn decode_entry(body: &[u8]) -> std::result::Result<Entry<TypeConfig>, format::D
     let log_id = read_log_id(&mut r)?;
     let payload = match r.u8()? {
         PAYLOAD_BLANK => EntryPayload::Blank,
-        PAYLOAD_NORMAL => EntryPayload::Normal(Command::decode(&mut r, Layout::Append)?),
-        PAYLOAD_CHANGE => EntryPayload::Normal(Command::decode(&mut r, Layout::Change)?),
+        PAYLOAD_NORMAL => {
+            EntryPayload::Normal(Proposal::One(Command::decode(&mut r, Layout::Append)?))
+        }
+        PAYLOAD_CHANGE => {
+            EntryPayload::Normal(Proposal::One(Command::decode(&mut r, Layout::Change)?))
+        }
+        PAYLOAD_BATCH => EntryPayload::Normal(Proposal::Batch(decode_batch(&mut r)?)),
         PAYLOAD_MEMBERSHIP => {
             let rest = r.take(r.remaining())?;
             let m: Membership<NodeId, openraft::BasicNode> = serde_json::from_slice(rest)
@@ -658,4 +764,51 @@ pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry<TypeConfig>>> {
         entries.push(decode_entry(record).map_err(bad)?);
     }
     Ok(entries)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::{ExpectedVersion, NewEvent};
+
+    fn batch_entry() -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 2), 17),
+            payload: EntryPayload::Normal(Proposal::Batch(vec![
+                Command::append(
+                    "a",
+                    ExpectedVersion::Exact(4),
+                    [NewEvent::new("E", b"one"), NewEvent::new("F", b"")],
+                ),
+                Command::tombstone("b", ExpectedVersion::Any),
+                Command::append("c", ExpectedVersion::NoStream, [NewEvent::new("G", b"x")]),
+            ])),
+        }
+    }
+
+    #[test]
+    fn a_batch_entry_decodes_to_what_was_encoded_and_every_truncation_is_an_error() {
+        let entry = batch_entry();
+        let mut record = Vec::new();
+        encode_entry(&entry, &mut record).unwrap();
+        assert_eq!(record[25], PAYLOAD_BATCH);
+        assert_eq!(decode_entry(&record).unwrap(), entry);
+        for len in 0..record.len() {
+            assert!(decode_entry(&record[..len]).is_err(), "cut at {len}");
+        }
+        let mut longer = record.clone();
+        longer.push(0);
+        assert!(decode_entry(&longer).is_err());
+        // A count past the bound, or an unknown command kind, is refused.
+        let mut huge = record.clone();
+        huge[26..30].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_entry(&huge).is_err());
+        let mut kind = record.clone();
+        kind[30] = PAYLOAD_MEMBERSHIP;
+        assert!(decode_entry(&kind).is_err());
+        // On the wire too.
+        let wire = encode_entries(&[entry.clone(), entry.clone()]).unwrap();
+        assert_eq!(decode_entries(&wire).unwrap(), vec![entry.clone(), entry]);
+    }
 }

@@ -7,7 +7,8 @@
 //! - [`StoreStateMachine`]: the state machine (openraft's `RaftStateMachine`), a
 //!   [`Store`](crate::Store) that applies each [`Command`] (an append, a delete, a
 //!   tombstone, new stream metadata) with its expected version; the [`Response`] is its
-//!   outcome. Snapshots ship the store's segment files.
+//!   outcome. An entry carries a [`Proposal`]: one command, or a batch of them applied in
+//!   order. Snapshots ship the store's segment files.
 //! - [`TypeConfig`]: the openraft types of a streamlog cluster, for `openraft::Raft`.
 //!
 //! A node is `openraft::Raft::<TypeConfig>::new(id, config, network, log, state_machine)`
@@ -35,8 +36,11 @@ mod meta;
 mod snapshot;
 mod state_machine;
 
-pub use command::{Appended, Command, Expected, Operation, ProposedEvent, Response};
-pub use log_store::{DEFAULT_RAFT_SEGMENT_BYTES, RaftLog, decode_entries, encode_entries};
+pub use command::{Appended, Command, Expected, Operation, Proposal, ProposedEvent, Response};
+pub use log_store::{
+    DEFAULT_RAFT_SEGMENT_BYTES, DEFAULT_SAVE_COMMITTED_EVERY, RaftLog, decode_entries,
+    encode_entries,
+};
 pub use openraft;
 pub use openraft::BasicNode;
 pub use state_machine::{Replaced, StoreSnapshotBuilder, StoreStateMachine};
@@ -48,7 +52,7 @@ openraft::declare_raft_types!(
     /// The openraft types of a streamlog cluster: entries carry [`Command`]s, applying one
     /// answers a [`Response`], snapshots are files.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Response,
         NodeId = NodeId,
         Node = BasicNode,

@@ -41,7 +41,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 
-use super::command::{Command, Operation, Response};
+use super::command::{Command, Operation, Proposal, Response};
 use super::snapshot;
 use super::{BasicNode, NodeId, TypeConfig};
 use crate::error::{Error, Result};
@@ -281,9 +281,15 @@ impl StoreStateMachine {
         for entry in entries {
             let response = match &entry.payload {
                 EntryPayload::Blank => Response::Empty,
-                EntryPayload::Normal(cmd) => self
+                EntryPayload::Normal(Proposal::One(cmd)) => self
                     .apply_command(&mut inner, cmd)
                     .map_err(|e| StorageIOError::apply(entry.log_id, &e))?,
+                EntryPayload::Normal(Proposal::Batch(cmds)) => Response::Batch(
+                    cmds.iter()
+                        .map(|cmd| self.apply_command(&mut inner, cmd))
+                        .collect::<Result<Vec<_>>>()
+                        .map_err(|e| StorageIOError::apply(entry.log_id, &e))?,
+                ),
                 EntryPayload::Membership(m) => {
                     state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                     membership_changed = true;

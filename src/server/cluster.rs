@@ -24,7 +24,8 @@ use tonic::Status;
 use tonic::metadata::MetadataValue;
 
 use crate::cluster::{
-    BasicNode, Command, NodeId, RaftLog, Response, StoreStateMachine, TypeConfig,
+    BasicNode, Command, NodeId, Operation, Proposal, RaftLog, Response, StoreStateMachine,
+    TypeConfig,
 };
 use crate::error::{Error, Result};
 use crate::{Options, Store};
@@ -37,6 +38,13 @@ const READ_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a write waits for its entry to be committed and applied.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Most commands the leader gathers into one batch entry.
+const MAX_BATCH_COMMANDS: usize = 512;
+/// A batch takes no more commands once their events hold this many bytes.
+const MAX_BATCH_BYTES: usize = 8 << 20;
+/// Tasks that propose batches: one gathers the next batch while another's is in flight.
+const PROPOSERS: usize = 2;
 
 /// Where a node keeps its raft log under its directory.
 pub const RAFT_LOG_DIR: &str = "raft";
@@ -118,6 +126,8 @@ struct NodeInner {
     id: NodeId,
     raft: NodeRaft,
     sm: StoreStateMachine,
+    /// Writes waiting to be proposed (see [`propose_batches`]).
+    queue: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -206,8 +216,18 @@ impl ClusterNode {
                 );
             }
         }
+        let (queue, pending) = tokio::sync::mpsc::unbounded_channel();
+        let pending = Arc::new(tokio::sync::Mutex::new(pending));
+        for _ in 0..PROPOSERS {
+            tokio::spawn(propose_batches(raft.clone(), Arc::clone(&pending)));
+        }
         Ok(ClusterNode {
-            inner: Arc::new(NodeInner { id, raft, sm }),
+            inner: Arc::new(NodeInner {
+                id,
+                raft,
+                sm,
+                queue,
+            }),
         })
     }
 
@@ -251,23 +271,131 @@ impl ClusterNode {
     /// # Errors
     /// A not-leader status (with the leader's address) on a follower, UNAVAILABLE when no
     /// leader is known or the write timed out.
+    ///
+    /// Commands written concurrently are gathered into one entry (a [`Proposal::Batch`],
+    /// see [`propose_batches`]), each still applied on its own with its own outcome.
     pub(super) async fn write(&self, cmd: Command) -> std::result::Result<Response, Status> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.inner.raft.client_write(cmd)).await {
-            Ok(Ok(r)) => Ok(r.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(not_leader(&f))
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let bytes = command_bytes(&cmd);
+        self.inner
+            .queue
+            .send(PendingWrite { cmd, bytes, answer })
+            .map_err(|_| Status::unavailable("this node is shutting down"))?;
+        answered
+            .await
+            .map_err(|_| Status::unavailable("this node is shutting down"))?
+    }
+}
+
+/// A write waiting for its batch.
+struct PendingWrite {
+    cmd: Command,
+    /// The bytes of its events (what bounds a batch).
+    bytes: usize,
+    answer: tokio::sync::oneshot::Sender<std::result::Result<Response, Status>>,
+}
+
+/// The bytes of a command's events or metadata.
+fn command_bytes(cmd: &Command) -> usize {
+    match &cmd.operation {
+        Operation::Append(events) => events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len() + e.event_type.len())
+            .sum(),
+        Operation::SetMetadata { json, .. } => json.len(),
+        Operation::Delete { .. } | Operation::Tombstone { .. } => 0,
+    }
+    .saturating_add(cmd.stream.len())
+}
+
+/// Takes the writes queued so far (at most [`MAX_BATCH_COMMANDS`] or [`MAX_BATCH_BYTES`]),
+/// proposes them as one entry and answers each with its own outcome; until the queue
+/// closes.
+///
+/// openraft 0.9's leader appends and syncs its log one entry at a time and takes the next
+/// entry only after the sync, so each entry costs a sync and holds up the raft task: one
+/// entry per client write bounded a cluster by the disk's syncs per second. Batches let the
+/// writes that arrive during one sync share the next.
+async fn propose_batches(
+    raft: NodeRaft,
+    pending: Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<PendingWrite>>>,
+) {
+    loop {
+        let batch = {
+            let mut queue = pending.lock().await;
+            let Some(first) = queue.recv().await else {
+                return;
+            };
+            let mut bytes = first.bytes;
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        bytes = bytes.saturating_add(next.bytes);
+                        batch.push(next);
+                    }
+                    Err(_) => break,
+                }
             }
-            Ok(Err(e)) => Err(Status::unavailable(format!(
-                "the write was not replicated: {e}"
-            ))),
-            Err(_) => Err(Status::unavailable(format!(
-                "the write was not committed within {} s (is a quorum of the cluster up?); \
-                 retry it (an append with the same event ids)",
-                WRITE_TIMEOUT.as_secs()
-            ))),
+            batch
+        };
+        let (mut cmds, answers): (Vec<Command>, Vec<_>) =
+            batch.into_iter().map(|w| (w.cmd, w.answer)).unzip();
+        let proposal = match cmds.pop() {
+            Some(only) if cmds.is_empty() => Proposal::One(only),
+            Some(last) => {
+                cmds.push(last);
+                Proposal::Batch(cmds)
+            }
+            None => continue,
+        };
+        match (write_proposal(&raft, proposal).await, answers.len()) {
+            (Ok(Response::Batch(responses)), n) if responses.len() == n => {
+                for (answer, response) in answers.into_iter().zip(responses) {
+                    let _ = answer.send(Ok(response));
+                }
+            }
+            (Ok(response), 1) if !matches!(response, Response::Batch(_)) => {
+                for answer in answers {
+                    let _ = answer.send(Ok(response.clone()));
+                }
+            }
+            (Ok(_), _) => {
+                for answer in answers {
+                    let _ = answer.send(Err(Status::internal(
+                        "a batch of writes was answered with the wrong number of outcomes",
+                    )));
+                }
+            }
+            (Err(status), _) => {
+                for answer in answers {
+                    let _ = answer.send(Err(status.clone()));
+                }
+            }
         }
     }
+}
 
+/// Proposes one entry and waits for its outcome.
+async fn write_proposal(
+    raft: &NodeRaft,
+    proposal: Proposal,
+) -> std::result::Result<Response, Status> {
+    match tokio::time::timeout(WRITE_TIMEOUT, raft.client_write(proposal)).await {
+        Ok(Ok(r)) => Ok(r.data),
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(not_leader(&f)),
+        Ok(Err(e)) => Err(Status::unavailable(format!(
+            "the write was not replicated: {e}"
+        ))),
+        Err(_) => Err(Status::unavailable(format!(
+            "the write was not committed within {} s (is a quorum of the cluster up?); \
+                 retry it (an append with the same event ids)",
+            WRITE_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+impl ClusterNode {
     /// Waits until this node may answer a read: at once when `requires_leader` is false
     /// (a follower's store, maybe behind the leader's), else after openraft confirmed
     /// this node leads and its store holds everything committed before the call.

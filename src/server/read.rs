@@ -646,11 +646,10 @@ mod tests {
                 StoreStateMachine::open(dir.path().join("n"), Options::default()).unwrap();
             let entry = Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), 1),
-                payload: EntryPayload::Normal(Command::append(
-                    "s",
-                    ExpectedVersion::NoStream,
-                    [NewEvent::new("E", b"x")],
-                )),
+                payload: EntryPayload::Normal(
+                    Command::append("s", ExpectedVersion::NoStream, [NewEvent::new("E", b"x")])
+                        .into(),
+                ),
             };
             leader.apply([entry]).await.unwrap();
 

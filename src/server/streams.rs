@@ -110,6 +110,9 @@ impl StreamsService {
             })),
             R::StreamDeleted => Ok(Err(Error::StreamDeleted { stream })),
             R::Refused(reason) => Err(Status::invalid_argument(reason)),
+            R::Batch(_) => Err(Status::internal(
+                "a single write was answered with the outcomes of a batch",
+            )),
             R::Empty | R::Recovered => Err(Status::unavailable(
                 "the write's outcome is unknown after a restart of the leader; retry it \
                  (an append with the same event ids)",
