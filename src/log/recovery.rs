@@ -220,6 +220,12 @@ impl Log {
             // watermark says so); only the checkpoint itself may not be. No sync needed:
             // new frames attest no more than the checkpoint's watermark until the next one.
             scan.attested.min(end)
+        } else if scan.attested >= end && report.truncated.is_none() {
+            // Nothing past what is known to be durable (the index's covered position, or
+            // what a later frame or segment header attests), and nothing cut: there is
+            // nothing to make durable. (An open after a crash right after a sync that the
+            // index maintainer had caught up with costs no `fdatasync`.)
+            end
         } else {
             // What survived a crash may still be only in the OS cache: make it durable
             // before any new frame attests it.
