@@ -217,10 +217,14 @@ fn describe(status: &Status, tls: bool) -> String {
         "broken pipe",
         "connection reset",
         "connection error",
+        "connection closed",
     ]
     .iter()
-    .any(|s| text.contains(s))
+    .any(|s| text.to_ascii_lowercase().contains(s))
     {
+        // A TLS server answers a plain client's preface with a TLS alert and closes: the
+        // client sees a protocol error or a closed connection, which one depends on
+        // timing.
         " (if the node serves TLS, connect over TLS: --tls-ca)"
     } else {
         ""
