@@ -1,7 +1,9 @@
 //! A cluster of `streamlog serve` processes on loopback whose nodes serve TLS: they reach
 //! each other over TLS too, verifying each other's certificates against the cluster's CA
-//! (`--tls-ca`), so the raft traffic and the cluster secret never cross in clear; a node
-//! given a CA that did not sign its peers' certificates is refused at the handshake.
+//! (`--tls-ca`, or without it their own certificate chain), so the raft traffic and the
+//! cluster secret never cross in clear; a node given a CA that did not sign its peers'
+//! certificates is refused at the handshake; a node whose serving and peer TLS disagree
+//! is refused at bind.
 //!
 //! The certificates are made here with rcgen (no key committed): one CA, and one
 //! certificate per node for 127.0.0.1 (the host of its `--peer` address) and `localhost`.
@@ -245,6 +247,73 @@ async fn a_node_trusting_another_ca_is_refused_at_the_handshake_and_never_joins(
             "node {} saw no refused handshake:\n{log}",
             node.id
         );
+    }
+}
+
+/// Without `--tls-ca`, a node trusts its own certificate chain: three nodes sharing one
+/// self-signed certificate (not a CA's) for 127.0.0.1 elect a leader over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_sharing_one_certificate_trust_it_without_a_ca_file() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let certificate =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("self-signed certificate");
+    let (cert, key_file) = (
+        root.path().join("shared.pem"),
+        root.path().join("shared.key"),
+    );
+    std::fs::write(&cert, certificate.pem()).expect("write the certificate");
+    std::fs::write(&key_file, key.serialize_pem()).expect("write the key");
+    let args = ["--tls-cert", &path(&cert), "--tls-key", &path(&key_file)].map(str::to_owned);
+    let roots = TlsRoots::from_pem_file(&cert).expect("the certificate as trust root");
+    let cluster =
+        Nodes::cluster_with_node_args(root.path(), 3, |_| args.to_vec(), Some(roots.clone()));
+    let (leader, _) = cluster
+        .wait_leader(None, Duration::from_secs(20))
+        .await
+        .expect("a leader: the nodes verify each other against their shared certificate");
+    let s = status(&cluster.nodes[leader].addr, &roots).await;
+    let members = s["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{s}");
+}
+
+/// A node whose serving and peer TLS disagree could not talk to its peers:
+/// `Server::bind_node` refuses it, either way round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_node_refuses_a_node_whose_serving_and_peer_tls_disagree() {
+    use streamlog::server::cluster::{ClusterNode, ClusterTimings};
+    use streamlog::server::{Server, ServerOptions, TlsIdentity};
+    let root = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(root.path(), "ca");
+    let (cert, key) = ca.node_certificate(root.path(), "node");
+    let identity = TlsIdentity::from_pem_files(&cert, &key).expect("identity");
+    let roots = TlsRoots::from_pem_file(&ca.pem).expect("roots");
+    let peers = [(1, "127.0.0.1:1".to_owned())].into_iter().collect();
+    let listen = "127.0.0.1:0".parse().expect("address");
+    for (i, (serves_tls, peer_tls)) in [(true, false), (false, true)].into_iter().enumerate() {
+        let node = ClusterNode::start(
+            &root.path().join(format!("node{i}")),
+            1,
+            &peers,
+            streamlog::Options::default(),
+            ClusterTimings::default(),
+            None,
+            peer_tls.then(|| roots.clone()),
+        )
+        .await
+        .expect("start the node");
+        let mut options = ServerOptions::new(listen);
+        if serves_tls {
+            options = options.with_tls(identity.clone());
+        }
+        match Server::bind_node(node.clone(), options).await {
+            Err(streamlog::Error::InvalidArgument(m)) => assert!(m.contains("TLS"), "{m}"),
+            other => panic!("serves TLS {serves_tls}, peers over TLS {peer_tls}: {other:?}"),
+        }
+        node.shutdown().await.expect("stop the node");
     }
 }
 
