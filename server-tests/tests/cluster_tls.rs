@@ -96,7 +96,8 @@ async fn status(addr: &str, roots: &TlsRoots) -> serde_json::Value {
 /// Three nodes with certificates of their own from one CA elect a leader over TLS,
 /// replicate a client's append (the official client over TLS, checking the CA) to every
 /// node, and answer `streamlog cluster status --tls-ca`; a status call without TLS, or
-/// with a CA that did not sign them, is refused with a reason that says so.
+/// with a CA that did not sign them, or over TLS to a plain node, is refused with a
+/// reason that says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_serving_tls_replicate_over_tls_and_serve_clients() {
     let root = tempfile::tempdir().expect("tempdir");
@@ -188,6 +189,25 @@ async fn nodes_serving_tls_replicate_over_tls_and_serve_clients() {
     assert!(
         refused.to_string().contains("invalid peer certificate"),
         "{refused}"
+    );
+
+    // TLS to a node that serves plain HTTP/2: said so.
+    let plain_root = tempfile::tempdir().expect("tempdir");
+    let plain_node = Nodes::single(plain_root.path());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let not_tls = loop {
+        let e = streamlog::server::cluster_status(&plain_node.nodes[0].addr, Some(&roots))
+            .await
+            .expect_err("a TLS call to a plain node");
+        // Until the node listens, the connection is refused.
+        if !e.to_string().contains("refused") || Instant::now() > deadline {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        not_tls.to_string().contains("does not seem to speak TLS"),
+        "{not_tls}"
     );
 }
 
