@@ -171,16 +171,20 @@ fn chain(error: &dyn std::error::Error) -> String {
     join_parts(parts)
 }
 
-/// `parts` joined with `: `, leaving out tonic's bare "transport error" and any part
-/// that another one already says.
+/// `parts` joined with `: `, leaving out tonic's bare "transport error" (unless it is
+/// all there is) and any part that another one already says.
 fn join_parts(parts: Vec<String>) -> String {
     let mut kept: Vec<String> = Vec::new();
+    let first = parts.first().cloned().unwrap_or_default();
     for part in parts {
         if part == "transport error" || kept.iter().any(|k| k.contains(&part)) {
             continue;
         }
         kept.retain(|k| !part.contains(k.as_str()));
         kept.push(part);
+    }
+    if kept.is_empty() {
+        return first;
     }
     kept.join(": ")
 }
@@ -524,4 +528,32 @@ async fn call_admin(
             std::io::Error::other(format!("{addr} answered something else than JSON: {e}")),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_parts;
+
+    #[test]
+    fn an_error_chain_says_each_reason_once_without_tonics_bare_transport_error() {
+        let parts = |p: &[&str]| p.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(
+            join_parts(parts(&[
+                "invalid peer certificate: UnknownIssuer",
+                "transport error",
+                "invalid peer certificate: UnknownIssuer",
+            ])),
+            "invalid peer certificate: UnknownIssuer"
+        );
+        // A later part that says more replaces the one it contains.
+        assert_eq!(
+            join_parts(parts(&[
+                "error trying to connect",
+                "tcp connect error",
+                "tcp connect error: Connection refused"
+            ])),
+            "error trying to connect: tcp connect error: Connection refused"
+        );
+        assert_eq!(join_parts(parts(&["transport error"])), "transport error");
+    }
 }
