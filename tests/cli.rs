@@ -1681,6 +1681,68 @@ fn serve_in_cluster_mode_with_users_needs_a_cluster_secret_exit_2() {
 }
 
 #[test]
+fn serve_refuses_tls_ca_without_a_tls_cluster_node_or_with_a_bad_file_exit_2() {
+    let s = TestStore::new();
+    let files = s.dir.parent().unwrap().to_path_buf();
+    let garbage = files.join("garbage.pem");
+    std::fs::write(&garbage, "not PEM\n").unwrap();
+    let empty = files.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    let node = ["--node-id", "1", "--peer", "1=127.0.0.1:1"].map(str::to_owned);
+    let with_node = |more: &[String]| node.iter().chain(more).cloned().collect::<Vec<_>>();
+    for (args, needle) in [
+        // Without --tls-cert: the node serves plain HTTP/2, so its peers do too.
+        (
+            with_node(&["--tls-ca".to_owned(), path(&garbage)]),
+            "--tls-ca needs --tls-cert",
+        ),
+        // Without --node-id: nothing to reach.
+        (
+            vec!["--tls-ca".to_owned(), path(&garbage)],
+            "--tls-ca is for a node of a cluster",
+        ),
+        (
+            vec![
+                "cluster",
+                "status",
+                "--tls-ca",
+                &path(&files.join("none.pem")),
+                "127.0.0.1:1",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+            "cannot read the TLS CA file",
+        ),
+        (
+            vec![
+                "cluster",
+                "status",
+                "--tls-ca",
+                &path(&empty),
+                "127.0.0.1:1",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+            "no certificate",
+        ),
+    ] {
+        let all: Vec<&str> = if args[0] == "cluster" {
+            args.iter().map(String::as_str).collect()
+        } else {
+            let mut all = vec!["serve", s.path()];
+            all.extend(args.iter().map(String::as_str));
+            all
+        };
+        let o = streamlog(&all);
+        assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(needle), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
 fn a_scavenge_killed_with_sigkill_loses_nothing_live_and_the_next_one_finishes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("store");

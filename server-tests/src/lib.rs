@@ -84,27 +84,49 @@ pub struct Nodes {
     pub nodes: Vec<Node>,
     /// `ID=HOST:PORT` of every member; empty for a single node.
     peers: Vec<String>,
-    /// More arguments for every node's `streamlog serve`.
-    args: Vec<String>,
+    /// More arguments for each node's `streamlog serve`, in id order.
+    args: Vec<Vec<String>>,
+    /// The roots the nodes' certificates are verified against when they serve TLS (for
+    /// [`Nodes::leader`]'s status calls).
+    tls: Option<streamlog::server::TlsRoots>,
 }
 
 impl Nodes {
     /// Starts a single node in `root/node1`.
     pub fn single(root: &Path) -> Nodes {
-        Nodes::start(root, 1, false, &[])
+        Nodes::start(root, 1, false, |_| Vec::new(), None)
     }
 
     /// Starts the `count` members of a cluster in `root/node1`, `root/node2`, ….
     pub fn cluster(root: &Path, count: usize) -> Nodes {
-        Nodes::start(root, count, true, &[])
+        Nodes::start(root, count, true, |_| Vec::new(), None)
     }
 
     /// As [`Nodes::cluster`], every node given `args` too (`--users FILE`, …).
     pub fn cluster_with_args(root: &Path, count: usize, args: &[&str]) -> Nodes {
-        Nodes::start(root, count, true, args)
+        let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+        Nodes::start(root, count, true, |_| args.clone(), None)
     }
 
-    fn start(root: &Path, count: usize, cluster: bool, args: &[&str]) -> Nodes {
+    /// As [`Nodes::cluster`], node `id` given `args(id)` too (its own certificate, …);
+    /// with `tls`, the nodes serve TLS and [`Nodes::leader`] verifies their certificates
+    /// against those roots.
+    pub fn cluster_with_node_args(
+        root: &Path,
+        count: usize,
+        args: impl Fn(u64) -> Vec<String>,
+        tls: Option<streamlog::server::TlsRoots>,
+    ) -> Nodes {
+        Nodes::start(root, count, true, args, tls)
+    }
+
+    fn start(
+        root: &Path,
+        count: usize,
+        cluster: bool,
+        args: impl Fn(u64) -> Vec<String>,
+        tls: Option<streamlog::server::TlsRoots>,
+    ) -> Nodes {
         let nodes: Vec<Node> = (1..=count as u64)
             .map(|id| Node {
                 id,
@@ -122,10 +144,12 @@ impl Nodes {
         } else {
             Vec::new()
         };
+        let args = nodes.iter().map(|n| args(n.id)).collect();
         let mut started = Nodes {
             nodes,
             peers,
-            args: args.iter().map(ToString::to_string).collect(),
+            args,
+            tls,
         };
         for i in 0..count {
             started.launch(i);
@@ -156,7 +180,7 @@ impl Nodes {
                 cmd.args(["--peer", p]);
             }
         }
-        cmd.args(&self.args);
+        cmd.args(&self.args[i]);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(log)
@@ -227,7 +251,7 @@ impl Nodes {
             }
             let status = tokio::time::timeout(
                 Duration::from_secs(1),
-                streamlog::server::cluster_status(&n.addr),
+                streamlog::server::cluster_status(&n.addr, self.tls.as_ref()),
             )
             .await;
             if let Ok(Ok(s)) = status

@@ -290,7 +290,7 @@ async fn three_nodes_keep_every_acknowledged_append_through_kills_and_pauses_of_
                 for n in &cluster.nodes {
                     let v = tokio::time::timeout(
                         Duration::from_secs(1),
-                        streamlog::server::cluster_status(&n.addr),
+                        streamlog::server::cluster_status(&n.addr, None),
                     )
                     .await;
                     views.push(format!("node {} (paused {}): {v:?}", n.id, n.is_paused()));
@@ -667,13 +667,13 @@ async fn with_users_the_nodes_authenticate_with_the_cluster_secret() {
     };
     let other = streamlog::server::ClusterSecret::new("another-secret-0123456789").expect("secret");
     for presented in [None, Some(&other)] {
-        let refused = streamlog::server::cluster_admin(addr, &promote, presented)
+        let refused = streamlog::server::cluster_admin(addr, &promote, presented, None)
             .await
             .expect_err("administration without the cluster's secret");
         assert!(refused.to_string().contains("secret"), "{refused}");
     }
     let right = streamlog::server::ClusterSecret::from_file(&secret).expect("secret");
-    let answer = streamlog::server::cluster_admin(addr, &promote, Some(&right)).await;
+    let answer = streamlog::server::cluster_admin(addr, &promote, Some(&right), None).await;
     assert!(
         answer
             .as_ref()

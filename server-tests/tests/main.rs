@@ -7,6 +7,7 @@
 //! One file's tests: `cargo test --release --test server cluster::`.
 
 mod cluster;
+mod cluster_tls;
 mod kurrent_client;
 mod python_client;
 mod secure;

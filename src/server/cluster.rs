@@ -109,7 +109,7 @@ pub fn check_address(addr: &str) -> std::result::Result<(), String> {
 }
 
 /// Splits `HOST:PORT` (brackets of an IPv6 host removed).
-fn host_port(addr: &str) -> Option<(String, u16)> {
+pub(super) fn host_port(addr: &str) -> Option<(String, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Some((host.to_string(), port.parse().ok()?))
@@ -128,6 +128,9 @@ struct NodeInner {
     sm: StoreStateMachine,
     /// Writes waiting to be proposed (see [`propose_batches`]).
     queue: tokio::sync::mpsc::UnboundedSender<PendingWrite>,
+    /// The roots the peers' certificates are verified against, when the node reaches
+    /// them over TLS.
+    tls: Option<super::TlsRoots>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -145,12 +148,16 @@ impl ClusterNode {
     /// with every peer as a voter (the others wait for its first message). A node with
     /// saved state goes on from it; `peers` then only matters for that first start.
     /// `secret`, when given, goes with every raft call to the peers (they must have been
-    /// started with the same; see [`super::ClusterSecret`]).
+    /// started with the same; see [`super::ClusterSecret`]). With `tls`, the node reaches
+    /// its peers over TLS and verifies their certificates against those roots, for the
+    /// host of each peer's address (the peers serve TLS: serve this node with
+    /// [`super::ServerOptions::with_tls`] too, which [`super::Server::bind_node`] checks);
+    /// without, over plain HTTP/2.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `id` is not one of `peers` or an address does not
-    /// parse; the open errors of the log and the store; [`Error::Io`] when raft cannot
-    /// start.
+    /// parse (or, with `tls`, its host makes no TLS server name); the open errors of the
+    /// log and the store; [`Error::Io`] when raft cannot start.
     pub async fn start(
         dir: &Path,
         id: NodeId,
@@ -158,6 +165,7 @@ impl ClusterNode {
         options: Options,
         timings: ClusterTimings,
         secret: Option<super::ClusterSecret>,
+        tls: Option<super::TlsRoots>,
     ) -> Result<ClusterNode> {
         if !peers.contains_key(&id) {
             return Err(Error::InvalidArgument(format!(
@@ -171,6 +179,9 @@ impl ClusterNode {
         }
         for addr in peers.values() {
             check_address(addr).map_err(Error::InvalidArgument)?;
+            // A channel is made (not connected) to find a host that makes no TLS server
+            // name now, not at the first raft call.
+            super::raft_network::channel(addr, tls.as_ref()).map_err(Error::InvalidArgument)?;
         }
         let config = Config {
             cluster_name: "streamlog".into(),
@@ -192,7 +203,11 @@ impl ClusterNode {
         })
         .await
         .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
-        let network = super::raft_network::GrpcNetwork { secret };
+        let network = super::raft_network::GrpcNetwork {
+            secret,
+            tls: tls.clone(),
+            failures: Default::default(),
+        };
         let raft = NodeRaft::new(id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::io("start raft", std::io::Error::other(e)))?;
@@ -227,6 +242,7 @@ impl ClusterNode {
                 raft,
                 sm,
                 queue,
+                tls,
             }),
         })
     }
@@ -234,6 +250,11 @@ impl ClusterNode {
     /// This node's id.
     pub fn id(&self) -> NodeId {
         self.inner.id
+    }
+
+    /// Whether the node reaches its peers over TLS (it was started with trust roots).
+    pub fn uses_tls(&self) -> bool {
+        self.inner.tls.is_some()
     }
 
     /// The node's raft instance.
@@ -501,6 +522,8 @@ impl ClusterNode {
         match request {
             AdminRequest::AddLearner { id, address } => {
                 check_address(&address).map_err(Status::invalid_argument)?;
+                super::raft_network::channel(&address, self.inner.tls.as_ref())
+                    .map_err(Status::invalid_argument)?;
                 let r = raft
                     .add_learner(id, BasicNode::new(address), true)
                     .await

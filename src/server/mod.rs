@@ -48,7 +48,7 @@ use std::time::Duration;
 pub use auth::{ClusterSecret, Users, hash_password};
 #[cfg(feature = "cluster")]
 pub use raft_network::{admin as cluster_admin, status as cluster_status};
-pub use tls::TlsIdentity;
+pub use tls::{TlsIdentity, TlsRoots};
 
 use tokio::sync::{mpsc, watch};
 use tonic::Status;
@@ -180,7 +180,10 @@ impl Server {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for options with users but no cluster secret (the
-    /// raft calls between nodes would be open to anyone); otherwise as [`Server::bind`].
+    /// raft calls between nodes would be open to anyone), and for a node that serves TLS
+    /// but reaches its peers without (or the reverse): the nodes of a cluster serve TLS
+    /// all or none, so such a node could not talk to its peers; otherwise as
+    /// [`Server::bind`].
     #[cfg(feature = "cluster")]
     pub async fn bind_node(node: cluster::ClusterNode, options: ServerOptions) -> Result<Server> {
         if options.users.is_some() && options.cluster_secret.is_none() {
@@ -189,6 +192,24 @@ impl Server {
                  (ServerOptions::with_cluster_secret, serve --cluster-secret-file)"
                     .into(),
             ));
+        }
+        match (options.tls.is_some(), node.uses_tls()) {
+            (true, false) => {
+                return Err(Error::InvalidArgument(
+                    "a cluster node that serves TLS must reach its peers over TLS too: start \
+                     it with trust roots (ClusterNode::start, serve --tls-ca or the node's own \
+                     certificate)"
+                        .into(),
+                ));
+            }
+            (false, true) => {
+                return Err(Error::InvalidArgument(
+                    "a cluster node that reaches its peers over TLS must serve TLS too \
+                     (ServerOptions::with_tls, serve --tls-cert)"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
         let mut server = Server::bind(node.store(), options).await?;
         server.node = Some(node);

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use streamlog::server::cluster::{AdminRequest, ClusterNode, ClusterTimings, parse_peer};
-use streamlog::server::{ClusterSecret, DEFAULT_PORT, Server, ServerOptions, TlsIdentity, Users};
+use streamlog::server::{
+    ClusterSecret, DEFAULT_PORT, Server, ServerOptions, TlsIdentity, TlsRoots, Users,
+};
 use streamlog::{Options, Store};
 
 use crate::{CliError, CliResult};
@@ -39,12 +41,19 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 256)]
     max_concurrent_streams: u32,
     /// Serve over TLS with this PEM certificate chain (needs --tls-key); clients connect
-    /// with `tls=true`.
+    /// with `tls=true`. In a cluster, the node then reaches its peers over TLS too and
+    /// verifies their certificates (see --tls-ca), for the host of each --peer address.
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// In a cluster served over TLS: the PEM certificates (e.g. the cluster's CA) the
+    /// peers' certificates must lead to. Default: the certificates of --tls-cert (fits
+    /// nodes sharing one certificate, or a chain that includes its CA). A peer whose
+    /// certificate does not verify is refused.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// Require basic authentication: a file of `name:argon2-hash` lines (make a hash with
     /// `streamlog hash-password`); clients connect with `esdb://name:password@host…`.
     #[arg(long, value_name = "FILE")]
@@ -82,6 +91,27 @@ pub fn run(args: ServeArgs) -> CliResult {
     let cluster = match args.node_id {
         Some(id) => Some(cluster_args(id, &args.peer)?),
         None => None,
+    };
+    // How the node reaches its peers: over TLS when it serves TLS (the nodes of a
+    // cluster serve TLS all or none), trusting --tls-ca or else its own chain.
+    let peer_tls = match (&args.tls_ca, &tls, &cluster) {
+        (Some(_), _, None) => {
+            return Err(CliError::Usage(
+                "--tls-ca is for a node of a cluster (with --node-id): the CA its peers' \
+                 certificates are verified against"
+                    .into(),
+            ));
+        }
+        (Some(_), None, Some(_)) => {
+            return Err(CliError::Usage(
+                "--tls-ca needs --tls-cert and --tls-key: a node reaches its peers over TLS \
+                 only when it serves TLS itself"
+                    .into(),
+            ));
+        }
+        (Some(ca), Some(_), Some(_)) => Some(TlsRoots::from_pem_file(ca).map_err(usage)?),
+        (None, Some(identity), Some(_)) => Some(identity.own_roots().map_err(usage)?),
+        (None, _, _) => None,
     };
     let cluster_secret = match (&args.cluster_secret_file, &cluster) {
         (Some(path), Some(_)) => Some(ClusterSecret::from_file(path).map_err(usage)?),
@@ -144,6 +174,7 @@ pub fn run(args: ServeArgs) -> CliResult {
                 Options::default(),
                 ClusterTimings::default(),
                 cluster_secret,
+                peer_tls,
             )
             .await?;
             let server = Server::bind_node(node.clone(), options).await?;
@@ -197,6 +228,10 @@ pub enum ClusterCommand {
     /// Print a node's view of the cluster (its role, term, log, the members and their
     /// roles) as one JSON object.
     Status {
+        /// Connect over TLS, verifying the node's certificate against these PEM
+        /// certificates (the cluster's CA, or the nodes' certificate).
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
         /// The node's address.
         #[arg(value_name = "HOST:PORT")]
         node: String,
@@ -210,6 +245,10 @@ pub enum ClusterCommand {
         /// The cluster's secret file (as the nodes' --cluster-secret-file), when it has one.
         #[arg(long, value_name = "FILE")]
         cluster_secret_file: Option<PathBuf>,
+        /// Connect over TLS, verifying the leader's certificate against these PEM
+        /// certificates (the cluster's CA, or the nodes' certificate).
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
         /// The new node, as ID=HOST:PORT.
         #[arg(value_name = "ID=HOST:PORT")]
         node: String,
@@ -222,6 +261,10 @@ pub enum ClusterCommand {
         /// The cluster's secret file (as the nodes' --cluster-secret-file), when it has one.
         #[arg(long, value_name = "FILE")]
         cluster_secret_file: Option<PathBuf>,
+        /// Connect over TLS, verifying the leader's certificate against these PEM
+        /// certificates (the cluster's CA, or the nodes' certificate).
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
         /// The learners' node ids.
         #[arg(value_name = "ID", required = true)]
         ids: Vec<u64>,
@@ -234,6 +277,10 @@ pub enum ClusterCommand {
         /// The cluster's secret file (as the nodes' --cluster-secret-file), when it has one.
         #[arg(long, value_name = "FILE")]
         cluster_secret_file: Option<PathBuf>,
+        /// Connect over TLS, verifying the leader's certificate against these PEM
+        /// certificates (the cluster's CA, or the nodes' certificate).
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
         /// The members' node ids.
         #[arg(value_name = "ID", required = true)]
         ids: Vec<u64>,
@@ -249,42 +296,51 @@ pub fn cluster(command: ClusterCommand, out: &mut impl std::io::Write) -> CliRes
     let secret = |file: Option<PathBuf>| -> streamlog::Result<Option<ClusterSecret>> {
         file.map(|f| ClusterSecret::from_file(&f)).transpose()
     };
+    let roots = |file: Option<PathBuf>| -> streamlog::Result<Option<TlsRoots>> {
+        file.map(|f| TlsRoots::from_pem_file(&f)).transpose()
+    };
     let answer = runtime.block_on(async {
-        match command {
-            ClusterCommand::Status { node } => streamlog::server::cluster_status(&node).await,
+        let (leader, request, secret_file, tls_ca) = match command {
+            ClusterCommand::Status { tls_ca, node } => {
+                let tls = roots(tls_ca)?;
+                return streamlog::server::cluster_status(&node, tls.as_ref()).await;
+            }
             ClusterCommand::AddLearner {
                 leader,
                 cluster_secret_file,
+                tls_ca,
                 node,
             } => {
                 let (id, address) = parse_peer(&node)?;
                 let request = AdminRequest::AddLearner { id, address };
-                let secret = secret(cluster_secret_file)?;
-                streamlog::server::cluster_admin(&leader, &request, secret.as_ref()).await
+                (leader, request, cluster_secret_file, tls_ca)
             }
             ClusterCommand::Promote {
                 leader,
                 cluster_secret_file,
+                tls_ca,
                 ids,
             } => {
                 let request = AdminRequest::Promote {
                     ids: ids.into_iter().collect(),
                 };
-                let secret = secret(cluster_secret_file)?;
-                streamlog::server::cluster_admin(&leader, &request, secret.as_ref()).await
+                (leader, request, cluster_secret_file, tls_ca)
             }
             ClusterCommand::Remove {
                 leader,
                 cluster_secret_file,
+                tls_ca,
                 ids,
             } => {
                 let request = AdminRequest::Remove {
                     ids: ids.into_iter().collect(),
                 };
-                let secret = secret(cluster_secret_file)?;
-                streamlog::server::cluster_admin(&leader, &request, secret.as_ref()).await
+                (leader, request, cluster_secret_file, tls_ca)
             }
-        }
+        };
+        let secret = secret(secret_file)?;
+        let tls = roots(tls_ca)?;
+        streamlog::server::cluster_admin(&leader, &request, secret.as_ref(), tls.as_ref()).await
     });
     let answer = answer.map_err(|e| match e {
         streamlog::Error::InvalidArgument(m) => CliError::Usage(m),
