@@ -11,6 +11,13 @@
 //!     `compress_all` (nothing deleted): bytes of segment files per event; then a warm
 //!     and a cold (page cache dropped with `posix_fadvise(DONTNEED)` on every file) read of
 //!     one 1,000-event stream, compressed against uncompressed, and the ratio.
+//! (d) Dictionary options, on the first segment of a store of the same events (format 5's
+//!     codec, `CompactWriter::with_dictionary`): a raw-content dictionary (16 KiB of kept
+//!     frames sampled evenly) against zstd's trainer on the same sample
+//!     (`DictionarySampler::finish`), for blocks of 512 B, 1, 2 and 16 KiB of frames, and
+//!     zstd without a dictionary on 16 KiB blocks (format 4's codec): bytes of the file
+//!     against the frames', time to make the dictionary, MB/s of frames written, mean time
+//!     to decode one block (`decode_block`, as a point read does).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::Path;
@@ -268,6 +275,164 @@ fn part_c(tmp: &Path) {
     }
 }
 
+/// The events frames of a segment file, in order.
+fn segment_frames(bytes: &[u8]) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    let mut offset = 32;
+    while let Ok(h) = streamlog::format::decode_frame_header(&bytes[offset..]) {
+        let len = h.frame_len() as usize;
+        if h.kind == streamlog::format::FrameKind::Events {
+            out.push((h.position, &bytes[offset..offset + len]));
+        }
+        offset += len;
+    }
+    out
+}
+
+/// Bytes, write time and mean decode time per block of a rewritten segment of `frames`.
+fn write_and_decode(
+    frames: &[(u64, &[u8])],
+    end: u64,
+    dictionary: Option<&[u8]>,
+    target: usize,
+) -> (usize, Duration, Duration) {
+    use streamlog::format::compact::{self, CompactWriter, Dictionary};
+    let start = Instant::now();
+    let bytes = match dictionary {
+        Some(d) => {
+            let mut w = CompactWriter::with_dictionary(0, 5, 3, d, target);
+            for (p, f) in frames {
+                w.push_frame(*p, f);
+            }
+            w.finish(end, &[])
+        }
+        // Format 4's codec: zstd per 16 KiB block, no dictionary, a context per block.
+        None => {
+            let mut blocks = Vec::new();
+            let mut pending = Vec::new();
+            let mut len = 0;
+            for (i, (_, f)) in frames.iter().enumerate() {
+                pending.extend_from_slice(f);
+                let next = frames.get(i + 1).map_or(usize::MAX, |(_, n)| n.len());
+                if pending.len() + next > target {
+                    let c = zstd::bulk::compress(&pending, 3).unwrap();
+                    let mut block = Vec::new();
+                    compact::encode_block(
+                        &mut block,
+                        compact::Codec::Zstd,
+                        &c,
+                        pending.len() as u32,
+                    );
+                    len += block.len() + compact::BLOCK_MAP_RECORD_LEN;
+                    blocks.push(block);
+                    pending.clear();
+                }
+            }
+            let wrote = start.elapsed();
+            let start = Instant::now();
+            for b in &blocks {
+                let (codec, stored_len, raw_len, crc) =
+                    compact::decode_block_header(&b[..compact::BLOCK_HEADER_LEN]).unwrap();
+                let stored = &b[compact::BLOCK_HEADER_LEN..][..stored_len as usize];
+                std::hint::black_box(
+                    compact::decode_block(codec, stored, raw_len, crc, None).unwrap(),
+                );
+            }
+            return (len, wrote, start.elapsed() / blocks.len() as u32);
+        }
+    };
+    let wrote = start.elapsed();
+    let len = bytes.len();
+    let footer =
+        compact::decode_footer(&bytes[len - compact::FOOTER_LEN..], 0, len as u64).unwrap();
+    let (blocks, _) = compact::decode_tables(
+        &bytes[footer.map_offset as usize..len - compact::FOOTER_LEN],
+        &footer,
+        0,
+    )
+    .unwrap();
+    let dict = (footer.dictionary_len > 0).then(|| {
+        Dictionary::decode(&bytes[32..32 + footer.dictionary_len as usize], &footer).unwrap()
+    });
+    let start = Instant::now();
+    let rounds = 3;
+    for _ in 0..rounds {
+        for b in &blocks {
+            let at = b.file_offset as usize;
+            let (codec, stored_len, raw_len, crc) =
+                compact::decode_block_header(&bytes[at..at + compact::BLOCK_HEADER_LEN]).unwrap();
+            let stored = &bytes[at + compact::BLOCK_HEADER_LEN..][..stored_len as usize];
+            let raw = compact::decode_block(codec, stored, raw_len, crc, dict.as_ref()).unwrap();
+            std::hint::black_box(raw);
+        }
+    }
+    (len, wrote, start.elapsed() / (rounds * blocks.len() as u32))
+}
+
+fn part_d(tmp: &Path) {
+    use streamlog::format::compact::DictionarySampler;
+    let dir = tmp.join("d");
+    build(&dir, events().min(100_000));
+    let seg = std::fs::read(&files(&dir)[0]).unwrap();
+    let frames = segment_frames(&seg);
+    let raw: usize = frames.iter().map(|(_, f)| f.len()).sum();
+    let (first, end) = (frames[0].0, seg.len() as u64);
+    let sampler = || {
+        let mut s = DictionarySampler::new(first, end);
+        for (p, f) in &frames {
+            s.offer(*p, f);
+        }
+        s
+    };
+    // Raw content: the sampled frames themselves, evenly, up to 16 KiB (what the
+    // sampler falls back to when the trainer cannot make a dictionary).
+    let start = Instant::now();
+    let mut raw_dict = Vec::new();
+    // One frame in every `step`: about 16 KiB of them, spread over the segment.
+    let step = (raw / (16 << 10)).max(1);
+    for (_, f) in frames.iter().step_by(step) {
+        if raw_dict.len() + f.len() > 16 << 10 {
+            break;
+        }
+        raw_dict.extend_from_slice(f);
+    }
+    let raw_time = start.elapsed();
+    let start = Instant::now();
+    let trained = sampler().finish();
+    let trained_time = start.elapsed();
+    println!(
+        "(d) dictionary options on one segment: {} frames, {} bytes; trained dictionary {} bytes",
+        frames.len(),
+        raw,
+        trained.len()
+    );
+    let mut rows = vec![(
+        "zstd, no dictionary (format 4)",
+        None,
+        Duration::ZERO,
+        16 << 10,
+    )];
+    for target in [512, 1024, 2048, 16 << 10] {
+        rows.push(("raw content 16 KiB", Some(&raw_dict[..]), raw_time, target));
+        rows.push((
+            "trained (zstd trainer)",
+            Some(&trained[..]),
+            trained_time,
+            target,
+        ));
+    }
+    for (name, dict, dict_time, target) in rows {
+        let (len, wrote, decode) = write_and_decode(&frames, end, dict, target);
+        println!(
+            "(d) {name:<30} blocks of {target:>5} B: bytes {:.3} of the frames; dictionary made in {:.1} ms; written at {:.0} MB/s; {:.2} us to decode a block",
+            len as f64 / raw as f64,
+            dict_time.as_secs_f64() * 1e3,
+            raw as f64 / wrote.as_secs_f64() / 1e6,
+            decode.as_secs_f64() * 1e6
+        );
+    }
+}
+
 fn main() {
     let part = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let tmp = tempfile::tempdir().unwrap();
@@ -280,5 +445,8 @@ fn main() {
     }
     if run("c") {
         part_c(tmp.path());
+    }
+    if run("d") {
+        part_d(tmp.path());
     }
 }

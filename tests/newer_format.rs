@@ -76,6 +76,10 @@ fn manifest(dir: &Path) -> PathBuf {
 
 /// Sets the u32 version at offset 8 of `path`; with `crc_over`, recomputes the CRC-32
 /// stored right after the covered bytes (`..crc_over`, or all but the last 4 bytes when 0).
+/// The segment format version this build writes, and one it does not read.
+const FORMAT_VERSION: u32 = streamlog::format::FORMAT_VERSION;
+const NEWER: u32 = FORMAT_VERSION + 1;
+
 fn set_version(path: &Path, version: u32, crc_over: Option<usize>) {
     let mut b = fs::read(path).unwrap();
     b[8..12].copy_from_slice(&version.to_le_bytes());
@@ -119,12 +123,12 @@ fn a_segment_of_a_newer_format_is_refused_and_left_as_it_is() {
     let tmp = tempfile::tempdir().unwrap();
     filled_store(tmp.path());
     let seg = event_segment(tmp.path());
-    set_version(&seg, 5, Some(28));
+    set_version(&seg, NEWER, Some(28));
     // The only (so the last) segment: not mistaken for a torn creation and removed.
-    assert_refused_untouched(tmp.path(), &seg, 5, 4);
+    assert_refused_untouched(tmp.path(), &seg, NEWER, FORMAT_VERSION);
     let err = Store::open(tmp.path()).unwrap_err().to_string();
     assert!(err.contains("newer streamlog"), "{err}");
-    assert!(err.contains("format version 5"), "{err}");
+    assert!(err.contains(&format!("format version {NEWER}")), "{err}");
     // verify refuses too rather than call it damage.
     assert!(matches!(
         streamlog::inspect::verify_dir(tmp.path(), |_| {}),
@@ -136,7 +140,7 @@ fn a_segment_of_a_newer_format_is_refused_and_left_as_it_is() {
 fn a_newer_version_in_a_header_whose_crc_fails_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     filled_store(tmp.path());
-    set_version(&event_segment(tmp.path()), 5, None);
+    set_version(&event_segment(tmp.path()), NEWER, None);
     assert!(matches!(
         Store::open_with(tmp.path(), options().with_read_only(true)),
         Err(Error::Corrupted { .. })
@@ -166,6 +170,6 @@ fn a_snapshot_segment_of_a_newer_format_is_not_discarded() {
     let tmp = tempfile::tempdir().unwrap();
     filled_store(tmp.path());
     let seg = snapshot_segment(tmp.path());
-    set_version(&seg, 5, Some(28));
-    assert_refused_untouched(tmp.path(), &seg, 5, 4);
+    set_version(&seg, NEWER, Some(28));
+    assert_refused_untouched(tmp.path(), &seg, NEWER, FORMAT_VERSION);
 }

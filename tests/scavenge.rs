@@ -364,28 +364,30 @@ fn a_checkpoint_at_a_removed_event_resumes_at_the_next_surviving_one() {
     }
 }
 
-#[test]
-fn a_flipped_bit_in_a_compressed_block_is_reported_never_returned() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let store = Store::open_with(&dir, options()).unwrap();
+/// The footer of the rewritten segment file `bytes` (based at 0).
+fn footer(bytes: &[u8]) -> streamlog::format::compact::Footer {
+    use streamlog::format::compact::{FOOTER_LEN, decode_footer};
+    decode_footer(&bytes[bytes.len() - FOOTER_LEN..], 0, bytes.len() as u64).unwrap()
+}
+
+/// A store whose first segment was rewritten (compressed) by a scavenge; its events
+/// before the damage, and the path of that segment.
+fn scavenged_store(dir: &Path) -> (Vec<RecordedEvent>, std::path::PathBuf) {
+    let store = Store::open_with(dir, options()).unwrap();
     populate(&store);
     store.scavenge(&ScavengeOptions::default()).unwrap();
     let good = all(&store);
     store.close().unwrap();
-    // The first segment was rewritten: flip one bit in the middle of its first block.
     let seg = dir
         .join("segments")
         .join(streamlog::segment::segment_file_name(0));
-    let mut bytes = std::fs::read(&seg).unwrap();
-    assert_eq!(
-        &bytes[32..36],
-        b"SLBK",
-        "a rewritten segment starts with a block"
-    );
-    bytes[32 + 24 + 100] ^= 0x04;
-    std::fs::write(&seg, &bytes).unwrap();
-    let store = Store::open_with(&dir, options()).unwrap();
+    (good, seg)
+}
+
+/// Damage in a rewritten segment is reported by reads and by `verify`, and nothing damaged
+/// is returned.
+fn check_damage_reported(dir: &Path, good: &[RecordedEvent]) {
+    let store = Store::open_with(dir, options()).unwrap();
     let read: Vec<_> = store.read_all(Position::START).unwrap().collect();
     assert!(
         read.iter()
@@ -400,6 +402,93 @@ fn a_flipped_bit_in_a_compressed_block_is_reported_never_returned() {
     }
     let v = store.verify(|_| {}).unwrap();
     assert_eq!(v.corruption().count(), 1, "{v:?}");
+}
+
+#[test]
+fn a_flipped_bit_in_a_compressed_block_is_reported_never_returned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let (good, seg) = scavenged_store(&dir);
+    // Flip one bit in the middle of the first block (after the dictionary).
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let first = footer(&bytes).blocks_offset() as usize;
+    assert_eq!(
+        &bytes[first..first + 4],
+        b"SLBK",
+        "the dictionary is followed by a block"
+    );
+    bytes[first + 24 + 100] ^= 0x04;
+    std::fs::write(&seg, &bytes).unwrap();
+    check_damage_reported(&dir, &good);
+}
+
+#[test]
+fn a_flipped_bit_in_a_dictionary_is_reported_never_decoded_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let (good, seg) = scavenged_store(&dir);
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let f = footer(&bytes);
+    assert!(f.dictionary_len > 1000, "{f:?}");
+    bytes[32 + f.dictionary_len as usize / 2] ^= 0x20;
+    std::fs::write(&seg, &bytes).unwrap();
+    check_damage_reported(&dir, &good);
+}
+
+#[test]
+fn a_dictionary_is_made_only_of_kept_frames() {
+    // Most frames of the first segments belong to a stream that is then hard deleted;
+    // its bytes are in no file after the scavenge, dictionaries included, while the kept
+    // stream's blocks are compressed with one.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open_with(&dir, options()).unwrap();
+    for i in 0..2000u64 {
+        let (s, tag) = if i % 10 == 0 {
+            ("kept", "KEPT")
+        } else {
+            ("gone", "QZDEADQZ")
+        };
+        store
+            .append(
+                s,
+                ExpectedVersion::Any,
+                [NewEvent::new(
+                    "Noted",
+                    format!(
+                        "{{\"tag\":\"{tag}\",\"n\":{i},\"pad\":\"{}\"}}",
+                        "y".repeat(60)
+                    ),
+                )],
+            )
+            .unwrap();
+    }
+    store
+        .tombstone_stream("gone", ExpectedVersion::Any)
+        .unwrap();
+    let report = store.scavenge(&ScavengeOptions::default()).unwrap();
+    assert!(report.segments_rewritten >= 2, "{report:?}");
+    assert_eq!(stream(&store, "kept").len(), 200);
+    store.close().unwrap();
+    let mut dictionaries = 0;
+    for (path, bytes) in files(&dir) {
+        assert!(
+            !contains(&bytes, b"QZDEADQZ"),
+            "{} holds a removed frame's bytes",
+            path.display()
+        );
+        if path.extension().is_some_and(|x| x == "seg") && bytes[12] == 3 {
+            dictionaries += usize::from(footer(&bytes).dictionary_len > 0);
+        }
+    }
+    assert!(
+        dictionaries >= 2,
+        "{dictionaries} segments with a dictionary"
+    );
+    let store = Store::open_with(&dir, options()).unwrap();
+    assert_eq!(stream(&store, "kept").len(), 200);
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
 }
 
 #[test]

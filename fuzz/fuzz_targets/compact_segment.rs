@@ -1,18 +1,21 @@
-//! Rewritten segments (`streamlog::format::compact`, format 3) on arbitrary bytes: decoding
-//! the footer, the block map and removed runs, block headers and blocks (stored or zstd),
-//! and finding frames in a decoded block never panics; and a segment written by
-//! `CompactWriter` from arbitrary frames decodes back to the same frames at the same
-//! positions.
+//! Rewritten segments (`streamlog::format::compact`, formats 3 and 5) on arbitrary bytes:
+//! decoding the footer, the dictionary, the block map and removed runs, block headers and
+//! blocks (stored, zstd, or zstd with the segment's dictionary), and finding frames in a
+//! decoded block never panics; and a segment written by `CompactWriter` from arbitrary
+//! frames (stored, or compressed with a dictionary sampled from them) decodes back to the
+//! same frames at the same positions.
 //!
 //! Input: one mode byte, then the bytes. Mode bit 0 set: the bytes are a whole file to
-//! decode (the harness fixes the footer's CRC so the checks behind it are reached). Clear:
-//! the bytes are split into payloads of frames that are written and read back.
+//! decode (the harness fixes the footer's CRC, and the dictionary's when the footer
+//! declares one, so the checks behind them are reached). Clear: the bytes are split into
+//! payloads of frames that are written and read back; mode bit 1 picks compression with a
+//! dictionary, and bits 2.. the block target.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use streamlog::format::compact::{
-    self, BLOCK_HEADER_LEN, CompactWriter, FOOTER_LEN, decode_block, decode_block_header,
-    decode_footer, decode_tables, find_in_block,
+    self, BLOCK_HEADER_LEN, CompactWriter, Dictionary, DictionarySampler, FOOTER_LEN,
+    decode_block, decode_block_header, decode_footer, decode_tables, find_in_block,
 };
 use streamlog::format::{EventRecord, EventsFrame, encode_events_frame};
 
@@ -30,7 +33,15 @@ fuzz_target!(|data: &[u8]| {
 fn decode_file(mut bytes: Vec<u8>) {
     let len = bytes.len();
     if len >= FOOTER_LEN {
-        let crc = crc32fast::hash(&bytes[len - FOOTER_LEN..len - 4]);
+        // The dictionary's CRC (footer bytes 56..60) over the bytes its length (52..56)
+        // names, when they are in the file; then the footer's own CRC.
+        let f = len - FOOTER_LEN;
+        let dict_len = u32::from_le_bytes(bytes[f + 52..f + 56].try_into().unwrap()) as usize;
+        if dict_len > 0 && 32 + dict_len <= f {
+            let crc = crc32fast::hash(&bytes[32..32 + dict_len]);
+            bytes[f + 56..f + 60].copy_from_slice(&crc.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes[f..len - 4]);
         bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());
     }
     let Some(footer_bytes) = bytes.get(len.saturating_sub(FOOTER_LEN)..) else {
@@ -45,6 +56,10 @@ fn decode_file(mut bytes: Vec<u8>) {
     let Ok((blocks, _removed)) = decode_tables(tables, &footer, 0) else {
         return;
     };
+    let dictionary = (footer.dictionary_len > 0)
+        .then(|| bytes.get(32..32 + footer.dictionary_len as usize))
+        .flatten()
+        .and_then(|d| Dictionary::decode(d, &footer).ok());
     for b in blocks {
         let start = b.file_offset as usize;
         let Some(header) = bytes.get(start..start + BLOCK_HEADER_LEN) else {
@@ -56,16 +71,16 @@ fn decode_file(mut bytes: Vec<u8>) {
         let Some(stored) = bytes.get(start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize) else {
             continue;
         };
-        if let Ok(raw) = decode_block(codec, stored, raw_len, crc) {
+        if let Ok(raw) = decode_block(codec, stored, raw_len, crc, dictionary.as_ref()) {
             let _ = compact::block_positions(&raw, b.first_position);
             let _ = find_in_block(&raw, b.first_position, b.first_position.wrapping_add(32));
         }
     }
 }
 
-fn round_trip(bytes: &[u8], level: u8) {
-    let level = if level % 2 == 0 { None } else { Some(1) };
-    let mut writer = CompactWriter::new(0, 3, level);
+fn round_trip(bytes: &[u8], mode: u8) {
+    let compress = mode % 2 == 1;
+    let block_target = 1 + usize::from(mode >> 1) * 64;
     let mut position = 32u64;
     let mut kept = Vec::new();
     for (i, payload) in bytes.chunks(37).enumerate() {
@@ -92,23 +107,37 @@ fn round_trip(bytes: &[u8], level: u8) {
         );
         // Every third frame is "removed": the positions skip it.
         if i % 3 != 2 {
-            writer.push_frame(position, &frame);
             kept.push((position, frame.clone()));
         }
         position += frame.len() as u64;
+    }
+    let mut writer = if compress {
+        let mut sampler = DictionarySampler::new(32, position);
+        for (p, f) in &kept {
+            sampler.offer(*p, f);
+        }
+        CompactWriter::with_dictionary(0, 5, 1, &sampler.finish(), block_target)
+    } else {
+        CompactWriter::new(0, 5)
+    };
+    for (p, f) in &kept {
+        writer.push_frame(*p, f);
     }
     let file = writer.finish(position, &[]);
     let len = file.len();
     let footer = decode_footer(&file[len - FOOTER_LEN..], 0, len as u64).expect("footer");
     let (blocks, _) =
         decode_tables(&file[footer.map_offset as usize..len - FOOTER_LEN], &footer, 0).expect("tables");
+    let dictionary = (footer.dictionary_len > 0).then(|| {
+        Dictionary::decode(&file[32..32 + footer.dictionary_len as usize], &footer).expect("dictionary")
+    });
     let mut found = Vec::new();
     for b in blocks {
         let start = b.file_offset as usize;
         let (codec, stored_len, raw_len, crc) =
             decode_block_header(&file[start..start + BLOCK_HEADER_LEN]).expect("block header");
         let stored = &file[start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize];
-        let raw = decode_block(codec, stored, raw_len, crc).expect("block");
+        let raw = decode_block(codec, stored, raw_len, crc, dictionary.as_ref()).expect("block");
         for (p, off) in compact::block_positions(&raw, b.first_position).expect("frames") {
             let flen = kept.iter().find(|(q, _)| *q == p).expect("a kept frame").1.len();
             found.push((p, raw[off..off + flen].to_vec()));

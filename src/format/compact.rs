@@ -1,7 +1,12 @@
 //! Rewritten ("compacted") event segments, format 3: what a scavenge writes in place of a
 //! sealed segment. The surviving frames are kept byte for byte (header, self-position,
 //! CRC) and packed into blocks, each stored as is or compressed with zstd and checked by
-//! a CRC over the stored bytes; a block map says where each block is and which position
+//! a CRC over the stored bytes. Since format 5, compressed blocks are small (about
+//! [`DICT_BLOCK_TARGET_BYTES`] of frames, so that a point read decodes little more than
+//! its frame) and compressed with a dictionary stored once in the segment, trained by zstd
+//! on kept frames sampled evenly across it ([`DictionarySampler`]) and checked by a CRC
+//! before it is used. A
+//! block map says where each block is and which position
 //! its first frame has, so that every surviving frame keeps its logical position. A table
 //! of removed runs (index-entry records: stream key, first version, count, position) says
 //! what the scavenge took out, so that `verify` can still check each stream's versions
@@ -9,6 +14,7 @@
 //!
 //! ```text
 //! segment header (32 bytes, kind 3)
+//! dictionary    the bytes the footer counts (format 5; none when it counts 0)
 //! block*        block header (24 bytes) + stored bytes
 //! block map     32 bytes per block
 //! removed runs  32 bytes per run
@@ -16,8 +22,12 @@
 //! ```
 //! Byte by byte in docs/format.md ("Rewritten segments").
 
+use std::cell::RefCell;
+
+use zstd::zstd_safe::{CCtx, CDict, DCtx, DDict};
+
 use super::le::Reader;
-use super::{DecodeError, FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, decode_frame_header};
+use super::{DecodeError, FRAME_HEADER_LEN, FRAME_MAGIC, SEGMENT_HEADER_LEN, decode_frame_header};
 
 /// Segment file kind of a rewritten event segment (format 3).
 pub const SEGMENT_KIND_COMPACTED: u32 = 3;
@@ -33,9 +43,22 @@ pub const REMOVED_RECORD_LEN: usize = 40;
 pub const FOOTER_LEN: usize = 64;
 /// Magic of the footer.
 pub const FOOTER_MAGIC: [u8; 8] = *b"SLCMPEND";
-/// Frames are packed into blocks of about this many raw bytes (a larger frame gets a
-/// block of its own).
+/// Frames are packed into blocks of about this many raw bytes when blocks are stored as
+/// they are, or compressed without a dictionary (a larger frame gets a block of its own).
 pub const BLOCK_TARGET_BYTES: usize = 16 * 1024;
+/// Frames are packed into blocks of about this many raw bytes when blocks are compressed
+/// with the segment's dictionary: a point read decodes a block, so a small one costs
+/// little more than its frame, and the dictionary keeps small blocks small
+/// (docs/design.md, "Compressed segments with a dictionary").
+pub const DICT_BLOCK_TARGET_BYTES: usize = 512;
+/// Bytes of kept frames a dictionary is made of, at most.
+pub const DICTIONARY_TARGET_BYTES: usize = 16 * 1024;
+/// The largest dictionary a footer may declare (a bound on what a reader allocates).
+pub const MAX_DICTIONARY_BYTES: u32 = 1 << 20;
+/// A dictionary sample is at most this many bytes of a frame (its start).
+const SAMPLE_MAX_BYTES: usize = 2 * 1024;
+/// Dictionary samples are taken at this many evenly spaced places of a segment, at most.
+const SAMPLE_SLOTS: u64 = 256;
 /// Most raw bytes a block may declare (a frame's own limit is 4 GiB; a block holding
 /// one such frame is allowed, nothing larger).
 const MAX_RAW_BLOCK: u64 = u32::MAX as u64 + FRAME_HEADER_LEN as u64;
@@ -47,6 +70,9 @@ pub enum Codec {
     Stored,
     /// A zstd frame holding the frames.
     Zstd,
+    /// A zstd frame holding the frames, compressed with the segment's dictionary
+    /// (format 5).
+    ZstdDict,
 }
 
 impl Codec {
@@ -54,12 +80,14 @@ impl Codec {
         match self {
             Codec::Stored => 0,
             Codec::Zstd => 1,
+            Codec::ZstdDict => 2,
         }
     }
     fn from_byte(b: u8) -> Result<Self, DecodeError> {
         match b {
             0 => Ok(Codec::Stored),
             1 => Ok(Codec::Zstd),
+            2 => Ok(Codec::ZstdDict),
             _ => Err(DecodeError::Invalid("block codec")),
         }
     }
@@ -110,6 +138,17 @@ pub struct Footer {
     pub removed_offset: u64,
     /// CRC-32 of the map and the removed runs.
     pub tables_crc: u32,
+    /// Bytes of the dictionary right after the segment header (format 5; 0: none).
+    pub dictionary_len: u32,
+    /// CRC-32 of the dictionary's bytes (0 when there is none).
+    pub dictionary_crc: u32,
+}
+
+impl Footer {
+    /// File offset of the first block: right after the segment header and the dictionary.
+    pub fn blocks_offset(&self) -> u64 {
+        (SEGMENT_HEADER_LEN as u64).saturating_add(u64::from(self.dictionary_len))
+    }
 }
 
 /// Encodes a block: header and stored bytes, appended to `out`.
@@ -158,18 +197,114 @@ pub fn decode_block_header(bytes: &[u8]) -> Result<(Codec, u32, u32, u32), Decod
     Ok((codec, stored_len, raw_len, data_crc))
 }
 
+/// A rewritten segment's dictionary, checked and prepared for decompression (parsed once,
+/// kept with the open segment).
+pub struct Dictionary {
+    ddict: DDict<'static>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Dictionary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dictionary")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl Dictionary {
+    /// Checks the dictionary's bytes (`footer.dictionary_len` of them, read at file offset
+    /// [`SEGMENT_HEADER_LEN`]) against the footer's CRC and prepares it.
+    ///
+    /// # Errors
+    /// [`DecodeError::ChecksumMismatch`] when the bytes do not match the CRC (a flipped
+    /// bit in a dictionary is reported, never decoded with); [`DecodeError::Invalid`] when
+    /// the footer declares no dictionary, the bytes are neither a dictionary of zstd's
+    /// trainer nor raw content starting with a frame (what a scavenge writes), or zstd
+    /// cannot prepare them.
+    pub fn decode(bytes: &[u8], footer: &Footer) -> Result<Dictionary, DecodeError> {
+        if footer.dictionary_len == 0
+            || usize::try_from(footer.dictionary_len).ok() != Some(bytes.len())
+        {
+            return Err(DecodeError::Invalid("dictionary length"));
+        }
+        let computed = crc32fast::hash(bytes);
+        if computed != footer.dictionary_crc {
+            return Err(DecodeError::ChecksumMismatch {
+                stored: footer.dictionary_crc,
+                computed,
+            });
+        }
+        if !usable_dictionary(bytes) {
+            return Err(DecodeError::Invalid(
+                "dictionary is neither trained by zstd nor frames",
+            ));
+        }
+        let ddict = DDict::try_create(bytes)
+            .ok_or(DecodeError::Invalid("dictionary cannot be prepared"))?;
+        Ok(Dictionary {
+            ddict,
+            len: bytes.len(),
+        })
+    }
+}
+
+thread_local! {
+    /// One decompression context per thread, reused by every block it decodes (creating
+    /// one costs more than decoding a small block).
+    static DECOMPRESSOR: RefCell<Option<DCtx<'static>>> = const { RefCell::new(None) };
+}
+
+/// Decompresses `stored` (one zstd frame) into exactly `raw_len` bytes, with `dictionary`
+/// or none, in this thread's reused context.
+fn decompress(
+    stored: &[u8],
+    raw_len: usize,
+    dictionary: Option<&Dictionary>,
+) -> Result<Vec<u8>, DecodeError> {
+    // The frame declares its content size: a block whose frame says otherwise is refused
+    // before anything is allocated for it.
+    match zstd::zstd_safe::get_frame_content_size(stored) {
+        Ok(Some(n)) if u64::try_from(raw_len).ok() == Some(n) => {}
+        _ => {
+            return Err(DecodeError::Invalid(
+                "compressed block declares another length",
+            ));
+        }
+    }
+    let mut raw = Vec::with_capacity(raw_len);
+    DECOMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = DCtx::try_create();
+        }
+        let dctx = slot
+            .as_mut()
+            .ok_or(DecodeError::Invalid("no decompression context"))?;
+        let done = match dictionary {
+            Some(d) => dctx.decompress_using_ddict(&mut raw, stored, &d.ddict),
+            None => dctx.decompress(&mut raw, stored),
+        };
+        done.map_err(|_| DecodeError::Invalid("compressed block does not decode"))
+    })?;
+    Ok(raw)
+}
+
 /// Checks a block's stored bytes against its header and decodes them into the frames
-/// they hold (`raw_len` bytes).
+/// they hold (`raw_len` bytes); a block of codec [`Codec::ZstdDict`] needs the segment's
+/// `dictionary`.
 ///
 /// # Errors
 /// [`DecodeError::ChecksumMismatch`] for stored bytes that do not match their CRC (a
 /// bit flip in a compressed block is reported here, before anything is decoded);
-/// [`DecodeError::Invalid`] when decompression fails or yields another length.
+/// [`DecodeError::Invalid`] when decompression fails or yields another length, or a
+/// block of the dictionary codec comes without a dictionary.
 pub fn decode_block(
     codec: Codec,
     stored: &[u8],
     raw_len: u32,
     data_crc: u32,
+    dictionary: Option<&Dictionary>,
 ) -> Result<Vec<u8>, DecodeError> {
     let computed = crc32fast::hash(stored);
     if computed != data_crc {
@@ -181,8 +316,11 @@ pub fn decode_block(
     let raw_len_usize = usize::try_from(raw_len).map_err(|_| DecodeError::Invalid("length"))?;
     let raw = match codec {
         Codec::Stored => stored.to_vec(),
-        Codec::Zstd => zstd::bulk::decompress(stored, raw_len_usize)
-            .map_err(|_| DecodeError::Invalid("compressed block does not decode"))?,
+        Codec::Zstd => decompress(stored, raw_len_usize, None)?,
+        Codec::ZstdDict => {
+            let d = dictionary.ok_or(DecodeError::Invalid("block needs a dictionary"))?;
+            decompress(stored, raw_len_usize, Some(d))?
+        }
     };
     if raw.len() != raw_len_usize {
         return Err(DecodeError::Invalid("block decodes to another length"));
@@ -220,7 +358,8 @@ pub fn encode_footer(footer: &Footer) -> [u8; FOOTER_LEN] {
     body.extend_from_slice(&footer.removed.to_le_bytes());
     body.extend_from_slice(&footer.removed_offset.to_le_bytes());
     body.extend_from_slice(&footer.tables_crc.to_le_bytes());
-    body.extend_from_slice(&[0u8; 8]);
+    body.extend_from_slice(&footer.dictionary_len.to_le_bytes());
+    body.extend_from_slice(&footer.dictionary_crc.to_le_bytes());
     let crc = crc32fast::hash(&body);
     body.extend_from_slice(&crc.to_le_bytes());
     let mut out = [0u8; FOOTER_LEN];
@@ -252,9 +391,13 @@ pub fn decode_footer(bytes: &[u8], base: u64, file_len: u64) -> Result<Footer, D
         removed: r.u64()?,
         removed_offset: r.u64()?,
         tables_crc: r.u32()?,
+        dictionary_len: r.u32()?,
+        dictionary_crc: r.u32()?,
     };
-    if r.array::<8>()? != [0u8; 8] {
-        return Err(DecodeError::Invalid("footer reserved bytes"));
+    if footer.dictionary_len > MAX_DICTIONARY_BYTES
+        || (footer.dictionary_len == 0 && footer.dictionary_crc != 0)
+    {
+        return Err(DecodeError::Invalid("footer dictionary fields"));
     }
     let tables_end = (FOOTER_LEN as u64)
         .checked_add(footer.removed_offset)
@@ -268,7 +411,7 @@ pub fn decode_footer(bytes: &[u8], base: u64, file_len: u64) -> Result<Footer, D
         .blocks
         .checked_mul(BLOCK_MAP_RECORD_LEN as u64)
         .and_then(|n| n.checked_add(footer.map_offset));
-    if footer.map_offset < SEGMENT_HEADER_LEN as u64
+    if footer.map_offset < footer.blocks_offset()
         || map_end != Some(footer.removed_offset)
         || tables_end != Some(file_len)
     {
@@ -303,7 +446,7 @@ pub fn decode_tables(
     let mut r = Reader::new(tables);
     let n = usize::try_from(footer.blocks).map_err(|_| DecodeError::Invalid("block count"))?;
     let mut blocks = Vec::with_capacity(n.min(tables.len() / BLOCK_MAP_RECORD_LEN));
-    let mut next_offset = SEGMENT_HEADER_LEN as u64;
+    let mut next_offset = footer.blocks_offset();
     let mut min_position = base.saturating_add(SEGMENT_HEADER_LEN as u64);
     for _ in 0..n {
         let block = BlockRef {
@@ -315,6 +458,11 @@ pub fn decode_tables(
         };
         if r.array::<7>()? != [0u8; 7] {
             return Err(DecodeError::Invalid("block map reserved bytes"));
+        }
+        if block.codec == Codec::ZstdDict && footer.dictionary_len == 0 {
+            return Err(DecodeError::Invalid(
+                "block needs a dictionary the segment lacks",
+            ));
         }
         let raw = u64::from(block.raw_len);
         if block.file_offset != next_offset
@@ -430,23 +578,125 @@ pub fn block_positions(raw: &[u8], first_position: u64) -> Result<Vec<(u64, usiz
     Ok(out)
 }
 
+/// Picks the kept frames a segment's dictionary is made of: the first kept frame at or
+/// after each of up to 256 evenly spaced positions of the segment (at most
+/// 2 KiB of each), thinned evenly to [`DICTIONARY_TARGET_BYTES`] at the end. Only frames
+/// offered are sampled: a scavenge offers the frames it keeps, never a removed one (an
+/// erased stream's bytes must not survive in a dictionary).
+#[derive(Debug)]
+pub struct DictionarySampler {
+    stride: u64,
+    next: u64,
+    samples: Vec<Vec<u8>>,
+}
+
+impl DictionarySampler {
+    /// A sampler for the frames at positions `first..end`.
+    pub fn new(first: u64, end: u64) -> Self {
+        DictionarySampler {
+            stride: (end.saturating_sub(first) / SAMPLE_SLOTS).max(1),
+            next: first,
+            samples: Vec::new(),
+        }
+    }
+
+    /// Offers a kept frame (its bytes, header included) at `position`, in position order.
+    pub fn offer(&mut self, position: u64, frame: &[u8]) {
+        if position < self.next || frame.len() < FRAME_HEADER_LEN {
+            return;
+        }
+        let take = frame.len().min(SAMPLE_MAX_BYTES);
+        self.samples
+            .push(frame.get(..take).unwrap_or_default().to_vec());
+        // The next slot after this frame's position.
+        let slots = position
+            .saturating_sub(self.next)
+            .checked_div(self.stride)
+            .unwrap_or(0)
+            .saturating_add(1);
+        self.next = self.next.saturating_add(slots.saturating_mul(self.stride));
+    }
+
+    /// The dictionary: zstd's trainer run on the samples (at most
+    /// [`DICTIONARY_TARGET_BYTES`]); when it cannot make one (too few samples), the samples
+    /// themselves, chosen evenly across those taken, one after another up to that size
+    /// (zstd takes any bytes as a dictionary). Empty when nothing was offered.
+    pub fn finish(self) -> Vec<u8> {
+        if let Ok(trained) = zstd::dict::from_samples(&self.samples, DICTIONARY_TARGET_BYTES)
+            && usable_dictionary(&trained)
+        {
+            return trained;
+        }
+        self.raw()
+    }
+
+    /// The samples chosen evenly, one after another, up to [`DICTIONARY_TARGET_BYTES`]: a
+    /// raw-content dictionary (it starts with a frame's magic, never with zstd's
+    /// dictionary magic).
+    fn raw(self) -> Vec<u8> {
+        let total: usize = self.samples.iter().map(Vec::len).sum();
+        let n = self.samples.len();
+        // Keep every `step`-th sample so that what is kept spreads over the segment.
+        let step = total.div_ceil(DICTIONARY_TARGET_BYTES).clamp(1, n.max(1));
+        let mut out = Vec::with_capacity(total.min(DICTIONARY_TARGET_BYTES));
+        for sample in self.samples.iter().step_by(step) {
+            // Samples are far smaller than the target: the first one always fits.
+            if out.len().saturating_add(sample.len()) > DICTIONARY_TARGET_BYTES {
+                break;
+            }
+            out.extend_from_slice(sample);
+        }
+        out
+    }
+}
+
+/// Magic of a dictionary made by zstd's trainer (its entropy tables follow).
+const ZSTD_DICTIONARY_MAGIC: u32 = 0xEC30_A437;
+
+/// Whether `bytes` are a dictionary a scavenge writes: one made by zstd's trainer, or
+/// raw content that starts with a frame (which zstd can never take for a trained one).
+fn usable_dictionary(bytes: &[u8]) -> bool {
+    let magic = bytes.get(..4).and_then(|m| <[u8; 4]>::try_from(m).ok());
+    bytes.len() <= MAX_DICTIONARY_BYTES as usize
+        && magic.is_some_and(|m| {
+            let m = u32::from_le_bytes(m);
+            m == FRAME_MAGIC || m == ZSTD_DICTIONARY_MAGIC
+        })
+}
+
+/// A compression context and a prepared dictionary, reused for every block of a segment.
+struct Encoder {
+    cctx: CCtx<'static>,
+    cdict: CDict<'static>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").finish_non_exhaustive()
+    }
+}
+
 /// Writes a rewritten segment from its surviving frames, in position order, into one
-/// buffer: header, blocks (compressed with zstd at `level` when that makes them smaller
-/// and `level` is not `None`), map, removed runs, footer.
+/// buffer: header, dictionary, blocks (compressed with the dictionary when that makes
+/// them smaller, else stored), map, removed runs, footer.
 #[derive(Debug)]
 pub struct CompactWriter {
     out: Vec<u8>,
     blocks: Vec<BlockRef>,
     pending: Vec<u8>,
     pending_first: u64,
-    level: Option<i32>,
+    encoder: Option<Encoder>,
+    block_target: usize,
+    dictionary_len: u32,
+    dictionary_crc: u32,
     /// Raw bytes of frames taken in.
     pub raw_bytes: u64,
 }
 
 impl CompactWriter {
-    /// Starts a rewritten segment at `base`, with header `version`.
-    pub fn new(base: u64, version: u32, level: Option<i32>) -> Self {
+    /// Starts a rewritten segment at `base`, with header `version`, whose blocks are
+    /// stored as they are.
+    pub fn new(base: u64, version: u32) -> Self {
         let header = super::encode_segment_header(&super::SegmentHeader {
             version,
             kind: SEGMENT_KIND_COMPACTED,
@@ -457,9 +707,42 @@ impl CompactWriter {
             blocks: Vec::new(),
             pending: Vec::new(),
             pending_first: 0,
-            level,
+            encoder: None,
+            block_target: BLOCK_TARGET_BYTES,
+            dictionary_len: 0,
+            dictionary_crc: 0,
             raw_bytes: 0,
         }
+    }
+
+    /// Starts a rewritten segment (header `version` ≥ 5) whose blocks of about
+    /// `block_target` raw bytes are compressed with zstd at `level` and `dictionary`
+    /// (from [`DictionarySampler::finish`]), stored once after the header. Without a
+    /// dictionary (nothing sampled), or when zstd cannot prepare one, blocks are stored
+    /// as they are.
+    pub fn with_dictionary(
+        base: u64,
+        version: u32,
+        level: i32,
+        dictionary: &[u8],
+        block_target: usize,
+    ) -> Self {
+        let mut w = CompactWriter::new(base, version);
+        let len = u32::try_from(dictionary.len()).ok();
+        let (Some(len), true) = (len, usable_dictionary(dictionary)) else {
+            return w;
+        };
+        let encoder = CCtx::try_create()
+            .zip(CDict::try_create(dictionary, level))
+            .map(|(cctx, cdict)| Encoder { cctx, cdict });
+        if encoder.is_some() {
+            w.out.extend_from_slice(dictionary);
+            w.encoder = encoder;
+            w.block_target = block_target.max(1);
+            w.dictionary_len = len;
+            w.dictionary_crc = crc32fast::hash(dictionary);
+        }
+        w
     }
 
     /// Takes in one surviving frame (its bytes exactly as read, header included), at
@@ -467,7 +750,7 @@ impl CompactWriter {
     pub fn push_frame(&mut self, position: u64, frame: &[u8]) {
         if self.pending.is_empty() {
             self.pending_first = position;
-        } else if self.pending.len().saturating_add(frame.len()) > BLOCK_TARGET_BYTES {
+        } else if self.pending.len().saturating_add(frame.len()) > self.block_target {
             self.finish_block();
             self.pending_first = position;
         }
@@ -480,12 +763,16 @@ impl CompactWriter {
             return;
         }
         let raw_len = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
-        let compressed = self
-            .level
-            .and_then(|level| zstd::bulk::compress(&self.pending, level).ok())
-            .filter(|c| c.len() < self.pending.len());
+        let compressed = self.encoder.as_mut().and_then(|e| {
+            let mut c = Vec::with_capacity(zstd::zstd_safe::compress_bound(self.pending.len()));
+            e.cctx
+                .compress_using_cdict(&mut c, &self.pending, &e.cdict)
+                .ok()
+                .map(|_| c)
+        });
+        let compressed = compressed.filter(|c| c.len() < self.pending.len());
         let (codec, stored): (Codec, &[u8]) = match &compressed {
-            Some(c) => (Codec::Zstd, c),
+            Some(c) => (Codec::ZstdDict, c),
             None => (Codec::Stored, &self.pending),
         };
         let block = BlockRef {
@@ -519,6 +806,8 @@ impl CompactWriter {
             removed: removed.len() as u64,
             removed_offset,
             tables_crc: crc32fast::hash(&tables),
+            dictionary_len: self.dictionary_len,
+            dictionary_crc: self.dictionary_crc,
         };
         self.out.extend_from_slice(&tables);
         self.out.extend_from_slice(&encode_footer(&footer));
@@ -569,82 +858,211 @@ mod tests {
         (footer, blocks, removed)
     }
 
-    #[test]
-    fn frames_keep_their_positions_through_blocks_stored_or_compressed() {
-        for level in [None, Some(3)] {
-            let base = 1 << 20;
-            let mut w = CompactWriter::new(base, 3, level);
-            let mut positions = Vec::new();
-            let mut p = base + 32;
-            for i in 0..2000u64 {
-                let f = frame(
-                    p,
-                    format!("{{\"n\":{i},\"pad\":\"aaaaaaaaaaaaaaaa\"}}").as_bytes(),
+    fn dictionary(bytes: &[u8], footer: &Footer) -> Option<Dictionary> {
+        (footer.dictionary_len > 0).then(|| {
+            let start = SEGMENT_HEADER_LEN;
+            Dictionary::decode(
+                &bytes[start..start + footer.dictionary_len as usize],
+                footer,
+            )
+            .unwrap()
+        })
+    }
+
+    /// Every frame of a rewritten segment's bytes, decoded block by block: (position,
+    /// offset in its block, block index).
+    fn decode_all(bytes: &[u8], base: u64) -> Vec<u64> {
+        let (footer, blocks, _) = parse(bytes, base);
+        let dict = dictionary(bytes, &footer);
+        let mut found = Vec::new();
+        for b in &blocks {
+            let start = b.file_offset as usize;
+            let (codec, stored_len, raw_len, crc) =
+                decode_block_header(&bytes[start..start + BLOCK_HEADER_LEN]).unwrap();
+            assert_eq!(codec, b.codec);
+            let stored = &bytes[start + BLOCK_HEADER_LEN..][..stored_len as usize];
+            let raw = decode_block(codec, stored, raw_len, crc, dict.as_ref()).unwrap();
+            for (pos, off) in block_positions(&raw, b.first_position).unwrap() {
+                assert_eq!(
+                    find_in_block(&raw, b.first_position, pos).unwrap(),
+                    Some(off)
                 );
-                if i % 3 != 0 {
-                    w.push_frame(p, &f);
-                    positions.push(p);
-                }
-                p += f.len() as u64;
-            }
-            let run = RemovedRun {
-                hash: 1,
-                check: 2,
-                first_version: 0,
-                count: 667,
-                position: base + 32,
-            };
-            let bytes = w.finish(p, &[run]);
-            let (footer, blocks, removed) = parse(&bytes, base);
-            assert_eq!(footer.logical_end, p);
-            assert_eq!(removed, vec![run]);
-            assert!(blocks.len() > 1);
-            let mut found = Vec::new();
-            for b in &blocks {
-                let start = b.file_offset as usize;
-                let (codec, stored_len, raw_len, crc) =
-                    decode_block_header(&bytes[start..start + BLOCK_HEADER_LEN]).unwrap();
-                assert_eq!(codec, b.codec);
-                let stored = &bytes[start + BLOCK_HEADER_LEN..][..stored_len as usize];
-                let raw = decode_block(codec, stored, raw_len, crc).unwrap();
-                for (pos, off) in block_positions(&raw, b.first_position).unwrap() {
-                    assert_eq!(
-                        find_in_block(&raw, b.first_position, pos).unwrap(),
-                        Some(off)
-                    );
-                    assert_eq!(
-                        find_in_block(&raw, b.first_position, pos + 1).unwrap(),
-                        None
-                    );
-                    found.push(pos);
-                }
-            }
-            assert_eq!(found, positions);
-            if level.is_some() {
-                assert!(blocks.iter().all(|b| b.codec == Codec::Zstd));
+                assert_eq!(
+                    find_in_block(&raw, b.first_position, pos + 1).unwrap(),
+                    None
+                );
+                found.push(pos);
             }
         }
+        found
+    }
+
+    /// 2,000 frames, every third removed; returns the writer's file, the kept positions
+    /// and the sampled dictionary.
+    fn write(base: u64, compress: bool) -> (Vec<u8>, Vec<u64>, Vec<u8>) {
+        let mut frames = Vec::new();
+        let mut p = base + 32;
+        for i in 0..2000u64 {
+            let f = frame(
+                p,
+                format!("{{\"n\":{i},\"pad\":\"aaaaaaaaaaaaaaaa\"}}").as_bytes(),
+            );
+            let len = f.len() as u64;
+            if i % 3 != 0 {
+                frames.push((p, f));
+            }
+            p += len;
+        }
+        let mut sampler = DictionarySampler::new(base + 32, p);
+        for (q, f) in &frames {
+            sampler.offer(*q, f);
+        }
+        let dict = sampler.finish();
+        let mut w = if compress {
+            CompactWriter::with_dictionary(base, 5, 3, &dict, DICT_BLOCK_TARGET_BYTES)
+        } else {
+            CompactWriter::new(base, 5)
+        };
+        for (q, f) in &frames {
+            w.push_frame(*q, f);
+        }
+        let run = RemovedRun {
+            hash: 1,
+            check: 2,
+            first_version: 0,
+            count: 667,
+            position: base + 32,
+        };
+        let bytes = w.finish(p, &[run]);
+        let (footer, _, removed) = parse(&bytes, base);
+        assert_eq!(footer.logical_end, p);
+        assert_eq!(removed, vec![run]);
+        (bytes, frames.iter().map(|(q, _)| *q).collect(), dict)
+    }
+
+    #[test]
+    fn frames_keep_their_positions_through_blocks_stored_or_compressed_with_a_dictionary() {
+        let base = 1 << 20;
+        for compress in [false, true] {
+            let (bytes, positions, dict) = write(base, compress);
+            let (footer, blocks, _) = parse(&bytes, base);
+            assert!(blocks.len() > 1);
+            assert_eq!(decode_all(&bytes, base), positions);
+            if compress {
+                assert!(blocks.iter().all(|b| b.codec == Codec::ZstdDict));
+                assert!(
+                    blocks
+                        .iter()
+                        .all(|b| b.raw_len as usize <= DICT_BLOCK_TARGET_BYTES)
+                );
+                assert_eq!(footer.dictionary_len as usize, dict.len());
+                assert_eq!(&bytes[32..32 + dict.len()], &dict[..]);
+                assert_eq!(blocks[0].file_offset, 32 + dict.len() as u64);
+            } else {
+                assert!(blocks.iter().all(|b| b.codec == Codec::Stored));
+                assert_eq!((footer.dictionary_len, footer.dictionary_crc), (0, 0));
+            }
+        }
+    }
+
+    /// 3,000 frames; only the even ones are offered (kept), and only the odd ones hold
+    /// the bytes `ODDX`.
+    fn sampled() -> (Vec<(u64, Vec<u8>)>, DictionarySampler) {
+        let mut frames = Vec::new();
+        let mut p = 32;
+        for i in 0..3000u64 {
+            let tag = if i % 2 == 0 { "EVEN" } else { "ODDX" };
+            let f = frame(
+                p,
+                format!("{{\"tag\":\"{tag}\",\"n\":{i:0>200}}}").as_bytes(),
+            );
+            let len = f.len() as u64;
+            frames.push((p, f));
+            p += len;
+        }
+        let mut sampler = DictionarySampler::new(32, p);
+        for (q, f) in frames.iter().step_by(2) {
+            sampler.offer(*q, f);
+        }
+        (frames, sampler)
+    }
+
+    #[test]
+    fn a_raw_dictionary_is_offered_frames_sampled_across_the_segment() {
+        let (frames, sampler) = sampled();
+        let dict = sampler.raw();
+        assert!(dict.len() <= DICTIONARY_TARGET_BYTES && dict.len() > DICTIONARY_TARGET_BYTES / 2);
+        assert!(usable_dictionary(&dict));
+        let mut sampled = Vec::new();
+        let mut at = 0;
+        while at < dict.len() {
+            let h = decode_frame_header(&dict[at..]).unwrap();
+            let (i, f) = frames
+                .iter()
+                .enumerate()
+                .find(|(_, (q, _))| *q == h.position)
+                .map(|(i, (_, f))| (i, f))
+                .unwrap();
+            assert_eq!(&dict[at..at + f.len()], &f[..]);
+            assert_eq!(i % 2, 0, "frame {i} was not offered");
+            sampled.push(i);
+            at += f.len();
+        }
+        // Spread over the whole segment, not its start.
+        assert!(
+            sampled[0] < 100 && *sampled.last().unwrap() > 2700,
+            "{sampled:?}"
+        );
+    }
+
+    #[test]
+    fn a_trained_dictionary_holds_nothing_of_frames_not_offered() {
+        let (frames, sampler) = sampled();
+        let dict = sampler.finish();
+        assert_eq!(dict[..4], ZSTD_DICTIONARY_MAGIC.to_le_bytes());
+        assert!(dict.len() <= DICTIONARY_TARGET_BYTES);
+        let has = |needle: &[u8]| dict.windows(needle.len()).any(|w| w == needle);
+        assert!(has(b"EVEN"), "the trainer kept content of the samples");
+        assert!(
+            !has(b"ODDX"),
+            "bytes of a frame not offered are in the dictionary"
+        );
+        // Too few samples to train on: the raw samples.
+        let mut few = DictionarySampler::new(32, frames[3].0);
+        for (q, f) in frames.iter().take(3) {
+            few.offer(*q, f);
+        }
+        let dict = few.finish();
+        assert_eq!(
+            dict.len(),
+            frames.iter().take(3).map(|(_, f)| f.len()).sum::<usize>()
+        );
+        assert_eq!(dict[..4], FRAME_MAGIC.to_le_bytes());
+    }
+
+    #[test]
+    fn blocks_of_the_zstd_codec_without_a_dictionary_stay_readable() {
+        let raw: Vec<u8> = [frame(32, &[b'a'; 500]), frame(32 + 564, &[b'b'; 500])].concat();
+        let stored = zstd::bulk::compress(&raw, 3).unwrap();
+        let crc = crc32fast::hash(&stored);
+        let decoded = decode_block(Codec::Zstd, &stored, raw.len() as u32, crc, None).unwrap();
+        assert_eq!(decoded, raw);
+        assert!(decode_block(Codec::Zstd, &stored, raw.len() as u32 + 1, crc, None).is_err());
+        // A dictionary block without its dictionary does not decode.
+        assert!(decode_block(Codec::ZstdDict, &stored, raw.len() as u32, crc, None).is_err());
     }
 
     #[test]
     fn a_flipped_bit_anywhere_is_reported() {
         let base = 0;
-        let mut w = CompactWriter::new(base, 3, Some(3));
-        let mut p = 32;
-        for i in 0..50u64 {
-            let f = frame(p, format!("{i:0>100}").as_bytes());
-            w.push_frame(p, &f);
-            p += f.len() as u64;
-        }
-        let bytes = w.finish(p, &[]);
-        let (_, blocks, _) = parse(&bytes, base);
+        let (bytes, _, _) = write(base, true);
+        let (footer, blocks, _) = parse(&bytes, base);
+        let good = dictionary(&bytes, &footer).unwrap();
         let b = blocks[0];
-        for i in (b.file_offset as usize)
-            ..(b.file_offset as usize + BLOCK_HEADER_LEN + b.stored_len as usize)
-        {
+        let start = b.file_offset as usize;
+        for i in start..start + BLOCK_HEADER_LEN + b.stored_len as usize {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            let start = b.file_offset as usize;
             let ok = decode_block_header(&bad[start..start + BLOCK_HEADER_LEN]).and_then(
                 |(codec, stored_len, raw_len, crc)| {
                     let stored = bad
@@ -653,15 +1071,138 @@ mod tests {
                                 ..start + BLOCK_HEADER_LEN + stored_len as usize,
                         )
                         .ok_or(DecodeError::Invalid("short"))?;
-                    decode_block(codec, stored, raw_len, crc)
+                    decode_block(codec, stored, raw_len, crc, Some(&good))
                 },
             );
             assert!(ok.is_err(), "flip at {i} not reported");
+        }
+        // In the dictionary: never prepared, so never decoded with.
+        for i in 32..32 + footer.dictionary_len as usize {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x01;
+            let d = &bad[32..32 + footer.dictionary_len as usize];
+            assert!(matches!(
+                Dictionary::decode(d, &footer),
+                Err(DecodeError::ChecksumMismatch { .. })
+            ));
         }
         for i in bytes.len() - FOOTER_LEN..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
             assert!(decode_footer(&bad[bad.len() - FOOTER_LEN..], base, bad.len() as u64).is_err());
+        }
+    }
+
+    /// What the `compact_segment` fuzz target does with a whole file (fuzz/): CRCs of the
+    /// dictionary and the footer fixed so that the checks behind them are reached, then
+    /// every decoder on what it declares. Must not panic.
+    fn decode_forged(mut bytes: Vec<u8>) {
+        let len = bytes.len();
+        if len < FOOTER_LEN {
+            return;
+        }
+        let f = len - FOOTER_LEN;
+        let dict_len = u32::from_le_bytes(bytes[f + 52..f + 56].try_into().unwrap()) as usize;
+        if dict_len > 0 && 32 + dict_len <= f {
+            let crc = crc32fast::hash(&bytes[32..32 + dict_len]);
+            bytes[f + 56..f + 60].copy_from_slice(&crc.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&bytes[f..len - 4]);
+        bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());
+        let Ok(footer) = decode_footer(&bytes[f..], 0, len as u64) else {
+            return;
+        };
+        let Some(tables) = bytes.get(footer.map_offset as usize..f) else {
+            return;
+        };
+        let Ok((blocks, _)) = decode_tables(tables, &footer, 0) else {
+            return;
+        };
+        let dict = bytes
+            .get(32..32 + footer.dictionary_len as usize)
+            .filter(|_| footer.dictionary_len > 0)
+            .and_then(|d| Dictionary::decode(d, &footer).ok());
+        for b in blocks {
+            let start = b.file_offset as usize;
+            let Some(Ok((codec, stored_len, raw_len, crc))) = bytes
+                .get(start..start + BLOCK_HEADER_LEN)
+                .map(decode_block_header)
+            else {
+                continue;
+            };
+            let Some(stored) =
+                bytes.get(start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize)
+            else {
+                continue;
+            };
+            if let Ok(raw) = decode_block(codec, stored, raw_len, crc, dict.as_ref()) {
+                let _ = block_positions(&raw, b.first_position);
+                let _ = find_in_block(&raw, b.first_position, b.first_position + 32);
+            }
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn frames_of_any_size_round_trip_through_dictionary_blocks(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..700), 1..60),
+            target in 1usize..3000,
+            kept_mod in 2u64..5,
+        ) {
+            let mut frames = Vec::new();
+            let mut p = 32u64;
+            for (i, data) in payloads.iter().enumerate() {
+                let f = frame(p, data);
+                let len = f.len() as u64;
+                if !(i as u64).is_multiple_of(kept_mod) {
+                    frames.push((p, f));
+                }
+                p += len;
+            }
+            let mut sampler = DictionarySampler::new(32, p);
+            for (q, f) in &frames {
+                sampler.offer(*q, f);
+            }
+            let mut w = CompactWriter::with_dictionary(0, 5, 3, &sampler.finish(), target);
+            for (q, f) in &frames {
+                w.push_frame(*q, f);
+            }
+            let bytes = w.finish(p, &[]);
+            let positions: Vec<u64> = frames.iter().map(|(q, _)| *q).collect();
+            if positions.is_empty() {
+                let (_, blocks, _) = parse(&bytes, 0);
+                prop_assert!(blocks.is_empty());
+            } else {
+                prop_assert_eq!(decode_all(&bytes, 0), positions);
+            }
+        }
+
+        #[test]
+        fn decoding_a_damaged_or_forged_rewritten_segment_never_panics(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            cut in any::<prop::sample::Index>(),
+            truncate in any::<bool>(),
+        ) {
+            let (mut bytes, _, _) = write(0, true);
+            for (at, b) in edits {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            if truncate {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            decode_forged(bytes);
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_as_a_rewritten_segment_never_panics(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+        ) {
+            decode_forged(bytes);
         }
     }
 }

@@ -247,9 +247,12 @@ impl Log {
             let n = rest.partition_point(|&p| p < end).max(1);
             let (here, after) = rest.split_at(n.min(rest.len()));
             rest = after;
-            if let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i))
-                && !seg.is_compacted()
-            {
+            let Some(seg) = idx.checked_sub(1).and_then(|i| segments.get(i)) else {
+                continue;
+            };
+            if seg.is_compacted() {
+                seg.will_read_blocks(here);
+            } else {
                 let offsets: Vec<u64> =
                     here.iter().map(|&p| p.saturating_sub(seg.base())).collect();
                 seg.will_read_frames(&offsets);

@@ -102,6 +102,18 @@ pub(crate) fn verify_segments(
                 damage.push((seg.path().to_path_buf(), seg.base(), 0, reason.to_string()))
             }
         }
+        // A dictionary that does not check is reported once: every block compressed with
+        // it fails with the same reason, and is not reported again.
+        // (A segment whose tables do not check was reported with its header above.)
+        let dictionary_damage = seg.dictionary_damage().ok().flatten();
+        if let Some(reason) = &dictionary_damage {
+            damage.push((
+                seg.path().to_path_buf(),
+                seg.base(),
+                SEGMENT_HEADER_LEN as u64,
+                format!("dictionary: {reason}"),
+            ));
+        }
         let mut reader = seg.reader();
         let mut from = SEGMENT_HEADER_LEN as u64;
         while from < len {
@@ -125,12 +137,14 @@ pub(crate) fn verify_segments(
                     break;
                 }
                 ScanEnd::Damaged { offset, reason } => {
-                    damage.push((
-                        seg.path().to_path_buf(),
-                        seg.base(),
-                        offset,
-                        reason.to_string(),
-                    ));
+                    if dictionary_damage.as_ref() != Some(&reason) {
+                        damage.push((
+                            seg.path().to_path_buf(),
+                            seg.base(),
+                            offset,
+                            reason.to_string(),
+                        ));
+                    }
                     match reader.resync(offset.saturating_add(1), len)? {
                         Some(next) => from = next,
                         None => break,

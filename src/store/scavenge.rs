@@ -18,7 +18,9 @@ use rustc_hash::FxHashMap;
 use super::metadata::{self, METADATA_STREAM, Retention};
 use super::{Inner, Store};
 use crate::error::{Error, Result};
-use crate::format::compact::{CompactWriter, RemovedRun};
+use crate::format::compact::{
+    CompactWriter, DICT_BLOCK_TARGET_BYTES, DictionarySampler, RemovedRun,
+};
 use crate::format::{self, FRAME_HEADER_LEN, FrameHeader, FrameKind};
 use crate::segment::{FrameBytes, Segment};
 
@@ -33,6 +35,7 @@ pub struct ScavengeOptions {
     max_bytes_per_s: Option<u64>,
     compression_level: Option<i32>,
     compress_all: bool,
+    block_target_bytes: usize,
 }
 
 impl Default for ScavengeOptions {
@@ -41,6 +44,7 @@ impl Default for ScavengeOptions {
             max_bytes_per_s: None,
             compression_level: Some(3),
             compress_all: false,
+            block_target_bytes: DICT_BLOCK_TARGET_BYTES,
         }
     }
 }
@@ -54,10 +58,20 @@ impl ScavengeOptions {
     }
 
     /// The zstd level of rewritten segments' blocks (1..=22; 3 by default), or `None` to
-    /// store them uncompressed. A block is stored as it is when compressing it does not
-    /// make it smaller.
+    /// store them uncompressed. Compressed blocks share a dictionary of kept frames
+    /// sampled across their segment, stored once in it. A block is stored as it is when
+    /// compressing it does not make it smaller.
     pub fn with_compression(mut self, level: Option<i32>) -> Self {
         self.compression_level = level.map(|l| l.clamp(1, 22));
+        self
+    }
+
+    /// Bytes of frames per compressed block, about (512 by default; at least one frame
+    /// per block, and 16 MiB at most). A point read decodes one block: smaller blocks
+    /// read faster, larger ones compress better (docs/design.md, "Compressed segments
+    /// with a dictionary").
+    pub fn with_block_target_bytes(mut self, bytes: usize) -> Self {
+        self.block_target_bytes = bytes.clamp(1, 16 << 20);
         self
     }
 
@@ -256,9 +270,11 @@ impl Throttle {
 }
 
 /// One segment's verdict.
-#[derive(Default)]
 struct SegmentPlan {
     dead: Vec<u64>,
+    /// Kept frames sampled for the dictionary of its rewrite (dead frames are never
+    /// offered: an erased stream's bytes must not live on in a dictionary).
+    sampler: DictionarySampler,
     runs: Vec<RemovedRun>,
     frames_removed: u64,
     events_removed: u64,
@@ -421,19 +437,20 @@ impl Store {
             if dry_run || !rewrite {
                 continue;
             }
+            let (runs, dead) = (plan.runs.clone(), plan.dead.clone());
             let before = seg.file_len()?;
-            let bytes = rewrite_segment(seg, &plan, options.compression_level)?;
+            let bytes = rewrite_segment(seg, plan, options)?;
             inner.log.replace_segment(seg.base(), &bytes)?;
             report.segments_rewritten += 1;
             report.bytes_before += before;
             report.bytes_after += bytes.len() as u64;
-            for run in &plan.runs {
+            for run in &runs {
                 if (run.hash, run.check) != system_keys {
                     let floor = floors.entry((run.hash, run.check)).or_insert(0);
                     *floor = (*floor).max(run.first_version.saturating_add(run.count));
                 }
             }
-            removed.extend(plan.dead.iter().copied());
+            removed.extend(dead);
         }
         if dry_run {
             return Ok(report);
@@ -463,7 +480,15 @@ fn plan_segment(
     end: u64,
     throttle: &mut Throttle,
 ) -> Result<SegmentPlan> {
-    let mut plan = SegmentPlan::default();
+    let mut plan = SegmentPlan {
+        dead: Vec::new(),
+        sampler: DictionarySampler::new(seg.first_frame_position(), seg.base().saturating_add(end)),
+        runs: Vec::new(),
+        frames_removed: 0,
+        events_removed: 0,
+        dead_bytes: 0,
+        read_bytes: 0,
+    };
     // Runs already removed from a rewritten segment stay on record.
     if let Some(map) = seg.compact_map()? {
         plan.runs.extend_from_slice(map.removed());
@@ -474,6 +499,9 @@ fn plan_segment(
         throttle.read(h.frame_len());
         let (dead, summary) = decider.dead(h, bytes)?;
         if !dead {
+            let len = usize::try_from(h.frame_len()).unwrap_or(usize::MAX);
+            plan.sampler
+                .offer(h.position, bytes.get(..len).unwrap_or_default());
             return Ok(());
         }
         plan.dead.push(h.position);
@@ -516,14 +544,24 @@ fn plan_segment(
     }
 }
 
-/// The rewritten file of `seg` without the frames `plan` names dead.
+/// The rewritten file of `seg` without the frames `plan` names dead: its blocks compressed
+/// with a dictionary of the kept frames `plan` sampled, unless `options` say uncompressed.
 fn rewrite_segment(
     seg: &std::sync::Arc<Segment>,
-    plan: &SegmentPlan,
-    level: Option<i32>,
+    plan: SegmentPlan,
+    options: &ScavengeOptions,
 ) -> Result<Vec<u8>> {
     let dead: HashSet<u64> = plan.dead.iter().copied().collect();
-    let mut writer = CompactWriter::new(seg.base(), format::FORMAT_VERSION, level);
+    let mut writer = match options.compression_level {
+        Some(level) => CompactWriter::with_dictionary(
+            seg.base(),
+            format::FORMAT_VERSION,
+            level,
+            &plan.sampler.finish(),
+            options.block_target_bytes,
+        ),
+        None => CompactWriter::new(seg.base(), format::FORMAT_VERSION),
+    };
     let end = seg.logical_len()?;
     let mut reader = seg.reader();
     let how = reader.scan(format::SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
@@ -536,7 +574,7 @@ fn rewrite_segment(
     if let crate::segment::ScanEnd::Damaged { offset, reason } = how {
         return Err(Error::corrupted(seg.path(), offset, reason.to_string()));
     }
-    let mut runs = plan.runs.clone();
+    let mut runs = plan.runs;
     runs.sort_by_key(|r| r.position);
     Ok(writer.finish(seg.base().saturating_add(end), &runs))
 }
