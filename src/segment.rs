@@ -468,10 +468,21 @@ impl Segment {
     /// ignored, and nothing read changes.
     pub fn will_read_frames(&self, offsets: &[u64]) {
         let page = POINT_READ_BYTES as u64;
+        self.will_need_merged(
+            offsets
+                .iter()
+                .map(|&offset| (offset, offset.saturating_add(page))),
+        );
+    }
+
+    /// Hints the storage with the byte ranges `[start, end)` of the file (ascending
+    /// starts), each start rounded down to a point read's page and overlapping or touching
+    /// neighbours merged into one hint. Errors are ignored: a hint changes nothing read.
+    fn will_need_merged(&self, ranges: impl IntoIterator<Item = (u64, u64)>) {
+        let page = POINT_READ_BYTES as u64;
         let mut pending: Option<(u64, u64)> = None;
-        for &offset in offsets {
-            let start = offset - offset % page;
-            let end = offset.saturating_add(page);
+        for (start, end) in ranges {
+            let start = start - start % page;
             pending = match pending {
                 Some((s, e)) if start <= e => Some((s, e.max(end))),
                 Some((s, e)) => {
@@ -495,7 +506,6 @@ impl Segment {
         let Some(Some(map)) = self.compact.get() else {
             return;
         };
-        let page = POINT_READ_BYTES as u64;
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         if map.footer.dictionary_len > 0 && map.dictionary.get().is_none() {
             ranges.push((SEGMENT_HEADER_LEN as u64, map.footer.blocks_offset()));
@@ -517,21 +527,7 @@ impl Segment {
                 ranges.push((b.file_offset, end));
             }
         }
-        let mut pending: Option<(u64, u64)> = None;
-        for (start, end) in ranges {
-            let start = start - start % page;
-            pending = match pending {
-                Some((s, e)) if start <= e => Some((s, e.max(end))),
-                Some((s, e)) => {
-                    let _ = self.file.will_need(s, e - s);
-                    Some((start, end))
-                }
-                None => Some((start, end)),
-            };
-        }
-        if let Some((s, e)) = pending {
-            let _ = self.file.will_need(s, e - s);
-        }
+        self.will_need_merged(ranges);
     }
 
     fn read_exact_or_eof(&self, buf: &mut [u8], offset: u64) -> Result<usize> {
