@@ -14,8 +14,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use streamlog::format::compact::{
-    self, BLOCK_HEADER_LEN, CompactWriter, Dictionary, DictionarySampler, FOOTER_LEN,
-    decode_block, decode_block_header, decode_footer, decode_tables, find_in_block,
+    self, BLOCK_HEADER_LEN, CompactWriter, Dictionary, DictionarySampler, FOOTER_LEN, decode_block,
+    decode_block_header, decode_footer, decode_tables,
 };
 use streamlog::format::{EventRecord, EventsFrame, encode_events_frame};
 
@@ -24,59 +24,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if mode & 1 == 1 {
-        decode_file(rest.to_vec());
+        compact::decode_forged(rest.to_vec());
     } else {
         round_trip(rest, mode >> 1);
     }
 });
-
-fn decode_file(mut bytes: Vec<u8>) {
-    let len = bytes.len();
-    if len >= FOOTER_LEN {
-        // The dictionary's CRC (footer bytes 56..60) over the bytes its length (52..56)
-        // names, when they are in the file; then the footer's own CRC.
-        let f = len - FOOTER_LEN;
-        let dict_len = u32::from_le_bytes(bytes[f + 52..f + 56].try_into().unwrap()) as usize;
-        if dict_len > 0 && 32 + dict_len <= f {
-            let crc = crc32fast::hash(&bytes[32..32 + dict_len]);
-            bytes[f + 56..f + 60].copy_from_slice(&crc.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&bytes[f..len - 4]);
-        bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());
-    }
-    let Some(footer_bytes) = bytes.get(len.saturating_sub(FOOTER_LEN)..) else {
-        return;
-    };
-    let Ok(footer) = decode_footer(footer_bytes, 0, len as u64) else {
-        return;
-    };
-    let Some(tables) = bytes.get(footer.map_offset as usize..len - FOOTER_LEN) else {
-        return;
-    };
-    let Ok((blocks, _removed)) = decode_tables(tables, &footer, 0) else {
-        return;
-    };
-    let dictionary = (footer.dictionary_len > 0)
-        .then(|| bytes.get(32..32 + footer.dictionary_len as usize))
-        .flatten()
-        .and_then(|d| Dictionary::decode(d, &footer).ok());
-    for b in blocks {
-        let start = b.file_offset as usize;
-        let Some(header) = bytes.get(start..start + BLOCK_HEADER_LEN) else {
-            continue;
-        };
-        let Ok((codec, stored_len, raw_len, crc)) = decode_block_header(header) else {
-            continue;
-        };
-        let Some(stored) = bytes.get(start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize) else {
-            continue;
-        };
-        if let Ok(raw) = decode_block(codec, stored, raw_len, crc, dictionary.as_ref()) {
-            let _ = compact::block_positions(&raw, b.first_position);
-            let _ = find_in_block(&raw, b.first_position, b.first_position.wrapping_add(32));
-        }
-    }
-}
 
 fn round_trip(bytes: &[u8], mode: u8) {
     let compress = mode % 2 == 1;
@@ -126,20 +78,31 @@ fn round_trip(bytes: &[u8], mode: u8) {
     let file = writer.finish(position, &[]);
     let len = file.len();
     let footer = decode_footer(&file[len - FOOTER_LEN..], 0, len as u64).expect("footer");
-    let (blocks, _) =
-        decode_tables(&file[footer.map_offset as usize..len - FOOTER_LEN], &footer, 0).expect("tables");
+    let (blocks, _) = decode_tables(
+        &file[footer.map_offset as usize..len - FOOTER_LEN],
+        &footer,
+        0,
+    )
+    .expect("tables");
     let dictionary = (footer.dictionary_len > 0).then(|| {
-        Dictionary::decode(&file[32..32 + footer.dictionary_len as usize], &footer).expect("dictionary")
+        Dictionary::decode(&file[32..32 + footer.dictionary_len as usize], &footer)
+            .expect("dictionary")
     });
     let mut found = Vec::new();
     for b in blocks {
         let start = b.file_offset as usize;
         let (codec, stored_len, raw_len, crc) =
             decode_block_header(&file[start..start + BLOCK_HEADER_LEN]).expect("block header");
-        let stored = &file[start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize];
+        let stored =
+            &file[start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize];
         let raw = decode_block(codec, stored, raw_len, crc, dictionary.as_ref()).expect("block");
         for (p, off) in compact::block_positions(&raw, b.first_position).expect("frames") {
-            let flen = kept.iter().find(|(q, _)| *q == p).expect("a kept frame").1.len();
+            let flen = kept
+                .iter()
+                .find(|(q, _)| *q == p)
+                .expect("a kept frame")
+                .1
+                .len();
             found.push((p, raw[off..off + flen].to_vec()));
         }
     }

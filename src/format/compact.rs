@@ -815,6 +815,61 @@ impl CompactWriter {
     }
 }
 
+/// Runs the decoders of a rewritten segment on a whole file of arbitrary bytes, as far as
+/// each gets: the dictionary's CRC (when the footer declares one that lies in the file) and
+/// the footer's CRC are recomputed first, so that the checks behind them are reached; then
+/// the footer, the block map and removed runs, the dictionary, every block the map names,
+/// and the frames in each decoded block. Never panics, whatever the bytes: what the
+/// `compact_segment` fuzz target and this module's property tests run.
+#[cfg(any(test, feature = "internals"))]
+pub fn decode_forged(mut bytes: Vec<u8>) {
+    let len = bytes.len();
+    let Some(f) = len.checked_sub(FOOTER_LEN) else {
+        return;
+    };
+    let dict_len = super::le::u32_at(&bytes, f.saturating_add(52)).map_or(0, |n| n as usize);
+    let dict_end = SEGMENT_HEADER_LEN.saturating_add(dict_len);
+    if dict_len > 0 && dict_end <= f {
+        let crc = crc32fast::hash(bytes.get(SEGMENT_HEADER_LEN..dict_end).unwrap_or_default());
+        if let Some(field) = bytes.get_mut(f.saturating_add(56)..f.saturating_add(60)) {
+            field.copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(bytes.get(f..len.saturating_sub(4)).unwrap_or_default());
+    if let Some(field) = bytes.get_mut(len.saturating_sub(4)..) {
+        field.copy_from_slice(&crc.to_le_bytes());
+    }
+    let Ok(footer) = decode_footer(bytes.get(f..).unwrap_or_default(), 0, len as u64) else {
+        return;
+    };
+    let Some(tables) = bytes.get(footer.map_offset as usize..f) else {
+        return;
+    };
+    let Ok((blocks, _)) = decode_tables(tables, &footer, 0) else {
+        return;
+    };
+    let dictionary = bytes
+        .get(SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN.saturating_add(footer.dictionary_len as usize))
+        .filter(|_| footer.dictionary_len > 0)
+        .and_then(|d| Dictionary::decode(d, &footer).ok());
+    for b in blocks {
+        let start = b.file_offset as usize;
+        let body = start.saturating_add(BLOCK_HEADER_LEN);
+        let Some(Ok((codec, stored_len, raw_len, crc))) =
+            bytes.get(start..body).map(decode_block_header)
+        else {
+            continue;
+        };
+        let Some(stored) = bytes.get(body..body.saturating_add(stored_len as usize)) else {
+            continue;
+        };
+        if let Ok(raw) = decode_block(codec, stored, raw_len, crc, dictionary.as_ref()) {
+            let _ = block_positions(&raw, b.first_position);
+            let _ = find_in_block(&raw, b.first_position, b.first_position.wrapping_add(32));
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -1090,55 +1145,6 @@ mod tests {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
             assert!(decode_footer(&bad[bad.len() - FOOTER_LEN..], base, bad.len() as u64).is_err());
-        }
-    }
-
-    /// What the `compact_segment` fuzz target does with a whole file (fuzz/): CRCs of the
-    /// dictionary and the footer fixed so that the checks behind them are reached, then
-    /// every decoder on what it declares. Must not panic.
-    fn decode_forged(mut bytes: Vec<u8>) {
-        let len = bytes.len();
-        if len < FOOTER_LEN {
-            return;
-        }
-        let f = len - FOOTER_LEN;
-        let dict_len = u32::from_le_bytes(bytes[f + 52..f + 56].try_into().unwrap()) as usize;
-        if dict_len > 0 && 32 + dict_len <= f {
-            let crc = crc32fast::hash(&bytes[32..32 + dict_len]);
-            bytes[f + 56..f + 60].copy_from_slice(&crc.to_le_bytes());
-        }
-        let crc = crc32fast::hash(&bytes[f..len - 4]);
-        bytes[len - 4..].copy_from_slice(&crc.to_le_bytes());
-        let Ok(footer) = decode_footer(&bytes[f..], 0, len as u64) else {
-            return;
-        };
-        let Some(tables) = bytes.get(footer.map_offset as usize..f) else {
-            return;
-        };
-        let Ok((blocks, _)) = decode_tables(tables, &footer, 0) else {
-            return;
-        };
-        let dict = bytes
-            .get(32..32 + footer.dictionary_len as usize)
-            .filter(|_| footer.dictionary_len > 0)
-            .and_then(|d| Dictionary::decode(d, &footer).ok());
-        for b in blocks {
-            let start = b.file_offset as usize;
-            let Some(Ok((codec, stored_len, raw_len, crc))) = bytes
-                .get(start..start + BLOCK_HEADER_LEN)
-                .map(decode_block_header)
-            else {
-                continue;
-            };
-            let Some(stored) =
-                bytes.get(start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize)
-            else {
-                continue;
-            };
-            if let Ok(raw) = decode_block(codec, stored, raw_len, crc, dict.as_ref()) {
-                let _ = block_positions(&raw, b.first_position);
-                let _ = find_in_block(&raw, b.first_position, b.first_position + 32);
-            }
         }
     }
 
