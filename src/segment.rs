@@ -24,6 +24,11 @@ use crate::io::{Mapping, Storage, StorageFile};
 const READ_AHEAD_BYTES: usize = 1 << 20;
 /// Bytes read at once by a point read of one frame.
 const POINT_READ_BYTES: usize = 4096;
+/// The active segment is read through a mapping once this many bytes of it are written,
+/// and mapped afresh when this many more are written past the mapping's written part
+/// (below that, the unmapped rest is read with `pread`): a reader of the log's end (a
+/// subscriber woken per append) never maps and unmaps per frame.
+const ACTIVE_MAP_STEP: u64 = 4 << 20;
 
 /// File name of the segment starting at `base`: 20 zero-padded digits and `.seg`.
 pub fn segment_file_name(base: u64) -> String {
@@ -52,6 +57,11 @@ pub struct Segment {
     file: Arc<dyn StorageFile>,
     /// Set once the segment is sealed: a read-only view of the immutable file.
     map: RwLock<Option<Mapping>>,
+    /// While the segment is active, for logs that never cut written bytes: a view of the
+    /// file and how many of its bytes were written (immutable) when it was made. Only
+    /// those bytes are read through it: the zeroed space past them is overwritten by later
+    /// appends (which an in-memory backend's copy would not see) and cut at sealing.
+    active_map: RwLock<Option<(Mapping, u64)>>,
     /// Set once the segment is sealed: its (final) length. The mapping is made on first
     /// sequential read, not at sealing, so that opening a log of many segments costs no
     /// map per segment.
@@ -215,6 +225,7 @@ impl Segment {
             kind,
             file,
             map: RwLock::new(None),
+            active_map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
             version: std::sync::OnceLock::from(format::FORMAT_VERSION),
             compact: std::sync::OnceLock::from(None),
@@ -244,6 +255,7 @@ impl Segment {
             kind,
             file,
             map: RwLock::new(None),
+            active_map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
             version: std::sync::OnceLock::new(),
             compact: std::sync::OnceLock::new(),
@@ -632,10 +644,51 @@ impl Segment {
         self.new_reader(map, READ_AHEAD_BYTES)
     }
 
+    /// A sequential reader of the frames below file offset `upto` (which must be written
+    /// bytes, never cut while the reader lives): as [`Segment::reader`], and an active
+    /// segment's written part is read through a mapping too (made, or made afresh, once
+    /// [`ACTIVE_MAP_STEP`] more bytes are written than the last one covers), so that a
+    /// scan of the log's newest part copies nothing out of the page cache either.
+    ///
+    /// Only for logs whose written bytes are never cut while open (the event log; see
+    /// `Log::with_active_mapping`): a mapped page cut from its file faults on access.
+    pub fn reader_upto(self: &Arc<Self>, upto: u64) -> SegmentReader {
+        if self.is_sealed() || self.is_compacted() {
+            return self.reader();
+        }
+        let current = self.active_map.read().clone();
+        let mapped = match current {
+            Some((m, valid)) if upto < valid.saturating_add(ACTIVE_MAP_STEP) => Some((m, valid)),
+            _ if upto < ACTIVE_MAP_STEP => None,
+            _ => {
+                let mut slot = self.active_map.write();
+                match slot.as_ref() {
+                    Some((m, valid)) if upto < valid.saturating_add(ACTIVE_MAP_STEP) => {
+                        Some((m.clone(), *valid))
+                    }
+                    _ => match self.file.map() {
+                        Ok(m) if m.len() as u64 >= upto => {
+                            *slot = Some((m.clone(), upto));
+                            Some((m, upto))
+                        }
+                        _ => slot.clone(),
+                    },
+                }
+            }
+        };
+        let mut reader = self.new_reader(None, READ_AHEAD_BYTES);
+        if let Some((m, valid)) = mapped {
+            reader.map = Some(m);
+            reader.map_valid = valid;
+        }
+        reader
+    }
+
     fn new_reader(self: &Arc<Self>, map: Option<Mapping>, read_ahead: usize) -> SegmentReader {
         SegmentReader {
             segment: Arc::clone(self),
             map,
+            map_valid: u64::MAX,
             buf: Vec::new(),
             buf_offset: 0,
             read_ahead,
@@ -669,6 +722,13 @@ impl Segment {
     }
 }
 
+/// Whether `len` bytes at file `offset` are read through a reader's mapping, given how far
+/// it may be read (`map_valid`): always for a sealed segment's (`u64::MAX`; reads past its
+/// end come back short), only within the written part it was made over for an active one.
+fn map_covers(map_valid: u64, offset: u64, len: usize) -> bool {
+    map_valid == u64::MAX || offset.saturating_add(len as u64) <= map_valid
+}
+
 /// Decodes and checks (CRC, its position) the frame at `start` of a decoded block of a
 /// rewritten segment, which must be at `position`; returns its header and length.
 fn check_frame_in_block(
@@ -693,6 +753,10 @@ fn check_frame_in_block(
 pub struct SegmentReader {
     segment: Arc<Segment>,
     map: Option<Mapping>,
+    /// File offset up to which `map` may be read: the whole mapping of a sealed segment
+    /// (`u64::MAX`), the part written when it was made for an active one. Bytes past it
+    /// are read into `buf`.
+    map_valid: u64,
     buf: Vec<u8>,
     buf_offset: u64,
     /// Bytes read at once when the buffer misses; 0 reads exactly what is asked.
@@ -711,7 +775,8 @@ impl SegmentReader {
     /// `limit` at most: a reader of the log's end (a subscriber woken for one new frame)
     /// reads and buffers what it may see, not a whole read-ahead window of zeros.
     fn bytes_at(&mut self, offset: u64, len: usize, limit: u64) -> Result<&[u8]> {
-        if let Some(m) = &self.map {
+        let in_map = map_covers(self.map_valid, offset, len);
+        if let Some(m) = self.map.as_ref().filter(|_| in_map) {
             let start = usize::try_from(offset).unwrap_or(usize::MAX).min(m.len());
             let end = start.saturating_add(len).min(m.len());
             return Ok(m.get(start..end).unwrap_or_default());
@@ -810,12 +875,13 @@ impl SegmentReader {
         offset: u64,
         limit: u64,
     ) -> Result<Result<(FrameHeader, FrameBytes), DecodeError>> {
-        let map = self.map.clone();
+        let (map, valid) = (self.map.clone(), self.map_valid);
         let (header, bytes) = match self.try_frame_ref_at(offset, limit)? {
             Ok(found) => found,
             Err(e) => return Ok(Err(e)),
         };
-        let bytes = match map {
+        // Borrowed from the mapping exactly when `bytes_at` read it from there.
+        let bytes = match map.filter(|_| map_covers(valid, offset, bytes.len())) {
             Some(m) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX);
                 FrameStorage::Mapped(m, start, start.saturating_add(bytes.len()))
@@ -1273,6 +1339,7 @@ mod tests {
         let mut reader = SegmentReader {
             segment: Arc::clone(&seg),
             map: None,
+            map_valid: u64::MAX,
             buf: Vec::new(),
             buf_offset: 0,
             read_ahead: POINT_READ_BYTES,
@@ -1319,6 +1386,85 @@ mod tests {
                 .unwrap();
             assert_eq!(seen, vec![1032, 1032 + a.len() as u64]);
             assert_eq!(how, ScanEnd::Clean { offset: end });
+        }
+    }
+
+    /// Writes frames of `payload` at file offsets from `offset` until past `until`;
+    /// returns their positions and where the last one ends.
+    fn write_frames(seg: &Segment, mut offset: u64, until: u64, payload: &[u8]) -> (Vec<u64>, u64) {
+        let mut positions = Vec::new();
+        while offset < until {
+            let f = frame(seg.base() + offset, payload);
+            seg.write_at(&f, offset).unwrap();
+            positions.push(seg.base() + offset);
+            offset += f.len() as u64;
+        }
+        (positions, offset)
+    }
+
+    #[test]
+    fn an_active_segment_is_read_through_a_mapping_of_its_written_part_only() {
+        // The in-memory backend's mapping is a copy of the bytes when it is made: reading
+        // past the written part through it would see zeros, not later frames.
+        let sim = crate::io::sim::SimStorage::new(7);
+        sim.create_dir_all(Path::new("/d")).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let storages: [(&dyn Storage, &Path); 2] =
+            [(&FsStorage, tmp.path()), (&sim, Path::new("/d"))];
+        for (storage, dir) in storages {
+            let seg = Arc::new(
+                Segment::create(storage, dir, 0, crate::format::SEGMENT_KIND_EVENTS).unwrap(),
+            );
+            let payload = vec![7u8; 60_000];
+            let (first, end1) = write_frames(&seg, 32, ACTIVE_MAP_STEP, &payload);
+            // Zeroed space ahead of the end, as preallocation leaves it.
+            seg.write_at(&vec![0u8; 1 << 20], end1).unwrap();
+            let read = |upto: u64| {
+                let mut reader = seg.reader_upto(upto);
+                let mut seen = Vec::new();
+                let how = reader
+                    .scan(32, upto, |h, bytes| {
+                        assert!(
+                            bytes[..] == frame(h.position, &payload)[..],
+                            "{}",
+                            h.position
+                        );
+                        seen.push(h.position);
+                        Ok(())
+                    })
+                    .unwrap();
+                assert_eq!(how, ScanEnd::Clean { offset: upto });
+                (reader.map.is_some(), reader.map_valid, seen)
+            };
+            let (mapped, valid, seen) = read(end1);
+            assert!(mapped, "{} bytes written: mapped", end1);
+            assert_eq!(valid, end1);
+            assert_eq!(seen, first);
+            // Frames written over the zeroed space after the mapping was made: read with
+            // `pread` past its written part, by a reader that still shares that mapping.
+            let (more, end2) = write_frames(&seg, end1, end1 + (512 << 10), &payload);
+            let (mapped, valid, seen) = read(end2);
+            assert!(mapped);
+            assert_eq!(valid, end1, "not mapped afresh for less than a step");
+            assert_eq!(seen, [first.clone(), more.clone()].concat());
+            let (frame_header, bytes) = seg.reader_upto(end2).frame_at(more[0], end2).unwrap();
+            assert_eq!(frame_header.position, more[0]);
+            assert_eq!(bytes.len() as u64, frame_header.frame_len());
+            // A step further on, the mapping is made afresh over the new written part.
+            let (_, end3) = write_frames(&seg, end2, end1 + ACTIVE_MAP_STEP, &payload);
+            let (mapped, valid, seen) = read(end3);
+            assert!(mapped);
+            assert_eq!(valid, end3);
+            assert_eq!(
+                seen.len() as u64,
+                seen.iter().filter(|&&p| p < end3).count() as u64
+            );
+            // Below a step's worth of written bytes, nothing is mapped.
+            let small = Arc::new(
+                Segment::create(storage, dir, 1 << 40, crate::format::SEGMENT_KIND_EVENTS).unwrap(),
+            );
+            let (_, end) = write_frames(&small, 32, 1 << 20, &payload);
+            assert!(small.reader_upto(end).map.is_none());
         }
     }
 

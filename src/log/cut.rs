@@ -26,12 +26,18 @@ impl Log {
     /// Readers must not hold frames at or after the cut: the bytes are gone.
     ///
     /// # Errors
-    /// [`Error::ReadOnly`] on a read-only log; [`Error::Poisoned`] if the log is;
+    /// [`Error::ReadOnly`] on a read-only log; [`Error::InvalidArgument`] on a log made
+    /// with [`Log::with_active_mapping`]; [`Error::Poisoned`] if the log is;
     /// [`Error::InvalidArgument`] when `position` is past the end, before the first frame,
     /// or not where a frame starts; otherwise the I/O error, which poisons the log.
     pub fn truncate_to(&self, position: u64) -> Result<()> {
         if self.read_only {
             return Err(Error::ReadOnly);
+        }
+        if self.map_active {
+            return Err(Error::InvalidArgument(
+                "a log whose active segment is read through a mapping is never cut".into(),
+            ));
         }
         let _guard = self.write_lock.lock();
         if self.is_poisoned() {
@@ -239,5 +245,21 @@ mod tests {
         let first = frames.first().unwrap().1[0];
         assert!(first <= 4, "{first}");
         assert_eq!(frames.last().unwrap().1[0], 102);
+    }
+
+    #[test]
+    fn a_log_that_maps_its_active_segment_is_never_cut() {
+        let storage = SimStorage::new(8);
+        let dir = Path::new("/events");
+        crate::io::create_dir_durably(&storage, dir).unwrap();
+        let (log, _) = open(&storage, dir);
+        let log = log.with_active_mapping();
+        let positions = append(&log, (0..3).map(body));
+        assert!(matches!(
+            log.truncate_to(positions[1]),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert_eq!(log.written(), log.durable());
+        assert!(log.written() > positions[2]);
     }
 }

@@ -43,7 +43,8 @@ impl LogFrames {
                 Some(r) if self.next >= r.segment().base() => r,
                 _ => {
                     let seg = self.log.segment_for(self.next)?;
-                    self.reader.insert(seg.reader())
+                    self.reader
+                        .insert(self.log.sequential_reader(&seg, self.limit))
                 }
             };
             let base = reader.segment().base();
@@ -74,7 +75,7 @@ impl LogFrames {
                 if next_seg.base() == base {
                     return None;
                 }
-                self.reader = Some(next_seg.reader());
+                self.reader = Some(self.log.sequential_reader(&next_seg, self.limit));
                 continue;
             }
             return Some((self.next, self.limit.min(seg_end).saturating_sub(base)));

@@ -58,6 +58,9 @@ pub struct Log {
     reserved: AtomicU64,
     /// Commits end on multiples of this many bytes of their segment file (0: packed).
     align: u64,
+    /// Sequential reads map the active segment's written part too
+    /// ([`Log::with_active_mapping`]); the log then refuses [`Log::truncate_to`].
+    map_active: bool,
     /// How long the commit syncs took.
     sync_times: sync_times::SyncTimes,
 }
@@ -73,6 +76,17 @@ impl Log {
         if !self.read_only {
             self.preallocate = bytes;
         }
+        self
+    }
+
+    /// Lets sequential reads ([`Log::frames`]) of the active segment go through a memory
+    /// map of its written part, as they do for sealed segments, instead of copying it out
+    /// of the page cache with `pread`. For a writer's log whose written bytes are never
+    /// cut while it is open (the event log): a mapped page cut from its file would fault
+    /// on access, so such a log refuses [`Log::truncate_to`]. A read-only log never maps
+    /// its active segment: the writer that owns it may cut its zeroed tail at any time.
+    pub fn with_active_mapping(mut self) -> Self {
+        self.map_active = !self.read_only;
         self
     }
 
@@ -373,6 +387,17 @@ impl Log {
         let segments = self.segments.read();
         let idx = segments.partition_point(|s| s.base() <= position);
         segments.get(idx.checked_sub(1)?).cloned()
+    }
+
+    /// A sequential reader of `seg` for frames below log position `limit` (written
+    /// bytes): through a mapping of the active segment's written part where
+    /// [`Log::with_active_mapping`] allows it.
+    fn sequential_reader(&self, seg: &Arc<Segment>, limit: u64) -> crate::segment::SegmentReader {
+        if self.map_active {
+            seg.reader_upto(limit.saturating_sub(seg.base()))
+        } else {
+            seg.reader()
+        }
     }
 
     /// Reads and checks the frame at `position`, which must end at or below `limit`.

@@ -246,6 +246,7 @@ impl Log {
             preallocate: 0,
             reserved: AtomicU64::new(end),
             align: 0,
+            map_active: false,
             sync_times: Default::default(),
         };
         Ok((log, report))

@@ -149,6 +149,9 @@ impl Store {
             Durability::Sync => log.with_preallocation(options.preallocate_bytes),
             _ => log,
         };
+        // The event log's written bytes are never cut while it is open: scans read its
+        // active segment through a mapping, as they read sealed ones.
+        let log = log.with_active_mapping();
         let log = Arc::new(if options.sector_aligned_commits {
             log.with_commit_alignment(writer::COMMIT_ALIGN_BYTES)
         } else {
