@@ -62,15 +62,6 @@ impl<K: Hash + Eq, V, S: BuildHasher + Default> Generations<K, V, S> {
         self.young.get_mut(key).map(|(v, _)| v)
     }
 
-    /// Whether `key` is cached (without promoting it).
-    pub(crate) fn contains_key<Q>(&self, key: &Q) -> bool
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        self.young.contains_key(key) || self.old.contains_key(key)
-    }
-
     /// Caches `value` of `weight` under `key`, replacing what was there.
     pub(crate) fn insert(&mut self, key: K, value: V, weight: usize) {
         if let Some(slot) = self.young.get_mut(&key) {

@@ -111,6 +111,7 @@ impl DecodedFrame {
     }
 
     /// Event `i` of the frame.
+    #[inline]
     pub(crate) fn view(&self, i: usize) -> Option<EventView<'_>> {
         let s = self.events.get(i)?;
         let at = |(start, end): (usize, usize)| self.bytes.get(start..end).unwrap_or_default();
@@ -131,20 +132,39 @@ impl DecodedFrame {
 
     /// Hands its events to `visit`, in version order or (`backward`) in reverse, skipping
     /// versions `keep` rejects, until `visit` breaks.
+    #[inline]
     pub(crate) fn visit(
         &self,
         keep: impl Fn(u64) -> bool,
         backward: bool,
         mut visit: impl FnMut(EventView<'_>) -> ControlFlow<()>,
     ) -> ControlFlow<()> {
-        let mut step = |i: usize| match self.view(i) {
-            Some(v) if keep(v.version) => visit(v),
-            _ => ControlFlow::Continue(()),
+        // The frame's bytes once, not per event (they may sit behind a mapping).
+        let bytes: &[u8] = &self.bytes;
+        let at = |(start, end): (usize, usize)| bytes.get(start..end).unwrap_or_default();
+        let mut step = |(i, s): (usize, &Slot)| {
+            let version = self.first_version.saturating_add(i as u64);
+            if !keep(version) {
+                return ControlFlow::Continue(());
+            }
+            visit(EventView {
+                stream: &self.stream,
+                version,
+                position: Position(self.header.position),
+                append_index: u32::try_from(i).unwrap_or(u32::MAX),
+                id: EventId(s.id),
+                event_type: self.types.get(s.event_type).map_or("", |t| t),
+                timestamp_us: s.timestamp_us,
+                committed_at_us: self.committed_at_us,
+                schema_version: s.schema_version,
+                metadata: at(s.metadata),
+                data: at(s.data),
+            })
         };
         if backward {
-            (0..self.len()).rev().try_for_each(&mut step)
+            self.events.iter().enumerate().rev().try_for_each(&mut step)
         } else {
-            (0..self.len()).try_for_each(&mut step)
+            self.events.iter().enumerate().try_for_each(&mut step)
         }
     }
 }

@@ -31,10 +31,11 @@ pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
     /// Now, by the store's clock, in microseconds since the Unix epoch (ages are counted
     /// from it).
     fn now_us(&self) -> i64;
-    /// A hint that the frames of `entries` below `visible` will be read soon: those not
-    /// in the frame cache are asked of the storage all at once, so that a cold read waits
-    /// for the disk about once instead of once per frame. Changes no result.
-    fn will_read(&self, entries: &[Entry], visible: u64);
+    /// The frames of `entries` (which a reader is about to read, in order) that the frame
+    /// cache holds whole below `visible`, looked up under one lock (`None` for the
+    /// others); those not cached are asked of the storage all at once, so that a cold read
+    /// waits for the disk about once instead of once per frame.
+    fn cached_frames(&self, entries: &[Entry], visible: u64) -> Vec<Option<Arc<DecodedFrame>>>;
 }
 
 /// A reader's view: the store and the visibility bound at the reader's creation.
@@ -78,21 +79,30 @@ impl FrameLookup for Inner {
         self.registry.rule_at(stream, visible)
     }
 
-    fn will_read(&self, entries: &[Entry], visible: u64) {
-        let mut positions: Vec<u64> = {
-            let cached = self.frames.lock();
+    fn cached_frames(&self, entries: &[Entry], visible: u64) -> Vec<Option<Arc<DecodedFrame>>> {
+        let mut missing = Vec::new();
+        let found = {
+            let mut cached = self.frames.lock();
             entries
                 .iter()
-                .map(|e| e.position)
-                .filter(|&p| p < visible && !cached.contains_key(&p))
+                .map(|e| {
+                    let hit = cached
+                        .get_mut(&e.position)
+                        .filter(|f| e.position.saturating_add(f.header().frame_len()) <= visible)
+                        .map(|f| Arc::clone(f));
+                    if hit.is_none() && e.position < visible {
+                        missing.push(e.position);
+                    }
+                    hit
+                })
                 .collect()
         };
-        if positions.len() < 2 {
-            // One frame is read right away anyway: a hint would only add a system call.
-            return;
+        // One frame is read right away anyway: a hint would only add a system call.
+        if missing.len() >= 2 {
+            missing.sort_unstable();
+            self.log.will_read_frames(&missing);
         }
-        positions.sort_unstable();
-        self.log.will_read_frames(&positions);
+        found
     }
 }
 

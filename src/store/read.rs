@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::Store;
 use super::event::{EventId, EventView, Position, RecordedEvent, ResumeToken};
+use super::frame::DecodedFrame;
 use super::lookup::{Found, Lookup};
 use super::metadata::Retention;
 use crate::error::{Error, Result};
@@ -162,8 +163,9 @@ struct StreamCursor {
     /// Next version to look up; `None` when done.
     next: Option<u64>,
     backward: bool,
-    /// Forward: index entries read ahead, in key order.
-    ahead: VecDeque<Entry>,
+    /// Forward: index entries read ahead, in key order, each with its frame when the frame
+    /// cache held it as the batch was read.
+    ahead: VecDeque<(Entry, Option<Arc<DecodedFrame>>)>,
     /// Forward: the last entry read from the index, where the next batch starts.
     scanned: Option<Entry>,
     /// The stream metadata's rules when the reader was created, if they hide anything.
@@ -241,7 +243,7 @@ impl StreamCursor {
             return Ok(None);
         };
         loop {
-            let Some(entry) = self.ahead.pop_front() else {
+            let Some((entry, cached)) = self.ahead.pop_front() else {
                 // Each entry holds at least one version: a read that ends at `last` (as
                 // of a bound) needs no more entries than versions are left.
                 let wanted = self.last.saturating_sub(version).saturating_add(1);
@@ -258,13 +260,18 @@ impl StreamCursor {
                 // at once while they are read one by one (only those the read can reach:
                 // a hint for frames past the bound would make the kernel read them).
                 let reached = batch.partition_point(|e| e.first_version <= self.last);
-                self.lookup.inner.will_read(
-                    batch.get(..reached).unwrap_or_default(),
-                    self.lookup.visible,
-                );
+                let mut cached = self
+                    .lookup
+                    .inner
+                    .cached_frames(
+                        batch.get(..reached).unwrap_or_default(),
+                        self.lookup.visible,
+                    )
+                    .into_iter();
                 after = *last;
                 self.scanned = Some(after);
-                self.ahead.extend(batch);
+                self.ahead
+                    .extend(batch.into_iter().map(|e| (e, cached.next().flatten())));
                 continue;
             };
             if entry.first_version < version {
@@ -275,10 +282,14 @@ impl StreamCursor {
                 self.next = None;
                 return Ok(None);
             }
-            let found = self
-                .lookup
-                .inner
-                .read_entry(&self.stream, entry, self.lookup.visible)?;
+            let found = match cached {
+                // Cached whole below the bound (the cache's frames are checked and decoded).
+                Some(frame) => (frame.stream() == self.stream).then_some(Found { entry, frame }),
+                None => self
+                    .lookup
+                    .inner
+                    .read_entry(&self.stream, entry, self.lookup.visible)?,
+            };
             if let Some(found) = found {
                 self.next = entry.last_version().checked_add(1);
                 return Ok(Some((found, version)));
@@ -321,18 +332,25 @@ impl StreamCursor {
             let backward = self.backward;
             let mut last = None;
             let upcasters = &self.lookup.upcasters;
-            let flow = found.frame.visit(
-                |v| self.in_range(v, from),
-                backward,
-                |e| {
+            let in_range = |v| self.in_range(v, from);
+            // Most reads neither hide events by metadata nor upcast: their per-event step
+            // is only the count and the caller's visit.
+            let flow = if self.retention.is_none() && upcasters.is_empty() {
+                found.frame.visit(in_range, backward, |e| {
+                    seen += 1;
+                    last = Some(e.version);
+                    visit(e)
+                })
+            } else {
+                found.frame.visit(in_range, backward, |e| {
                     if !self.keeps(&e) {
                         return ControlFlow::Continue(());
                     }
                     seen += 1;
                     last = Some(e.version);
                     upcasters.apply(e, &mut visit)
-                },
-            );
+                })
+            };
             if flow.is_break() {
                 // The rest of this append comes next: look it up afresh.
                 self.next = last.and_then(|v| {

@@ -87,12 +87,23 @@ impl Upcasters {
     }
 
     /// Hands `event` to `visit` as the upcasters leave it (as it is when none applies).
+    #[inline]
     pub(crate) fn apply<R>(
         &self,
         event: EventView<'_>,
         visit: impl FnOnce(EventView<'_>) -> R,
     ) -> R {
-        if self.by_type.is_empty() || self.find(event.event_type, event.schema_version).is_none() {
+        // Most stores have no upcaster: that check stays in the caller's loop.
+        if self.by_type.is_empty() {
+            return visit(event);
+        }
+        self.apply_some(event, visit)
+    }
+
+    /// [`Upcasters::apply`] when some upcaster is registered.
+    #[inline(never)]
+    fn apply_some<R>(&self, event: EventView<'_>, visit: impl FnOnce(EventView<'_>) -> R) -> R {
+        if self.find(event.event_type, event.schema_version).is_none() {
             return visit(event);
         }
         let mut current = Upcast {
