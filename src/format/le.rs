@@ -7,37 +7,40 @@ use super::DecodeError;
 /// A cursor over a byte slice.
 #[derive(Debug, Clone)]
 pub(crate) struct Reader<'a> {
-    bytes: &'a [u8],
-    at: usize,
+    /// The bytes not read yet.
+    rest: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
     /// A cursor at the start of `bytes`.
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Reader { bytes, at: 0 }
+        Reader { rest: bytes }
     }
 
     /// A cursor at byte `at` of `bytes` (past the end, every read is truncated).
     pub(crate) fn at(bytes: &'a [u8], at: usize) -> Self {
-        Reader { bytes, at }
+        Reader {
+            rest: bytes.get(at..).unwrap_or_default(),
+        }
     }
 
     /// The next `n` bytes.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
-        let rest = self.bytes.get(self.at..).unwrap_or_default();
-        match rest.get(..n) {
-            Some(s) => {
-                self.at = self.at.saturating_add(n);
+        match self.rest.split_at_checked(n) {
+            Some((s, rest)) => {
+                self.rest = rest;
                 Ok(s)
             }
             None => Err(DecodeError::Truncated {
                 needed: n as u64,
-                available: rest.len() as u64,
+                available: self.rest.len() as u64,
             }),
         }
     }
 
     /// The next `N` bytes, as an array.
+    #[inline]
     pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let s = self.take(N)?;
         let mut out = [0u8; N];
@@ -72,7 +75,7 @@ impl<'a> Reader<'a> {
 
     /// Bytes left after the cursor.
     pub(crate) fn remaining(&self) -> usize {
-        self.bytes.len().saturating_sub(self.at)
+        self.rest.len()
     }
 }
 

@@ -105,20 +105,20 @@ fn visit_frame(
             }
         })?;
     let keep = retention.for_stream(body.stream)?;
+    let rule = match keep {
+        Keep::None => return Ok(ControlFlow::Continue(())),
+        Keep::All => None,
+        Keep::Some(r) => Some(r),
+    };
     Ok(body.events.iter().enumerate().try_for_each(|(i, e)| {
         let version = body.first_version.saturating_add(i as u64);
-        match keep {
-            Keep::All => {}
-            Keep::None => return ControlFlow::Continue(()),
-            Keep::Some(r)
-                if !r.keeps(
-                    version,
-                    super::metadata::event_time_us(body.committed_at_us, e.timestamp_us),
-                ) =>
-            {
-                return ControlFlow::Continue(());
-            }
-            Keep::Some(_) => {}
+        if let Some(r) = rule
+            && !r.keeps(
+                version,
+                super::metadata::event_time_us(body.committed_at_us, e.timestamp_us),
+            )
+        {
+            return ControlFlow::Continue(());
         }
         visit(EventView {
             stream: body.stream,
@@ -597,18 +597,25 @@ impl AllEvents {
                 }
                 let retention = &mut self.retention;
                 let upcasters = &self.upcasters;
-                visit_frame(&|p| log.locate(p), retention, header.position, frame, |e| {
-                    upcasters.apply(e, |e| {
-                        // After a break, the rest of this append is kept for the next call.
-                        if broke {
-                            rest.push(e.to_recorded());
-                        } else {
-                            seen += 1;
-                            broke = visit(e).is_break();
-                        }
-                    });
+                let locate = |p| log.locate(p);
+                // After a break, the rest of this append is kept for the next call.
+                let mut step = |e: EventView<'_>| {
+                    if broke {
+                        rest.push(e.to_recorded());
+                    } else {
+                        seen += 1;
+                        broke = visit(e).is_break();
+                    }
                     ControlFlow::Continue(())
-                })
+                };
+                // Without upcasters (most stores), the step is called directly.
+                if upcasters.is_empty() {
+                    visit_frame(&locate, retention, header.position, frame, step)
+                } else {
+                    visit_frame(&locate, retention, header.position, frame, |e| {
+                        upcasters.apply(e, &mut step)
+                    })
+                }
             });
             if past {
                 self.failed = true;
