@@ -21,6 +21,9 @@ pub(crate) struct Found {
 /// stream name, among the frames below `visible`.
 pub(crate) trait FrameLookup: Send + Sync + fmt::Debug {
     fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>>;
+    /// The index entry that may be `stream`'s frame holding `version` (the greatest
+    /// candidate at or below it; not confirmed by reading the frame).
+    fn floor_entry(&self, stream: &str, version: u64) -> Result<Option<Entry>>;
     /// Index entries that may be `stream`'s and come after `after` in key order (a batch
     /// of about `limit`; empty when there are no more).
     fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>>;
@@ -54,6 +57,11 @@ impl FrameLookup for Inner {
 
     fn resolve(&self, stream: &str, version: u64, visible: u64) -> Result<Option<Found>> {
         self.resolve_visible(stream, version, visible)
+    }
+
+    fn floor_entry(&self, stream: &str, version: u64) -> Result<Option<Entry>> {
+        let (hash, check) = self.index.keys(stream);
+        self.index.floor(hash, check, version, &[])
     }
 
     fn entries_after(&self, stream: &str, after: &Entry, limit: usize) -> Result<Vec<Entry>> {

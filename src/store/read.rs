@@ -302,6 +302,14 @@ impl StreamCursor {
         let Some(version) = self.next else {
             return Ok(None);
         };
+        // Forward, the index entries that follow are read before the first frame, so
+        // that a cold read asks the storage for that frame together with the next ones
+        // instead of waiting for it alone first.
+        let prefetched = if self.backward {
+            None
+        } else {
+            self.prefetch(version)?
+        };
         let found = self
             .lookup
             .inner
@@ -311,6 +319,23 @@ impl StreamCursor {
             return Ok(None);
         };
         let entry = found.entry;
+        // The batch read ahead follows the entry found (it does not when the first
+        // candidate was another stream's): it is the next batch.
+        if let Some((first, batch, mut cached)) = prefetched
+            && first.position == entry.position
+        {
+            let last_version = entry.last_version();
+            // No entry after it: the stream ends with this frame.
+            self.next = match batch.last() {
+                Some(_) => last_version.checked_add(1),
+                None => None,
+            };
+            self.scanned = Some(batch.last().copied().unwrap_or(entry));
+            self.ahead.clear();
+            self.ahead
+                .extend(batch.iter().map(|e| (*e, cached.next().flatten())));
+            return Ok(Some((found, version.min(last_version))));
+        }
         let last = entry.last_version();
         // Backward from past the end starts at the last version.
         let version = version.min(last);
@@ -321,6 +346,41 @@ impl StreamCursor {
             last.checked_add(1)
         };
         Ok(Some((found, version)))
+    }
+
+    /// Forward, before the first frame is read: the index candidate for `version` and the
+    /// batch of entries after it, with their frames the cache holds; the storage is
+    /// asked for the others (the candidate's too) all at once. `None` when there is no
+    /// candidate the read can see.
+    #[allow(clippy::type_complexity)]
+    fn prefetch(
+        &self,
+        version: u64,
+    ) -> Result<
+        Option<(
+            Entry,
+            Vec<Entry>,
+            std::vec::IntoIter<Option<Arc<DecodedFrame>>>,
+        )>,
+    > {
+        let inner = &self.lookup.inner;
+        let Some(first) = inner.floor_entry(&self.stream, version)? else {
+            return Ok(None);
+        };
+        if first.position >= self.lookup.visible || first.first_version > self.last {
+            return Ok(None);
+        }
+        let wanted = self.last.saturating_sub(version).saturating_add(1);
+        let limit = usize::try_from(wanted).map_or(ENTRY_BATCH, |w| w.min(ENTRY_BATCH));
+        let batch = inner.entries_after(&self.stream, &first, limit)?;
+        let reached = batch.partition_point(|e| e.first_version <= self.last);
+        let mut asked = Vec::with_capacity(reached.saturating_add(1));
+        asked.push(first);
+        asked.extend_from_slice(batch.get(..reached).unwrap_or_default());
+        let mut cached = inner.cached_frames(&asked, self.lookup.visible).into_iter();
+        // The first one is read by the lookup that follows (through the cache).
+        cached.next();
+        Ok(Some((first, batch, cached)))
     }
 
     /// Hands every remaining event to `visit` until it breaks; returns how many it saw.
