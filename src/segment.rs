@@ -58,9 +58,9 @@ pub struct Segment {
     /// Set once the segment is sealed: a read-only view of the immutable file.
     map: RwLock<Option<Mapping>>,
     /// While the segment is active, for logs that never cut written bytes: a view of the
-    /// file and how many of its bytes were written (immutable) when it was made. Only
-    /// those bytes are read through it: the zeroed space past them is overwritten by later
-    /// appends (which an in-memory backend's copy would not see) and cut at sealing.
+    /// bytes written (immutable) when it was made, and their length. The zeroed space
+    /// past them is overwritten by later appends and cut at sealing, so it is never
+    /// mapped.
     active_map: RwLock<Option<(Mapping, u64)>>,
     /// Set once the segment is sealed: its (final) length. The mapping is made on first
     /// sequential read, not at sealing, so that opening a log of many segments costs no
@@ -666,12 +666,12 @@ impl Segment {
                     Some((m, valid)) if upto < valid.saturating_add(ACTIVE_MAP_STEP) => {
                         Some((m.clone(), *valid))
                     }
-                    _ => match self.file.map() {
-                        Ok(m) if m.len() as u64 >= upto => {
+                    _ => match self.file.map_prefix(upto) {
+                        Ok(m) => {
                             *slot = Some((m.clone(), upto));
                             Some((m, upto))
                         }
-                        _ => slot.clone(),
+                        Err(_) => slot.clone(),
                     },
                 }
             }

@@ -53,6 +53,10 @@ impl StorageFile for RecordingFile {
     fn map(&self) -> io::Result<Mapping> {
         self.inner.map()
     }
+
+    fn map_prefix(&self, len: u64) -> io::Result<Mapping> {
+        self.inner.map_prefix(len)
+    }
 }
 
 impl Recording {

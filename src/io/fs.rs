@@ -60,13 +60,38 @@ impl StorageFile for FsFile {
         if self.len()? == 0 {
             return Ok(Mapping::from_bytes(Vec::new()));
         }
-        // SAFETY: the engine maps only sealed segments: files it will never write, truncate
-        // or remove while the store is open (the directory is held under an exclusive
-        // lock, and recovery truncates only the last segment, which is never mapped). The
-        // remaining hazard is another program truncating the file behind our back, which
-        // would fault on access; that is outside the contract documented in
-        // docs/reliability.md ("nobody else writes the directory while it is open").
+        // SAFETY: the engine maps whole only sealed segments: files it will never write,
+        // truncate or remove while the store is open (the directory is held under an
+        // exclusive lock, and recovery truncates only the last segment, which is never
+        // mapped whole). The remaining hazard is another program truncating the file
+        // behind our back, which would fault on access; that is outside the contract
+        // documented in docs/reliability.md ("nobody else writes the directory while it
+        // is open").
         let map = unsafe { memmap2::Mmap::map(&self.file)? };
+        Ok(Mapping::from_arc(Arc::new(map)))
+    }
+
+    #[allow(unsafe_code)]
+    fn map_prefix(&self, len: u64) -> io::Result<Mapping> {
+        if self.len()? < len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "map past the end of the file",
+            ));
+        }
+        let Ok(bytes) = usize::try_from(len) else {
+            return Err(io::Error::other("mapping larger than the address space"));
+        };
+        if bytes == 0 {
+            return Ok(Mapping::from_bytes(Vec::new()));
+        }
+        // SAFETY: as `map`, for the active segment's written part: the event log never
+        // rewrites, truncates or removes bytes it has written while the store is open (its
+        // appends go past them; it cuts only zeroed space past its end, at sealing and at
+        // close), and a log that cuts written bytes (the cluster's raft log) never maps its
+        // active segment. The view covers only those bytes, so nothing it holds changes
+        // while it lives.
+        let map = unsafe { memmap2::MmapOptions::new().len(bytes).map(&self.file)? };
         Ok(Mapping::from_arc(Arc::new(map)))
     }
 }

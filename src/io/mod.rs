@@ -80,6 +80,15 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// # Errors
     /// Any I/O error of the backend.
     fn map(&self) -> io::Result<Mapping>;
+
+    /// A read-only view of the first `len` bytes, for a file whose first `len` bytes will
+    /// never change again while the view lives, though bytes past them may (the active
+    /// segment's written part). The real backend memory-maps just that prefix.
+    ///
+    /// # Errors
+    /// Any I/O error of the backend; [`io::ErrorKind::UnexpectedEof`] when the file is
+    /// shorter than `len`.
+    fn map_prefix(&self, len: u64) -> io::Result<Mapping>;
 }
 
 /// A shared, read-only view of a whole immutable file.

@@ -107,6 +107,15 @@ impl StorageFile for SimFile {
         }
         Ok(Mapping::from_bytes(s.inode(ino)?.live.clone()))
     }
+
+    fn map_prefix(&self, len: u64) -> io::Result<Mapping> {
+        let all = self.map()?;
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let prefix = all.get(..len).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::UnexpectedEof, "map past the end of the file")
+        })?;
+        Ok(Mapping::from_bytes(prefix.to_vec()))
+    }
 }
 
 pub(super) struct SimLock {
