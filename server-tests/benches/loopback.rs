@@ -5,8 +5,8 @@
 //!    generators: the official KurrentDB Rust client, and the lean client of
 //!    `streamlog_server_tests::lean` (the same `Streams.Append` protocol, generated from
 //!    the workspace's own `.proto` files, with less CPU of its own an append); with the
-//!    CPU time of the whole process (server and clients, or the embedded threads) per
-//!    append;
+//!    CPU time per append of the whole process (server and clients, or the embedded
+//!    threads), and of the server and of the clients apart (each on a runtime of its own);
 //! 2. end-to-end latency from an append's call to its event reaching a live subscriber
 //!    (p50/p99), through gRPC and embedded (`Store::subscribe_stream`);
 //! 3. `$all` read throughput (events/s) through gRPC and embedded (`Store::read_all`),
@@ -67,11 +67,15 @@ fn main() {
         rows.push((LEAN, clients, grpc(Load::Lean, clients, duration, external)));
     }
     println!();
-    println!("| path | clients | appends/s | process CPU µs / append |");
-    println!("|---|---:|---:|---:|");
+    println!("| path | clients | appends/s | CPU µs / append: process | server | clients |");
+    println!("|---|---:|---:|---:|---:|---:|");
     for (path, clients, rate) in &rows {
+        let (server, client) = match rate.sides_us {
+            Some((s, c)) => (format!("{s:.0}"), format!("{c:.0}")),
+            None => ("".into(), "".into()),
+        };
         println!(
-            "| {path} | {clients} | {:.0} | {:.0} |",
+            "| {path} | {clients} | {:.0} | {:.0} | {server} | {client} |",
             rate.appends_per_s, rate.cpu_us_per_append
         );
     }
@@ -382,12 +386,15 @@ fn process_cpu() -> Duration {
 struct Rate {
     appends_per_s: f64,
     cpu_us_per_append: f64,
+    /// The server's and the clients' CPU time per append (gRPC cases).
+    sides_us: Option<(f64, f64)>,
 }
 
 fn report(path: &str, clients: usize, appends: u64, elapsed: Duration, cpu: Duration) -> Rate {
     let rate = Rate {
         appends_per_s: appends as f64 / elapsed.as_secs_f64(),
         cpu_us_per_append: cpu.as_secs_f64() * 1e6 / appends.max(1) as f64,
+        sides_us: None,
     };
     println!(
         "{}",
@@ -488,33 +495,79 @@ impl Connected {
     }
 }
 
+/// CPU time used so far by this process's threads, summed by side: the server's (its
+/// runtime's threads, named `bench-server`, and the store's and server's own threads,
+/// named `streamlog-…`) and the clients' (`bench-client`). From `/proc/self/task`, in
+/// clock ticks of 10 ms; zero elsewhere. Threads that ended are no longer counted, so
+/// read it while the case's threads live.
+fn sides_cpu() -> (Duration, Duration) {
+    let (mut server, mut client) = (0u64, 0u64);
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return (Duration::ZERO, Duration::ZERO);
+    };
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let name = &stat[open + 1..close];
+        let ticks: u64 = stat[close + 1..]
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        if name.starts_with("bench-server") || name.starts_with("streamlog-") {
+            server += ticks;
+        } else if name.starts_with("bench-client") {
+            client += ticks;
+        }
+    }
+    (
+        Duration::from_millis(server * 10),
+        Duration::from_millis(client * 10),
+    )
+}
+
+fn runtime(threads_named: &str) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .thread_name(threads_named)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// Appends through a server, `clients` connections each appending one event at a time
-/// to its own stream: the server in this process, or `external`.
+/// to its own stream: the server in this process (on a runtime of its own, so that its
+/// CPU time and the clients' are told apart), or `external`.
 fn grpc(
     load: Load,
     clients: usize,
     duration: Duration,
     external: Option<std::net::SocketAddr>,
 ) -> Rate {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async move {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let local = match external {
-            Some(_) => None,
-            None => {
-                let store = Store::open(dir.path().join("store")).expect("open");
-                let (addr, stop_server, served) = start_server(&store).await;
-                Some((store, addr, stop_server, served))
-            }
-        };
-        let addr = match (&local, external) {
-            (Some((_, addr, _, _)), _) => *addr,
-            (None, Some(addr)) => addr,
-            (None, None) => unreachable!("a server in this process or another"),
-        };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server_runtime = runtime("bench-server");
+    let local = match external {
+        Some(_) => None,
+        None => {
+            let store = Store::open(dir.path().join("store")).expect("open");
+            let (addr, stop_server, served) = server_runtime.block_on(start_server(&store));
+            Some((store, addr, stop_server, served))
+        }
+    };
+    let addr = match (&local, external) {
+        (Some((_, addr, _, _)), _) => *addr,
+        (None, Some(addr)) => addr,
+        (None, None) => unreachable!("a server in this process or another"),
+    };
+    let path = match load {
+        Load::Official => OFFICIAL,
+        Load::Lean => LEAN,
+    };
+    let rate = runtime("bench-client").block_on(async move {
         // Connect before the clock starts; all at once, since the official client waits
         // its discovery interval (500 ms) before connecting.
         let connected =
@@ -524,7 +577,7 @@ fn grpc(
         // Each run writes streams of its own, so that runs against one external server
         // do not append to each other's streams.
         let run = uuid::Uuid::new_v4().simple().to_string();
-        let (start, cpu_start) = (Instant::now(), process_cpu());
+        let (start, cpu_start, sides_start) = (Instant::now(), process_cpu(), sides_cpu());
         let tasks: Vec<_> = connected
             .into_iter()
             .enumerate()
@@ -544,21 +597,34 @@ fn grpc(
         for t in tasks {
             t.await.expect("task");
         }
-        let rate = report(
-            match load {
-                Load::Official => OFFICIAL,
-                Load::Lean => LEAN,
-            },
-            clients,
-            count.load(Ordering::Relaxed),
+        let (elapsed, cpu, sides) = (
             start.elapsed(),
             process_cpu().saturating_sub(cpu_start),
+            sides_cpu(),
         );
-        if let Some((store, _, stop_server, served)) = local {
-            let _ = stop_server.send(());
-            served.await.expect("server task").expect("server");
-            store.close().expect("close");
-        }
+        let appends = count.load(Ordering::Relaxed);
+        let per_append_us = |d: Duration| d.as_secs_f64() * 1e6 / appends.max(1) as f64;
+        let (server_us, client_us) = (
+            per_append_us(sides.0.saturating_sub(sides_start.0)),
+            per_append_us(sides.1.saturating_sub(sides_start.1)),
+        );
+        println!(
+            "{}",
+            serde_json::json!({"path": path, "clients": clients,
+                "server_cpu_us_per_append": server_us.round(),
+                "client_cpu_us_per_append": client_us.round()})
+        );
+        let mut rate = report(path, clients, appends, elapsed, cpu);
+        rate.sides_us = Some((server_us, client_us));
         rate
-    })
+    });
+    if let Some((store, _, stop_server, served)) = local {
+        let _ = stop_server.send(());
+        server_runtime
+            .block_on(served)
+            .expect("server task")
+            .expect("server");
+        store.close().expect("close");
+    }
+    rate
 }
