@@ -1,17 +1,13 @@
-//! Appends of a single-node server, gathered into groups: one thread (the gatherer) takes
-//! the appends that calls have queued and encodes each group with
-//! [`Store::append_many_pending`] (one hold of the writer's lock), another (the syncer)
-//! waits for the groups' commit in the order they were encoded and answers them.
+//! Appends of a single-node server, gathered into groups: two threads take the appends
+//! that calls have queued and hand each group to [`Store::append_many`], one hold of the
+//! writer's lock and one commit for all of it.
 //!
 //! Before, each call ran its append on a thread of tokio's blocking pool: a thread hand-off
 //! there and back per append, and under `Sync` every appender queueing for the writer's
 //! lock and then for the group commit, each woken on its own. With many clients those
 //! wake-ups, not the disk, were most of the server's work (docs/design.md, "The server's
-//! appends"). Then two threads each took a group and waited for its own commit: the second
-//! took what little had come since the first took its group, and waited for the first's
-//! sync before its own. Now the gatherer never waits for a sync: while one runs, it
-//! encodes whatever arrives, and the next sync covers all of it, so the syncs run back to
-//! back and each carries every append that came during the one before.
+//! appends"). Two threads, so that one gathers and encodes the next group while the other
+//! waits for its commit.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -22,14 +18,14 @@ use tokio::sync::oneshot;
 use tonic::Status;
 
 use super::convert;
-use crate::{
-    AppendRequest, AppendResult, Error, EventRef, ExpectedVersion, NewEvent, PendingAppends, Store,
-};
+use crate::{AppendRequest, AppendResult, Error, EventRef, ExpectedVersion, NewEvent, Store};
 
 /// Most appends in one group.
 const MAX_GROUP_APPENDS: usize = 512;
 /// A group takes no more appends once its events hold this many bytes.
 const MAX_GROUP_BYTES: usize = 8 << 20;
+/// Threads that append groups.
+const THREADS: usize = 2;
 
 /// One append's answer: its own result, or the status of a group that failed as a whole
 /// (the store poisoned or closed, a failed sync).
@@ -55,13 +51,6 @@ pub(super) struct Appender {
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
-/// A group the gatherer encoded, on its way to the syncer: its calls, and the store's
-/// pending appends (or the error that refused the whole group).
-enum Encoded {
-    Group(Vec<oneshot::Sender<Answer>>, crate::Result<PendingAppends>),
-    Stop,
-}
-
 impl Appender {
     /// Starts the threads that append to `store`.
     ///
@@ -69,29 +58,19 @@ impl Appender {
     /// When a thread cannot be started.
     pub(super) fn start(store: &Store) -> std::io::Result<Appender> {
         let (queue, jobs) = mpsc::channel();
-        let (encoded, to_sync) = mpsc::channel();
-        let syncer = std::thread::Builder::new()
-            .name("streamlog-append-sync".into())
-            .spawn(move || sync(&to_sync))?;
-        let gatherer = {
-            let store = store.clone();
-            std::thread::Builder::new()
-                .name("streamlog-append-gather".into())
-                .spawn(move || gather(&store, &jobs, &encoded))
-        };
-        let gatherer = match gatherer {
-            Ok(t) => t,
-            Err(e) => {
-                // The syncer ends when its sender (dropped with the closure) is gone.
-                let _ = syncer.join();
-                return Err(e);
-            }
-        };
+        let jobs = Arc::new(Mutex::new(jobs));
+        let mut threads = Vec::with_capacity(THREADS);
+        for i in 0..THREADS {
+            let (store, jobs) = (store.clone(), Arc::clone(&jobs));
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("streamlog-append-{i}"))
+                    .spawn(move || run(&store, &jobs))?,
+            );
+        }
         Ok(Appender {
             queue,
-            // The gatherer first: it tells the syncer to stop once it has handed over
-            // what it took.
-            threads: Arc::new(Mutex::new(vec![gatherer, syncer])),
+            threads: Arc::new(Mutex::new(threads)),
         })
     }
 
@@ -123,7 +102,7 @@ impl Appender {
     /// answered UNAVAILABLE.
     pub(super) fn stop(&self) {
         let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
-        if !threads.is_empty() {
+        for _ in &threads {
             let _ = self.queue.send(Message::Stop);
         }
         for t in threads {
@@ -136,47 +115,47 @@ fn stopping() -> Status {
     Status::unavailable("the server is stopping; retry the append on its next start")
 }
 
-/// The gatherer's loop: take the queued appends (up to a group's bounds), encode them,
-/// hand them to the syncer; never wait for a commit.
-fn gather(store: &Store, jobs: &mpsc::Receiver<Message>, encoded: &mpsc::Sender<Encoded>) {
+/// A thread's loop: take the queued appends (up to a group's bounds), append them, answer.
+fn run(store: &Store, jobs: &Mutex<mpsc::Receiver<Message>>) {
     loop {
         let mut group = Vec::new();
         let mut stop = false;
-        let mut bytes = 0usize;
-        let mut next = jobs.recv().ok();
-        if next.is_none() {
-            // Every sender is gone.
-            stop = true;
-        }
-        while let Some(message) = next {
-            match message {
-                Message::Append(job) => {
-                    bytes = bytes.saturating_add(job.bytes);
-                    group.push(job);
+        {
+            let jobs = jobs.lock();
+            let mut bytes = 0usize;
+            let mut next = jobs.recv().ok();
+            while let Some(message) = next {
+                match message {
+                    Message::Append(job) => {
+                        bytes = bytes.saturating_add(job.bytes);
+                        group.push(job);
+                    }
+                    Message::Stop => {
+                        stop = true;
+                        break;
+                    }
                 }
-                Message::Stop => {
-                    stop = true;
+                if group.len() >= MAX_GROUP_APPENDS || bytes >= MAX_GROUP_BYTES {
                     break;
                 }
+                next = jobs.try_recv().ok();
             }
-            if group.len() >= MAX_GROUP_APPENDS || bytes >= MAX_GROUP_BYTES {
-                break;
+            if group.is_empty() && !stop {
+                // Every sender is gone.
+                return;
             }
-            next = jobs.try_recv().ok();
         }
-        if !group.is_empty() {
-            let pending = encode_group(store, &group);
-            let answers = group.into_iter().map(|j| j.answer).collect();
-            let _ = encoded.send(Encoded::Group(answers, pending));
-        }
+        append_group(store, group);
         if stop {
-            let _ = encoded.send(Encoded::Stop);
             return;
         }
     }
 }
 
-fn encode_group(store: &Store, group: &[Job]) -> crate::Result<PendingAppends> {
+fn append_group(store: &Store, group: Vec<Job>) {
+    if group.is_empty() {
+        return;
+    }
     let events: Vec<Vec<EventRef<'_>>> = group
         .iter()
         .map(|j| j.events.iter().map(NewEvent::as_ref).collect())
@@ -190,25 +169,19 @@ fn encode_group(store: &Store, group: &[Job]) -> crate::Result<PendingAppends> {
             events,
         })
         .collect();
-    store.append_many_pending(&requests)
-}
-
-/// The syncer's loop: wait for each group's commit, in the order the groups were encoded
-/// (the first wait's sync covers every group encoded before it began, so the waits after
-/// it find their groups durable), and answer its calls.
-fn sync(to_sync: &mpsc::Receiver<Encoded>) {
-    while let Ok(Encoded::Group(answers, pending)) = to_sync.recv() {
-        match pending.and_then(PendingAppends::wait) {
-            Ok(results) => {
-                for (answer, result) in answers.into_iter().zip(results) {
-                    let _ = answer.send(Ok(result));
-                }
+    let results = store.append_many(&requests);
+    drop(requests);
+    drop(events);
+    match results {
+        Ok(results) => {
+            for (job, result) in group.into_iter().zip(results) {
+                let _ = job.answer.send(Ok(result));
             }
-            Err(e) => {
-                let status = convert::status(&e);
-                for answer in answers {
-                    let _ = answer.send(Err(status.clone()));
-                }
+        }
+        Err(e) => {
+            let status = convert::status(&e);
+            for job in group {
+                let _ = job.answer.send(Err(status.clone()));
             }
         }
     }

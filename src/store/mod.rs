@@ -53,7 +53,7 @@ pub use report::{RecoveryReport, StoreInfo};
 pub use scavenge::{SCAVENGE_MARKER, ScavengeOptions, ScavengeReport};
 pub use time::AsOf;
 pub use upcast::{Upcast, Upcasters};
-pub use writer::{AppendRequest, PendingAppends};
+pub use writer::AppendRequest;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

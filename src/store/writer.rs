@@ -345,60 +345,12 @@ impl Store {
     /// alone ([`Error::WrongExpectedVersion`], [`Error::StreamDeleted`],
     /// [`Error::IdempotencyConflict`], [`Error::InvalidArgument`], [`Error::TooLarge`]).
     pub fn append_many(&self, appends: &[AppendRequest<'_>]) -> Result<Vec<Result<AppendResult>>> {
-        self.append_many_pending(appends)?.wait()
-    }
-
-    /// [`Store::append_many`] in two steps: this one checks, orders and encodes the
-    /// appends under one hold of the writer's lock and returns without waiting for the
-    /// commit; [`PendingAppends::wait`] then waits for it and gives the results. A caller
-    /// that gathers appends from many clients can take the next group while a commit is
-    /// under way, and have one sync cover every group encoded before it started, rather
-    /// than waiting for each group's own.
-    ///
-    /// Nothing is acknowledged before `wait` returns: the results are only in its answer,
-    /// and under [`Durability::Sync`] it returns once they are on disk. Dropping the
-    /// pending appends without waiting takes nothing back: they stay in the log's order
-    /// and are written by the next commit (or at close), but no caller learned that they
-    /// are durable; after a crash before then, any of them may be stored or not, each
-    /// whole or not at all.
-    ///
-    /// ```
-    /// # fn main() -> streamlog::Result<()> {
-    /// # let dir = tempfile::tempdir().map_err(|e| streamlog::Error::InvalidArgument(e.to_string()))?;
-    /// use streamlog::{AppendRequest, EventRef, ExpectedVersion, Store};
-    ///
-    /// let store = Store::open(dir.path())?;
-    /// let placed = [EventRef::new("Placed", br#"{"total":30}"#)];
-    /// let first = store.append_many_pending(&[
-    ///     AppendRequest { stream: "order-1", expected: ExpectedVersion::NoStream, events: &placed },
-    /// ])?;
-    /// let second = store.append_many_pending(&[
-    ///     AppendRequest { stream: "order-2", expected: ExpectedVersion::NoStream, events: &placed },
-    /// ])?;
-    /// // One sync makes both durable; the second wait finds it done.
-    /// assert_eq!(first.wait()?[0].as_ref().map(|r| r.first_version).ok(), Some(0));
-    /// assert_eq!(second.wait()?[0].as_ref().map(|r| r.first_version).ok(), Some(0));
-    /// # Ok(())
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::ReadOnly`], [`Error::Closed`], [`Error::Poisoned`], and the index error of
-    /// [`Store::append`] when the index cannot take more, before anything is encoded; a
-    /// failed write poisons the store and fails the whole call (nothing of it is
-    /// acknowledged). The errors of the commit and of each append are
-    /// [`PendingAppends::wait`]'s.
-    pub fn append_many_pending(&self, appends: &[AppendRequest<'_>]) -> Result<PendingAppends> {
         let inner = &*self.inner;
         if inner.options.read_only {
             return Err(Error::ReadOnly);
         }
         if appends.is_empty() {
-            return Ok(PendingAppends {
-                store: self.clone(),
-                results: Vec::new(),
-                commit_to: 0,
-            });
+            return Ok(Vec::new());
         }
         let now_us = event::timestamp_us(inner.options.clock.now());
         // Each append's records and frame length, or why it is refused before the lock.
@@ -457,11 +409,8 @@ impl Store {
                 }
             }
         }
-        Ok(PendingAppends {
-            store: self.clone(),
-            results,
-            commit_to,
-        })
+        inner.after_append(commit_to)?;
+        Ok(results)
     }
 
     /// Forces everything appended so far to disk.
@@ -901,40 +850,6 @@ pub struct AppendRequest<'a> {
     pub expected: ExpectedVersion,
     /// The events, appended as one atomic unit.
     pub events: &'a [EventRef<'a>],
-}
-
-/// Appends of [`Store::append_many_pending`]: checked, ordered and encoded, not yet
-/// acknowledged. [`PendingAppends::wait`] waits for their commit and gives their results.
-#[derive(Debug)]
-#[must_use = "the appends' results come only from `PendingAppends::wait`, once they are durable"]
-pub struct PendingAppends {
-    store: Store,
-    results: Vec<Result<AppendResult>>,
-    /// Everything below this must be durable before the results are given: the appends'
-    /// frames, and what a refused append lost to.
-    commit_to: u64,
-}
-
-impl PendingAppends {
-    /// Waits until the appends are as durable as the store's [`Durability`] promises
-    /// (under [`Durability::Sync`], on disk: one sync covers every append encoded before
-    /// it started, so waiting on groups in the order they were encoded syncs once for
-    /// all of them), then returns each append's result, in the order given, as
-    /// [`Store::append_many`] does.
-    ///
-    /// # Errors
-    /// The outer result fails when no append of the group can be acknowledged:
-    /// [`Error::Poisoned`], [`Error::Io`] when the write or sync fails (the store is
-    /// poisoned from then on), and the index error of [`Store::append`] when the index
-    /// cannot be flushed. Each inner result fails as [`Store::append_refs`] does for that
-    /// append alone ([`Error::WrongExpectedVersion`], [`Error::StreamDeleted`],
-    /// [`Error::IdempotencyConflict`], [`Error::InvalidArgument`], [`Error::TooLarge`]).
-    pub fn wait(self) -> Result<Vec<Result<AppendResult>>> {
-        if !self.results.is_empty() {
-            self.store.inner.after_append(self.commit_to)?;
-        }
-        Ok(self.results)
-    }
 }
 
 /// What an append came to under the writer's lock.
