@@ -1,7 +1,10 @@
 //! What the tests (`tests/`) and benchmarks (`benches/`) of `streamlog serve` share: the
 //! `streamlog` binary of the same build, and [`Nodes`], `streamlog serve` processes on
 //! loopback, one single node or the members of a cluster, to start, kill, pause and ask
-//! for their leader.
+//! for their leader; and [`lean::LeanClient`], the loopback benchmark's second load
+//! generator.
+
+pub mod lean;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

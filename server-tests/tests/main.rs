@@ -9,5 +9,6 @@
 mod cluster;
 mod cluster_tls;
 mod kurrent_client;
+mod lean_client;
 mod python_client;
 mod secure;
