@@ -614,10 +614,7 @@ fn load_and_read(
 
 /// Opens the closed store in `dir`, runs the engine's compaction and closes it: the bytes
 /// on disk after, and what the compaction was (or why there was none).
-fn compacted_size(
-    peer: &Peer,
-    dir: &Path,
-) -> (Result<u64, String>, Result<&'static str, String>) {
+fn compacted_size(peer: &Peer, dir: &Path) -> (Result<u64, String>, Result<&'static str, String>) {
     let engine = match (peer.open)(dir, Mode::Buffered) {
         Ok(e) => e,
         Err(e) => return (Err(failed(e)), Err("not run".into())),
@@ -664,7 +661,7 @@ fn json_appends(
     let mut batch: Vec<Vec<u8>> = Vec::new();
     while n < args.json_events {
         let stream_n = rng.next() % args.json_streams;
-        let order = stream_n % 2 == 0;
+        let order = stream_n.is_multiple_of(2);
         let stream = format!("{}-{stream_n}", if order { "order" } else { "account" });
         let size = (1 + rng.next() % 4).min(args.json_events - n);
         batch.clear();
@@ -736,7 +733,12 @@ fn json_event(rng: &mut XorShift, order: bool, stream: u64, n: u64) -> Vec<u8> {
                 rng.pick(&["JD", "1Z", "3S", "LP"]),
                 rng.next() % 10_000_000_000,
                 1 + rng.next() % 300,
-                rng.pick(&["Main Street", "Rue de la Paix", "Hauptstrasse", "Kungsgatan"]),
+                rng.pick(&[
+                    "Main Street",
+                    "Rue de la Paix",
+                    "Hauptstrasse",
+                    "Kungsgatan"
+                ]),
                 rng.pick(&["Berlin", "Lyon", "Porto", "Turku", "Graz", "Leeds"]),
                 rng.next() % 100_000,
                 rng.pick(&["DE", "FR", "PT", "FI", "AT", "GB"]),
@@ -753,7 +755,9 @@ fn json_event(rng: &mut XorShift, order: bool, stream: u64, n: u64) -> Vec<u8> {
             0 => format!(
                 r#"{{"type":"AccountOpened","account_id":"acc-{stream:06}","owner":{{"name":"{} {}","email":"user{:06}@example.com"}},"plan":"{}","opened_at":{at}}}"#,
                 rng.pick(&["Ada", "Alan", "Grace", "Linus", "Margaret", "Ken"]),
-                rng.pick(&["Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Thompson"]),
+                rng.pick(&[
+                    "Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Thompson"
+                ]),
                 rng.next() % 1_000_000,
                 rng.pick(&["free", "pro", "team", "enterprise"]),
             ),
