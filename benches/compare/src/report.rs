@@ -770,7 +770,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| LMDB (heed) | 150.0 | – | 50.0 | – | n/a: the driver runs no compaction |"),
+            text.contains(
+                "| LMDB (heed) | 150.0 | – | 50.0 | – | n/a: the driver runs no compaction |"
+            ),
             "{text}"
         );
         assert!(

@@ -3,9 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use streamlog::{
-    Durability, EventRef, ExpectedVersion, Options, Position, ScavengeOptions, Store,
-};
+use streamlog::{Durability, EventRef, ExpectedVersion, Options, Position, ScavengeOptions, Store};
 
 use crate::engine::{EVENT_TYPE, Engine, Mode, Peer, Seen};
 
@@ -94,7 +92,9 @@ impl Engine for Streamlog {
     fn compact(&self) -> anyhow::Result<&'static str> {
         self.store
             .scavenge(&ScavengeOptions::default().with_compress_all(true))?;
-        Ok("`streamlog scavenge --compress-all` (every segment, the active one sealed first, compressed)")
+        Ok(
+            "`streamlog scavenge --compress-all` (every segment, the active one sealed first, compressed)",
+        )
     }
 
     fn close(self: Box<Self>) -> anyhow::Result<()> {
