@@ -399,6 +399,16 @@ fn compressing_all_covers_the_active_segment_and_appends_go_on_after_it() {
         "the segment is compressed"
     );
     assert_eq!(first.len() as u64, r.bytes_after);
+    // Nothing appended since: nothing more to seal or rewrite.
+    let segments = std::fs::read_dir(dir.join("segments")).unwrap().count();
+    let r = store
+        .scavenge(&ScavengeOptions::default().with_compress_all(true))
+        .unwrap();
+    assert_eq!(r.segments_rewritten, 0, "{r:?}");
+    assert_eq!(
+        std::fs::read_dir(dir.join("segments")).unwrap().count(),
+        segments
+    );
     let keys = |v: &[RecordedEvent]| v.iter().map(key).collect::<Vec<_>>();
     assert_eq!(keys(&all(&store)), keys(&before));
     // Appends go on in the next segment; a second pass has nothing new to compress but

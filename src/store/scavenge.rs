@@ -153,22 +153,27 @@ impl<'a> Decider<'a> {
             let rule = self.inner.registry.rule_at(stream, self.visible);
             // The stream's latest append as the writer sees it (appends go on meanwhile):
             // looking for the last one below a fixed end would pass over every append
-            // made since, one index lookup each.
+            // made since, one index lookup each. Only a stream with a rule, or the system
+            // stream, needs it: nothing of a stream without one is dead.
             let written = self.inner.log.written();
-            let last = self
-                .inner
-                .resolve(stream, u64::MAX, |pos| {
-                    // Appends still in the writer's buffer are indexed already.
-                    if pos >= written {
-                        return Ok(None);
-                    }
-                    match self.inner.frame_at(pos, written) {
-                        Ok(frame) => Ok(Some(frame)),
-                        Err(Error::Scavenged { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                })?
-                .map(|f| f.entry);
+            let needs_last = rule.is_some() || stream == METADATA_STREAM;
+            let last = if !needs_last {
+                None
+            } else {
+                self.inner
+                    .resolve(stream, u64::MAX, |pos| {
+                        // Appends still in the writer's buffer are indexed already.
+                        if pos >= written {
+                            return Ok(None);
+                        }
+                        match self.inner.frame_at(pos, written) {
+                            Ok(frame) => Ok(Some(frame)),
+                            Err(Error::Scavenged { .. }) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                    })?
+                    .map(|f| f.entry)
+            };
             let retention = match rule {
                 None => None,
                 Some(r) if r.tombstoned => Some(None),
@@ -348,11 +353,16 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let _one = inner.scavenging.lock();
-        // The active segment is sealed (and so rewritten below) when it holds dead events.
-        // The end first, then the segment: appends may start a new segment meanwhile, and
-        // a segment sealed since ends where its file does.
+        // The active segment is sealed (and so rewritten below) when it holds dead events,
+        // or any frame when everything is to be compressed. The end first, then the
+        // segment: appends may start a new segment meanwhile, and a segment sealed since
+        // ends where its file does.
         let visible = inner.visible();
-        if let Some(active) = inner.log.segments().last() {
+        if options.compress_all && options.compression_level.is_some() {
+            // A segment a seal started holds its padding frame: no more is nothing to
+            // compress (events frames are larger than a bare header).
+            inner.seal_active_holding_more_than(FRAME_HEADER_LEN as u64)?;
+        } else if let Some(active) = inner.log.segments().last() {
             let mut decider = Decider::new(inner);
             let end = match active.sealed_end() {
                 Some(sealed) => sealed.min(visible),
@@ -361,10 +371,8 @@ impl Store {
             .saturating_sub(active.base());
             let mut unthrottled = Throttle::new(None);
             let plan = plan_segment(&mut decider, active, end, &mut unthrottled, false)?;
-            // Compressing everything covers what the active segment holds too.
-            let compress = options.compress_all && options.compression_level.is_some();
-            if plan.events_removed > 0 || (compress && plan.read_bytes > 0) {
-                inner.seal_active()?;
+            if plan.events_removed > 0 {
+                inner.seal_active_holding_more_than(0)?;
             }
         }
         let marker = inner.dir.join(SCAVENGE_MARKER);
@@ -456,7 +464,8 @@ impl Store {
             let rewrite = plan.events_removed > 0
                 || (options.compress_all
                     && !seg.is_compacted()
-                    && options.compression_level.is_some());
+                    && options.compression_level.is_some()
+                    && plan.kept.as_ref().is_some_and(|k| !k.is_empty()));
             if dry_run || !rewrite {
                 continue;
             }
@@ -612,12 +621,13 @@ fn rewrite_segment(
 }
 
 impl Inner {
-    /// Seals the active segment when it holds any frame: a padding frame (a header, no
-    /// data) is committed as the first frame of a new segment, which seals the old one.
-    pub(super) fn seal_active(&self) -> Result<()> {
+    /// Seals the active segment when it holds more than `bytes` of frames: a padding frame
+    /// (a header, no data) is committed as the first frame of a new segment, which seals
+    /// the old one.
+    pub(super) fn seal_active_holding_more_than(&self, bytes: u64) -> Result<()> {
         let end = {
             let mut writer = self.writer.lock();
-            if writer.appender.active_is_empty() {
+            if writer.appender.active_frame_bytes() <= bytes {
                 return Ok(());
             }
             writer.appender.roll_next_segment();
