@@ -14,8 +14,9 @@
 //! (d) Dictionary options, on the first segment of a store of the same events (format 5's
 //!     codec, `CompactWriter::with_dictionary`): a raw-content dictionary (16 KiB of kept
 //!     frames sampled evenly) against zstd's trainer on the same sample
-//!     (`DictionarySampler::finish`), for blocks of 512 B, 1, 2 and 16 KiB of frames, and
-//!     zstd without a dictionary on 16 KiB blocks (format 4's codec): bytes of the file
+//!     (`DictionarySampler::finish`), for blocks of 512 B, 1, 2 and 16 KiB of frames at
+//!     level 3, the trained one at levels 1 and 2 on 512 B blocks, and zstd without a
+//!     dictionary on 16 KiB blocks (format 4's codec): bytes of the file
 //!     against the frames', time to make the dictionary, MB/s of frames written, mean time
 //!     to decode one block (`decode_block`, as a point read does).
 #![allow(clippy::unwrap_used, missing_docs)]
@@ -295,12 +296,13 @@ fn write_and_decode(
     end: u64,
     dictionary: Option<&[u8]>,
     target: usize,
+    level: i32,
 ) -> (usize, Duration, Duration) {
     use streamlog::format::compact::{self, CompactWriter, Dictionary};
     let start = Instant::now();
     let bytes = match dictionary {
         Some(d) => {
-            let mut w = CompactWriter::with_dictionary(0, 5, 3, d, target);
+            let mut w = CompactWriter::with_dictionary(0, 5, level, d, target);
             for (p, f) in frames {
                 w.push_frame(*p, f);
             }
@@ -411,20 +413,38 @@ fn part_d(tmp: &Path) {
         None,
         Duration::ZERO,
         16 << 10,
+        3,
     )];
     for target in [512, 1024, 2048, 16 << 10] {
-        rows.push(("raw content 16 KiB", Some(&raw_dict[..]), raw_time, target));
+        rows.push((
+            "raw content 16 KiB",
+            Some(&raw_dict[..]),
+            raw_time,
+            target,
+            3,
+        ));
         rows.push((
             "trained (zstd trainer)",
             Some(&trained[..]),
             trained_time,
             target,
+            3,
         ));
     }
-    for (name, dict, dict_time, target) in rows {
-        let (len, wrote, decode) = write_and_decode(&frames, end, dict, target);
+    // Faster levels, with the trained dictionary and the blocks scavenges write.
+    for level in [1, 2] {
+        rows.push((
+            "trained (zstd trainer)",
+            Some(&trained[..]),
+            trained_time,
+            512,
+            level,
+        ));
+    }
+    for (name, dict, dict_time, target, level) in rows {
+        let (len, wrote, decode) = write_and_decode(&frames, end, dict, target, level);
         println!(
-            "(d) {name:<30} blocks of {target:>5} B: bytes {:.3} of the frames; dictionary made in {:.1} ms; written at {:.0} MB/s; {:.2} us to decode a block",
+            "(d) {name:<30} level {level} blocks of {target:>5} B: bytes {:.3} of the frames; dictionary made in {:.1} ms; written at {:.0} MB/s; {:.2} us to decode a block",
             len as f64 / raw as f64,
             dict_time.as_secs_f64() * 1e3,
             raw as f64 / wrote.as_secs_f64() / 1e6,

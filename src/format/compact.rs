@@ -24,7 +24,7 @@
 
 use std::cell::RefCell;
 
-use zstd::zstd_safe::{CCtx, CDict, DCtx, DDict};
+use zstd::zstd_safe::{CCtx, CDict, CParameter, DCtx, DDict};
 
 use super::le::Reader;
 use super::{DecodeError, FRAME_HEADER_LEN, FRAME_MAGIC, SEGMENT_HEADER_LEN, decode_frame_header};
@@ -154,16 +154,16 @@ impl Footer {
 /// Encodes a block: header and stored bytes, appended to `out`.
 pub fn encode_block(out: &mut Vec<u8>, codec: Codec, stored: &[u8], raw_len: u32) {
     let stored_len = u32::try_from(stored.len()).unwrap_or(u32::MAX);
-    let mut header = Vec::with_capacity(BLOCK_HEADER_LEN);
-    header.extend_from_slice(&BLOCK_MAGIC);
-    header.push(codec.to_byte());
-    header.extend_from_slice(&[0u8; 3]);
-    header.extend_from_slice(&stored_len.to_le_bytes());
-    header.extend_from_slice(&raw_len.to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(stored).to_le_bytes());
-    let crc = crc32fast::hash(&header);
-    header.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(&header);
+    let start = out.len();
+    out.reserve(BLOCK_HEADER_LEN.saturating_add(stored.len()));
+    out.extend_from_slice(&BLOCK_MAGIC);
+    out.push(codec.to_byte());
+    out.extend_from_slice(&[0u8; 3]);
+    out.extend_from_slice(&stored_len.to_le_bytes());
+    out.extend_from_slice(&raw_len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(stored).to_le_bytes());
+    let crc = crc32fast::hash(out.get(start..).unwrap_or_default());
+    out.extend_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(stored);
 }
 
@@ -664,10 +664,27 @@ fn usable_dictionary(bytes: &[u8]) -> bool {
         })
 }
 
-/// A compression context and a prepared dictionary, reused for every block of a segment.
+/// A compression context with a prepared dictionary referenced in it, reused for every
+/// block of a segment. (The context is dropped before the dictionary it points to.)
 struct Encoder {
     cctx: CCtx<'static>,
-    cdict: CDict<'static>,
+    _cdict: CDict<'static>,
+}
+
+impl Encoder {
+    /// A context that compresses at `level` with `dictionary` and writes zstd frames
+    /// without the dictionary's id: a block is only ever decoded with its own segment's
+    /// dictionary, and the id would cost 4 bytes of every small block.
+    fn new(dictionary: &[u8], level: i32) -> Option<Encoder> {
+        let mut cctx = CCtx::try_create()?;
+        let cdict = CDict::try_create(dictionary, level)?;
+        cctx.set_parameter(CParameter::DictIdFlag(false)).ok()?;
+        cctx.ref_cdict(&cdict).ok()?;
+        Some(Encoder {
+            cctx,
+            _cdict: cdict,
+        })
+    }
 }
 
 impl std::fmt::Debug for Encoder {
@@ -686,6 +703,7 @@ pub struct CompactWriter {
     pending: Vec<u8>,
     pending_first: u64,
     encoder: Option<Encoder>,
+    scratch: Vec<u8>,
     block_target: usize,
     dictionary_len: u32,
     dictionary_crc: u32,
@@ -708,6 +726,7 @@ impl CompactWriter {
             pending: Vec::new(),
             pending_first: 0,
             encoder: None,
+            scratch: Vec::new(),
             block_target: BLOCK_TARGET_BYTES,
             dictionary_len: 0,
             dictionary_crc: 0,
@@ -732,9 +751,7 @@ impl CompactWriter {
         let (Some(len), true) = (len, usable_dictionary(dictionary)) else {
             return w;
         };
-        let encoder = CCtx::try_create()
-            .zip(CDict::try_create(dictionary, level))
-            .map(|(cctx, cdict)| Encoder { cctx, cdict });
+        let encoder = Encoder::new(dictionary, level);
         if encoder.is_some() {
             w.out.extend_from_slice(dictionary);
             w.encoder = encoder;
@@ -763,17 +780,18 @@ impl CompactWriter {
             return;
         }
         let raw_len = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
-        let compressed = self.encoder.as_mut().and_then(|e| {
-            let mut c = Vec::with_capacity(zstd::zstd_safe::compress_bound(self.pending.len()));
-            e.cctx
-                .compress_using_cdict(&mut c, &self.pending, &e.cdict)
-                .ok()
-                .map(|_| c)
+        let compressed = self.encoder.as_mut().is_some_and(|e| {
+            // The block's compressed bytes go into a buffer reused for every block.
+            self.scratch.clear();
+            self.scratch
+                .reserve(zstd::zstd_safe::compress_bound(self.pending.len()));
+            e.cctx.compress2(&mut self.scratch, &self.pending).is_ok()
+                && self.scratch.len() < self.pending.len()
         });
-        let compressed = compressed.filter(|c| c.len() < self.pending.len());
-        let (codec, stored): (Codec, &[u8]) = match &compressed {
-            Some(c) => (Codec::ZstdDict, c),
-            None => (Codec::Stored, &self.pending),
+        let (codec, stored): (Codec, &[u8]) = if compressed {
+            (Codec::ZstdDict, &self.scratch)
+        } else {
+            (Codec::Stored, &self.pending)
         };
         let block = BlockRef {
             first_position: self.pending_first,

@@ -103,10 +103,11 @@ impl Appender {
         self.roll_next = true;
     }
 
-    /// Whether the active segment holds no frame yet.
-    pub fn active_is_empty(&self) -> bool {
-        self.head.saturating_sub(self.active_base)
-            <= self.first_frame_offset.max(SEGMENT_HEADER_LEN as u64)
+    /// Bytes of frames in the active segment (appended, written or not).
+    pub fn active_frame_bytes(&self) -> u64 {
+        self.head
+            .saturating_sub(self.active_base)
+            .saturating_sub(self.first_frame_offset.max(SEGMENT_HEADER_LEN as u64))
     }
 
     /// Takes the encoded bytes, to be written with [`Log::write`].

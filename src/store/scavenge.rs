@@ -10,10 +10,9 @@
 //! its later frames are too, so a stream's surviving events are always consecutive. A
 //! record of the system stream is dead when it is about an erased stream.
 
-use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use super::metadata::{self, METADATA_STREAM, Retention};
 use super::{Inner, Store};
@@ -29,6 +28,11 @@ use crate::segment::{FrameBytes, Segment};
 /// segment's switch and the index's rewrite.
 pub const SCAVENGE_MARKER: &str = "SCAVENGING";
 
+/// The zstd level rewritten segments are compressed at unless told otherwise: on the small
+/// blocks a scavenge writes, with a dictionary, level 1 keeps as few bytes as level 3 and
+/// runs faster (docs/design.md, "Compressed segments with a dictionary").
+const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
+
 /// What to do in a scavenge ([`Store::scavenge`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ScavengeOptions {
@@ -42,7 +46,7 @@ impl Default for ScavengeOptions {
     fn default() -> Self {
         ScavengeOptions {
             max_bytes_per_s: None,
-            compression_level: Some(3),
+            compression_level: Some(DEFAULT_COMPRESSION_LEVEL),
             compress_all: false,
             block_target_bytes: DICT_BLOCK_TARGET_BYTES,
         }
@@ -57,7 +61,7 @@ impl ScavengeOptions {
         self
     }
 
-    /// The zstd level of rewritten segments' blocks (1..=22; 3 by default), or `None` to
+    /// The zstd level of rewritten segments' blocks (1..=22; 1 by default), or `None` to
     /// store them uncompressed. Compressed blocks share a dictionary of kept frames
     /// sampled across their segment, stored once in it. A block is stored as it is when
     /// compressing it does not make it smaller.
@@ -76,7 +80,10 @@ impl ScavengeOptions {
     }
 
     /// Also rewrites (compresses) sealed segments that hold nothing dead and were never
-    /// rewritten. Default: only segments with something to remove are rewritten.
+    /// rewritten, and seals the active segment first when it holds any frame, so that
+    /// everything written so far is compressed (the next append starts a new segment).
+    /// Default: only segments with something to remove are rewritten, and the active one
+    /// is sealed only when it holds dead events.
     pub fn with_compress_all(mut self, all: bool) -> Self {
         self.compress_all = all;
         self
@@ -119,8 +126,9 @@ struct StreamFate {
     prefix: bool,
 }
 
-/// Whether a frame is dead, and for an events frame its (stream, first version, count).
-type Verdict = (bool, Option<(String, u64, u32)>);
+/// Whether a frame is dead, and for a dead events frame its stream's index keys, first
+/// version and event count.
+type Verdict = (bool, Option<((u64, u32), u64, u32)>);
 
 /// Decides, frame by frame in log order, what is dead.
 struct Decider<'a> {
@@ -145,22 +153,27 @@ impl<'a> Decider<'a> {
             let rule = self.inner.registry.rule_at(stream, self.visible);
             // The stream's latest append as the writer sees it (appends go on meanwhile):
             // looking for the last one below a fixed end would pass over every append
-            // made since, one index lookup each.
+            // made since, one index lookup each. Only a stream with a rule, or the system
+            // stream, needs it: nothing of a stream without one is dead.
             let written = self.inner.log.written();
-            let last = self
-                .inner
-                .resolve(stream, u64::MAX, |pos| {
-                    // Appends still in the writer's buffer are indexed already.
-                    if pos >= written {
-                        return Ok(None);
-                    }
-                    match self.inner.frame_at(pos, written) {
-                        Ok(frame) => Ok(Some(frame)),
-                        Err(Error::Scavenged { .. }) => Ok(None),
-                        Err(e) => Err(e),
-                    }
-                })?
-                .map(|f| f.entry);
+            let needs_last = rule.is_some() || stream == METADATA_STREAM;
+            let last = if !needs_last {
+                None
+            } else {
+                self.inner
+                    .resolve(stream, u64::MAX, |pos| {
+                        // Appends still in the writer's buffer are indexed already.
+                        if pos >= written {
+                            return Ok(None);
+                        }
+                        match self.inner.frame_at(pos, written) {
+                            Ok(frame) => Ok(Some(frame)),
+                            Err(Error::Scavenged { .. }) => Ok(None),
+                            Err(e) => Err(e),
+                        }
+                    })?
+                    .map(|f| f.entry)
+            };
             let retention = match rule {
                 None => None,
                 Some(r) if r.tombstoned => Some(None),
@@ -182,8 +195,8 @@ impl<'a> Decider<'a> {
             .ok_or_else(|| Error::InvalidArgument("stream fate".into()))
     }
 
-    /// Whether the frame is dead; `Some((stream, first version, count))` for an events
-    /// frame.
+    /// Whether the frame is dead; `Some((stream keys, first version, count))` for a dead
+    /// events frame.
     fn dead(&mut self, header: &FrameHeader, bytes: &FrameBytes) -> Result<Verdict> {
         match header.kind {
             FrameKind::Events => {}
@@ -195,23 +208,29 @@ impl<'a> Decider<'a> {
         let position = header.position;
         let body = format::decode_events_body(header, bytes.body())
             .map_err(|e| self.inner.corrupted_at(position, e))?;
-        let summary = (
-            body.stream.to_string(),
-            body.first_version,
-            u32::try_from(body.events.len()).unwrap_or(u32::MAX),
-        );
+        // Only a dead frame's summary is needed (for its removed run).
+        let summary = |inner: &Inner| {
+            Some((
+                inner.index.keys(body.stream),
+                body.first_version,
+                u32::try_from(body.events.len()).unwrap_or(u32::MAX),
+            ))
+        };
         if body.stream == METADATA_STREAM {
             // Records of erased streams name them: they go. The stream's last record is
             // kept (its version numbers the next one).
             let fate = self.fate(METADATA_STREAM)?;
             if fate.last_position == Some(position) {
-                return Ok((false, Some(summary)));
+                return Ok((false, None));
             }
             let all_erased = body.events.iter().all(|e| {
                 metadata::record_stream(e.event_type, e.data)
                     .is_some_and(|s| self.inner.registry.is_erased(&s))
             });
-            return Ok((all_erased, Some(summary)));
+            return Ok((
+                all_erased,
+                all_erased.then(|| summary(self.inner)).flatten(),
+            ));
         }
         // A consumer checkpoint the frame carries whose file is not written yet lives
         // only here until it is: the frame stays, and so do its stream's later frames.
@@ -236,8 +255,9 @@ impl<'a> Decider<'a> {
         let dead = dead && !holds_checkpoint;
         if !dead {
             fate.prefix = false;
+            return Ok((false, None));
         }
-        Ok((dead, Some(summary)))
+        Ok((true, summary(self.inner)))
     }
 }
 
@@ -272,10 +292,16 @@ impl Throttle {
 /// One segment's verdict.
 struct SegmentPlan {
     dead: Vec<u64>,
+    /// The kept frames (position, bytes checked by the scan), in order, when the plan is
+    /// for a rewrite: the rewrite takes them from here instead of reading and checking
+    /// the segment a second time. Bytes of a mapped segment are borrowed from its map.
+    kept: Option<Vec<(u64, FrameBytes)>>,
     /// Kept frames sampled for the dictionary of its rewrite (dead frames are never
     /// offered: an erased stream's bytes must not live on in a dictionary).
     sampler: DictionarySampler,
     runs: Vec<RemovedRun>,
+    /// Index in `runs` of the last run of each stream (by its keys).
+    last_run: FxHashMap<(u64, u32), usize>,
     frames_removed: u64,
     events_removed: u64,
     dead_bytes: u64,
@@ -327,11 +353,16 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let _one = inner.scavenging.lock();
-        // The active segment is sealed (and so rewritten below) when it holds dead events.
-        // The end first, then the segment: appends may start a new segment meanwhile, and
-        // a segment sealed since ends where its file does.
+        // The active segment is sealed (and so rewritten below) when it holds dead events,
+        // or any frame when everything is to be compressed. The end first, then the
+        // segment: appends may start a new segment meanwhile, and a segment sealed since
+        // ends where its file does.
         let visible = inner.visible();
-        if let Some(active) = inner.log.segments().last() {
+        if options.compress_all && options.compression_level.is_some() {
+            // A segment a seal started holds its padding frame: no more is nothing to
+            // compress (events frames are larger than a bare header).
+            inner.seal_active_holding_more_than(FRAME_HEADER_LEN as u64)?;
+        } else if let Some(active) = inner.log.segments().last() {
             let mut decider = Decider::new(inner);
             let end = match active.sealed_end() {
                 Some(sealed) => sealed.min(visible),
@@ -339,9 +370,9 @@ impl Store {
             }
             .saturating_sub(active.base());
             let mut unthrottled = Throttle::new(None);
-            if plan_segment(&mut decider, inner, active, end, &mut unthrottled)?.events_removed > 0
-            {
-                inner.seal_active()?;
+            let plan = plan_segment(&mut decider, active, end, &mut unthrottled, false)?;
+            if plan.events_removed > 0 {
+                inner.seal_active_holding_more_than(0)?;
             }
         }
         let marker = inner.dir.join(SCAVENGE_MARKER);
@@ -403,7 +434,7 @@ impl Store {
         let total: u64 = segments.iter().map(|s| s.logical_len().unwrap_or(0)).sum();
         let mut throttle = Throttle::new(options.max_bytes_per_s);
         let mut report = ScavengeReport::default();
-        let mut removed: HashSet<u64> = HashSet::new();
+        let mut removed: FxHashSet<u64> = FxHashSet::default();
         let mut done = 0u64;
         let system_keys = inner.index.keys(METADATA_STREAM);
         let mut floors: FxHashMap<(u64, u32), u64> = FxHashMap::default();
@@ -422,7 +453,7 @@ impl Store {
                 }
                 .saturating_sub(seg.base())
             };
-            let plan = plan_segment(&mut decider, inner, seg, end, &mut throttle)?;
+            let plan = plan_segment(&mut decider, seg, end, &mut throttle, !dry_run)?;
             done = done.saturating_add(plan.read_bytes);
             progress(done, total);
             report.segments_scanned += 1;
@@ -433,13 +464,14 @@ impl Store {
             let rewrite = plan.events_removed > 0
                 || (options.compress_all
                     && !seg.is_compacted()
-                    && options.compression_level.is_some());
+                    && options.compression_level.is_some()
+                    && plan.kept.as_ref().is_some_and(|k| !k.is_empty()));
             if dry_run || !rewrite {
                 continue;
             }
-            let (runs, dead) = (plan.runs.clone(), plan.dead.clone());
+            let runs = plan.runs.clone();
             let before = seg.file_len()?;
-            let bytes = rewrite_segment(seg, plan, options)?;
+            let (bytes, dead) = rewrite_segment(seg, plan, options)?;
             inner.log.replace_segment(seg.base(), &bytes)?;
             report.segments_rewritten += 1;
             report.bytes_before += before;
@@ -472,18 +504,21 @@ impl Store {
     }
 }
 
-/// Reads a segment's frames up to `end` (an offset from its base) and decides what is dead.
+/// Reads a segment's frames up to `end` (an offset from its base) and decides what is dead;
+/// `for_rewrite`: keeps the kept frames for [`rewrite_segment`].
 fn plan_segment(
     decider: &mut Decider<'_>,
-    inner: &Inner,
     seg: &std::sync::Arc<Segment>,
     end: u64,
     throttle: &mut Throttle,
+    for_rewrite: bool,
 ) -> Result<SegmentPlan> {
     let mut plan = SegmentPlan {
         dead: Vec::new(),
+        kept: for_rewrite.then(Vec::new),
         sampler: DictionarySampler::new(seg.first_frame_position(), seg.base().saturating_add(end)),
         runs: Vec::new(),
+        last_run: FxHashMap::default(),
         frames_removed: 0,
         events_removed: 0,
         dead_bytes: 0,
@@ -492,6 +527,9 @@ fn plan_segment(
     // Runs already removed from a rewritten segment stay on record.
     if let Some(map) = seg.compact_map()? {
         plan.runs.extend_from_slice(map.removed());
+    }
+    for (i, r) in plan.runs.iter().enumerate() {
+        plan.last_run.insert((r.hash, r.check), i);
     }
     let mut reader = seg.reader();
     let how = reader.scan(format::SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
@@ -502,30 +540,34 @@ fn plan_segment(
             let len = usize::try_from(h.frame_len()).unwrap_or(usize::MAX);
             plan.sampler
                 .offer(h.position, bytes.get(..len).unwrap_or_default());
+            if let Some(kept) = &mut plan.kept {
+                kept.push((h.position, bytes.clone()));
+            }
             return Ok(());
         }
         plan.dead.push(h.position);
         plan.frames_removed += 1;
         plan.dead_bytes = plan.dead_bytes.saturating_add(h.frame_len());
-        if let Some((stream, first_version, count)) = summary {
+        if let Some(((hash, check), first_version, count)) = summary {
             plan.events_removed += u64::from(count);
-            let (hash, check) = inner.index.keys(&stream);
             let merged = plan
-                .runs
-                .iter_mut()
-                .rev()
-                .find(|r| (r.hash, r.check) == (hash, check));
+                .last_run
+                .get(&(hash, check))
+                .and_then(|&i| plan.runs.get_mut(i));
             match merged {
                 Some(r) if r.first_version.saturating_add(r.count) == first_version => {
                     r.count = r.count.saturating_add(u64::from(count));
                 }
-                _ => plan.runs.push(RemovedRun {
-                    hash,
-                    check,
-                    first_version,
-                    count: u64::from(count),
-                    position: h.position,
-                }),
+                _ => {
+                    plan.last_run.insert((hash, check), plan.runs.len());
+                    plan.runs.push(RemovedRun {
+                        hash,
+                        check,
+                        first_version,
+                        count: u64::from(count),
+                        position: h.position,
+                    });
+                }
             }
         }
         Ok(())
@@ -544,14 +586,14 @@ fn plan_segment(
     }
 }
 
-/// The rewritten file of `seg` without the frames `plan` names dead: its blocks compressed
-/// with a dictionary of the kept frames `plan` sampled, unless `options` say uncompressed.
+/// The rewritten file of `seg` made of the frames `plan` kept (checked when it read them):
+/// its blocks compressed with a dictionary of the kept frames `plan` sampled, unless
+/// `options` say uncompressed. Returns the file's bytes and the dead positions.
 fn rewrite_segment(
     seg: &std::sync::Arc<Segment>,
     plan: SegmentPlan,
     options: &ScavengeOptions,
-) -> Result<Vec<u8>> {
-    let dead: HashSet<u64> = plan.dead.iter().copied().collect();
+) -> Result<(Vec<u8>, Vec<u64>)> {
     let mut writer = match options.compression_level {
         Some(level) => CompactWriter::with_dictionary(
             seg.base(),
@@ -563,29 +605,29 @@ fn rewrite_segment(
         None => CompactWriter::new(seg.base(), format::FORMAT_VERSION),
     };
     let end = seg.logical_len()?;
-    let mut reader = seg.reader();
-    let how = reader.scan(format::SEGMENT_HEADER_LEN as u64, end, |h, bytes| {
-        if !dead.contains(&h.position) {
-            let len = usize::try_from(h.frame_len()).unwrap_or(usize::MAX);
-            writer.push_frame(h.position, bytes.get(..len).unwrap_or_default());
-        }
-        Ok(())
-    })?;
-    if let crate::segment::ScanEnd::Damaged { offset, reason } = how {
-        return Err(Error::corrupted(seg.path(), offset, reason.to_string()));
+    let kept = plan
+        .kept
+        .ok_or_else(|| Error::InvalidArgument("a scavenge plan without its frames".into()))?;
+    for (position, bytes) in &kept {
+        writer.push_frame(*position, bytes);
     }
+    drop(kept);
     let mut runs = plan.runs;
     runs.sort_by_key(|r| r.position);
-    Ok(writer.finish(seg.base().saturating_add(end), &runs))
+    Ok((
+        writer.finish(seg.base().saturating_add(end), &runs),
+        plan.dead,
+    ))
 }
 
 impl Inner {
-    /// Seals the active segment when it holds any frame: a padding frame (a header, no
-    /// data) is committed as the first frame of a new segment, which seals the old one.
-    pub(super) fn seal_active(&self) -> Result<()> {
+    /// Seals the active segment when it holds more than `bytes` of frames: a padding frame
+    /// (a header, no data) is committed as the first frame of a new segment, which seals
+    /// the old one.
+    pub(super) fn seal_active_holding_more_than(&self, bytes: u64) -> Result<()> {
         let end = {
             let mut writer = self.writer.lock();
-            if writer.appender.active_is_empty() {
+            if writer.appender.active_frame_bytes() <= bytes {
                 return Ok(());
             }
             writer.appender.roll_next_segment();

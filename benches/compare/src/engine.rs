@@ -51,6 +51,12 @@ pub trait Engine: Send + Sync {
     fn scan(&self, f: &mut dyn FnMut(Seen<'_>)) -> anyhow::Result<u64>;
     /// Makes everything appended so far durable (as far as the engine can).
     fn sync(&self) -> anyhow::Result<()>;
+    /// Gives space back the way the engine's users would (its compaction), blocking until
+    /// it is done; returns what it ran, as a short phrase for the report. An `Err`
+    /// starting with "n/a" says the driver runs none.
+    fn compact(&self) -> anyhow::Result<&'static str> {
+        anyhow::bail!("n/a: the driver runs no compaction")
+    }
     /// Closes cleanly.
     fn close(self: Box<Self>) -> anyhow::Result<()>;
 }

@@ -61,6 +61,13 @@ pub struct Args {
     /// W6: a snapshot of the aggregate is saved every this many events.
     #[arg(long, default_value_t = 1_000)]
     snapshot_every: u64,
+    /// Bytes on disk of JSON events: events of orders and accounts with fields that vary
+    /// by event kind, in appends of 1 to 4 events.
+    #[arg(long, default_value_t = 100_000)]
+    json_events: u64,
+    /// JSON events: streams (half orders, half accounts).
+    #[arg(long, default_value_t = 2_000)]
+    json_streams: u64,
     /// Only these peers (comma-separated names, case-insensitive).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
@@ -77,7 +84,7 @@ const TARGET_BATCH: u64 = 10;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     anyhow::ensure!(
-        args.batch >= 1 && args.streams >= 1 && args.writers >= 1,
+        args.batch >= 1 && args.streams >= 1 && args.writers >= 1 && args.json_streams >= 1,
         "sizes must be at least 1"
     );
     anyhow::ensure!(
@@ -301,10 +308,21 @@ fn main() -> anyhow::Result<()> {
     }
     report.tables.push(t);
 
+    report.json_what = format!(
+        "{} JSON events of orders and accounts (fields varying by event kind, {:.0} B of data each on average) over {} streams, in appends of 1 to 4 events",
+        args.json_events,
+        json_mean_bytes(&args),
+        args.json_streams
+    );
     for (p, r) in &results {
-        report
-            .sizes
-            .push((p.name.to_string(), r.bytes_on_disk.clone()));
+        report.sizes.push(report::Sizes {
+            peer: p.name.to_string(),
+            w1: r.bytes_on_disk.clone(),
+            w1_compacted: r.w1_compacted.clone(),
+            json: r.json_bytes.clone(),
+            json_compacted: r.json_compacted.clone(),
+            compaction: r.compaction.clone(),
+        });
     }
     report.elapsed = started.elapsed();
     report.write(&args.out)?;
@@ -390,6 +408,12 @@ pub struct PeerResult {
     w5_crash: Result<f64, String>,
     w6: Result<f64, String>,
     bytes_on_disk: Result<u64, String>,
+    /// The W1 store's bytes after the engine's compaction.
+    w1_compacted: Result<u64, String>,
+    json_bytes: Result<u64, String>,
+    json_compacted: Result<u64, String>,
+    /// What the engine's compaction ran, or why none ran.
+    compaction: Result<&'static str, String>,
 }
 
 fn failed(e: anyhow::Error) -> String {
@@ -408,10 +432,23 @@ fn run_peer(peer: &Peer, args: &Args, dir: &Path, cold: bool) -> PeerResult {
         w5_crash: Err("not run".into()),
         w6: Err("not run".into()),
         bytes_on_disk: Err("not run".into()),
+        w1_compacted: Err("not run".into()),
+        json_bytes: Err("not run".into()),
+        json_compacted: Err("not run".into()),
+        compaction: Err("not run".into()),
     };
     if let Err(e) = load_and_read(peer, args, dir, cold, &mut r) {
         eprintln!("  {}: {e:#}", peer.name);
     }
+    if r.bytes_on_disk.is_ok() {
+        (r.w1_compacted, r.compaction) = compacted_size(peer, &dir.join("w1"));
+    }
+    let json_dir = dir.join("json");
+    (r.json_bytes, r.json_compacted) = match json_store(peer, args, &json_dir) {
+        Ok(written) => (Ok(written), compacted_size(peer, &json_dir).0),
+        Err(e) => (Err(failed(e)), Err("not run".into())),
+    };
+    let _ = std::fs::remove_dir_all(&json_dir);
     r.w6 = if peer.stream_read_note.is_some_and(|n| n.starts_with("n/a")) {
         Err(peer.stream_read_note.unwrap_or("n/a").to_string())
     } else {
@@ -573,6 +610,173 @@ fn load_and_read(
         .map_err(failed);
     }
     Ok(())
+}
+
+/// Opens the closed store in `dir`, runs the engine's compaction and closes it: the bytes
+/// on disk after, and what the compaction was (or why there was none).
+fn compacted_size(peer: &Peer, dir: &Path) -> (Result<u64, String>, Result<&'static str, String>) {
+    let engine = match (peer.open)(dir, Mode::Buffered) {
+        Ok(e) => e,
+        Err(e) => return (Err(failed(e)), Err("not run".into())),
+    };
+    let how = engine.compact().map_err(|e| {
+        let why = format!("{e:#}");
+        if why.starts_with("n/a") {
+            why
+        } else {
+            failed(e)
+        }
+    });
+    if let Err(e) = engine.close() {
+        return (Err(failed(e)), how);
+    }
+    match &how {
+        Ok(_) => (dir_size(dir).map_err(failed), how),
+        Err(why) => (Err(why.clone()), how),
+    }
+}
+
+/// The JSON events store: appends the events of [`json_appends`], syncs, closes; its
+/// bytes on disk.
+fn json_store(peer: &Peer, args: &Args, dir: &Path) -> anyhow::Result<u64> {
+    let engine = (peer.open)(dir, Mode::Buffered)?;
+    json_appends(args, |stream, events| {
+        let refs: Vec<&[u8]> = events.iter().map(Vec::as_slice).collect();
+        engine.append(stream, &refs)
+    })?;
+    engine.sync()?;
+    engine.close()?;
+    dir_size(dir)
+}
+
+/// Calls `append` with the JSON events' appends, in order: --json-events events of
+/// [`json_event`], in appends of 1 to 4 events to streams picked at random among
+/// --json-streams (even ones orders, odd ones accounts).
+fn json_appends(
+    args: &Args,
+    mut append: impl FnMut(&str, &[Vec<u8>]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+    let mut n = 0u64;
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    while n < args.json_events {
+        let stream_n = rng.next() % args.json_streams;
+        let order = stream_n.is_multiple_of(2);
+        let stream = format!("{}-{stream_n}", if order { "order" } else { "account" });
+        let size = (1 + rng.next() % 4).min(args.json_events - n);
+        batch.clear();
+        for _ in 0..size {
+            batch.push(json_event(&mut rng, order, stream_n, n));
+            n += 1;
+        }
+        append(&stream, &batch)?;
+    }
+    Ok(())
+}
+
+/// Mean bytes of data of the JSON events.
+fn json_mean_bytes(args: &Args) -> f64 {
+    let (mut events, mut bytes) = (0usize, 0usize);
+    let _ = json_appends(args, |_, batch| {
+        events += batch.len();
+        bytes += batch.iter().map(Vec::len).sum::<usize>();
+        Ok(())
+    });
+    bytes as f64 / events.max(1) as f64
+}
+
+/// A small deterministic generator (xorshift64) for the JSON events.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from.get((self.next() % from.len().max(1) as u64) as usize)
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// One JSON event of an order or an account stream (event `n` of the run), with fields
+/// that vary by event kind, as an application's events do.
+fn json_event(rng: &mut XorShift, order: bool, stream: u64, n: u64) -> Vec<u8> {
+    let at = 1_764_547_200 + n * 3 + rng.next() % 3;
+    let json = if order {
+        match rng.next() % 4 {
+            0 => format!(
+                r#"{{"type":"OrderPlaced","order_id":"ord-{stream:06}","customer_id":"cust-{:05}","placed_at":{at},"currency":"{}","channel":"{}","lines":[{{"sku":"SKU-{:05}","qty":{},"unit_price_cents":{}}},{{"sku":"SKU-{:05}","qty":{},"unit_price_cents":{}}}]}}"#,
+                rng.next() % 50_000,
+                rng.pick(&["EUR", "USD", "GBP", "SEK"]),
+                rng.pick(&["web", "ios", "android", "store"]),
+                rng.next() % 20_000,
+                1 + rng.next() % 5,
+                99 + rng.next() % 20_000,
+                rng.next() % 20_000,
+                1 + rng.next() % 5,
+                99 + rng.next() % 20_000,
+            ),
+            1 => format!(
+                r#"{{"type":"PaymentCaptured","order_id":"ord-{stream:06}","payment_id":"pay-{:016x}","amount_cents":{},"method":"{}","captured_at":{at}}}"#,
+                rng.next(),
+                100 + rng.next() % 90_000,
+                rng.pick(&["card", "paypal", "sepa", "klarna"]),
+            ),
+            2 => format!(
+                r#"{{"type":"OrderShipped","order_id":"ord-{stream:06}","carrier":"{}","tracking":"{}{:010}","shipped_at":{at},"address":{{"street":"{} {}","city":"{}","postcode":"{:05}","country":"{}"}}}}"#,
+                rng.pick(&["DHL", "UPS", "PostNL", "La Poste"]),
+                rng.pick(&["JD", "1Z", "3S", "LP"]),
+                rng.next() % 10_000_000_000,
+                1 + rng.next() % 300,
+                rng.pick(&[
+                    "Main Street",
+                    "Rue de la Paix",
+                    "Hauptstrasse",
+                    "Kungsgatan"
+                ]),
+                rng.pick(&["Berlin", "Lyon", "Porto", "Turku", "Graz", "Leeds"]),
+                rng.next() % 100_000,
+                rng.pick(&["DE", "FR", "PT", "FI", "AT", "GB"]),
+            ),
+            _ => format!(
+                r#"{{"type":"ItemReturned","order_id":"ord-{stream:06}","sku":"SKU-{:05}","qty":1,"reason":"{}","refund_cents":{},"at":{at}}}"#,
+                rng.next() % 20_000,
+                rng.pick(&["damaged", "wrong size", "not as described", "changed mind"]),
+                99 + rng.next() % 20_000,
+            ),
+        }
+    } else {
+        match rng.next() % 3 {
+            0 => format!(
+                r#"{{"type":"AccountOpened","account_id":"acc-{stream:06}","owner":{{"name":"{} {}","email":"user{:06}@example.com"}},"plan":"{}","opened_at":{at}}}"#,
+                rng.pick(&["Ada", "Alan", "Grace", "Linus", "Margaret", "Ken"]),
+                rng.pick(&[
+                    "Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Thompson"
+                ]),
+                rng.next() % 1_000_000,
+                rng.pick(&["free", "pro", "team", "enterprise"]),
+            ),
+            1 => format!(
+                r#"{{"type":"FundsDeposited","account_id":"acc-{stream:06}","amount_cents":{},"balance_cents":{},"source":"{}","at":{at}}}"#,
+                rng.next() % 500_000,
+                rng.next() % 5_000_000,
+                rng.pick(&["transfer", "card", "cash"]),
+            ),
+            _ => format!(
+                r#"{{"type":"FundsWithdrawn","account_id":"acc-{stream:06}","amount_cents":{},"balance_cents":{},"reference":"{:08x}-{:04x}","at":{at}}}"#,
+                rng.next() % 200_000,
+                rng.next() % 5_000_000,
+                rng.next() % (1 << 32),
+                rng.next() % (1 << 16),
+            ),
+        }
+    };
+    json.into_bytes()
 }
 
 /// The W6 stream.

@@ -89,6 +89,30 @@ impl Table {
     }
 }
 
+/// One engine's bytes on disk: the W1 store and the JSON events store, as written and
+/// after the engine's compaction.
+pub struct Sizes {
+    pub peer: String,
+    pub w1: Result<u64, String>,
+    pub w1_compacted: Result<u64, String>,
+    pub json: Result<u64, String>,
+    pub json_compacted: Result<u64, String>,
+    /// What the engine's compaction ran, or why none ran.
+    pub compaction: Result<&'static str, String>,
+}
+
+impl Sizes {
+    /// The smaller of the figures as written and after compaction, of one store.
+    fn smallest(written: &Result<u64, String>, compacted: &Result<u64, String>) -> Option<u64> {
+        match (written, compacted) {
+            (Ok(w), Ok(c)) => Some((*w).min(*c)),
+            (Ok(w), Err(_)) => Some(*w),
+            (Err(_), Ok(c)) => Some(*c),
+            (Err(_), Err(_)) => None,
+        }
+    }
+}
+
 pub struct Report {
     pub command: String,
     pub machine: Vec<(String, String)>,
@@ -100,7 +124,9 @@ pub struct Report {
     /// Peers this binary was built without, and why.
     pub left_out: Vec<(&'static str, &'static str)>,
     pub tables: Vec<Table>,
-    pub sizes: Vec<(String, Result<u64, String>)>,
+    pub sizes: Vec<Sizes>,
+    /// What the JSON events store holds, one phrase.
+    pub json_what: String,
     pub elapsed: Duration,
 }
 
@@ -120,6 +146,7 @@ impl Report {
             left_out: Vec::new(),
             tables: Vec::new(),
             sizes: Vec::new(),
+            json_what: String::new(),
             elapsed: Duration::ZERO,
         }
     }
@@ -224,17 +251,7 @@ impl Report {
                 t.raw_label
             );
         }
-        let _ = writeln!(
-            m,
-            "## On-disk size of the W1 store\n\n| engine | MB |\n|---|---:|"
-        );
-        for (peer, size) in &self.sizes {
-            let v = match size {
-                Ok(b) => format!("{:.1}", *b as f64 / 1e6),
-                Err(why) => format!("— ({why})"),
-            };
-            let _ = writeln!(m, "| {peer} | {v} |");
-        }
+        self.sizes_table(&mut m);
         // Said only when this run has no W6 table (the text follows the data).
         if !self.tables.iter().any(|t| t.id == "W6") {
             let _ = writeln!(
@@ -245,6 +262,84 @@ impl Report {
             );
         }
         m
+    }
+
+    /// Bytes on disk of the W1 store and the JSON events store, as written and after each
+    /// engine's compaction.
+    fn sizes_table(&self, m: &mut String) {
+        if self.sizes.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            m,
+            "## Bytes on disk\n\n\
+             Bytes allocated to each engine's directory (sparse files count what they use), \
+             in MB, for the W1 store and for a store of {}. **As written**: after the \
+             appends, one sync and a clean close, with whatever the engine's own background \
+             work (flushes, compactions) did by then. **Compacted**: after the engine's \
+             compaction, run as its users would (last column), on the closed store reopened; \
+             an engine whose driver runs none has only its figure as written.\n",
+            self.json_what
+        );
+        let _ = writeln!(
+            m,
+            "| engine | W1 as written | W1 compacted | JSON as written | JSON compacted | compaction |\n\
+             |---|---:|---:|---:|---:|---|"
+        );
+        let mb = |v: &Result<u64, String>| match v {
+            Ok(b) => format!("{:.1}", *b as f64 / 1e6),
+            Err(why) if why.starts_with("n/a") => "–".to_string(),
+            Err(why) => format!("— ({why})"),
+        };
+        for s in &self.sizes {
+            let how = match &s.compaction {
+                Ok(how) => how.to_string(),
+                Err(why) => why.clone(),
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {how} |",
+                s.peer,
+                mb(&s.w1),
+                mb(&s.w1_compacted),
+                mb(&s.json),
+                mb(&s.json_compacted)
+            );
+        }
+        let _ = writeln!(m);
+    }
+
+    /// "At most the best peer's bytes", for one store: streamlog compacted (as written when
+    /// it has no compacted figure) against each peer's smallest figure.
+    fn bytes_target(
+        &self,
+        store: &str,
+        written: fn(&Sizes) -> &Result<u64, String>,
+        compacted: fn(&Sizes) -> &Result<u64, String>,
+    ) -> Option<String> {
+        let ours = self.sizes.iter().find(|s| s.peer == "streamlog")?;
+        let goal = format!("Bytes on disk of the {store} store at most the best peer's");
+        let (ours_bytes, state) = match (compacted(ours), written(ours)) {
+            (Ok(c), _) => (*c, "compacted"),
+            (Err(_), Ok(w)) => (*w, "as written"),
+            _ => return Some(format!("- {goal}: **not measured**")),
+        };
+        let best = self
+            .sizes
+            .iter()
+            .filter(|s| s.peer != "streamlog")
+            .filter_map(|s| Some((s.peer.as_str(), Sizes::smallest(written(s), compacted(s))?)))
+            .min_by_key(|(_, b)| *b);
+        Some(match best {
+            Some((peer, b)) => format!(
+                "- {goal}: **{}** (streamlog {state} {:.1} MB; best peer {peer} {:.1} MB, its smaller figure; {:.2}×)",
+                if ours_bytes <= b { "met" } else { "missed" },
+                ours_bytes as f64 / 1e6,
+                b as f64 / 1e6,
+                ours_bytes as f64 / b.max(1) as f64
+            ),
+            None => format!("- {goal}: **not measured** (no peer's figure)"),
+        })
     }
 
     /// The engines with a row in any table, in the order of the tables' rows.
@@ -434,6 +529,8 @@ impl Report {
                 None => "- W4 ≥ 50% of raw: **not measured**".into(),
             });
         }
+        lines.extend(self.bytes_target("W1", |s| &s.w1, |s| &s.w1_compacted));
+        lines.extend(self.bytes_target("JSON events", |s| &s.json, |s| &s.json_compacted));
         let _ = writeln!(
             m,
             "## streamlog's targets in this run\n\n{}\n",
@@ -635,8 +732,61 @@ mod tests {
                 })
                 .collect(),
             sizes: Vec::new(),
+            json_what: "JSON events".into(),
             elapsed: Duration::ZERO,
         }
+    }
+
+    #[test]
+    fn bytes_on_disk_and_their_targets_are_read_from_the_sizes() {
+        let mut r = report(&["W1"]);
+        r.sizes.push(Sizes {
+            peer: "streamlog".into(),
+            w1: Ok(98_000_000),
+            w1_compacted: Ok(15_000_000),
+            json: Ok(40_000_000),
+            json_compacted: Ok(20_000_000),
+            compaction: Ok("scavenge"),
+        });
+        r.sizes.push(Sizes {
+            peer: "fjall".into(),
+            w1: Ok(18_000_000),
+            w1_compacted: Ok(17_000_000),
+            json: Ok(30_000_000),
+            json_compacted: Ok(19_000_000),
+            compaction: Ok("major compaction"),
+        });
+        r.sizes.push(Sizes {
+            peer: "LMDB (heed)".into(),
+            w1: Ok(150_000_000),
+            w1_compacted: Err("n/a: the driver runs no compaction".into()),
+            json: Ok(50_000_000),
+            json_compacted: Err("n/a: the driver runs no compaction".into()),
+            compaction: Err("n/a: the driver runs no compaction".into()),
+        });
+        let text = r.markdown();
+        assert!(
+            text.contains("| streamlog | 98.0 | 15.0 | 40.0 | 20.0 | scavenge |"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "| LMDB (heed) | 150.0 | – | 50.0 | – | n/a: the driver runs no compaction |"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("- Bytes on disk of the W1 store at most the best peer's: **met** (streamlog compacted 15.0 MB; best peer fjall 17.0 MB"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- Bytes on disk of the JSON events store at most the best peer's: **missed** (streamlog compacted 20.0 MB; best peer fjall 19.0 MB"),
+            "{text}"
+        );
+        // Without sizes, neither the table nor the targets are said.
+        let none = report(&["W1"]).markdown();
+        assert!(!none.contains("## Bytes on disk"), "{none}");
+        assert!(!none.contains("Bytes on disk of the"), "{none}");
     }
 
     #[test]

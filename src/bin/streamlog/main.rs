@@ -233,7 +233,8 @@ struct ScavengeArgs {
     /// Store rewritten blocks uncompressed.
     #[arg(long)]
     no_compress: bool,
-    /// Also compress sealed segments that hold nothing to remove.
+    /// Also compress sealed segments that hold nothing to remove, and the active segment
+    /// (sealed first, when it holds any event): everything written so far is compressed.
     #[arg(long)]
     compress_all: bool,
 }

@@ -87,6 +87,13 @@ impl Engine for Fjall {
         Ok(self.keyspace.persist(PersistMode::SyncData)?)
     }
 
+    fn compact(&self) -> anyhow::Result<&'static str> {
+        self.events.rotate_memtable_and_wait()?;
+        self.events.major_compact()?;
+        self.keyspace.persist(PersistMode::SyncAll)?;
+        Ok("memtable flushed, then a major compaction (`major_compact`)")
+    }
+
     fn close(self: Box<Self>) -> anyhow::Result<()> {
         self.keyspace.persist(PersistMode::SyncAll)?;
         drop(self);

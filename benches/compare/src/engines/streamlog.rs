@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::path::Path;
 
-use streamlog::{Durability, EventRef, ExpectedVersion, Options, Position, Store};
+use streamlog::{Durability, EventRef, ExpectedVersion, Options, Position, ScavengeOptions, Store};
 
 use crate::engine::{EVENT_TYPE, Engine, Mode, Peer, Seen};
 
@@ -87,6 +87,14 @@ impl Engine for Streamlog {
 
     fn sync(&self) -> anyhow::Result<()> {
         Ok(self.store.sync()?)
+    }
+
+    fn compact(&self) -> anyhow::Result<&'static str> {
+        self.store
+            .scavenge(&ScavengeOptions::default().with_compress_all(true))?;
+        Ok(
+            "`streamlog scavenge --compress-all` (every segment, the active one sealed first, compressed)",
+        )
     }
 
     fn close(self: Box<Self>) -> anyhow::Result<()> {
