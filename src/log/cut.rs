@@ -262,4 +262,53 @@ mod tests {
         assert_eq!(log.written(), log.durable());
         assert!(log.written() > positions[2]);
     }
+
+    #[test]
+    fn an_open_after_a_crash_syncs_nothing_when_the_active_segment_holds_only_its_header() {
+        let storage = SimStorage::new(9);
+        let dir = Path::new("/log");
+        crate::io::create_dir_durably(&storage, dir).unwrap();
+        drop(open(&storage, dir));
+        storage.crash();
+        // Any sync now fails: the open must not need one.
+        storage.fail_next_sync(None).unwrap();
+        let (log, frames) = open(&storage, dir);
+        assert!(frames.is_empty());
+        assert!(!log.is_poisoned());
+        storage.clear_faults();
+        // The log takes frames, and what it syncs survives the next crash.
+        append(&log, (1..3).map(body));
+        drop(log);
+        storage.crash();
+        let (_, frames) = open(&storage, dir);
+        let got: Vec<u8> = frames.iter().map(|(_, b)| b[0]).collect();
+        assert_eq!(got, [1, 2]);
+    }
+
+    #[test]
+    fn an_open_after_a_crash_syncs_a_tail_past_the_durable_part() {
+        let storage = SimStorage::new(10);
+        let dir = Path::new("/log");
+        crate::io::create_dir_durably(&storage, dir).unwrap();
+        let (log, _) = open(&storage, dir);
+        append(&log, (1..3).map(body));
+        drop(log);
+        storage.crash();
+        // Nothing attests the last frame (no later frame or index covers it): the open
+        // syncs it, and fails when that sync does.
+        storage.fail_next_sync(None).unwrap();
+        assert!(
+            Log::open(
+                Arc::new(storage.clone()),
+                dir,
+                SEGMENT_KIND_RAFT,
+                1024,
+                false,
+                None,
+                |_| 0,
+                |_, _, _| Ok(()),
+            )
+            .is_err()
+        );
+    }
 }

@@ -220,11 +220,17 @@ impl Log {
             // watermark says so); only the checkpoint itself may not be. No sync needed:
             // new frames attest no more than the checkpoint's watermark until the next one.
             scan.attested.min(end)
-        } else if scan.attested >= end && report.truncated.is_none() {
+        } else if scan.attested.max(active.first_frame_position()) >= end
+            && report.truncated.is_none()
+        {
             // Nothing past what is known to be durable (the index's covered position, or
             // what a later frame or segment header attests), and nothing cut: there is
             // nothing to make durable. (An open after a crash right after a sync that the
-            // index maintainer had caught up with costs no `fdatasync`.)
+            // index maintainer had caught up with costs no `fdatasync`.) An active segment
+            // that holds only its header holds nothing to make durable either: no frame
+            // lives there, and a header lost later makes an unfinished segment, which
+            // recovery removes (the header was synced before any frame was written after
+            // it, so the first commit into it syncs it again anyway).
             end
         } else {
             // What survived a crash may still be only in the OS cache: make it durable
