@@ -162,7 +162,16 @@ mod tests {
     use crate::format::{self, FRAME_HEADER_LEN, SEGMENT_KIND_RAFT};
     use crate::io::sim::SimStorage;
 
-    fn open(storage: &SimStorage, dir: &Path) -> (Log, Vec<(u64, Vec<u8>)>) {
+    /// Frames of a log: positions and bodies.
+    type Frames = Vec<(u64, Vec<u8>)>;
+
+    fn open(storage: &SimStorage, dir: &Path) -> (Log, Frames) {
+        try_open(storage, dir).unwrap()
+    }
+
+    /// Opens the log in `dir` (1 KiB segments); returns it and its frames' positions and
+    /// bodies.
+    fn try_open(storage: &SimStorage, dir: &Path) -> Result<(Log, Frames)> {
         let mut frames = Vec::new();
         let (log, _) = Log::open(
             Arc::new(storage.clone()),
@@ -176,9 +185,8 @@ mod tests {
                 frames.push((h.position, bytes.body().to_vec()));
                 Ok(())
             },
-        )
-        .unwrap();
-        (log, frames)
+        )?;
+        Ok((log, frames))
     }
 
     /// Appends one record frame per body, synced; returns their positions.
@@ -297,18 +305,6 @@ mod tests {
         // Nothing attests the last frame (no later frame or index covers it): the open
         // syncs it, and fails when that sync does.
         storage.fail_next_sync(None).unwrap();
-        assert!(
-            Log::open(
-                Arc::new(storage.clone()),
-                dir,
-                SEGMENT_KIND_RAFT,
-                1024,
-                false,
-                None,
-                |_| 0,
-                |_, _, _| Ok(()),
-            )
-            .is_err()
-        );
+        assert!(try_open(&storage, dir).is_err());
     }
 }

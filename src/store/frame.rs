@@ -111,11 +111,17 @@ impl DecodedFrame {
     }
 
     /// Event `i` of the frame.
-    #[inline]
     pub(crate) fn view(&self, i: usize) -> Option<EventView<'_>> {
         let s = self.events.get(i)?;
-        let at = |(start, end): (usize, usize)| self.bytes.get(start..end).unwrap_or_default();
-        Some(EventView {
+        Some(self.view_in(&self.bytes, i, s))
+    }
+
+    /// Event `i`, whose slot is `s`, of the frame whose bytes are `bytes` (taken from
+    /// `self.bytes` once by a caller that views many events).
+    #[inline(always)]
+    fn view_in<'a>(&'a self, bytes: &'a [u8], i: usize, s: &Slot) -> EventView<'a> {
+        let at = |(start, end): (usize, usize)| bytes.get(start..end).unwrap_or_default();
+        EventView {
             stream: &self.stream,
             version: self.first_version.saturating_add(i as u64),
             position: Position(self.header.position),
@@ -127,7 +133,7 @@ impl DecodedFrame {
             schema_version: s.schema_version,
             metadata: at(s.metadata),
             data: at(s.data),
-        })
+        }
     }
 
     /// Hands its events to `visit`, in version order or (`backward`) in reverse, skipping
@@ -141,25 +147,11 @@ impl DecodedFrame {
     ) -> ControlFlow<()> {
         // The frame's bytes once, not per event (they may sit behind a mapping).
         let bytes: &[u8] = &self.bytes;
-        let at = |(start, end): (usize, usize)| bytes.get(start..end).unwrap_or_default();
         let mut step = |(i, s): (usize, &Slot)| {
-            let version = self.first_version.saturating_add(i as u64);
-            if !keep(version) {
+            if !keep(self.first_version.saturating_add(i as u64)) {
                 return ControlFlow::Continue(());
             }
-            visit(EventView {
-                stream: &self.stream,
-                version,
-                position: Position(self.header.position),
-                append_index: u32::try_from(i).unwrap_or(u32::MAX),
-                id: EventId(s.id),
-                event_type: self.types.get(s.event_type).map_or("", |t| t),
-                timestamp_us: s.timestamp_us,
-                committed_at_us: self.committed_at_us,
-                schema_version: s.schema_version,
-                metadata: at(s.metadata),
-                data: at(s.data),
-            })
+            visit(self.view_in(bytes, i, s))
         };
         if backward {
             self.events.iter().enumerate().rev().try_for_each(&mut step)
