@@ -25,9 +25,10 @@ use std::time::{Duration, Instant};
 use kurrentdb::{
     Client, ClientSettings, EventData, ReadAllOptions, StreamPosition, SubscribeToStreamOptions,
 };
-use streamlog::server::{Server, ServerOptions};
+
 use streamlog::{Delivery, ExpectedVersion, NewEvent, ResumeToken, Store, SubscribeStream};
 use streamlog_server_tests::lean::LeanClient;
+use streamlog_server_tests::serve_in_process;
 
 /// Events in the store that the `$all` read cases read.
 const ALL_EVENTS: u64 = 200_000;
@@ -215,7 +216,7 @@ fn latency_grpc(duration: Duration) -> Latency {
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path().join("store")).expect("open");
-        let (addr, stop_server, served) = start_server(&store).await;
+        let (addr, stop_server, served) = serve_in_process(&store).await;
         let settings: ClientSettings = format!("esdb://{addr}?tls=false")
             .parse()
             .expect("settings");
@@ -299,7 +300,7 @@ fn read_all_throughput() -> (f64, f64) {
         .build()
         .expect("runtime");
     let grpc = runtime.block_on(async {
-        let (addr, stop_server, served) = start_server(&store).await;
+        let (addr, stop_server, served) = serve_in_process(&store).await;
         let client = Client::new(
             format!("esdb://{addr}?tls=false")
                 .parse()
@@ -336,30 +337,6 @@ fn read_all_throughput() -> (f64, f64) {
     );
     store.close().expect("close");
     (embedded, grpc)
-}
-
-type Served = tokio::task::JoinHandle<streamlog::Result<()>>;
-
-/// Serves `store` on a free loopback port.
-async fn start_server(
-    store: &Store,
-) -> (
-    std::net::SocketAddr,
-    tokio::sync::oneshot::Sender<()>,
-    Served,
-) {
-    let server = Server::bind(
-        store.clone(),
-        ServerOptions::new("127.0.0.1:0".parse().expect("addr")),
-    )
-    .await
-    .expect("bind");
-    let addr = server.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    (addr, stop, served)
 }
 
 /// The CPU time (user and system, all threads) this process has used so far: from
@@ -554,7 +531,7 @@ fn grpc(
         Some(_) => None,
         None => {
             let store = Store::open(dir.path().join("store")).expect("open");
-            let (addr, stop_server, served) = server_runtime.block_on(start_server(&store));
+            let (addr, stop_server, served) = server_runtime.block_on(serve_in_process(&store));
             Some((store, addr, stop_server, served))
         }
     };

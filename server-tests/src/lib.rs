@@ -1,10 +1,40 @@
 //! What the tests (`tests/`) and benchmarks (`benches/`) of `streamlog serve` share: the
 //! `streamlog` binary of the same build, and [`Nodes`], `streamlog serve` processes on
 //! loopback, one single node or the members of a cluster, to start, kill, pause and ask
-//! for their leader; and [`lean::LeanClient`], the loopback benchmark's second load
+//! for their leader; [`serve_in_process`], the server on a free loopback port of the
+//! calling process; and [`lean::LeanClient`], the loopback benchmark's second load
 //! generator.
 
 pub mod lean;
+
+/// The task serving a store in process ([`serve_in_process`]).
+pub type Served = tokio::task::JoinHandle<streamlog::Result<()>>;
+
+/// Serves `store` with default options on a free loopback port, in a task of the current
+/// tokio runtime: the address, the sender that stops the server, and the serving task.
+///
+/// # Panics
+/// When the server cannot bind.
+pub async fn serve_in_process(
+    store: &streamlog::Store,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    Served,
+) {
+    let server = streamlog::server::Server::bind(
+        store.clone(),
+        streamlog::server::ServerOptions::new("127.0.0.1:0".parse().expect("addr")),
+    )
+    .await
+    .expect("bind");
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    (addr, stop, served)
+}
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,25 +2,15 @@
 //! the server: its appends are stored and answered as the official client's are, so the
 //! benchmark's two clients measure the same work.
 
-use streamlog::server::{Server, ServerOptions};
 use streamlog::{ResumeToken, Store};
 use streamlog_server_tests::lean::LeanClient;
+use streamlog_server_tests::serve_in_process;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lean_client_appends_are_stored_and_answered_with_their_revision() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path()).expect("open");
-    let server = Server::bind(
-        store.clone(),
-        ServerOptions::new("127.0.0.1:0".parse().expect("addr")),
-    )
-    .await
-    .expect("bind");
-    let addr = server.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, served) = serve_in_process(&store).await;
 
     let mut client = LeanClient::connect(addr).await.expect("connect");
     for expected_revision in 0..3u64 {
