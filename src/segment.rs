@@ -647,7 +647,7 @@ impl Segment {
     /// A sequential reader of the frames below file offset `upto` (which must be written
     /// bytes, never cut while the reader lives): as [`Segment::reader`], and an active
     /// segment's written part is read through a mapping too (made, or made afresh, once
-    /// [`ACTIVE_MAP_STEP`] more bytes are written than the last one covers), so that a
+    /// 4 MiB more bytes are written than the last one covers), so that a
     /// scan of the log's newest part copies nothing out of the page cache either.
     ///
     /// Only for logs whose written bytes are never cut while open (the event log; see
