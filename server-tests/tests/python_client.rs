@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use streamlog::Store;
-use streamlog::server::{Server, ServerOptions};
+use streamlog_server_tests::serve_in_process;
 use tokio::process::Command;
 
 /// How long installing the client may take (a cold pip cache downloads grpcio).
@@ -114,17 +114,7 @@ async fn the_python_client_appends_reads_subscribes_and_deletes() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("store")).expect("open");
-    let server = Server::bind(
-        store.clone(),
-        ServerOptions::new("127.0.0.1:0".parse().unwrap()),
-    )
-    .await
-    .expect("bind");
-    let addr = server.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
+    let (addr, stop, task) = serve_in_process(&store).await;
 
     let run = Command::new(&python)
         .arg(python_dir().join("client_check.py"))
