@@ -357,46 +357,49 @@ fn a_format_3_store_with_rewritten_segments_opens_reads_appends_and_checkpoints(
     assert!(v.is_clean(), "{v:?}");
 }
 
+/// The content of the v4-store and v5-store programs (the v2-store program, an append
+/// that carries a checkpoint, a scavenge, one more append), read through `store`.
+fn check_v4_content(store: &Store) -> Vec<RecordedEvent> {
+    let events: Vec<RecordedEvent> = all(store)
+        .into_iter()
+        .filter(|e| !e.stream.starts_with('$'))
+        .collect();
+    let per = |s: &str| events.iter().filter(|e| &*e.stream == s).count();
+    // The scavenge kept account-0 whole (13 events, the checkpointed one and one
+    // more), the last 3 of account-1, nothing of the deleted account-2 and account-3.
+    assert_eq!(per("account-0"), 15);
+    assert_eq!(per("account-1"), 3);
+    assert_eq!(per("account-2"), 0);
+    assert_eq!(per("account-3"), 0);
+    let versions: Vec<u64> = store
+        .read_stream("account-0", 0)
+        .unwrap()
+        .map(|e| e.unwrap().version)
+        .collect();
+    assert_eq!(versions, (0..15).collect::<Vec<_>>());
+    let checkpointed = events
+        .iter()
+        .find(|e| e.version == 13 && &*e.stream == "account-0")
+        .unwrap();
+    assert_eq!(checkpointed.data, b"{\"amount\":5}".to_vec());
+    assert_eq!(checkpointed.position, Position(6033));
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.version, last.data.as_slice()),
+        (14, &b"{\"amount\":7}"[..])
+    );
+    // The checkpoint the format-4 append carried (a version-2 file).
+    let token = store.checkpoint("projector").unwrap().unwrap();
+    assert_eq!(token.skip, 4);
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    events
+}
+
 #[test]
 fn a_format_4_store_with_zstd_blocks_opens_reads_verifies_and_scavenges_again() {
     let (_tmp, dir) = copy_fixture("v4-store");
     let old_segments = segment_files(&dir);
-    let check = |store: &Store| -> Vec<RecordedEvent> {
-        let events: Vec<RecordedEvent> = all(store)
-            .into_iter()
-            .filter(|e| !e.stream.starts_with('$'))
-            .collect();
-        let per = |s: &str| events.iter().filter(|e| &*e.stream == s).count();
-        // The scavenge kept account-0 whole (13 events, the checkpointed one and one
-        // more), the last 3 of account-1, nothing of the deleted account-2 and account-3.
-        assert_eq!(per("account-0"), 15);
-        assert_eq!(per("account-1"), 3);
-        assert_eq!(per("account-2"), 0);
-        assert_eq!(per("account-3"), 0);
-        let versions: Vec<u64> = store
-            .read_stream("account-0", 0)
-            .unwrap()
-            .map(|e| e.unwrap().version)
-            .collect();
-        assert_eq!(versions, (0..15).collect::<Vec<_>>());
-        let checkpointed = events
-            .iter()
-            .find(|e| e.version == 13 && &*e.stream == "account-0")
-            .unwrap();
-        assert_eq!(checkpointed.data, b"{\"amount\":5}".to_vec());
-        assert_eq!(checkpointed.position, Position(6033));
-        let last = events.last().unwrap();
-        assert_eq!(
-            (last.version, last.data.as_slice()),
-            (14, &b"{\"amount\":7}"[..])
-        );
-        // The checkpoint the format-4 append carried (a version-2 file).
-        let token = store.checkpoint("projector").unwrap().unwrap();
-        assert_eq!(token.skip, 4);
-        let v = store.verify(|_| {}).unwrap();
-        assert!(v.is_clean(), "{v:?}");
-        events
-    };
     // Its rewritten segments are of version 4, in zstd blocks without a dictionary.
     for (path, bytes) in &old_segments {
         if bytes[12] == 3 {
@@ -409,15 +412,15 @@ fn a_format_4_store_with_zstd_blocks_opens_reads_verifies_and_scavenges_again() 
         let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
         let info = store.info().unwrap();
         assert!(info.physical_bytes < info.bytes, "{info:?}");
-        check(&store)
+        check_v4_content(&store)
     };
     let store = Store::open_with(&dir, Options::default().with_segment_size_bytes(4096)).unwrap();
-    assert_eq!(check(&store), before);
+    assert_eq!(check_v4_content(&store), before);
     for (path, bytes) in &old_segments {
         assert_eq!(&fs::read(path).unwrap(), bytes, "{}", path.display());
     }
     // Scavenged again, with everything compressed: the old segments are rewritten as
-    // format 5 (blocks with a dictionary), and read the same.
+    // this build's format (blocks compressed with a dictionary), and read the same.
     store
         .tombstone_stream("account-1", ExpectedVersion::Any)
         .unwrap();
@@ -428,7 +431,76 @@ fn a_format_4_store_with_zstd_blocks_opens_reads_verifies_and_scavenges_again() 
     assert!(report.events_removed >= 3, "{report:?}");
     let rewritten: Vec<_> = segment_files(&dir)
         .into_iter()
-        .filter(|(_, b)| b[12] == 3 && b[8] == 5)
+        .filter(|(_, b)| b[12] == 3 && u32::from(b[8]) == streamlog::format::FORMAT_VERSION)
+        .collect();
+    assert!(!rewritten.is_empty());
+    let after: Vec<RecordedEvent> = all(&store)
+        .into_iter()
+        .filter(|e| !e.stream.starts_with('$'))
+        .collect();
+    let kept: Vec<RecordedEvent> = before
+        .iter()
+        .filter(|e| &*e.stream != "account-1")
+        .cloned()
+        .collect();
+    assert_eq!(after, kept);
+    let v = store.verify(|_| {}).unwrap();
+    assert!(v.is_clean(), "{v:?}");
+    store.close().unwrap();
+    let store = Store::open(&dir).unwrap();
+    let again: Vec<RecordedEvent> = all(&store)
+        .into_iter()
+        .filter(|e| !e.stream.starts_with('$'))
+        .collect();
+    assert_eq!(again, kept);
+    assert!(store.verify(|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn a_format_5_store_with_dictionary_blocks_opens_reads_verifies_and_scavenges_again() {
+    let (_tmp, dir) = copy_fixture("v5-store");
+    let old_segments = segment_files(&dir);
+    // Its rewritten segments are of version 5: a dictionary trained by zstd after the
+    // header, then blocks with headers, compressed with it.
+    for (path, bytes) in &old_segments {
+        if bytes[12] == 3 {
+            assert_eq!(bytes[8], 5, "{}", path.display());
+            assert_eq!(
+                &bytes[32..36],
+                &[0x37, 0xA4, 0x30, 0xEC],
+                "zstd's dictionary magic"
+            );
+            let footer = &bytes[bytes.len() - 64..];
+            let dictionary = u32::from_le_bytes(footer[52..56].try_into().unwrap()) as usize;
+            let block = 32 + dictionary;
+            assert_eq!(&bytes[block..block + 4], b"SLBK");
+            assert_eq!(bytes[block + 4], 2, "codec 2: zstd with the dictionary");
+        }
+    }
+    let before = {
+        let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
+        let info = store.info().unwrap();
+        assert!(info.physical_bytes < info.bytes, "{info:?}");
+        check_v4_content(&store)
+    };
+    let store = Store::open_with(&dir, Options::default().with_segment_size_bytes(4096)).unwrap();
+    assert_eq!(check_v4_content(&store), before);
+    for (path, bytes) in &old_segments {
+        assert_eq!(&fs::read(path).unwrap(), bytes, "{}", path.display());
+    }
+    // Scavenged again, with everything compressed: the old segments are rewritten as
+    // this build's format (blocks compressed with a dictionary), and read the same.
+    store
+        .tombstone_stream("account-1", ExpectedVersion::Any)
+        .unwrap();
+    let report = store
+        .scavenge(&streamlog::ScavengeOptions::default().with_compress_all(true))
+        .unwrap();
+    assert!(report.segments_rewritten >= 1, "{report:?}");
+    assert!(report.events_removed >= 3, "{report:?}");
+    let rewritten: Vec<_> = segment_files(&dir)
+        .into_iter()
+        .filter(|(_, b)| b[12] == 3 && u32::from(b[8]) == streamlog::format::FORMAT_VERSION)
         .collect();
     assert!(!rewritten.is_empty());
     let after: Vec<RecordedEvent> = all(&store)
