@@ -302,7 +302,8 @@ fn write_and_decode(
     let start = Instant::now();
     let bytes = match dictionary {
         Some(d) => {
-            let mut w = CompactWriter::with_dictionary(0, 5, level, d, target);
+            let version = streamlog::format::FORMAT_VERSION;
+            let mut w = CompactWriter::with_dictionary(0, version, level, d, target);
             for (p, f) in frames {
                 w.push_frame(*p, f);
             }
@@ -345,8 +346,13 @@ fn write_and_decode(
     };
     let wrote = start.elapsed();
     let len = bytes.len();
-    let footer =
-        compact::decode_footer(&bytes[len - compact::FOOTER_LEN..], 0, len as u64).unwrap();
+    let footer = compact::decode_footer(
+        &bytes[len - compact::FOOTER_LEN..],
+        0,
+        len as u64,
+        streamlog::format::FORMAT_VERSION,
+    )
+    .unwrap();
     let (blocks, _) = compact::decode_tables(
         &bytes[footer.map_offset as usize..len - compact::FOOTER_LEN],
         &footer,
@@ -361,10 +367,7 @@ fn write_and_decode(
     for _ in 0..rounds {
         for b in &blocks {
             let at = b.file_offset as usize;
-            let (codec, stored_len, raw_len, crc) =
-                compact::decode_block_header(&bytes[at..at + compact::BLOCK_HEADER_LEN]).unwrap();
-            let stored = &bytes[at + compact::BLOCK_HEADER_LEN..][..stored_len as usize];
-            let raw = compact::decode_block(codec, stored, raw_len, crc, dict.as_ref()).unwrap();
+            let raw = compact::decode_block_at(b, &bytes[at..], dict.as_ref()).unwrap();
             std::hint::black_box(raw);
         }
     }

@@ -16,13 +16,15 @@ use le::Reader;
 
 /// Magic at the start of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SLOGSEG\0";
-/// Current on-disk format version written into segment headers (5: a rewritten segment's
+/// Current on-disk format version written into segment headers (6: a rewritten segment's
+/// blocks have no header, their lengths, codec and CRC are in its packed block map,
+/// [`compact::PACKED_MAP_VERSION`]; 5: a rewritten segment's
 /// compressed blocks may use a dictionary stored in it, [`compact::Codec::ZstdDict`]; 4:
 /// an events frame may carry a consumer checkpoint after its events,
 /// [`EVENTS_FLAG_CHECKPOINT`]; 3: rewritten
 /// segments exist; a segment of the log is laid out as in version 2 unless its kind is
 /// [`compact::SEGMENT_KIND_COMPACTED`]).
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// The oldest format version this build reads (and appends after: see `docs/format.md`).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// Segment file kind: a segment of the event log.

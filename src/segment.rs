@@ -11,8 +11,7 @@ use parking_lot::RwLock;
 
 use crate::error::{Error, Result};
 use crate::format::compact::{
-    self, BLOCK_HEADER_LEN, BlockRef, Codec, Dictionary, FOOTER_LEN, Footer, RemovedRun,
-    SEGMENT_KIND_COMPACTED,
+    self, BlockRef, Codec, Dictionary, FOOTER_LEN, Footer, RemovedRun, SEGMENT_KIND_COMPACTED,
 };
 use crate::format::{
     self, DecodeError, FRAME_HEADER_LEN, FRAME_MAGIC, FrameHeader, SEGMENT_HEADER_LEN,
@@ -314,6 +313,7 @@ impl Segment {
             footer.get(..n).unwrap_or_default(),
             self.base,
             file_len,
+            version,
         ) {
             Ok(f) if f.dictionary_len > 0 && version < 5 => {
                 return Ok(Err((
@@ -532,11 +532,7 @@ impl Segment {
             }
             last = Some(i);
             if let Some(b) = map.blocks.get(i) {
-                let end = b
-                    .file_offset
-                    .saturating_add(BLOCK_HEADER_LEN as u64)
-                    .saturating_add(u64::from(b.stored_len));
-                ranges.push((b.file_offset, end));
+                ranges.push((b.file_offset, b.file_offset.saturating_add(b.file_len())));
             }
         }
         self.will_need_merged(ranges);
@@ -1065,8 +1061,7 @@ impl SegmentReader {
         let Some(b) = map.blocks.get(i).copied() else {
             return Ok(Err((0, DecodeError::Invalid("no such block"))));
         };
-        let len =
-            BLOCK_HEADER_LEN.saturating_add(usize::try_from(b.stored_len).unwrap_or(usize::MAX));
+        let len = usize::try_from(b.file_len()).unwrap_or(usize::MAX);
         let bytes = self.segment.read_range(b.file_offset, len)?;
         let dictionary = if b.codec == Codec::ZstdDict {
             match self.segment.dictionary(map)? {
@@ -1076,21 +1071,7 @@ impl SegmentReader {
         } else {
             None
         };
-        let decoded =
-            compact::decode_block_header(&bytes).and_then(|(codec, stored_len, raw_len, crc)| {
-                if codec != b.codec || stored_len != b.stored_len || raw_len != b.raw_len {
-                    return Err(DecodeError::Invalid(
-                        "block header differs from the block map",
-                    ));
-                }
-                compact::decode_block(
-                    codec,
-                    bytes.get(BLOCK_HEADER_LEN..).unwrap_or_default(),
-                    raw_len,
-                    crc,
-                    dictionary.as_deref(),
-                )
-            });
+        let decoded = compact::decode_block_at(&b, &bytes, dictionary.as_deref());
         match decoded {
             Ok(raw) => {
                 let raw: Arc<[u8]> = Arc::from(raw);

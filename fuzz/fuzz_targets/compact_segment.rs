@@ -1,6 +1,6 @@
-//! Rewritten segments (`streamlog::format::compact`, formats 3 and 5) on arbitrary bytes:
-//! decoding the footer, the dictionary, the block map and removed runs, block headers and
-//! blocks (stored, zstd, or zstd with the segment's dictionary), and finding frames in a
+//! Rewritten segments (`streamlog::format::compact`, formats 3 to 6) on arbitrary bytes:
+//! decoding the footer, the dictionary, the block map (fixed-size records, or packed
+//! since format 6) and removed runs, block headers and blocks (stored, zstd, or zstd with the segment's dictionary), and finding frames in a
 //! decoded block never panics; and a segment written by `CompactWriter` from arbitrary
 //! frames (stored, or compressed with a dictionary sampled from them) decodes back to the
 //! same frames at the same positions.
@@ -9,13 +9,14 @@
 //! decode (the harness fixes the footer's CRC, and the dictionary's when the footer
 //! declares one, so the checks behind them are reached). Clear: the bytes are split into
 //! payloads of frames that are written and read back; mode bit 1 picks compression with a
-//! dictionary, and bits 2.. the block target.
+//! dictionary, bit 2 format 5 (block headers) instead of this build's, and bits 3.. the
+//! block target.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use streamlog::format::compact::{
-    self, BLOCK_HEADER_LEN, CompactWriter, Dictionary, DictionarySampler, FOOTER_LEN, decode_block,
-    decode_block_header, decode_footer, decode_tables,
+    self, CompactWriter, Dictionary, DictionarySampler, FOOTER_LEN, decode_block_at,
+    decode_footer, decode_tables,
 };
 use streamlog::format::{EventRecord, EventsFrame, encode_events_frame};
 
@@ -32,7 +33,12 @@ fuzz_target!(|data: &[u8]| {
 
 fn round_trip(bytes: &[u8], mode: u8) {
     let compress = mode % 2 == 1;
-    let block_target = 1 + usize::from(mode >> 1) * 64;
+    let version = if (mode >> 1) % 2 == 1 {
+        5
+    } else {
+        streamlog::format::FORMAT_VERSION
+    };
+    let block_target = 1 + usize::from(mode >> 2) * 64;
     let mut position = 32u64;
     let mut kept = Vec::new();
     for (i, payload) in bytes.chunks(37).enumerate() {
@@ -68,16 +74,17 @@ fn round_trip(bytes: &[u8], mode: u8) {
         for (p, f) in &kept {
             sampler.offer(*p, f);
         }
-        CompactWriter::with_dictionary(0, 5, 1, &sampler.finish(), block_target)
+        CompactWriter::with_dictionary(0, version, 1, &sampler.finish(), block_target)
     } else {
-        CompactWriter::new(0, 5)
+        CompactWriter::new(0, version)
     };
     for (p, f) in &kept {
         writer.push_frame(*p, f);
     }
     let file = writer.finish(position, &[]);
     let len = file.len();
-    let footer = decode_footer(&file[len - FOOTER_LEN..], 0, len as u64).expect("footer");
+    let footer =
+        decode_footer(&file[len - FOOTER_LEN..], 0, len as u64, version).expect("footer");
     let (blocks, _) = decode_tables(
         &file[footer.map_offset as usize..len - FOOTER_LEN],
         &footer,
@@ -90,12 +97,8 @@ fn round_trip(bytes: &[u8], mode: u8) {
     });
     let mut found = Vec::new();
     for b in blocks {
-        let start = b.file_offset as usize;
-        let (codec, stored_len, raw_len, crc) =
-            decode_block_header(&file[start..start + BLOCK_HEADER_LEN]).expect("block header");
-        let stored =
-            &file[start + BLOCK_HEADER_LEN..start + BLOCK_HEADER_LEN + stored_len as usize];
-        let raw = decode_block(codec, stored, raw_len, crc, dictionary.as_ref()).expect("block");
+        let raw = decode_block_at(&b, &file[b.file_offset as usize..], dictionary.as_ref())
+            .expect("block");
         for (p, off) in compact::block_positions(&raw, b.first_position).expect("frames") {
             let flen = kept
                 .iter()

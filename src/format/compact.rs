@@ -15,11 +15,17 @@
 //! ```text
 //! segment header (32 bytes, kind 3)
 //! dictionary    the bytes the footer counts (format 5; none when it counts 0)
-//! block*        block header (24 bytes) + stored bytes
-//! block map     32 bytes per block
-//! removed runs  32 bytes per run
+//! block*        stored bytes (formats 3-5: a 24-byte block header before them)
+//! block map     a packed record per block (formats 3-5: 32 bytes per block)
+//! removed runs  40 bytes per run
 //! footer        64 bytes
 //! ```
+//!
+//! Since format 6 a block is only its stored bytes: its lengths, codec and the CRC of its
+//! stored bytes are in its block map record, packed (LEB128 numbers, the position as the
+//! gap after the previous block), which the reader holds in memory from the open on.
+//! Small compressed blocks are most of a compressed segment, and the 56 bytes of header
+//! and fixed-size record each carried before were a quarter of its bytes.
 //! Byte by byte in docs/format.md ("Rewritten segments").
 
 use std::cell::RefCell;
@@ -33,10 +39,16 @@ use super::{DecodeError, FRAME_HEADER_LEN, FRAME_MAGIC, SEGMENT_HEADER_LEN, deco
 pub const SEGMENT_KIND_COMPACTED: u32 = 3;
 /// Magic of a block header: `SLBK`.
 pub const BLOCK_MAGIC: [u8; 4] = *b"SLBK";
-/// Size of a block header.
+/// Size of a block header (formats 3-5).
 pub const BLOCK_HEADER_LEN: usize = 24;
-/// Size of one block map record.
+/// Size of one block map record (formats 3-5).
 pub const BLOCK_MAP_RECORD_LEN: usize = 32;
+/// The format version from which blocks have no header and the block map is packed
+/// (format 6): segments of an older version keep their layout.
+pub const PACKED_MAP_VERSION: u32 = 6;
+/// Smallest packed block map record: a one-byte gap, raw and stored lengths, the codec,
+/// the 4-byte CRC.
+const PACKED_RECORD_MIN: u64 = 8;
 /// Size of one removed-run record.
 pub const REMOVED_RECORD_LEN: usize = 40;
 /// Size of the footer at the end of the file.
@@ -98,14 +110,30 @@ impl Codec {
 pub struct BlockRef {
     /// Position of the block's first frame.
     pub first_position: u64,
-    /// File offset of the block header.
+    /// File offset of the block: of its header in formats 3-5, of its stored bytes since
+    /// format 6.
     pub file_offset: u64,
-    /// Bytes stored after the header.
+    /// Bytes stored (after the header, in formats 3-5).
     pub stored_len: u32,
     /// Bytes of frames once decoded.
     pub raw_len: u32,
     /// How they are stored.
     pub codec: Codec,
+    /// CRC-32 of the stored bytes when the map holds it (format 6); `None` in formats
+    /// 3-5, where the block's header holds it.
+    pub stored_crc: Option<u32>,
+}
+
+impl BlockRef {
+    /// Bytes of the block in the file: its header (formats 3-5) and its stored bytes.
+    pub fn file_len(&self) -> u64 {
+        let header = if self.stored_crc.is_some() {
+            0
+        } else {
+            BLOCK_HEADER_LEN as u64
+        };
+        header.saturating_add(u64::from(self.stored_len))
+    }
 }
 
 /// A run of removed frames of one stream (the same fields as an index entry).
@@ -142,6 +170,9 @@ pub struct Footer {
     pub dictionary_len: u32,
     /// CRC-32 of the dictionary's bytes (0 when there is none).
     pub dictionary_crc: u32,
+    /// Whether blocks have no header and the map is packed (format 6 and later, as the
+    /// segment header's version says; not a byte of the footer).
+    pub packed: bool,
 }
 
 impl Footer {
@@ -328,7 +359,40 @@ pub fn decode_block(
     Ok(raw)
 }
 
-/// Encodes a block map record.
+/// Checks and decodes block `b` from `bytes`, its [`BlockRef::file_len`] bytes at its
+/// file offset: the header (formats 3-5), which must agree with the map, then the stored
+/// bytes, checked against their CRC before anything is decoded; a block of codec
+/// [`Codec::ZstdDict`] needs the segment's `dictionary`.
+///
+/// # Errors
+/// As [`decode_block`]; [`DecodeError::Truncated`] when `bytes` are short, and
+/// [`DecodeError::Invalid`] when a block header differs from the map.
+pub fn decode_block_at(
+    b: &BlockRef,
+    bytes: &[u8],
+    dictionary: Option<&Dictionary>,
+) -> Result<Vec<u8>, DecodeError> {
+    let want = usize::try_from(b.file_len()).map_err(|_| DecodeError::Invalid("length"))?;
+    let bytes = bytes.get(..want).ok_or(DecodeError::Truncated {
+        needed: b.file_len(),
+        available: bytes.len() as u64,
+    })?;
+    match b.stored_crc {
+        Some(crc) => decode_block(b.codec, bytes, b.raw_len, crc, dictionary),
+        None => {
+            let (codec, stored_len, raw_len, crc) = decode_block_header(bytes)?;
+            if codec != b.codec || stored_len != b.stored_len || raw_len != b.raw_len {
+                return Err(DecodeError::Invalid(
+                    "block header differs from the block map",
+                ));
+            }
+            let stored = bytes.get(BLOCK_HEADER_LEN..).unwrap_or_default();
+            decode_block(codec, stored, raw_len, crc, dictionary)
+        }
+    }
+}
+
+/// Encodes a block map record of formats 3-5.
 pub fn encode_block_ref(out: &mut Vec<u8>, block: &BlockRef) {
     out.extend_from_slice(&block.first_position.to_le_bytes());
     out.extend_from_slice(&block.file_offset.to_le_bytes());
@@ -367,12 +431,29 @@ pub fn encode_footer(footer: &Footer) -> [u8; FOOTER_LEN] {
     out
 }
 
+/// Appends the packed block map record of `block` (format 6), which starts `gap` bytes of
+/// positions after the previous block's frames end (the first block: after the segment
+/// header): the gap, the raw and stored lengths (LEB128), the codec, the CRC-32 of the
+/// stored bytes (4 bytes).
+fn encode_packed_record(out: &mut Vec<u8>, block: &BlockRef, gap: u64) {
+    super::le::put_varint(out, gap);
+    super::le::put_varint(out, u64::from(block.raw_len));
+    super::le::put_varint(out, u64::from(block.stored_len));
+    out.push(block.codec.to_byte());
+    out.extend_from_slice(&block.stored_crc.unwrap_or(0).to_le_bytes());
+}
+
 /// Decodes and checks the footer (the last [`FOOTER_LEN`] bytes of a file `file_len`
-/// bytes long whose header says it starts at `base`).
+/// bytes long whose header says it starts at `base` and is of format `version`).
 ///
 /// # Errors
 /// [`DecodeError`] when the footer does not check or places its tables outside the file.
-pub fn decode_footer(bytes: &[u8], base: u64, file_len: u64) -> Result<Footer, DecodeError> {
+pub fn decode_footer(
+    bytes: &[u8],
+    base: u64,
+    file_len: u64,
+    version: u32,
+) -> Result<Footer, DecodeError> {
     let mut r = Reader::new(bytes);
     let covered = r.take(FOOTER_LEN - 4)?;
     let stored = r.u32()?;
@@ -393,6 +474,7 @@ pub fn decode_footer(bytes: &[u8], base: u64, file_len: u64) -> Result<Footer, D
         tables_crc: r.u32()?,
         dictionary_len: r.u32()?,
         dictionary_crc: r.u32()?,
+        packed: version >= PACKED_MAP_VERSION,
     };
     if footer.dictionary_len > MAX_DICTIONARY_BYTES
         || (footer.dictionary_len == 0 && footer.dictionary_crc != 0)
@@ -407,14 +489,22 @@ pub fn decode_footer(bytes: &[u8], base: u64, file_len: u64) -> Result<Footer, D
                 .checked_mul(REMOVED_RECORD_LEN as u64)
                 .and_then(|n| n.checked_add(e))
         });
-    let map_end = footer
-        .blocks
-        .checked_mul(BLOCK_MAP_RECORD_LEN as u64)
-        .and_then(|n| n.checked_add(footer.map_offset));
-    if footer.map_offset < footer.blocks_offset()
-        || map_end != Some(footer.removed_offset)
-        || tables_end != Some(file_len)
-    {
+    // A packed map's length is what its records take (checked as they are decoded), at
+    // least the smallest record per block.
+    let map_fits = if footer.packed {
+        footer
+            .blocks
+            .checked_mul(PACKED_RECORD_MIN)
+            .and_then(|n| n.checked_add(footer.map_offset))
+            .is_some_and(|min_end| min_end <= footer.removed_offset)
+    } else {
+        footer
+            .blocks
+            .checked_mul(BLOCK_MAP_RECORD_LEN as u64)
+            .and_then(|n| n.checked_add(footer.map_offset))
+            == Some(footer.removed_offset)
+    };
+    if footer.map_offset < footer.blocks_offset() || !map_fits || tables_end != Some(file_len) {
         return Err(DecodeError::Invalid(
             "footer places its tables outside the file",
         ));
@@ -443,22 +533,54 @@ pub fn decode_tables(
             computed,
         });
     }
-    let mut r = Reader::new(tables);
+    let map_len = usize::try_from(footer.removed_offset.saturating_sub(footer.map_offset))
+        .map_err(|_| DecodeError::Invalid("block map length"))?;
+    let (map, runs) = tables
+        .split_at_checked(map_len)
+        .ok_or(DecodeError::Truncated {
+            needed: map_len as u64,
+            available: tables.len() as u64,
+        })?;
+    let mut r = Reader::new(map);
     let n = usize::try_from(footer.blocks).map_err(|_| DecodeError::Invalid("block count"))?;
-    let mut blocks = Vec::with_capacity(n.min(tables.len() / BLOCK_MAP_RECORD_LEN));
+    let record_min = if footer.packed {
+        PACKED_RECORD_MIN as usize
+    } else {
+        BLOCK_MAP_RECORD_LEN
+    };
+    let mut blocks = Vec::with_capacity(n.min(map.len().checked_div(record_min).unwrap_or(0)));
     let mut next_offset = footer.blocks_offset();
     let mut min_position = base.saturating_add(SEGMENT_HEADER_LEN as u64);
+    let length = |v: u64| u32::try_from(v).map_err(|_| DecodeError::Invalid("block length"));
     for _ in 0..n {
-        let block = BlockRef {
-            first_position: r.u64()?,
-            file_offset: r.u64()?,
-            stored_len: r.u32()?,
-            raw_len: r.u32()?,
-            codec: Codec::from_byte(r.u8()?)?,
+        let block = if footer.packed {
+            let gap = r.varint()?;
+            let raw_len = length(r.varint()?)?;
+            let stored_len = length(r.varint()?)?;
+            BlockRef {
+                first_position: min_position
+                    .checked_add(gap)
+                    .ok_or(DecodeError::Invalid("block map out of order"))?,
+                file_offset: next_offset,
+                stored_len,
+                raw_len,
+                codec: Codec::from_byte(r.u8()?)?,
+                stored_crc: Some(r.u32()?),
+            }
+        } else {
+            let block = BlockRef {
+                first_position: r.u64()?,
+                file_offset: r.u64()?,
+                stored_len: r.u32()?,
+                raw_len: r.u32()?,
+                codec: Codec::from_byte(r.u8()?)?,
+                stored_crc: None,
+            };
+            if r.array::<7>()? != [0u8; 7] {
+                return Err(DecodeError::Invalid("block map reserved bytes"));
+            }
+            block
         };
-        if r.array::<7>()? != [0u8; 7] {
-            return Err(DecodeError::Invalid("block map reserved bytes"));
-        }
         if block.codec == Codec::ZstdDict && footer.dictionary_len == 0 {
             return Err(DecodeError::Invalid(
                 "block needs a dictionary the segment lacks",
@@ -473,10 +595,7 @@ pub fn decode_tables(
         {
             return Err(DecodeError::Invalid("block map out of order"));
         }
-        next_offset = block
-            .file_offset
-            .saturating_add(BLOCK_HEADER_LEN as u64)
-            .saturating_add(u64::from(block.stored_len));
+        next_offset = block.file_offset.saturating_add(block.file_len());
         min_position = block.first_position.saturating_add(raw);
         blocks.push(block);
     }
@@ -485,8 +604,12 @@ pub fn decode_tables(
             "blocks do not end where the map starts",
         ));
     }
+    if r.remaining() != 0 {
+        return Err(DecodeError::Invalid("bytes after the block map"));
+    }
+    let mut r = Reader::new(runs);
     let n = usize::try_from(footer.removed).map_err(|_| DecodeError::Invalid("run count"))?;
-    let mut removed = Vec::with_capacity(n.min(tables.len() / REMOVED_RECORD_LEN));
+    let mut removed = Vec::with_capacity(n.min(runs.len() / REMOVED_RECORD_LEN));
     for _ in 0..n {
         let run = RemovedRun {
             hash: r.u64()?,
@@ -699,6 +822,9 @@ impl std::fmt::Debug for Encoder {
 #[derive(Debug)]
 pub struct CompactWriter {
     out: Vec<u8>,
+    base: u64,
+    /// Blocks without headers and a packed map (format 6 and later).
+    packed: bool,
     blocks: Vec<BlockRef>,
     pending: Vec<u8>,
     pending_first: u64,
@@ -722,6 +848,8 @@ impl CompactWriter {
         });
         CompactWriter {
             out: header.to_vec(),
+            base,
+            packed: version >= PACKED_MAP_VERSION,
             blocks: Vec::new(),
             pending: Vec::new(),
             pending_first: 0,
@@ -799,8 +927,13 @@ impl CompactWriter {
             stored_len: u32::try_from(stored.len()).unwrap_or(u32::MAX),
             raw_len,
             codec,
+            stored_crc: self.packed.then(|| crc32fast::hash(stored)),
         };
-        encode_block(&mut self.out, codec, stored, raw_len);
+        if self.packed {
+            self.out.extend_from_slice(stored);
+        } else {
+            encode_block(&mut self.out, codec, stored, raw_len);
+        }
         self.blocks.push(block);
         self.pending.clear();
     }
@@ -810,8 +943,15 @@ impl CompactWriter {
         self.finish_block();
         let map_offset = self.out.len() as u64;
         let mut tables = Vec::new();
+        let mut frames_end = self.base.saturating_add(SEGMENT_HEADER_LEN as u64);
         for b in &self.blocks {
-            encode_block_ref(&mut tables, b);
+            if self.packed {
+                let gap = b.first_position.saturating_sub(frames_end);
+                encode_packed_record(&mut tables, b, gap);
+                frames_end = b.first_position.saturating_add(u64::from(b.raw_len));
+            } else {
+                encode_block_ref(&mut tables, b);
+            }
         }
         let removed_offset = map_offset.saturating_add(tables.len() as u64);
         for run in removed {
@@ -826,6 +966,7 @@ impl CompactWriter {
             tables_crc: crc32fast::hash(&tables),
             dictionary_len: self.dictionary_len,
             dictionary_crc: self.dictionary_crc,
+            packed: self.packed,
         };
         self.out.extend_from_slice(&tables);
         self.out.extend_from_slice(&encode_footer(&footer));
@@ -857,7 +998,9 @@ pub fn decode_forged(mut bytes: Vec<u8>) {
     if let Some(field) = bytes.get_mut(len.saturating_sub(4)..) {
         field.copy_from_slice(&crc.to_le_bytes());
     }
-    let Ok(footer) = decode_footer(bytes.get(f..).unwrap_or_default(), 0, len as u64) else {
+    let version = super::le::u32_at(&bytes, 8).unwrap_or(0);
+    let Ok(footer) = decode_footer(bytes.get(f..).unwrap_or_default(), 0, len as u64, version)
+    else {
         return;
     };
     let Some(tables) = bytes.get(footer.map_offset as usize..f) else {
@@ -871,17 +1014,9 @@ pub fn decode_forged(mut bytes: Vec<u8>) {
         .filter(|_| footer.dictionary_len > 0)
         .and_then(|d| Dictionary::decode(d, &footer).ok());
     for b in blocks {
-        let start = b.file_offset as usize;
-        let body = start.saturating_add(BLOCK_HEADER_LEN);
-        let Some(Ok((codec, stored_len, raw_len, crc))) =
-            bytes.get(start..body).map(decode_block_header)
-        else {
-            continue;
-        };
-        let Some(stored) = bytes.get(body..body.saturating_add(stored_len as usize)) else {
-            continue;
-        };
-        if let Ok(raw) = decode_block(codec, stored, raw_len, crc, dictionary.as_ref()) {
+        let start = usize::try_from(b.file_offset).unwrap_or(usize::MAX);
+        let block = bytes.get(start..).unwrap_or_default();
+        if let Ok(raw) = decode_block_at(&b, block, dictionary.as_ref()) {
             let _ = block_positions(&raw, b.first_position);
             let _ = find_in_block(&raw, b.first_position, b.first_position.wrapping_add(32));
         }
@@ -923,9 +1058,18 @@ mod tests {
         out
     }
 
+    fn version(bytes: &[u8]) -> u32 {
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+    }
+
     fn parse(bytes: &[u8], base: u64) -> (Footer, Vec<BlockRef>, Vec<RemovedRun>) {
-        let footer =
-            decode_footer(&bytes[bytes.len() - FOOTER_LEN..], base, bytes.len() as u64).unwrap();
+        let footer = decode_footer(
+            &bytes[bytes.len() - FOOTER_LEN..],
+            base,
+            bytes.len() as u64,
+            version(bytes),
+        )
+        .unwrap();
         let tables = &bytes[footer.map_offset as usize..bytes.len() - FOOTER_LEN];
         let (blocks, removed) = decode_tables(tables, &footer, base).unwrap();
         (footer, blocks, removed)
@@ -949,12 +1093,8 @@ mod tests {
         let dict = dictionary(bytes, &footer);
         let mut found = Vec::new();
         for b in &blocks {
-            let start = b.file_offset as usize;
-            let (codec, stored_len, raw_len, crc) =
-                decode_block_header(&bytes[start..start + BLOCK_HEADER_LEN]).unwrap();
-            assert_eq!(codec, b.codec);
-            let stored = &bytes[start + BLOCK_HEADER_LEN..][..stored_len as usize];
-            let raw = decode_block(codec, stored, raw_len, crc, dict.as_ref()).unwrap();
+            assert_eq!(b.stored_crc.is_some(), footer.packed);
+            let raw = decode_block_at(b, &bytes[b.file_offset as usize..], dict.as_ref()).unwrap();
             for (pos, off) in block_positions(&raw, b.first_position).unwrap() {
                 assert_eq!(
                     find_in_block(&raw, b.first_position, pos).unwrap(),
@@ -970,9 +1110,13 @@ mod tests {
         found
     }
 
-    /// 2,000 frames, every third removed; returns the writer's file, the kept positions
-    /// and the sampled dictionary.
-    fn write(base: u64, compress: bool) -> (Vec<u8>, Vec<u64>, Vec<u8>) {
+    /// The versions whose rewritten segments this build writes in tests: format 5 (block
+    /// headers, fixed-size map records) and this build's (packed map).
+    const VERSIONS: [u32; 2] = [5, crate::format::FORMAT_VERSION];
+
+    /// 2,000 frames, every third removed, in a segment of `version`; returns the writer's
+    /// file, the kept positions and the sampled dictionary.
+    fn write(base: u64, compress: bool, version: u32) -> (Vec<u8>, Vec<u64>, Vec<u8>) {
         let mut frames = Vec::new();
         let mut p = base + 32;
         for i in 0..2000u64 {
@@ -992,9 +1136,9 @@ mod tests {
         }
         let dict = sampler.finish();
         let mut w = if compress {
-            CompactWriter::with_dictionary(base, 5, 3, &dict, DICT_BLOCK_TARGET_BYTES)
+            CompactWriter::with_dictionary(base, version, 3, &dict, DICT_BLOCK_TARGET_BYTES)
         } else {
-            CompactWriter::new(base, 5)
+            CompactWriter::new(base, version)
         };
         for (q, f) in &frames {
             w.push_frame(*q, f);
@@ -1016,8 +1160,11 @@ mod tests {
     #[test]
     fn frames_keep_their_positions_through_blocks_stored_or_compressed_with_a_dictionary() {
         let base = 1 << 20;
-        for compress in [false, true] {
-            let (bytes, positions, dict) = write(base, compress);
+        for (compress, version) in [false, true]
+            .into_iter()
+            .flat_map(|c| VERSIONS.map(|v| (c, v)))
+        {
+            let (bytes, positions, dict) = write(base, compress, version);
             let (footer, blocks, _) = parse(&bytes, base);
             assert!(blocks.len() > 1);
             assert_eq!(decode_all(&bytes, base), positions);
@@ -1127,27 +1274,33 @@ mod tests {
 
     #[test]
     fn a_flipped_bit_anywhere_is_reported() {
+        for version in VERSIONS {
+            flipped_bits_are_reported(version);
+        }
+    }
+
+    fn flipped_bits_are_reported(version: u32) {
         let base = 0;
-        let (bytes, _, _) = write(base, true);
+        let (bytes, _, _) = write(base, true, version);
         let (footer, blocks, _) = parse(&bytes, base);
         let good = dictionary(&bytes, &footer).unwrap();
         let b = blocks[0];
         let start = b.file_offset as usize;
-        for i in start..start + BLOCK_HEADER_LEN + b.stored_len as usize {
+        for i in start..start + b.file_len() as usize {
             let mut bad = bytes.clone();
             bad[i] ^= 0x10;
-            let ok = decode_block_header(&bad[start..start + BLOCK_HEADER_LEN]).and_then(
-                |(codec, stored_len, raw_len, crc)| {
-                    let stored = bad
-                        .get(
-                            start + BLOCK_HEADER_LEN
-                                ..start + BLOCK_HEADER_LEN + stored_len as usize,
-                        )
-                        .ok_or(DecodeError::Invalid("short"))?;
-                    decode_block(codec, stored, raw_len, crc, Some(&good))
-                },
+            let ok = decode_block_at(&b, &bad[start..], Some(&good));
+            assert!(ok.is_err(), "flip at {i} not reported (format {version})");
+        }
+        // In the block map and removed runs: their CRC.
+        let tables = footer.map_offset as usize..bytes.len() - FOOTER_LEN;
+        for i in tables.clone() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x04;
+            assert!(
+                decode_tables(&bad[tables.clone()], &footer, base).is_err(),
+                "flip at {i} of the tables not reported (format {version})"
             );
-            assert!(ok.is_err(), "flip at {i} not reported");
         }
         // In the dictionary: never prepared, so never decoded with.
         for i in 32..32 + footer.dictionary_len as usize {
@@ -1162,7 +1315,8 @@ mod tests {
         for i in bytes.len() - FOOTER_LEN..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 1;
-            assert!(decode_footer(&bad[bad.len() - FOOTER_LEN..], base, bad.len() as u64).is_err());
+            let footer = &bad[bad.len() - FOOTER_LEN..];
+            assert!(decode_footer(footer, base, bad.len() as u64, version).is_err());
         }
     }
 
@@ -1176,6 +1330,7 @@ mod tests {
             payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..700), 1..60),
             target in 1usize..3000,
             kept_mod in 2u64..5,
+            version in prop::sample::select(VERSIONS.to_vec()),
         ) {
             let mut frames = Vec::new();
             let mut p = 32u64;
@@ -1191,7 +1346,7 @@ mod tests {
             for (q, f) in &frames {
                 sampler.offer(*q, f);
             }
-            let mut w = CompactWriter::with_dictionary(0, 5, 3, &sampler.finish(), target);
+            let mut w = CompactWriter::with_dictionary(0, version, 3, &sampler.finish(), target);
             for (q, f) in &frames {
                 w.push_frame(*q, f);
             }
@@ -1210,8 +1365,9 @@ mod tests {
             edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
             cut in any::<prop::sample::Index>(),
             truncate in any::<bool>(),
+            packed in any::<bool>(),
         ) {
-            let (mut bytes, _, _) = write(0, true);
+            let (mut bytes, _, _) = write(0, true, VERSIONS[usize::from(packed)]);
             for (at, b) in edits {
                 let i = at.index(bytes.len());
                 bytes[i] = b;

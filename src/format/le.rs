@@ -68,6 +68,25 @@ impl<'a> Reader<'a> {
         Ok(i64::from_le_bytes(self.array()?))
     }
 
+    /// An unsigned LEB128 number (7 bits a byte, least significant first, high bit set on
+    /// every byte but the last), at most 10 bytes; one that does not fit in a `u64` is
+    /// [`DecodeError::Invalid`].
+    pub(crate) fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..70u32).step_by(7) {
+            let b = self.u8()?;
+            let bits = u64::from(b & 0x7F);
+            if shift == 63 && bits > 1 {
+                return Err(DecodeError::Invalid("varint too large"));
+            }
+            value |= bits << shift;
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(DecodeError::Invalid("varint too long"))
+    }
+
     /// The next `len` bytes as UTF-8; `what` names the field when they are not.
     pub(crate) fn str(&mut self, len: usize, what: &'static str) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.take(len)?).map_err(|_| DecodeError::Invalid(what))
@@ -82,6 +101,15 @@ impl<'a> Reader<'a> {
 /// The `u32` at byte `at` of `bytes`.
 pub(crate) fn u32_at(bytes: &[u8], at: usize) -> Result<u32, DecodeError> {
     Reader::at(bytes, at).u32()
+}
+
+/// Appends `value` as an unsigned LEB128 number (what [`Reader::varint`] reads).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
 #[cfg(test)]
@@ -124,6 +152,44 @@ mod tests {
                 needed: 4,
                 available: 0
             })
+        );
+    }
+
+    #[test]
+    fn varints_round_trip_and_refuse_what_does_not_fit() {
+        let values = [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ];
+        let mut out = Vec::new();
+        for v in values {
+            put_varint(&mut out, v);
+        }
+        // 1 byte below 128, 2 below 16,384, 10 for u64::MAX.
+        assert_eq!(out.len(), 1 + 1 + 1 + 2 + 2 + 2 + 3 + 5 + 10);
+        let mut r = Reader::new(&out);
+        for v in values {
+            assert_eq!(r.varint(), Ok(v));
+        }
+        assert_eq!(r.remaining(), 0);
+        // Truncated, too long, and too large for a u64.
+        assert!(matches!(
+            Reader::new(&[0x80]).varint(),
+            Err(DecodeError::Truncated { .. })
+        ));
+        assert!(Reader::new(&[0xFF; 11]).varint().is_err());
+        let mut too_large = vec![0xFF; 9];
+        too_large.push(0x02);
+        assert_eq!(
+            Reader::new(&too_large).varint(),
+            Err(DecodeError::Invalid("varint too large"))
         );
     }
 }
