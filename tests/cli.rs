@@ -221,14 +221,19 @@ fn stdin_batch_with_a_bad_line_appends_nothing_and_names_the_line() {
     let input =
         b"{\"type\":\"A\",\"data\":1}\n{\"type\":\"B\",\"data\":\n{\"type\":\"C\",\"data\":3}\n";
     let o = streamlog_with_stdin(&["append", s.path(), "s", "--stdin"], input);
-    assert!(matches!(code(&o), 1 | 2), "exit {}", code(&o));
+    assert_eq!(
+        code(&o),
+        2,
+        "malformed input is a usage error: {}",
+        stderr(&o)
+    );
     assert!(o.stdout.is_empty());
     assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
     assert_eq!(s.read("s").len(), 1);
 
     // A line that is JSON but not an event is refused as well.
     let o = streamlog_with_stdin(&["append", s.path(), "s", "--stdin"], b"{\"type\":\"A\"}\n");
-    assert_eq!(code(&o), 1);
+    assert_eq!(code(&o), 2);
     assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
     assert_eq!(s.read("s").len(), 1);
 }
@@ -383,6 +388,14 @@ fn verify_with_a_flipped_byte_in_an_attested_frame_exits_5() {
     // Reading the damaged frame is corruption too, exit 5. (Open does not scan the part
     // of the log the index covers, so this is found by reads and by verify.)
     assert_eq!(code(&streamlog(&["read-all", s.path()])), 5);
+    // `info` reads every frame to tell what a scavenge would remove: it prints its
+    // summary with the damage, then exits 5.
+    let o = streamlog(&["info", s.path()]);
+    assert_eq!(code(&o), 5, "{}", stderr(&o));
+    let info = lines(&o).remove(0);
+    assert_eq!(info["events"], 6);
+    assert!(info["reclaimable_bytes"].is_null(), "{info}");
+    assert!(info["damage"].as_str().unwrap().contains(".seg"), "{info}");
 }
 
 #[test]
@@ -1028,6 +1041,10 @@ fn values_the_store_refuses_are_usage_errors_exit_2() {
         ),
         (vec!["read-all", s.path(), "--from", "33"], "33"),
         (
+            vec!["read-all", s.path(), "--from", "999999"],
+            "past the end of the log",
+        ),
+        (
             vec!["snapshot", "save", s.path(), "s", "9", "--data", "x"],
             "its last version is 0",
         ),
@@ -1511,6 +1528,8 @@ fn delete_soft_then_hard_and_a_hard_deleted_stream_exits_7() {
         &["delete", s.path(), "a"],
         &["delete", s.path(), "a", "--hard"],
         &["stream-meta", s.path(), "a", "--max-count", "3"],
+        // A subscription to it would wait for ever: it exits 7 too.
+        &["tail", s.path(), "--stream", "a", "--from", "start"],
     ] {
         let o = streamlog(args);
         assert_eq!(code(&o), 7, "{args:?}: {}", stderr(&o));
@@ -1808,4 +1827,41 @@ fn a_scavenge_killed_with_sigkill_loses_nothing_live_and_the_next_one_finishes()
     );
     let info = String::from_utf8(streamlog(&["info", d]).stdout).unwrap();
     assert!(info.contains("\"reclaimable_events\":0"), "{info}");
+}
+
+#[test]
+fn a_cluster_nodes_directory_is_refused_and_its_store_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let node = tmp.path().join("n1");
+    std::fs::create_dir_all(node.join("raft")).unwrap();
+    let store = node.join("sm").join("store-00000000000000000001");
+    std::fs::create_dir_all(store.join("segments")).unwrap();
+    let n = node.to_str().unwrap();
+    for args in [
+        vec!["append", n, "s", "--data", "x"],
+        vec!["info", n],
+        vec!["read-all", n],
+        vec!["snapshot", "save", n, "s", "0", "--data", "x"],
+        vec!["serve", n, "--listen", "127.0.0.1:0"],
+    ] {
+        let o = streamlog(&args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("cluster node"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(
+            stderr(&o).contains(store.to_str().unwrap()),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    // Nothing was created beside the node's own directories.
+    let mut names: Vec<_> = std::fs::read_dir(&node)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["raft", "sm"]);
 }

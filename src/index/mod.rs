@@ -91,7 +91,9 @@ pub struct Totals {
     pub events: u64,
     /// Appends (event frames).
     pub appends: u64,
-    /// Streams (appends with first version 0).
+    /// Streams with at least one entry: counted by their appends with first version 0,
+    /// and no longer once a scavenge removes every entry of theirs
+    /// ([`Index::remove_entries`]).
     pub streams: u64,
 }
 
@@ -540,6 +542,79 @@ impl Index {
         Ok(true)
     }
 
+    /// Counts the streams that have an entry not `removed`, key by key over every entry of
+    /// `tables`, the frozen memtable and the memtable.
+    ///
+    /// # Errors
+    /// A damaged table block.
+    fn count_streams(
+        &self,
+        tables: &[Arc<Table>],
+        removed: &dyn Fn(u64) -> bool,
+    ) -> Result<StreamCount> {
+        const IN_TABLES: u8 = 1;
+        const IN_FROZEN: u8 = 2;
+        let mut places: rustc_hash::FxHashMap<(u64, u32), u8> = Default::default();
+        let mut see = |e: &Entry, place: u8| {
+            if !removed(e.position) {
+                *places.entry((e.hash, e.check)).or_insert(0) |= place;
+            }
+        };
+        for table in tables {
+            table.for_each(|e| {
+                see(&e, IN_TABLES);
+                Ok(())
+            })?;
+        }
+        let counted_from = {
+            let st = self.state.read();
+            if let Some(frozen) = &st.frozen {
+                for e in frozen.entries.iter().map(memtable_entry) {
+                    see(&e, IN_FROZEN);
+                }
+            }
+            for e in st.memtable.iter().map(memtable_entry) {
+                see(&e, 0);
+            }
+            st.totals.streams
+        };
+        let count = |mask: u8| places.values().filter(|p| **p & mask != 0).count() as u64;
+        Ok(StreamCount {
+            all: places.len() as u64,
+            in_tables: count(IN_TABLES),
+            in_tables_or_frozen: count(IN_TABLES | IN_FROZEN),
+            counted_from,
+        })
+    }
+
+    /// Counts the streams anew, key by key over every entry, and keeps the count in the
+    /// totals (the manifest file takes it when it is next written). For an index
+    /// rebuilt from a log that a scavenge rewrote: appends count a stream by its first
+    /// event (version 0), which a scavenge may have removed while later events remain.
+    ///
+    /// # Errors
+    /// A damaged table block.
+    pub fn recount_streams(&self) -> Result<()> {
+        let _merging = self.merge_lock.lock();
+        let _m = self.manifest_lock.lock();
+        let tables = self.state.read().tables.clone();
+        let streams = self.count_streams(&tables, &|_| false)?;
+        let mut st = self.state.write();
+        streams.apply_to(&mut st.totals);
+        if let Some(frozen) = st.frozen.clone() {
+            let mut totals = frozen.totals;
+            totals.streams = streams.in_tables_or_frozen;
+            st.frozen = Some(Arc::new(Frozen {
+                entries: frozen.entries.clone(),
+                covered: frozen.covered,
+                totals,
+                last_frame: frozen.last_frame,
+            }));
+        }
+        st.manifest.streams = streams.in_tables;
+        Ok(())
+    }
+
     /// Removes the entries of the frames at the positions `removed` says (frames a
     /// scavenge took out of the log): each table holding any is rewritten without them
     /// and a new manifest names the new tables; the memtable and a frozen memtable are
@@ -556,13 +631,14 @@ impl Index {
         let tables = self.state.read().tables.clone();
         let mut replaced: Vec<(u64, Arc<Table>)> = Vec::new();
         let mut from_tables = Totals::default();
+        // Streams are counted by events and appends here, by `StreamFates` below: a stream
+        // stops counting only when no entry of it is left (one truncated, or deleted and
+        // appended to again, keeps its newer entries and its count).
         let count = |t: &mut Totals, e: &Entry| {
             t.events = t.events.saturating_add(u64::from(e.count));
             t.appends = t.appends.saturating_add(1);
-            if e.first_version == 0 {
-                t.streams = t.streams.saturating_add(1);
-            }
         };
+        let streams = self.count_streams(&tables, removed)?;
         for table in &tables {
             let mut gone = Totals::default();
             table.for_each(|e| {
@@ -613,6 +689,7 @@ impl Index {
             streams: manifest.streams,
         };
         sub(&mut manifest_totals, &from_tables);
+        manifest_totals.streams = streams.in_tables;
         manifest.events = manifest_totals.events;
         manifest.appends = manifest_totals.appends;
         manifest.streams = manifest_totals.streams;
@@ -654,6 +731,7 @@ impl Index {
                 let mut totals = frozen.totals;
                 sub(&mut totals, &from_tables);
                 sub(&mut totals, &frozen_gone);
+                totals.streams = streams.in_tables_or_frozen;
                 let last_frame = if removed(frozen.last_frame.0) {
                     (0, 0)
                 } else {
@@ -670,6 +748,7 @@ impl Index {
             }
             sub(&mut st.totals, &from_tables);
             sub(&mut st.totals, &gone);
+            streams.apply_to(&mut st.totals);
             total.appends = total.appends.saturating_add(gone.appends);
             if st.last_frame.0 != 0 && removed(st.last_frame.0) {
                 st.last_frame = (0, 0);
@@ -828,6 +907,27 @@ impl Index {
 }
 
 /// A memtable item as an [`Entry`].
+/// Streams with at least one entry, counted key by key over every entry of the index
+/// ([`Index::count_streams`]): in all, in the tables (what the manifest's totals cover),
+/// in the tables or the frozen memtable (what the frozen totals cover).
+#[derive(Debug, Clone, Copy)]
+struct StreamCount {
+    all: u64,
+    in_tables: u64,
+    in_tables_or_frozen: u64,
+    /// The running total when the memtable was counted: appends since then add to the
+    /// count by their own rule.
+    counted_from: u64,
+}
+
+impl StreamCount {
+    /// Sets `totals.streams` to the count, keeping what appends since added.
+    fn apply_to(&self, totals: &mut Totals) {
+        let since = totals.streams.saturating_sub(self.counted_from);
+        totals.streams = self.all.saturating_add(since);
+    }
+}
+
 fn memtable_entry(
     (&(hash, first_version, position), &(count, check, time)): (&(u64, u64, u64), &(u32, u32, i64)),
 ) -> Entry {

@@ -121,6 +121,11 @@ impl Store {
         let rebuild_index = rebuild_index || interrupted_scavenge;
         let (index, log, mut recovery, replayed_checkpoints) =
             open_log_and_index(dir, &options, hashing, rebuild_index, live_end, progress)?;
+        if rebuild_index || recovery.index.rebuilt.is_some() {
+            // Replayed appends count a stream by its first event, which a scavenge may
+            // have removed while later ones remain.
+            index.recount_streams()?;
+        }
         let (snapshots, snapshot_report) = SnapshotStore::open(
             Arc::clone(&options.storage),
             &dir.join(SNAPSHOTS_DIR),

@@ -102,11 +102,13 @@ pub struct ScavengeReport {
     pub bytes_before: u64,
     /// Bytes of their files after.
     pub bytes_after: u64,
-    /// Frames removed (appends, and markers such as padding).
+    /// Frames removed from the segments rewritten: appends, and markers (a clean close's
+    /// checkpoint, padding), which a rewrite drops too. Markers alone are no reason to
+    /// rewrite a segment.
     pub frames_removed: u64,
     /// Events removed.
     pub events_removed: u64,
-    /// Bytes of the log's positions that hold dead frames (what a rewrite without
+    /// Bytes of the log's positions that held the removed frames (what a rewrite without
     /// compression gives back).
     pub dead_bytes: u64,
     /// Index entries removed.
@@ -457,16 +459,21 @@ impl Store {
             done = done.saturating_add(plan.read_bytes);
             progress(done, total);
             report.segments_scanned += 1;
-            report.frames_removed += plan.frames_removed;
-            report.events_removed += plan.events_removed;
-            report.dead_bytes += plan.dead_bytes;
             // Markers alone (a clean close's checkpoint, padding) are not worth a rewrite.
             let rewrite = plan.events_removed > 0
                 || (options.compress_all
                     && !seg.is_compacted()
                     && options.compression_level.is_some()
                     && plan.kept.as_ref().is_some_and(|k| !k.is_empty()));
-            if dry_run || !rewrite {
+            if !rewrite {
+                // What stays in the file is not counted as removed (nor, by `reclaimable`,
+                // as reclaimable).
+                continue;
+            }
+            report.frames_removed += plan.frames_removed;
+            report.events_removed += plan.events_removed;
+            report.dead_bytes += plan.dead_bytes;
+            if dry_run {
                 continue;
             }
             let runs = plan.runs.clone();

@@ -513,7 +513,34 @@ fn run(command: Command) -> CliResult {
 
 /// Refuses a `dir` that holds no store, so that no command but `append` and `snapshot save`
 /// ever creates one (exit 1, naming the path).
+/// Refuses a cluster node's directory (`raft/` and `sm/`, no store of its own): a command
+/// would otherwise create a second, unrelated store in it, or only say it holds none.
+/// Names the node's own store, which commands may read.
+pub(crate) fn refuse_cluster_node(dir: &Path) -> CliResult {
+    let is_dir = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_dir());
+    if is_dir(dir.join(streamlog::SEGMENTS_DIR))
+        || !is_dir(dir.join("raft"))
+        || !is_dir(dir.join("sm"))
+    {
+        return Ok(());
+    }
+    let store = std::fs::read_dir(dir.join("sm"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| is_dir(p.join(streamlog::SEGMENTS_DIR)))
+        .unwrap_or_else(|| dir.join("sm").join("store…"));
+    Err(CliError::Other(format!(
+        "{}: a cluster node's directory, not a store; the node's store is {} (read it \
+         there; write through the node's server)",
+        dir.display(),
+        store.display()
+    )))
+}
+
 fn require_store(dir: &Path) -> CliResult {
+    refuse_cluster_node(dir)?;
     let segments = dir.join(streamlog::SEGMENTS_DIR);
     let missing = |why: &str| Err(CliError::Other(format!("{}: {why}", dir.display())));
     match std::fs::metadata(&segments) {
@@ -559,7 +586,8 @@ fn parse_ndjson(input: impl BufRead, default_type: &str) -> CliResult<Vec<NewEve
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let bad = |why: String| CliError::Other(format!("stdin line {n}: {why}; nothing appended"));
+        // Malformed input is a usage error (exit 2), as a bad --data or --id is.
+        let bad = |why: String| CliError::Usage(format!("stdin line {n}: {why}; nothing appended"));
         let value: Value =
             serde_json::from_slice(raw).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let Value::Object(map) = value else {
@@ -595,7 +623,7 @@ fn parse_ndjson(input: impl BufRead, default_type: &str) -> CliResult<Vec<NewEve
         events.push(event);
     }
     if events.is_empty() {
-        return Err(CliError::Other(
+        return Err(CliError::Usage(
             "no events on stdin; nothing appended".into(),
         ));
     }
@@ -620,6 +648,7 @@ fn append(a: AppendArgs, out: &mut impl Write) -> CliResult {
         }
         vec![e]
     };
+    refuse_cluster_node(&a.dir)?;
     let store = Store::open(&a.dir)?;
     let r = store
         .append(&a.stream, a.expected, events)
@@ -678,6 +707,15 @@ fn read_all(a: ReadAllArgs, out: &mut impl Write) -> CliResult {
             .map_err(|e| CliError::Usage(format!("--from: {e}")))?,
         None => streamlog::ResumeToken::START,
     };
+    // The library reads nothing from past the end (a subscriber's position may be ahead
+    // of a follower); here it is a position that is not there.
+    let head = store.info()?.head;
+    if from.position > head {
+        return Err(CliError::Usage(format!(
+            "--from: position {} is past the end of the log ({})",
+            from.position.0, head.0
+        )));
+    }
     let events = match (a.since, a.until) {
         (None, None) => store.read_all(from),
         (since, until) => store.read_all_between(since, until),
@@ -848,7 +886,13 @@ fn stream_meta(a: StreamMetaArgs, out: &mut impl Write) -> CliResult {
 fn info(dir: &Path, out: &mut impl Write) -> CliResult {
     let store = open_read_only(dir)?;
     let i = store.info()?;
-    let reclaimable = store.reclaimable()?;
+    // Finding what a scavenge would remove reads every frame: damage met there is
+    // reported after the summary (exit 5; `verify` finds all of it), not instead of it.
+    let (reclaimable_bytes, reclaimable_events, damage) = match store.reclaimable() {
+        Ok(r) => (Some(r.dead_bytes), Some(r.events_removed), None),
+        Err(e @ streamlog::Error::Corrupted { .. }) => (None, None, Some(e)),
+        Err(e) => return Err(e.into()),
+    };
     line(
         out,
         Obj::new()
@@ -857,8 +901,9 @@ fn info(dir: &Path, out: &mut impl Write) -> CliResult {
             .field("bytes", i.bytes)
             .field("logical_bytes", i.bytes)
             .field("physical_bytes", i.physical_bytes)
-            .field("reclaimable_bytes", reclaimable.dead_bytes)
-            .field("reclaimable_events", reclaimable.events_removed)
+            .field("reclaimable_bytes", reclaimable_bytes)
+            .field("reclaimable_events", reclaimable_events)
+            .field("damage", damage.as_ref().map(ToString::to_string))
             .field("events", i.events)
             .field("streams", i.streams)
             .field("appends", i.appends)
@@ -872,7 +917,10 @@ fn info(dir: &Path, out: &mut impl Write) -> CliResult {
             .field("read_only", true)
             .obj("recovery", output::recovery(store.recovery_report())),
     )?;
-    Ok(())
+    match damage {
+        Some(e) => Err(CliError::Store(e)),
+        None => Ok(()),
+    }
 }
 
 /// Total size of the segment files of the store at `dir` (0 when unknown).
@@ -973,6 +1021,7 @@ fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
             } else {
                 data.map(OsString::into_encoded_bytes).unwrap_or_default()
             };
+            refuse_cluster_node(&dir)?;
             let store = Store::open(&dir)?;
             store
                 .save_snapshot(&stream, version, &schema, &data)

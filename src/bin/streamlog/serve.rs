@@ -25,7 +25,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
     /// Run as node N of a cluster (needs --peer): the raft log goes in DIR/raft/, the
-    /// store in DIR/sm/ (see docs/server.md, "Cluster mode").
+    /// store in DIR/sm/store…/ (see docs/server.md, "Cluster mode").
     #[arg(long, value_name = "N", requires = "peer")]
     node_id: Option<u64>,
     /// A member of the cluster, this node included, as ID=HOST:PORT (repeat for each; the
@@ -185,6 +185,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         runtime.shutdown_timeout(std::time::Duration::from_secs(5));
         return Ok(());
     }
+    crate::refuse_cluster_node(&args.dir)?;
     let store = Store::open(&args.dir)?;
     runtime.block_on(async {
         let server = Server::bind(store.clone(), options).await?;

@@ -73,6 +73,11 @@ pub fn run(a: TailArgs, out: &mut impl Write) -> CliResult {
     }
     let filter = a.filter()?;
     let store = open_read_only(&a.dir)?;
+    if let Some(s) = &a.stream {
+        // A hard-deleted stream has no events to come: exit 7 as `read` does, instead of
+        // waiting for ever.
+        store.stream_version(s).map_err(refused)?;
+    }
     let saved = match &a.checkpoint {
         Some(name) => store.checkpoint(name).map_err(refused)?,
         None => None,
