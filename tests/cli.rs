@@ -1022,6 +1022,7 @@ fn values_the_store_refuses_are_usage_errors_exit_2() {
         vec!["snapshot", "load", s.path(), ""],
         vec!["bench", "--event-size", "20000000"],
         vec!["bench", "--batch", "10000", "--event-size", "10000"],
+        vec!["bench", "--event-size", "0"],
     ] {
         let o = streamlog(&args);
         assert_eq!(code(&o), 2, "{args:?}: {}", stderr(&o));
@@ -1040,6 +1041,18 @@ fn values_the_store_refuses_are_usage_errors_exit_2() {
             "max_event_type_bytes",
         ),
         (vec!["read-all", s.path(), "--from", "33"], "33"),
+        (
+            vec![
+                "append",
+                s.path(),
+                "s",
+                "--expected",
+                "99999999999999999999999",
+                "--data",
+                "x",
+            ],
+            "a version is at most 18446744073709551615",
+        ),
         (
             vec!["read-all", s.path(), "--from", "999999"],
             "past the end of the log",

@@ -41,10 +41,14 @@ impl FromStr for ExpectedVersion {
             "any" => Ok(ExpectedVersion::Any),
             "no-stream" => Ok(ExpectedVersion::NoStream),
             "exists" => Ok(ExpectedVersion::StreamExists),
-            n => n.parse().map(ExpectedVersion::Exact).map_err(|_| {
-                Error::InvalidArgument(format!(
-                    "expected version must be any, no-stream, exists or a number, not {n:?}"
-                ))
+            n => n.parse().map(ExpectedVersion::Exact).map_err(|e| {
+                let why = match e.kind() {
+                    std::num::IntErrorKind::PosOverflow => {
+                        format!("a version is at most {}", u64::MAX)
+                    }
+                    _ => "it must be any, no-stream, exists or a number".to_string(),
+                };
+                Error::InvalidArgument(format!("expected version {n:?}: {why}"))
             }),
         }
     }

@@ -125,6 +125,9 @@ impl BenchArgs {
                 "--writers must be at most {MAX_WRITERS}"
             )));
         }
+        if self.event_size == 0 {
+            return usage("--event-size must be at least 1");
+        }
         let limits = Options::default();
         if self.event_size as u64 > limits.max_event_bytes {
             return Err(CliError::Usage(format!(

@@ -29,7 +29,8 @@ use crate::output::{Obj, line};
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 other error, 2 usage (bad arguments, or a value the store \
 refuses: an empty or reserved name, a size over a limit), 3 wrong expected version, 4 locked, \
 5 corruption found, 6 written by a newer streamlog (unsupported format version), 7 stream \
-deleted (reading, appending to or deleting a hard-deleted stream).";
+deleted (reading, tailing, appending to, deleting or changing the metadata of a hard-deleted \
+stream).";
 
 /// Command-line tool for streamlog stores.
 #[derive(Debug, Parser)]
