@@ -1062,6 +1062,10 @@ fn values_the_store_refuses_are_usage_errors_exit_2() {
             "its last version is 0",
         ),
         (
+            vec!["read", s.path(), "s", "--until-version", "10"],
+            "its last version is 0",
+        ),
+        (
             vec!["snapshot", "save", s.path(), "t", "0", "--data", "x"],
             "has no events",
         ),

@@ -685,6 +685,19 @@ fn emit_events(
 
 fn read(a: ReadArgs, out: &mut impl Write) -> CliResult {
     let store = open_read_only(&a.dir)?;
+    if let Some(v) = a.until_version {
+        // The stream as it was at a version it never had is a version that is not there.
+        let last = store.stream_version(&a.stream).map_err(refused)?;
+        if last.is_none_or(|last| v > last) {
+            let has = last.map_or("has no events".to_string(), |l| {
+                format!("its last version is {l}")
+            });
+            return Err(CliError::Usage(format!(
+                "--until-version {v}: stream {:?} {has}",
+                a.stream
+            )));
+        }
+    }
     let as_of = match (a.until_version, a.as_of) {
         (Some(v), _) => Some(streamlog::AsOf::Version(v)),
         (None, Some(t)) => Some(streamlog::AsOf::Time(t)),
