@@ -631,9 +631,9 @@ impl Index {
         let tables = self.state.read().tables.clone();
         let mut replaced: Vec<(u64, Arc<Table>)> = Vec::new();
         let mut from_tables = Totals::default();
-        // Streams are counted by events and appends here, by `StreamFates` below: a stream
-        // stops counting only when no entry of it is left (one truncated, or deleted and
-        // appended to again, keeps its newer entries and its count).
+        // Events and appends are counted here, streams key by key (`count_streams`): a
+        // stream stops counting only when no entry of it is left (one truncated, or
+        // deleted and appended to again, keeps its newer entries and its count).
         let count = |t: &mut Totals, e: &Entry| {
             t.events = t.events.saturating_add(u64::from(e.count));
             t.appends = t.appends.saturating_add(1);
@@ -906,7 +906,6 @@ impl Index {
     }
 }
 
-/// A memtable item as an [`Entry`].
 /// Streams with at least one entry, counted key by key over every entry of the index
 /// ([`Index::count_streams`]): in all, in the tables (what the manifest's totals cover),
 /// in the tables or the frozen memtable (what the frozen totals cover).
@@ -928,6 +927,7 @@ impl StreamCount {
     }
 }
 
+/// A memtable item as an [`Entry`].
 fn memtable_entry(
     (&(hash, first_version, position), &(count, check, time)): (&(u64, u64, u64), &(u32, u32, i64)),
 ) -> Entry {
