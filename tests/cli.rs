@@ -1042,6 +1042,10 @@ fn values_the_store_refuses_are_usage_errors_exit_2() {
         ),
         (vec!["read-all", s.path(), "--from", "33"], "33"),
         (
+            vec!["read-all", s.path(), "--from", "32:2"],
+            "holds 1 event",
+        ),
+        (
             vec![
                 "append",
                 s.path(),

@@ -834,7 +834,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] when `from` is not the start of an append (a position past
-    /// the end reads nothing); I/O errors. Errors while reading come as items of the
+    /// the end reads nothing), or is a token that skips more events than its append holds;
+    /// I/O errors. Errors while reading come as items of the
     /// iterator.
     pub fn read_all(&self, from: impl Into<ResumeToken>) -> Result<AllEvents> {
         let token: ResumeToken = from.into();
@@ -844,20 +845,26 @@ impl Store {
         // A segment's start is where a reader that finished the previous segment stands
         // (`AllEvents::next_position`): valid, though no frame starts there.
         if from.0 != 0 && from.0 < visible && !self.inner.log.is_segment_base(from.0) {
-            self.inner
-                .log
-                .read_frame(from.0, visible)
-                .map(|_| ())
-                .or_else(|e| match e {
-                    // A frame a scavenge removed: reading goes on at the next one kept.
-                    Error::Scavenged { .. } => Ok(()),
-                    Error::Corrupted { .. } | Error::InvalidArgument(_) => {
-                        Err(Error::InvalidArgument(format!(
-                            "position {from} is not the start of an append"
-                        )))
+            match self.inner.log.read_frame(from.0, visible) {
+                Ok((header, bytes)) => {
+                    // A token never skips more events than its append holds.
+                    let events = format::decode_events_summary(&header, bytes.body())
+                        .map_or(0, |(_, _, count)| count);
+                    if header.kind == FrameKind::Events && token.skip > events {
+                        return Err(Error::InvalidArgument(format!(
+                            "resume token {token}: the append at {from} holds {events} event(s)"
+                        )));
                     }
-                    other => Err(other),
-                })?;
+                }
+                // A frame a scavenge removed: reading goes on at the next one kept.
+                Err(Error::Scavenged { .. }) => {}
+                Err(Error::Corrupted { .. } | Error::InvalidArgument(_)) => {
+                    return Err(Error::InvalidArgument(format!(
+                        "position {from} is not the start of an append"
+                    )));
+                }
+                Err(other) => return Err(other),
+            }
         }
         let lookup = super::lookup::Lookup {
             inner: Arc::clone(&self.inner) as Arc<dyn super::lookup::FrameLookup>,
