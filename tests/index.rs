@@ -256,6 +256,13 @@ fn streams_sharing_a_hash_keep_their_own_versions() {
             assert_eq!(data, (0..30).map(|r| format!("{s}{r}")).collect::<Vec<_>>());
             let back = store.read_stream_backward(s, Some(10)).unwrap().count();
             assert_eq!(back, 11);
+            // From past the end: from the last event, as KurrentDB reads it.
+            let past: Vec<u64> = store
+                .read_stream_backward(s, Some(500))
+                .unwrap()
+                .map(|e| e.unwrap().version)
+                .collect();
+            assert_eq!(past, (0..30).rev().collect::<Vec<_>>());
         }
         assert_eq!(store.stream_version("d").unwrap(), None);
         assert!(matches!(

@@ -740,3 +740,37 @@ fn nothing_is_reclaimable_where_a_scavenge_would_rewrite_nothing() {
         "{report:?}"
     );
 }
+
+#[test]
+fn compressing_all_again_after_clean_closes_leaves_no_empty_segments() {
+    // Each clean close adds a checkpoint frame to the active segment; markers alone are
+    // nothing to compress, so repeated `--compress-all` runs seal nothing more.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let store = Store::open_with(&dir, options()).unwrap();
+    for i in 0..50u64 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("Noted", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    store.close().unwrap();
+    let segments = || std::fs::read_dir(dir.join("segments")).unwrap().count();
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        let store = Store::open_with(&dir, options()).unwrap();
+        store
+            .scavenge(&ScavengeOptions::default().with_compress_all(true))
+            .unwrap();
+        store.close().unwrap();
+        counts.push(segments());
+    }
+    assert_eq!(counts[1], counts[0], "{counts:?}");
+    assert_eq!(counts[2], counts[0], "{counts:?}");
+    let store = Store::open_with(&dir, options()).unwrap();
+    assert_eq!(stream(&store, "s").len(), 50);
+    assert!(store.verify(|_| {}).unwrap().is_clean());
+}

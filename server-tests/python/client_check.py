@@ -15,6 +15,7 @@ import uuid
 from kurrentdbclient import KurrentDBClient, NewEvent, StreamState
 from kurrentdbclient.exceptions import (
     FailedPreconditionError,
+    KurrentDBClientError,
     NotFoundError,
     StreamIsDeletedError,
     WrongCurrentVersionError,
@@ -110,6 +111,31 @@ def main(address):
     client.set_stream_metadata(order, metadata={}, current_version=0)
     assert len(client.get_stream(order)) == 5
     checks += 1
+
+    # A delete or tombstone with a wrong expected version raises WrongCurrentVersionError,
+    # and one of a stream that does not exist NotFoundError (the client parses the
+    # server's message, as KurrentDB words it).
+    for call in (client.delete_stream, client.tombstone_stream):
+        try:
+            call(other, current_version=7)
+            raise AssertionError("a delete at a wrong version must conflict")
+        except WrongCurrentVersionError:
+            checks += 1
+        try:
+            call(f"py-none-{run}", current_version=3)
+            raise AssertionError("a delete of no stream at a version must fail")
+        except NotFoundError:
+            checks += 1
+
+    # A subscription to a metadata stream is refused, never left waiting for events that
+    # cannot come.
+    try:
+        for _ in client.subscribe_to_stream(f"$${order}", timeout=10):
+            break
+        raise AssertionError("a subscription to $$S must be refused")
+    except KurrentDBClientError as e:
+        assert "not supported" in str(e), e
+        checks += 1
 
     # Soft delete: the stream reads as not found; an append re-creates it.
     client.delete_stream(other, current_version=0)

@@ -690,6 +690,23 @@ async fn oversized_and_malformed_appends_are_refused_and_the_server_goes_on() {
         !matches!(e, kurrentdb::Error::WrongExpectedVersion { .. }),
         "refused as too large, not as a conflict: {e:?}"
     );
+    // Through BatchAppend too: the refusal is answered, not a silent end of the call.
+    client.server_info().await.expect("server info");
+    let batch = client
+        .batch_append(&BatchAppendOptions::default())
+        .await
+        .expect("batch client");
+    let big = EventData::binary("Big", vec![7u8; 17 << 20].into());
+    let refused = tokio::time::timeout(
+        Duration::from_secs(30),
+        batch.append_to_stream("big", StreamState::Any, vec![big]),
+    )
+    .await
+    .expect("a refused batch is answered");
+    assert!(
+        refused.is_err(),
+        "a batch over the limit is refused: {refused:?}"
+    );
     let no_type = EventData::binary("", vec![1u8].into());
     let e = client
         .append_to_stream("untyped", &expect(StreamState::Any), no_type)

@@ -222,7 +222,29 @@ pub(super) fn status(e: &Error) -> Status {
             serde_json::json!({ "code": format!("{code:?}"), "error": e.to_string() }),
         );
     }
-    let mut status = Status::new(code, e.to_string());
+    let message = match e {
+        // KurrentDB's text, which clients parse (Python's turns it into
+        // `WrongCurrentVersionError`, or `NotFoundError` for a stream that does not exist);
+        // the numbers are KurrentDB's: -1 no stream, -2 any, -4 stream exists.
+        Error::WrongExpectedVersion {
+            stream,
+            expected,
+            actual,
+        } => {
+            let expected = match expected {
+                ExpectedVersion::Exact(v) => i128::from(*v),
+                ExpectedVersion::Any => -2,
+                ExpectedVersion::NoStream => -1,
+                ExpectedVersion::StreamExists => -4,
+            };
+            let actual = actual.map_or(-1, i128::from);
+            format!(
+                "{e}: operation failed due to WrongExpectedVersion. Stream: {stream}, Expected version: {expected}, Actual version: {actual}"
+            )
+        }
+        _ => e.to_string(),
+    };
+    let mut status = Status::new(code, message);
     // The trailers KurrentDB sends, which the official clients read.
     let trailers = status.metadata_mut();
     let mut put = |key: &'static str, value: String| {

@@ -189,6 +189,13 @@ pub(super) async fn read(
                 return Err(Status::invalid_argument("filters apply to $all only"));
             }
             let stream = convert::stream_name(s.stream_identifier)?;
+            if super::metadata::target(&stream).is_some() {
+                // `$$S` is read from `S`'s metadata, never written as a stream: a
+                // subscription to it would wait for ever.
+                return Err(Status::unimplemented(format!(
+                    "subscriptions to a metadata stream ({stream}) are not supported; read it instead"
+                )));
+            }
             let from = match s.revision_option {
                 Some(stream_options::RevisionOption::Start(())) | None => {
                     SubscribeStream::new(stream.clone())

@@ -481,7 +481,7 @@ impl streams_server::Streams for StreamsService {
         let mut messages = request.into_inner();
         let Some(AppendReq {
             content: Some(append_req::Content::Options(options)),
-        }) = messages.message().await?
+        }) = messages.message().await.map_err(refused_message)?
         else {
             return Err(Status::invalid_argument(
                 "an append starts with its options (stream and expected revision)",
@@ -496,7 +496,7 @@ impl streams_server::Streams for StreamsService {
         };
         let mut events = Vec::new();
         let mut bytes = 0;
-        while let Some(message) = messages.message().await? {
+        while let Some(message) = messages.message().await.map_err(refused_message)? {
             let Some(append_req::Content::ProposedMessage(m)) = message.content else {
                 return Err(Status::invalid_argument(
                     "after its options, an append sends only events",
@@ -543,7 +543,13 @@ impl streams_server::Streams for StreamsService {
                 };
                 let request = match message {
                     Ok(Some(r)) => r,
-                    Ok(None) | Err(_) => break,
+                    Ok(None) => break,
+                    // A message the transport refused (one over --max-message-bytes, say):
+                    // the client hears why, rather than an end of answers.
+                    Err(status) => {
+                        let _ = tx.send(Err(refused_message(status))).await;
+                        break;
+                    }
                 };
                 let Some(correlation) = request.correlation_id.clone() else {
                     let _ = tx
@@ -766,4 +772,18 @@ impl StreamsService {
         .map_err(|e| convert::status(&e))?;
         Ok(convert::token_position(ResumeToken::at(result.position)))
     }
+}
+
+/// A request message the transport refused (too large, or not decodable): one log line,
+/// and the status for the client.
+fn refused_message(status: Status) -> Status {
+    super::logline::emit(
+        "warn",
+        "request_refused",
+        serde_json::json!({
+            "code": format!("{:?}", status.code()),
+            "error": status.message(),
+        }),
+    );
+    status
 }

@@ -141,9 +141,11 @@ impl StreamMetadata {
         let mut take = |key: &str| -> Result<Option<u64>> {
             match map.shift_remove(key) {
                 None | Some(Value::Null) => Ok(None),
+                // The range of each value is checked below (`check`); here only that
+                // it is a whole number at all.
                 Some(v) => v.as_u64().map(Some).ok_or_else(|| {
                     Error::InvalidArgument(format!(
-                        "{key} must be a whole number from 0 to {MAX_VALUE}, not {v}"
+                        "{key} must be a whole number (at most {MAX_VALUE}), not {v}"
                     ))
                 }),
             }

@@ -310,10 +310,15 @@ impl StreamCursor {
         } else {
             self.prefetch(version)?
         };
-        let found = self
-            .lookup
-            .inner
-            .resolve(&self.stream, version, self.lookup.visible)?;
+        let inner = &self.lookup.inner;
+        let found = match inner.resolve(&self.stream, version, self.lookup.visible)? {
+            // Backward from past the stream's end starts at its last event (as KurrentDB
+            // reads it): the last append, if every version it holds is below `version`.
+            None if self.backward && version != u64::MAX => inner
+                .resolve(&self.stream, u64::MAX, self.lookup.visible)?
+                .filter(|f| f.entry.last_version() < version),
+            found => found,
+        };
         let Some(found) = found else {
             self.next = None;
             return Ok(None);
@@ -759,7 +764,7 @@ impl Store {
     }
 
     /// Reads `stream` backward from version `from` (inclusive), or from its last event when
-    /// `from` is `None`.
+    /// `from` is `None` or past it.
     ///
     /// # Errors
     /// As [`Store::read_stream`].

@@ -360,11 +360,7 @@ impl Store {
         // segment: appends may start a new segment meanwhile, and a segment sealed since
         // ends where its file does.
         let visible = inner.visible();
-        if options.compress_all && options.compression_level.is_some() {
-            // A segment a seal started holds its padding frame: no more is nothing to
-            // compress (events frames are larger than a bare header).
-            inner.seal_active_holding_more_than(FRAME_HEADER_LEN as u64)?;
-        } else if let Some(active) = inner.log.segments().last() {
+        if let Some(active) = inner.log.segments().last() {
             let mut decider = Decider::new(inner);
             let end = match active.sealed_end() {
                 Some(sealed) => sealed.min(visible),
@@ -373,7 +369,13 @@ impl Store {
             .saturating_sub(active.base());
             let mut unthrottled = Throttle::new(None);
             let plan = plan_segment(&mut decider, active, end, &mut unthrottled, false)?;
-            if plan.events_removed > 0 {
+            // Markers (a seal's padding, clean closes' checkpoints) are dead: a segment
+            // holding only them has nothing to compress, and sealing it would leave one
+            // more empty segment behind every run.
+            let compress = options.compress_all
+                && options.compression_level.is_some()
+                && plan.read_bytes > plan.dead_bytes;
+            if plan.events_removed > 0 || compress {
                 inner.seal_active_holding_more_than(0)?;
             }
         }
