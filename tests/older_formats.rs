@@ -396,27 +396,20 @@ fn check_v4_content(store: &Store) -> Vec<RecordedEvent> {
     events
 }
 
-#[test]
-fn a_format_4_store_with_zstd_blocks_opens_reads_verifies_and_scavenges_again() {
-    let (_tmp, dir) = copy_fixture("v4-store");
-    let old_segments = segment_files(&dir);
-    // Its rewritten segments are of version 4, in zstd blocks without a dictionary.
-    for (path, bytes) in &old_segments {
-        if bytes[12] == 3 {
-            assert_eq!(bytes[8], 4, "{}", path.display());
-            assert_eq!(&bytes[32..36], b"SLBK");
-            assert_eq!(bytes[36], 1, "codec 1: zstd without a dictionary");
-        }
-    }
+/// A copied v4-store or v5-store (the same program's content, in rewritten segments of
+/// that format): read read-only and for writing with its old segments left byte for byte
+/// as they were, then scavenged again with everything compressed, which rewrites them as
+/// this build's format and reads the same.
+fn reads_verifies_and_scavenges_again(dir: &Path, old_segments: &[(PathBuf, Vec<u8>)]) {
     let before = {
-        let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
+        let store = Store::open_with(dir, Options::default().with_read_only(true)).unwrap();
         let info = store.info().unwrap();
         assert!(info.physical_bytes < info.bytes, "{info:?}");
         check_v4_content(&store)
     };
-    let store = Store::open_with(&dir, Options::default().with_segment_size_bytes(4096)).unwrap();
+    let store = Store::open_with(dir, Options::default().with_segment_size_bytes(4096)).unwrap();
     assert_eq!(check_v4_content(&store), before);
-    for (path, bytes) in &old_segments {
+    for (path, bytes) in old_segments {
         assert_eq!(&fs::read(path).unwrap(), bytes, "{}", path.display());
     }
     // Scavenged again, with everything compressed: the old segments are rewritten as
@@ -429,7 +422,7 @@ fn a_format_4_store_with_zstd_blocks_opens_reads_verifies_and_scavenges_again() 
         .unwrap();
     assert!(report.segments_rewritten >= 1, "{report:?}");
     assert!(report.events_removed >= 3, "{report:?}");
-    let rewritten: Vec<_> = segment_files(&dir)
+    let rewritten: Vec<_> = segment_files(dir)
         .into_iter()
         .filter(|(_, b)| b[12] == 3 && u32::from(b[8]) == streamlog::format::FORMAT_VERSION)
         .collect();
@@ -447,13 +440,28 @@ fn a_format_4_store_with_zstd_blocks_opens_reads_verifies_and_scavenges_again() 
     let v = store.verify(|_| {}).unwrap();
     assert!(v.is_clean(), "{v:?}");
     store.close().unwrap();
-    let store = Store::open(&dir).unwrap();
+    let store = Store::open(dir).unwrap();
     let again: Vec<RecordedEvent> = all(&store)
         .into_iter()
         .filter(|e| !e.stream.starts_with('$'))
         .collect();
     assert_eq!(again, kept);
     assert!(store.verify(|_| {}).unwrap().is_clean());
+}
+
+#[test]
+fn a_format_4_store_with_zstd_blocks_opens_reads_verifies_and_scavenges_again() {
+    let (_tmp, dir) = copy_fixture("v4-store");
+    let old_segments = segment_files(&dir);
+    // Its rewritten segments are of version 4, in zstd blocks without a dictionary.
+    for (path, bytes) in &old_segments {
+        if bytes[12] == 3 {
+            assert_eq!(bytes[8], 4, "{}", path.display());
+            assert_eq!(&bytes[32..36], b"SLBK");
+            assert_eq!(bytes[36], 1, "codec 1: zstd without a dictionary");
+        }
+    }
+    reads_verifies_and_scavenges_again(&dir, &old_segments);
 }
 
 #[test]
@@ -477,50 +485,5 @@ fn a_format_5_store_with_dictionary_blocks_opens_reads_verifies_and_scavenges_ag
             assert_eq!(bytes[block + 4], 2, "codec 2: zstd with the dictionary");
         }
     }
-    let before = {
-        let store = Store::open_with(&dir, Options::default().with_read_only(true)).unwrap();
-        let info = store.info().unwrap();
-        assert!(info.physical_bytes < info.bytes, "{info:?}");
-        check_v4_content(&store)
-    };
-    let store = Store::open_with(&dir, Options::default().with_segment_size_bytes(4096)).unwrap();
-    assert_eq!(check_v4_content(&store), before);
-    for (path, bytes) in &old_segments {
-        assert_eq!(&fs::read(path).unwrap(), bytes, "{}", path.display());
-    }
-    // Scavenged again, with everything compressed: the old segments are rewritten as
-    // this build's format (blocks compressed with a dictionary), and read the same.
-    store
-        .tombstone_stream("account-1", ExpectedVersion::Any)
-        .unwrap();
-    let report = store
-        .scavenge(&streamlog::ScavengeOptions::default().with_compress_all(true))
-        .unwrap();
-    assert!(report.segments_rewritten >= 1, "{report:?}");
-    assert!(report.events_removed >= 3, "{report:?}");
-    let rewritten: Vec<_> = segment_files(&dir)
-        .into_iter()
-        .filter(|(_, b)| b[12] == 3 && u32::from(b[8]) == streamlog::format::FORMAT_VERSION)
-        .collect();
-    assert!(!rewritten.is_empty());
-    let after: Vec<RecordedEvent> = all(&store)
-        .into_iter()
-        .filter(|e| !e.stream.starts_with('$'))
-        .collect();
-    let kept: Vec<RecordedEvent> = before
-        .iter()
-        .filter(|e| &*e.stream != "account-1")
-        .cloned()
-        .collect();
-    assert_eq!(after, kept);
-    let v = store.verify(|_| {}).unwrap();
-    assert!(v.is_clean(), "{v:?}");
-    store.close().unwrap();
-    let store = Store::open(&dir).unwrap();
-    let again: Vec<RecordedEvent> = all(&store)
-        .into_iter()
-        .filter(|e| !e.stream.starts_with('$'))
-        .collect();
-    assert_eq!(again, kept);
-    assert!(store.verify(|_| {}).unwrap().is_clean());
+    reads_verifies_and_scavenges_again(&dir, &old_segments);
 }
