@@ -356,26 +356,37 @@ impl Store {
         }
         let _one = inner.scavenging.lock();
         // The active segment is sealed (and so rewritten below) when it holds dead events,
-        // or any frame when everything is to be compressed. The end first, then the
-        // segment: appends may start a new segment meanwhile, and a segment sealed since
-        // ends where its file does.
+        // or, when everything is to be compressed, any events frame: markers (a seal's
+        // padding, clean closes' checkpoints) alone are nothing to compress, and sealing
+        // them would leave one more empty segment behind every run. The end first, then
+        // the segment: appends may start a new segment meanwhile, and a segment sealed
+        // since ends where its file does.
         let visible = inner.visible();
         if let Some(active) = inner.log.segments().last() {
-            let mut decider = Decider::new(inner);
             let end = match active.sealed_end() {
                 Some(sealed) => sealed.min(visible),
                 None => visible,
-            }
-            .saturating_sub(active.base());
-            let mut unthrottled = Throttle::new(None);
-            let plan = plan_segment(&mut decider, active, end, &mut unthrottled, false)?;
-            // Markers (a seal's padding, clean closes' checkpoints) are dead: a segment
-            // holding only them has nothing to compress, and sealing it would leave one
-            // more empty segment behind every run.
-            let compress = options.compress_all
-                && options.compression_level.is_some()
-                && plan.read_bytes > plan.dead_bytes;
-            if plan.events_removed > 0 || compress {
+            };
+            let seal = if options.compress_all && options.compression_level.is_some() {
+                // The first events frame decides: no pass over the whole segment, which
+                // the rewrite reads anyway.
+                let mut frames = inner.log.frames(active.base(), end);
+                frames
+                    .find_map(|f| match f {
+                        Ok((h, _)) if h.kind == FrameKind::Events => Some(Ok(true)),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                    .transpose()?
+                    .unwrap_or(false)
+            } else {
+                let mut decider = Decider::new(inner);
+                let mut unthrottled = Throttle::new(None);
+                let offset = end.saturating_sub(active.base());
+                plan_segment(&mut decider, active, offset, &mut unthrottled, false)?.events_removed
+                    > 0
+            };
+            if seal {
                 inner.seal_active_holding_more_than(0)?;
             }
         }
