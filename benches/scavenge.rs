@@ -413,7 +413,7 @@ fn part_d(tmp: &Path) {
     }
     let raw_time = start.elapsed();
     let start = Instant::now();
-    let trained = sampler().finish();
+    let trained = sampler().finish(3);
     let trained_time = start.elapsed();
     println!(
         "(d) dictionary options on one segment: {} frames, {} bytes; trained dictionary {} bytes",

@@ -74,7 +74,7 @@ fn round_trip(bytes: &[u8], mode: u8) {
         for (p, f) in &kept {
             sampler.offer(*p, f);
         }
-        CompactWriter::with_dictionary(0, version, 1, &sampler.finish(), block_target)
+        CompactWriter::with_dictionary(0, version, 1, &sampler.finish(1), block_target)
     } else {
         CompactWriter::new(0, version)
     };

@@ -453,57 +453,68 @@ impl Store {
         let mut done = 0u64;
         let system_keys = inner.index.keys(METADATA_STREAM);
         let mut floors: FxHashMap<(u64, u32), u64> = FxHashMap::default();
-        for (i, seg) in segments.iter().enumerate() {
-            // The active segment is rewritten only after the next scavenge seals it.
-            let sealed = i < last;
-            if !dry_run && !sealed {
-                break;
-            }
-            let end = if sealed {
-                seg.logical_len()?
-            } else {
-                match seg.sealed_end() {
-                    Some(sealed) => sealed.min(visible),
-                    None => visible,
+        // A segment's rewrite (its dictionary and compression: most of a scavenge's CPU)
+        // runs on a second thread while this one decides the next segment's frames. Every
+        // file operation stays on this thread, in the order of a scavenge without the
+        // second one: segments are switched one at a time, in log order.
+        std::thread::scope(|scope| -> Result<()> {
+            let mut pending: Option<PendingRewrite<'_, '_>> = None;
+            for (i, seg) in segments.iter().enumerate() {
+                // The active segment is rewritten only after the next scavenge seals it.
+                let sealed = i < last;
+                if !dry_run && !sealed {
+                    break;
                 }
-                .saturating_sub(seg.base())
-            };
-            let plan = plan_segment(&mut decider, seg, end, &mut throttle, !dry_run)?;
-            done = done.saturating_add(plan.read_bytes);
-            progress(done, total);
-            report.segments_scanned += 1;
-            // Markers alone (a clean close's checkpoint, padding) are not worth a rewrite.
-            let rewrite = plan.events_removed > 0
-                || (options.compress_all
-                    && !seg.is_compacted()
-                    && options.compression_level.is_some()
-                    && plan.kept.as_ref().is_some_and(|k| !k.is_empty()));
-            if !rewrite {
-                // What stays in the file is not counted as removed (nor, by `reclaimable`,
-                // as reclaimable).
-                continue;
-            }
-            report.frames_removed += plan.frames_removed;
-            report.events_removed += plan.events_removed;
-            report.dead_bytes += plan.dead_bytes;
-            if dry_run {
-                continue;
-            }
-            let runs = plan.runs.clone();
-            let before = seg.file_len()?;
-            let (bytes, dead) = rewrite_segment(seg, plan, options)?;
-            inner.log.replace_segment(seg.base(), &bytes)?;
-            report.segments_rewritten += 1;
-            report.bytes_before += before;
-            report.bytes_after += bytes.len() as u64;
-            for run in &runs {
-                if (run.hash, run.check) != system_keys {
-                    let floor = floors.entry((run.hash, run.check)).or_insert(0);
-                    *floor = (*floor).max(run.first_version.saturating_add(run.count));
+                let end = if sealed {
+                    seg.logical_len()?
+                } else {
+                    match seg.sealed_end() {
+                        Some(sealed) => sealed.min(visible),
+                        None => visible,
+                    }
+                    .saturating_sub(seg.base())
+                };
+                let plan = plan_segment(&mut decider, seg, end, &mut throttle, !dry_run)?;
+                done = done.saturating_add(plan.read_bytes);
+                progress(done, total);
+                report.segments_scanned += 1;
+                // Markers alone (a clean close's checkpoint, padding) are not worth a
+                // rewrite.
+                let rewrite = plan.events_removed > 0
+                    || (options.compress_all
+                        && !seg.is_compacted()
+                        && options.compression_level.is_some()
+                        && plan.kept.as_ref().is_some_and(|k| !k.is_empty()));
+                if !rewrite {
+                    // What stays in the file is not counted as removed (nor, by
+                    // `reclaimable`, as reclaimable).
+                    continue;
                 }
+                report.frames_removed += plan.frames_removed;
+                report.events_removed += plan.events_removed;
+                report.dead_bytes += plan.dead_bytes;
+                if dry_run {
+                    continue;
+                }
+                let before = seg.file_len()?;
+                let logical_end = seg.base().saturating_add(seg.logical_len()?);
+                if let Some(done) = pending.take() {
+                    done.switch(inner, &mut report, &mut floors, &mut removed, system_keys)?;
+                }
+                let runs = plan.runs.clone();
+                let base = seg.base();
+                pending = Some(PendingRewrite {
+                    seg,
+                    before,
+                    runs,
+                    work: scope.spawn(move || rewrite_segment(base, logical_end, plan, options)),
+                });
             }
-            removed.extend(dead);
-        }
+            if let Some(done) = pending.take() {
+                done.switch(inner, &mut report, &mut floors, &mut removed, system_keys)?;
+            }
+            Ok(())
+        })?;
         if dry_run {
             return Ok(report);
         }
@@ -606,25 +617,64 @@ fn plan_segment(
     }
 }
 
-/// The rewritten file of `seg` made of the frames `plan` kept (checked when it read them):
-/// its blocks compressed with a dictionary of the kept frames `plan` sampled, unless
-/// `options` say uncompressed. Returns the file's bytes and the dead positions.
+/// A segment's rewrite made on a second thread, switched in by the scavenge's own.
+struct PendingRewrite<'scope, 'a> {
+    seg: &'a std::sync::Arc<Segment>,
+    /// Bytes of its file before.
+    before: u64,
+    runs: Vec<RemovedRun>,
+    work: std::thread::ScopedJoinHandle<'scope, Result<(Vec<u8>, Vec<u64>)>>,
+}
+
+impl PendingRewrite<'_, '_> {
+    /// Waits for the rewrite, switches the new file in, and accounts for it.
+    fn switch(
+        self,
+        inner: &Inner,
+        report: &mut ScavengeReport,
+        floors: &mut FxHashMap<(u64, u32), u64>,
+        removed: &mut FxHashSet<u64>,
+        system_keys: (u64, u32),
+    ) -> Result<()> {
+        let (bytes, dead) = self
+            .work
+            .join()
+            .map_err(|_| Error::InvalidArgument("a segment's rewrite panicked".into()))??;
+        inner.log.replace_segment(self.seg.base(), &bytes)?;
+        report.segments_rewritten += 1;
+        report.bytes_before += self.before;
+        report.bytes_after += bytes.len() as u64;
+        for run in &self.runs {
+            if (run.hash, run.check) != system_keys {
+                let floor = floors.entry((run.hash, run.check)).or_insert(0);
+                *floor = (*floor).max(run.first_version.saturating_add(run.count));
+            }
+        }
+        removed.extend(dead);
+        Ok(())
+    }
+}
+
+/// The rewritten file of the segment at `base` (ending at position `logical_end`) made of
+/// the frames `plan` kept (checked when it read them): its blocks compressed with a
+/// dictionary of the kept frames `plan` sampled, unless `options` say uncompressed.
+/// Returns the file's bytes and the dead positions. No I/O: it runs beside the scavenge.
 fn rewrite_segment(
-    seg: &std::sync::Arc<Segment>,
+    base: u64,
+    logical_end: u64,
     plan: SegmentPlan,
     options: &ScavengeOptions,
 ) -> Result<(Vec<u8>, Vec<u64>)> {
     let mut writer = match options.compression_level {
         Some(level) => CompactWriter::with_dictionary(
-            seg.base(),
+            base,
             format::FORMAT_VERSION,
             level,
-            &plan.sampler.finish(),
+            &plan.sampler.finish(level),
             options.block_target_bytes,
         ),
-        None => CompactWriter::new(seg.base(), format::FORMAT_VERSION),
+        None => CompactWriter::new(base, format::FORMAT_VERSION),
     };
-    let end = seg.logical_len()?;
     let kept = plan
         .kept
         .ok_or_else(|| Error::InvalidArgument("a scavenge plan without its frames".into()))?;
@@ -634,10 +684,7 @@ fn rewrite_segment(
     drop(kept);
     let mut runs = plan.runs;
     runs.sort_by_key(|r| r.position);
-    Ok((
-        writer.finish(seg.base().saturating_add(end), &runs),
-        plan.dead,
-    ))
+    Ok((writer.finish(logical_end, &runs), plan.dead))
 }
 
 impl Inner {
