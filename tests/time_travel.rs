@@ -618,3 +618,197 @@ fn index_entries_carry_their_frames_commit_times_across_reopen_crash_and_reindex
     Store::reindex(dir, options(), |_| {}).unwrap();
     assert_eq!(check("after a reindex"), 160);
 }
+
+/// After scavenges (plain, then compressing everything, then a reopen) removed the
+/// prefixes of streams with a rule, finding a time in the log still agrees with a scan,
+/// and a stream's version and events as of a time or position are those of its surviving
+/// versions: a rewritten segment's gaps (removed frames) are no damage, and versions
+/// below the first surviving one are not searched for.
+#[test]
+fn time_travel_after_scavenges_agrees_with_a_scan_and_the_surviving_versions() {
+    use streamlog::{ScavengeOptions, StreamMetadata};
+    let dir = tempfile::tempdir().unwrap();
+    let (now, clock) = manual_clock();
+    let options = Options::default()
+        .with_durability(Durability::Buffered)
+        .with_segment_size_bytes(64 << 10)
+        .with_clock(clock);
+    let mut store = Store::open_with(dir.path(), options.clone()).unwrap();
+    let mut rng = Rng::new(5);
+    // (stream, version, position, committed_at) of every append (one event each).
+    let mut model: Vec<(String, u64, u64, i64)> = Vec::new();
+    let mut append = |store: &Store, rng: &mut Rng, stream: &str| {
+        now.fetch_add(1 + rng.below(2_000) as i64, Ordering::SeqCst);
+        let r = store
+            .append(
+                stream,
+                ExpectedVersion::Any,
+                [NewEvent::new(
+                    "E",
+                    vec![b'z'; 100 + rng.below(300) as usize],
+                )],
+            )
+            .unwrap();
+        let t = store
+            .read_stream(stream, r.first_version)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .committed_at_us
+            .unwrap();
+        model.push((stream.to_string(), r.first_version, r.position.0, t));
+    };
+    for _ in 0..900 {
+        let stream = format!("s-{}", rng.below(5));
+        append(&store, &mut rng, &stream);
+    }
+    // s-0: no rule. s-1: the last 3 kept. s-2: truncated before version 40. s-3: deleted,
+    // then re-created. s-4: hard deleted.
+    store
+        .set_stream_metadata(
+            "s-1",
+            ExpectedVersion::Any,
+            &StreamMetadata::new().with_max_count(3),
+        )
+        .unwrap();
+    store
+        .set_stream_metadata(
+            "s-2",
+            ExpectedVersion::Any,
+            &StreamMetadata::new().with_truncate_before(40),
+        )
+        .unwrap();
+    store.delete_stream("s-3", ExpectedVersion::Any).unwrap();
+    store.tombstone_stream("s-4", ExpectedVersion::Any).unwrap();
+    for _ in 0..20 {
+        append(&store, &mut rng, "s-3");
+    }
+    let last = |s: &str| {
+        model
+            .iter()
+            .filter(|e| e.0 == s)
+            .map(|e| e.1)
+            .max()
+            .unwrap()
+    };
+    let deleted_below = model
+        .iter()
+        .filter(|e| e.0 == "s-3")
+        .map(|e| e.1)
+        .max()
+        .unwrap()
+        - 19;
+    let floors = [
+        ("s-0", 0),
+        ("s-1", last("s-1") - 2),
+        ("s-2", 40),
+        ("s-3", deleted_below),
+    ];
+    let start = model[0].3;
+    let end_time = model.last().unwrap().3;
+    for round in 0..3 {
+        match round {
+            0 => drop(store.scavenge(&ScavengeOptions::default()).unwrap()),
+            1 => drop(
+                store
+                    .scavenge(&ScavengeOptions::default().with_compress_all(true))
+                    .unwrap(),
+            ),
+            _ => {
+                store.close().unwrap();
+                store = Store::open_with(dir.path(), options.clone()).unwrap();
+            }
+        }
+        assert!(store.verify(|_| {}).unwrap().is_clean(), "round {round}");
+        let events = all(&store);
+        let end = store.info().unwrap().head.0;
+        let mut probes: Vec<i64> = model.iter().map(|e| e.3).collect();
+        probes.extend([start - 1, end_time + 1]);
+        for t in probes.iter().copied().step_by(3) {
+            let found = store.position_at(at(t)).unwrap().0;
+            let expected = events
+                .iter()
+                .find(|e| e.committed_at_us.unwrap() >= t)
+                .map_or(end, |e| e.position.0);
+            let from_found = store
+                .read_all(Position(found))
+                .unwrap()
+                .map(|e| e.unwrap().id)
+                .collect::<Vec<_>>();
+            let from_expected: Vec<_> = events
+                .iter()
+                .filter(|e| e.position.0 >= expected)
+                .map(|e| e.id)
+                .collect();
+            assert!(
+                from_found == from_expected,
+                "round {round}, time {t}: found {found}, expected {expected}"
+            );
+            let between: Vec<_> = store
+                .read_all_between(Some(at(t)), Some(at(t + 5_000)))
+                .unwrap()
+                .map(|e| e.unwrap().id)
+                .collect();
+            let want: Vec<_> = events
+                .iter()
+                .filter(|e| (t..t + 5_000).contains(&e.committed_at_us.unwrap()))
+                .map(|e| e.id)
+                .collect();
+            assert!(between == want, "round {round}, between {t} and +5 ms");
+        }
+        for (stream, floor) in floors {
+            let versions: Vec<_> = model.iter().filter(|e| e.0 == stream).collect();
+            for e in versions.iter().step_by(2) {
+                for (bound, within) in [
+                    (
+                        AsOf::Time(at(e.3)),
+                        Box::new(|m: &&(String, u64, u64, i64)| m.3 <= e.3)
+                            as Box<dyn Fn(&&(String, u64, u64, i64)) -> bool>,
+                    ),
+                    (
+                        AsOf::Position(Position(e.2)),
+                        Box::new(|m: &&(String, u64, u64, i64)| m.2 <= e.2),
+                    ),
+                ] {
+                    let had = versions.iter().filter(|m| within(m)).map(|m| m.1).max();
+                    let want = had.filter(|&v| v >= floor);
+                    assert_eq!(
+                        store.stream_version_as_of(stream, bound).unwrap(),
+                        want,
+                        "round {round}: {stream} as of {bound:?}"
+                    );
+                    // The events read as of the bound: those the stream shows now (its
+                    // metadata applies), up to the bound.
+                    let visible: Vec<u64> = store
+                        .read_stream(stream, 0)
+                        .unwrap()
+                        .map(|e| e.unwrap().version)
+                        .collect();
+                    let read: Vec<u64> = store
+                        .read_stream_as_of(stream, 0, bound)
+                        .unwrap()
+                        .map(|e| e.unwrap().version)
+                        .collect();
+                    let expected: Vec<u64> = visible
+                        .into_iter()
+                        .filter(|v| want.is_some_and(|w| *v <= w))
+                        .collect();
+                    assert_eq!(
+                        read, expected,
+                        "round {round}: {stream} read as of {bound:?}"
+                    );
+                }
+            }
+        }
+        for bound in [AsOf::Time(at(end_time)), AsOf::Version(0)] {
+            assert!(
+                matches!(
+                    store.stream_version_as_of("s-4", bound),
+                    Err(streamlog::Error::StreamDeleted { .. })
+                ),
+                "round {round}: a hard-deleted stream's version as of {bound:?}"
+            );
+        }
+    }
+}

@@ -451,6 +451,13 @@ impl Log {
         Ok(reader.frame_at_offset(offset, seg_end)?.ok())
     }
 
+    /// Whether the segment holding `position` is a rewritten one, whose surviving frames
+    /// may have gaps between them (where a scavenge removed frames).
+    pub fn is_rewritten_at(&self, position: u64) -> bool {
+        self.segment_for(position)
+            .is_some_and(|seg| seg.is_compacted())
+    }
+
     /// Whether `position` is where a segment starts (where a reader that finished the
     /// segment before it stands).
     pub fn is_segment_base(&self, position: u64) -> bool {
@@ -573,6 +580,10 @@ impl Log {
             return Err(Error::corrupted(path, 0, reason.to_string()));
         }
         new.seal()?;
+        // Its block map, loaded now: `Segment::is_compacted` (which readers ask to find a
+        // frame by position) answers from the loaded map, as for every segment an open
+        // found rewritten.
+        new.compact_map()?;
         let mut segments = self.segments.write();
         if let Ok(i) = segments.binary_search_by_key(&base, |s| s.base())
             && let Some(slot) = segments.get_mut(i)

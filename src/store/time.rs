@@ -88,7 +88,9 @@ impl Inner {
     /// Walks the events frames starting at or after `from` up to `end`, in order, until
     /// `visit` breaks (its value is returned). `from` may be any offset unless `exact`
     /// says a frame starts there; after the first frame, every frame must start where the
-    /// one before it ends (a gap is damage, reported, never passed over). Each step is one
+    /// one before it ends (a gap is damage, reported, never passed over), except in a
+    /// rewritten segment, whose gaps are the frames a scavenge removed (its block map
+    /// finds the next surviving frame, and its blocks are checked by their CRCs). Each step is one
     /// small read (the frame search reads 4 KiB around it): a probe of the binary search
     /// costs a frame, not a read-ahead buffer.
     fn walk_stamps<T>(
@@ -101,7 +103,10 @@ impl Inner {
         let (mut at, mut exact) = (from, exact);
         while at < end {
             let found = self.log.frame_from(at, end)?;
-            if exact && found.as_ref().is_none_or(|(h, _)| h.position != at) {
+            if exact
+                && found.as_ref().is_none_or(|(h, _)| h.position != at)
+                && !self.log.is_rewritten_at(at)
+            {
                 // Not where the previous frame ended: unless the segment ends here, the
                 // bytes at `at` are damaged.
                 let segment_ends = found.is_none()
@@ -192,18 +197,18 @@ impl Inner {
             .into_iter()
             .filter(|&b| b < end)
             .collect();
-        // Segments whose first append was committed before `t`: the answer is in the last
-        // of them, or is the first append after it.
+        // Segments whose first append at or after their start was committed before `t`:
+        // the answer is in the last of them, or is the first append after it. A segment
+        // without appends (an upgraded store's emptied format-1 segment, one a scavenge
+        // emptied, or the last one, just started) takes the key of the first append after
+        // it (none: after every time), so that the keys never decrease along the log.
         let (mut lo, mut hi) = (0usize, bases.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             let base = bases.get(mid).copied().unwrap_or(end);
-            let seg_end = bases.get(mid + 1).copied().unwrap_or(end);
-            // A segment with no append counts as before `t`: only the first (an upgraded
-            // store's emptied format-1 segment) or the last (just started) can be so.
             let key = self
-                .first_stamp_from(base, seg_end)?
-                .map_or(i64::MIN, |s| s.committed_at_us);
+                .first_stamp_from(base, end)?
+                .map_or(i64::MAX, |s| s.committed_at_us);
             if key < t_us {
                 lo = mid + 1;
             } else {
@@ -268,11 +273,15 @@ impl Inner {
             return Ok(Some(last));
         }
         let (hash, check) = self.index.keys(stream);
+        // Versions below the first one a scavenge left have no entries and no frames: the
+        // search is over the versions that survive. As of a bound before the first of
+        // them, the stream has no version (what it had then is gone).
+        let floor = self.registry.scavenged_floor(stream);
         // Versions up to `ok` are within the bound (by the entries searched so far);
         // versions from `late` on are not.
         let (mut ok, mut late) = (None::<u64>, current.entry.first_version);
         loop {
-            let start = ok.map_or(0, |v| v.saturating_add(1));
+            let start = ok.map_or(floor, |v| v.saturating_add(1));
             if start >= late {
                 break;
             }
@@ -292,12 +301,12 @@ impl Inner {
                 None => late = mid,
             }
         }
-        if self.confirm_bound(stream, ok, last, bound, hash, check, visible)? {
+        if self.confirm_bound(stream, ok, floor, last, bound, hash, check, visible)? {
             return Ok(ok);
         }
         // Misled by the entries of a stream sharing this one's keys (or by stale ones): the
         // search again, each probe confirmed through the stream's own frames.
-        search_prefix(last, |v| {
+        search_prefix(floor, last, |v| {
             Ok(self
                 .resolve_visible(stream, v, visible)?
                 .is_some_and(|f| bound.holds_for(&f)))
@@ -318,8 +327,8 @@ impl Inner {
     }
 
     /// Whether `found` (the answer of the search on the index entries: the last version of
-    /// `stream` within `bound`, `None` for none) is right, though the entries searched may
-    /// include those of another stream with the same keys. For `Some(v)` below the stream's
+    /// `stream` from `floor` on within `bound`, `None` for none) is right, though the entries
+    /// searched may include those of another stream with the same keys. For `Some(v)` below the stream's
     /// `last` version, it holds when the stream's own frame holding `v` (read, and
     /// confirmed by its name) is within the bound and ends at `v`, and no entry with
     /// these keys that starts at `v + 1` is within it: the stream's append holding `v + 1`
@@ -331,6 +340,7 @@ impl Inner {
         &self,
         stream: &str,
         found: Option<u64>,
+        floor: u64,
         last: u64,
         bound: Bound,
         hash: u64,
@@ -338,9 +348,9 @@ impl Inner {
         visible: u64,
     ) -> Result<bool> {
         let Some(v) = found else {
-            // No version within the bound: the stream's first append is after it.
+            // No version within the bound: the stream's first surviving append is after it.
             return Ok(!self
-                .resolve_visible(stream, 0, visible)?
+                .resolve_visible(stream, floor, visible)?
                 .is_some_and(|f| bound.holds_for(&f)));
         };
         let Some(holding) = self.resolve_visible(stream, v, visible)? else {
@@ -407,10 +417,14 @@ impl Inner {
     }
 }
 
-/// The largest version in `0..=last` for which `within` holds, when the versions it
+/// The largest version in `first..=last` for which `within` holds, when the versions it
 /// holds for form a prefix (`None` when it holds for none): a binary search.
-fn search_prefix(last: u64, mut within: impl FnMut(u64) -> Result<bool>) -> Result<Option<u64>> {
-    let (mut lo, mut hi) = (0u64, last.saturating_add(1));
+fn search_prefix(
+    first: u64,
+    last: u64,
+    mut within: impl FnMut(u64) -> Result<bool>,
+) -> Result<Option<u64>> {
+    let (mut lo, mut hi) = (first, last.saturating_add(1));
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if within(mid)? {
@@ -419,7 +433,7 @@ fn search_prefix(last: u64, mut within: impl FnMut(u64) -> Result<bool>) -> Resu
             hi = mid;
         }
     }
-    Ok(lo.checked_sub(1))
+    Ok(lo.checked_sub(1).filter(|_| lo > first))
 }
 
 impl Store {
@@ -461,15 +475,29 @@ impl Store {
     }
 
     /// The version `stream` had as of `as_of`: its last version within the bound, or
-    /// `None` when it had no event then. O(log n) index lookups.
+    /// `None` when it had no event then. O(log n) index lookups. Versions a scavenge
+    /// removed are not found: as of a time or position before the stream's first
+    /// surviving append, the answer is `None`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an invalid stream
-    /// name; damage or I/O errors.
+    /// name; [`Error::StreamDeleted`](crate::Error::StreamDeleted) when the stream is hard
+    /// deleted (as for [`Store::stream_version`]); damage or I/O errors.
     pub fn stream_version_as_of(&self, stream: &str, as_of: AsOf) -> Result<Option<u64>> {
         read::check_stream_name(stream)?;
-        self.inner
-            .version_as_of(stream, as_of, self.inner.visible())
+        let visible = self.inner.visible();
+        // Hard deleted: an error, as for every read of the stream.
+        if self
+            .inner
+            .registry
+            .rule_at(stream, visible)
+            .is_some_and(|r| r.tombstoned)
+        {
+            return Err(crate::error::Error::StreamDeleted {
+                stream: stream.to_string(),
+            });
+        }
+        self.inner.version_as_of(stream, as_of, visible)
     }
 
     /// The version `stream` had at `time`: its last event committed at or before it.
