@@ -432,19 +432,19 @@ impl SnapshotStore {
     /// # Errors
     /// I/O errors (the old generation stays in force).
     pub fn reclaim(&self, keep: usize) -> Result<(u64, u64)> {
-        self.reclaim_filtered(keep, &|_| false)
+        self.reclaim_filtered(keep, &|_, _| false)
     }
 
-    /// [`SnapshotStore::reclaim`] that also drops every snapshot of the streams `drop`
-    /// `dropped_stream` names (hard-deleted or erased streams). Writes nothing when there is nothing to
-    /// drop and `keep` is `usize::MAX`.
+    /// [`SnapshotStore::reclaim`] that also drops every snapshot `drop_snapshot(stream, version)`
+    /// names (of hard-deleted or erased streams, or of versions a scavenge removed).
+    /// Writes nothing when there is nothing to drop and `keep` is `usize::MAX`.
     ///
     /// # Errors
     /// As [`SnapshotStore::reclaim`].
     pub fn reclaim_filtered(
         &self,
         keep: usize,
-        dropped_stream: &dyn Fn(&str) -> bool,
+        drop_snapshot: &dyn Fn(&str, u64) -> bool,
     ) -> Result<(u64, u64)> {
         let Some(old) = self.live() else {
             return Ok((0, 0));
@@ -455,7 +455,7 @@ impl SnapshotStore {
                 let (h, bytes) = item?;
                 if h.kind == FrameKind::Snapshot
                     && format::decode_snapshot_body(bytes.body())
-                        .is_ok_and(|b| dropped_stream(b.stream))
+                        .is_ok_and(|b| drop_snapshot(b.stream, b.version))
                 {
                     any = true;
                     break;
@@ -490,7 +490,7 @@ impl SnapshotStore {
                 dropped += 1;
                 continue;
             };
-            if !dropped_stream(body.stream)
+            if !drop_snapshot(body.stream, body.version)
                 && (keep == usize::MAX || Self::among_latest(&old, &body, h.position, keep)?)
             {
                 let len = format::snapshot_body_len(&body).saturating_add(FRAME_HEADER_LEN as u64);

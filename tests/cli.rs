@@ -1061,6 +1061,12 @@ fn values_the_store_refuses_are_usage_errors_exit_2() {
             vec!["read-all", s.path(), "--from", "999999"],
             "past the end of the log",
         ),
+        // A mistyped resume token would make `tail` wait past every event before it.
+        (
+            vec!["tail", s.path(), "--from", "999999"],
+            "past the end of the log",
+        ),
+        (vec!["tail", s.path(), "--stream", ""], "not empty"),
         (
             vec!["snapshot", "save", s.path(), "s", "9", "--data", "x"],
             "its last version is 0",
@@ -1409,6 +1415,20 @@ fn reads_as_of_a_version_or_a_time_and_between_times() {
     assert_eq!(between.len(), 1, "{between:?}");
     let until_only = ok_lines(&streamlog(&["read-all", s.path(), "--until", t1]));
     assert_eq!(until_only.len(), 1, "{until_only:?}");
+    // From a position (the second event's) until a time (the third's commit): the second.
+    let from = events[1]["position"].to_string();
+    let from = from.as_str();
+    let t2 = events[2]["committed_at"].as_str().unwrap();
+    let from_until = ok_lines(&streamlog(&[
+        "read-all",
+        s.path(),
+        "--from",
+        from,
+        "--until",
+        t2,
+    ]));
+    assert_eq!(from_until.len(), 1, "{from_until:?}");
+    assert_eq!(from_until[0]["version"], 1, "{from_until:?}");
 
     // A time that is not RFC 3339 is a usage error.
     for bad in [

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 use streamlog::{
-    Aggregate, Durability, EventView, ExpectedVersion, NewEvent, Options, SnapshotPolicy, Store,
+    Aggregate, Durability, EventView, ExpectedVersion, NewEvent, Options, ScavengeOptions,
+    SnapshotPolicy, Store,
 };
 
 /// A running sum and count of the events' numbers; encodes as 16 bytes.
@@ -335,4 +336,62 @@ fn copy_tree(from: &Path, to: &Path) {
         let e = e.unwrap();
         fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// A snapshot taken before a soft delete holds the deleted events: once the stream is
+/// re-created, it is not offered as the latest, no new one may be saved at a deleted
+/// version, and a scavenge that removes those versions drops it.
+#[test]
+fn snapshots_of_deleted_versions_are_not_offered_refused_and_dropped_by_a_scavenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    append_numbers(&store, "a", 0..3);
+    store
+        .save_snapshot("a", 2, Sum::SCHEMA, &full_sum(3).encode())
+        .unwrap();
+    assert_eq!(store.latest_snapshot("a").unwrap().unwrap().version, 2);
+    store.delete_stream("a", ExpectedVersion::Any).unwrap();
+    append_numbers(&store, "a", [10]);
+    assert_eq!(store.stream_version("a").unwrap(), Some(3));
+    assert!(
+        store.latest_snapshot("a").unwrap().is_none(),
+        "a snapshot of deleted versions is offered"
+    );
+    let refused = store.save_snapshot("a", 1, Sum::SCHEMA, &full_sum(2).encode());
+    assert!(
+        matches!(&refused, Err(streamlog::Error::InvalidArgument(m)) if m.contains("hides")),
+        "{refused:?}"
+    );
+    // A snapshot of the re-created stream is offered.
+    store
+        .save_snapshot("a", 3, Sum::SCHEMA, b"new-state-16byte")
+        .unwrap();
+    assert_eq!(store.latest_snapshot("a").unwrap().unwrap().version, 3);
+    let report = store.scavenge(&ScavengeOptions::default()).unwrap();
+    assert_eq!(report.snapshots_dropped, 1, "{report:?}");
+    assert_eq!(store.latest_snapshot("a").unwrap().unwrap().version, 3);
+    store.close().unwrap();
+    // Nothing of the old state is left in the snapshot files.
+    let old_state = full_sum(3).encode();
+    for entry in walk(&dir.path().join("snapshots")) {
+        let bytes = fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(old_state.len()).any(|w| w == old_state),
+            "{} still holds the deleted state",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

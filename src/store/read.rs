@@ -581,6 +581,13 @@ impl AllEvents {
         }
     }
 
+    /// Ends the reader before the first append committed at or after `time` (as
+    /// [`Store::read_all_between`] does), wherever it started.
+    #[must_use]
+    pub fn until(self, time: std::time::SystemTime) -> Self {
+        self.until_committed(super::event::timestamp_us(time))
+    }
+
     /// Ends the reader before the first append committed at or after `until_us`.
     pub(crate) fn until_committed(mut self, until_us: i64) -> Self {
         self.until_us = Some(until_us);

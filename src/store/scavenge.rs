@@ -527,9 +527,15 @@ impl Store {
             inner.frames.lock().clear();
         }
         let registry = &inner.registry;
-        let (_, dropped) = inner.snapshots.reclaim_filtered(usize::MAX, &|stream| {
-            registry.is_erased(stream) || registry.latest(stream).is_some_and(|r| r.tombstoned)
-        })?;
+        // Snapshots of hard-deleted streams, and those whose versions are gone: a state
+        // made of removed events must not outlive them.
+        let (_, dropped) = inner
+            .snapshots
+            .reclaim_filtered(usize::MAX, &|stream, version| {
+                registry.is_erased(stream)
+                    || registry.latest(stream).is_some_and(|r| r.tombstoned)
+                    || version < registry.scavenged_floor(stream)
+            })?;
         report.snapshots_dropped = dropped;
         Ok(report)
     }

@@ -42,6 +42,15 @@ impl Store {
                 schema.len()
             )));
         }
+        // A version the stream's metadata hides (deleted, truncated, expired by count) is
+        // no state a reader can reach: its snapshot would bring deleted events back.
+        let floor = self.first_kept_version(stream)?;
+        if version < floor {
+            return Err(Error::InvalidArgument(format!(
+                "cannot snapshot {stream:?} at version {version}: the stream's metadata hides \
+                 the versions below {floor} (deleted, truncated or past its max count)"
+            )));
+        }
         match self.stream_version(stream)? {
             Some(last) if last >= version => {}
             Some(last) => {
@@ -68,15 +77,39 @@ impl Store {
         Ok(())
     }
 
-    /// The latest snapshot of `stream` that is intact and not newer than the stream.
+    /// The latest snapshot of `stream` that is intact, not newer than the stream, and not
+    /// at a version its metadata hides (a snapshot taken before a delete, a
+    /// truncate-before or a max count hid its version holds deleted events).
     ///
     /// # Errors
-    /// I/O errors reading the stream's version; damaged snapshots are skipped, not errors.
+    /// [`Error::StreamDeleted`] for a hard-deleted stream; I/O errors reading the stream's
+    /// version; damaged snapshots are skipped, not errors.
     pub fn latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         let Some(last) = self.stream_version(stream)? else {
             return Ok(None);
         };
-        Ok(self.inner.snapshots.latest(stream, last, |_| Ok(()))?.0)
+        let floor = self.first_kept_version(stream)?;
+        let hidden = |b: &format::SnapshotBody<'_>| {
+            if b.version < floor {
+                Err(format!(
+                    "version {} is hidden by the stream's metadata",
+                    b.version
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        Ok(self.inner.snapshots.latest(stream, last, hidden)?.0)
+    }
+
+    /// The lowest version of `stream` its metadata does not hide by version
+    /// (truncate-before, a delete, max count; 0 without such a rule).
+    fn first_kept_version(&self, stream: &str) -> Result<u64> {
+        let visible = self.inner.visible();
+        Ok(self
+            .inner
+            .retention(stream, visible)?
+            .map_or(0, |r| r.floor))
     }
 
     /// Loads aggregate `A` of `stream`: its latest usable snapshot (intact, of schema

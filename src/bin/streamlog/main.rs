@@ -732,6 +732,8 @@ fn read_all(a: ReadAllArgs, out: &mut impl Write) -> CliResult {
     }
     let events = match (a.since, a.until) {
         (None, None) => store.read_all(from),
+        // `--since` and `--from` exclude each other: `--until` goes with either.
+        (None, Some(until)) => store.read_all(from).map(|e| e.until(until)),
         (since, until) => store.read_all_between(since, until),
     }
     .map_err(refused)?;

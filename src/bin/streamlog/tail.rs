@@ -74,6 +74,11 @@ pub fn run(a: TailArgs, out: &mut impl Write) -> CliResult {
     let filter = a.filter()?;
     let store = open_read_only(&a.dir)?;
     if let Some(s) = &a.stream {
+        if s.is_empty() {
+            return Err(CliError::Usage(
+                "--stream: a stream name is not empty".into(),
+            ));
+        }
         // A hard-deleted stream has no events to come: exit 7 as `read` does, instead of
         // waiting for ever.
         store.stream_version(s).map_err(refused)?;
@@ -85,11 +90,21 @@ pub fn run(a: TailArgs, out: &mut impl Write) -> CliResult {
     let options = match (a.from.as_deref(), saved) {
         (Some("start"), _) => SubscribeAll::from_start(),
         (Some("end"), _) => SubscribeAll::from_end(),
-        (Some(token), _) => SubscribeAll::from(
-            token
+        (Some(token), _) => {
+            let token = token
                 .parse::<ResumeToken>()
-                .map_err(|e| CliError::Usage(format!("--from: {e}")))?,
-        ),
+                .map_err(|e| CliError::Usage(format!("--from: {e}")))?;
+            // As for `read-all --from`: a position that is not there yet is a mistyped
+            // token, and waiting from there would pass over every event before it.
+            let head = store.info()?.head;
+            if token.position > head {
+                return Err(CliError::Usage(format!(
+                    "--from: position {} is past the end of the log ({})",
+                    token.position.0, head.0
+                )));
+            }
+            SubscribeAll::from(token)
+        }
         (None, Some(token)) => SubscribeAll::from(token),
         // A checkpoint not saved yet: from the start, so that nothing is missed.
         (None, None) if a.checkpoint.is_some() => SubscribeAll::from_start(),
