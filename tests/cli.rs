@@ -1906,3 +1906,92 @@ fn a_cluster_nodes_directory_is_refused_and_its_store_named() {
     names.sort();
     assert_eq!(names, ["raft", "sm"]);
 }
+
+/// A cluster node's directory belongs to one node: a plain store is not made into one,
+/// another `--node-id` is refused, a second process on it is refused before it opens
+/// anything (exit 4), and the node's store takes no write from the other commands (the
+/// read-only ones work there).
+#[test]
+fn a_node_directory_belongs_to_its_node_and_its_store_takes_no_writes() {
+    let s = TestStore::new();
+    s.append("s", "T", "x");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let peer = format!("1=127.0.0.1:{port}");
+    let o = streamlog(&["serve", s.path(), "--node-id", "1", "--peer", &peer]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("is a store, not a cluster node's directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(s.read("s").len(), 1, "the store is left as it was");
+
+    let node = s.dir.parent().unwrap().join("node");
+    let node_path = node.to_str().unwrap();
+    let mut running = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .args(["serve", node_path, "--node-id", "1", "--peer", &peer])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store_of = |node: &Path| {
+        std::fs::read_dir(node.join("sm"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("segments").is_dir())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store_of(&node).is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let store = store_of(&node).expect("the node made its store");
+    let second = streamlog(&["serve", node_path, "--node-id", "1", "--peer", &peer]);
+    assert_eq!(code(&second), 4, "{}", stderr(&second));
+    running.kill().unwrap();
+    running.wait().unwrap();
+
+    let other = format!("2=127.0.0.1:{port}");
+    let o = streamlog(&["serve", node_path, "--node-id", "2", "--peer", &other]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("directory of node 1"), "{}", stderr(&o));
+
+    let store = store.to_str().unwrap();
+    for args in [
+        vec!["append", store, "s", "--data", "x"],
+        vec!["delete", store, "s"],
+        vec!["scavenge", store],
+        vec!["snapshot", "save", store, "s", "0", "--data", "x"],
+        vec!["reindex", store],
+        vec!["serve", store],
+    ] {
+        let o = streamlog(&args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("the store of the cluster node"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    let o = streamlog(&["info", store]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+}
+
+#[test]
+fn serve_refuses_a_message_limit_below_what_the_transport_honours_exit_2() {
+    let s = TestStore::new();
+    for bytes in ["0", "1000", "65535"] {
+        let o = streamlog(&["serve", s.path(), "--max-message-bytes", bytes]);
+        assert_eq!(code(&o), 2, "{bytes}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("at least 65536"),
+            "{bytes}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -131,6 +131,11 @@ struct NodeInner {
     /// The roots the peers' certificates are verified against, when the node reaches
     /// them over TLS.
     tls: Option<super::TlsRoots>,
+    /// The peers whose last raft call failed (and why): the leader calls every member
+    /// at least once per heartbeat.
+    failures: super::raft_network::PeerFailures,
+    /// The node directory's lock, held while the node runs.
+    _lock: Box<dyn crate::io::LockGuard>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -195,6 +200,7 @@ impl ClusterNode {
         }
         .validate()
         .map_err(|e| Error::InvalidArgument(format!("raft configuration: {e}")))?;
+        let lock = claim_node_dir(dir, id, &options)?;
         let (log_dir, sm_dir) = (dir.join(RAFT_LOG_DIR), dir.join(STATE_MACHINE_DIR));
         let (log, sm) = tokio::task::spawn_blocking(move || {
             let log = RaftLog::open(log_dir)?;
@@ -203,10 +209,11 @@ impl ClusterNode {
         })
         .await
         .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
+        let failures = super::raft_network::PeerFailures::default();
         let network = super::raft_network::GrpcNetwork {
             secret,
             tls: tls.clone(),
-            failures: Default::default(),
+            failures: Arc::clone(&failures),
         };
         let raft = NodeRaft::new(id, Arc::new(config), network, log, sm.clone())
             .await
@@ -243,6 +250,8 @@ impl ClusterNode {
                 sm,
                 queue,
                 tls,
+                failures,
+                _lock: lock,
             }),
         })
     }
@@ -272,6 +281,42 @@ impl ClusterNode {
     /// [`crate::cluster::Replaced`]), for subscriptions.
     pub fn store_watched(&self) -> (Store, crate::cluster::Replaced) {
         self.inner.sm.store_watched()
+    }
+
+    /// Resolves when raft stops on its own, with why: a fatal error (a storage failure, or
+    /// a raft log that lost entries the cluster counts on, as after a node's directory was
+    /// wiped while the cluster remembers it). The node then answers nothing usefully; the
+    /// reason is logged (`"event":"raft_stopped"`, level `error`) and a server should
+    /// stop. Never resolves while raft runs, nor after [`ClusterNode::shutdown`] (which
+    /// is no failure).
+    pub async fn failed(&self) -> String {
+        let mut metrics = self.inner.raft.metrics();
+        loop {
+            let state = metrics.borrow().running_state.clone();
+            match state {
+                Ok(()) => {}
+                Err(openraft::error::Fatal::Stopped) => std::future::pending::<()>().await,
+                Err(e) => {
+                    let why = e.to_string();
+                    super::logline::emit(
+                        "error",
+                        "raft_stopped",
+                        serde_json::json!({
+                            "node_id": self.inner.id,
+                            "error": why,
+                            "hint": "if this node's directory was wiped or restored from an \
+                                     older copy, remove the node (streamlog cluster remove), \
+                                     start it on an empty directory, then add it again \
+                                     (add-learner, promote)",
+                        }),
+                    );
+                    return why;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Stops raft (the caller closes nothing else: the store is dropped with the node).
@@ -469,12 +514,14 @@ impl ClusterNode {
                     Role::Learner
                 };
                 // The leader knows who answers its heartbeats (it has a quorum, or it
-                // would step down soon); others know themselves and the leader they hear.
+                // would step down soon): a member whose last call failed is not alive.
+                // Others know themselves and the leader they hear.
                 let alive = *id == self.inner.id
                     || Some(*id) == leader
                     || (leader == Some(self.inner.id)
                         && heard.is_some_and(|ms| ms < 5_000)
-                        && replicated_recently(&m, *id));
+                        && replicated_recently(&m, *id)
+                        && !self.inner.failures.lock().contains_key(id));
                 Member {
                     id: *id,
                     address: node.addr.clone(),
@@ -559,6 +606,78 @@ impl ClusterNode {
             }
         }
     }
+}
+
+/// The file in a node's directory that names its node id (decimal, one line): written at
+/// its first start, checked at every later one.
+pub const NODE_ID_FILE: &str = "NODE_ID";
+
+/// Takes a node directory for node `id`: refuses a plain store's directory, takes the
+/// directory's lock (before anything in it is opened, so a second node on it recovers
+/// nothing), and checks, or at the first start writes, the node id it belongs to.
+fn claim_node_dir(
+    dir: &Path,
+    id: NodeId,
+    options: &Options,
+) -> Result<Box<dyn crate::io::LockGuard>> {
+    let storage = options.storage.as_ref();
+    let stat = |p: &Path| {
+        storage
+            .exists(p)
+            .map_err(|e| Error::io(format!("stat {}", p.display()), e))
+    };
+    if stat(&dir.join(crate::store::SEGMENTS_DIR))? {
+        return Err(Error::InvalidArgument(format!(
+            "{} is a store, not a cluster node's directory: give the node a directory of its \
+             own (a store is not made into a node)",
+            dir.display()
+        )));
+    }
+    crate::io::create_dir_durably(storage, dir)
+        .map_err(|e| Error::io(format!("create {}", dir.display()), e))?;
+    let lock_path = dir.join(crate::store::LOCK_FILE);
+    let lock = storage
+        .try_lock(&lock_path, false)
+        .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
+        .ok_or(Error::Locked { path: lock_path })?;
+    let id_path = dir.join(NODE_ID_FILE);
+    if stat(&id_path)? {
+        let file = storage
+            .open(&id_path)
+            .map_err(|e| Error::io(format!("open {}", id_path.display()), e))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io(format!("stat {}", id_path.display()), e))?;
+        let mut buf = vec![0u8; usize::try_from(len.min(64)).unwrap_or(64)];
+        let n = file
+            .read_at(&mut buf, 0)
+            .map_err(|e| Error::io(format!("read {}", id_path.display()), e))?;
+        buf.truncate(n);
+        let recorded = std::str::from_utf8(&buf)
+            .ok()
+            .and_then(|t| t.trim().parse::<NodeId>().ok());
+        return match recorded {
+            Some(r) if r == id => Ok(lock),
+            Some(r) => Err(Error::InvalidArgument(format!(
+                "{} is the directory of node {r}, not of node {id} (check --node-id)",
+                dir.display()
+            ))),
+            None => Err(Error::corrupted(id_path, 0, "not a node id")),
+        };
+    }
+    let temp = dir.join(format!("{NODE_ID_FILE}.tmp"));
+    let file = storage
+        .create(&temp)
+        .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+    file.write_at(format!("{id}\n").as_bytes(), 0)
+        .and_then(|()| file.sync_data())
+        .map_err(|e| Error::io(format!("write {}", temp.display()), e))?;
+    drop(file);
+    storage
+        .rename(&temp, &id_path)
+        .and_then(|()| storage.sync_dir(dir))
+        .map_err(|e| Error::io(format!("write {}", id_path.display()), e))?;
+    Ok(lock)
 }
 
 /// Whether the leader's replication to `id` has reached past the entries it had when it

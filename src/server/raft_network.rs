@@ -237,7 +237,7 @@ fn describe(status: &Status, tls: bool) -> String {
 }
 
 /// The latest failure of each peer that does not answer, as logged.
-type PeerFailures = Arc<parking_lot::Mutex<BTreeMap<NodeId, String>>>;
+pub(super) type PeerFailures = Arc<parking_lot::Mutex<BTreeMap<NodeId, String>>>;
 
 /// openraft's network over gRPC: one [`GrpcConnection`] per target.
 #[derive(Debug, Clone, Default)]
@@ -518,6 +518,11 @@ async fn call_admin(
             .and_then(|(h, p)| Some(format!("{}:{}", h.to_str().ok()?, p.to_str().ok()?)));
         let message = match leader {
             Some(l) => format!("{addr} is not the leader; the leader is {l}"),
+            // A single-node server has no raft service.
+            None if status.code() == tonic::Code::Unimplemented => format!(
+                "{addr} is not a cluster node (a single-node server: it was started without \
+                 --node-id)"
+            ),
             None => format!("{addr}: {}", describe(&status, tls.is_some())),
         };
         crate::Error::io("cluster administration", std::io::Error::other(message))

@@ -540,6 +540,35 @@ pub(crate) fn refuse_cluster_node(dir: &Path) -> CliResult {
     )))
 }
 
+/// Refuses the store of a cluster node (`NODE/sm/store…/`) to a command that writes:
+/// the node's raft log is what the store follows, and an event written beside it would
+/// make this replica differ from the others for good. Read-only commands work there.
+pub(crate) fn refuse_node_store(dir: &Path) -> CliResult {
+    let is_dir = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_dir());
+    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Some(sm) = absolute.parent() else {
+        return Ok(());
+    };
+    let Some(node) = sm.parent() else {
+        return Ok(());
+    };
+    if sm.file_name().is_some_and(|n| n == "sm") && is_dir(&node.join("raft")) {
+        return Err(CliError::Other(format!(
+            "{}: the store of the cluster node in {}; write through the node's server (read-only \
+             commands work here)",
+            dir.display(),
+            node.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Opens the store in `dir` for a command that writes (not a cluster node's store).
+fn open_writable(dir: &Path) -> CliResult<Store> {
+    refuse_node_store(dir)?;
+    Ok(Store::open(dir)?)
+}
+
 fn require_store(dir: &Path) -> CliResult {
     refuse_cluster_node(dir)?;
     let segments = dir.join(streamlog::SEGMENTS_DIR);
@@ -650,7 +679,7 @@ fn append(a: AppendArgs, out: &mut impl Write) -> CliResult {
         vec![e]
     };
     refuse_cluster_node(&a.dir)?;
-    let store = Store::open(&a.dir)?;
+    let store = open_writable(&a.dir)?;
     let r = store
         .append(&a.stream, a.expected, events)
         .map_err(refused)?;
@@ -761,7 +790,7 @@ fn filtered(
 
 fn delete(a: DeleteArgs, out: &mut impl Write) -> CliResult {
     require_store(&a.dir)?;
-    let store = Store::open(&a.dir)?;
+    let store = open_writable(&a.dir)?;
     let r = if a.hard {
         store.tombstone_stream(&a.stream, a.expected)
     } else {
@@ -796,7 +825,7 @@ fn scavenge_obj(r: &streamlog::ScavengeReport, seconds: f64) -> Obj {
 
 fn scavenge(a: ScavengeArgs, out: &mut impl Write) -> CliResult {
     require_store(&a.dir)?;
-    let store = Store::open(&a.dir)?;
+    let store = open_writable(&a.dir)?;
     let mut options = streamlog::ScavengeOptions::default().with_compress_all(a.compress_all);
     if a.no_compress {
         options = options.with_compression(None);
@@ -819,7 +848,7 @@ fn scavenge(a: ScavengeArgs, out: &mut impl Write) -> CliResult {
 
 fn erase(a: EraseArgs, out: &mut impl Write) -> CliResult {
     require_store(&a.dir)?;
-    let store = Store::open(&a.dir)?;
+    let store = open_writable(&a.dir)?;
     let start = std::time::Instant::now();
     let report = store.erase_stream(&a.stream, a.expected).map_err(refused)?;
     store.close()?;
@@ -866,7 +895,7 @@ fn stream_meta(a: StreamMetaArgs, out: &mut impl Write) -> CliResult {
         }
     };
     require_store(&a.dir)?;
-    let store = Store::open(&a.dir)?;
+    let store = open_writable(&a.dir)?;
     let mut m = store.stream_metadata(&a.stream).map_err(refused)?;
     if m.tombstoned {
         return Err(CliError::Store(streamlog::Error::StreamDeleted {
@@ -1038,7 +1067,7 @@ fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
                 data.map(OsString::into_encoded_bytes).unwrap_or_default()
             };
             refuse_cluster_node(&dir)?;
-            let store = Store::open(&dir)?;
+            let store = open_writable(&dir)?;
             store
                 .save_snapshot(&stream, version, &schema, &data)
                 .map_err(refused)?;
@@ -1073,6 +1102,7 @@ fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
 
 fn reindex(dir: &Path, out: &mut impl Write) -> CliResult {
     require_store(dir)?;
+    refuse_node_store(dir)?;
     let bar = progress_bar(segment_bytes(dir), "reindex");
     let start = std::time::Instant::now();
     let result = Store::reindex(dir, Options::default(), |n| bar.inc(n));

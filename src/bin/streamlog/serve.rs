@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead as _;
 use std::net::{SocketAddr, ToSocketAddrs as _};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::{Args, Subcommand};
 use streamlog::server::cluster::{AdminRequest, ClusterNode, ClusterTimings, parse_peer};
@@ -34,8 +35,9 @@ pub struct ServeArgs {
     /// voters.
     #[arg(long, value_name = "ID=HOST:PORT", requires = "node_id")]
     peer: Vec<String>,
-    /// Largest gRPC message accepted, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    /// Largest gRPC message accepted, in bytes (at least 65536); also the most bytes of
+    /// event data and metadata one append may carry.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20, value_parser = parse_message_bytes)]
     max_message_bytes: usize,
     /// Most concurrent calls per client connection.
     #[arg(long, value_name = "N", default_value_t = 256)]
@@ -178,14 +180,32 @@ pub fn run(args: ServeArgs) -> CliResult {
             )
             .await?;
             let server = Server::bind_node(node.clone(), options).await?;
-            let served = server.run(stop_signal()).await;
+            // Stops on SIGINT/SIGTERM, or when raft stops on its own (logged by the node).
+            let failure = Arc::new(parking_lot::Mutex::new(None));
+            let stop = {
+                let (node, failure) = (node.clone(), Arc::clone(&failure));
+                async move {
+                    tokio::select! {
+                        () = stop_signal() => {}
+                        why = node.failed() => *failure.lock() = Some(why),
+                    }
+                }
+            };
+            let served = server.run(stop).await;
             let stopped = node.shutdown().await;
-            served.and(stopped)
+            served.and(stopped)?;
+            match failure.lock().take() {
+                Some(why) => Err(CliError::Other(format!(
+                    "raft stopped on node {id}: {why} (see the raft_stopped log line)"
+                ))),
+                None => Ok(()),
+            }
         })?;
         runtime.shutdown_timeout(std::time::Duration::from_secs(5));
         return Ok(());
     }
     crate::refuse_cluster_node(&args.dir)?;
+    crate::refuse_node_store(&args.dir)?;
     let store = Store::open(&args.dir)?;
     runtime.block_on(async {
         let server = Server::bind(store.clone(), options).await?;
@@ -195,6 +215,18 @@ pub fn run(args: ServeArgs) -> CliResult {
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     store.close()?;
     Ok(())
+}
+
+/// `--max-message-bytes`: a number of bytes the transport can honour (a gRPC message
+/// below 64 KiB would refuse the protocol's own small messages).
+fn parse_message_bytes(s: &str) -> Result<usize, String> {
+    let bytes: usize = s
+        .parse()
+        .map_err(|e| format!("not a number of bytes: {e}"))?;
+    if bytes < 64 << 10 {
+        return Err(format!("at least 65536 bytes, not {bytes}"));
+    }
+    Ok(bytes)
 }
 
 /// Checks `--node-id` and `--peer`: every peer `ID=HOST:PORT`, ids and addresses unique,
