@@ -130,6 +130,12 @@ impl std::ops::Deref for FrameBytes {
     }
 }
 
+impl AsRef<[u8]> for FrameBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 impl FrameBytes {
     /// Wraps frame bytes that are not in a segment yet (encoded, not yet written).
     pub fn from_vec(bytes: Vec<u8>) -> Self {

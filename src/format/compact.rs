@@ -876,6 +876,40 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
+/// Whether a block holding `pending` raw bytes is full before a frame of `frame` bytes (a
+/// block always takes its first frame, however large).
+fn block_is_full(pending: usize, frame: usize, target: usize) -> bool {
+    pending > 0 && pending.saturating_add(frame) > target
+}
+
+/// A block's stored form: compressed by `encoder` into `scratch` when that makes it
+/// smaller, else `raw` as it is.
+fn encode_raw<'a>(
+    encoder: Option<&mut Encoder>,
+    raw: &'a [u8],
+    scratch: &'a mut Vec<u8>,
+) -> (Codec, &'a [u8]) {
+    let compressed = encoder.is_some_and(|e| {
+        scratch.clear();
+        scratch.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+        e.cctx.compress2(scratch, raw).is_ok() && scratch.len() < raw.len()
+    });
+    if compressed {
+        (Codec::ZstdDict, scratch)
+    } else {
+        (Codec::Stored, raw)
+    }
+}
+
+/// Blocks one thread of [`CompactWriter::push_frames_parallel`] encoded, in order: (first
+/// position, raw length, codec, stored length, CRC of the stored bytes), and the stored
+/// bytes one after another.
+#[derive(Debug, Default)]
+struct EncodedBlocks {
+    blocks: Vec<(u64, usize, Codec, usize, u32)>,
+    bytes: Vec<u8>,
+}
+
 /// Writes a rewritten segment from its surviving frames, in position order, into one
 /// buffer: header, dictionary, blocks (compressed with the dictionary when that makes
 /// them smaller, else stored), map, removed runs, footer.
@@ -889,6 +923,9 @@ pub struct CompactWriter {
     pending: Vec<u8>,
     pending_first: u64,
     encoder: Option<Encoder>,
+    /// The dictionary and level the encoder was made with (for [`CompactWriter::push_frames_parallel`]).
+    dictionary: Vec<u8>,
+    level: i32,
     scratch: Vec<u8>,
     block_target: usize,
     dictionary_len: u32,
@@ -914,6 +951,8 @@ impl CompactWriter {
             pending: Vec::new(),
             pending_first: 0,
             encoder: None,
+            dictionary: Vec::new(),
+            level: 0,
             scratch: Vec::new(),
             block_target: BLOCK_TARGET_BYTES,
             dictionary_len: 0,
@@ -943,6 +982,8 @@ impl CompactWriter {
         if encoder.is_some() {
             w.out.extend_from_slice(dictionary);
             w.encoder = encoder;
+            w.dictionary = dictionary.to_vec();
+            w.level = level;
             w.block_target = block_target.max(1);
             w.dictionary_len = len;
             w.dictionary_crc = crc32fast::hash(dictionary);
@@ -955,7 +996,7 @@ impl CompactWriter {
     pub fn push_frame(&mut self, position: u64, frame: &[u8]) {
         if self.pending.is_empty() {
             self.pending_first = position;
-        } else if self.pending.len().saturating_add(frame.len()) > self.block_target {
+        } else if block_is_full(self.pending.len(), frame.len(), self.block_target) {
             self.finish_block();
             self.pending_first = position;
         }
@@ -963,31 +1004,115 @@ impl CompactWriter {
         self.raw_bytes = self.raw_bytes.saturating_add(frame.len() as u64);
     }
 
+    /// Takes in surviving frames (position and bytes, in position order, after every
+    /// frame taken so far) as [`CompactWriter::push_frame`] would, one after another, but
+    /// compresses their blocks on up to `threads` threads at once (each with its own zstd
+    /// context): the same blocks, the same bytes, in less time.
+    pub fn push_frames_parallel<F: AsRef<[u8]> + Sync>(
+        &mut self,
+        frames: &[(u64, F)],
+        threads: usize,
+    ) {
+        self.finish_block();
+        // Blocks as `push_frame` cuts them: ranges of `frames`.
+        let mut blocks: Vec<std::ops::Range<usize>> = Vec::new();
+        let (mut start, mut raw) = (0usize, 0usize);
+        for (i, (_, frame)) in frames.iter().enumerate() {
+            let len = frame.as_ref().len();
+            if i > start && block_is_full(raw, len, self.block_target) {
+                blocks.push(start..i);
+                (start, raw) = (i, 0);
+            }
+            raw = raw.saturating_add(len);
+        }
+        if start < frames.len() {
+            blocks.push(start..frames.len());
+        }
+        // Contiguous runs of blocks, one per thread.
+        let threads = threads.clamp(1, blocks.len().max(1));
+        let per_thread = blocks.len().div_ceil(threads).max(1);
+        let compresses = self.encoder.is_some();
+        let (dictionary, level) = (&self.dictionary, self.level);
+        let encoded: Vec<EncodedBlocks> = std::thread::scope(|scope| {
+            let handles: Vec<_> = blocks
+                .chunks(per_thread)
+                .map(|run| {
+                    scope.spawn(move || {
+                        let mut encoder = compresses
+                            .then(|| Encoder::new(dictionary, level))
+                            .flatten();
+                        let (mut raw, mut scratch) = (Vec::new(), Vec::new());
+                        let mut out = EncodedBlocks::default();
+                        for range in run {
+                            raw.clear();
+                            for (_, frame) in frames.get(range.clone()).unwrap_or_default() {
+                                raw.extend_from_slice(frame.as_ref());
+                            }
+                            let first = frames.get(range.start).map_or(0, |(p, _)| *p);
+                            let (codec, stored) = encode_raw(encoder.as_mut(), &raw, &mut scratch);
+                            out.blocks.push((
+                                first,
+                                raw.len(),
+                                codec,
+                                stored.len(),
+                                crc32fast::hash(stored),
+                            ));
+                            out.bytes.extend_from_slice(stored);
+                        }
+                        out
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        for run in &encoded {
+            let mut at = 0usize;
+            for &(first, raw_len, codec, stored_len, crc) in &run.blocks {
+                let end = at.saturating_add(stored_len);
+                let stored = run.bytes.get(at..end).unwrap_or_default();
+                self.push_block(first, raw_len, codec, stored, crc);
+                self.raw_bytes = self.raw_bytes.saturating_add(raw_len as u64);
+                at = end;
+            }
+        }
+    }
+
     fn finish_block(&mut self) {
         if self.pending.is_empty() {
             return;
         }
-        let raw_len = u32::try_from(self.pending.len()).unwrap_or(u32::MAX);
-        let compressed = self.encoder.as_mut().is_some_and(|e| {
-            // The block's compressed bytes go into a buffer reused for every block.
-            self.scratch.clear();
-            self.scratch
-                .reserve(zstd::zstd_safe::compress_bound(self.pending.len()));
-            e.cctx.compress2(&mut self.scratch, &self.pending).is_ok()
-                && self.scratch.len() < self.pending.len()
-        });
-        let (codec, stored): (Codec, &[u8]) = if compressed {
-            (Codec::ZstdDict, &self.scratch)
-        } else {
-            (Codec::Stored, &self.pending)
-        };
+        let raw = std::mem::take(&mut self.pending);
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let (codec, stored) = encode_raw(self.encoder.as_mut(), &raw, &mut scratch);
+        let crc = crc32fast::hash(stored);
+        self.push_block(self.pending_first, raw.len(), codec, stored, crc);
+        // Both buffers are reused for the next block.
+        self.scratch = scratch;
+        self.pending = raw;
+        self.pending.clear();
+    }
+
+    /// Appends one block: its first frame's position, its raw length, and its stored
+    /// bytes (`codec`) with their CRC.
+    fn push_block(
+        &mut self,
+        first_position: u64,
+        raw_len: usize,
+        codec: Codec,
+        stored: &[u8],
+        crc: u32,
+    ) {
+        let raw_len = u32::try_from(raw_len).unwrap_or(u32::MAX);
         let block = BlockRef {
-            first_position: self.pending_first,
+            first_position,
             file_offset: self.out.len() as u64,
             stored_len: u32::try_from(stored.len()).unwrap_or(u32::MAX),
             raw_len,
             codec,
-            stored_crc: self.packed.then(|| crc32fast::hash(stored)),
+            stored_crc: self.packed.then_some(crc),
         };
         if self.packed {
             self.out.extend_from_slice(stored);
@@ -995,7 +1120,6 @@ impl CompactWriter {
             encode_block(&mut self.out, codec, stored, raw_len);
         }
         self.blocks.push(block);
-        self.pending.clear();
     }
 
     /// Ends the segment: the map, the removed runs, the footer. Returns the file's bytes.
@@ -1265,6 +1389,38 @@ mod tests {
             sampler.offer(*q, f);
         }
         (frames, sampler)
+    }
+
+    #[test]
+    fn blocks_compressed_on_several_threads_are_the_blocks_of_one() {
+        let (frames, sampler) = sampled();
+        let dict = sampler.finish(1);
+        let end = frames.last().map_or(32, |(p, f)| p + f.len() as u64);
+        let cases = VERSIONS
+            .into_iter()
+            .flat_map(|v| [(v, &dict[..], DICT_BLOCK_TARGET_BYTES), (v, &[][..], 0)]);
+        for (version, dictionary, target) in cases {
+            let writer = || match dictionary.is_empty() {
+                true => CompactWriter::new(0, version),
+                false => CompactWriter::with_dictionary(0, version, 1, dictionary, target),
+            };
+            let mut one = writer();
+            for (p, f) in &frames {
+                one.push_frame(*p, f);
+            }
+            let raw = one.raw_bytes;
+            let one = one.finish(end, &[]);
+            for threads in [1, 2, 3, 7] {
+                let mut many = writer();
+                many.push_frames_parallel(&frames, threads);
+                assert_eq!(many.raw_bytes, raw);
+                assert!(
+                    many.finish(end, &[]) == one,
+                    "version {version}, {threads} threads, dictionary {}",
+                    !dictionary.is_empty()
+                );
+            }
+        }
     }
 
     #[test]

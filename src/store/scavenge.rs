@@ -684,9 +684,10 @@ fn rewrite_segment(
     let kept = plan
         .kept
         .ok_or_else(|| Error::InvalidArgument("a scavenge plan without its frames".into()))?;
-    for (position, bytes) in &kept {
-        writer.push_frame(*position, bytes);
-    }
+    // Blocks are compressed on as many threads as there are cores (up to 4): a
+    // segment's blocks are independent once its dictionary is made.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    writer.push_frames_parallel(&kept, threads);
     drop(kept);
     let mut runs = plan.runs;
     runs.sort_by_key(|r| r.position);
