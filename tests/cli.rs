@@ -1967,7 +1967,6 @@ fn a_node_directory_belongs_to_its_node_and_its_store_takes_no_writes() {
         vec!["delete", store, "s"],
         vec!["scavenge", store],
         vec!["snapshot", "save", store, "s", "0", "--data", "x"],
-        vec!["reindex", store],
         vec!["serve", store],
     ] {
         let o = streamlog(&args);
@@ -1978,7 +1977,26 @@ fn a_node_directory_belongs_to_its_node_and_its_store_takes_no_writes() {
             stderr(&o)
         );
     }
+    // Through `..` from inside the node's directory, too.
+    let o = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .current_dir(node.join("raft"))
+        .args([
+            "append",
+            &format!(
+                "../sm/{}",
+                Path::new(store).file_name().unwrap().to_str().unwrap()
+            ),
+            "s",
+            "--data",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
     let o = streamlog(&["info", store]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    // The index is derived data: a stopped node's store may be reindexed.
+    let o = streamlog(&["reindex", store]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
 }
 
@@ -1994,4 +2012,9 @@ fn serve_refuses_a_message_limit_below_what_the_transport_honours_exit_2() {
             stderr(&o)
         );
     }
+    // `--listen` takes a host name as `--peer` does; one that resolves to nothing is a
+    // usage error.
+    let o = streamlog(&["serve", s.path(), "--listen", "no-such-host.invalid:2113"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--listen"), "{}", stderr(&o));
 }

@@ -895,3 +895,46 @@ on_both_backends! {
     a_reader_broken_off_inside_an_append_goes_on_with_the_next_event,
     append_many_applies_each_append_in_order_with_one_commit,
 }
+
+/// Forward from a version past the stream's end, `u64::MAX` included, reads nothing (the
+/// index takes `u64::MAX` for "the last append"); backward from there starts at the last
+/// event. An empty stream name is refused by `stream_version` as by every other call.
+#[test]
+fn reading_forward_from_past_the_end_reads_nothing_even_from_the_largest_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        Options::default().with_durability(Durability::Buffered),
+    )
+    .unwrap();
+    for i in 0..6 {
+        store
+            .append(
+                "b",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    let forward = |from: u64| -> Vec<u64> {
+        store
+            .read_stream("b", from)
+            .unwrap()
+            .map(|e| e.unwrap().version)
+            .collect()
+    };
+    assert_eq!(forward(5), vec![5]);
+    for from in [6, 1000, u64::MAX - 1, u64::MAX] {
+        assert_eq!(forward(from), Vec::<u64>::new(), "from {from}");
+    }
+    let backward: Vec<u64> = store
+        .read_stream_backward("b", Some(u64::MAX))
+        .unwrap()
+        .map(|e| e.unwrap().version)
+        .collect();
+    assert_eq!(backward, vec![5, 4, 3, 2, 1, 0]);
+    assert!(matches!(
+        store.stream_version(""),
+        Err(Error::InvalidArgument(_))
+    ));
+}

@@ -311,6 +311,13 @@ impl RaftLog {
         self
     }
 
+    /// Whether the log holds nothing a node ever wrote: no vote, no entry, nothing
+    /// purged (a node that never took part in a cluster).
+    pub fn is_blank(&self) -> bool {
+        let inner = self.inner.lock();
+        inner.entries.is_empty() && inner.state.vote.is_none() && inner.state.purged.is_none()
+    }
+
     /// What recovery found and did when the log was opened (a torn tail cut, …).
     pub fn recovery_report(&self) -> LogRecovery {
         self.inner.lock().recovery.clone()

@@ -992,7 +992,10 @@ impl CompactWriter {
     }
 
     /// Takes in one surviving frame (its bytes exactly as read, header included), at
-    /// `position`, after every frame taken so far.
+    /// `position`, after every frame taken so far. (A scavenge takes a segment's frames
+    /// in at once, [`CompactWriter::push_frames_parallel`]; tests, fuzz targets and
+    /// benchmarks one by one.)
+    #[cfg_attr(not(any(test, feature = "internals")), allow(dead_code))]
     pub fn push_frame(&mut self, position: u64, frame: &[u8]) {
         if self.pending.is_empty() {
             self.pending_first = position;
@@ -1007,7 +1010,9 @@ impl CompactWriter {
     /// Takes in surviving frames (position and bytes, in position order, after every
     /// frame taken so far) as [`CompactWriter::push_frame`] would, one after another, but
     /// compresses their blocks on up to `threads` threads at once (each with its own zstd
-    /// context): the same blocks, the same bytes, in less time.
+    /// context): the same blocks, the same bytes, in less time. A block under way from
+    /// earlier `push_frame` calls is finished first (the frames here start a new one); a
+    /// thread whose zstd context cannot be made stores its blocks as they are.
     pub fn push_frames_parallel<F: AsRef<[u8]> + Sync>(
         &mut self,
         frames: &[(u64, F)],
@@ -1065,7 +1070,8 @@ impl CompactWriter {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().unwrap_or_default())
+                // A thread that panicked must not leave its blocks out of the file.
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
         for run in &encoded {

@@ -424,6 +424,30 @@ impl Log {
         position: u64,
         limit: u64,
     ) -> Result<Option<(FrameHeader, FrameBytes)>> {
+        self.frame_from_in(position, limit, false)
+    }
+
+    /// [`Log::frame_from`], but a block of a rewritten segment that does not check (where
+    /// the next surviving frame would be) is reported as [`Error::Corrupted`] instead of
+    /// taken for the end of the segment: for a walk that passes over a rewritten
+    /// segment's gaps, which it cannot tell from damage otherwise.
+    ///
+    /// # Errors
+    /// [`Error::Io`] on read failure; [`Error::Corrupted`] as said.
+    pub fn frame_from_checked(
+        &self,
+        position: u64,
+        limit: u64,
+    ) -> Result<Option<(FrameHeader, FrameBytes)>> {
+        self.frame_from_in(position, limit, true)
+    }
+
+    fn frame_from_in(
+        &self,
+        position: u64,
+        limit: u64,
+        report_damage: bool,
+    ) -> Result<Option<(FrameHeader, FrameBytes)>> {
         let Some(seg) = self.segment_for(position) else {
             return Ok(None);
         };
@@ -436,6 +460,7 @@ impl Log {
                 Ok((h, bytes)) if at.saturating_add(h.frame_len()) <= limit => Ok(Some((h, bytes))),
                 Ok(_) => Ok(None),
                 Err(Error::Io { context, source }) => Err(Error::Io { context, source }),
+                Err(e @ Error::Corrupted { .. }) if report_damage => Err(e),
                 Err(_) => Ok(None),
             };
         }

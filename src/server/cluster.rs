@@ -200,10 +200,30 @@ impl ClusterNode {
         }
         .validate()
         .map_err(|e| Error::InvalidArgument(format!("raft configuration: {e}")))?;
-        let lock = claim_node_dir(dir, id, &options)?;
+        let (lock, recorded) = claim_node_dir(dir, &options)?;
         let (log_dir, sm_dir) = (dir.join(RAFT_LOG_DIR), dir.join(STATE_MACHINE_DIR));
-        let (log, sm) = tokio::task::spawn_blocking(move || {
+        let node_dir = dir.to_path_buf();
+        let storage = Arc::clone(&options.storage);
+        let log = tokio::task::spawn_blocking(move || {
             let log = RaftLog::open(log_dir)?;
+            match recorded {
+                Some(r) if r == id => {}
+                // A raft log with something in it was written by node `r`.
+                Some(r) if !log.is_blank() => {
+                    return Err(Error::InvalidArgument(format!(
+                        "{} is the directory of node {r}, not of node {id} (check --node-id)",
+                        node_dir.display()
+                    )));
+                }
+                // A node that never took part in a cluster is anyone's; a node of an older
+                // release (no NODE_ID yet) is taken to be the one started on it.
+                _ => write_node_id(storage.as_ref(), &node_dir, id)?,
+            }
+            Ok::<_, Error>(log)
+        })
+        .await
+        .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
+        let (log, sm) = tokio::task::spawn_blocking(move || {
             let sm = StoreStateMachine::open(sm_dir, options)?;
             Ok::<_, Error>((log, sm))
         })
@@ -612,14 +632,13 @@ impl ClusterNode {
 /// its first start, checked at every later one.
 pub const NODE_ID_FILE: &str = "NODE_ID";
 
-/// Takes a node directory for node `id`: refuses a plain store's directory, takes the
-/// directory's lock (before anything in it is opened, so a second node on it recovers
-/// nothing), and checks, or at the first start writes, the node id it belongs to.
+/// Takes a node directory: refuses a plain store's directory, takes the directory's
+/// lock (before anything in it is opened, so a second node on it recovers nothing), and
+/// reads the node id it belongs to, if one was recorded (see [`NODE_ID_FILE`]).
 fn claim_node_dir(
     dir: &Path,
-    id: NodeId,
     options: &Options,
-) -> Result<Box<dyn crate::io::LockGuard>> {
+) -> Result<(Box<dyn crate::io::LockGuard>, Option<NodeId>)> {
     let storage = options.storage.as_ref();
     let stat = |p: &Path| {
         storage
@@ -641,43 +660,47 @@ fn claim_node_dir(
         .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
         .ok_or(Error::Locked { path: lock_path })?;
     let id_path = dir.join(NODE_ID_FILE);
-    if stat(&id_path)? {
-        let file = storage
-            .open(&id_path)
-            .map_err(|e| Error::io(format!("open {}", id_path.display()), e))?;
-        let len = file
-            .len()
-            .map_err(|e| Error::io(format!("stat {}", id_path.display()), e))?;
-        let mut buf = vec![0u8; usize::try_from(len.min(64)).unwrap_or(64)];
-        let n = file
-            .read_at(&mut buf, 0)
-            .map_err(|e| Error::io(format!("read {}", id_path.display()), e))?;
-        buf.truncate(n);
-        let recorded = std::str::from_utf8(&buf)
-            .ok()
-            .and_then(|t| t.trim().parse::<NodeId>().ok());
-        return match recorded {
-            Some(r) if r == id => Ok(lock),
-            Some(r) => Err(Error::InvalidArgument(format!(
-                "{} is the directory of node {r}, not of node {id} (check --node-id)",
-                dir.display()
-            ))),
-            None => Err(Error::corrupted(id_path, 0, "not a node id")),
-        };
+    if !stat(&id_path)? {
+        return Ok((lock, None));
     }
-    let temp = dir.join(format!("{NODE_ID_FILE}.tmp"));
     let file = storage
-        .create(&temp)
-        .map_err(|e| Error::io(format!("create {}", temp.display()), e))?;
+        .open(&id_path)
+        .map_err(|e| Error::io(format!("open {}", id_path.display()), e))?;
+    let len = file
+        .len()
+        .map_err(|e| Error::io(format!("stat {}", id_path.display()), e))?;
+    let mut buf = vec![0u8; usize::try_from(len.min(64)).unwrap_or(64)];
+    let n = file
+        .read_at(&mut buf, 0)
+        .map_err(|e| Error::io(format!("read {}", id_path.display()), e))?;
+    buf.truncate(n);
+    match std::str::from_utf8(&buf)
+        .ok()
+        .and_then(|t| t.trim().parse::<NodeId>().ok())
+    {
+        Some(recorded) => Ok((lock, Some(recorded))),
+        None => Err(Error::corrupted(id_path, 0, "not a node id")),
+    }
+}
+
+/// Records `id` as the node `dir` belongs to: a new file, synced, renamed over the old one
+/// (a leftover of an interrupted write is replaced).
+fn write_node_id(storage: &dyn crate::io::Storage, dir: &Path, id: NodeId) -> Result<()> {
+    let id_path = dir.join(NODE_ID_FILE);
+    let temp = dir.join(format!("{NODE_ID_FILE}.tmp"));
+    let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
+    if storage.exists(&temp).map_err(|e| io("stat", &temp, e))? {
+        storage.remove(&temp).map_err(|e| io("remove", &temp, e))?;
+    }
+    let file = storage.create(&temp).map_err(|e| io("create", &temp, e))?;
     file.write_at(format!("{id}\n").as_bytes(), 0)
         .and_then(|()| file.sync_data())
-        .map_err(|e| Error::io(format!("write {}", temp.display()), e))?;
+        .map_err(|e| io("write", &temp, e))?;
     drop(file);
     storage
         .rename(&temp, &id_path)
         .and_then(|()| storage.sync_dir(dir))
-        .map_err(|e| Error::io(format!("write {}", id_path.display()), e))?;
-    Ok(lock)
+        .map_err(|e| io("write", &id_path, e))
 }
 
 /// Whether the leader's replication to `id` has reached past the entries it had when it

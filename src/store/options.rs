@@ -102,7 +102,11 @@ pub struct Options {
     /// Open without writing anything: no truncation of a torn tail, a shared lock, and
     /// every write returns [`Error::ReadOnly`]. Default false. Needs only read access to
     /// the directory: the lock file is opened for reading, and when it is missing or
-    /// unreadable the store is read without a lock (nothing is created).
+    /// unreadable the store is read without a lock (nothing is created). Beside a writer
+    /// in another process, a read-only store sees what the writer has published in its
+    /// `LIVE` file, a fraction of a millisecond after acknowledging it (a background
+    /// thread publishes each committed end): an append acknowledged just before may not be
+    /// seen yet.
     pub read_only: bool,
     /// The file system. Default: the real one ([`FsStorage`]).
     pub storage: Arc<dyn Storage>,

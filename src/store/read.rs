@@ -317,7 +317,9 @@ impl StreamCursor {
             None if self.backward && version != u64::MAX => inner
                 .resolve(&self.stream, u64::MAX, self.lookup.visible)?
                 .filter(|f| f.entry.last_version() < version),
-            found => found,
+            // Forward, only the append holding `version` (the index takes `u64::MAX` for
+            // "the last append", which holds no such version).
+            found => found.filter(|f| self.backward || f.entry.last_version() >= version),
         };
         let Some(found) = found else {
             self.next = None;
@@ -588,9 +590,20 @@ impl AllEvents {
         self.until_committed(super::event::timestamp_us(time))
     }
 
-    /// Ends the reader before the first append committed at or after `until_us`.
+    /// Ends the reader before the first append committed at or after `until_us` (events
+    /// of an append already buffered, the rest of the one a resume token starts inside,
+    /// are held to the bound too).
     pub(crate) fn until_committed(mut self, until_us: i64) -> Self {
         self.until_us = Some(until_us);
+        if self
+            .buffer
+            .front()
+            .and_then(|e| e.committed_at_us)
+            .is_some_and(|t| t >= until_us)
+        {
+            self.buffer.clear();
+            self.failed = true;
+        }
         self
     }
 
@@ -894,9 +907,10 @@ impl Store {
     /// [`ExpectedVersion`](crate::ExpectedVersion) is checked against.
     ///
     /// # Errors
-    /// [`Error::StreamDeleted`] when the stream is hard deleted; I/O errors and damage met
-    /// while looking it up.
+    /// [`Error::InvalidArgument`] for an empty stream name; [`Error::StreamDeleted`] when
+    /// the stream is hard deleted; I/O errors and damage met while looking it up.
     pub fn stream_version(&self, stream: &str) -> Result<Option<u64>> {
+        check_stream_name(stream)?;
         let visible = self.visible();
         let rule = self.inner.registry.rule_at(stream, visible);
         if rule.is_some_and(|r| r.tombstoned) {

@@ -685,8 +685,12 @@ fn rewrite_segment(
         .kept
         .ok_or_else(|| Error::InvalidArgument("a scavenge plan without its frames".into()))?;
     // Blocks are compressed on as many threads as there are cores (up to 4): a
-    // segment's blocks are independent once its dictionary is made.
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    // segment's blocks are independent once its dictionary is made. A paced scavenge
+    // (`max_bytes_per_s`) leaves the other cores alone.
+    let threads = match options.max_bytes_per_s {
+        Some(_) => 1,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+    };
     writer.push_frames_parallel(&kept, threads);
     drop(kept);
     let mut runs = plan.runs;

@@ -102,7 +102,7 @@ impl Inner {
     ) -> Result<Option<T>> {
         let (mut at, mut exact) = (from, exact);
         while at < end {
-            let found = self.log.frame_from(at, end)?;
+            let found = self.log.frame_from_checked(at, end)?;
             if exact
                 && found.as_ref().is_none_or(|(h, _)| h.position != at)
                 && !self.log.is_rewritten_at(at)
@@ -262,8 +262,12 @@ impl Inner {
             return Ok(None);
         };
         let last = current.entry.last_version();
+        // Versions below the first one a scavenge left have no entries and no frames: the
+        // search is over the versions that survive. As of a bound before the first of
+        // them, the stream has no version (what it had then is gone).
+        let floor = self.registry.scavenged_floor(stream);
         let bound = match as_of {
-            AsOf::Version(bound) => return Ok(Some(bound.min(last))),
+            AsOf::Version(bound) => return Ok((bound >= floor).then(|| bound.min(last))),
             AsOf::Position(p) => Bound::Position(p.0),
             AsOf::Time(t) => Bound::Time(event::timestamp_us(t)),
         };
@@ -273,10 +277,6 @@ impl Inner {
             return Ok(Some(last));
         }
         let (hash, check) = self.index.keys(stream);
-        // Versions below the first one a scavenge left have no entries and no frames: the
-        // search is over the versions that survive. As of a bound before the first of
-        // them, the stream has no version (what it had then is gone).
-        let floor = self.registry.scavenged_floor(stream);
         // Versions up to `ok` are within the bound (by the entries searched so far);
         // versions from `late` on are not.
         let (mut ok, mut late) = (None::<u64>, current.entry.first_version);

@@ -545,14 +545,20 @@ pub(crate) fn refuse_cluster_node(dir: &Path) -> CliResult {
 /// make this replica differ from the others for good. Read-only commands work there.
 pub(crate) fn refuse_node_store(dir: &Path) -> CliResult {
     let is_dir = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_dir());
-    let absolute = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let Some(sm) = absolute.parent() else {
+    // The real path: `..` and symbolic links lead to the node's store too.
+    let real = std::fs::canonicalize(dir)
+        .or_else(|_| std::path::absolute(dir))
+        .unwrap_or_else(|_| dir.to_path_buf());
+    let Some(sm) = real.parent() else {
         return Ok(());
     };
     let Some(node) = sm.parent() else {
         return Ok(());
     };
-    if sm.file_name().is_some_and(|n| n == "sm") && is_dir(&node.join("raft")) {
+    let is_node = sm.file_name().is_some_and(|n| n == "sm")
+        && sm.join("sm-state").is_file()
+        && is_dir(&node.join("raft"));
+    if is_node {
         return Err(CliError::Other(format!(
             "{}: the store of the cluster node in {}; write through the node's server (read-only \
              commands work here)",
@@ -1101,8 +1107,8 @@ fn snapshot(command: SnapshotCommand, out: &mut impl Write) -> CliResult {
 }
 
 fn reindex(dir: &Path, out: &mut impl Write) -> CliResult {
+    // Also on a node's store (stopped): the index is derived from the segments alone.
     require_store(dir)?;
-    refuse_node_store(dir)?;
     let bar = progress_bar(segment_bytes(dir), "reindex");
     let start = std::time::Instant::now();
     let result = Store::reindex(dir, Options::default(), |n| bar.inc(n));

@@ -23,7 +23,7 @@ pub struct ServeArgs {
     dir: PathBuf,
     /// Address to listen on (plain HTTP/2). Port 0 picks a free port; the start log line
     /// says which. Default: 127.0.0.1:2113, or in a cluster this node's --peer address.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     listen: Option<SocketAddr>,
     /// Run as node N of a cluster (needs --peer): the raft log goes in DIR/raft/, the
     /// store in DIR/sm/store…/ (see docs/server.md, "Cluster mode").
@@ -66,7 +66,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     cluster_secret_file: Option<PathBuf>,
     /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (off by default).
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     metrics_listen: Option<SocketAddr>,
 }
 
@@ -215,6 +215,20 @@ pub fn run(args: ServeArgs) -> CliResult {
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     store.close()?;
     Ok(())
+}
+
+/// `--listen`, `--metrics-listen`: an IP address and port, or a host name that resolves
+/// to one (its first address), as `--peer` takes.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    match s.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s} resolves to no address")),
+        Err(e) => Err(format!("not HOST:PORT ({e})")),
+    }
 }
 
 /// `--max-message-bytes`: a number of bytes the transport can honour (a gRPC message
