@@ -69,19 +69,26 @@ fn round_trip(bytes: &[u8], mode: u8) {
         }
         position += frame.len() as u64;
     }
-    let mut writer = if compress {
+    let dictionary_bytes = compress.then(|| {
         let mut sampler = DictionarySampler::new(32, position);
         for (p, f) in &kept {
             sampler.offer(*p, f);
         }
-        CompactWriter::with_dictionary(0, version, 1, &sampler.finish(1), block_target)
-    } else {
-        CompactWriter::new(0, version)
+        sampler.finish(1)
+    });
+    let new_writer = || match &dictionary_bytes {
+        Some(d) => CompactWriter::with_dictionary(0, version, 1, d, block_target),
+        None => CompactWriter::new(0, version),
     };
+    let mut writer = new_writer();
     for (p, f) in &kept {
         writer.push_frame(*p, f);
     }
     let file = writer.finish(position, &[]);
+    // The blocks compressed on several threads are the same bytes.
+    let mut parallel = new_writer();
+    parallel.push_frames_parallel(&kept, 3);
+    assert!(parallel.finish(position, &[]) == file, "parallel blocks differ");
     let len = file.len();
     let footer =
         decode_footer(&file[len - FOOTER_LEN..], 0, len as u64, version).expect("footer");
