@@ -245,6 +245,23 @@ impl Nodes {
         self.nodes[i].paused = false;
     }
 
+    /// Waits up to `bound` for node `i` to exit on its own: its exit status, or `None`
+    /// while it still runs (or was not started).
+    pub fn wait_exit(&mut self, i: usize, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + bound;
+        loop {
+            let child = self.nodes[i].child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.nodes[i].child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Pauses node `i` (SIGSTOP).
     ///
     /// # Panics

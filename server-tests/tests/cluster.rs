@@ -707,3 +707,64 @@ async fn with_users_the_nodes_authenticate_with_the_cluster_secret() {
         }
     }
 }
+
+/// A member whose directory was wiped is refused at its start (the leader replicated
+/// entries to it that it no longer has) instead of running on as a member that lost what
+/// it acknowledged; once removed from the cluster, it starts on its empty directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_lost_its_directory_is_refused_until_removed() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Nodes::cluster(root.path(), 3);
+    let (leader, _) = cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("a leader");
+    let client = client(&cluster.nodes[leader].addr);
+    for n in 0..5u64 {
+        let event = EventData::binary("Tick", n.to_string().into_bytes().into());
+        client
+            .append_to_stream("s", &AppendToStreamOptions::default(), event)
+            .await
+            .expect("append");
+    }
+    let wiped = (leader + 1) % cluster.nodes.len();
+    let wiped_id = cluster.nodes[wiped].id;
+    // The leader has replicated to it (its matched index is known).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = streamlog::server::cluster_status(&cluster.nodes[leader].addr, None)
+            .await
+            .expect("status");
+        if status["replication"][wiped_id.to_string()].is_u64() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no replication to node {wiped_id}: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.kill(wiped);
+    std::fs::remove_dir_all(&cluster.nodes[wiped].dir).expect("wipe");
+    cluster.launch(wiped);
+    let exit = cluster
+        .wait_exit(wiped, Duration::from_secs(20))
+        .expect("the wiped node is refused");
+    assert!(!exit.success(), "{exit:?}");
+    let log = cluster.nodes[wiped].log_tail(5);
+    assert!(log.contains("lost its data"), "{log}");
+
+    let remove = streamlog::server::cluster::AdminRequest::Remove {
+        ids: [wiped_id].into_iter().collect(),
+    };
+    streamlog::server::cluster_admin(&cluster.nodes[leader].addr, &remove, None, None)
+        .await
+        .expect("remove the wiped node");
+    std::fs::remove_dir_all(&cluster.nodes[wiped].dir).expect("wipe");
+    cluster.launch(wiped);
+    assert!(
+        cluster.wait_exit(wiped, Duration::from_secs(3)).is_none(),
+        "a removed node starts on an empty directory: {}",
+        cluster.nodes[wiped].log_tail(5)
+    );
+}

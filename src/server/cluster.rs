@@ -223,6 +223,23 @@ impl ClusterNode {
         })
         .await
         .map_err(|e| Error::io("open the node", std::io::Error::other(e)))??;
+        // A node with nothing in its raft log that the cluster's leader has replicated to
+        // lost its directory: under its old identity, raft would take it for a member
+        // that still holds what it acknowledged (and stop on the first entry its log
+        // lacks). It must be removed and added again instead.
+        if log.is_blank()
+            && let Some((leader, matched)) = remembered_by_leader(id, peers, tls.as_ref()).await
+        {
+            return Err(Error::InvalidArgument(format!(
+                "{}: node {id} has no raft state, but the cluster's leader (node {leader}) \
+                 has replicated its log up to index {matched} to node {id}: this node lost \
+                 its data. Remove it (streamlog cluster remove --leader LEADER {id}), start \
+                 it again on an empty directory, then add it back (streamlog cluster \
+                 add-learner, promote); see docs/server.md, \"A node that lost its \
+                 directory\"",
+                dir.display()
+            )));
+        }
         let (log, sm) = tokio::task::spawn_blocking(move || {
             let sm = StoreStateMachine::open(sm_dir, options)?;
             Ok::<_, Error>((log, sm))
@@ -626,6 +643,39 @@ impl ClusterNode {
             }
         }
     }
+}
+
+/// Whether a peer that leads the cluster has replicated entries to node `id` (it then
+/// reports the index matched): asked of every other peer, each for at most a second. An
+/// unreachable peer, or one that does not lead, says nothing.
+async fn remembered_by_leader(
+    id: NodeId,
+    peers: &BTreeMap<NodeId, String>,
+    tls: Option<&super::TlsRoots>,
+) -> Option<(NodeId, u64)> {
+    for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
+        let Ok(Ok(status)) = tokio::time::timeout(
+            std::time::Duration::from_secs(1),
+            super::raft_network::status(addr, tls),
+        )
+        .await
+        else {
+            continue;
+        };
+        let leads = status
+            .get("current_leader")
+            .and_then(serde_json::Value::as_u64)
+            == Some(peer)
+            && status.get("node_id").and_then(serde_json::Value::as_u64) == Some(peer);
+        let matched = status
+            .get("replication")
+            .and_then(|r| r.get(id.to_string()))
+            .and_then(serde_json::Value::as_u64);
+        if leads && let Some(matched) = matched {
+            return Some((peer, matched));
+        }
+    }
+    None
 }
 
 /// The file in a node's directory that names its node id (decimal, one line): written at
