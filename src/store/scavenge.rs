@@ -455,8 +455,9 @@ impl Store {
         let mut floors: FxHashMap<(u64, u32), u64> = FxHashMap::default();
         // A segment's rewrite (its dictionary and compression: most of a scavenge's CPU)
         // runs on a second thread while this one decides the next segment's frames. Every
-        // file operation stays on this thread, in the order of a scavenge without the
-        // second one: segments are switched one at a time, in log order.
+        // file operation stays on this thread: segments are switched one at a time, in
+        // log order (the next segment is read before the one before it is switched, which
+        // no decision depends on).
         std::thread::scope(|scope| -> Result<()> {
             let mut pending: Option<PendingRewrite<'_, '_>> = None;
             for (i, seg) in segments.iter().enumerate() {

@@ -413,7 +413,9 @@ impl Store {
         Ok(results)
     }
 
-    /// Forces everything appended so far to disk.
+    /// Forces everything appended so far to disk. On a read-only store nothing was
+    /// appended: there is nothing to force, and it returns `Ok` (unlike the calls that
+    /// would write, which return [`Error::ReadOnly`]).
     ///
     /// # Errors
     /// [`Error::Poisoned`] after an earlier failure; [`Error::Io`] when the sync fails
