@@ -32,7 +32,7 @@
 
 mod command;
 mod log_store;
-mod meta;
+pub(crate) mod meta;
 mod snapshot;
 mod state_machine;
 

@@ -217,7 +217,12 @@ impl ClusterNode {
                 }
                 // A node that never took part in a cluster is anyone's; a node of an older
                 // release (no NODE_ID yet) is taken to be the one started on it.
-                _ => write_node_id(storage.as_ref(), &node_dir, id)?,
+                _ => crate::cluster::meta::write_atomic(
+                    storage.as_ref(),
+                    &node_dir,
+                    NODE_ID_FILE,
+                    &id,
+                )?,
             }
             Ok::<_, Error>(log)
         })
@@ -678,8 +683,8 @@ async fn remembered_by_leader(
     None
 }
 
-/// The file in a node's directory that names its node id (decimal, one line): written at
-/// its first start, checked at every later one.
+/// The file in a node's directory that names its node id (a state file as `log-state`,
+/// docs/format.md): written at its first start, checked at every later one.
 pub const NODE_ID_FILE: &str = "NODE_ID";
 
 /// Takes a node directory: refuses a plain store's directory, takes the directory's
@@ -709,48 +714,8 @@ fn claim_node_dir(
         .try_lock(&lock_path, false)
         .map_err(|e| Error::io(format!("lock {}", lock_path.display()), e))?
         .ok_or(Error::Locked { path: lock_path })?;
-    let id_path = dir.join(NODE_ID_FILE);
-    if !stat(&id_path)? {
-        return Ok((lock, None));
-    }
-    let file = storage
-        .open(&id_path)
-        .map_err(|e| Error::io(format!("open {}", id_path.display()), e))?;
-    let len = file
-        .len()
-        .map_err(|e| Error::io(format!("stat {}", id_path.display()), e))?;
-    let mut buf = vec![0u8; usize::try_from(len.min(64)).unwrap_or(64)];
-    let n = file
-        .read_at(&mut buf, 0)
-        .map_err(|e| Error::io(format!("read {}", id_path.display()), e))?;
-    buf.truncate(n);
-    match std::str::from_utf8(&buf)
-        .ok()
-        .and_then(|t| t.trim().parse::<NodeId>().ok())
-    {
-        Some(recorded) => Ok((lock, Some(recorded))),
-        None => Err(Error::corrupted(id_path, 0, "not a node id")),
-    }
-}
-
-/// Records `id` as the node `dir` belongs to: a new file, synced, renamed over the old one
-/// (a leftover of an interrupted write is replaced).
-fn write_node_id(storage: &dyn crate::io::Storage, dir: &Path, id: NodeId) -> Result<()> {
-    let id_path = dir.join(NODE_ID_FILE);
-    let temp = dir.join(format!("{NODE_ID_FILE}.tmp"));
-    let io = |what: &str, p: &Path, e| Error::io(format!("{what} {}", p.display()), e);
-    if storage.exists(&temp).map_err(|e| io("stat", &temp, e))? {
-        storage.remove(&temp).map_err(|e| io("remove", &temp, e))?;
-    }
-    let file = storage.create(&temp).map_err(|e| io("create", &temp, e))?;
-    file.write_at(format!("{id}\n").as_bytes(), 0)
-        .and_then(|()| file.sync_data())
-        .map_err(|e| io("write", &temp, e))?;
-    drop(file);
-    storage
-        .rename(&temp, &id_path)
-        .and_then(|()| storage.sync_dir(dir))
-        .map_err(|e| io("write", &id_path, e))
+    let recorded = crate::cluster::meta::read::<NodeId>(storage, dir, NODE_ID_FILE)?;
+    Ok((lock, recorded))
 }
 
 /// Whether the leader's replication to `id` has reached past the entries it had when it
