@@ -508,7 +508,14 @@ impl Store {
                     seg,
                     before,
                     runs,
-                    work: scope.spawn(move || rewrite_segment(base, logical_end, plan, options)),
+                    // A panic in the rewrite (a bug) becomes its error: the segment keeps
+                    // its old file, and the scope never re-raises it on an error path.
+                    work: scope.spawn(move || {
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            rewrite_segment(base, logical_end, plan, options)
+                        }))
+                        .unwrap_or_else(|_| Err(rewrite_panicked(base)))
+                    }),
                 });
             }
             if let Some(done) = pending.take() {
@@ -624,6 +631,15 @@ fn plan_segment(
     }
 }
 
+/// The error of a rewrite that panicked (a bug, not the caller's input nor the disk's):
+/// the segment keeps its old file.
+fn rewrite_panicked(base: u64) -> Error {
+    Error::io(
+        format!("rewrite the segment at {base}"),
+        std::io::Error::other("the rewrite panicked; the segment keeps its file"),
+    )
+}
+
 /// A segment's rewrite made on a second thread, switched in by the scavenge's own.
 struct PendingRewrite<'scope, 'a> {
     seg: &'a std::sync::Arc<Segment>,
@@ -646,7 +662,7 @@ impl PendingRewrite<'_, '_> {
         let (bytes, dead) = self
             .work
             .join()
-            .map_err(|_| Error::InvalidArgument("a segment's rewrite panicked".into()))??;
+            .map_err(|_| rewrite_panicked(self.seg.base()))??;
         inner.log.replace_segment(self.seg.base(), &bytes)?;
         report.segments_rewritten += 1;
         report.bytes_before += self.before;
