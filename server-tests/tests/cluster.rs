@@ -768,3 +768,41 @@ async fn a_member_that_lost_its_directory_is_refused_until_removed() {
         cluster.nodes[wiped].log_tail(5)
     );
 }
+
+/// On a cluster node the sync histogram counts the raft log's syncs, which make its
+/// appends durable (its store is written without syncs of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_sync_metric_counts_its_raft_log_syncs() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a port")
+        .local_addr()
+        .expect("addr");
+    let listen = metrics.to_string();
+    let cluster = Nodes::cluster_with_args(root.path(), 1, &["--metrics-listen", &listen]);
+    let (leader, _) = cluster
+        .wait_leader(None, Duration::from_secs(30))
+        .await
+        .expect("a leader");
+    let client = client(&cluster.nodes[leader].addr);
+    let before = crate::secure::sample(
+        &crate::secure::scrape(metrics).await,
+        "streamlog_fsync_duration_seconds_count",
+    );
+    for n in 0..3u64 {
+        let event = EventData::binary("Tick", n.to_string().into_bytes().into());
+        client
+            .append_to_stream("s", &AppendToStreamOptions::default(), event)
+            .await
+            .expect("append");
+    }
+    let after = crate::secure::sample(
+        &crate::secure::scrape(metrics).await,
+        "streamlog_fsync_duration_seconds_count",
+    );
+    assert!(
+        after - before >= 3.0,
+        "{} syncs for three appends, one after another",
+        after - before
+    );
+}

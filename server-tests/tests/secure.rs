@@ -244,7 +244,7 @@ async fn only_known_users_with_their_password_get_in() {
 }
 
 /// `GET /metrics` over plain HTTP/1.1: the body.
-async fn scrape(addr: SocketAddr) -> String {
+pub(crate) async fn scrape(addr: SocketAddr) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to /metrics");
@@ -267,7 +267,7 @@ async fn scrape(addr: SocketAddr) -> String {
 }
 
 /// The value of the sample `name` (no labels) in a scrape.
-fn sample(text: &str, name: &str) -> f64 {
+pub(crate) fn sample(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|line| {
             let (n, v) = line.split_once(' ')?;

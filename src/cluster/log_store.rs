@@ -311,6 +311,11 @@ impl RaftLog {
         self
     }
 
+    /// How long the log's syncs took (each makes the entries before it durable).
+    pub fn sync_stats(&self) -> crate::SyncStats {
+        self.inner.lock().log.sync_stats()
+    }
+
     /// Whether the log holds nothing a node ever wrote: no vote, no entry, nothing
     /// purged (a node that never took part in a cluster).
     pub fn is_blank(&self) -> bool {

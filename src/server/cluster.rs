@@ -134,6 +134,8 @@ struct NodeInner {
     /// The peers whose last raft call failed (and why): the leader calls every member
     /// at least once per heartbeat.
     failures: super::raft_network::PeerFailures,
+    /// The raft log (a handle sharing the one raft writes), for its sync timings.
+    log: RaftLog,
     /// The node directory's lock, held while the node runs.
     _lock: Box<dyn crate::io::LockGuard>,
 }
@@ -257,6 +259,7 @@ impl ClusterNode {
             tls: tls.clone(),
             failures: Arc::clone(&failures),
         };
+        let log_handle = log.clone();
         let raft = NodeRaft::new(id, Arc::new(config), network, log, sm.clone())
             .await
             .map_err(|e| Error::io("start raft", std::io::Error::other(e)))?;
@@ -293,9 +296,16 @@ impl ClusterNode {
                 queue,
                 tls,
                 failures,
+                log: log_handle,
                 _lock: lock,
             }),
         })
+    }
+
+    /// How long the node's raft log syncs took: what makes its appends durable (its
+    /// store is written without syncs of its own, see [`crate::cluster`]).
+    pub fn log_sync_stats(&self) -> crate::SyncStats {
+        self.inner.log.sync_stats()
     }
 
     /// This node's id.

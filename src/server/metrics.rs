@@ -39,6 +39,13 @@ pub(super) struct Metrics {
 impl Metrics {
     /// Metrics of a server over `store` (whose sync timings are read at each scrape).
     pub(super) fn new(store: &Store) -> Arc<Metrics> {
+        let store = store.clone();
+        Metrics::with_syncs(Box::new(move || store.sync_stats()))
+    }
+
+    /// Metrics whose sync histogram is `syncs`, read at each scrape: on a cluster node,
+    /// the raft log's (the syncs that make its appends durable), not its store's.
+    pub(super) fn with_syncs(syncs: SyncSource) -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("streamlog");
         let appends = Counter::<u64, AtomicU64>::default();
         let events = Counter::<u64, AtomicU64>::default();
@@ -76,9 +83,7 @@ impl Metrics {
             "Client connections accepted (after the TLS handshake, with TLS)",
             connections_accepted.clone(),
         );
-        registry.register_collector(Box::new(SyncLatency {
-            store: store.clone(),
-        }));
+        registry.register_collector(Box::new(SyncLatency { syncs }));
         Arc::new(Metrics {
             registry,
             appends,
@@ -135,15 +140,24 @@ impl Drop for Open {
     }
 }
 
-/// The store's commit-sync histogram ([`Store::sync_stats`]), read at each scrape.
-#[derive(Debug)]
+/// Where the commit-sync histogram comes from.
+pub(super) type SyncSource = Box<dyn Fn() -> crate::SyncStats + Send + Sync>;
+
+/// The commit-sync histogram ([`Store::sync_stats`], or a cluster node's raft log's),
+/// read at each scrape.
 struct SyncLatency {
-    store: Store,
+    syncs: SyncSource,
+}
+
+impl std::fmt::Debug for SyncLatency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncLatency").finish_non_exhaustive()
+    }
 }
 
 impl Collector for SyncLatency {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.store.sync_stats();
+        let stats = (self.syncs)();
         // The encoder adds the buckets up itself: hand it each bucket's own count.
         let mut buckets = Vec::with_capacity(stats.buckets_us.len() + 1);
         let mut below = 0u64;
@@ -155,7 +169,8 @@ impl Collector for SyncLatency {
         encoder
             .encode_descriptor(
                 "fsync_duration_seconds",
-                "How long the store's commit syncs (fdatasync, one per group commit) took",
+                "How long the commit syncs (fdatasync, one per group commit) took: the \
+                 store's, or on a cluster node the raft log's",
                 None,
                 MetricType::Histogram,
             )?

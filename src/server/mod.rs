@@ -298,6 +298,16 @@ impl Server {
             max_events_per_append: options.max_events_per_append,
             max_batches_in_flight: 64,
         };
+        // A cluster node's appends are durable when its raft log syncs them.
+        #[cfg(feature = "cluster")]
+        let metrics = match &node {
+            Some(node) => {
+                let node = node.clone();
+                metrics::Metrics::with_syncs(Box::new(move || node.log_sync_stats()))
+            }
+            None => metrics::Metrics::new(&store),
+        };
+        #[cfg(not(feature = "cluster"))]
         let metrics = metrics::Metrics::new(&store);
         if let Some(l) = metrics_listener {
             metrics::serve(Arc::clone(&metrics), l, stop_rx.clone());
