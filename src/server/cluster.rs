@@ -794,12 +794,14 @@ pub enum AdminRequest {
 
 /// KurrentDB's "not leader" answer: NOT_FOUND with the `exception: not-leader` trailer and
 /// the leader's host and port, which official clients read to reconnect to the leader.
-/// Without a known leader (an election under way), UNAVAILABLE: clients then look for a
-/// node again.
+/// Without a known leader (an election under way, or a node that has not joined an
+/// initialized cluster yet), UNAVAILABLE: clients then look for a node again.
 pub(super) fn not_leader(f: &ForwardToLeader<NodeId, BasicNode>) -> Status {
     let Some((host, port)) = f.leader_node.as_ref().and_then(|n| host_port(&n.addr)) else {
         return Status::unavailable(
-            "this node is not the leader and no leader is known yet (an election is under way); retry",
+            "this node is not the leader and knows no leader yet: an election is under way, \
+             or this node is not in an initialized cluster yet (a new node waits for the \
+             lowest-id node's first message, or for `streamlog cluster add-learner`); retry",
         );
     };
     let mut status = Status::not_found("Leader info available");
