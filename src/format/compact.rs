@@ -923,8 +923,8 @@ pub struct CompactWriter {
     pending: Vec<u8>,
     pending_first: u64,
     encoder: Option<Encoder>,
-    /// The dictionary and level the encoder was made with (for [`CompactWriter::push_frames_parallel`]).
-    dictionary: Vec<u8>,
+    /// The level the encoder was made with (its dictionary is in `out`, after the
+    /// header), for the encoders of [`CompactWriter::push_frames_parallel`].
     level: i32,
     scratch: Vec<u8>,
     block_target: usize,
@@ -951,7 +951,6 @@ impl CompactWriter {
             pending: Vec::new(),
             pending_first: 0,
             encoder: None,
-            dictionary: Vec::new(),
             level: 0,
             scratch: Vec::new(),
             block_target: BLOCK_TARGET_BYTES,
@@ -982,7 +981,6 @@ impl CompactWriter {
         if encoder.is_some() {
             w.out.extend_from_slice(dictionary);
             w.encoder = encoder;
-            w.dictionary = dictionary.to_vec();
             w.level = level;
             w.block_target = block_target.max(1);
             w.dictionary_len = len;
@@ -1037,7 +1035,12 @@ impl CompactWriter {
         let threads = threads.clamp(1, blocks.len().max(1));
         let per_thread = blocks.len().div_ceil(threads).max(1);
         let compresses = self.encoder.is_some();
-        let (dictionary, level) = (&self.dictionary, self.level);
+        let dictionary_end = SEGMENT_HEADER_LEN.saturating_add(self.dictionary_len as usize);
+        let dictionary = self
+            .out
+            .get(SEGMENT_HEADER_LEN..dictionary_end)
+            .unwrap_or_default();
+        let level = self.level;
         let encoded: Vec<EncodedBlocks> = std::thread::scope(|scope| {
             let handles: Vec<_> = blocks
                 .chunks(per_thread)

@@ -498,16 +498,15 @@ impl Store {
                     continue;
                 }
                 let before = seg.file_len()?;
-                let logical_end = seg.base().saturating_add(seg.logical_len()?);
+                // Only sealed segments get here: `end` is the segment's logical length.
+                let logical_end = seg.base().saturating_add(end);
                 if let Some(done) = pending.take() {
                     done.switch(inner, &mut report, &mut floors, &mut removed, system_keys)?;
                 }
-                let runs = plan.runs.clone();
                 let base = seg.base();
                 pending = Some(PendingRewrite {
                     seg,
                     before,
-                    runs,
                     // A panic in the rewrite (a bug) becomes its error: the segment keeps
                     // its old file, and the scope never re-raises it on an error path.
                     work: scope.spawn(move || {
@@ -645,8 +644,15 @@ struct PendingRewrite<'scope, 'a> {
     seg: &'a std::sync::Arc<Segment>,
     /// Bytes of its file before.
     before: u64,
+    work: std::thread::ScopedJoinHandle<'scope, Result<Rewritten>>,
+}
+
+/// What a segment's rewrite made: the file's bytes, the dead positions, and the removed
+/// runs the file records (in position order).
+struct Rewritten {
+    bytes: Vec<u8>,
+    dead: Vec<u64>,
     runs: Vec<RemovedRun>,
-    work: std::thread::ScopedJoinHandle<'scope, Result<(Vec<u8>, Vec<u64>)>>,
 }
 
 impl PendingRewrite<'_, '_> {
@@ -659,7 +665,7 @@ impl PendingRewrite<'_, '_> {
         removed: &mut FxHashSet<u64>,
         system_keys: (u64, u32),
     ) -> Result<()> {
-        let (bytes, dead) = self
+        let Rewritten { bytes, dead, runs } = self
             .work
             .join()
             .map_err(|_| rewrite_panicked(self.seg.base()))??;
@@ -667,7 +673,7 @@ impl PendingRewrite<'_, '_> {
         report.segments_rewritten += 1;
         report.bytes_before += self.before;
         report.bytes_after += bytes.len() as u64;
-        for run in &self.runs {
+        for run in &runs {
             if (run.hash, run.check) != system_keys {
                 let floor = floors.entry((run.hash, run.check)).or_insert(0);
                 *floor = (*floor).max(run.first_version.saturating_add(run.count));
@@ -681,13 +687,13 @@ impl PendingRewrite<'_, '_> {
 /// The rewritten file of the segment at `base` (ending at position `logical_end`) made of
 /// the frames `plan` kept (checked when it read them): its blocks compressed with a
 /// dictionary of the kept frames `plan` sampled, unless `options` say uncompressed.
-/// Returns the file's bytes and the dead positions. No I/O: it runs beside the scavenge.
+/// No I/O: it runs beside the scavenge.
 fn rewrite_segment(
     base: u64,
     logical_end: u64,
     plan: SegmentPlan,
     options: &ScavengeOptions,
-) -> Result<(Vec<u8>, Vec<u64>)> {
+) -> Result<Rewritten> {
     let mut writer = match options.compression_level {
         Some(level) => CompactWriter::with_dictionary(
             base,
@@ -712,7 +718,11 @@ fn rewrite_segment(
     drop(kept);
     let mut runs = plan.runs;
     runs.sort_by_key(|r| r.position);
-    Ok((writer.finish(logical_end, &runs), plan.dead))
+    Ok(Rewritten {
+        bytes: writer.finish(logical_end, &runs),
+        dead: plan.dead,
+        runs,
+    })
 }
 
 impl Inner {

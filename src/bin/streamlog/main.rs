@@ -518,10 +518,9 @@ fn run(command: Command) -> CliResult {
 /// would otherwise create a second, unrelated store in it, or only say it holds none.
 /// Names the node's own store, which commands may read.
 pub(crate) fn refuse_cluster_node(dir: &Path) -> CliResult {
-    let is_dir = |p: PathBuf| std::fs::metadata(p).is_ok_and(|m| m.is_dir());
-    if is_dir(dir.join(streamlog::SEGMENTS_DIR))
-        || !is_dir(dir.join("raft"))
-        || !is_dir(dir.join("sm"))
+    if dir.join(streamlog::SEGMENTS_DIR).is_dir()
+        || !dir.join("raft").is_dir()
+        || !dir.join("sm").is_dir()
     {
         return Ok(());
     }
@@ -530,7 +529,7 @@ pub(crate) fn refuse_cluster_node(dir: &Path) -> CliResult {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .find(|p| is_dir(p.join(streamlog::SEGMENTS_DIR)))
+        .find(|p| p.join(streamlog::SEGMENTS_DIR).is_dir())
         .unwrap_or_else(|| dir.join("sm").join("store…"));
     Err(CliError::Other(format!(
         "{}: a cluster node's directory, not a store; the node's store is {} (read it \
@@ -544,7 +543,6 @@ pub(crate) fn refuse_cluster_node(dir: &Path) -> CliResult {
 /// the node's raft log is what the store follows, and an event written beside it would
 /// make this replica differ from the others for good. Read-only commands work there.
 pub(crate) fn refuse_node_store(dir: &Path) -> CliResult {
-    let is_dir = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_dir());
     // The real path: `..` and symbolic links lead to the node's store too.
     let real = std::fs::canonicalize(dir)
         .or_else(|_| std::path::absolute(dir))
@@ -557,7 +555,7 @@ pub(crate) fn refuse_node_store(dir: &Path) -> CliResult {
     };
     let is_node = sm.file_name().is_some_and(|n| n == "sm")
         && sm.join("sm-state").is_file()
-        && is_dir(&node.join("raft"));
+        && node.join("raft").is_dir();
     if is_node {
         return Err(CliError::Other(format!(
             "{}: the store of the cluster node in {}; write through the node's server (read-only \
