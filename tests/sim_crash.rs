@@ -420,11 +420,14 @@ impl Run {
         if ended == Ended::CleanClose && !(report.clean_shutdown && report.is_clean()) {
             return Err(format!("clean close not reported as clean: {report:?}"));
         }
-        // After a crash, open syncs what it recovered: all of it is durable. After a clean
-        // shutdown it need not: everything below the closing checkpoint's watermark (every
-        // event) was synced before the checkpoint was written. (An index flush at open
-        // syncs the rest.) Reads above prove every acknowledged event is visible.
-        let durable_at_least = if report.clean_shutdown {
+        // After a crash, an open under `Sync` syncs what it recovered (its readers see
+        // only durable frames): all of it is durable. Under `Buffered` it does not: nothing
+        // is promised before a sync, and the next one covers the tail; what is attested
+        // stays durable. After a clean shutdown no open needs to: everything below the
+        // closing checkpoint's watermark (every event) was synced before the checkpoint was
+        // written. (An index flush at open syncs the rest.) Reads above prove every
+        // acknowledged event is visible.
+        let durable_at_least = if report.clean_shutdown || self.durability != Durability::Sync {
             report.attested_position
         } else {
             info.head.0

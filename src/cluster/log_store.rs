@@ -254,6 +254,9 @@ impl RaftLog {
                 Ok(())
             },
         )?;
+        // Raft takes every entry it finds as persisted (its votes and commits count on
+        // them): what a crash left only in the OS cache is made durable first.
+        log.sync()?;
         let purged_index = state.purged.map(|p| p.index);
         let mut entries: BTreeMap<u64, (u64, LogId<NodeId>)> = BTreeMap::new();
         for (position, id) in found {

@@ -294,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn an_open_after_a_crash_syncs_a_tail_past_the_durable_part() {
+    fn an_open_after_a_crash_leaves_a_tail_past_the_durable_part_to_the_next_sync() {
         let storage = SimStorage::new(10);
         let dir = Path::new("/log");
         crate::io::create_dir_durably(&storage, dir).unwrap();
@@ -303,8 +303,13 @@ mod tests {
         drop(log);
         storage.crash();
         // Nothing attests the last frame (no later frame or index covers it): the open
-        // syncs it, and fails when that sync does.
+        // does not count it durable and does not sync it; the next sync does, and a
+        // failure there poisons the log.
         storage.fail_next_sync(None).unwrap();
-        assert!(try_open(&storage, dir).is_err());
+        let (log, frames) = open(&storage, dir);
+        assert_eq!(frames.len(), 2);
+        assert!(log.durable() < log.written());
+        assert!(log.sync().is_err());
+        assert!(log.is_poisoned());
     }
 }

@@ -94,6 +94,11 @@ impl Log {
     /// `read_only`) and reported. A read-only open beside a live writer passes
     /// `read_limit`, the end the writer published, and nothing past it is read.
     ///
+    /// What a crash left past the last known durable position may still be only in the
+    /// OS cache, and the open does not sync it: [`Log::durable`] starts at what is known
+    /// durable (new frames attest no more), and a caller whose readers must see only
+    /// durable frames calls [`Log::sync`] first.
+    ///
     /// # Errors
     /// [`Error::Corrupted`] for corruption, [`Error::UnsupportedFormat`] for a segment of a
     /// newer format (left untouched, even as the last segment), [`Error::Io`] for I/O
@@ -233,10 +238,12 @@ impl Log {
             // it, so the first commit into it syncs it again anyway).
             end
         } else {
-            // What survived a crash may still be only in the OS cache: make it durable
-            // before any new frame attests it.
-            active.sync()?;
-            end
+            // What survived a crash may still be only in the OS cache. It is not made
+            // durable here: new frames attest no more than what is known durable until a
+            // sync makes the rest durable too. A caller that promises more (an event log
+            // under `Durability::Sync`, whose readers see only durable frames; a raft log)
+            // calls `Log::sync` before anything reads or builds on the tail.
+            scan.attested.min(end)
         };
         let log = Log {
             storage,

@@ -121,6 +121,14 @@ impl Store {
         let rebuild_index = rebuild_index || interrupted_scavenge;
         let (index, log, mut recovery, replayed_checkpoints) =
             open_log_and_index(dir, &options, hashing, rebuild_index, live_end, progress)?;
+        // Under `Sync` readers see only durable frames, and every append acknowledged
+        // before a crash was durable: what the crash left only in the OS cache is made
+        // durable now, so that the whole log is visible. The other modes promise nothing
+        // before a sync, and their next one (`Store::sync`, the periodic syncer, an index
+        // flush, `close`) covers the tail: their open after a crash syncs nothing.
+        if options.durability == Durability::Sync {
+            log.sync()?;
+        }
         if rebuild_index || recovery.index.rebuilt.is_some() {
             // Replayed appends count a stream by its first event, which a scavenge may
             // have removed while later ones remain.

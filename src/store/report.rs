@@ -124,7 +124,8 @@ impl Store {
     /// How long the store's commit syncs (`fdatasync` of the active segment, one per group
     /// commit, or per [`Store::sync`]) have taken since it opened: a read-only view of
     /// counters the log keeps, for monitoring (the server's `/metrics`). Syncs made while
-    /// sealing a segment or at open are not counted.
+    /// sealing a segment are not counted; the one an open after a crash makes under
+    /// [`Durability::Sync`](crate::Durability::Sync) is.
     pub fn sync_stats(&self) -> crate::SyncStats {
         self.inner.log.sync_stats()
     }
