@@ -135,9 +135,8 @@ struct Inner {
     /// The log position up to which the index holds every append (a follower indexes
     /// what the writer publishes from there on).
     indexed_to: std::sync::atomic::AtomicU64,
-    /// Group commit: whether a leader is writing and syncing right now.
-    committing: Mutex<bool>,
-    committed: Condvar,
+    /// Group commit: whether a leader is writing and syncing right now, and who waits.
+    commits: Mutex<writer::CommitQueue>,
     recovery: RecoveryReport,
     /// End of the log when it was opened.
     opened_at: u64,
