@@ -199,9 +199,8 @@ impl SnapshotStore {
         };
         let (index, log, recovery, index_report) =
             open_indexed_log(&self.storage, files, snapshot_key, &mut |_| {})?;
-        // Snapshots are offered only once durable: what a crash left only in the OS cache
-        // is made durable before any is read.
-        log.sync()?;
+        // What a crash left only in the OS cache is not synced here: a snapshot is readable
+        // before it is durable anyway (see `save`), and the next sync covers it.
         let replayed = index_report.replayed_frames;
         report.truncated_bytes = recovery.truncated.map_or(0, |t| t.bytes_dropped);
         // The index's totals count covered snapshots plus the replayed ones.

@@ -439,7 +439,19 @@ fn an_open_after_a_crash_syncs_the_recovered_tail_only_under_sync() {
     let store = Store::open_with(sync_image.path(), opts(Durability::Sync)).unwrap();
     let info = store.info().unwrap();
     assert_eq!(info.durable, info.head, "{info:?}");
+    assert_eq!(store.sync_stats().count, 1);
     assert_eq!(store.read_all(Position::START).unwrap().count(), 25);
+    store.close().unwrap();
+
+    // After a clean close every event is below the closing checkpoint's watermark: no
+    // mode syncs at open, and under Sync every event is visible at once.
+    for durability in [Durability::Sync, Durability::Buffered] {
+        let store = Store::open_with(sync_image.path(), opts(durability)).unwrap();
+        assert!(store.recovery_report().clean_shutdown);
+        assert_eq!(store.sync_stats().count, 0, "{durability:?}");
+        assert_eq!(store.read_all(Position::START).unwrap().count(), 25);
+        store.close().unwrap();
+    }
 }
 
 #[test]

@@ -125,8 +125,10 @@ impl Store {
         // before a crash was durable: what the crash left only in the OS cache is made
         // durable now, so that the whole log is visible. The other modes promise nothing
         // before a sync, and their next one (`Store::sync`, the periodic syncer, an index
-        // flush, `close`) covers the tail: their open after a crash syncs nothing.
-        if options.durability == Durability::Sync {
+        // flush, `close`) covers the tail: their open after a crash syncs nothing. After a
+        // clean close every event lies below the closing checkpoint's watermark, already
+        // durable: no mode syncs (the checkpoint itself is covered by the next sync).
+        if options.durability == Durability::Sync && !recovery.clean_shutdown {
             log.sync()?;
         }
         if rebuild_index || recovery.index.rebuilt.is_some() {

@@ -794,6 +794,16 @@ impl Inner {
         loop {
             let mut queue = self.commits.lock();
             if self.log.durable() >= end {
+                // A sync outside the queue (the `Periodic` syncer, a segment's roll) may
+                // have made this end durable after a commit woke this thread to lead the
+                // next one: whoever returns with waiters left and no commit under way
+                // wakes the next leader (and those already served), or they would sleep
+                // until some later commit.
+                if !queue.committing && !queue.waiters.is_empty() {
+                    let woken = queue.take_woken(self.log.durable(), false);
+                    drop(queue);
+                    wake(woken);
+                }
                 return Ok(());
             }
             if self.log.is_poisoned() {
@@ -810,14 +820,16 @@ impl Inner {
                     end,
                     thread: std::thread::current(),
                     woken: AtomicBool::new(false),
+                    lead: AtomicBool::new(false),
                 });
                 queue.waiters.push(Arc::clone(&waiter));
                 drop(queue);
                 while !waiter.woken.load(Ordering::Acquire) {
                     std::thread::park();
                 }
-                // Checked without the lock: the threads one commit wakes return at once.
-                if self.log.durable() >= end {
+                // Checked without the lock: the threads one commit served return at once.
+                // The one it woke to lead goes through the lock (see above).
+                if !waiter.lead.load(Ordering::Relaxed) && self.log.durable() >= end {
                     return Ok(());
                 }
                 continue;
@@ -871,12 +883,14 @@ pub(super) struct CommitQueue {
     waiters: Vec<Arc<CommitWaiter>>,
 }
 
-/// An appender waiting for a commit: the end it needs durable, and how to wake it.
+/// An appender waiting for a commit: the end it needs durable, how to wake it, and
+/// whether it was woken to lead the next commit.
 #[derive(Debug)]
 struct CommitWaiter {
     end: u64,
     thread: std::thread::Thread,
     woken: AtomicBool,
+    lead: AtomicBool,
 }
 
 /// Wakes waiters taken out of the queue.
@@ -897,9 +911,12 @@ impl CommitQueue {
         let mut woken = Vec::new();
         let mut leader = false;
         self.waiters.retain(|w| {
-            let wake = failed || w.end <= durable || !leader;
-            leader |= w.end > durable;
+            let lead = !failed && !leader && w.end > durable;
+            let wake = failed || w.end <= durable || lead;
+            leader |= lead;
             if wake {
+                // Before `woken`, whose release store publishes it.
+                w.lead.store(lead, Ordering::Relaxed);
                 woken.push(Arc::clone(w));
             }
             !wake
@@ -960,6 +977,7 @@ mod tests {
                         end,
                         thread: std::thread::current(),
                         woken: AtomicBool::new(false),
+                        lead: AtomicBool::new(false),
                     })
                 })
                 .collect(),
@@ -975,6 +993,11 @@ mod tests {
         let mut q = queue(&[300, 100, 400, 200, 500]);
         let woken = q.take_woken(250, false);
         assert_eq!(ends(&woken), [300, 100, 200]);
+        let leads: Vec<bool> = woken
+            .iter()
+            .map(|w| w.lead.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(leads, [true, false, false]);
         assert_eq!(ends(&q.waiters), [400, 500]);
         // Nothing durable for anyone: only the next leader.
         let woken = q.take_woken(250, false);

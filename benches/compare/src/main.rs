@@ -975,9 +975,9 @@ fn drop_caches() -> anyhow::Result<()> {
 /// Copies `from` into `to` and writes the copy to disk (every file and directory synced),
 /// as a crash image is: the engine's files as they were, on the disk a restarted machine
 /// reads. Unsynced, the copy's pages would still be dirty in the page cache, and an engine
-/// that syncs its files at open (as streamlog does after an unclean shutdown, so that it
-/// never builds on a tail that is not durable) would be timed writing back the bench's own
-/// copy.
+/// that syncs its files at open (as streamlog does after an unclean shutdown under
+/// `Durability::Sync`, so that its readers see the whole durable log) would be timed
+/// writing back the bench's own copy.
 fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
