@@ -1,5 +1,5 @@
-//! RocksDB (the `rocksdb` feature, on by default; building it needs libclang for its
-//! bindings and a C++ compiler): stream keys, commit-order keys and snapshot records in the
+//! RocksDB (the `rocksdb` feature, off by default; `benches/compare/rocksdb.sh` builds it
+//! against Debian's RocksDB): stream keys, commit-order keys and snapshot records in the
 //! default column family.
 
 use std::path::Path;
