@@ -80,6 +80,69 @@ fn commit_times_never_go_back_even_when_the_clock_does_and_across_reopen() {
     assert_eq!(events[1].timestamp_us, t0 - 5_000_000);
 }
 
+/// The files of `from` copied into `to` as they are (a crash image of an open store).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn commit_times_go_on_from_the_last_append_after_a_crash_whatever_the_index_covers() {
+    // The open finds the last append's commit time from the tail it replays, or from the
+    // index's last covered frame when it replays none: both with a clock an hour behind.
+    for (flushes, tail) in [(true, 0u64), (true, 3), (false, 5)] {
+        let dir = tempfile::tempdir().unwrap();
+        let (now, clock) = manual_clock();
+        let options = Options::default()
+            .with_durability(Durability::Buffered)
+            .with_background_index_maintenance(false)
+            .with_memtable_entries(16)
+            .with_clock(clock);
+        let store = Store::open_with(dir.path(), options.clone()).unwrap();
+        let appends = if flushes { 32 } else { 0 } + tail;
+        for i in 0..appends {
+            now.fetch_add(1_000, Ordering::SeqCst);
+            store
+                .append(
+                    &format!("s-{}", i % 3),
+                    ExpectedVersion::Any,
+                    [NewEvent::new("E", "x")],
+                )
+                .unwrap();
+        }
+        store.sync().unwrap();
+        let last = now.load(Ordering::SeqCst);
+        let image = tempfile::tempdir().unwrap();
+        copy_tree(dir.path(), image.path());
+        drop(store);
+        now.store(last - 3_600_000_000, Ordering::SeqCst);
+        let store = Store::open_with(image.path(), options).unwrap();
+        assert!(!store.recovery_report().clean_shutdown);
+        assert_eq!(
+            store.recovery_report().index.replayed_frames,
+            tail,
+            "{flushes} {tail}"
+        );
+        store
+            .append("s-0", ExpectedVersion::Any, [NewEvent::new("E", "after")])
+            .unwrap();
+        let events = all(&store);
+        assert_eq!(events.len() as u64, appends + 1);
+        assert_eq!(
+            events.last().unwrap().committed_at_us,
+            Some(last),
+            "{flushes} {tail}"
+        );
+    }
+}
+
 /// Appends with a clock that moves by random steps (often not at all), across several
 /// small segments, then checks `position_at` and `read_all_between` against a scan.
 fn check_time_search(aligned: bool, durability: Durability) {

@@ -119,8 +119,13 @@ impl Store {
             .exists(&marker)
             .map_err(|e| Error::io(format!("stat {}", marker.display()), e))?;
         let rebuild_index = rebuild_index || interrupted_scavenge;
-        let (index, log, mut recovery, replayed_checkpoints) =
-            open_log_and_index(dir, &options, hashing, rebuild_index, live_end, progress)?;
+        let OpenedLog {
+            index,
+            log,
+            mut recovery,
+            replayed_checkpoints,
+            last_append,
+        } = open_log_and_index(dir, &options, hashing, rebuild_index, live_end, progress)?;
         // Under `Sync` readers see only durable frames, and every append acknowledged
         // before a crash was durable: what the crash left only in the OS cache is made
         // durable now, so that the whole log is visible. The other modes promise nothing
@@ -237,7 +242,7 @@ impl Store {
             // have been written before the crash.
             inner.reconcile_checkpoints(replayed_checkpoints)?;
             // Commit times go on from the last append's, whatever the clock says now.
-            let last = inner.last_commit_before(inner.log.written())?;
+            let last = inner.last_commit_before(inner.log.written(), last_append)?;
             inner.writer.lock().last_commit_us = last.unwrap_or(i64::MIN);
             start_background(&inner)?;
             live::start_publisher(&inner)?;
@@ -300,9 +305,20 @@ fn lock_dir(dir: &Path, options: &Options) -> Result<Box<dyn LockGuard>> {
         .ok_or(Error::Locked { path: lock_path })
 }
 
+/// The event log and its index as an open found them.
+struct OpenedLog {
+    index: Index,
+    log: Log,
+    recovery: RecoveryReport,
+    /// The consumer checkpoints carried by the replayed frames.
+    replayed_checkpoints: Vec<PendingCheckpoint>,
+    /// The position of an append with none after it, when known: the last one replayed,
+    /// or else the index's last covered frame.
+    last_append: Option<u64>,
+}
+
 /// Opens the index and the log of events, the log's recovery replayed into the index
-/// (all of it when `rebuild` is asked). Also returns the consumer checkpoints carried by
-/// the replayed frames.
+/// (all of it when `rebuild` is asked).
 fn open_log_and_index(
     dir: &Path,
     options: &Options,
@@ -310,7 +326,7 @@ fn open_log_and_index(
     rebuild: bool,
     live_end: Option<u64>,
     progress: &mut dyn FnMut(u64),
-) -> Result<(Index, Log, RecoveryReport, Vec<PendingCheckpoint>)> {
+) -> Result<OpenedLog> {
     let files = IndexedLogFiles {
         index_dir: &dir.join(INDEX_DIR),
         segments_dir: &dir.join(SEGMENTS_DIR),
@@ -323,6 +339,7 @@ fn open_log_and_index(
         read_limit: live_end,
     };
     let checkpoints = std::cell::RefCell::new(Vec::new());
+    let last_replayed = std::cell::Cell::new(None);
     let key = key_fn(|header, body| {
         if header.kind == FrameKind::Events
             && header.has_checkpoint()
@@ -338,16 +355,25 @@ fn open_log_and_index(
                 frame_end: header.position.saturating_add(header.frame_len()),
             });
         }
-        events_key(header, body)
+        let key = events_key(header, body);
+        if key.is_some() {
+            last_replayed.set(Some(header.position));
+        }
+        key
     });
     let (index, log, recovery, index_report) =
         open_indexed_log(&options.storage, files, key, progress)?;
-    Ok((
+    // The last append: the last one replayed, or else the index's last covered frame.
+    let last_append = last_replayed
+        .get()
+        .or(Some(index.manifest().last_frame_position).filter(|&p| p != 0));
+    Ok(OpenedLog {
         index,
         log,
-        RecoveryReport::from_log(recovery, index_report),
-        checkpoints.into_inner(),
-    ))
+        recovery: RecoveryReport::from_log(recovery, index_report),
+        replayed_checkpoints: checkpoints.into_inner(),
+        last_append,
+    })
 }
 
 /// Gives a closure the signature the index's replay asks for (a key borrowing from the

@@ -153,8 +153,30 @@ impl Inner {
 
     /// The commit time of the last append below `end` (`None` when there is none of
     /// format 2): where the writer's clock resumes at open, so that commit times never go
-    /// back across a restart. Reads only the end of the log.
-    pub(super) fn last_commit_before(&self, end: u64) -> Result<Option<i64>> {
+    /// back across a restart. Reads only the end of the log. `last_append`, when known,
+    /// is the position of an append with no append after it below `end` (the last one
+    /// the open replayed, or the index's last covered frame when it replayed none): its
+    /// frame, already read by the open, is read again instead of searching windows back
+    /// from the end.
+    pub(super) fn last_commit_before(
+        &self,
+        end: u64,
+        last_append: Option<u64>,
+    ) -> Result<Option<i64>> {
+        if let Some(at) = last_append.filter(|&p| p < end) {
+            let (mut last, mut at) = (None, at);
+            while let Some((header, bytes)) = self.log.frame_from(at, end)? {
+                if header.kind == FrameKind::Events
+                    && let Ok(t) = format::decode_commit_time(&header, bytes.body())
+                {
+                    last = Some(t);
+                }
+                at = header.position.saturating_add(header.frame_len());
+            }
+            if let Some(t) = last {
+                return Ok(t);
+            }
+        }
         let bases = self.log.segment_bases();
         for (i, &base) in bases.iter().enumerate().rev() {
             let seg_end = bases.get(i + 1).copied().unwrap_or(end).min(end);
