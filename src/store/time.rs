@@ -163,19 +163,10 @@ impl Inner {
         end: u64,
         last_append: Option<u64>,
     ) -> Result<Option<i64>> {
-        if let Some(at) = last_append.filter(|&p| p < end) {
-            let (mut last, mut at) = (None, at);
-            while let Some((header, bytes)) = self.log.frame_from(at, end)? {
-                if header.kind == FrameKind::Events
-                    && let Ok(t) = format::decode_commit_time(&header, bytes.body())
-                {
-                    last = Some(t);
-                }
-                at = header.position.saturating_add(header.frame_len());
-            }
-            if let Some(t) = last {
-                return Ok(t);
-            }
+        if let Some(at) = last_append.filter(|&p| p < end)
+            && let Some(t) = self.last_commit_from(at, end)?
+        {
+            return Ok(t);
         }
         let bases = self.log.segment_bases();
         for (i, &base) in bases.iter().enumerate().rev() {
@@ -186,20 +177,8 @@ impl Inner {
             let mut window = WALK_BYTES;
             loop {
                 let from = seg_end.saturating_sub(window).max(base);
-                // Frame by frame, each found by the CRC-checked search: a damaged frame
-                // (in the part the index covers, which open does not check) is passed
-                // over here, and reported by the read or verify that meets it.
-                let (mut last, mut at) = (None, from);
-                while let Some((header, bytes)) = self.log.frame_from(at, seg_end)? {
-                    if header.kind == FrameKind::Events
-                        && let Ok(t) = format::decode_commit_time(&header, bytes.body())
-                    {
-                        last = Some(t.unwrap_or(i64::MIN));
-                    }
-                    at = header.position.saturating_add(header.frame_len());
-                }
-                if let Some(t) = last {
-                    return Ok((t != i64::MIN).then_some(t));
+                if let Some(t) = self.last_commit_from(from, seg_end)? {
+                    return Ok(t);
                 }
                 if from == base {
                     break;
@@ -208,6 +187,24 @@ impl Inner {
             }
         }
         Ok(None)
+    }
+
+    /// The commit time of the last append in `from..end` (`Some(None)`: one of format 1,
+    /// which has none), or `None` when that range holds no append. Frame by frame, each
+    /// found by the CRC-checked search: a damaged frame (in the part the index covers,
+    /// which open does not check) is passed over here, and reported by the read or verify
+    /// that meets it.
+    fn last_commit_from(&self, from: u64, end: u64) -> Result<Option<Option<i64>>> {
+        let (mut last, mut at) = (None, from);
+        while let Some((header, bytes)) = self.log.frame_from(at, end)? {
+            if header.kind == FrameKind::Events
+                && let Ok(t) = format::decode_commit_time(&header, bytes.body())
+            {
+                last = Some(t);
+            }
+            at = header.position.saturating_add(header.frame_len());
+        }
+        Ok(last)
     }
 
     /// The position of the first append committed at or after `t_us` below `end`, or
