@@ -14,6 +14,19 @@ fn options() -> Options {
         .with_background_index_maintenance(false)
 }
 
+/// The files of `live` as they are while its store is open: a crash image.
+fn crash_image(live: &Path) -> tempfile::TempDir {
+    let image = tempfile::tempdir().unwrap();
+    for sub in ["segments", "index"] {
+        fs::create_dir_all(image.path().join(sub)).unwrap();
+        for e in fs::read_dir(live.join(sub)).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), image.path().join(sub).join(e.file_name())).unwrap();
+        }
+    }
+    image
+}
+
 /// 40 streams, 300 appends of 1..4 events; returns every stream's events as read.
 fn fill(dir: &Path, opts: Options) -> Vec<(String, Vec<Vec<u8>>)> {
     let store = Store::open_with(dir, opts).unwrap();
@@ -320,14 +333,7 @@ fn the_memtable_is_flushed_by_log_bytes_too_so_a_crash_replays_a_bounded_tail() 
         "the memtable was flushed"
     );
     // A crash image: the files as they are while the store is open.
-    let image = tempfile::tempdir().unwrap();
-    for sub in ["segments", "index"] {
-        fs::create_dir_all(image.path().join(sub)).unwrap();
-        for e in fs::read_dir(live.path().join(sub)).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), image.path().join(sub).join(e.file_name())).unwrap();
-        }
-    }
+    let image = crash_image(live.path());
     drop(store);
     let store = Store::open_with(image.path(), opts()).unwrap();
     let r = store.recovery_report();
@@ -363,14 +369,7 @@ fn by_default_an_open_after_a_crash_replays_about_a_mib_of_log_at_most() {
             .unwrap();
     }
     store.sync().unwrap();
-    let image = tempfile::tempdir().unwrap();
-    for sub in ["segments", "index"] {
-        fs::create_dir_all(image.path().join(sub)).unwrap();
-        for e in fs::read_dir(live.path().join(sub)).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), image.path().join(sub).join(e.file_name())).unwrap();
-        }
-    }
+    let image = crash_image(live.path());
     drop(store);
     let store = Store::open_with(image.path(), opts()).unwrap();
     let r = store.recovery_report();
@@ -382,19 +381,6 @@ fn by_default_an_open_after_a_crash_replays_about_a_mib_of_log_at_most() {
         r.index.replayed_frames
     );
     assert_eq!(store.read_all(Position::START).unwrap().count(), 120);
-}
-
-/// The files of `live` as they are while its store is open: a crash image.
-fn crash_image(live: &Path) -> tempfile::TempDir {
-    let image = tempfile::tempdir().unwrap();
-    for sub in ["segments", "index"] {
-        fs::create_dir_all(image.path().join(sub)).unwrap();
-        for e in fs::read_dir(live.join(sub)).unwrap() {
-            let e = e.unwrap();
-            fs::copy(e.path(), image.path().join(sub).join(e.file_name())).unwrap();
-        }
-    }
-    image
 }
 
 #[test]
