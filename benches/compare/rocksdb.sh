@@ -10,6 +10,8 @@ if [ ! -e "$lib/librocksdb.so" ] || ! ls /usr/lib/llvm-*/lib/libclang.so >/dev/n
     apt-get install -y librocksdb-dev libclang-dev
 fi
 export ROCKSDB_LIB_DIR="$lib" ROCKSDB_INCLUDE_DIR=/usr/include
+# The report names this script as the command of the run.
+export STREAMLOG_COMPARE_VIA=benches/compare/rocksdb.sh
 cargo build --release -p streamlog-compare --features rocksdb
 if [ "$#" -eq 0 ]; then
     set -- --out docs

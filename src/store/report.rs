@@ -79,7 +79,10 @@ pub struct StoreInfo {
     pub appends: u64,
     /// End of the log: where the next append goes.
     pub head: Position,
-    /// Everything below this is on disk.
+    /// Everything below this is on disk. A read-only open cannot sync and takes what it
+    /// finds as durable (its readers see all of it): after a crash of a `Buffered` or
+    /// `Periodic` writer, part of that may still be only in the OS cache until the next
+    /// writer syncs; `recovery_report().attested_position` is what is known durable.
     pub durable: Position,
     /// The durability mode in force.
     pub durability: Durability,

@@ -108,19 +108,38 @@ fn main() -> anyhow::Result<()> {
             temp.path().to_path_buf()
         }
     };
-    let cold = if args.no_cold {
+    // Why cold reads are not measured in this run, if they are not.
+    let cold: Result<(), String> = if args.no_cold {
         Err("skipped (--no-cold)".to_string())
     } else {
-        drop_caches().map_err(|e| format!("cold not measurable here: {e}"))
+        drop_caches().map_err(|e| format!("cold not measurable here ({e})"))
     };
-    let peers: Vec<Peer> = engines::all()
+    let all = engines::all();
+    if let Some(unknown) = args
+        .only
+        .iter()
+        .find(|o| !all.iter().any(|p| o.eq_ignore_ascii_case(p.name)))
+    {
+        if let Some((name, why)) = engines::left_out()
+            .into_iter()
+            .find(|(name, _)| unknown.eq_ignore_ascii_case(name))
+        {
+            anyhow::bail!("--only {unknown:?}: {name} is not in this build: {why}");
+        }
+        let names: Vec<&str> = all.iter().map(|p| p.name).collect();
+        anyhow::bail!(
+            "--only {unknown:?}: no such peer in this build; the peers are {}",
+            names.join(", ")
+        );
+    }
+    let peers: Vec<Peer> = all
         .into_iter()
         .filter(|p| {
             args.only.is_empty() || args.only.iter().any(|o| o.eq_ignore_ascii_case(p.name))
         })
         .collect();
     let started = Instant::now();
-    let mut report = Report::new(&args, &scratch, cold.is_ok());
+    let mut report = Report::new(&args, &scratch, cold.clone());
     report.notes = peers
         .iter()
         .filter_map(|p| Some((p.name.to_string(), p.note?)))
@@ -128,12 +147,12 @@ fn main() -> anyhow::Result<()> {
     report.left_out = engines::left_out();
 
     eprintln!("raw baseline …");
-    let raw = run_raw(&args, &scratch, cold.is_ok())?;
+    let raw = run_raw(&args, &scratch, &cold)?;
     let mut results = Vec::new();
     for peer in &peers {
         eprintln!("{} …", peer.name);
         let dir = scratch.join(peer.name.replace([' ', '(', ')'], ""));
-        let r = run_peer(peer, &args, &dir, cold.is_ok());
+        let r = run_peer(peer, &args, &dir, &cold);
         let _ = std::fs::remove_dir_all(&dir);
         results.push((peer, r));
     }
@@ -345,7 +364,7 @@ struct Raw {
     w6: Result<f64, String>,
 }
 
-fn run_raw(args: &Args, scratch: &Path, cold: bool) -> anyhow::Result<Raw> {
+fn run_raw(args: &Args, scratch: &Path, cold: &Result<(), String>) -> anyhow::Result<Raw> {
     let path = scratch.join("raw.bin");
     let events = args.events + args.target_events;
     let bytes = events * args.event_size as u64;
@@ -371,11 +390,12 @@ fn run_raw(args: &Args, scratch: &Path, cold: bool) -> anyhow::Result<Raw> {
         .map(|_| raw::read_range(&path, offset, tail_bytes).map(us))
         .collect::<anyhow::Result<Vec<f64>>>()?;
     let w6 = median(&mut w6);
-    let w3_cold = if cold {
-        drop_caches()?;
-        Ok(us(raw::read_range(&path, offset, stream_bytes)?))
-    } else {
-        Err("cold not measurable here".to_string())
+    let w3_cold = match cold {
+        Ok(()) => {
+            drop_caches()?;
+            Ok(us(raw::read_range(&path, offset, stream_bytes)?))
+        }
+        Err(why) => Err(why.clone()),
     };
     let w5 = raw::open_file(&path)?.as_secs_f64() * 1e3;
     std::fs::remove_file(&path)?;
@@ -420,7 +440,7 @@ fn failed(e: anyhow::Error) -> String {
     format!("failed: {e:#}")
 }
 
-fn run_peer(peer: &Peer, args: &Args, dir: &Path, cold: bool) -> PeerResult {
+fn run_peer(peer: &Peer, args: &Args, dir: &Path, cold: &Result<(), String>) -> PeerResult {
     let mut r = PeerResult {
         w1: Err("not run".into()),
         w2_1: Err("not run".into()),
@@ -485,7 +505,7 @@ fn load_and_read(
     peer: &Peer,
     args: &Args,
     dir: &Path,
-    cold: bool,
+    cold: &Result<(), String>,
     r: &mut PeerResult,
 ) -> anyhow::Result<()> {
     let store_dir = dir.join("w1");
@@ -578,8 +598,8 @@ fn load_and_read(
     // W3 cold.
     r.w3_cold = if r.w3_warm.is_err() {
         r.w3_warm.clone()
-    } else if !cold {
-        Err("cold not measurable here".into())
+    } else if let Err(why) = cold {
+        Err(why.clone())
     } else {
         (|| {
             drop_caches()?;

@@ -116,7 +116,8 @@ impl Sizes {
 pub struct Report {
     pub command: String,
     pub machine: Vec<(String, String)>,
-    pub cold: bool,
+    /// `Err`: why cold reads were not measured.
+    pub cold: Result<(), String>,
     /// Bytes of data per event in this run.
     pub event_size: usize,
     /// Notes on peers, by name; printed for the peers that have figures in the tables.
@@ -131,16 +132,19 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(args: &Args, scratch: &Path, cold: bool) -> Report {
+    pub fn new(args: &Args, scratch: &Path, cold: Result<(), String>) -> Report {
         let argv: Vec<String> = std::env::args().skip(1).collect();
-        // A build with RocksDB comes from the script that links Debian's RocksDB.
-        let command = if cfg!(feature = "rocksdb") {
-            format!("benches/compare/rocksdb.sh {}", argv.join(" "))
-        } else {
-            format!(
+        // The script that links Debian's RocksDB says it started the run.
+        let command = match std::env::var("STREAMLOG_COMPARE_VIA") {
+            Ok(script) => format!("{script} {}", argv.join(" ")),
+            Err(_) if cfg!(feature = "rocksdb") => format!(
+                "cargo run --release -p streamlog-compare --features rocksdb -- {}",
+                argv.join(" ")
+            ),
+            Err(_) => format!(
                 "cargo run --release -p streamlog-compare -- {}",
                 argv.join(" ")
-            )
+            ),
         };
         Report {
             command: command.trim_end().to_string(),
@@ -203,10 +207,11 @@ impl Report {
              called; they are listed but do not count as durable peers in the targets below.\n\
              - Cold reads: {}.",
             self.event_size,
-            if self.cold {
-                "the page cache is dropped with `echo 3 > /proc/sys/vm/drop_caches` after reopening"
-            } else {
-                "cold not measurable here (the page cache cannot be dropped)"
+            match &self.cold {
+                Ok(()) => "the page cache is dropped with `echo 3 > /proc/sys/vm/drop_caches` \
+                           after reopening"
+                    .to_string(),
+                Err(why) => why.clone(),
             }
         );
         let engines = self.engines();
@@ -721,7 +726,7 @@ mod tests {
         Report {
             command: "cargo run --release -p streamlog-compare".into(),
             machine: Vec::new(),
-            cold: false,
+            cold: Err("skipped (--no-cold)".into()),
             event_size: 150,
             notes: vec![("okaywal".into(), "okaywal is a write-ahead log.")],
             left_out: Vec::new(),
