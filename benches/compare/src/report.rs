@@ -133,18 +133,14 @@ pub struct Report {
 
 impl Report {
     pub fn new(args: &Args, scratch: &Path, cold: Result<(), String>) -> Report {
-        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let argv = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
         // The script that links Debian's RocksDB says it started the run.
         let command = match std::env::var("STREAMLOG_COMPARE_VIA") {
-            Ok(script) => format!("{script} {}", argv.join(" ")),
-            Err(_) if cfg!(feature = "rocksdb") => format!(
-                "cargo run --release -p streamlog-compare --features rocksdb -- {}",
-                argv.join(" ")
-            ),
-            Err(_) => format!(
-                "cargo run --release -p streamlog-compare -- {}",
-                argv.join(" ")
-            ),
+            Ok(script) => format!("{script} {argv}"),
+            Err(_) if cfg!(feature = "rocksdb") => {
+                format!("cargo run --release -p streamlog-compare --features rocksdb -- {argv}")
+            }
+            Err(_) => format!("cargo run --release -p streamlog-compare -- {argv}"),
         };
         Report {
             command: command.trim_end().to_string(),
