@@ -493,6 +493,13 @@ impl Segment {
         );
     }
 
+    /// Tells the storage that these byte ranges `[start, end)` of the file (ascending
+    /// starts) are read soon, so that it fetches them all at once. A hint: errors are
+    /// ignored, and nothing read changes.
+    pub fn will_read_ranges(&self, ranges: &[(u64, u64)]) {
+        self.will_need_merged(ranges.iter().copied());
+    }
+
     /// Hints the storage with the byte ranges `[start, end)` of the file (ascending
     /// starts), each start rounded down to a point read's page and overlapping or touching
     /// neighbours merged into one hint. Errors are ignored: a hint changes nothing read.

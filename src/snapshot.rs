@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::{Mutex, RwLock};
 
@@ -77,39 +77,76 @@ pub struct SnapshotStore {
     hashing: Hashing,
     segment_size: u64,
     read_only: bool,
+    /// The live generation, once opened (see [`SnapshotStore::open`]).
     live: RwLock<Option<Arc<Generation>>>,
+    /// Whether the files were opened: `live` is then final until a reclamation.
+    opened: AtomicBool,
+    /// Serializes the first use's opening of the files, and holds what it found.
+    opening: Mutex<SnapshotReport>,
     /// Serializes saves and reclamation.
     write: Mutex<()>,
 }
 
 impl SnapshotStore {
-    /// Opens the snapshot files in `dir` (creating them unless `read_only`). Damage is
-    /// reported, never returned: a snapshot log that does not open is discarded.
-    ///
-    /// # Errors
-    /// [`Error::UnsupportedFormat`] when the live generation was written in a newer format
-    /// (it is left as it is: snapshots are droppable, but not by an older build); I/O
-    /// errors that leave the directory unusable (creating a new generation).
+    /// The snapshot files in `dir`, opened (and created unless `read_only`) at their
+    /// first use, not here: an open of the store after a crash reads none of their
+    /// directories and files, which on a cold page cache are several waits for the disk.
+    /// Damage found then is reported ([`SnapshotStore::report`]), never returned: a
+    /// snapshot log that does not open is discarded.
     pub fn open(
         storage: Arc<dyn Storage>,
         dir: &Path,
         hashing: Hashing,
         segment_size: u64,
         read_only: bool,
-    ) -> Result<(SnapshotStore, SnapshotReport)> {
-        let mut report = SnapshotReport::default();
-        let store = SnapshotStore {
+    ) -> SnapshotStore {
+        SnapshotStore {
             storage,
             dir: dir.to_path_buf(),
             hashing,
             segment_size,
             read_only,
             live: RwLock::new(None),
+            opened: AtomicBool::new(false),
+            opening: Mutex::new(SnapshotReport::default()),
             write: Mutex::new(()),
-        };
-        let current = store.read_current();
+        }
+    }
+
+    /// What opening the snapshot files found; opens them if nothing has yet.
+    ///
+    /// # Errors
+    /// As the first use of the files: see [`SnapshotStore::live`].
+    pub fn report(&self) -> Result<SnapshotReport> {
+        self.live()?;
+        Ok(self.opening.lock().clone())
+    }
+
+    /// The live generation, opening the files at the first call.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedFormat`] when the live generation was written in a newer format
+    /// (it is left as it is: snapshots are droppable, but not by an older build); I/O
+    /// errors that leave the directory unusable (creating a new generation). A failed
+    /// open is tried again at the next call.
+    fn live(&self) -> Result<Option<Arc<Generation>>> {
+        if !self.opened.load(Ordering::Acquire) {
+            let mut report = self.opening.lock();
+            if !self.opened.load(Ordering::Acquire) {
+                let mut found = SnapshotReport::default();
+                let generation = self.open_live(&mut found)?;
+                *self.live.write() = generation.map(Arc::new);
+                *report = found;
+                self.opened.store(true, Ordering::Release);
+            }
+        }
+        Ok(self.live.read().clone())
+    }
+
+    fn open_live(&self, report: &mut SnapshotReport) -> Result<Option<Generation>> {
+        let current = self.read_current();
         let generation = match current {
-            Some(id) => match store.open_generation(id, &mut report) {
+            Some(id) => match self.open_generation(id, report) {
                 Ok(g) => Some(g),
                 Err(e @ Error::UnsupportedFormat { .. }) => return Err(e),
                 Err(e) => {
@@ -119,25 +156,24 @@ impl SnapshotStore {
             },
             None => None,
         };
-        let generation = match (generation, read_only) {
+        let generation = match (generation, self.read_only) {
             (Some(g), _) => Some(g),
             (None, true) => None,
             (None, false) => {
                 let id = current.map_or(1, |c| c + 1);
-                let g = store.open_generation(id, &mut report)?;
-                store.write_current(id)?;
+                let g = self.open_generation(id, report)?;
+                self.write_current(id)?;
                 Some(g)
             }
         };
         if let Some(g) = &generation {
             report.generation = g.id;
             report.snapshots = g.count.load(Ordering::Relaxed);
-            if !read_only {
-                store.remove_other_generations(g.id)?;
+            if !self.read_only {
+                self.remove_other_generations(g.id)?;
             }
         }
-        *store.live.write() = generation.map(Arc::new);
-        Ok((store, report))
+        Ok(generation)
     }
 
     fn generation_dir(&self, id: u64) -> PathBuf {
@@ -253,17 +289,13 @@ impl SnapshotStore {
             .map_err(|e| io("sync", &self.dir, e))
     }
 
-    fn live(&self) -> Option<Arc<Generation>> {
-        self.live.read().clone()
-    }
-
     /// Stores a snapshot. It is readable at once and durable after the next
     /// [`SnapshotStore::sync`] (a clean close syncs).
     ///
     /// # Errors
     /// [`Error::ReadOnly`], [`Error::TooLarge`] beyond the frame limit, I/O errors.
     pub fn save(&self, snapshot: &SnapshotBody<'_>, max_frame_bytes: u64) -> Result<()> {
-        let g = self.live().ok_or(Error::ReadOnly)?;
+        let g = self.live()?.ok_or(Error::ReadOnly)?;
         let _w = self.write.lock();
         let len = format::snapshot_body_len(snapshot).saturating_add(FRAME_HEADER_LEN as u64);
         if len > max_frame_bytes {
@@ -335,7 +367,7 @@ impl SnapshotStore {
         accept: impl Fn(&SnapshotBody<'_>) -> std::result::Result<(), String>,
     ) -> Result<(Option<Snapshot>, Vec<String>)> {
         let mut ignored = Vec::new();
-        let Some(g) = self.live() else {
+        let Some(g) = self.live()? else {
             return Ok((None, ignored));
         };
         let (hash, check) = g.index.keys(stream);
@@ -399,7 +431,11 @@ impl SnapshotStore {
     /// # Errors
     /// I/O errors.
     pub fn sync(&self) -> Result<()> {
-        let Some(g) = self.live() else {
+        // Files not opened yet hold nothing this process wrote.
+        if !self.opened.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let Some(g) = self.live()? else {
             return Ok(());
         };
         if self.read_only {
@@ -418,7 +454,7 @@ impl SnapshotStore {
     /// # Errors
     /// I/O errors reading file sizes.
     pub fn stats(&self) -> Result<(u64, u64)> {
-        let Some(g) = self.live() else {
+        let Some(g) = self.live()? else {
             return Ok((0, 0));
         };
         let bytes = g.log.segment_files()?.iter().map(|(_, l)| l).sum();
@@ -448,7 +484,7 @@ impl SnapshotStore {
         keep: usize,
         drop_snapshot: &dyn Fn(&str, u64) -> bool,
     ) -> Result<(u64, u64)> {
-        let Some(old) = self.live() else {
+        let Some(old) = self.live()? else {
             return Ok((0, 0));
         };
         if keep == usize::MAX {

@@ -778,19 +778,31 @@ fn a_store_written_by_a_newer_format_exits_6_and_is_left_as_it_is() {
     for what in ["segment", "index manifest", "snapshot segment"] {
         let s = store_with_every_kind_of_file();
         let file = make_newer(what, &s.dir);
-        let before = listing(&s.dir);
+        // A newer snapshot file leaves the rest of the store usable (a writer's open
+        // rewrites its LIVE file): what must stay as it is are the snapshot files.
+        let kept = if what == "snapshot segment" {
+            s.dir.join(streamlog::SNAPSHOTS_DIR)
+        } else {
+            s.dir.clone()
+        };
+        let before = listing(&kept);
         let mut commands = vec![
             vec!["info", s.path()],
-            vec!["read", s.path(), "a"],
-            vec!["read-all", s.path()],
             vec!["snapshot", "load", s.path(), "a"],
-            vec!["reindex", s.path()],
-            vec!["append", s.path(), "a", "--type", "T", "--data", "x"],
             vec!["snapshot", "save", s.path(), "a", "0", "--data", "x"],
+            // (Of a newer snapshot file: it rebuilds the event index, then its summary,
+            // `info`'s, refuses.)
+            vec!["reindex", s.path()],
         ];
-        // verify and dump read the log (verify its index too), not the snapshots.
+        // The snapshot files are opened at their first use: commands of events alone do
+        // not read them (tried below), nor do verify and dump.
         if what != "snapshot segment" {
-            commands.push(vec!["verify", s.path()]);
+            commands.extend([
+                vec!["read", s.path(), "a"],
+                vec!["read-all", s.path()],
+                vec!["append", s.path(), "a", "--type", "T", "--data", "x"],
+                vec!["verify", s.path()],
+            ]);
         }
         if what == "segment" {
             commands.push(vec!["dump", s.path()]);
@@ -804,7 +816,19 @@ fn a_store_written_by_a_newer_format_exits_6_and_is_left_as_it_is() {
                 "{what}: {args:?}: {err}"
             );
         }
-        assert_eq!(listing(&s.dir), before, "{what}");
+        assert_eq!(listing(&kept), before, "{what}");
+        if what == "snapshot segment" {
+            for args in [
+                vec!["read", s.path(), "a"],
+                vec!["read-all", s.path()],
+                vec!["append", s.path(), "a", "--type", "T", "--data", "x"],
+                vec!["verify", s.path()],
+            ] {
+                let o = streamlog(&args);
+                assert_eq!(code(&o), 0, "{what}: {args:?}: {}", stderr(&o));
+            }
+            assert_eq!(listing(&kept), before, "{what}");
+        }
     }
 }
 

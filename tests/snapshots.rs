@@ -197,6 +197,54 @@ fn losing_or_damaging_snapshot_files_never_loses_events() {
     );
 }
 
+/// An open reads no snapshot file (they are opened at their first use): damage there is
+/// found, cut and reported by the first use, and the events never wait for it.
+#[test]
+fn snapshot_files_are_opened_at_their_first_use_and_report_what_they_found() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", 0..20);
+        for v in [9u64, 19] {
+            store
+                .save_snapshot("s", v, Sum::SCHEMA, &full_sum(v as i64 + 1).encode())
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    // A torn tail in the snapshot log: half a frame more.
+    let seg = files_under(&dir.path().join("snapshots"), "seg")
+        .pop()
+        .unwrap();
+    let mut bytes = fs::read(&seg).unwrap();
+    let torn = bytes.len() / 4;
+    bytes.extend(bytes[bytes.len() - torn..].to_vec());
+    fs::write(&seg, &bytes).unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(store.read_stream("s", 0).unwrap().count(), 20);
+    // The open left the torn tail where it was.
+    assert_eq!(fs::read(&seg).unwrap(), bytes);
+    let report = store.snapshot_report().unwrap();
+    assert_eq!(report.truncated_bytes, torn as u64, "{report:?}");
+    assert_eq!(
+        (report.snapshots, report.discarded.as_deref()),
+        (2, None),
+        "{report:?}"
+    );
+    assert_eq!(fs::read(&seg).unwrap().len(), bytes.len() - torn);
+    assert_eq!(store.load::<Sum>("s").unwrap().snapshot_version, Some(19));
+    // Asked again: the same report, nothing opened twice.
+    assert_eq!(store.snapshot_report().unwrap(), report);
+    store.close().unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    let report = store.snapshot_report().unwrap();
+    assert_eq!(
+        (report.truncated_bytes, report.snapshots),
+        (0, 2),
+        "{report:?}"
+    );
+}
+
 #[test]
 fn a_snapshot_newer_than_a_restored_stream_is_ignored() {
     // A store's snapshot files put next to an older copy of its log.

@@ -13,6 +13,9 @@ use crate::format::{FrameHeader, FrameKind, SEGMENT_HEADER_LEN};
 use crate::io::Storage;
 use crate::segment::{FrameBytes, ScanEnd, Segment, SegmentReader, parse_segment_file_name};
 
+/// Most bytes of a log's tail hinted to the storage at once at open (see `check_covered`).
+const TAIL_HINT_BYTES: u64 = 8 << 20;
+
 /// What recovery found and did when the log was opened (the store adds the index's and
 /// the snapshots' parts to make its [`RecoveryReport`](crate::RecoveryReport)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -491,6 +494,13 @@ pub(crate) fn check_covered(
         .find(|s| s.base() <= pos)
         .ok_or_else(|| format!("the index's last frame at {pos} is not in the log"))?;
     let limit = seg.file_len().map_err(|e| e.to_string())?;
+    // After a crash the page cache is cold: the segment's header, this frame and the tail
+    // replayed after it are read next, each a wait for the disk. Asked for at once, they
+    // come in one (the tail is at most a few MiB: the index is flushed by then).
+    let from = pos.saturating_sub(seg.base());
+    if limit.saturating_sub(from) <= TAIL_HINT_BYTES {
+        seg.will_read_ranges(&[(0, SEGMENT_HEADER_LEN as u64), (from, limit)]);
+    }
     match seg.read_frame(pos, limit) {
         Ok((h, _)) if h.crc == last_frame_crc => Ok(()),
         Ok(_) => Err(format!(

@@ -66,7 +66,7 @@ use crate::error::Result;
 use crate::index::Index;
 use crate::io::LockGuard;
 use crate::log::Log;
-use crate::snapshot::SnapshotStore;
+use crate::snapshot::{SnapshotReport, SnapshotStore};
 use frame::DecodedFrame;
 use maintenance::{Background, Signal};
 use writer::{Published, Writer};
@@ -173,9 +173,20 @@ impl Store {
         &self.inner.options
     }
 
-    /// What recovery found and did when the store was opened.
+    /// What recovery found and did when the store was opened: the log and the index.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.recovery
+    }
+
+    /// What opening the snapshot files found (a torn tail cut, a damaged generation
+    /// discarded). They are opened at their first use, not by [`Store::open`], so that an
+    /// open reads only what appends and reads need; this opens them if nothing has yet.
+    ///
+    /// # Errors
+    /// [`Error::UnsupportedFormat`] for snapshot files of a newer format; I/O errors
+    /// creating new snapshot files.
+    pub fn snapshot_report(&self) -> Result<SnapshotReport> {
+        self.inner.snapshots.report()
     }
 
     /// Closes the store: makes everything durable and writes a checkpoint frame that
@@ -188,6 +199,12 @@ impl Store {
     /// when the final sync fails.
     pub fn close(self) -> Result<()> {
         self.inner.close()
+    }
+
+    /// End of the log: where the next append goes ([`StoreInfo::head`], without the
+    /// rest of [`Store::info`]'s work).
+    pub fn head(&self) -> Position {
+        Position(self.inner.log.written())
     }
 
     /// End of what readers see now (a frame boundary).

@@ -141,14 +141,14 @@ impl Store {
             // have removed while later ones remain.
             index.recount_streams()?;
         }
-        let (snapshots, snapshot_report) = SnapshotStore::open(
+        // Opened at their first use: see `SnapshotStore::open`.
+        let snapshots = SnapshotStore::open(
             Arc::clone(&options.storage),
             &dir.join(SNAPSHOTS_DIR),
             hashing,
             options.segment_size_bytes,
             options.read_only,
-        )?;
-        recovery.snapshots = snapshot_report;
+        );
         // What the files hold beyond the published end is the writer's, not a torn tail.
         let indexed_to = log.written();
         if let Some(end) = live_end {

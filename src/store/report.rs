@@ -8,10 +8,10 @@ use crate::error::Result;
 use crate::format::{self, FrameKind};
 use crate::index::IndexReport;
 use crate::log::{LogRecovery, TruncatedTail, VerifyReport};
-use crate::snapshot::SnapshotReport;
 
-/// What recovery found and did when the store was opened: the log's tail, the index and
-/// the snapshot files.
+/// What recovery found and did when the store was opened: the log's tail and the index.
+/// The snapshot files are opened at their first use and report apart
+/// ([`Store::snapshot_report`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RecoveryReport {
@@ -33,12 +33,10 @@ pub struct RecoveryReport {
     pub replayed_from: u64,
     /// What opening the index found (tables, covered position, rebuilds).
     pub index: IndexReport,
-    /// What opening the snapshot files found.
-    pub snapshots: SnapshotReport,
 }
 
 impl RecoveryReport {
-    /// The log's part of the report, with the index's and the snapshots' to come.
+    /// The log's part of the report, with the index's to come.
     pub(super) fn from_log(log: LogRecovery, index: IndexReport) -> Self {
         RecoveryReport {
             segments: log.segments,
@@ -49,7 +47,6 @@ impl RecoveryReport {
             removed_segments: log.removed_segments,
             replayed_from: log.replayed_from,
             index,
-            snapshots: SnapshotReport::default(),
         }
     }
 

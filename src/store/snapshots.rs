@@ -83,7 +83,8 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::StreamDeleted`] for a hard-deleted stream; I/O errors reading the stream's
-    /// version; damaged snapshots are skipped, not errors.
+    /// version or opening the snapshot files ([`Error::UnsupportedFormat`] for snapshot
+    /// files of a newer format); damaged snapshots are skipped, not errors.
     pub fn latest_snapshot(&self, stream: &str) -> Result<Option<Snapshot>> {
         let Some(last) = self.stream_version(stream)? else {
             return Ok(None);
@@ -139,7 +140,7 @@ impl Store {
             .filter(|r| r.hides_any());
         let (mut state, mut snapshot_version, mut ignored) = (A::default(), None, Vec::new());
         if let Some(cur) = current {
-            let (snap, passed) = self.inner.snapshots.latest(stream, cur, |b| {
+            let found = self.inner.snapshots.latest(stream, cur, |b| {
                 if b.schema != A::SCHEMA {
                     Err(format!("schema {:?}, not {:?}", b.schema, A::SCHEMA))
                 } else if A::decode(b.payload).is_none() {
@@ -147,7 +148,9 @@ impl Store {
                 } else {
                     Ok(())
                 }
-            })?;
+            });
+            // Snapshot files that do not open (a newer format, I/O): a full replay.
+            let (snap, passed) = found.unwrap_or_else(|e| (None, vec![format!("snapshots: {e}")]));
             ignored = passed;
             if let (Some(s), Some(_)) = (&snap, rules) {
                 ignored.push(format!(

@@ -586,7 +586,9 @@ impl Store {
                 } else {
                     Ok(())
                 }
-            })?;
+            })
+            // Snapshot files that do not open (a newer format, I/O): a full replay.
+            .unwrap_or_else(|e| (None, vec![format!("snapshots: {e}")]));
         loaded.ignored_snapshots = ignored;
         if let (Some(s), Some(_)) = (&snap, rules) {
             loaded.ignored_snapshots.push(format!(

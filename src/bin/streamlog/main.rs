@@ -756,7 +756,7 @@ fn read_all(a: ReadAllArgs, out: &mut impl Write) -> CliResult {
     };
     // The library reads nothing from past the end (a subscriber's position may be ahead
     // of a follower); here it is a position that is not there.
-    let head = store.info()?.head;
+    let head = store.head();
     if from.position > head {
         return Err(CliError::Usage(format!(
             "--from: position {} is past the end of the log ({})",

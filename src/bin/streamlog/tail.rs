@@ -96,7 +96,7 @@ pub fn run(a: TailArgs, out: &mut impl Write) -> CliResult {
                 .map_err(|e| CliError::Usage(format!("--from: {e}")))?;
             // As for `read-all --from`: a position that is not there yet is a mistyped
             // token, and waiting from there would pass over every event before it.
-            let head = store.info()?.head;
+            let head = store.head();
             if token.position > head {
                 return Err(CliError::Usage(format!(
                     "--from: position {} is past the end of the log ({})",
