@@ -1671,6 +1671,38 @@ fn hash_password_prints_an_argon2_hash_that_serve_accepts() {
     assert!(rest.contains(r#""event":"stop""#), "{rest}");
 }
 
+/// `serve --durability` opens the store so: the start line says how appends are answered.
+#[test]
+fn serve_answers_appends_with_the_durability_asked_for() {
+    for (asked, said) in [
+        (None, "sync"),
+        (Some("periodic:50ms"), "periodic(50ms)"),
+        (Some("periodic:2s"), "periodic(2000ms)"),
+        (Some("periodic"), "periodic(100ms)"),
+        (Some("buffered"), "buffered"),
+    ] {
+        let s = TestStore::new();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+            .args(["serve", s.path(), "--listen", "127.0.0.1:0"])
+            .args(asked.map(|a| ["--durability", a]).into_iter().flatten())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut start = String::new();
+        std::io::BufRead::read_line(&mut log, &mut start).unwrap();
+        let start: Value = serde_json::from_str(&start).unwrap();
+        assert_eq!(start["event"], "start", "{start}");
+        assert_eq!(start["durability"], said, "{start}");
+        let killed = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{asked:?}");
+    }
+}
+
 #[test]
 fn serve_refuses_bad_tls_and_users_files_with_exit_2() {
     let s = TestStore::new();
@@ -1754,6 +1786,27 @@ fn serve_in_cluster_mode_with_users_needs_a_cluster_secret_exit_2() {
         (
             vec!["--cluster-secret-file".to_owned(), path(&short)],
             "--node-id",
+        ),
+        (
+            vec!["--durability".to_owned(), "fast".to_owned()],
+            "expected sync, buffered or periodic:DURATION",
+        ),
+        (
+            vec!["--durability".to_owned(), "periodic:0ms".to_owned()],
+            "1 ms to 1 hour",
+        ),
+        (
+            [
+                "--durability",
+                "buffered",
+                "--node-id",
+                "1",
+                "--peer",
+                "1=127.0.0.1:1",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            "cannot be used with",
         ),
     ] {
         let mut all = vec!["serve", s.path()];

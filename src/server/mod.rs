@@ -371,6 +371,7 @@ impl Server {
             serde_json::json!({
                 "listen": local_addr.to_string(),
                 "dir": store.path().display().to_string(),
+                "durability": store.options().durability.to_string(),
                 "protocol_version": features::PROTOCOL_VERSION,
                 "tls": options.tls.is_some(),
                 "authentication": options.users.is_some(),

@@ -13,7 +13,7 @@ use streamlog::server::cluster::{AdminRequest, ClusterNode, ClusterTimings, pars
 use streamlog::server::{
     ClusterSecret, DEFAULT_PORT, Server, ServerOptions, TlsIdentity, TlsRoots, Users,
 };
-use streamlog::{Options, Store};
+use streamlog::{Durability, Options, Store};
 
 use crate::{CliError, CliResult};
 
@@ -68,6 +68,13 @@ pub struct ServeArgs {
     /// Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (off by default).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     metrics_listen: Option<SocketAddr>,
+    /// When an append is answered: `sync` (on disk first; the default), `periodic:DUR`
+    /// (handed to the OS, synced every DUR, e.g. `periodic:100ms` or `periodic:1s`;
+    /// `periodic` alone: every 100 ms. A machine crash may lose the last DUR of answered
+    /// appends) or `buffered` (synced when the OS chooses, and at a clean stop). Not in a
+    /// cluster, where raft decides.
+    #[arg(long, value_name = "MODE", default_value = "sync", value_parser = parse_durability, conflicts_with = "node_id")]
+    durability: Durability,
 }
 
 #[derive(Debug, Args)]
@@ -169,6 +176,7 @@ pub fn run(args: ServeArgs) -> CliResult {
         .map_err(|e| CliError::Other(format!("cannot start the server's runtime: {e}")))?;
     if let Some((id, peers)) = cluster {
         runtime.block_on(async {
+            let signalled = stop_signal();
             let node = ClusterNode::start(
                 &args.dir,
                 id,
@@ -186,7 +194,7 @@ pub fn run(args: ServeArgs) -> CliResult {
                 let (node, failure) = (node.clone(), Arc::clone(&failure));
                 async move {
                     tokio::select! {
-                        () = stop_signal() => {}
+                        () = signalled => {}
                         why = node.failed() => *failure.lock() = Some(why),
                     }
                 }
@@ -206,15 +214,52 @@ pub fn run(args: ServeArgs) -> CliResult {
     }
     crate::refuse_cluster_node(&args.dir)?;
     crate::refuse_node_store(&args.dir)?;
-    let store = Store::open(&args.dir)?;
+    let store = Store::open_with(
+        &args.dir,
+        Options::default().with_durability(args.durability),
+    )?;
     runtime.block_on(async {
+        let stop = stop_signal();
         let server = Server::bind(store.clone(), options).await?;
-        server.run(stop_signal()).await
+        server.run(stop).await
     })?;
     // The tasks and threads of subscriptions hold handles: end them before closing.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
     store.close()?;
     Ok(())
+}
+
+/// `--durability`: `sync`, `buffered`, `periodic` (every 100 ms) or `periodic:DUR` with
+/// DUR a number of `ms` or `s` (1 ms to 1 hour).
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    let bad =
+        || format!("expected sync, buffered or periodic:DURATION (e.g. periodic:100ms), not {s:?}");
+    match s {
+        "sync" => return Ok(Durability::Sync),
+        "buffered" => return Ok(Durability::Buffered),
+        // As `bench --durability periodic`.
+        "periodic" => return Ok(Durability::Periodic(std::time::Duration::from_millis(100))),
+        _ => {}
+    }
+    let every = s.strip_prefix("periodic:").ok_or_else(bad)?;
+    let (number, ms_per) = if let Some(n) = every.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = every.strip_suffix('s') {
+        (n, 1000)
+    } else {
+        return Err(bad());
+    };
+    let ms = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(ms_per))
+        .ok_or_else(bad)?;
+    if !(1..=3_600_000).contains(&ms) {
+        return Err(format!(
+            "the periodic sync's interval must be 1 ms to 1 hour, not {every}"
+        ));
+    }
+    Ok(Durability::Periodic(std::time::Duration::from_millis(ms)))
 }
 
 /// `--listen`, `--metrics-listen`: an IP address and port, or a host name that resolves
@@ -415,21 +460,28 @@ pub fn hash_password(_args: HashPasswordArgs) -> CliResult {
 }
 
 /// Completes on the first SIGINT or SIGTERM.
-async fn stop_signal() {
+///
+/// The handlers are installed by the call, not when the future is first polled: a signal
+/// sent as soon as the start line is out (a supervisor, a test) stops the server cleanly
+/// rather than killing it. Call it inside the runtime, before the server starts.
+fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    let handlers = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
+    );
+    async move {
+        match handlers {
+            (Ok(mut int), Ok(mut term)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
             }
-        }
-        // Without signal handlers, Ctrl-C through tokio's portable path still stops it.
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+            // Without signal handlers, Ctrl-C through tokio's portable path still stops it.
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
     }
 }
