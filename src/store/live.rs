@@ -88,19 +88,47 @@ pub(crate) fn read_live(storage: &dyn Storage, dir: &Path) -> Result<Option<u64>
 pub(super) struct Unlocked;
 impl LockGuard for Unlocked {}
 
-/// Writer side: creates `LIVE` and starts the thread that keeps it current.
-pub(super) fn start_publisher(inner: &Arc<Inner>) -> Result<()> {
-    let path = inner.dir.join(LIVE_FILE);
-    let storage = inner.options.storage.as_ref();
+/// A writer's existing `LIVE` file, opened early in the store's open with its page asked
+/// of the storage at once: on a cold page cache (after a machine crash) the first publish,
+/// which rewrites part of that page, then does not wait for it to be read. `None` when
+/// there is none yet ([`start_publisher`] creates it: nothing is created before the open
+/// knows the store is one it can open).
+pub(super) fn open_existing(
+    storage: &dyn Storage,
+    dir: &Path,
+) -> Result<Option<Arc<dyn StorageFile>>> {
+    let path = dir.join(LIVE_FILE);
     let exists = storage
         .exists(&path)
         .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
-    let file: Arc<dyn StorageFile> = if exists {
-        storage.open(&path)
-    } else {
-        storage.create(&path)
+    if !exists {
+        return Ok(None);
     }
-    .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let file = storage
+        .open(&path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    // A hint: nothing depends on it.
+    let _ = file.will_need(0, LEN as u64);
+    Ok(Some(file))
+}
+
+/// Writer side: publishes the end in `LIVE` (the file [`open_existing`] opened, or a new
+/// one) and starts the thread that keeps it current.
+pub(super) fn start_publisher(
+    inner: &Arc<Inner>,
+    opened: Option<Arc<dyn StorageFile>>,
+) -> Result<()> {
+    let file = match opened {
+        Some(file) => file,
+        None => {
+            let path = inner.dir.join(LIVE_FILE);
+            inner
+                .options
+                .storage
+                .create(&path)
+                .map_err(|e| Error::io(format!("create {}", path.display()), e))?
+        }
+    };
     let _ = inner.live.set(file);
     inner.publish_live();
     let signal = Arc::new(Signal::default());

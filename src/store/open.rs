@@ -106,6 +106,11 @@ impl Store {
             }
             Err(e) => return Err(e),
         };
+        let live_file = if options.read_only {
+            None
+        } else {
+            live::open_existing(options.storage.as_ref(), dir)?
+        };
         let hashing = if options.forced_hash_collisions {
             Hashing::ForcedCollisions
         } else {
@@ -245,7 +250,7 @@ impl Store {
             let last = inner.last_commit_before(inner.log.written(), last_append)?;
             inner.writer.lock().last_commit_us = last.unwrap_or(i64::MIN);
             start_background(&inner)?;
-            live::start_publisher(&inner)?;
+            live::start_publisher(&inner, live_file)?;
             if interrupted_scavenge {
                 // The rebuilt index is written before the marker goes: until then, the
                 // next open rebuilds it again.
