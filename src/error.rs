@@ -71,8 +71,9 @@ pub enum Error {
     /// handles) and a write was attempted through another.
     Closed,
     /// A file of the store was written by a newer streamlog, in a format version this build
-    /// does not read (its header is intact: this is not damage). The store is refused as
-    /// it is, and nothing in it is changed or replaced; open it with a newer streamlog.
+    /// does not read (its header is intact: this is not damage). The store (for a segment
+    /// or index file) or every use of its snapshots (for a snapshot file) is refused, and
+    /// nothing in it is changed or replaced; open it with a newer streamlog.
     UnsupportedFormat {
         /// The file whose format is newer (a segment, an index manifest or table, a
         /// snapshot segment).

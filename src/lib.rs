@@ -133,9 +133,9 @@ pub use store::{
     Aggregate, AllEvents, AppendRequest, AppendResult, AsOf, Clock, DeleteResult, Durability,
     ERASED_EVENT, EventId, EventRef, EventView, ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE,
     Loaded, MAX_SEGMENT_SIZE_BYTES, METADATA_EVENT, METADATA_STREAM, MIN_SEGMENT_SIZE_BYTES,
-    NewEvent, Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SEGMENTS_DIR,
-    SNAPSHOTS_DIR, ScavengeOptions, ScavengeReport, Snapshot, SnapshotPolicy, Store, StoreInfo,
-    StreamEvents, StreamMetadata, TOMBSTONE_EVENT, Upcast, Upcasters,
+    NewEvent, Options, Position, RecordedEvent, RecoveryReport, ResumeToken, SCAVENGE_MARKER,
+    SEGMENTS_DIR, SNAPSHOTS_DIR, ScavengeOptions, ScavengeReport, Snapshot, SnapshotPolicy, Store,
+    StoreInfo, StreamEvents, StreamMetadata, TOMBSTONE_EVENT, Upcast, Upcasters,
 };
 #[cfg(feature = "tokio")]
 pub use subscribe::SubscriptionStream;

@@ -506,7 +506,7 @@ impl Segment {
     fn will_need_merged(&self, ranges: impl IntoIterator<Item = (u64, u64)>) {
         let page = POINT_READ_BYTES as u64;
         let mut pending: Option<(u64, u64)> = None;
-        for (start, end) in ranges {
+        for (start, end) in ranges.into_iter().filter(|(s, e)| s < e) {
             let start = start - start % page;
             pending = match pending {
                 Some((s, e)) if start <= e => Some((s, e.max(end))),

@@ -295,8 +295,10 @@ impl SnapshotStore {
     /// # Errors
     /// [`Error::ReadOnly`], [`Error::TooLarge`] beyond the frame limit, I/O errors.
     pub fn save(&self, snapshot: &SnapshotBody<'_>, max_frame_bytes: u64) -> Result<()> {
-        let g = self.live()?.ok_or(Error::ReadOnly)?;
+        // The generation is taken under the lock that reclamation holds while it replaces
+        // it: a save never goes into a generation that is being left behind.
         let _w = self.write.lock();
+        let g = self.live()?.ok_or(Error::ReadOnly)?;
         let len = format::snapshot_body_len(snapshot).saturating_add(FRAME_HEADER_LEN as u64);
         if len > max_frame_bytes {
             return Err(Error::TooLarge {

@@ -229,4 +229,26 @@ fn a_snapshot_segment_of_a_newer_format_is_refused_by_every_use_and_not_discarde
     }
     Store::reindex(tmp.path(), options(), |_| {}).unwrap();
     assert!(snapshot_files() == before, "reindex");
+    // A scavenge ends by dropping snapshots, an erasure by dropping the stream's: both
+    // are refused before anything is written, not half done.
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    let head = store.head();
+    refused(
+        "scavenge",
+        store
+            .scavenge(&streamlog::ScavengeOptions::default().with_compress_all(true))
+            .map(drop),
+    );
+    refused(
+        "erase_stream",
+        store.erase_stream("s-0", ExpectedVersion::Any).map(drop),
+    );
+    assert_eq!(store.head(), head);
+    assert_eq!(store.read_stream("s-0", 0).unwrap().count(), 10);
+    assert!(!tmp.path().join(streamlog::SCAVENGE_MARKER).exists());
+    store.close().unwrap();
+    assert!(snapshot_files() == before, "scavenge, erase");
+    let store = Store::open_with(tmp.path(), options()).unwrap();
+    assert_eq!(store.recovery_report().index.rebuilt, None);
+    assert_eq!(store.read_stream("s-0", 0).unwrap().count(), 10);
 }

@@ -176,7 +176,7 @@ impl StoreStateMachine {
         remove_leftovers(&dir, &state)?;
         let clock_us = Arc::new(AtomicI64::new(0));
         let store = open_store(&dir.join(&state.store_dir), &options, &clock_us)?;
-        let head = store.info()?.head.0;
+        let head = store.head().0;
         if head < state.store_end {
             return Err(Error::corrupted(
                 dir.join(&state.store_dir),
@@ -312,7 +312,7 @@ impl StoreStateMachine {
 /// everything the saved id covers.
 fn save_state(inner: &mut Inner, store: &Store) -> Result<()> {
     store.sync()?;
-    let head = store.info()?.head.0;
+    let head = store.head().0;
     // While appends are matched after a restart, the store's end is past what the applied
     // id covers: the saved end is where the first append still to be matched starts.
     inner.state.store_end = inner.replay.front().map_or(head, |&(p, _)| p);
@@ -386,7 +386,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StoreSnapshotBuilder {
         let mut inner = self.sm.inner.lock().await;
         let err = |e: Error| StorageError::from(StorageIOError::write_snapshot(None, &e));
         let store = self.sm.store.read().clone();
-        let head = store.info().map_err(err)?.head.0;
+        let head = store.head().0;
         inner.snapshot_seq += 1;
         let meta = SnapshotMeta {
             last_log_id: inner.state.applied,
@@ -496,7 +496,7 @@ impl RaftStateMachine<TypeConfig> for StoreStateMachine {
         let new_dir = inner.dir.join(&store_dir);
         snapshot::unpack_archive(&snap_path, &new_dir).map_err(err)?;
         let store = open_store(&new_dir, &inner.options, &inner.clock_us).map_err(err)?;
-        let head = store.info().map_err(err)?.head.0;
+        let head = store.head().0;
         let mut state = inner.state.clone();
         let old_dir = std::mem::replace(&mut state.store_dir, store_dir);
         state.applied = meta.last_log_id;

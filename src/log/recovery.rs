@@ -16,8 +16,8 @@ use crate::segment::{FrameBytes, ScanEnd, Segment, SegmentReader, parse_segment_
 /// Most bytes of a log's tail hinted to the storage at once at open (see `check_covered`).
 const TAIL_HINT_BYTES: u64 = 8 << 20;
 
-/// What recovery found and did when the log was opened (the store adds the index's and
-/// the snapshots' parts to make its [`RecoveryReport`](crate::RecoveryReport)).
+/// What recovery found and did when the log was opened (the store adds the index's part
+/// to make its [`RecoveryReport`](crate::RecoveryReport)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LogRecovery {
@@ -497,8 +497,9 @@ pub(crate) fn check_covered(
     // After a crash the page cache is cold: the segment's header, this frame and the tail
     // replayed after it are read next, each a wait for the disk. Asked for at once, they
     // come in one (the tail is at most a few MiB: the index is flushed by then).
+    // (In a segment as written: a rewritten one's offsets are not positions.)
     let from = pos.saturating_sub(seg.base());
-    if limit.saturating_sub(from) <= TAIL_HINT_BYTES {
+    if !seg.is_compacted() && from < limit && limit - from <= TAIL_HINT_BYTES {
         seg.will_read_ranges(&[(0, SEGMENT_HEADER_LEN as u64), (from, limit)]);
     }
     match seg.read_frame(pos, limit) {

@@ -42,8 +42,9 @@ impl Store {
     ///   is no store in `dir`;
     /// - [`Error::Locked`] when another `Store` has the directory open;
     /// - [`Error::Corrupted`] when data attested as durable is damaged;
-    /// - [`Error::UnsupportedFormat`] when a file was written by a newer streamlog (nothing
-    ///   is changed);
+    /// - [`Error::UnsupportedFormat`] when a segment or index file was written by a newer
+    ///   streamlog (nothing is changed; snapshot files are opened, and refused, at their
+    ///   first use);
     /// - [`Error::Io`] on I/O failure.
     pub fn open_with(dir: impl AsRef<Path>, options: Options) -> Result<Store> {
         Store::open_inner(dir.as_ref(), options, false, &mut |_| {})

@@ -130,10 +130,13 @@ impl Store {
         self.inner.log.sync_stats()
     }
 
-    /// A summary of the store.
+    /// A summary of the store. Opens the snapshot files if nothing has yet (it counts
+    /// them).
     ///
     /// # Errors
-    /// I/O errors reading file sizes.
+    /// I/O errors reading file sizes; as [`Store::snapshot_report`] for the snapshot files
+    /// ([`Error::UnsupportedFormat`](crate::Error::UnsupportedFormat) for ones of a newer
+    /// format).
     pub fn info(&self) -> Result<StoreInfo> {
         let files = self.inner.log.segment_files()?;
         // Zeros preallocated past the end of the active segment are not the log's.

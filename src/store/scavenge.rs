@@ -334,9 +334,10 @@ impl Store {
     /// the index, and the next scavenge goes on where it stopped.
     ///
     /// # Errors
-    /// [`Error::ReadOnly`] on a read-only store; [`Error::Corrupted`] for damage met in a
-    /// segment (nothing of that segment is rewritten); I/O errors (segments already
-    /// switched stay switched, the rest stay as they were).
+    /// [`Error::ReadOnly`] on a read-only store; [`Error::UnsupportedFormat`] for snapshot
+    /// files of a newer format (before anything is written); [`Error::Corrupted`] for
+    /// damage met in a segment (nothing of that segment is rewritten); I/O errors
+    /// (segments already switched stay switched, the rest stay as they were).
     pub fn scavenge(&self, options: &ScavengeOptions) -> Result<ScavengeReport> {
         self.scavenge_with(options, |_, _| {})
     }
@@ -355,6 +356,10 @@ impl Store {
             return Err(Error::ReadOnly);
         }
         let _one = inner.scavenging.lock();
+        // The snapshot files are opened (at their first use) before anything is written:
+        // a scavenge ends by dropping snapshots, and snapshot files it could not open
+        // (a newer format) would stop it half done.
+        inner.snapshots.report()?;
         // The active segment is sealed (and so rewritten below) when it holds dead events,
         // or, when everything is to be compressed, any events frame: markers (a seal's
         // padding, clean closes' checkpoints) alone are nothing to compress, and sealing
@@ -429,6 +434,8 @@ impl Store {
         stream: &str,
         expected: super::ExpectedVersion,
     ) -> Result<ScavengeReport> {
+        // Nothing is recorded unless the scavenge after it can drop the stream's snapshots.
+        self.inner.snapshots.report()?;
         if !self.inner.registry.is_erased(stream) {
             self.erase_record(stream, expected)?;
         }
