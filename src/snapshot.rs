@@ -374,10 +374,20 @@ impl SnapshotStore {
         };
         let (hash, check) = g.index.keys(stream);
         let mut exclude = Vec::new();
-        // From the newest (so that snapshots newer than the stream are reported), or, for
-        // a load as of an older version, from the bound (so that the snapshots after it
-        // do not use up the candidates).
-        let mut version = if below_only { max_version } else { u64::MAX };
+        // From the bound down, so that snapshots after it never use up the candidates: a
+        // reader beside a writer sees the stream a little behind the snapshots the writer
+        // saves, and a log restored from a backup is behind its snapshots. The newest
+        // snapshot past the bound is reported (one lookup), unless the search is of a
+        // version in the past, where later snapshots are expected.
+        if !below_only
+            && max_version < u64::MAX
+            && let Some(newer) = Self::newest_after(&g, stream, hash, check, max_version)
+        {
+            ignored.push(format!(
+                "snapshot at version {newer} is newer than the stream (version {max_version})"
+            ));
+        }
+        let mut version = max_version;
         for _ in 0..MAX_CANDIDATES {
             let entry = match g.index.floor(hash, check, version, &exclude) {
                 Ok(Some(e)) => e,
@@ -404,10 +414,7 @@ impl SnapshotStore {
                 }
             };
             if body.version > max_version {
-                ignored.push(format!(
-                    "snapshot at version {} is newer than the stream (version {max_version})",
-                    body.version
-                ));
+                // (Only another stream's frame sharing the keys gets here.)
                 continue;
             }
             if let Err(why) = accept(&body) {
@@ -426,6 +433,33 @@ impl SnapshotStore {
             ));
         }
         Ok((None, ignored))
+    }
+
+    /// The version of the newest snapshot of `stream` after `version`, if its frame reads
+    /// (a damaged one is left to the search to report, if it ever gets there).
+    fn newest_after(
+        g: &Generation,
+        stream: &str,
+        hash: u64,
+        check: u32,
+        version: u64,
+    ) -> Option<u64> {
+        let mut exclude = Vec::new();
+        for _ in 0..MAX_CANDIDATES {
+            let entry = g.index.floor(hash, check, u64::MAX, &exclude).ok()??;
+            if entry.first_version <= version {
+                return None;
+            }
+            exclude.push(entry.position);
+            let (_, frame) = g.log.read_frame(entry.position, g.log.written()).ok()?;
+            match format::decode_snapshot_body(frame.body()) {
+                Ok(b) if b.stream == stream => return Some(b.version),
+                // Another stream sharing the keys: look further down.
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// Makes every saved snapshot durable and the index of them persistent.

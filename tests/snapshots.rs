@@ -245,6 +245,55 @@ fn snapshot_files_are_opened_at_their_first_use_and_report_what_they_found() {
     );
 }
 
+/// Many snapshots past the stream's version (a reader beside a writer that saves them
+/// often, a log restored from an older backup) never hide the usable one below it.
+#[test]
+fn snapshots_past_the_stream_never_use_up_the_search() {
+    let dir = tempfile::tempdir().unwrap();
+    let old_log = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", 0..10);
+        store
+            .save_snapshot("s", 4, Sum::SCHEMA, &full_sum(5).encode())
+            .unwrap();
+        store.close().unwrap();
+        copy_tree(
+            &dir.path().join("segments"),
+            &old_log.path().join("segments"),
+        );
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", 10..60);
+        // Far more than the 16 candidates one search looks at.
+        for v in 10u64..60 {
+            store
+                .save_snapshot("s", v, Sum::SCHEMA, &full_sum(v as i64 + 1).encode())
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    fs::remove_dir_all(dir.path().join("segments")).unwrap();
+    fs::remove_dir_all(dir.path().join("index")).unwrap();
+    copy_tree(
+        &old_log.path().join("segments"),
+        &dir.path().join("segments"),
+    );
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    assert_eq!(
+        store.latest_snapshot("s").unwrap().map(|s| s.version),
+        Some(4)
+    );
+    let loaded = store.load::<Sum>("s").unwrap();
+    assert_eq!(
+        (&loaded.state, loaded.snapshot_version, loaded.replayed),
+        (&full_sum(10), Some(4), 5)
+    );
+    assert_eq!(
+        loaded.ignored_snapshots,
+        ["snapshot at version 59 is newer than the stream (version 9)"]
+    );
+}
+
 #[test]
 fn a_snapshot_newer_than_a_restored_stream_is_ignored() {
     // A store's snapshot files put next to an older copy of its log.
