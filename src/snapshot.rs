@@ -144,8 +144,27 @@ impl SnapshotStore {
     }
 
     fn open_live(&self, report: &mut SnapshotReport) -> Result<Option<Generation>> {
-        let current = self.read_current();
-        let generation = match current {
+        let current = match self.read_current() {
+            Ok(current) => current,
+            Err(why) => {
+                report.discarded = Some(why);
+                None
+            }
+        };
+        // A generation `CURRENT` names but whose directory is gone is damage to report,
+        // not a new generation to start quietly under its name.
+        let current_dir = current.map(|id| self.generation_dir(id));
+        if let Some(dir) = &current_dir
+            && !self.storage.exists(dir).unwrap_or(true)
+        {
+            report.discarded = Some(format!(
+                "{} names generation {}, whose directory {} is missing",
+                self.dir.join(CURRENT_FILE).display(),
+                current.unwrap_or_default(),
+                dir.display()
+            ));
+        }
+        let generation = match current.filter(|_| report.discarded.is_none()) {
             Some(id) => match self.open_generation(id, report) {
                 Ok(g) => Some(g),
                 Err(e @ Error::UnsupportedFormat { .. }) => return Err(e),
@@ -160,7 +179,16 @@ impl SnapshotStore {
             (Some(g), _) => Some(g),
             (None, true) => None,
             (None, false) => {
-                let id = current.map_or(1, |c| c + 1);
+                // After damage, a number no directory holds: nothing of unknown standing is
+                // taken up (and `remove_other_generations` clears it away).
+                let id = if report.discarded.is_some() {
+                    current
+                        .unwrap_or(0)
+                        .max(self.highest_generation())
+                        .saturating_add(1)
+                } else {
+                    current.map_or(1, |c| c + 1)
+                };
                 let g = self.open_generation(id, report)?;
                 self.write_current(id)?;
                 Some(g)
@@ -176,16 +204,43 @@ impl SnapshotStore {
         Ok(generation)
     }
 
+    /// The highest number of a generation directory present (0: none).
+    fn highest_generation(&self) -> u64 {
+        self.storage
+            .list(&self.dir)
+            .unwrap_or_default()
+            .iter()
+            .filter(|n| n.len() == 20)
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+    }
+
     fn generation_dir(&self, id: u64) -> PathBuf {
         self.dir.join(format!("{id:020}"))
     }
 
-    fn read_current(&self) -> Option<u64> {
+    /// The generation `CURRENT` names: `None` when there is no `CURRENT` (no snapshot was
+    /// ever saved), `Err` saying why when it does not name one.
+    fn read_current(&self) -> std::result::Result<Option<u64>, String> {
         let path = self.dir.join(CURRENT_FILE);
-        let file = self.storage.open_read_only(&path).ok()?;
+        if !self.storage.exists(&path).unwrap_or(false) {
+            return Ok(None);
+        }
+        let bad = |why: &str| format!("{} {why}", path.display());
+        let file = self
+            .storage
+            .open_read_only(&path)
+            .map_err(|e| bad(&format!("does not open: {e}")))?;
         let mut buf = [0u8; 32];
-        let n = file.read_at(&mut buf, 0).ok()?;
-        std::str::from_utf8(buf.get(..n)?).ok()?.trim().parse().ok()
+        let n = file
+            .read_at(&mut buf, 0)
+            .map_err(|e| bad(&format!("does not read: {e}")))?;
+        std::str::from_utf8(buf.get(..n).unwrap_or_default())
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .map(Some)
+            .ok_or_else(|| bad("does not name a generation"))
     }
 
     fn write_current(&self, id: u64) -> Result<()> {

@@ -1097,7 +1097,7 @@ fn values_the_store_refuses_are_usage_errors_exit_2() {
         ),
         (
             vec!["read", s.path(), "s", "--until-version", "10"],
-            "its last version is 0",
+            "stream \"s\" ends at version 0",
         ),
         (
             vec!["snapshot", "save", s.path(), "t", "0", "--data", "x"],
@@ -1679,6 +1679,8 @@ fn serve_answers_appends_with_the_durability_asked_for() {
         (Some("periodic:50ms"), "periodic(50ms)"),
         (Some("periodic:2s"), "periodic(2000ms)"),
         (Some("periodic"), "periodic(100ms)"),
+        (Some("periodic:1m"), "periodic(60000ms)"),
+        (Some("periodic:1h"), "periodic(3600000ms)"),
         (Some("buffered"), "buffered"),
     ] {
         let s = TestStore::new();
@@ -1789,7 +1791,7 @@ fn serve_in_cluster_mode_with_users_needs_a_cluster_secret_exit_2() {
         ),
         (
             vec!["--durability".to_owned(), "fast".to_owned()],
-            "expected sync, buffered or periodic:DURATION",
+            "expected sync, buffered, periodic, or periodic:DURATION with a unit ms, s, m or h",
         ),
         (
             vec!["--durability".to_owned(), "periodic:0ms".to_owned()],

@@ -245,6 +245,63 @@ fn snapshot_files_are_opened_at_their_first_use_and_report_what_they_found() {
     );
 }
 
+/// A `snapshots/CURRENT` that names no generation, or one whose directory is gone, is
+/// damage: reported, never quietly taken for a new generation; the events are untouched
+/// and new snapshots go into a fresh generation.
+#[test]
+fn a_damaged_snapshot_current_file_is_reported_and_snapshots_start_afresh() {
+    for (current, says) in [
+        ("garbage\n", "does not name a generation"),
+        ("9\n", "names generation 9, whose directory"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open_with(dir.path(), options()).unwrap();
+            append_numbers(&store, "s", 0..10);
+            store
+                .save_snapshot("s", 9, Sum::SCHEMA, &full_sum(10).encode())
+                .unwrap();
+            store.close().unwrap();
+        }
+        fs::write(dir.path().join("snapshots").join("CURRENT"), current).unwrap();
+        for read_only in [true, false] {
+            let store = Store::open_with(dir.path(), options().with_read_only(read_only)).unwrap();
+            let report = store.snapshot_report().unwrap();
+            assert!(
+                report
+                    .discarded
+                    .as_deref()
+                    .is_some_and(|d| d.contains(says)),
+                "{current:?} read_only {read_only}: {report:?}"
+            );
+            assert_eq!(report.snapshots, 0, "{report:?}");
+            let loaded = store.load::<Sum>("s").unwrap();
+            assert_eq!(
+                (&loaded.state, loaded.snapshot_version),
+                (&full_sum(10), None)
+            );
+            if !read_only {
+                assert!(
+                    report.generation > 9 || current.starts_with('g'),
+                    "{report:?}"
+                );
+                store
+                    .save_snapshot("s", 9, Sum::SCHEMA, &full_sum(10).encode())
+                    .unwrap();
+                store.close().unwrap();
+            }
+        }
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        let report = store.snapshot_report().unwrap();
+        assert_eq!(
+            (report.snapshots, report.discarded),
+            (1, None),
+            "{current:?}"
+        );
+        assert_eq!(store.load::<Sum>("s").unwrap().snapshot_version, Some(9));
+    }
+}
+
 /// Many snapshots past the stream's version (a reader beside a writer that saves them
 /// often, a log restored from an older backup) never hide the usable one below it.
 #[test]

@@ -723,7 +723,7 @@ fn read(a: ReadArgs, out: &mut impl Write) -> CliResult {
         let last = store.stream_version(&a.stream).map_err(refused)?;
         if last.is_none_or(|last| v > last) {
             let has = last.map_or("has no events".to_string(), |l| {
-                format!("its last version is {l}")
+                format!("ends at version {l}")
             });
             return Err(CliError::Usage(format!(
                 "--until-version {v}: stream {:?} {has}",

@@ -69,7 +69,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
     metrics_listen: Option<SocketAddr>,
     /// When an append is answered: `sync` (on disk first; the default), `periodic:DUR`
-    /// (handed to the OS, synced every DUR, e.g. `periodic:100ms` or `periodic:1s`;
+    /// (handed to the OS, synced every DUR: a whole number of ms, s, m or h, e.g.
+    /// `periodic:100ms` or `periodic:1s`;
     /// `periodic` alone: every 100 ms. A machine crash may lose the last DUR of answered
     /// appends) or `buffered` (synced when the OS chooses, and at a clean stop). Not in a
     /// cluster, where raft decides.
@@ -174,9 +175,14 @@ pub fn run(args: ServeArgs) -> CliResult {
         .thread_name("streamlog-serve")
         .build()
         .map_err(|e| CliError::Other(format!("cannot start the server's runtime: {e}")))?;
+    // SIGINT and SIGTERM stop the server cleanly from here on, the store's open included
+    // (a signal during it is acted on once the server runs).
+    let signalled = {
+        let _context = runtime.enter();
+        stop_signal()
+    };
     if let Some((id, peers)) = cluster {
         runtime.block_on(async {
-            let signalled = stop_signal();
             let node = ClusterNode::start(
                 &args.dir,
                 id,
@@ -219,9 +225,8 @@ pub fn run(args: ServeArgs) -> CliResult {
         Options::default().with_durability(args.durability),
     )?;
     runtime.block_on(async {
-        let stop = stop_signal();
         let server = Server::bind(store.clone(), options).await?;
-        server.run(stop).await
+        server.run(signalled).await
     })?;
     // The tasks and threads of subscriptions hold handles: end them before closing.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
@@ -230,10 +235,14 @@ pub fn run(args: ServeArgs) -> CliResult {
 }
 
 /// `--durability`: `sync`, `buffered`, `periodic` (every 100 ms) or `periodic:DUR` with
-/// DUR a number of `ms` or `s` (1 ms to 1 hour).
+/// DUR a whole number with a unit `ms`, `s`, `m` or `h` (1 ms to 1 hour).
 fn parse_durability(s: &str) -> Result<Durability, String> {
-    let bad =
-        || format!("expected sync, buffered or periodic:DURATION (e.g. periodic:100ms), not {s:?}");
+    let bad = || {
+        format!(
+            "expected sync, buffered, periodic, or periodic:DURATION with a unit ms, s, m or h \
+             (e.g. periodic:100ms, periodic:1m), not {s:?}"
+        )
+    };
     match s {
         "sync" => return Ok(Durability::Sync),
         "buffered" => return Ok(Durability::Buffered),
@@ -242,12 +251,16 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
         _ => {}
     }
     let every = s.strip_prefix("periodic:").ok_or_else(bad)?;
-    let (number, ms_per) = if let Some(n) = every.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = every.strip_suffix('s') {
-        (n, 1000)
-    } else {
-        return Err(bad());
+    let digits = every
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(every.len());
+    let (number, unit) = every.split_at(digits);
+    let ms_per: u64 = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
     };
     let ms = number
         .parse::<u64>()
@@ -462,8 +475,9 @@ pub fn hash_password(_args: HashPasswordArgs) -> CliResult {
 /// Completes on the first SIGINT or SIGTERM.
 ///
 /// The handlers are installed by the call, not when the future is first polled: a signal
-/// sent as soon as the start line is out (a supervisor, a test) stops the server cleanly
-/// rather than killing it. Call it inside the runtime, before the server starts.
+/// sent as soon as the start line is out (a supervisor, a test), or while the store
+/// opens, stops the server cleanly rather than killing it. Call it inside the runtime's
+/// context, before the store is opened.
 fn stop_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let handlers = (
