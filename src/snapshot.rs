@@ -151,6 +151,16 @@ impl SnapshotStore {
                 None
             }
         };
+        // No `CURRENT` while generations past the first are there: it was lost (the first
+        // generation alone may be the debris of its own creation, cut short before
+        // `CURRENT` was written, and is taken up as it is).
+        let highest = self.highest_generation();
+        if current.is_none() && report.discarded.is_none() && highest > 1 {
+            report.discarded = Some(format!(
+                "{} is missing while generation directories up to {highest} are present",
+                self.dir.join(CURRENT_FILE).display()
+            ));
+        }
         // A generation `CURRENT` names but whose directory is gone is damage to report,
         // not a new generation to start quietly under its name.
         let current_dir = current.map(|id| self.generation_dir(id));
@@ -182,16 +192,26 @@ impl SnapshotStore {
                 // After damage, a number no directory holds: nothing of unknown standing is
                 // taken up (and `remove_other_generations` clears it away).
                 let id = if report.discarded.is_some() {
-                    current
-                        .unwrap_or(0)
-                        .max(self.highest_generation())
-                        .saturating_add(1)
+                    current.unwrap_or(0).max(highest).saturating_add(1)
                 } else {
                     current.map_or(1, |c| c + 1)
                 };
-                let g = self.open_generation(id, report)?;
-                self.write_current(id)?;
-                Some(g)
+                let dir = self.generation_dir(id);
+                let existed = self.storage.exists(&dir).unwrap_or(true);
+                match self
+                    .open_generation(id, report)
+                    .and_then(|g| self.write_current(id).map(|()| g))
+                {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        // A generation this call created and could not make live goes,
+                        // so that retries (every use of the snapshots) do not pile them up.
+                        if !existed {
+                            let _ = self.remove_tree(&dir);
+                        }
+                        return Err(e);
+                    }
+                }
             }
         };
         if let Some(g) = &generation {
@@ -210,7 +230,7 @@ impl SnapshotStore {
             .list(&self.dir)
             .unwrap_or_default()
             .iter()
-            .filter(|n| n.len() == 20)
+            .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
             .filter_map(|n| n.parse::<u64>().ok())
             .max()
             .unwrap_or(0)
@@ -224,10 +244,12 @@ impl SnapshotStore {
     /// ever saved), `Err` saying why when it does not name one.
     fn read_current(&self) -> std::result::Result<Option<u64>, String> {
         let path = self.dir.join(CURRENT_FILE);
-        if !self.storage.exists(&path).unwrap_or(false) {
-            return Ok(None);
-        }
         let bad = |why: &str| format!("{} {why}", path.display());
+        match self.storage.exists(&path) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) => return Err(bad(&format!("cannot be looked up: {e}"))),
+        }
         let file = self
             .storage
             .open_read_only(&path)
@@ -469,7 +491,8 @@ impl SnapshotStore {
                 }
             };
             if body.version > max_version {
-                // (Only another stream's frame sharing the keys gets here.)
+                // The index bounds the version: only a damaged index gets here. Never
+                // offered: its state would hold events the reader does not have.
                 continue;
             }
             if let Err(why) = accept(&body) {

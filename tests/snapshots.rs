@@ -302,6 +302,60 @@ fn a_damaged_snapshot_current_file_is_reported_and_snapshots_start_afresh() {
     }
 }
 
+/// A lost `snapshots/CURRENT` beside a later generation is damage too (the first
+/// generation alone may be its own creation cut short, and is taken up); and a generation
+/// a writer cannot make live is not left behind, however often the snapshots are used.
+#[test]
+fn a_lost_current_file_is_reported_and_failed_generations_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshots = dir.path().join("snapshots");
+    let generations = || {
+        let mut names: Vec<String> = fs::read_dir(&snapshots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.len() == 20)
+            .collect();
+        names.sort();
+        names
+    };
+    {
+        let store = Store::open_with(dir.path(), options()).unwrap();
+        append_numbers(&store, "s", 0..10);
+        store
+            .save_snapshot("s", 9, Sum::SCHEMA, &full_sum(10).encode())
+            .unwrap();
+        store.reclaim_snapshots().unwrap();
+        store.reclaim_snapshots().unwrap();
+        store.close().unwrap();
+    }
+    assert_eq!(generations(), ["00000000000000000003"]);
+    fs::remove_file(snapshots.join("CURRENT")).unwrap();
+    // CURRENT cannot be written: its temporary name is taken by a directory.
+    fs::create_dir_all(snapshots.join("CURRENT.tmp").join("x")).unwrap();
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    for _ in 0..5 {
+        assert!(store.snapshot_report().is_err());
+        assert_eq!(generations(), ["00000000000000000003"]);
+    }
+    // Events are served meanwhile, and a load replays them.
+    let loaded = store.load::<Sum>("s").unwrap();
+    assert_eq!(
+        (&loaded.state, loaded.snapshot_version),
+        (&full_sum(10), None)
+    );
+    fs::remove_dir_all(snapshots.join("CURRENT.tmp")).unwrap();
+    let report = store.snapshot_report().unwrap();
+    assert!(
+        report
+            .discarded
+            .as_deref()
+            .is_some_and(|d| d.contains("is missing while generation directories up to 3")),
+        "{report:?}"
+    );
+    assert_eq!((report.generation, report.snapshots), (4, 0), "{report:?}");
+    assert_eq!(generations(), ["00000000000000000004"]);
+}
+
 /// Many snapshots past the stream's version (a reader beside a writer that saves them
 /// often, a log restored from an older backup) never hide the usable one below it.
 #[test]

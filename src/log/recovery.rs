@@ -146,7 +146,7 @@ impl Log {
         if segments.is_empty() {
             if read_only {
                 return Err(Error::InvalidArgument(format!(
-                    "no segment files in {}: the store's creation was interrupted before its \
+                    "no segment files in {}: the log's creation was interrupted before its \
                      first segment (or its segments were removed); a writer's open starts an \
                      empty log there",
                     dir.display()
