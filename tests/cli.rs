@@ -1175,6 +1175,28 @@ fn snapshot_save_then_load_prints_the_latest_snapshot_and_info_counts_it() {
     let info = ok_lines(&streamlog(&["info", s.path()])).remove(0);
     assert_eq!(info["snapshots"], 2);
     assert!(info["snapshot_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(
+        info["snapshot_recovery"],
+        serde_json::json!({"generation": 1, "truncated_bytes": 0, "discarded": null})
+    );
+    // A torn snapshot tail: what a writer's open would cut is shown, nothing is cut.
+    let seg = std::fs::read_dir(
+        s.dir
+            .join("snapshots")
+            .join("00000000000000000001")
+            .join("segments"),
+    )
+    .unwrap()
+    .next()
+    .unwrap()
+    .unwrap()
+    .path();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes.extend_from_slice(b"torn tail");
+    std::fs::write(&seg, &bytes).unwrap();
+    let info = ok_lines(&streamlog(&["info", s.path()])).remove(0);
+    assert_eq!(info["snapshot_recovery"]["truncated_bytes"], 9, "{info}");
+    assert_eq!(std::fs::read(&seg).unwrap(), bytes);
     // A version the stream does not have (a bad argument), and a stream without
     // snapshots: errors.
     assert_eq!(

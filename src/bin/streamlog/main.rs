@@ -935,6 +935,8 @@ fn stream_meta(a: StreamMetaArgs, out: &mut impl Write) -> CliResult {
 fn info(dir: &Path, out: &mut impl Write) -> CliResult {
     let store = open_read_only(dir)?;
     let i = store.info()?;
+    // (Opened by `info` above: what that found.)
+    let snapshots = store.snapshot_report()?;
     // Finding what a scavenge would remove reads every frame: damage met there is
     // reported after the summary (exit 5; `verify` finds all of it), not instead of it.
     let (reclaimable_bytes, reclaimable_events, damage) = match store.reclaimable() {
@@ -964,7 +966,8 @@ fn info(dir: &Path, out: &mut impl Write) -> CliResult {
             .field("index_tables", i.index_tables)
             .field("index_covered", i.index_covered.0)
             .field("read_only", true)
-            .obj("recovery", output::recovery(store.recovery_report())),
+            .obj("recovery", output::recovery(store.recovery_report()))
+            .obj("snapshot_recovery", output::snapshot_recovery(&snapshots)),
     )?;
     match damage {
         Some(e) => Err(CliError::Store(e)),

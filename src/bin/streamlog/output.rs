@@ -6,7 +6,7 @@ use std::io::Write;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use streamlog::inspect::{FrameHeader, FrameKind};
-use streamlog::{RecordedEvent, RecoveryReport};
+use streamlog::{RecordedEvent, RecoveryReport, SnapshotReport};
 
 /// A JSON object built field by field; its fields print in the order they were added
 /// (serde_json's `preserve_order`).
@@ -162,6 +162,15 @@ pub fn recovery(r: &RecoveryReport) -> Obj {
                         .collect::<Vec<_>>(),
                 ),
         )
+}
+
+/// What opening the snapshot files found: the live generation, a torn tail cut (read-only:
+/// that would be cut), a generation discarded and why.
+pub fn snapshot_recovery(r: &SnapshotReport) -> Obj {
+    Obj::new()
+        .field("generation", r.generation)
+        .field("truncated_bytes", r.truncated_bytes)
+        .field("discarded", r.discarded.as_deref())
 }
 
 /// Microseconds since the Unix epoch as RFC 3339 UTC with microseconds,
