@@ -1658,18 +1658,14 @@ fn hash_password_prints_an_argon2_hash_that_serve_accepts() {
     let s = TestStore::new();
     let users = s.dir.parent().unwrap().join("users");
     std::fs::write(&users, format!("# operators\nadmin:{hash}\n")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
-        .args(["serve", s.path(), "--listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0", "--users"])
-        .arg(&users)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-    let mut start = String::new();
-    std::io::BufRead::read_line(&mut log, &mut start).unwrap();
-    let start: Value = serde_json::from_str(&start).unwrap();
-    assert_eq!(start["event"], "start", "{start}");
+    let users_path = users.to_str().unwrap();
+    let (mut child, mut log, start) = serve_started(&[
+        s.path(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--users",
+        users_path,
+    ]);
     assert_eq!(start["authentication"], true, "{start}");
     assert_eq!(start["tls"], false, "{start}");
     let metrics = start["metrics"].as_str().expect("the metrics address");
@@ -1681,13 +1677,7 @@ fn hash_password_prints_an_argon2_hash_that_serve_accepts() {
     std::io::Read::read_to_string(&mut scrape, &mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("streamlog_appends_total 0"), "{answer}");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(&mut child), Some(0));
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut log, &mut rest).unwrap();
     assert!(rest.contains(r#""event":"stop""#), "{rest}");
@@ -1706,25 +1696,46 @@ fn serve_answers_appends_with_the_durability_asked_for() {
         (Some("buffered"), "buffered"),
     ] {
         let s = TestStore::new();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
-            .args(["serve", s.path(), "--listen", "127.0.0.1:0"])
-            .args(asked.map(|a| ["--durability", a]).into_iter().flatten())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
-        let mut start = String::new();
-        std::io::BufRead::read_line(&mut log, &mut start).unwrap();
-        let start: Value = serde_json::from_str(&start).unwrap();
-        assert_eq!(start["event"], "start", "{start}");
+        let mut args = vec![s.path()];
+        args.extend(asked.map(|a| ["--durability", a]).into_iter().flatten());
+        let (mut child, _log, start) = serve_started(&args);
         assert_eq!(start["durability"], said, "{start}");
-        let killed = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(killed.success());
-        assert_eq!(child.wait().unwrap().code(), Some(0), "{asked:?}");
+        assert_eq!(terminate(&mut child), Some(0), "{asked:?}");
     }
+}
+
+/// `streamlog serve ARGS… --listen 127.0.0.1:0` once it has started: the process, the rest
+/// of its log, and its start line (checked to be one).
+fn serve_started(
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStderr>,
+    Value,
+) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut start = String::new();
+    std::io::BufRead::read_line(&mut log, &mut start).unwrap();
+    let start: Value = serde_json::from_str(&start).unwrap();
+    assert_eq!(start["event"], "start", "{start}");
+    (child, log, start)
+}
+
+/// Sends SIGTERM to `child` and returns its exit code (`None`: killed by a signal).
+fn terminate(child: &mut std::process::Child) -> Option<i32> {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap().code()
 }
 
 #[test]

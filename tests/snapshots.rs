@@ -356,38 +356,51 @@ fn a_lost_current_file_is_reported_and_failed_generations_leave_nothing() {
     assert_eq!(generations(), ["00000000000000000004"]);
 }
 
-/// Many snapshots past the stream's version (a reader beside a writer that saves them
-/// often, a log restored from an older backup) never hide the usable one below it.
-#[test]
-fn snapshots_past_the_stream_never_use_up_the_search() {
+/// A store's snapshot files next to an older copy of its log (as after a restore of the
+/// log alone from a backup): `then` writes after the copy of what `first` wrote is taken,
+/// and the log and index go back to that copy.
+fn with_an_older_log(first: impl Fn(&Store), then: impl Fn(&Store)) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let old_log = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open_with(dir.path(), options()).unwrap();
-        append_numbers(&store, "s", 0..10);
-        store
-            .save_snapshot("s", 4, Sum::SCHEMA, &full_sum(5).encode())
-            .unwrap();
-        store.close().unwrap();
-        copy_tree(
-            &dir.path().join("segments"),
-            &old_log.path().join("segments"),
-        );
-        let store = Store::open_with(dir.path(), options()).unwrap();
-        append_numbers(&store, "s", 10..60);
-        // Far more than the 16 candidates one search looks at.
-        for v in 10u64..60 {
-            store
-                .save_snapshot("s", v, Sum::SCHEMA, &full_sum(v as i64 + 1).encode())
-                .unwrap();
-        }
-        store.close().unwrap();
-    }
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    first(&store);
+    store.close().unwrap();
+    copy_tree(
+        &dir.path().join("segments"),
+        &old_log.path().join("segments"),
+    );
+    let store = Store::open_with(dir.path(), options()).unwrap();
+    then(&store);
+    store.close().unwrap();
     fs::remove_dir_all(dir.path().join("segments")).unwrap();
     fs::remove_dir_all(dir.path().join("index")).unwrap();
     copy_tree(
         &old_log.path().join("segments"),
         &dir.path().join("segments"),
+    );
+    dir
+}
+
+/// Many snapshots past the stream's version (a reader beside a writer that saves them
+/// often, a log restored from an older backup) never hide the usable one below it.
+#[test]
+fn snapshots_past_the_stream_never_use_up_the_search() {
+    let dir = with_an_older_log(
+        |store| {
+            append_numbers(store, "s", 0..10);
+            store
+                .save_snapshot("s", 4, Sum::SCHEMA, &full_sum(5).encode())
+                .unwrap();
+        },
+        |store| {
+            append_numbers(store, "s", 10..60);
+            // Far more than the 16 candidates one search looks at.
+            for v in 10u64..60 {
+                store
+                    .save_snapshot("s", v, Sum::SCHEMA, &full_sum(v as i64 + 1).encode())
+                    .unwrap();
+            }
+        },
     );
     let store = Store::open_with(dir.path(), options()).unwrap();
     assert_eq!(
@@ -407,28 +420,14 @@ fn snapshots_past_the_stream_never_use_up_the_search() {
 
 #[test]
 fn a_snapshot_newer_than_a_restored_stream_is_ignored() {
-    // A store's snapshot files put next to an older copy of its log.
-    let dir = tempfile::tempdir().unwrap();
-    let old_log = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open_with(dir.path(), options()).unwrap();
-        append_numbers(&store, "s", 0..10);
-        store.close().unwrap();
-        copy_tree(
-            &dir.path().join("segments"),
-            &old_log.path().join("segments"),
-        );
-        let store = Store::open_with(dir.path(), options()).unwrap();
-        append_numbers(&store, "s", 10..20);
-        store
-            .save_snapshot("s", 19, Sum::SCHEMA, &full_sum(20).encode())
-            .unwrap();
-    }
-    fs::remove_dir_all(dir.path().join("segments")).unwrap();
-    fs::remove_dir_all(dir.path().join("index")).unwrap();
-    copy_tree(
-        &old_log.path().join("segments"),
-        &dir.path().join("segments"),
+    let dir = with_an_older_log(
+        |store| append_numbers(store, "s", 0..10),
+        |store| {
+            append_numbers(store, "s", 10..20);
+            store
+                .save_snapshot("s", 19, Sum::SCHEMA, &full_sum(20).encode())
+                .unwrap();
+        },
     );
     let store = Store::open_with(dir.path(), options()).unwrap();
     let loaded = store.load::<Sum>("s").unwrap();

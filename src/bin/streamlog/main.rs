@@ -340,25 +340,34 @@ fn parse_version(s: &str) -> Result<Setting<u64>, String> {
     })
 }
 
+/// A whole number followed by one of `units` (its name, and how many of the smallest unit
+/// it counts): the total in the smallest unit. `Err(None)` for no number or another unit,
+/// `Err(Some(()))` when the total does not fit.
+pub(crate) fn parse_with_unit(s: &str, units: &[(&str, u64)]) -> Result<u64, Option<()>> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(digits);
+    let per = units.iter().find(|(u, _)| *u == unit).ok_or(None)?.1;
+    let n: u64 = number.parse().map_err(|_| None)?;
+    n.checked_mul(per).ok_or(Some(()))
+}
+
 /// `90`, `90s`, `15m`, `2h`, `7d`, `1w`.
 fn parse_age(s: &str) -> Result<Setting<std::time::Duration>, String> {
     parse_setting(s, |s| {
-        let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (number, unit) = s.split_at(digits);
-        let bad =
-            || format!("expected a duration such as 3600, 90m, 24h or 7d, or none, not {s:?}");
-        let n: u64 = number.parse().map_err(|_| bad())?;
-        let unit_s: u64 = match unit {
-            "" | "s" => 1,
-            "m" => 60,
-            "h" => 3600,
-            "d" => 86_400,
-            "w" => 604_800,
-            _ => return Err(bad()),
-        };
-        let secs = n
-            .checked_mul(unit_s)
-            .ok_or_else(|| format!("{s:?} is too long"))?;
+        const UNITS: [(&str, u64); 6] = [
+            ("", 1),
+            ("s", 1),
+            ("m", 60),
+            ("h", 3600),
+            ("d", 86_400),
+            ("w", 604_800),
+        ];
+        let secs = parse_with_unit(s, &UNITS).map_err(|e| match e {
+            Some(()) => format!("{s:?} is too long"),
+            None => {
+                format!("expected a duration such as 3600, 90m, 24h or 7d, or none, not {s:?}")
+            }
+        })?;
         if secs == 0 {
             return Err("must be at least one second".into());
         }

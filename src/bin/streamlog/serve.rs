@@ -251,22 +251,8 @@ fn parse_durability(s: &str) -> Result<Durability, String> {
         _ => {}
     }
     let every = s.strip_prefix("periodic:").ok_or_else(bad)?;
-    let digits = every
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(every.len());
-    let (number, unit) = every.split_at(digits);
-    let ms_per: u64 = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(bad()),
-    };
-    let ms = number
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(ms_per))
-        .ok_or_else(bad)?;
+    const UNITS: [(&str, u64); 4] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000)];
+    let ms = crate::parse_with_unit(every, &UNITS).map_err(|_| bad())?;
     if !(1..=3_600_000).contains(&ms) {
         return Err(format!(
             "the periodic sync's interval must be 1 ms to 1 hour, not {every}"
