@@ -118,16 +118,20 @@ pub(super) fn start_publisher(
     inner: &Arc<Inner>,
     opened: Option<Arc<dyn StorageFile>>,
 ) -> Result<()> {
+    let path = inner.dir.join(LIVE_FILE);
+    let storage = inner.options.storage.as_ref();
+    // The file opened early is used while its name still leads to it: one removed during
+    // the open (by hand) would be published into unseen.
+    let still_there = || {
+        storage
+            .exists(&path)
+            .map_err(|e| Error::io(format!("stat {}", path.display()), e))
+    };
     let file = match opened {
-        Some(file) => file,
-        None => {
-            let path = inner.dir.join(LIVE_FILE);
-            inner
-                .options
-                .storage
-                .create(&path)
-                .map_err(|e| Error::io(format!("create {}", path.display()), e))?
-        }
+        Some(file) if still_there()? => file,
+        _ => storage
+            .create(&path)
+            .map_err(|e| Error::io(format!("create {}", path.display()), e))?,
     };
     let _ = inner.live.set(file);
     inner.publish_live();
