@@ -13,6 +13,17 @@ use crate::format::{FrameHeader, FrameKind, SEGMENT_HEADER_LEN};
 use crate::io::Storage;
 use crate::segment::{FrameBytes, ScanEnd, Segment, SegmentReader, parse_segment_file_name};
 
+/// The refusal of a read-only open of a log without a complete segment file (a writer's
+/// open starts one).
+fn no_segments(dir: &Path) -> Error {
+    Error::InvalidArgument(format!(
+        "no complete segment file in {}: the log's creation was interrupted before its first \
+         segment was written (or its segments were removed); a writer's open starts an empty \
+         log there",
+        dir.display()
+    ))
+}
+
 /// Most bytes of a log's tail hinted to the storage at once at open (see `check_covered`).
 const TAIL_HINT_BYTES: u64 = 8 << 20;
 
@@ -145,12 +156,7 @@ impl Log {
         }
         if segments.is_empty() {
             if read_only {
-                return Err(Error::InvalidArgument(format!(
-                    "no segment files in {}: the log's creation was interrupted before its \
-                     first segment (or its segments were removed); a writer's open starts an \
-                     empty log there",
-                    dir.display()
-                )));
+                return Err(no_segments(dir));
             }
             segments.push(Arc::new(Segment::create(storage.as_ref(), dir, 0, kind)?));
         }
@@ -211,10 +217,7 @@ impl Log {
         for seg in segments.iter().take(segments.len().saturating_sub(1)) {
             seg.seal()?;
         }
-        let active = segments
-            .last()
-            .cloned()
-            .ok_or_else(|| Error::InvalidArgument(format!("no segments in {}", dir.display())))?;
+        let active = segments.last().cloned().ok_or_else(|| no_segments(dir))?;
         let mut end = scan.end;
         if end < active.first_frame_position() {
             end = active.base().saturating_add(active.file_len()?);
