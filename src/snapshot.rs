@@ -151,28 +151,32 @@ impl SnapshotStore {
                 None
             }
         };
-        // No `CURRENT` while generations past the first are there: it was lost (the first
-        // generation alone may be the debris of its own creation, cut short before
-        // `CURRENT` was written, and is taken up as it is).
-        let highest = self.highest_generation();
-        if current.is_none() && report.discarded.is_none() && highest > 1 {
-            report.discarded = Some(format!(
-                "{} is missing while generation directories up to {highest} are present",
-                self.dir.join(CURRENT_FILE).display()
-            ));
-        }
-        // A generation `CURRENT` names but whose directory is gone is damage to report,
-        // not a new generation to start quietly under its name.
-        let current_dir = current.map(|id| self.generation_dir(id));
-        if let Some(dir) = &current_dir
-            && !self.storage.exists(dir).unwrap_or(true)
-        {
-            report.discarded = Some(format!(
-                "{} names generation {}, whose directory {} is missing",
-                self.dir.join(CURRENT_FILE).display(),
-                current.unwrap_or_default(),
-                dir.display()
-            ));
+        match current {
+            // No `CURRENT` while generations past the first are there: it was lost (the
+            // first generation alone may be the debris of its own creation, cut short
+            // before `CURRENT` was written, and is taken up as it is).
+            None if report.discarded.is_none() => {
+                let highest = self.highest_generation();
+                if highest > 1 {
+                    report.discarded = Some(format!(
+                        "{} is missing while generation directories up to {highest} are present",
+                        self.dir.join(CURRENT_FILE).display()
+                    ));
+                }
+            }
+            // A generation `CURRENT` names but whose directory is gone is damage to
+            // report, not a new generation to start quietly under its name.
+            Some(id) => {
+                let dir = self.generation_dir(id);
+                if !self.storage.exists(&dir).unwrap_or(true) {
+                    report.discarded = Some(format!(
+                        "{} names generation {id}, whose directory {} is missing",
+                        self.dir.join(CURRENT_FILE).display(),
+                        dir.display()
+                    ));
+                }
+            }
+            None => {}
         }
         let generation = match current.filter(|_| report.discarded.is_none()) {
             Some(id) => match self.open_generation(id, report) {
@@ -192,7 +196,10 @@ impl SnapshotStore {
                 // After damage, a number no directory holds: nothing of unknown standing is
                 // taken up (and `remove_other_generations` clears it away).
                 let id = if report.discarded.is_some() {
-                    current.unwrap_or(0).max(highest).saturating_add(1)
+                    current
+                        .unwrap_or(0)
+                        .max(self.highest_generation())
+                        .saturating_add(1)
                 } else {
                     current.map_or(1, |c| c + 1)
                 };
@@ -230,8 +237,7 @@ impl SnapshotStore {
             .list(&self.dir)
             .unwrap_or_default()
             .iter()
-            .filter(|n| n.len() == 20 && n.bytes().all(|b| b.is_ascii_digit()))
-            .filter_map(|n| n.parse::<u64>().ok())
+            .filter_map(|n| generation_number(n))
             .max()
             .unwrap_or(0)
     }
@@ -334,10 +340,7 @@ impl SnapshotStore {
             .list(&self.dir)
             .map_err(|e| Error::io(format!("list {}", self.dir.display()), e))?;
         for name in names {
-            if name.len() == 20
-                && name.bytes().all(|b| b.is_ascii_digit())
-                && name.parse::<u64>().ok() != Some(live)
-            {
+            if generation_number(&name).is_some_and(|id| id != live) {
                 self.remove_tree(&self.dir.join(name))?;
             }
         }
@@ -699,4 +702,14 @@ fn snapshot_key<'b>(header: &FrameHeader, body: &'b [u8]) -> Option<(&'b str, u6
     format::decode_snapshot_body(body)
         .ok()
         .map(|b| (b.stream, b.version, 1))
+}
+
+/// The number of a generation directory's name (20 decimal digits, as `generation_dir`
+/// writes it); `None` for any other name.
+fn generation_number(name: &str) -> Option<u64> {
+    if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) {
+        name.parse().ok()
+    } else {
+        None
+    }
 }
