@@ -72,12 +72,21 @@ pub struct Segment {
     compact: std::sync::OnceLock<Option<Arc<CompactMap>>>,
 }
 
+/// Blocks of a rewritten segment's map between two fences ([`CompactMap::block_for`]).
+const FENCE_STRIDE: usize = 32;
+
 /// What a rewritten segment's footer, block map and removed runs say (format 3, see
 /// `format::compact`).
 #[derive(Debug)]
 pub struct CompactMap {
     footer: Footer,
     blocks: Vec<BlockRef>,
+    /// Each block's first position, in order, and every [`FENCE_STRIDE`]th of them:
+    /// what a lookup searches. The fences (a few KiB) stay in the processor's cache, so a
+    /// lookup in a map of tens of thousands of blocks reads one short run of `starts`
+    /// instead of a binary search's cache miss a level.
+    starts: Vec<u64>,
+    fences: Vec<u64>,
     removed: Vec<RemovedRun>,
     /// The dictionary of its compressed blocks (format 5), checked and prepared on first
     /// need, then kept: `Err` when it does not check (its blocks then report that).
@@ -99,8 +108,14 @@ impl CompactMap {
     /// (a block's frames may spread over more positions than its bytes, where frames
     /// between them were removed).
     fn block_for(&self, position: u64) -> Option<usize> {
-        self.blocks
-            .partition_point(|b| b.first_position <= position)
+        let run = self
+            .fences
+            .partition_point(|&start| start <= position)
+            .checked_sub(1)?;
+        let from = run.saturating_mul(FENCE_STRIDE);
+        let to = from.saturating_add(FENCE_STRIDE).min(self.starts.len());
+        let within = self.starts.get(from..to)?;
+        from.checked_add(within.partition_point(|&start| start <= position))?
             .checked_sub(1)
     }
 }
@@ -339,9 +354,13 @@ impl Segment {
                 Ok(t) => t,
                 Err(e) => return Ok(Err((footer.map_offset, e))),
             };
+        let starts: Vec<u64> = blocks.iter().map(|b| b.first_position).collect();
+        let fences = starts.iter().step_by(FENCE_STRIDE).copied().collect();
         let map = Arc::new(CompactMap {
             footer,
             blocks,
+            starts,
+            fences,
             removed,
             dictionary: std::sync::OnceLock::new(),
         });
@@ -707,7 +726,8 @@ impl Segment {
     }
 
     /// A reader for a few reads at scattered places (a search): it reads a page at a time
-    /// and, like [`Segment::read_frame`], never through the mapping.
+    /// and, like [`Segment::read_frame`], never through the mapping (but a rewritten
+    /// segment's blocks always are: [`SegmentReader`]'s block loading).
     pub fn point_reader(self: &Arc<Self>) -> SegmentReader {
         self.new_reader(None, POINT_READ_BYTES)
     }
@@ -726,6 +746,8 @@ impl Segment {
         // fetches the rest of a longer one). Not through the mapping even when sealed:
         // random reads through a mapping fault file pages into the process's resident set,
         // so memory would grow with the part of the log read, not with what is in use.
+        // (A rewritten segment's compressed blocks are read through it: docs/design.md,
+        // "Blocks are read through the segment's mapping".)
         self.new_reader(None, POINT_READ_BYTES)
             .frame_at(position, limit)
     }
@@ -1064,7 +1086,10 @@ impl SegmentReader {
         self.try_frame_at(offset, end)
     }
 
-    /// Decodes block `i` of a rewritten segment, or takes the one decoded last.
+    /// Decodes block `i` of a rewritten segment, or takes the one decoded last. Its bytes
+    /// are read through the segment's mapping (a rewritten segment is sealed for good),
+    /// with a `pread` only where mapping failed: a `pread` of a few hundred bytes cost
+    /// more than decoding them.
     fn load_block(&mut self, map: &CompactMap, i: usize) -> Result<Checked<Arc<[u8]>>> {
         if let Some((j, raw)) = &self.block
             && *j == i
@@ -1075,7 +1100,21 @@ impl SegmentReader {
             return Ok(Err((0, DecodeError::Invalid("no such block"))));
         };
         let len = usize::try_from(b.file_len()).unwrap_or(usize::MAX);
-        let bytes = self.segment.read_range(b.file_offset, len)?;
+        let mapping = self.segment.mapping();
+        let read;
+        let bytes: &[u8] = match &mapping {
+            Some(m) => {
+                let start = usize::try_from(b.file_offset)
+                    .unwrap_or(usize::MAX)
+                    .min(m.len());
+                m.get(start..start.saturating_add(len).min(m.len()))
+                    .unwrap_or_default()
+            }
+            None => {
+                read = self.segment.read_range(b.file_offset, len)?;
+                &read
+            }
+        };
         let dictionary = if b.codec == Codec::ZstdDict {
             match self.segment.dictionary(map)? {
                 Ok(d) => Some(d),
@@ -1084,10 +1123,9 @@ impl SegmentReader {
         } else {
             None
         };
-        let decoded = compact::decode_block_at(&b, &bytes, dictionary.as_deref());
+        let decoded = compact::decode_block_at(&b, bytes, dictionary.as_deref());
         match decoded {
             Ok(raw) => {
-                let raw: Arc<[u8]> = Arc::from(raw);
                 self.block = Some((i, Arc::clone(&raw)));
                 Ok(Ok(raw))
             }
@@ -1163,7 +1201,7 @@ impl SegmentReader {
         let Some(map) = self.compact.clone() else {
             return Ok(Some(position));
         };
-        let mut i = map.blocks.partition_point(|b| b.first_position <= position);
+        let mut i = map.block_for(position).map_or(0, |b| b.saturating_add(1));
         if let Some(prev) = i.checked_sub(1)
             && let Some(b) = map.blocks.get(prev).copied()
         {

@@ -29,6 +29,7 @@
 //! Byte by byte in docs/format.md ("Rewritten segments").
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use zstd::zstd_safe::{CCtx, CDict, CParameter, DCtx, DDict};
 
@@ -287,12 +288,13 @@ thread_local! {
 }
 
 /// Decompresses `stored` (one zstd frame) into exactly `raw_len` bytes, with `dictionary`
-/// or none, in this thread's reused context.
+/// or none, in this thread's reused context: into one allocation, the one the decoded
+/// block is kept in.
 fn decompress(
     stored: &[u8],
     raw_len: usize,
     dictionary: Option<&Dictionary>,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Arc<[u8]>, DecodeError> {
     // The frame declares its content size: a block whose frame says otherwise is refused
     // before anything is allocated for it.
     match zstd::zstd_safe::get_frame_content_size(stored) {
@@ -303,8 +305,9 @@ fn decompress(
             ));
         }
     }
-    let mut raw = Vec::with_capacity(raw_len);
-    DECOMPRESSOR.with(|cell| {
+    let mut raw: Arc<[u8]> = std::iter::repeat_n(0u8, raw_len).collect();
+    let out = Arc::get_mut(&mut raw).ok_or(DecodeError::Invalid("decode buffer shared"))?;
+    let written = DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = DCtx::try_create();
@@ -313,17 +316,20 @@ fn decompress(
             .as_mut()
             .ok_or(DecodeError::Invalid("no decompression context"))?;
         let done = match dictionary {
-            Some(d) => dctx.decompress_using_ddict(&mut raw, stored, &d.ddict),
-            None => dctx.decompress(&mut raw, stored),
+            Some(d) => dctx.decompress_using_ddict(out, stored, &d.ddict),
+            None => dctx.decompress(out, stored),
         };
         done.map_err(|_| DecodeError::Invalid("compressed block does not decode"))
     })?;
+    if written != raw_len {
+        return Err(DecodeError::Invalid("block decodes to another length"));
+    }
     Ok(raw)
 }
 
 /// Checks a block's stored bytes against its header and decodes them into the frames
-/// they hold (`raw_len` bytes); a block of codec [`Codec::ZstdDict`] needs the segment's
-/// `dictionary`.
+/// they hold (`raw_len` bytes, in one shared allocation); a block of codec
+/// [`Codec::ZstdDict`] needs the segment's `dictionary`.
 ///
 /// # Errors
 /// [`DecodeError::ChecksumMismatch`] for stored bytes that do not match their CRC (a
@@ -336,7 +342,7 @@ pub fn decode_block(
     raw_len: u32,
     data_crc: u32,
     dictionary: Option<&Dictionary>,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Arc<[u8]>, DecodeError> {
     let computed = crc32fast::hash(stored);
     if computed != data_crc {
         return Err(DecodeError::ChecksumMismatch {
@@ -346,7 +352,7 @@ pub fn decode_block(
     }
     let raw_len_usize = usize::try_from(raw_len).map_err(|_| DecodeError::Invalid("length"))?;
     let raw = match codec {
-        Codec::Stored => stored.to_vec(),
+        Codec::Stored => Arc::from(stored),
         Codec::Zstd => decompress(stored, raw_len_usize, None)?,
         Codec::ZstdDict => {
             let d = dictionary.ok_or(DecodeError::Invalid("block needs a dictionary"))?;
@@ -371,7 +377,7 @@ pub fn decode_block_at(
     b: &BlockRef,
     bytes: &[u8],
     dictionary: Option<&Dictionary>,
-) -> Result<Vec<u8>, DecodeError> {
+) -> Result<Arc<[u8]>, DecodeError> {
     let want = usize::try_from(b.file_len()).map_err(|_| DecodeError::Invalid("length"))?;
     let bytes = bytes.get(..want).ok_or(DecodeError::Truncated {
         needed: b.file_len(),
@@ -1491,7 +1497,7 @@ mod tests {
         let stored = zstd::bulk::compress(&raw, 3).unwrap();
         let crc = crc32fast::hash(&stored);
         let decoded = decode_block(Codec::Zstd, &stored, raw.len() as u32, crc, None).unwrap();
-        assert_eq!(decoded, raw);
+        assert_eq!(&*decoded, &raw[..]);
         assert!(decode_block(Codec::Zstd, &stored, raw.len() as u32 + 1, crc, None).is_err());
         // A dictionary block without its dictionary does not decode.
         assert!(decode_block(Codec::ZstdDict, &stored, raw.len() as u32, crc, None).is_err());
