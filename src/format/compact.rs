@@ -1058,15 +1058,24 @@ impl CompactWriter {
                         let (mut raw, mut scratch) = (Vec::new(), Vec::new());
                         let mut out = EncodedBlocks::default();
                         for range in run {
-                            raw.clear();
-                            for (_, frame) in frames.get(range.clone()).unwrap_or_default() {
-                                raw.extend_from_slice(frame.as_ref());
-                            }
+                            let members = frames.get(range.clone()).unwrap_or_default();
+                            // A block of one frame (most, for events of more than a
+                            // quarter KiB) is compressed where the frame lies.
+                            let block: &[u8] = match members {
+                                [(_, only)] => only.as_ref(),
+                                _ => {
+                                    raw.clear();
+                                    for (_, frame) in members {
+                                        raw.extend_from_slice(frame.as_ref());
+                                    }
+                                    &raw
+                                }
+                            };
                             let first = frames.get(range.start).map_or(0, |(p, _)| *p);
-                            let (codec, stored) = encode_raw(encoder.as_mut(), &raw, &mut scratch);
+                            let (codec, stored) = encode_raw(encoder.as_mut(), block, &mut scratch);
                             out.blocks.push((
                                 first,
-                                raw.len(),
+                                block.len(),
                                 codec,
                                 stored.len(),
                                 crc32fast::hash(stored),
