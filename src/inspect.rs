@@ -15,10 +15,12 @@ use crate::index::{Hashing, Index};
 use crate::io::{FsStorage, Storage};
 use crate::log::{VerifyReport, list_segment_files, open_segments, verify_segments};
 use crate::segment::{ScanEnd, Segment};
-use crate::store::{EventId, INDEX_DIR, LOCK_FILE, Position, RecordedEvent, SEGMENTS_DIR};
+use crate::store::{
+    EventId, INDEX_DIR, LOCK_FILE, Position, RecordedEvent, SEGMENTS_DIR, SNAPSHOTS_DIR,
+};
 
-/// Checks every frame of every segment in the store at `dir`, and the index files against
-/// the log, without opening it for writing (a shared lock keeps writers out meanwhile). Damage is classified by the
+/// Checks every frame of every segment in the store at `dir`, the index files against the
+/// log, and every frame of the snapshot files, without opening it for writing (a shared lock keeps writers out meanwhile). Damage is classified by the
 /// recovery rule: corruption of attested data, or a torn tail that recovery would cut.
 /// `progress` is called with the size of each frame checked.
 ///
@@ -66,6 +68,15 @@ pub fn verify_dir(dir: &Path, mut progress: impl FnMut(u64)) -> Result<VerifyRep
     if !interrupted_scavenge {
         report.index_problems = check_index(dir, &segments)?;
     }
+    // The snapshot files, opened read-only as a store's first use of them would.
+    let snapshots = crate::snapshot::SnapshotStore::open(
+        Arc::new(storage),
+        &dir.join(SNAPSHOTS_DIR),
+        Hashing::Standard,
+        crate::Options::default().segment_size_bytes,
+        true,
+    );
+    report.snapshots = snapshots.verify(&mut progress)?;
     Ok(report)
 }
 

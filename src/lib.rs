@@ -128,7 +128,7 @@ mod snapshot;
 pub use error::{Error, Result};
 pub use index::IndexReport;
 pub use log::{Damage, SYNC_BUCKET_BOUNDS_US, SyncStats, TailKind, TruncatedTail, VerifyReport};
-pub use snapshot::SnapshotReport;
+pub use snapshot::{SnapshotCheck, SnapshotReport};
 pub use store::{
     Aggregate, AllEvents, AppendRequest, AppendResult, AsOf, Clock, DeleteResult, Durability,
     ERASED_EVENT, EventId, EventRef, EventView, ExpectedVersion, INDEX_DIR, LIVE_FILE, LOCK_FILE,

@@ -23,7 +23,7 @@ use crate::format::{
 };
 use crate::index::{Hashing, Index, IndexedLogFiles, open_indexed_log};
 use crate::io::Storage;
-use crate::log::{Appender, Log};
+use crate::log::{Appender, Damage, Log};
 
 /// Name of the file naming the live generation.
 pub const CURRENT_FILE: &str = "CURRENT";
@@ -58,6 +58,46 @@ pub struct SnapshotReport {
     pub discarded: Option<String>,
     /// Bytes of a torn tail cut off.
     pub truncated_bytes: u64,
+}
+
+/// What a verification of the snapshot files found ([`VerifyReport::snapshots`]
+/// (crate::VerifyReport::snapshots)): every frame of the live generation checked (CRC,
+/// position, structure), going on past damage, and damage classified as in the event
+/// log. Snapshots are a cache: damage here loses no event (a load passes over a damaged
+/// snapshot and replays), and a scavenge rewrites the files without it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SnapshotCheck {
+    /// The live generation checked (0: none).
+    pub generation: u64,
+    /// Snapshot segment files checked.
+    pub segments: usize,
+    /// Valid snapshot frames.
+    pub frames: u64,
+    /// Bytes of valid frames.
+    pub bytes: u64,
+    /// Every damaged place: corruption, and a torn tail (the unattested end a crash left,
+    /// which a writer's open cuts).
+    pub damage: Vec<Damage>,
+    /// Why the files' open gave up the live generation (a damaged or lost `CURRENT`, a
+    /// generation that does not open): a writer's open starts a new generation then.
+    pub discarded: Option<String>,
+    /// Why the files were not checked: written by a newer streamlog.
+    pub not_checked: Option<String>,
+}
+
+impl SnapshotCheck {
+    /// Damage that is corruption, not a torn tail.
+    pub fn corruption(&self) -> impl Iterator<Item = &Damage> {
+        self.damage.iter().filter(|d| !d.torn_tail)
+    }
+
+    /// Whether nothing at all was found: no damage (a torn tail included, as in
+    /// [`VerifyReport::is_clean`](crate::VerifyReport::is_clean)) and no generation
+    /// discarded.
+    pub fn is_clean(&self) -> bool {
+        self.damage.is_empty() && self.discarded.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -543,6 +583,58 @@ impl SnapshotStore {
         None
     }
 
+    /// Checks every frame of the live generation's files, going on past damage
+    /// ([`SnapshotCheck`]); opens the files if nothing has yet. Never writes. A writer's
+    /// own store checks what it wrote; a read-only one everything in the files (a live
+    /// writer's unfinished frame at their end is a torn tail, not corruption).
+    ///
+    /// # Errors
+    /// I/O errors; files of a newer format are not an error but
+    /// [`SnapshotCheck::not_checked`].
+    pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<SnapshotCheck> {
+        let mut check = SnapshotCheck::default();
+        let live = match self.live() {
+            Ok(live) => live,
+            Err(e @ Error::UnsupportedFormat { .. }) => {
+                check.not_checked = Some(e.to_string());
+                return Ok(check);
+            }
+            Err(e) => return Err(e),
+        };
+        check.discarded = self.opening.lock().discarded.clone();
+        let Some(g) = live else {
+            return Ok(check);
+        };
+        let limit = if self.read_only {
+            u64::MAX
+        } else {
+            g.log.written()
+        };
+        let mut report = g.log.verify(limit, progress, |_, _| 0)?;
+        // The log's rule calls damage past the last attested frame a torn tail, which an
+        // open cuts. But an open replays (and so cuts) only what the index does not cover,
+        // and snapshot frames are attested only by frames of a later open (no checkpoint
+        // closes a snapshot log): damage the index covers stays until a scavenge
+        // rewrites the files, so it is corruption.
+        let covered = g.index.manifest().covered_position;
+        for d in &mut report.damage {
+            let base = d
+                .file
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(crate::segment::parse_segment_file_name);
+            if base.is_some_and(|b| b.saturating_add(d.offset) < covered) {
+                d.torn_tail = false;
+            }
+        }
+        check.generation = g.id;
+        check.segments = report.segments;
+        check.frames = report.frames;
+        check.bytes = report.bytes;
+        check.damage = report.damage;
+        Ok(check)
+    }
+
     /// Makes every saved snapshot durable and the index of them persistent.
     ///
     /// # Errors
@@ -605,18 +697,21 @@ impl SnapshotStore {
             return Ok((0, 0));
         };
         if keep == usize::MAX {
-            let mut any = false;
-            for item in old.log.frames(0, old.log.written()) {
-                let (h, bytes) = item?;
-                if h.kind == FrameKind::Snapshot
-                    && format::decode_snapshot_body(bytes.body())
-                        .is_ok_and(|b| drop_snapshot(b.stream, b.version))
-                {
-                    any = true;
-                    break;
-                }
-            }
-            if !any {
+            // A damaged frame is a reason to rewrite too: it may be of a stream being
+            // erased (its name cannot be read to tell), and the rewrite leaves it out.
+            let (mut any, mut damaged) = (false, false);
+            old.log.walk_intact(
+                old.log.written(),
+                &mut |h, bytes| {
+                    any = any
+                        || (h.kind == FrameKind::Snapshot
+                            && format::decode_snapshot_body(bytes.body())
+                                .is_ok_and(|b| drop_snapshot(b.stream, b.version)));
+                    Ok(())
+                },
+                &mut |_, _, _| damaged = true,
+            )?;
+            if !any && !damaged {
                 return Ok((old.index.totals().appends, 0));
             }
         }
@@ -635,26 +730,34 @@ impl SnapshotStore {
             self.remove_tree(&new_dir)?;
         }
         let new = self.open_generation(id, &mut SnapshotReport::default())?;
-        let (mut kept, mut dropped) = (0u64, 0u64);
-        for item in old.log.frames(0, old.log.written()) {
-            let (h, bytes) = item?;
-            if h.kind != FrameKind::Snapshot {
-                continue;
-            }
-            let Ok(body) = format::decode_snapshot_body(bytes.body()) else {
-                dropped += 1;
-                continue;
-            };
-            if !drop_snapshot(body.stream, body.version)
-                && (keep == usize::MAX || Self::among_latest(&old, &body, h.position, keep)?)
-            {
-                let len = format::snapshot_body_len(&body).saturating_add(FRAME_HEADER_LEN as u64);
-                Self::append(&new, &body, len)?;
-                kept += 1;
-            } else {
-                dropped += 1;
-            }
-        }
+        let (mut kept, mut dropped, mut damaged) = (0u64, 0u64, 0u64);
+        // Damaged frames are left out (and counted as dropped): snapshots are a cache,
+        // and a damaged one must not stop every later rewrite, an erasure's included.
+        old.log.walk_intact(
+            old.log.written(),
+            &mut |h, bytes| {
+                if h.kind != FrameKind::Snapshot {
+                    return Ok(());
+                }
+                let Ok(body) = format::decode_snapshot_body(bytes.body()) else {
+                    dropped += 1;
+                    return Ok(());
+                };
+                if !drop_snapshot(body.stream, body.version)
+                    && (keep == usize::MAX || Self::among_latest(&old, &body, h.position, keep)?)
+                {
+                    let len =
+                        format::snapshot_body_len(&body).saturating_add(FRAME_HEADER_LEN as u64);
+                    Self::append(&new, &body, len)?;
+                    kept += 1;
+                } else {
+                    dropped += 1;
+                }
+                Ok(())
+            },
+            &mut |_, _, _| damaged += 1,
+        )?;
+        dropped = dropped.saturating_add(damaged);
         new.log.sync()?;
         if new.index.freeze(new.appender.lock().head()) {
             new.index.flush_frozen()?;

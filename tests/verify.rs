@@ -1,5 +1,6 @@
 //! `verify` checks that every stream's versions continue without a gap: a frame forged
-//! with a valid CRC but a version gap is reported, by the library and by the CLI.
+//! with a valid CRC but a version gap is reported, by the library and by the CLI. It
+//! checks the snapshot files' frames too.
 
 #![allow(clippy::unwrap_used)]
 
@@ -70,4 +71,82 @@ fn a_forged_frame_with_a_version_gap_is_reported() {
     assert_eq!(out.status.code(), Some(5));
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("\"version_problem\""), "{stdout}");
+}
+
+/// A flipped bit in a snapshot frame is reported by `verify` (library, offline and CLI),
+/// with the scavenge as its fix; after the scavenge nothing is left to report, and no
+/// event was touched.
+#[test]
+fn a_damaged_snapshot_frame_is_reported_until_a_scavenge_leaves_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..5 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    for v in [0u64, 2, 4] {
+        store
+            .save_snapshot("s", v, "sum", format!("state-at-{v}-padding").as_bytes())
+            .unwrap();
+    }
+    let report = store.verify(|_| {}).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.snapshots.frames, 3);
+    store.close().unwrap();
+
+    let mut damaged = None;
+    for generation in std::fs::read_dir(dir.path().join("snapshots")).unwrap() {
+        let segments = generation.unwrap().path().join("segments");
+        for seg in std::fs::read_dir(&segments).into_iter().flatten() {
+            let path = seg.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            if let Some(at) = bytes.windows(10).position(|w| w == b"state-at-2") {
+                bytes[at] ^= 0x01;
+                std::fs::write(&path, bytes).unwrap();
+                damaged = Some(path);
+            }
+        }
+    }
+    let damaged = damaged.unwrap();
+
+    let offline = streamlog::inspect::verify_dir(dir.path(), |_| {}).unwrap();
+    assert!(offline.damage.is_empty(), "{offline:?}");
+    assert_eq!(offline.snapshots.frames, 2, "{offline:?}");
+    assert_eq!(offline.snapshots.corruption().count(), 1, "{offline:?}");
+    assert_eq!(offline.snapshots.damage[0].file, damaged);
+    assert!(!offline.is_clean());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .arg("verify")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("\"fix\":\"streamlog scavenge\""),
+        "{stdout}"
+    );
+    assert!(stdout.contains("\"snapshot_corrupted\":1"), "{stdout}");
+
+    let store = Store::open(dir.path()).unwrap();
+    let report = store.verify(|_| {}).unwrap();
+    assert_eq!(report.snapshots.corruption().count(), 1, "{report:?}");
+    let scavenged = store
+        .scavenge(&streamlog::ScavengeOptions::default())
+        .unwrap();
+    assert_eq!(scavenged.snapshots_dropped, 1, "{scavenged:?}");
+    let report = store.verify(|_| {}).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!((report.events, report.snapshots.frames), (5, 2));
+    store.close().unwrap();
+    assert!(
+        streamlog::inspect::verify_dir(dir.path(), |_| {})
+            .unwrap()
+            .is_clean()
+    );
 }

@@ -184,19 +184,20 @@ impl Store {
 
     /// Checks every frame of every segment (CRC, position, structure), and the index
     /// against the log: every append must be found through the index at its position, and
-    /// the index must hold no other entries. Reports what it found; never writes.
-    /// `progress` is called with the bytes checked, as they go.
+    /// the index must hold no other entries; then every frame of the snapshot files
+    /// ([`VerifyReport::snapshots`]). Reports what it found; never writes. `progress` is
+    /// called with the bytes checked, as they go.
     ///
     /// # Errors
     /// I/O errors.
-    pub fn verify(&self, progress: impl FnMut(u64)) -> Result<VerifyReport> {
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<VerifyReport> {
         let visible = self.visible();
         let continuity =
             std::cell::RefCell::new(crate::index::VersionContinuity::default().with_removed(
                 self.inner.index.hashing(),
                 crate::inspect::removed_runs(&self.inner.log.segments()),
             ));
-        let mut report = self.inner.log.verify(visible, progress, |h, bytes| {
+        let mut report = self.inner.log.verify(visible, &mut progress, |h, bytes| {
             count_and_check_versions(&continuity, h, bytes.body())
         })?;
         report.version_problems = continuity.into_inner().into_problems();
@@ -214,6 +215,7 @@ impl Store {
             }
             Ok(false)
         })?;
+        report.snapshots = self.inner.snapshots.verify(&mut progress)?;
         Ok(report)
     }
 }
