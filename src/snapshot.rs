@@ -355,6 +355,7 @@ impl SnapshotStore {
             read_only: self.read_only,
             rebuild: false,
             read_limit: None,
+            covered_is_attested: false,
         };
         let (index, log, recovery, index_report) =
             open_indexed_log(&self.storage, files, snapshot_key, &mut |_| {})?;

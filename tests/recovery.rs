@@ -205,6 +205,37 @@ fn after_a_clean_close_a_flip_in_the_last_indexed_append_fails_the_open<B: Backe
     }
 }
 
+/// A log cut short below what its index covered lost acknowledged appends (a file cut or
+/// restored from an older copy, not a crash: a crash loses only what was never
+/// attested). The open refuses, whether the cut falls inside a frame (which the log's own
+/// rule would take for a torn tail) or between two; before, it rebuilt the index over
+/// what was left and gave the lost versions to new appends, saying nothing.
+fn a_log_cut_below_what_its_index_covered_fails_the_open<B: Backend>() {
+    let disk = B::new();
+    for inside_a_frame in [false, true] {
+        let dir = disk.tempdir();
+        let positions = closed_store(&disk, dir.path());
+        let segment = dir.path().join(SEGMENT);
+        let cut = positions[1] + if inside_a_frame { 20 } else { 0 };
+        disk.set_len(&segment, cut);
+        match Store::open_with(dir.path(), disk.options()) {
+            // Inside a frame, the cut frame is damage below the attested position; between
+            // two, the log just ends too early.
+            Err(Error::Corrupted { reason, .. }) => assert!(
+                reason.contains(if inside_a_frame {
+                    "below the attested durable position"
+                } else {
+                    "they are missing"
+                }),
+                "{reason}"
+            ),
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+        // Nothing was cut or written: the file is as the damage left it.
+        assert_eq!(disk.len(&segment), cut);
+    }
+}
+
 /// Twenty 500-byte appends in 4 KiB segments, closed cleanly.
 fn multi_segment_store(disk: &impl Backend, dir: &Path) {
     let store = Store::open_with(dir, disk.options().with_segment_size_bytes(4096)).unwrap();
@@ -389,6 +420,7 @@ on_both_backends! {
     bit_flips_below_the_attested_watermark_are_corruption,
     after_a_clean_close_a_flip_in_an_indexed_append_is_reported_by_reads_and_verify,
     after_a_clean_close_a_flip_in_the_last_indexed_append_fails_the_open,
+    a_log_cut_below_what_its_index_covered_fails_the_open,
     a_damaged_segment_header_of_an_older_segment_is_corruption,
     a_zero_filled_tail_is_end_of_log,
     a_segment_whose_creation_did_not_complete_is_removed_and_reported,

@@ -45,7 +45,7 @@ use crate::error::{Error, Result};
 use crate::format::le::Reader;
 use crate::format::{self, FRAME_HEADER_LEN, FrameKind, SEGMENT_KIND_RAFT};
 use crate::io::{FsStorage, Storage, create_dir_durably};
-use crate::log::{Log, LogRecovery};
+use crate::log::{Known, Log, LogRecovery};
 
 /// The state file's name in the log's directory.
 const STATE_FILE: &str = "log-state";
@@ -234,7 +234,7 @@ impl RaftLog {
             segment_bytes,
             false,
             None,
-            |_| 0,
+            |_| Known::NOTHING,
             |seg, h, bytes| {
                 if h.kind != FrameKind::Record {
                     return Err(Error::corrupted(

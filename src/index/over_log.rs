@@ -9,7 +9,7 @@ use super::{Hashing, Index, IndexReport};
 use crate::error::Result;
 use crate::format::FrameHeader;
 use crate::io::Storage;
-use crate::log::{Log, LogRecovery, check_covered};
+use crate::log::{Known, Log, LogRecovery, check_covered};
 
 /// Where an indexed log lives and how to open it.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +32,11 @@ pub struct IndexedLogFiles<'a> {
     pub rebuild: bool,
     /// Read-only beside a live writer: read nothing past this position.
     pub read_limit: Option<u64>,
+    /// Whether the log's frames must all be kept (the event log): then what a stale
+    /// index covered was durable once, and a log that ends before it, or is damaged
+    /// below it, fails the open as corruption. A cache (the snapshot files) says `false`:
+    /// its damaged tail is cut as a torn one, and what is intact before it kept.
+    pub covered_is_attested: bool,
 }
 
 /// Opens the index in `files.index_dir`, then the log, replaying into the index every frame
@@ -76,11 +81,26 @@ pub fn open_indexed_log(
             manifest.last_frame_position,
             manifest.last_frame_crc,
         ) {
-            Ok(()) => manifest.covered_position,
+            Ok(()) => Known {
+                replay_from: manifest.covered_position,
+                attested: manifest.covered_position,
+            },
+            // The index no longer describes the log: it is rebuilt from the whole log. But
+            // what it covered was durable when it was written (the log is synced before an
+            // index is), so a log that now ends before that, or is damaged below it, lost
+            // acknowledged frames: that is the log's corruption, not a reason to rebuild
+            // quietly over it.
             Err(reason) => {
                 index.reset();
                 stale = Some(reason);
-                0
+                Known {
+                    replay_from: 0,
+                    attested: if files.covered_is_attested {
+                        manifest.covered_position
+                    } else {
+                        0
+                    },
+                }
             }
         },
         |_segment, header, bytes| {

@@ -161,6 +161,7 @@ mod tests {
     use super::*;
     use crate::format::{self, FRAME_HEADER_LEN, SEGMENT_KIND_RAFT};
     use crate::io::sim::SimStorage;
+    use crate::log::Known;
 
     /// Frames of a log: positions and bodies.
     type Frames = Vec<(u64, Vec<u8>)>;
@@ -180,7 +181,7 @@ mod tests {
             1024,
             false,
             None,
-            |_| 0,
+            |_| Known::NOTHING,
             |_, h, bytes| {
                 frames.push((h.position, bytes.body().to_vec()));
                 Ok(())

@@ -18,7 +18,7 @@ mod verify;
 
 pub use appender::{Appender, Chunk};
 pub use frames::LogFrames;
-pub use recovery::{LogRecovery, TailKind, TruncatedTail};
+pub use recovery::{Known, LogRecovery, TailKind, TruncatedTail};
 pub(crate) use recovery::{check_covered, list_segment_files, open_segments};
 pub use sync_times::{SYNC_BUCKET_BOUNDS_US, SyncStats};
 pub(crate) use verify::verify_segments;

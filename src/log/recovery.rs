@@ -98,6 +98,25 @@ struct Scan {
     end: u64,
 }
 
+/// What the caller of [`Log::open`] knows of the log before it is scanned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Where the scan starts: frames before it are known (indexed), not visited.
+    pub replay_from: u64,
+    /// Up to where the log was durable once (an index's covered position, even of an
+    /// index that no longer matches the log and is rebuilt): damage below it is
+    /// corruption, and a log that ends before it lost frames.
+    pub attested: u64,
+}
+
+impl Known {
+    /// Nothing known: the whole log is scanned, and only its own frames attest.
+    pub const NOTHING: Known = Known {
+        replay_from: 0,
+        attested: 0,
+    };
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir` and recovers its tail: checks every frame of
     /// every segment, calling `visit` with each valid frame that is kept (and the segment
@@ -127,7 +146,7 @@ impl Log {
         segment_size: u64,
         read_only: bool,
         read_limit: Option<u64>,
-        replay_from: impl FnOnce(&[Arc<Segment>]) -> u64,
+        known: impl FnOnce(&[Arc<Segment>]) -> Known,
         mut visit: impl FnMut(&Segment, &FrameHeader, &FrameBytes) -> Result<()>,
     ) -> Result<(Log, LogRecovery)> {
         if !read_only {
@@ -161,14 +180,20 @@ impl Log {
             segments.push(Arc::new(Segment::create(storage.as_ref(), dir, 0, kind)?));
         }
         // Everything below `replay_from` is known to the caller (indexed and durable): its
-        // segments are not scanned, and it counts as attested.
-        let replay_from = replay_from(&segments);
+        // segments are not scanned, and it counts as attested, as does everything below
+        // `attested` (durable once, whether or not the caller still trusts what it built
+        // over it).
+        let Known {
+            replay_from,
+            attested: known_attested,
+        } = known(&segments);
+        let known_attested = known_attested.max(replay_from);
         let mut scan = Scan {
             report: LogRecovery {
                 replayed_from: replay_from,
                 ..LogRecovery::default()
             },
-            attested: replay_from,
+            attested: known_attested,
             last_kind: None,
             end: 0,
         };
@@ -221,6 +246,22 @@ impl Log {
         let mut end = scan.end;
         if end < active.first_frame_position() {
             end = active.base().saturating_add(active.file_len()?);
+        }
+        // A log that ends before what was known durable lost frames: a file cut short or
+        // removed, not a crash (a crash loses only what was never attested). Refused, as
+        // corruption is: a writer must not take up the positions of frames once acknowledged.
+        // (A read-only open beside a live writer may see a caller's knowledge ahead of the
+        // end the writer published; it writes nothing, and says what it found.)
+        if !read_only && end < known_attested {
+            return Err(Error::corrupted(
+                active.path(),
+                end.saturating_sub(active.base()),
+                format!(
+                    "the log ends at position {end}, but frames up to {known_attested} were \
+                     durable (its index was built over them): they are missing; rebuilding \
+                     the index from the log as it is gives them up"
+                ),
+            ));
         }
         let mut report = scan.report;
         report.segments = segments.len();

@@ -187,10 +187,12 @@ impl Inner {
         if self.recovery.clean_shutdown
             && head == self.opened_at
             && self.index.manifest().covered_position < head
+            && self.recovery.index.rebuilt.is_none()
         {
             // Nothing appended since a clean open, and the index does not cover the
             // checkpoint that ends the log: the next open will replay it and see the clean
-            // shutdown.
+            // shutdown. (An index rebuilt at the open is written now, though: its old files
+            // describe another log, and would be rebuilt over at every open.)
             return snapshot_sync;
         }
         self.commit(head)?;

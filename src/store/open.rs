@@ -343,6 +343,7 @@ fn open_log_and_index(
         read_only: options.read_only,
         rebuild,
         read_limit: live_end,
+        covered_is_attested: true,
     };
     let checkpoints = std::cell::RefCell::new(Vec::new());
     let last_replayed = std::cell::Cell::new(None);
