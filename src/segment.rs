@@ -56,6 +56,8 @@ pub struct Segment {
     file: Arc<dyn StorageFile>,
     /// Set once the segment is sealed: a read-only view of the immutable file.
     map: RwLock<Option<Mapping>>,
+    /// Whether mapping the sealed file failed (it is then read with `pread`).
+    map_failed: std::sync::atomic::AtomicBool,
     /// While the segment is active, for logs that never cut written bytes: a view of the
     /// bytes written (immutable) when it was made, and their length. The zeroed space
     /// past them is overwritten by later appends and cut at sealing, so it is never
@@ -245,6 +247,7 @@ impl Segment {
             kind,
             file,
             map: RwLock::new(None),
+            map_failed: std::sync::atomic::AtomicBool::new(false),
             active_map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
             version: std::sync::OnceLock::from(format::FORMAT_VERSION),
@@ -275,6 +278,7 @@ impl Segment {
             kind,
             file,
             map: RwLock::new(None),
+            map_failed: std::sync::atomic::AtomicBool::new(false),
             active_map: RwLock::new(None),
             sealed_len: std::sync::OnceLock::new(),
             version: std::sync::OnceLock::new(),
@@ -646,6 +650,21 @@ impl Segment {
         self.sealed_len.get().is_some()
     }
 
+    /// Where in the file the bytes at `offset` (as the segment's readers count: the
+    /// position less the base) lie: the same offset in a segment as written, the start of
+    /// the block holding that position in a rewritten one (for reports of damage).
+    pub fn file_offset_of(&self, offset: u64) -> u64 {
+        let Some(Some(map)) = self.compact.get() else {
+            return offset;
+        };
+        if offset < SEGMENT_HEADER_LEN as u64 {
+            return offset;
+        }
+        map.block_for(self.base.saturating_add(offset))
+            .and_then(|i| map.blocks.get(i))
+            .map_or(offset, |b| b.file_offset)
+    }
+
     /// The mapping of a sealed segment, made on first use; `None` for the active segment
     /// (or if mapping fails, in which case reads use `pread`).
     fn mapping(&self) -> Option<Mapping> {
@@ -655,9 +674,18 @@ impl Segment {
         if let Some(m) = self.map.read().as_ref() {
             return Some(m.clone());
         }
+        // A file that could not be mapped is read with `pread` from then on, not tried
+        // again at every read (under this lock).
+        if self.map_failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
         let mut map = self.map.write();
         if map.is_none() {
             *map = self.file.map().ok();
+            if map.is_none() {
+                self.map_failed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         map.clone()
     }

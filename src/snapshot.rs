@@ -585,14 +585,47 @@ impl SnapshotStore {
     }
 
     /// Checks every frame of the live generation's files, going on past damage
-    /// ([`SnapshotCheck`]); opens the files if nothing has yet. Never writes. A writer's
-    /// own store checks what it wrote; a read-only one everything in the files (a live
-    /// writer's unfinished frame at their end is a torn tail, not corruption).
+    /// ([`SnapshotCheck`]). Never writes: a writer whose files are open checks what it
+    /// wrote; otherwise the files are opened read-only, afresh, and everything in them is
+    /// checked (a live writer's unfinished frame at their end is then a torn tail, not
+    /// corruption).
     ///
     /// # Errors
     /// I/O errors; files of a newer format are not an error but
     /// [`SnapshotCheck::not_checked`].
     pub fn verify(&self, progress: &mut dyn FnMut(u64)) -> Result<SnapshotCheck> {
+        if !self.read_only && self.opened.load(Ordering::Acquire) {
+            return self.verify_opened(progress);
+        }
+        // A writer's first use of the files would open them for writing (creating them,
+        // cutting a torn tail, replacing a damaged generation): a check never writes, so
+        // it opens them read-only, afresh. Beside a writer (another process) that
+        // replaces the generation meanwhile, the files it found may vanish under it: when
+        // `CURRENT` changed during a check that found the generation unusable, it looks
+        // again, once.
+        let mut again = true;
+        loop {
+            let fresh = SnapshotStore::open(
+                Arc::clone(&self.storage),
+                &self.dir,
+                self.hashing,
+                self.segment_size,
+                true,
+            );
+            let before = fresh.read_current();
+            let check = fresh.verify_opened(progress)?;
+            if again && check.discarded.is_some() && fresh.read_current() != before {
+                again = false;
+                continue;
+            }
+            return Ok(check);
+        }
+    }
+
+    /// [`SnapshotStore::verify`] of this store's own view of the files: the frames its
+    /// writer wrote, or (read-only) everything the files hold, with what opening them
+    /// found discarded.
+    fn verify_opened(&self, progress: &mut dyn FnMut(u64)) -> Result<SnapshotCheck> {
         let mut check = SnapshotCheck::default();
         let live = match self.live() {
             Ok(live) => live,
@@ -602,7 +635,11 @@ impl SnapshotStore {
             }
             Err(e) => return Err(e),
         };
-        check.discarded = self.opening.lock().discarded.clone();
+        // A writer replaced what its open discarded (`snapshot_report` tells of it): only
+        // a read-only open reports damage still on disk.
+        if self.read_only {
+            check.discarded = self.opening.lock().discarded.clone();
+        }
         let Some(g) = live else {
             return Ok(check);
         };
@@ -788,8 +825,13 @@ impl SnapshotStore {
                 return Ok(true);
             }
             exclude.push(e.position);
-            // Entries of another stream sharing the keys do not count.
-            let (_, bytes) = g.log.read_frame(e.position, g.log.written())?;
+            // Entries of another stream sharing the keys do not count, nor damaged frames
+            // (the rewrite leaves them out).
+            let bytes = match g.log.read_frame(e.position, g.log.written()) {
+                Ok((_, bytes)) => bytes,
+                Err(Error::Corrupted { .. }) => continue,
+                Err(e) => return Err(e),
+            };
             if format::decode_snapshot_body(bytes.body()).is_ok_and(|b| b.stream == body.stream) {
                 found += 1;
             }

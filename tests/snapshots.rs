@@ -664,3 +664,43 @@ fn a_damaged_snapshot_frame_in_the_middle_fails_no_scavenge_nor_erasure() {
         "an erased stream's snapshot stays"
     );
 }
+
+/// A reclamation that keeps the latest snapshots of each stream passes over a damaged
+/// one among them (it is left out) instead of failing at it for good.
+#[test]
+fn a_damaged_latest_snapshot_fails_no_reclamation() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || options().with_snapshots_kept_per_stream(1);
+    {
+        let store = Store::open_with(dir.path(), opts()).unwrap();
+        append_numbers(&store, "a", 0..10);
+        // Saved out of order, so that the newest (8) is not the last frame of the files.
+        for v in [2u64, 8, 5] {
+            store
+                .save_snapshot("a", v, Sum::SCHEMA, &full_sum(v as i64 + 1).encode())
+                .unwrap();
+        }
+        store.close().unwrap();
+    }
+    let newest = full_sum(9).encode();
+    let mut damaged = 0;
+    for f in files_under(&dir.path().join("snapshots"), "seg") {
+        let mut b = fs::read(&f).unwrap();
+        if let Some(at) = b.windows(newest.len()).position(|w| w == newest) {
+            b[at] ^= 0x01;
+            fs::write(&f, b).unwrap();
+            damaged += 1;
+        }
+    }
+    assert_eq!(damaged, 1);
+    let store = Store::open_with(dir.path(), opts()).unwrap();
+    let (kept, dropped) = store.reclaim_snapshots().unwrap();
+    // The damaged 8 is not among the kept, so 5 is the latest intact one of "a".
+    assert_eq!((kept, dropped), (1, 2));
+    let loaded = store.load::<Sum>("a").unwrap();
+    assert_eq!(
+        (loaded.state, loaded.snapshot_version),
+        (full_sum(10), Some(5))
+    );
+    store.close().unwrap();
+}

@@ -150,3 +150,75 @@ fn a_damaged_snapshot_frame_is_reported_until_a_scavenge_leaves_it_out() {
             .is_clean()
     );
 }
+
+/// `verify` never writes, even where it is a store's first use of its snapshot files (a
+/// writer's first use opens them for writing: it would create them, or cut and replace
+/// what it finds damaged).
+#[test]
+fn verify_writes_nothing_to_snapshot_files_it_never_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .append("s", ExpectedVersion::Any, [NewEvent::new("E", "0")])
+        .unwrap();
+    let report = store.verify(|_| {}).unwrap();
+    assert!(report.is_clean(), "{report:?}");
+    assert_eq!(report.snapshots.generation, 0);
+    assert!(
+        !dir.path().join("snapshots").join("CURRENT").exists(),
+        "verify created snapshot files"
+    );
+    store.close().unwrap();
+}
+
+/// In a rewritten (compressed) segment `verify` names the damaged block by its offset in
+/// the file, as a read of it does, and never calls it a torn tail.
+#[test]
+fn damage_in_a_rewritten_segment_is_reported_at_its_place_in_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..300 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new(
+                    "E",
+                    format!("{{\"n\":{i},\"pad\":\"abcdefghijklmnop{i}\"}}"),
+                )],
+            )
+            .unwrap();
+    }
+    store
+        .scavenge(&streamlog::ScavengeOptions::default().with_compress_all(true))
+        .unwrap();
+    // The index's last frame in the next segment: the open does not read the damage.
+    store
+        .append("t", ExpectedVersion::Any, [NewEvent::new("E", "x")])
+        .unwrap();
+    store.close().unwrap();
+    let seg = dir.path().join("segments/00000000000000000000.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let len = bytes.len();
+    // Among the blocks: past the header and the dictionary, before the map and footer.
+    bytes[len * 7 / 10] ^= 0x10;
+    std::fs::write(&seg, bytes).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    let read_offset = store
+        .read_stream("s", 0)
+        .unwrap()
+        .find_map(|e| match e {
+            Err(streamlog::Error::Corrupted { offset, .. }) => Some(offset),
+            _ => None,
+        })
+        .unwrap();
+    let report = store.verify(|_| {}).unwrap();
+    let damage: Vec<_> = report
+        .damage
+        .iter()
+        .map(|d| (d.offset, d.torn_tail))
+        .collect();
+    assert_eq!(damage, vec![(read_offset, false)], "{report:?}");
+    assert!(read_offset < len as u64);
+}

@@ -396,7 +396,11 @@ impl Scan {
             }
             ScanEnd::Damaged { offset, reason } => (offset, TailKind::Torn, reason.to_string()),
         };
-        if !is_last {
+        // A rewritten segment was whole and synced before it was switched in: damage in it
+        // is never a crash's torn tail, even as the last segment (a scavenge's next one
+        // lost), and it is never cut (its offsets are positions, not file offsets; and
+        // its readers map it).
+        if !is_last || seg.is_compacted() {
             return Err(Error::corrupted(seg.path(), offset, reason));
         }
         self.cut_tail(seg, reader, len, offset, kind, reason, read_only)

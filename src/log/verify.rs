@@ -103,7 +103,8 @@ impl Log {
 
 /// Visits every frame that checks in `segments` up to position `limit`, going on past
 /// damage (found again by [`SegmentReader::resync`](crate::segment::SegmentReader::resync)),
-/// and reports each damaged place to `damaged`: a header that does not check (offset 0), a
+/// and reports each damaged place to `damaged` by its file offset (in a rewritten
+/// segment, the damaged block's): a header that does not check (offset 0), a
 /// rewritten segment's dictionary that does not (once, not again for each block it
 /// fails), a zero-filled tail, a frame or block that does not check.
 fn walk_segments(
@@ -144,7 +145,7 @@ fn walk_segments(
                 }
                 ScanEnd::Damaged { offset, reason } => {
                     if dictionary_damage.as_ref() != Some(&reason) {
-                        damaged(seg, offset, reason.to_string());
+                        damaged(seg, seg.file_offset_of(offset), reason.to_string());
                     }
                     match reader.resync(offset.saturating_add(1), len)? {
                         Some(next) => from = next,
@@ -187,14 +188,24 @@ pub(crate) fn verify_segments(
             Ok(())
         },
         &mut |seg, offset, reason| {
-            damage.push((seg.path().to_path_buf(), seg.base(), offset, reason))
+            // A rewritten segment's damage is never a torn tail (recovery never cuts one).
+            // Elsewhere file offsets are positions less the base.
+            damage.push((
+                seg.path().to_path_buf(),
+                seg.base(),
+                offset,
+                !seg.is_compacted(),
+                reason,
+            ))
         },
     )?;
     let last_base = segments.last().map_or(0, |s| s.base());
     report.damage = damage
         .into_iter()
-        .map(|(file, base, offset, reason)| Damage {
-            torn_tail: base == last_base && base.saturating_add(offset) >= attested,
+        .map(|(file, base, offset, torn_possible, reason)| Damage {
+            torn_tail: torn_possible
+                && base == last_base
+                && base.saturating_add(offset) >= attested,
             file,
             offset,
             reason,

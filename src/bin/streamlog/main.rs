@@ -428,6 +428,8 @@ pub enum CliError {
     Other(String),
     /// `verify` found corruption (exit 5); the details are already on stdout.
     CorruptionFound(usize),
+    /// Files of a newer format were left unchecked (exit 6).
+    NewerFormat(String),
     /// Writing to stdout failed.
     Output(std::io::Error),
 }
@@ -462,7 +464,8 @@ impl CliError {
             CliError::Store(streamlog::Error::WrongExpectedVersion { .. }) => 3,
             CliError::Store(streamlog::Error::Locked { .. }) => 4,
             CliError::Store(streamlog::Error::Corrupted { .. }) | CliError::CorruptionFound(_) => 5,
-            CliError::Store(streamlog::Error::UnsupportedFormat { .. }) => 6,
+            CliError::Store(streamlog::Error::UnsupportedFormat { .. })
+            | CliError::NewerFormat(_) => 6,
             CliError::Store(streamlog::Error::StreamDeleted { .. }) => 7,
             CliError::Usage(_) => 2,
             CliError::Store(_) | CliError::Other(_) | CliError::Output(_) => 1,
@@ -472,7 +475,7 @@ impl CliError {
     fn message(&self) -> String {
         match self {
             CliError::Store(e) => e.to_string(),
-            CliError::Usage(m) | CliError::Other(m) => m.clone(),
+            CliError::Usage(m) | CliError::Other(m) | CliError::NewerFormat(m) => m.clone(),
             CliError::CorruptionFound(n) => format!("verify found {n} corrupted place(s)"),
             CliError::Output(e) => format!("cannot write output: {e}"),
         }
@@ -986,6 +989,19 @@ fn info(dir: &Path, out: &mut impl Write) -> CliResult {
 }
 
 /// Total size of the segment files of the store at `dir` (0 when unknown).
+/// Bytes of the snapshot files' segments (of every generation present).
+fn snapshot_bytes(dir: &Path) -> u64 {
+    let Ok(generations) = std::fs::read_dir(dir.join(streamlog::SNAPSHOTS_DIR)) else {
+        return 0;
+    };
+    generations
+        .filter_map(|g| g.ok())
+        .map(|g| g.path())
+        .filter(|p| p.is_dir())
+        .map(|p| segment_bytes(&p))
+        .sum()
+}
+
 fn segment_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir.join(streamlog::SEGMENTS_DIR)) else {
         return 0;
@@ -1017,7 +1033,10 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
 
 fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     require_store(dir)?;
-    let bar = progress_bar(segment_bytes(dir), "verify");
+    let bar = progress_bar(
+        segment_bytes(dir).saturating_add(snapshot_bytes(dir)),
+        "verify",
+    );
     let result = streamlog::inspect::verify_dir(dir, |n| bar.inc(n));
     bar.finish_and_clear();
     let report = result?;
@@ -1061,10 +1080,9 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     if let Some(why) = &snapshots.discarded {
         line(
             out,
-            Obj::new().field("snapshot_problem", why.as_str()).field(
-                "fix",
-                "none needed: a writer's open starts new snapshot files",
-            ),
+            Obj::new()
+                .field("snapshot_problem", why.as_str())
+                .field("fix", "streamlog scavenge"),
         )?;
     }
     if let Some(why) = &snapshots.not_checked {
@@ -1100,6 +1118,10 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     if corrupted > 0 {
         out.flush()?;
         return Err(CliError::CorruptionFound(corrupted));
+    }
+    if let Some(why) = &snapshots.not_checked {
+        out.flush()?;
+        return Err(CliError::NewerFormat(why.clone()));
     }
     Ok(())
 }
