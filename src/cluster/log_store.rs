@@ -234,7 +234,7 @@ impl RaftLog {
             segment_bytes,
             false,
             None,
-            |_| Known::NOTHING,
+            |_| Known::default(),
             |seg, h, bytes| {
                 if h.kind != FrameKind::Record {
                     return Err(Error::corrupted(

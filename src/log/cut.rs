@@ -181,7 +181,7 @@ mod tests {
             1024,
             false,
             None,
-            |_| Known::NOTHING,
+            |_| Known::default(),
             |_, h, bytes| {
                 frames.push((h.position, bytes.body().to_vec()));
                 Ok(())

@@ -98,7 +98,8 @@ struct Scan {
     end: u64,
 }
 
-/// What the caller of [`Log::open`] knows of the log before it is scanned.
+/// What the caller of [`Log::open`] knows of the log before it is scanned (the default:
+/// nothing, so the whole log is scanned, and only its own frames attest).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Known {
     /// Where the scan starts: frames before it are known (indexed), not visited.
@@ -107,14 +108,6 @@ pub struct Known {
     /// index that no longer matches the log and is rebuilt): damage below it is
     /// corruption, and a log that ends before it lost frames.
     pub attested: u64,
-}
-
-impl Known {
-    /// Nothing known: the whole log is scanned, and only its own frames attest.
-    pub const NOTHING: Known = Known {
-        replay_from: 0,
-        attested: 0,
-    };
 }
 
 impl Log {
