@@ -79,6 +79,9 @@ pub struct SnapshotCheck {
     /// Every damaged place: corruption, and a torn tail (the unattested end a crash left,
     /// which a writer's open cuts).
     pub damage: Vec<Damage>,
+    /// Disagreements between the snapshot index and the frames (a damaged index table
+    /// hides snapshots from every lookup), which a scavenge mends by rewriting the files.
+    pub index_problems: Vec<String>,
     /// Why the files' open gave up the live generation (a damaged or lost `CURRENT`, a
     /// generation that does not open): a writer's open starts a new generation then.
     pub discarded: Option<String>,
@@ -96,7 +99,7 @@ impl SnapshotCheck {
     /// [`VerifyReport::is_clean`](crate::VerifyReport::is_clean)) and no generation
     /// discarded.
     pub fn is_clean(&self) -> bool {
-        self.damage.is_empty() && self.discarded.is_none()
+        self.damage.is_empty() && self.index_problems.is_empty() && self.discarded.is_none()
     }
 }
 
@@ -665,12 +668,32 @@ impl SnapshotStore {
                 d.torn_tail = false;
             }
         }
+        check.index_problems = Self::index_problems(&g, limit)?;
         check.generation = g.id;
         check.segments = report.segments;
         check.frames = report.frames;
         check.bytes = report.bytes;
         check.damage = report.damage;
         Ok(check)
+    }
+
+    /// What is wrong between a generation's index and its intact frames below `limit`.
+    fn index_problems(g: &Generation, limit: u64) -> Result<Vec<String>> {
+        let end = limit.min(g.log.written());
+        g.index.check_against_log(end, |visit| {
+            let mut damaged = false;
+            g.log.walk_intact(
+                end,
+                &mut |h, bytes| {
+                    if let Some((stream, version, count)) = snapshot_key(h, bytes.body()) {
+                        visit(stream, version, count, h.position);
+                    }
+                    Ok(())
+                },
+                &mut |_, _, _| damaged = true,
+            )?;
+            Ok(damaged)
+        })
     }
 
     /// Makes every saved snapshot durable and the index of them persistent.
@@ -749,7 +772,8 @@ impl SnapshotStore {
                 },
                 &mut |_, _, _| damaged = true,
             )?;
-            if !any && !damaged {
+            // A damaged index hides snapshots from every lookup: the rewrite makes a new one.
+            if !any && !damaged && Self::index_problems(&old, old.log.written())?.is_empty() {
                 return Ok((old.index.totals().appends, 0));
             }
         }

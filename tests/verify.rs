@@ -222,3 +222,64 @@ fn damage_in_a_rewritten_segment_is_reported_at_its_place_in_the_file() {
     assert_eq!(damage, vec![(read_offset, false)], "{report:?}");
     assert!(read_offset < len as u64);
 }
+
+/// A flipped byte in a snapshot index table hides snapshots from every lookup: `verify`
+/// reports it with the scavenge as its fix, and the scavenge's rewrite of the snapshot
+/// files makes a new index, after which loads find the snapshot again.
+#[test]
+fn a_damaged_snapshot_index_is_reported_and_mended_by_a_scavenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for i in 0..5 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    store.save_snapshot("s", 4, "sum", b"state-at-4").unwrap();
+    store.close().unwrap();
+    let mut tables = Vec::new();
+    for generation in std::fs::read_dir(dir.path().join("snapshots")).unwrap() {
+        let index = generation.unwrap().path().join("index");
+        for f in std::fs::read_dir(&index).into_iter().flatten() {
+            let path = f.unwrap().path();
+            if path.extension().is_some_and(|e| e == "idx") {
+                tables.push(path);
+            }
+        }
+    }
+    assert_eq!(tables.len(), 1, "{tables:?}");
+    // A byte of the table's one block of entries (past its 16-byte header).
+    let mut bytes = std::fs::read(&tables[0]).unwrap();
+    bytes[20] ^= 0xff;
+    std::fs::write(&tables[0], bytes).unwrap();
+
+    let store = Store::open(dir.path()).unwrap();
+    assert!(
+        store.latest_snapshot("s").unwrap().is_none(),
+        "the damage hides it"
+    );
+    let report = store.verify(|_| {}).unwrap();
+    assert!(!report.snapshots.index_problems.is_empty(), "{report:?}");
+    assert!(!report.is_clean());
+    store.close().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .arg("verify")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.contains("\"snapshot_index_problem\""), "{stdout}");
+
+    let store = Store::open(dir.path()).unwrap();
+    store
+        .scavenge(&streamlog::ScavengeOptions::default())
+        .unwrap();
+    assert_eq!(store.latest_snapshot("s").unwrap().unwrap().version, 4);
+    assert!(store.verify(|_| {}).unwrap().is_clean());
+    store.close().unwrap();
+}

@@ -1077,6 +1077,14 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
         };
         line(out, obj)?;
     }
+    for problem in &snapshots.index_problems {
+        line(
+            out,
+            Obj::new()
+                .field("snapshot_index_problem", problem.as_str())
+                .field("fix", "streamlog scavenge"),
+        )?;
+    }
     if let Some(why) = &snapshots.discarded {
         line(
             out,
@@ -1088,8 +1096,9 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     if let Some(why) = &snapshots.not_checked {
         line(out, Obj::new().field("snapshots_not_checked", why.as_str()))?;
     }
-    let snapshot_corrupted =
-        snapshots.corruption().count() + usize::from(snapshots.discarded.is_some());
+    let snapshot_corrupted = snapshots.corruption().count()
+        + snapshots.index_problems.len()
+        + usize::from(snapshots.discarded.is_some());
     let corrupted = report.corruption().count()
         + report.index_problems.len()
         + report.version_problems.len()
