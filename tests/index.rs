@@ -207,14 +207,13 @@ fn a_damaged_table_block_fails_the_reads_that_touch_it_until_reindex() {
     assert_eq!(contents(&store), want);
 }
 
-#[test]
-fn an_index_built_from_another_log_is_stale_and_rebuilt() {
-    let a = tempfile::tempdir().unwrap();
+/// A store filled at `a`, whose segments are then replaced by those of another log of
+/// `appends` appends to "other" (its index stays).
+fn under_another_log(a: &Path, appends: usize) {
     let b = tempfile::tempdir().unwrap();
-    fill(a.path(), options());
-    // Another log, longer, under a's index.
+    fill(a, options());
     let store = Store::open_with(b.path(), options()).unwrap();
-    for i in 0..600 {
+    for i in 0..appends {
         store
             .append(
                 "other",
@@ -224,12 +223,19 @@ fn an_index_built_from_another_log_is_stale_and_rebuilt() {
             .unwrap();
     }
     store.close().unwrap();
-    fs::remove_dir_all(a.path().join("segments")).unwrap();
-    fs::create_dir_all(a.path().join("segments")).unwrap();
+    fs::remove_dir_all(a.join("segments")).unwrap();
+    fs::create_dir_all(a.join("segments")).unwrap();
     for e in fs::read_dir(b.path().join("segments")).unwrap() {
         let e = e.unwrap();
-        fs::copy(e.path(), a.path().join("segments").join(e.file_name())).unwrap();
+        fs::copy(e.path(), a.join("segments").join(e.file_name())).unwrap();
     }
+}
+
+#[test]
+fn an_index_built_from_another_log_is_stale_and_rebuilt() {
+    let a = tempfile::tempdir().unwrap();
+    // Another log, longer, under a's index.
+    under_another_log(a.path(), 600);
     let store = Store::open_with(a.path(), options()).unwrap();
     assert!(store.recovery_report().index.rebuilt.is_some());
     assert_eq!(store.read_stream("stream-0", 0).unwrap().count(), 0);
@@ -243,25 +249,7 @@ fn an_index_built_from_another_log_is_stale_and_rebuilt() {
 #[test]
 fn a_log_shorter_than_its_index_is_refused_until_a_reindex() {
     let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
-    fill(a.path(), options());
-    let store = Store::open_with(b.path(), options()).unwrap();
-    for i in 0..10 {
-        store
-            .append(
-                "other",
-                ExpectedVersion::Any,
-                [NewEvent::new("X", format!("{i}"))],
-            )
-            .unwrap();
-    }
-    store.close().unwrap();
-    fs::remove_dir_all(a.path().join("segments")).unwrap();
-    fs::create_dir_all(a.path().join("segments")).unwrap();
-    for e in fs::read_dir(b.path().join("segments")).unwrap() {
-        let e = e.unwrap();
-        fs::copy(e.path(), a.path().join("segments").join(e.file_name())).unwrap();
-    }
+    under_another_log(a.path(), 10);
     match Store::open_with(a.path(), options()) {
         Err(streamlog::Error::Corrupted { reason, .. }) => {
             assert!(reason.contains("missing"), "{reason}");

@@ -524,7 +524,8 @@ proptest! {
     }
 }
 
-fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
+/// The files under `dir` (at any depth) whose names end in `.ext`.
+pub(crate) fn files_under(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();

@@ -10,6 +10,34 @@ use std::io::Write;
 use streamlog::format::{self, EventRecord, EventsFrame};
 use streamlog::{ExpectedVersion, NewEvent, Store};
 
+use crate::snapshots::files_under;
+
+/// A store of five appends to "s".
+fn store_of_five_events(dir: &std::path::Path) -> Store {
+    let store = Store::open(dir).unwrap();
+    for i in 0..5 {
+        store
+            .append(
+                "s",
+                ExpectedVersion::Any,
+                [NewEvent::new("E", format!("{i}"))],
+            )
+            .unwrap();
+    }
+    store
+}
+
+/// `streamlog verify DIR`, which must exit 5 (corruption found); its stdout.
+fn cli_verify_exits_5(dir: &std::path::Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamlog"))
+        .arg("verify")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn a_forged_frame_with_a_version_gap_is_reported() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,13 +91,7 @@ fn a_forged_frame_with_a_version_gap_is_reported() {
     let offline = streamlog::inspect::verify_dir(dir.path(), |_| {}).unwrap();
     assert_eq!(offline.version_problems.len(), 1, "{offline:?}");
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamlog"))
-        .arg("verify")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(5));
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = cli_verify_exits_5(dir.path());
     assert!(stdout.contains("\"version_problem\""), "{stdout}");
 }
 
@@ -79,16 +101,7 @@ fn a_forged_frame_with_a_version_gap_is_reported() {
 #[test]
 fn a_damaged_snapshot_frame_is_reported_until_a_scavenge_leaves_it_out() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    for i in 0..5 {
-        store
-            .append(
-                "s",
-                ExpectedVersion::Any,
-                [NewEvent::new("E", format!("{i}"))],
-            )
-            .unwrap();
-    }
+    let store = store_of_five_events(dir.path());
     for v in [0u64, 2, 4] {
         store
             .save_snapshot("s", v, "sum", format!("state-at-{v}-padding").as_bytes())
@@ -100,16 +113,12 @@ fn a_damaged_snapshot_frame_is_reported_until_a_scavenge_leaves_it_out() {
     store.close().unwrap();
 
     let mut damaged = None;
-    for generation in std::fs::read_dir(dir.path().join("snapshots")).unwrap() {
-        let segments = generation.unwrap().path().join("segments");
-        for seg in std::fs::read_dir(&segments).into_iter().flatten() {
-            let path = seg.unwrap().path();
-            let mut bytes = std::fs::read(&path).unwrap();
-            if let Some(at) = bytes.windows(10).position(|w| w == b"state-at-2") {
-                bytes[at] ^= 0x01;
-                std::fs::write(&path, bytes).unwrap();
-                damaged = Some(path);
-            }
+    for path in files_under(&dir.path().join("snapshots"), "seg") {
+        let mut bytes = std::fs::read(&path).unwrap();
+        if let Some(at) = bytes.windows(10).position(|w| w == b"state-at-2") {
+            bytes[at] ^= 0x01;
+            std::fs::write(&path, bytes).unwrap();
+            damaged = Some(path);
         }
     }
     let damaged = damaged.unwrap();
@@ -120,13 +129,7 @@ fn a_damaged_snapshot_frame_is_reported_until_a_scavenge_leaves_it_out() {
     assert_eq!(offline.snapshots.corruption().count(), 1, "{offline:?}");
     assert_eq!(offline.snapshots.damage[0].file, damaged);
     assert!(!offline.is_clean());
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamlog"))
-        .arg("verify")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(5));
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = cli_verify_exits_5(dir.path());
     assert!(
         stdout.contains("\"fix\":\"streamlog scavenge\""),
         "{stdout}"
@@ -229,28 +232,10 @@ fn damage_in_a_rewritten_segment_is_reported_at_its_place_in_the_file() {
 #[test]
 fn a_damaged_snapshot_index_is_reported_and_mended_by_a_scavenge() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    for i in 0..5 {
-        store
-            .append(
-                "s",
-                ExpectedVersion::Any,
-                [NewEvent::new("E", format!("{i}"))],
-            )
-            .unwrap();
-    }
+    let store = store_of_five_events(dir.path());
     store.save_snapshot("s", 4, "sum", b"state-at-4").unwrap();
     store.close().unwrap();
-    let mut tables = Vec::new();
-    for generation in std::fs::read_dir(dir.path().join("snapshots")).unwrap() {
-        let index = generation.unwrap().path().join("index");
-        for f in std::fs::read_dir(&index).into_iter().flatten() {
-            let path = f.unwrap().path();
-            if path.extension().is_some_and(|e| e == "idx") {
-                tables.push(path);
-            }
-        }
-    }
+    let tables = files_under(&dir.path().join("snapshots"), "idx");
     assert_eq!(tables.len(), 1, "{tables:?}");
     // A byte of the table's one block of entries (past its 16-byte header).
     let mut bytes = std::fs::read(&tables[0]).unwrap();
@@ -266,13 +251,7 @@ fn a_damaged_snapshot_index_is_reported_and_mended_by_a_scavenge() {
     assert!(!report.snapshots.index_problems.is_empty(), "{report:?}");
     assert!(!report.is_clean());
     store.close().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_streamlog"))
-        .arg("verify")
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(5));
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = cli_verify_exits_5(dir.path());
     assert!(stdout.contains("\"snapshot_index_problem\""), "{stdout}");
 
     let store = Store::open(dir.path()).unwrap();

@@ -1031,6 +1031,15 @@ pub fn progress_bar(total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// A damaged place as `verify` prints it.
+fn damage_line(d: &streamlog::Damage) -> Obj {
+    Obj::new()
+        .field("file", d.file.display().to_string())
+        .field("offset", d.offset)
+        .field("reason", d.reason.as_str())
+        .field("torn_tail", d.torn_tail)
+}
+
 fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     require_store(dir)?;
     let bar = progress_bar(
@@ -1041,14 +1050,7 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     bar.finish_and_clear();
     let report = result?;
     for d in &report.damage {
-        line(
-            out,
-            Obj::new()
-                .field("file", d.file.display().to_string())
-                .field("offset", d.offset)
-                .field("reason", d.reason.as_str())
-                .field("torn_tail", d.torn_tail),
-        )?;
+        line(out, damage_line(d))?;
     }
     for problem in &report.index_problems {
         line(
@@ -1065,11 +1067,7 @@ fn verify(dir: &Path, out: &mut impl Write) -> CliResult {
     // their damaged frames.
     let snapshots = &report.snapshots;
     for d in &snapshots.damage {
-        let obj = Obj::new()
-            .field("file", d.file.display().to_string())
-            .field("offset", d.offset)
-            .field("reason", d.reason.as_str())
-            .field("torn_tail", d.torn_tail);
+        let obj = damage_line(d);
         let obj = if d.torn_tail {
             obj
         } else {
