@@ -115,9 +115,10 @@ impl Log {
     /// every segment, calling `visit` with each valid frame that is kept (and the segment
     /// holding it), in log order.
     ///
-    /// The recovery rule: a damaged frame below the highest attested watermark is
-    /// corruption and fails the open; one above it is a torn tail, cut off (unless
-    /// `read_only`) and reported. A read-only open beside a live writer passes
+    /// The recovery rule: a damaged frame below the highest attested watermark (or below
+    /// what `known` says was durable) is corruption and fails the open; one above it is a
+    /// torn tail, cut off (unless `read_only`) and reported. A writable open of a log
+    /// that ends before what `known` says was durable fails too: frames are missing. A read-only open beside a live writer passes
     /// `read_limit`, the end the writer published, and nothing past it is read.
     ///
     /// What a crash left past the last known durable position may still be only in the
