@@ -24,6 +24,7 @@ use crate::format::{
 use crate::index::{Hashing, Index, IndexedLogFiles, open_indexed_log};
 use crate::io::Storage;
 use crate::log::{Appender, Damage, Log};
+use crate::segment::FrameBytes;
 
 /// Name of the file naming the live generation.
 pub const CURRENT_FILE: &str = "CURRENT";
@@ -668,7 +669,7 @@ impl SnapshotStore {
                 d.torn_tail = false;
             }
         }
-        check.index_problems = Self::index_problems(&g, limit)?;
+        check.index_problems = Self::index_problems(&g, limit, &mut |_, _| {})?.0;
         check.generation = g.id;
         check.segments = report.segments;
         check.frames = report.frames;
@@ -678,13 +679,21 @@ impl SnapshotStore {
     }
 
     /// What is wrong between a generation's index and its intact frames below `limit`.
-    fn index_problems(g: &Generation, limit: u64) -> Result<Vec<String>> {
+    /// Walks the generation's intact frames below `limit` once, showing each to `also`:
+    /// returns what is wrong between its index and those frames, and whether any frame
+    /// was damaged.
+    fn index_problems(
+        g: &Generation,
+        limit: u64,
+        also: &mut dyn FnMut(&FrameHeader, &FrameBytes),
+    ) -> Result<(Vec<String>, bool)> {
         let end = limit.min(g.log.written());
-        g.index.check_against_log(end, |visit| {
-            let mut damaged = false;
+        let mut damaged = false;
+        let problems = g.index.check_against_log(end, |visit| {
             g.log.walk_intact(
                 end,
                 &mut |h, bytes| {
+                    also(h, bytes);
                     if let Some((stream, version, count)) = snapshot_key(h, bytes.body()) {
                         visit(stream, version, count, h.position);
                     }
@@ -693,7 +702,8 @@ impl SnapshotStore {
                 &mut |_, _, _| damaged = true,
             )?;
             Ok(damaged)
-        })
+        })?;
+        Ok((problems, damaged))
     }
 
     /// Makes every saved snapshot durable and the index of them persistent.
@@ -760,20 +770,17 @@ impl SnapshotStore {
         if keep == usize::MAX {
             // A damaged frame is a reason to rewrite too: it may be of a stream being
             // erased (its name cannot be read to tell), and the rewrite leaves it out.
-            let (mut any, mut damaged) = (false, false);
-            old.log.walk_intact(
-                old.log.written(),
-                &mut |h, bytes| {
+            // A damaged index hides snapshots from every lookup: the rewrite makes a new
+            // one. (One walk of the frames finds all three reasons.)
+            let mut any = false;
+            let (problems, damaged) =
+                Self::index_problems(&old, old.log.written(), &mut |h, bytes| {
                     any = any
                         || (h.kind == FrameKind::Snapshot
                             && format::decode_snapshot_body(bytes.body())
                                 .is_ok_and(|b| drop_snapshot(b.stream, b.version)));
-                    Ok(())
-                },
-                &mut |_, _, _| damaged = true,
-            )?;
-            // A damaged index hides snapshots from every lookup: the rewrite makes a new one.
-            if !any && !damaged && Self::index_problems(&old, old.log.written())?.is_empty() {
+                })?;
+            if !any && !damaged && problems.is_empty() {
                 return Ok((old.index.totals().appends, 0));
             }
         }
